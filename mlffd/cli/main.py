@@ -1,0 +1,34 @@
+"""The ``mlffd`` command group. Each sub-command lives in its own module and calls the library."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group()
+@click.version_option(package_name="mlffd")
+def cli() -> None:
+    """mlffd: distil foundation-model potentials into small, fast students."""
+
+
+@cli.command("info")
+@click.argument("model", default="tiny")
+def info(model: str) -> None:
+    """Print the metadata of MODEL (a shipped name or a path to NAME.mlffd.pt)."""
+    from mlffd.artifact import read_metadata
+    from mlffd.registry import resolve
+
+    click.echo(json.dumps(read_metadata(resolve(model)), indent=2, sort_keys=True))
+
+
+@cli.command("models")
+def models() -> None:
+    """List the shipped models."""
+    from mlffd.registry import REGISTRY
+
+    if not REGISTRY:
+        click.echo("no shipped models in this installation")
+    for name, entry in sorted(REGISTRY.items()):
+        click.echo(f"{name:12s} {entry.filename:28s} {entry.description}")

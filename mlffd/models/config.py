@@ -1,0 +1,64 @@
+"""Model hyper-parameters (a frozen dataclass) and the named size presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of :class:`mlffd.models.StudentPotential`."""
+
+    elements: tuple[str, ...] = ("Si",)
+    cutoff: float = 5.0  #: radial cutoff (Å)
+    features: int = 64  #: atom feature width
+    channels: int = 64  #: moment channels per rank
+    hidden: int = 64  #: hidden width of the update MLP
+    readout_hidden: int = 32  #: hidden width of the energy readout
+    num_basis: int = 8  #: Bessel radial functions
+    num_interactions: int = 2  #: message-passing layers
+    envelope_p: int = 6  #: polynomial envelope exponent
+    avg_num_neighbors: float = 20.0  #: normalisation of the neighbour sums
+
+    def __post_init__(self) -> None:
+        if not self.elements:
+            raise ValueError("ModelConfig.elements must name at least one element")
+        if self.cutoff <= 0:
+            raise ValueError(f"ModelConfig.cutoff must be positive, got {self.cutoff}")
+        for name in ("features", "channels", "hidden", "readout_hidden", "num_basis", "num_interactions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        object.__setattr__(self, "elements", tuple(self.elements))
+
+    @property
+    def interaction_range(self) -> float:
+        return self.num_interactions * self.cutoff
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["elements"] = list(self.elements)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model hyper-parameters {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**d)
+
+
+#: Size presets matching the parameter budgets of the prior project's students.
+PRESETS: dict[str, dict[str, Any]] = {
+    "ultra-tiny": dict(features=34, channels=34, hidden=34, readout_hidden=16),  # ≈21K
+    "tiny": dict(features=68, channels=68, hidden=68, readout_hidden=32),  # ≈77K
+    "original": dict(features=160, channels=160, hidden=160, readout_hidden=64),  # ≈427K
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A :class:`ModelConfig` for a named size preset, with optional overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}")
+    return ModelConfig(**{**PRESETS[name], **overrides})

@@ -1,0 +1,1 @@
+"""Shipped ``*.mlffd.pt`` artifacts (package data); see :mod:`mlffd.registry`."""
