@@ -6,8 +6,10 @@ read only this file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,14 @@ class Artifact:
     @property
     def dtype(self) -> torch.dtype:
         return _DTYPES[self.metadata["dtype"]]
+
+
+@contextlib.contextmanager
+def _quiet_jit():
+    """TorchScript is deprecated upstream but is our C++-loadable format: hide the warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit.*deprecated")
+        yield
 
 
 def _mlffd_version() -> str:
@@ -156,11 +166,12 @@ def export(module: torch.nn.Module, path: str | Path, metadata: Mapping[str, Any
     """
     path = Path(path)
     validate_metadata(metadata, str(path))
-    scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
-    scripted = scripted.eval()
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(dict(metadata), sort_keys=True)})
+    with _quiet_jit():
+        scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+        scripted = scripted.eval()
+        tmp = path.with_name(path.name + ".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(dict(metadata), sort_keys=True)})
     tmp.replace(path)
     return path
 
@@ -206,7 +217,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
     _check_file(path)
     extra = {METADATA_FILE: ""}
     try:
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        with _quiet_jit():
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError/ValueError variants for bad archives
         raise ArtifactError(f"{path}: corrupt or not a TorchScript archive ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     meta = _parse_metadata(extra[METADATA_FILE], path)

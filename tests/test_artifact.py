@@ -1,0 +1,110 @@
+"""Artifact export/load and its error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mlffd import artifact
+from mlffd.artifact import ArtifactError, METADATA_FILE
+from mlffd.models import build, export_student, num_parameters, preset
+
+
+def test_roundtrip_metadata(tmp_path):
+    cfg = preset("ultra-tiny")
+    model = build(cfg)
+    path = export_student(model, cfg, tmp_path / "m.mlffd.pt", teacher="emt", metrics={"force_rmse": 0.1})
+    art = artifact.load(path)
+    meta = art.metadata
+    assert meta["format"] == "mlffd-artifact" and meta["format_version"] == 1
+    assert meta["elements"] == ["Si"]
+    assert meta["cutoff"] == cfg.cutoff
+    assert meta["interaction_range"] == pytest.approx(cfg.num_interactions * cfg.cutoff)
+    assert meta["num_parameters"] == num_parameters(model)
+    assert meta["dtype"] == "float32"
+    assert meta["teacher"] == "emt" and meta["metrics"] == {"force_rmse": 0.1}
+    assert meta["torch_version"] == torch.__version__
+    assert artifact.read_metadata(path) == meta
+    assert isinstance(art.module, torch.jit.ScriptModule)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ArtifactError, match="no such artifact file"):
+        artifact.load(tmp_path / "nope.mlffd.pt")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all" * 10])
+def test_corrupt_file(tmp_path, content):
+    path = tmp_path / "bad.mlffd.pt"
+    path.write_bytes(content)
+    with pytest.raises(ArtifactError, match=r"bad\.mlffd\.pt.*corrupt"):
+        artifact.load(path)
+    with pytest.raises(ArtifactError, match=r"bad\.mlffd\.pt.*corrupt"):
+        artifact.read_metadata(path)
+
+
+def test_truncated_file(tmp_path):
+    cfg = preset("ultra-tiny")
+    good = export_student(build(cfg), cfg, tmp_path / "good.mlffd.pt")
+    bad = tmp_path / "truncated.mlffd.pt"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ArtifactError, match=r"truncated\.mlffd\.pt.*corrupt"):
+        artifact.load(bad)
+
+
+def test_plain_torchscript_is_not_an_artifact(tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    with pytest.raises(ArtifactError, match=r"plain\.pt.*without mlffd metadata"):
+        artifact.load(path)
+
+
+def _save_with_meta(tmp_path, meta) -> str:
+    path = tmp_path / "edited.mlffd.pt"
+    torch.jit.save(torch.jit.script(build(preset("ultra-tiny"))), str(path), _extra_files={METADATA_FILE: json.dumps(meta)})
+    return str(path)
+
+
+def _good_meta(tmp_path):
+    cfg = preset("ultra-tiny")
+    return artifact.read_metadata(export_student(build(cfg), cfg, tmp_path / "ref.mlffd.pt"))
+
+
+def test_newer_format_version(tmp_path):
+    meta = _good_meta(tmp_path)
+    meta["format_version"] = artifact.FORMAT_VERSION + 1
+    path = _save_with_meta(tmp_path, meta)
+    with pytest.raises(ArtifactError, match=r"edited\.mlffd\.pt: format_version 2 is newer"):
+        artifact.load(path)
+
+
+@pytest.mark.parametrize("field", ["elements", "cutoff", "interaction_range", "dtype"])
+def test_missing_field(tmp_path, field):
+    meta = _good_meta(tmp_path)
+    del meta[field]
+    with pytest.raises(ArtifactError, match=rf"edited\.mlffd\.pt: metadata lacks the field '{field}'"):
+        artifact.load(_save_with_meta(tmp_path, meta))
+
+
+def test_wrong_marker_and_types(tmp_path):
+    meta = _good_meta(tmp_path)
+    meta["format"] = "something-else"
+    with pytest.raises(ArtifactError, match="not an mlffd artifact"):
+        artifact.load(_save_with_meta(tmp_path, meta))
+    meta = _good_meta(tmp_path)
+    meta["cutoff"] = "five"
+    with pytest.raises(ArtifactError, match="'cutoff' is 'five', expected float"):
+        artifact.load(_save_with_meta(tmp_path, meta))
+    meta = _good_meta(tmp_path)
+    meta["dtype"] = "float16"
+    with pytest.raises(ArtifactError, match="'dtype' is 'float16'"):
+        artifact.load(_save_with_meta(tmp_path, meta))
+
+
+def test_invalid_metadata_is_refused_before_writing(tmp_path):
+    path = tmp_path / "never.mlffd.pt"
+    with pytest.raises(ArtifactError):
+        artifact.export(build(preset("ultra-tiny")), path, {"format": "mlffd-artifact", "format_version": 1})
+    assert not path.exists()

@@ -1,0 +1,221 @@
+"""DistilledCalculator against independent references (finite differences, symmetry, ASE MD)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+from ase.build import bulk, fcc111, molecule
+from ase.calculators.calculator import PropertyNotImplementedError
+
+from mlffd import DistilledCalculator
+from mlffd.models import build, export_student, preset
+from mlffd.registry import ModelNotFoundError
+from mlffd.testing import (
+    check_atom_sums,
+    check_batch,
+    check_cutoff_smoothness,
+    check_forces_fd,
+    check_invariance,
+    check_stress_fd,
+    check_supercell,
+    energy_drift_nve,
+    silicon,
+    triclinic_silicon,
+)
+
+
+def slab() -> Atoms:
+    """A Si slab periodic in x, y with vacuum along z (pbc = T, T, F)."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True) * (1, 1, 2)
+    atoms.center(vacuum=6.0, axis=2)
+    atoms.pbc = [True, True, False]
+    atoms.rattle(0.05, seed=3)
+    return atoms
+
+
+def wire() -> Atoms:
+    """Periodic along x only."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.center(vacuum=5.0, axis=(1, 2))
+    atoms.pbc = [True, False, False]
+    atoms.rattle(0.05, seed=4)
+    return atoms
+
+
+def cluster() -> Atoms:
+    atoms = Atoms("Si5", positions=[[0, 0, 0], [2.3, 0, 0], [0, 2.3, 0.2], [0.1, 0.2, 2.35], [1.4, 1.3, 1.5]])
+    return atoms
+
+
+STRUCTURES = {
+    "bulk": lambda: silicon(1, rattle=0.1),
+    "triclinic-small-cell": triclinic_silicon,
+    "slab": slab,
+    "wire": wire,
+    "cluster": cluster,
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURES))
+def test_forces_match_finite_differences(artifact64, name):
+    atoms = STRUCTURES[name]()
+    check_forces_fd(atoms, DistilledCalculator(artifact64), eps=1e-4, atol=1e-7, indices=range(min(3, len(atoms))))
+
+
+@pytest.mark.parametrize("name", ["bulk", "triclinic-small-cell"])
+def test_stress_matches_finite_differences(artifact64, name):
+    check_stress_fd(STRUCTURES[name](), DistilledCalculator(artifact64), eps=1e-5, atol=1e-8)
+
+
+def test_forces_are_not_trivial(artifact64):
+    atoms = silicon(1, rattle=0.1)
+    atoms.calc = DistilledCalculator(artifact64)
+    assert np.abs(atoms.get_forces()).max() > 1e-2
+    assert np.abs(atoms.get_stress()).max() > 1e-4
+
+
+@pytest.mark.parametrize("name", ["bulk", "slab", "cluster"])
+def test_invariance(artifact64, name):
+    check_invariance(STRUCTURES[name](), lambda: DistilledCalculator(artifact64), atol=1e-9)
+
+
+def test_small_triclinic_cell_vs_supercell(artifact64):
+    check_supercell(triclinic_silicon(), lambda: DistilledCalculator(artifact64), reps=(2, 2, 2), atol=1e-9)
+
+
+def test_slab_vs_supercell(artifact64):
+    check_supercell(slab(), lambda: DistilledCalculator(artifact64), reps=(2, 1, 1), atol=1e-9)
+
+
+def test_cutoff_smoothness(artifact64):
+    calc = DistilledCalculator(artifact64)
+    check_cutoff_smoothness(calc, "Si", calc.cutoff)
+
+
+def test_atom_sums(artifact64):
+    check_atom_sums(triclinic_silicon(), DistilledCalculator(artifact64))
+    check_atom_sums(slab(), DistilledCalculator(artifact64))
+
+
+def test_float32_artifact_agrees_with_float64(artifact32, artifact64):
+    atoms = silicon(2, rattle=0.1)
+    a32, a64 = atoms.copy(), atoms.copy()
+    a32.calc, a64.calc = DistilledCalculator(artifact32), DistilledCalculator(artifact64)
+    assert a32.calc.dtype == torch.float32
+    assert abs(a32.get_potential_energy() - a64.get_potential_energy()) / len(atoms) < 1e-5
+    np.testing.assert_allclose(a32.get_forces(), a64.get_forces(), atol=1e-4)
+    # a float32 artifact can be run in float64 on request
+    up = atoms.copy()
+    up.calc = DistilledCalculator(artifact32, dtype="float64")
+    np.testing.assert_allclose(up.get_forces(), a32.get_forces(), atol=1e-4)
+
+
+def test_batch_equals_one_by_one(artifact64):
+    check_batch([silicon(1, 0.1, 1), triclinic_silicon(), slab(), cluster(), silicon(2, 0.05, 2)], DistilledCalculator(artifact64))
+
+
+def test_multi_element(artifact_sige):
+    atoms = bulk("Si", "diamond", a=5.5, cubic=True)
+    atoms.symbols[[1, 3, 6]] = "Ge"
+    atoms.rattle(0.05, seed=7)
+    calc = DistilledCalculator(artifact_sige)
+    check_forces_fd(atoms, calc, eps=1e-4, atol=1e-7, indices=[0, 1])
+    swapped = atoms.copy()
+    swapped.symbols[[0]] = "Ge"
+    a, b = atoms.copy(), swapped
+    a.calc, b.calc = DistilledCalculator(artifact_sige), DistilledCalculator(artifact_sige)
+    assert a.get_potential_energy() != pytest.approx(b.get_potential_energy(), abs=1e-6)
+
+
+def test_unknown_element(artifact64):
+    atoms = molecule("CH4")
+    atoms.calc = DistilledCalculator(artifact64)
+    with pytest.raises(ValueError, match=r"element\(s\) C, H not in this model; it knows Si"):
+        atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_positions(artifact64, bad):
+    atoms = silicon(1)
+    atoms.positions[3, 1] = bad
+    atoms.calc = DistilledCalculator(artifact64)
+    with pytest.raises(ValueError, match=r"positions of atom\(s\) \[3\] are NaN or infinite"):
+        atoms.get_forces()
+
+
+def test_unknown_model_name():
+    with pytest.raises(ModelNotFoundError, match="'no-such-model' is neither a shipped model name"):
+        DistilledCalculator("no-such-model")
+
+
+def test_no_stress_without_a_cell(artifact64):
+    atoms = cluster()
+    atoms.calc = DistilledCalculator(artifact64)
+    atoms.get_forces()
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stress()
+
+
+def test_neighbour_list_reused_within_skin(artifact64):
+    atoms = silicon(1, rattle=0.05)
+    calc = DistilledCalculator(artifact64, skin=0.5)
+    atoms.calc = calc
+    e0 = atoms.get_potential_energy()
+    atoms.positions[0] += [0.1, 0.0, 0.0]  # < skin / 2: reuse
+    e1 = atoms.get_potential_energy()
+    assert calc.nl_builds == 1
+    ref = atoms.copy()
+    ref.calc = DistilledCalculator(artifact64, skin=0.0)
+    assert e1 == pytest.approx(ref.get_potential_energy(), abs=1e-10)  # reused list gives the exact answer
+    atoms.positions[0] += [0.3, 0.0, 0.0]  # now > skin / 2: rebuild
+    atoms.get_potential_energy()
+    assert calc.nl_builds == 2
+    atoms.set_cell(atoms.cell * 1.01, scale_atoms=True)  # cell change: rebuild
+    atoms.get_potential_energy()
+    assert calc.nl_builds == 3
+    assert e0 != e1
+
+
+def test_nve_energy_conservation(tmp_path):
+    """Issue 2 done-criterion: a randomly initialised ``tiny`` exported in float64 runs 1,000
+    VelocityVerlet steps of 64-atom diamond Si with total-energy drift < 1e-4 eV/atom."""
+    model = build(preset("tiny"), torch.float64)  # plain random initialisation
+    path = export_student(model, preset("tiny"), tmp_path / "random-tiny.mlffd.pt")
+    drift = energy_drift_nve(silicon(2, rattle=0.0), DistilledCalculator(path), steps=1000, dt_fs=1.0, temperature=600.0)
+    assert drift < 1e-4, f"total energy drifted {drift:.2e} eV/atom"
+
+
+def test_langevin_and_npt_berendsen_run(artifact64):
+    from ase.md.langevin import Langevin
+    from ase.md.nptberendsen import NPTBerendsen
+    from ase.md.velocitydistribution import thermalize_momenta
+
+    atoms = silicon(1, rattle=0.05)
+    atoms.calc = DistilledCalculator(artifact64)
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    Langevin(atoms, 1.0 * units.fs, temperature_K=300, friction=0.02, rng=np.random.default_rng(1)).run(20)
+    assert np.isfinite(atoms.get_potential_energy())
+    v0 = atoms.get_volume()
+    stress0 = atoms.get_stress(include_ideal_gas=True)[:3].mean()
+    dyn = NPTBerendsen(atoms, 1.0 * units.fs, temperature_K=300, pressure_au=0.0, taut=50 * units.fs, taup=200 * units.fs, compressibility_au=1e-2 / units.GPa)
+    dyn.run(20)
+    # ASE sign convention: negative stress = compressed (positive pressure) -> the barostat expands
+    assert abs(stress0) > 1e-4
+    assert np.sign(atoms.get_volume() - v0) == -np.sign(stress0)
+
+
+def test_optimizer_with_cell_filter(artifact64):
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    atoms = silicon(1, rattle=0.1)
+    atoms.calc = DistilledCalculator(artifact64)
+    e0 = atoms.get_potential_energy()
+    opt = BFGS(FrechetCellFilter(atoms), logfile=None)
+    converged = opt.run(fmax=0.02, steps=1000)
+    assert converged
+    assert atoms.get_potential_energy() < e0
+    assert np.abs(atoms.get_forces()).max() < 0.02
+    assert np.abs(atoms.get_stress()).max() * atoms.get_volume() < 0.02 * 3
