@@ -17,6 +17,7 @@ class ModelConfig:
     hidden: int = 64  #: hidden width of the update MLP
     readout_hidden: int = 32  #: hidden width of the energy readout
     num_basis: int = 8  #: Bessel radial functions
+    message_dim: int = 4  #: neighbour features carried by messages after the first layer
     num_interactions: int = 2  #: message-passing layers
     envelope_p: int = 6  #: polynomial envelope exponent
     avg_num_neighbors: float = 20.0  #: normalisation of the neighbour sums
@@ -26,7 +27,7 @@ class ModelConfig:
             raise ValueError("ModelConfig.elements must name at least one element")
         if self.cutoff <= 0:
             raise ValueError(f"ModelConfig.cutoff must be positive, got {self.cutoff}")
-        for name in ("features", "channels", "hidden", "readout_hidden", "num_basis", "num_interactions"):
+        for name in ("features", "channels", "hidden", "readout_hidden", "num_basis", "message_dim", "num_interactions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
         object.__setattr__(self, "elements", tuple(self.elements))
@@ -51,9 +52,9 @@ class ModelConfig:
 
 #: Size presets matching the parameter budgets of the prior project's students.
 PRESETS: dict[str, dict[str, Any]] = {
-    "ultra-tiny": dict(features=34, channels=34, hidden=34, readout_hidden=16),  # ≈21K
-    "tiny": dict(features=68, channels=68, hidden=68, readout_hidden=32),  # ≈77K
-    "original": dict(features=160, channels=160, hidden=160, readout_hidden=64),  # ≈427K
+    "ultra-tiny": dict(features=34, channels=34, hidden=34, readout_hidden=16, message_dim=4),  # ≈21K
+    "tiny": dict(features=66, channels=66, hidden=66, readout_hidden=32, message_dim=8),  # ≈78K
+    "original": dict(features=160, channels=160, hidden=160, readout_hidden=64, message_dim=16),  # ≈437K
 }
 
 

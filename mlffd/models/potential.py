@@ -3,12 +3,13 @@
 Each interaction layer builds, for every atom ``i`` and channel ``k``, Cartesian moments of its
 neighbourhood up to rank 2,
 
-    A0_ik = sum_j R0_k(r_ij) x_jk
-    A1_ik = sum_j R1_k(r_ij) x_jk u_ij               (vector)
-    A2_ik = sum_j R2_k(r_ij) x_jk (u_ij u_ij - I/3)  (traceless symmetric tensor)
+    A0_ik = sum_j R0_k(r_ij, z_j)
+    A1_ik = sum_j R1_k(r_ij, z_j) u_ij               (vector)
+    A2_ik = sum_j R2_k(r_ij, z_j) (u_ij u_ij - I/3)  (traceless symmetric tensor)
 
-(``u_ij`` the unit vector, ``x_j`` a learned projection of the neighbour's features, ``R`` learned
-radial functions of a Bessel basis times a smooth polynomial envelope). Their rotation
+(``u_ij`` the unit vector, ``z_j`` the neighbour's element (first layer) or a learned projection
+of its features (later layers), ``R`` learned linear functions of a Bessel basis times a smooth
+polynomial envelope, one per channel and rank). Their rotation
 invariants - A0, |A1|^2, |A2|^2, A1.A2.A1 and tr(A2^3) - are up to four-body in the atomic
 positions (like MACE with L = 2 and correlation order 3) and feed a residual MLP update of the
 atom features. The energy is a per-atom readout plus per-element reference energies; forces and
@@ -74,45 +75,80 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-class Interaction(nn.Module):
-    """One message-passing layer: neighbourhood moments -> invariants -> residual update."""
+# Index pairs of the 6 stored components of a symmetric 3x3 tensor: xx yy zz xy xz yz.
+_SYM_ROWS = [0, 1, 2, 0, 0, 1]
+_SYM_COLS = [0, 1, 2, 1, 2, 2]
 
-    def __init__(self, features: int, channels: int, num_basis: int, hidden: int, avg_num_neighbors: float) -> None:
+
+class Interaction(nn.Module):
+    """One message-passing layer: neighbour density -> moments -> invariants -> residual update.
+
+    The per-edge work is factorised so that it does not grow with the channel count: each edge
+    contributes the outer product ``Y_l(u) ⊗ basis_b(r) ⊗ z_j`` (10 angular components, B
+    radial functions, D neighbour features) to a per-atom density ``rho[i, l, (b, d)]``; the
+    learned radial/channel mixing ``W_rank`` is then a per-atom matrix product. For the first
+    layer ``z_j`` is the one-hot element of the neighbour (scattered by index, no product).
+    """
+
+    def __init__(
+        self,
+        features: int,
+        channels: int,
+        num_basis: int,
+        hidden: int,
+        avg_num_neighbors: float,
+        num_elements: int,
+        message_dim: int,
+        first: bool,
+    ) -> None:
         super().__init__()
         self.channels = channels
-        self.radial = nn.Linear(num_basis, 3 * channels, bias=False)
-        self.project = nn.Linear(features, channels, bias=False)
+        self.first = first
+        self.in_dim = num_elements if first else message_dim
+        self.num_basis = num_basis
+        width = num_basis * self.in_dim
+        self.w0 = nn.Parameter(torch.randn(width, channels) / math.sqrt(width))
+        self.w1 = nn.Parameter(torch.randn(width, channels) / math.sqrt(width))
+        self.w2 = nn.Parameter(torch.randn(width, channels) / math.sqrt(width))
+        # the first layer carries the element one-hot instead (an empty, frozen projection)
+        self.project = nn.Linear(features, message_dim, bias=False)
+        if first:  # unused: keep it out of the parameter count and of optimisers
+            self.project.weight.requires_grad_(False)
         self.update = MLP([5 * channels + features, hidden, features])
-        self.norm = 1.0 / math.sqrt(float(avg_num_neighbors))
-        # Radial weights start O(1) so that the moments, and the invariants built from their
-        # products, start O(0.1..1) rather than vanishing.
-        nn.init.normal_(self.radial.weight, std=2.0 / math.sqrt(num_basis))
-        nn.init.normal_(self.project.weight, std=1.0 / math.sqrt(features))
+        self.norm = 2.0 / math.sqrt(float(avg_num_neighbors))
+        self.register_buffer("sym_weight", torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0, 2.0], dtype=torch.get_default_dtype()))
+        self.sym_rows = _SYM_ROWS
+        self.sym_cols = _SYM_COLS
 
-    def forward(self, h: Tensor, basis: Tensor, y1: Tensor, y2: Tensor, center: Tensor, neighbor: Tensor) -> Tensor:
+    def forward(
+        self, h: Tensor, species: Tensor, edge_ang: Tensor, center: Tensor, neighbor: Tensor
+    ) -> Tensor:
+        """``edge_ang`` is ``[E, 10, B]``: angular components times radial basis per edge."""
         n_atoms = h.shape[0]
+        n_edges = edge_ang.shape[0]
+        width = self.num_basis * self.in_dim
+        if self.first:
+            # scatter each edge into the slot of its neighbour's element
+            index = center * self.in_dim + species.index_select(0, neighbor)
+            rho = torch.zeros(n_atoms * self.in_dim, 10, self.num_basis, dtype=h.dtype, device=h.device)
+            rho = rho.index_add_(0, index, edge_ang)
+            rho = rho.view(n_atoms, self.in_dim, 10, self.num_basis).transpose(1, 2).reshape(n_atoms, 10, width)
+        else:
+            z = self.project(h).index_select(0, neighbor)  # [E, D]
+            m = (edge_ang.unsqueeze(-1) * z.view(n_edges, 1, 1, self.in_dim)).reshape(n_edges, 10, width)
+            rho = torch.zeros(n_atoms, 10, width, dtype=h.dtype, device=h.device).index_add_(0, center, m)
+        rho = rho * self.norm
         k = self.channels
-        x = self.project(h).index_select(0, neighbor)  # [E, K]
-        radial = self.radial(basis).view(-1, 3, k) * x.unsqueeze(1)  # [E, 3, K]
-        # moments per edge: [E, 1 + 3 + 9, K]
-        m = torch.cat(
-            [
-                radial[:, 0:1, :],
-                y1.unsqueeze(-1) * radial[:, 1:2, :],
-                y2.unsqueeze(-1) * radial[:, 2:3, :],
-            ],
-            dim=1,
-        )
-        a = torch.zeros(n_atoms, 13, k, dtype=m.dtype, device=m.device).index_add_(0, center, m) * self.norm
-        a0 = a[:, 0, :]
-        a1 = a[:, 1:4, :]  # [N, 3, K]
-        a2 = a[:, 4:13, :].view(n_atoms, 3, 3, k)  # [N, 3, 3, K]
+        a0 = torch.matmul(rho[:, 0, :], self.w0)  # [N, K]
+        a1 = torch.matmul(rho[:, 1:4, :], self.w1)  # [N, 3, K]
+        a2s = torch.matmul(rho[:, 4:10, :], self.w2)  # [N, 6, K] symmetric storage
         b1 = (a1 * a1).sum(1)
-        b2 = (a2 * a2).sum((1, 2))
+        b2 = (a2s * a2s * self.sym_weight.view(1, 6, 1)).sum(1)
+        a2 = a2s[:, [0, 3, 4, 3, 1, 5, 4, 5, 2], :].view(n_atoms, 3, 3, k)  # full symmetric tensor
         a2a1 = (a2 * a1.unsqueeze(1)).sum(2)  # [N, 3, K]: (A2 . A1)_a
         b3 = (a2a1 * a1).sum(1)
         a2a2 = (a2.unsqueeze(3) * a2.unsqueeze(1)).sum(2)  # [N, 3, 3, K]: (A2 A2)_ac
-        b4 = (a2a2 * a2.transpose(1, 2)).sum((1, 2))
+        b4 = (a2a2 * a2).sum((1, 2))
         inv = torch.cat([a0, b1, b2, b3, b4, h], dim=1)
         return h + self.update(inv)
 
@@ -128,8 +164,17 @@ class StudentPotential(nn.Module):
         self.basis = RadialBasis(config.cutoff, config.num_basis, config.envelope_p)
         self.interactions = nn.ModuleList(
             [
-                Interaction(config.features, config.channels, config.num_basis, config.hidden, config.avg_num_neighbors)
-                for _ in range(config.num_interactions)
+                Interaction(
+                    config.features,
+                    config.channels,
+                    config.num_basis,
+                    config.hidden,
+                    config.avg_num_neighbors,
+                    self.num_elements,
+                    config.message_dim,
+                    first=(t == 0),
+                )
+                for t in range(config.num_interactions)
             ]
         )
         self.readout = MLP([config.features, config.readout_hidden, 1])
@@ -145,12 +190,17 @@ class StudentPotential(nn.Module):
         inside = r < self.cutoff
         r_safe = torch.where(inside, r, torch.full_like(r, self.cutoff))
         u = vectors / r_safe.unsqueeze(-1)
-        basis = self.basis(r_safe)  # zero for edges at or beyond the cutoff
-        eye = torch.eye(3, dtype=vectors.dtype, device=vectors.device)
-        y2 = (u.unsqueeze(2) * u.unsqueeze(1) - eye / 3.0).reshape(-1, 9)
+        basis = self.basis(r_safe)  # [E, B], zero for edges at or beyond the cutoff
+        # angular components: 1 | u (3) | traceless u u^T stored as xx yy zz xy xz yz (6)
+        x, y, z = u[:, 0], u[:, 1], u[:, 2]
+        third = 1.0 / 3.0
+        ang = torch.stack(
+            [torch.ones_like(x), x, y, z, x * x - third, y * y - third, z * z - third, x * y, x * z, y * z], dim=1
+        )
+        edge_ang = ang.unsqueeze(-1) * basis.unsqueeze(1)  # [E, 10, B]
         h = self.embedding(species)
         for layer in self.interactions:
-            h = layer(h, basis, u, y2, center, neighbor)
+            h = layer(h, species, edge_ang, center, neighbor)
         out = self.readout(h).squeeze(-1)
         return out * self.scale + self.shift + self.reference_energies.index_select(0, species)
 
