@@ -75,11 +75,6 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-# Index pairs of the 6 stored components of a symmetric 3x3 tensor: xx yy zz xy xz yz.
-_SYM_ROWS = [0, 1, 2, 0, 0, 1]
-_SYM_COLS = [0, 1, 2, 1, 2, 2]
-
-
 class Interaction(nn.Module):
     """One message-passing layer: neighbour density -> moments -> invariants -> residual update.
 
@@ -87,7 +82,7 @@ class Interaction(nn.Module):
     contributes the outer product ``Y_l(u) ⊗ basis_b(r) ⊗ z_j`` (10 angular components, B
     radial functions, D neighbour features) to a per-atom density ``rho[i, l, (b, d)]``; the
     learned radial/channel mixing ``W_rank`` is then a per-atom matrix product. For the first
-    layer ``z_j`` is the one-hot element of the neighbour (scattered by index, no product).
+    layer ``z_j`` is the one-hot element of the neighbour.
     """
 
     def __init__(
@@ -117,26 +112,24 @@ class Interaction(nn.Module):
         self.update = MLP([5 * channels + features, hidden, features])
         self.norm = 2.0 / math.sqrt(float(avg_num_neighbors))
         self.register_buffer("sym_weight", torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0, 2.0], dtype=torch.get_default_dtype()))
-        self.sym_rows = _SYM_ROWS
-        self.sym_cols = _SYM_COLS
 
-    def forward(
-        self, h: Tensor, species: Tensor, edge_ang: Tensor, center: Tensor, neighbor: Tensor
-    ) -> Tensor:
-        """``edge_ang`` is ``[E, 10, B]``: angular components times radial basis per edge."""
+    def forward(self, h: Tensor, onehot: Tensor, ang_basis: Tensor, pad_index: Tensor, neighbor: Tensor) -> Tensor:
+        """One layer.
+
+        ``ang_basis`` is ``[N, 10 * B, M]``: per centre atom and neighbour slot, the angular
+        components times the radial basis (zero in empty slots); ``pad_index`` maps each edge to
+        its slot ``centre * M + slot``; ``onehot`` is the element one-hot ``[N, S]``.
+        """
         n_atoms = h.shape[0]
-        n_edges = edge_ang.shape[0]
-        width = self.num_basis * self.in_dim
+        max_nbrs = ang_basis.shape[2]
         if self.first:
-            # scatter each edge into the slot of its neighbour's element
-            index = center * self.in_dim + species.index_select(0, neighbor)
-            rho = torch.zeros(n_atoms * self.in_dim, 10, self.num_basis, dtype=h.dtype, device=h.device)
-            rho = rho.index_add_(0, index, edge_ang)
-            rho = rho.view(n_atoms, self.in_dim, 10, self.num_basis).transpose(1, 2).reshape(n_atoms, 10, width)
+            z = onehot.index_select(0, neighbor)  # [E, S]
         else:
             z = self.project(h).index_select(0, neighbor)  # [E, D]
-            m = (edge_ang.unsqueeze(-1) * z.view(n_edges, 1, 1, self.in_dim)).reshape(n_edges, 10, width)
-            rho = torch.zeros(n_atoms, 10, width, dtype=h.dtype, device=h.device).index_add_(0, center, m)
+        z_pad = torch.zeros(n_atoms * max_nbrs, self.in_dim, dtype=h.dtype, device=h.device)
+        z_pad = z_pad.index_copy(0, pad_index, z).view(n_atoms, max_nbrs, self.in_dim)
+        # rho[i, (l, b), d] = sum_j Y_l(u_ij) basis_b(r_ij) z_jd, as a batched matrix product
+        rho = torch.bmm(ang_basis, z_pad).view(n_atoms, 10, self.num_basis * self.in_dim)
         rho = rho * self.norm
         k = self.channels
         a0 = torch.matmul(rho[:, 0, :], self.w0)  # [N, K]
@@ -161,6 +154,7 @@ class StudentPotential(nn.Module):
         self.cutoff = float(config.cutoff)
         self.num_elements = len(config.elements)
         self.embedding = nn.Embedding(self.num_elements, config.features)
+        self.num_basis = int(config.num_basis)
         self.basis = RadialBasis(config.cutoff, config.num_basis, config.envelope_p)
         self.interactions = nn.ModuleList(
             [
@@ -197,10 +191,24 @@ class StudentPotential(nn.Module):
         ang = torch.stack(
             [torch.ones_like(x), x, y, z, x * x - third, y * y - third, z * z - third, x * y, x * z, y * z], dim=1
         )
-        edge_ang = ang.unsqueeze(-1) * basis.unsqueeze(1)  # [E, 10, B]
+        edge_ang = (ang.unsqueeze(-1) * basis.unsqueeze(1)).reshape(-1, 10 * self.num_basis)  # [E, 10 B]
+        # padded neighbour layout: edge e -> (centre, slot); the sums over neighbours become
+        # batched matrix products that never materialise per-edge x channel tensors
+        n_atoms = species.shape[0]
+        n_edges = center.shape[0]
+        counts = torch.bincount(center, minlength=n_atoms)
+        max_nbrs = int(counts.max().item()) if n_edges > 0 else 0
+        order = torch.argsort(center, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        slot_sorted = torch.arange(n_edges, device=center.device) - starts.index_select(0, center.index_select(0, order))
+        slot = torch.empty_like(slot_sorted).index_copy_(0, order, slot_sorted)
+        pad_index = center * max_nbrs + slot
+        ang_basis = torch.zeros(n_atoms * max_nbrs, 10 * self.num_basis, dtype=vectors.dtype, device=vectors.device)
+        ang_basis = ang_basis.index_copy(0, pad_index, edge_ang).view(n_atoms, max_nbrs, 10 * self.num_basis).transpose(1, 2)
+        onehot = torch.nn.functional.one_hot(species, self.num_elements).to(vectors.dtype)
         h = self.embedding(species)
         for layer in self.interactions:
-            h = layer(h, species, edge_ang, center, neighbor)
+            h = layer(h, onehot, ang_basis, pad_index, neighbor)
         out = self.readout(h).squeeze(-1)
         return out * self.scale + self.shift + self.reference_energies.index_select(0, species)
 
