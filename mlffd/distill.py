@@ -1,0 +1,325 @@
+"""``mlffd distill CONFIG``: sample -> label -> train -> export -> evaluate, skipping finished stages.
+
+A distill config (YAML or TOML) names the teacher, a sampling config, the dataset files, the
+training options shared by all students and one entry per student::
+
+    root: ../..                      # the directory the paths below are relative to (from this file)
+    workdir: runs/si                 # stage markers, training runs, exported models, metrics
+    teacher: sevennet:7net-0
+    sample: examples/si/sample.yaml  # a mlffd.sampling config (file or inline mapping)
+    data: {train: data/si/train.extxyz.xz, test: data/si/test.extxyz.xz}
+    train: {batch_size: 4, lr: 5.0e-3, ...}        # TrainConfig options shared by all students
+    students:
+      tiny: {model: tiny, max_epochs: 100}        # TrainConfig options of one student
+    export_dir: runs/si/models                     # where NAME.mlffd.pt and NAME.metrics.json go
+
+Stages and what marks them finished (``WORKDIR/stages/STAGE.json`` holds the hash of the inputs
+that decide the stage's output):
+
+- ``sample``: the sampling run is complete (``mlffd.sampling``'s own progress record in the
+  sampling config's ``output_dir``, relative to ``root``; a killed or separately started run
+  resumes). Skipped when the dataset files already exist.
+- ``label``: every frame carries teacher labels; the sampled files are written to the dataset
+  paths (``.xz``/``.gz`` compressed when the path says so) and their sha256 recorded.
+- ``train:NAME``: a student trained to its end (resumes its checkpoint when killed).
+- ``export:NAME``: the artifact copied to ``export_dir`` and checked to load.
+- ``evaluate:NAME``: held-out metrics written to ``export_dir/NAME.metrics.json``.
+
+A stage whose marker matches is skipped; one whose inputs changed runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from mlffd.training.config import TrainConfig, read_mapping
+
+STAGES = ("sample", "label", "train", "export", "evaluate")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A whole distillation pipeline (paths absolute after :func:`load_distill_config`)."""
+
+    teacher: str
+    train_data: str
+    test_data: str
+    students: Mapping[str, Mapping[str, Any]]
+    workdir: str = "runs/distill"
+    sample: Mapping[str, Any] | str | None = None  #: sampling config (mapping or file), None: data must exist
+    train: Mapping[str, Any] = field(default_factory=dict)
+    export_dir: str = ""  #: default WORKDIR/models
+    root: str = "."
+
+    def student_config(self, name: str) -> TrainConfig:
+        """The full :class:`TrainConfig` of student ``name``."""
+        options = {**dict(self.train), **dict(self.students[name])}
+        for key in ("train", "test", "output", "name", "teacher"):
+            if key in options:
+                raise ValueError(f"student {name!r}: {key!r} is set by the distill config, remove it")
+        options.update(
+            train=[self.train_data],
+            test=[self.test_data],
+            output=str(Path(self.workdir) / "students" / name),
+            name=name,
+            teacher=self.teacher,
+        )
+        return TrainConfig.from_dict(options)
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.export_dir) if self.export_dir else Path(self.workdir) / "models"
+
+
+def load_distill_config(path: str | Path) -> DistillConfig:
+    """Read a distill config; paths are relative to ``root`` (itself relative to the file)."""
+    path = Path(path)
+    d = read_mapping(path)
+    known = {"root", "workdir", "teacher", "sample", "data", "train", "students", "export_dir"}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+    for key in ("teacher", "data", "students"):
+        if key not in d:
+            raise ValueError(f"{path}: missing {key!r}")
+    root = (path.resolve().parent / d.get("root", ".")).resolve()
+
+    def p(value: str) -> str:
+        return str(value if Path(value).is_absolute() else root / value)
+
+    data = d["data"]
+    if not isinstance(data, dict) or "train" not in data or "test" not in data:
+        raise ValueError(f"{path}: 'data' must give 'train' and 'test' files")
+    students = d["students"]
+    if not isinstance(students, dict) or not students:
+        raise ValueError(f"{path}: 'students' must map names to training options")
+    sample = d.get("sample")
+    if isinstance(sample, str):
+        sample = p(sample)
+    return DistillConfig(
+        teacher=str(d["teacher"]),
+        train_data=p(data["train"]),
+        test_data=p(data["test"]),
+        students={str(k): dict(v or {}) for k, v in students.items()},
+        workdir=p(d.get("workdir", "runs/distill")),
+        sample=sample,
+        train=dict(d.get("train") or {}),
+        export_dir=p(d["export_dir"]) if d.get("export_dir") else "",
+        root=str(root),
+    )
+
+
+# -- stage markers ---------------------------------------------------------------------------
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_sha(path: Path) -> str:
+    from mlffd.data import dataset_sha256
+
+    return dataset_sha256(path)
+
+
+class Stages:
+    """Markers ``WORKDIR/stages/NAME.json``: ``{"hash": ..., ...}`` written when a stage finishes."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = Path(workdir) / "stages"
+
+    def _path(self, stage: str) -> Path:
+        return self.dir / (stage.replace(":", "-") + ".json")
+
+    def done(self, stage: str, key: str) -> bool:
+        path = self._path(stage)
+        if not path.exists():
+            return False
+        try:
+            return json.loads(path.read_text()).get("hash") == key
+        except json.JSONDecodeError:
+            return False
+
+    def mark(self, stage: str, key: str, **info: Any) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self._path(stage)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"stage": stage, "hash": key, **info}, indent=2, default=str))
+        os.replace(tmp, path)
+
+
+# -- stages ----------------------------------------------------------------------------------
+
+
+def _sample_config(config: DistillConfig):
+    from mlffd import sampling
+
+    if isinstance(config.sample, str):
+        return sampling.load_config(config.sample)
+    return sampling.SampleConfig.from_dict(dict(config.sample))
+
+
+def _sample_dir(config: DistillConfig, scfg) -> Path:
+    """The sampling run's directory: its ``output_dir`` relative to ``root`` (a started run resumes)."""
+    out = Path(scfg.output_dir)
+    return out if out.is_absolute() else Path(config.root) / out
+
+
+def _write_dataset(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` atomically, compressing by ``dst``'s suffix (.xz, .gz, .bz2)."""
+    import bz2
+    import gzip
+    import lzma
+
+    openers: dict[str, Callable[..., Any]] = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    opener = openers.get(dst.suffix)
+    with open(src, "rb") as fin:
+        if opener is None:
+            with open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+        else:
+            with opener(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+    os.replace(tmp, dst)
+
+
+def run_distill(
+    config: DistillConfig,
+    students: list[str] | None = None,
+    stages: tuple[str, ...] = STAGES,
+    teacher=None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the pipeline (see the module docstring); returns ``{student: metrics}``.
+
+    Args:
+        students: only these students (default: all in the config).
+        stages: only these stages (others are skipped; their outputs must exist when needed).
+        teacher: an ASE calculator to use instead of loading ``config.teacher`` for sampling.
+    """
+    workdir = Path(config.workdir)
+    markers = Stages(workdir)
+    names = list(config.students) if students is None else list(students)
+    for name in names:
+        if name not in config.students:
+            raise ValueError(f"unknown student {name!r}; the config has {sorted(config.students)}")
+    train_path, test_path = Path(config.train_data), Path(config.test_data)
+
+    # sample + label
+    data_exist = train_path.exists() and test_path.exists()
+    if not data_exist:
+        if config.sample is None:
+            raise FileNotFoundError(f"{train_path} / {test_path} do not exist and the config has no 'sample' section")
+        scfg = _sample_config(config)
+        from mlffd import sampling
+
+        key = sampling.config_hash(scfg)
+        if "sample" in stages and not markers.done("sample", key):
+            log(f"[sample] running {len(sampling.plan(scfg))} teacher trajectories into {_sample_dir(config, scfg)}")
+            result = sampling.run_sampling(scfg, teacher=teacher, output_dir=_sample_dir(config, scfg))
+            if not result.complete:
+                raise RuntimeError(f"sampling stopped with {result.trajectories_done}/{result.trajectories_total} trajectories")
+            markers.mark("sample", key, frames=result.frames)
+        else:
+            log("[sample] done, skipped")
+        if "label" in stages:
+            sample_dir = _sample_dir(config, scfg)
+            sources = {"train": sample_dir / scfg.train_file, "test": sample_dir / scfg.test_file}
+            _check_labels(sources)
+            _write_dataset(sources["train"], train_path)
+            _write_dataset(sources["test"], test_path)
+            log(f"[label] wrote {train_path} and {test_path}")
+    if not (train_path.exists() and test_path.exists()):
+        raise FileNotFoundError(f"dataset files {train_path} / {test_path} are missing")
+    data_key = {"train": _file_sha(train_path), "test": _file_sha(test_path)}
+    if not markers.done("label", _hash(data_key)):
+        _check_labels({"train": train_path, "test": test_path})
+        markers.mark("label", _hash(data_key), **data_key)
+    else:
+        log("[label] done, skipped")
+
+    results: dict[str, Any] = {}
+    models_dir = config.models_dir
+    for name in names:
+        tcfg = config.student_config(name)
+        train_key = _hash({"config": tcfg.to_dict(), "data": data_key})
+        artifact = Path(tcfg.output) / f"{name}.mlffd.pt"
+        stage = f"train:{name}"
+        if "train" in stages:
+            if markers.done(stage, train_key) and artifact.exists():
+                log(f"[{stage}] done, skipped")
+            else:
+                from mlffd.training.trainer import checkpoint_conflicts, train
+
+                conflicts = checkpoint_conflicts(tcfg)
+                if conflicts:
+                    old = Path(tcfg.output)
+                    moved = old.with_name(f"{old.name}.previous-{train_key[:8]}")
+                    shutil.rmtree(moved, ignore_errors=True)
+                    os.replace(old, moved)
+                    log(f"[{stage}] options {conflicts} changed: moved the old run to {moved}")
+                log(f"[{stage}] training {tcfg.model} into {tcfg.output}")
+                summary = train(tcfg, resume=True)
+                markers.mark(stage, train_key, artifact=summary.get("artifact"), metrics=summary.get("metrics"))
+        if not artifact.exists():
+            raise FileNotFoundError(f"{artifact} is missing: run the train stage for {name!r}")
+        exported = models_dir / f"{name}.mlffd.pt"
+        export_key = _hash({"train": train_key, "artifact": _file_sha(artifact)})
+        stage = f"export:{name}"
+        if "export" in stages:
+            if markers.done(stage, export_key) and exported.exists() and _file_sha(exported) == _file_sha(artifact):
+                log(f"[{stage}] done, skipped")
+            else:
+                from mlffd.artifact import load
+
+                models_dir.mkdir(parents=True, exist_ok=True)
+                tmp = exported.with_name(exported.name + ".tmp")
+                shutil.copyfile(artifact, tmp)
+                os.replace(tmp, exported)
+                load(exported)  # fails loudly on a bad file
+                markers.mark(stage, export_key, path=str(exported), sha256=_file_sha(exported))
+                log(f"[{stage}] {exported}")
+        metrics_path = models_dir / f"{name}.metrics.json"
+        eval_key = _hash({"artifact": _file_sha(exported if exported.exists() else artifact), "test": data_key["test"]})
+        stage = f"evaluate:{name}"
+        if "evaluate" in stages:
+            if markers.done(stage, eval_key) and metrics_path.exists():
+                log(f"[{stage}] done, skipped")
+                results[name] = json.loads(metrics_path.read_text())
+            else:
+                from mlffd.training.evaluate import evaluate, format_metrics
+
+                metrics = evaluate(exported if exported.exists() else artifact, test_path)
+                models_dir.mkdir(parents=True, exist_ok=True)
+                tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+                tmp.write_text(json.dumps(metrics, indent=2))
+                os.replace(tmp, metrics_path)
+                markers.mark(stage, eval_key, metrics=str(metrics_path))
+                log(f"[{stage}] {name}:\n{format_metrics(metrics)}")
+                results[name] = metrics
+    return results
+
+
+def _check_labels(paths: Mapping[str, Path]) -> None:
+    """Every frame has a finite energy and forces (the teacher labelled it)."""
+    import numpy as np
+
+    from mlffd.data import _labels, read_frames
+
+    for split, path in paths.items():
+        frames = read_frames(path)
+        for k, atoms in enumerate(frames):
+            energy, forces, _ = _labels(atoms)
+            if not (np.isfinite(energy) and np.isfinite(forces).all()):
+                raise ValueError(f"{path}: frame {k} ({split}) has non-finite teacher labels")
+
+
+__all__ = ["DistillConfig", "STAGES", "Stages", "load_distill_config", "run_distill"]

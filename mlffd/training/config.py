@@ -1,0 +1,152 @@
+"""Training configuration: one frozen dataclass, mapped 1:1 from a YAML or TOML file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+SCHEDULES = ("cosine", "plateau", "constant")
+OPTIMIZERS = ("adam", "adamw")
+LOSSES = ("mse", "huber")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (see ``docs/training.md``).
+
+    Paths are relative to the current directory (or, when loaded with :func:`load_config`, to
+    the config file's directory).
+    """
+
+    # -- data
+    train: tuple[str, ...] = ()  #: labelled extxyz files (compressed or not)
+    val: tuple[str, ...] = ()  #: validation files; empty: hold out whole trajectories of ``train``
+    test: tuple[str, ...] = ()  #: held-out test files for the exported metrics; empty: use val
+    val_fraction: float = 0.1  #: share of training frames held out (by trajectory) when ``val`` is empty
+    output: str = "runs/student"  #: run directory: checkpoints, log, metrics, artifact
+    name: str = "student"  #: artifact name: ``output/NAME.mlffd.pt``
+    teacher: str = "unknown"  #: teacher spec written into the artifact metadata
+    # -- model
+    model: str = "tiny"  #: size preset (``ultra-tiny``, ``tiny``, ``original``)
+    model_overrides: Mapping[str, Any] = field(default_factory=dict)  #: ModelConfig fields over the preset
+    elements: tuple[str, ...] = ()  #: model elements; empty: those in the training data, sorted by Z
+    # -- loss (units: energy per atom eV, forces eV/Å, stress as virial per atom eV)
+    energy_weight: float = 10.0
+    forces_weight: float = 1.0
+    stress_weight: float = 1.0
+    loss: str = "mse"  #: ``mse`` or ``huber``
+    huber_delta: float = 0.1
+    # -- optimisation
+    optimizer: str = "adam"  #: ``adam`` or ``adamw``
+    lr: float = 5e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  #: ``cosine`` (warm-up + cosine to min_lr), ``plateau`` or ``constant``
+    warmup_steps: int = 100
+    plateau_factor: float = 0.5  #: ReduceLROnPlateau factor (``schedule: plateau``)
+    plateau_patience: int = 5  #: evaluations without improvement before the LR drops
+    grad_clip: float = 10.0  #: max gradient norm; 0 disables
+    batch_size: int = 4  #: structures per (global) batch
+    max_epochs: int = 100
+    max_steps: int = 0  #: 0: max_epochs * steps per epoch
+    ema_decay: float = 0.99  #: 0 disables the EMA
+    eval_every: int = 0  #: validate every N steps; 0: once per epoch
+    patience: int = 0  #: early stopping after N evaluations without improvement; 0 disables
+    checkpoint_every: int = 200  #: steps between checkpoints (and one at the end)
+    # -- runtime
+    seed: int = 0
+    dtype: str = "float32"
+    threads: int = 0  #: torch.set_num_threads; 0 leaves torch's default
+    device: str = "cpu"  #: ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun: cuda:LOCAL_RANK)
+    ddp: str = "wrapper"  #: under torchrun: ``wrapper`` (DistributedDataParallel) or ``allreduce`` (one manual all_reduce per step)
+    progress: bool = True  #: tqdm progress bar on rank 0
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val", "test", "elements"):
+            value = getattr(self, name)
+            if isinstance(value, (str, Path)):
+                value = (value,)
+            object.__setattr__(self, name, tuple(str(v) for v in value))
+        object.__setattr__(self, "model_overrides", dict(self.model_overrides or {}))
+        checks = [
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
+            (self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"),
+            (self.ddp in ("wrapper", "allreduce"), f"ddp must be 'wrapper' or 'allreduce', got {self.ddp!r}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+            (min(self.energy_weight, self.forces_weight, self.stress_weight) >= 0, "loss weights must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key, value in d.items():
+            if isinstance(value, tuple):
+                d[key] = list(value)
+        d["model_overrides"] = dict(self.model_overrides)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    def hash(self) -> str:
+        """sha256 of the canonical JSON of the options (run identity, for stage markers)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML (``.yaml``/``.yml``) or TOML (``.toml``) file as a dict."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        raise ValueError(f"config file {path}: expected a .yaml, .yml or .toml file")
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def resolve_paths(d: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """Make the relative data and output paths of a training mapping relative to ``base``."""
+    out = dict(d)
+    for key in ("train", "val", "test"):
+        if key in out:
+            value = out[key]
+            value = [value] if isinstance(value, str) else list(value)
+            out[key] = [str(base / v) if not Path(v).is_absolute() else v for v in value]
+    if "output" in out and not Path(out["output"]).is_absolute():
+        out["output"] = str(base / out["output"])
+    return out
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Load a :class:`TrainConfig` from YAML or TOML; relative paths are relative to the file."""
+    path = Path(path)
+    return TrainConfig.from_dict(resolve_paths(read_mapping(path), path.resolve().parent))

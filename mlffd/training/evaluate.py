@@ -1,0 +1,136 @@
+"""Accuracy of a student against teacher labels: energy, forces (incl. angles, tails), stress."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from mlffd.data import Graph, collate, read_frames, to_graphs, voigt_to_matrix
+from mlffd.training.loss import predict
+
+#: atoms whose reference force is below this (eV/Å) are left out of the angle statistics
+ANGLE_MIN_FORCE = 1e-3
+
+
+def collect_predictions(
+    model: torch.nn.Module, graphs: Sequence[Graph], batch_size: int = 8, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Predictions next to labels for every graph (numpy float64)."""
+    if dtype is None:
+        dtype = next(iter(model.parameters())).dtype
+    was_training = model.training
+    model.eval()
+    energy, forces, stress = [], [], []
+    try:
+        with torch.enable_grad():
+            for start in range(0, len(graphs), batch_size):
+                batch = collate(graphs[start : start + batch_size], dtype=dtype, device=device)
+                out = predict(model, batch)
+                energy.append(out["energy"].detach().to("cpu", torch.float64).numpy())
+                forces.append(out["forces"].detach().to("cpu", torch.float64).numpy())
+                stress.append(out["stress"].detach().to("cpu", torch.float64).numpy())
+    finally:
+        model.train(was_training)
+    return {
+        "energy": np.concatenate(energy),
+        "forces": np.concatenate(forces),
+        "stress": np.concatenate(stress),
+    }
+
+
+def compute_metrics(graphs: Sequence[Graph], pred: dict[str, Any]) -> dict[str, Any]:
+    """Held-out metrics of predictions ``pred`` (from :func:`collect_predictions`) vs the labels.
+
+    Energy MAE/RMSE in meV/atom; force RMSE, MAE (per component, eV/Å), R² (over components),
+    mean angular error (degrees, atoms with |F_ref| > 1e-3 eV/Å), p95 and max of the per-atom
+    force error norm |F - F_ref| (eV/Å); stress MAE (Voigt components, eV/Å³ and GPa) over
+    frames with a stress label; and energy/force errors per ``config_type``.
+    """
+    from ase.units import GPa
+
+    n_atoms = np.array([g.num_atoms for g in graphs])
+    e_ref = np.array([g.energy for g in graphs])
+    de = (pred["energy"] - e_ref) / n_atoms
+    f_ref = np.concatenate([g.forces for g in graphs])
+    f = pred["forces"]
+    df = f - f_ref
+    err_norm = np.linalg.norm(df, axis=1)
+    ss_res = float(np.sum(df**2))
+    ss_tot = float(np.sum((f_ref - f_ref.mean()) ** 2))
+    nref = np.linalg.norm(f_ref, axis=1)
+    npred = np.linalg.norm(f, axis=1)
+    ok = nref > ANGLE_MIN_FORCE
+    cos = np.sum(f[ok] * f_ref[ok], axis=1) / np.maximum(npred[ok] * nref[ok], 1e-12)
+    angles = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    metrics: dict[str, Any] = {
+        "num_frames": len(graphs),
+        "num_atoms": int(n_atoms.sum()),
+        "energy_mae_mev_per_atom": float(np.mean(np.abs(de)) * 1000),
+        "energy_rmse_mev_per_atom": float(np.sqrt(np.mean(de**2)) * 1000),
+        "force_rmse": float(np.sqrt(np.mean(df**2))),
+        "force_mae": float(np.mean(np.abs(df))),
+        "force_r2": float(1.0 - ss_res / ss_tot) if ss_tot > 0 else float("nan"),
+        "force_angle_mean_deg": float(np.mean(angles)) if angles.size else float("nan"),
+        "force_error_p95": float(np.percentile(err_norm, 95)),
+        "force_error_max": float(np.max(err_norm)),
+        "force_ref_rms": float(np.sqrt(np.mean(f_ref**2))),
+    }
+    with_stress = [k for k, g in enumerate(graphs) if g.stress is not None]
+    if with_stress:
+        iu = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
+        s_pred = pred["stress"][with_stress][:, iu[0], iu[1]]
+        s_ref = np.array([graphs[k].stress for k in with_stress])
+        mae = float(np.mean(np.abs(s_pred - s_ref)))
+        metrics["stress_mae"] = mae
+        metrics["stress_mae_gpa"] = mae / GPa
+        metrics["num_stress_frames"] = len(with_stress)
+    by_type: dict[str, dict[str, float]] = {}
+    types = np.array([g.config_type for g in graphs])
+    atom_types = np.repeat(types, n_atoms)
+    for t in sorted(set(types)):
+        fm = atom_types == t
+        by_type[t] = {
+            "frames": int(np.sum(types == t)),
+            "energy_mae_mev_per_atom": float(np.mean(np.abs(de[types == t])) * 1000),
+            "force_rmse": float(np.sqrt(np.mean(df[fm] ** 2))),
+        }
+    metrics["by_config_type"] = by_type
+    return metrics
+
+
+def evaluate_model(model: torch.nn.Module, graphs: Sequence[Graph], batch_size: int = 8, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Metrics of an in-memory model (eager or scripted) on labelled graphs."""
+    return compute_metrics(graphs, collect_predictions(model, graphs, batch_size=batch_size, device=device))
+
+
+def evaluate(model: str | Path, data: str | Path | Sequence[str | Path], batch_size: int = 8, device: str = "cpu") -> dict[str, Any]:
+    """Metrics of an artifact (a path or a shipped model name) on a labelled extxyz file."""
+    from mlffd import artifact as _artifact
+    from mlffd.registry import resolve
+
+    art = _artifact.load(resolve(model), device=torch.device(device))
+    graphs = to_graphs(read_frames(data), art.elements, art.cutoff)
+    metrics = evaluate_model(art.module, graphs, batch_size=batch_size, device=device)
+    metrics["model"] = str(art.path)
+    return metrics
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A short human-readable table of the headline metrics."""
+    rows = [
+        ("energy MAE", metrics.get("energy_mae_mev_per_atom"), "meV/atom"),
+        ("force RMSE", metrics.get("force_rmse"), "eV/Å"),
+        ("force MAE", metrics.get("force_mae"), "eV/Å"),
+        ("force R²", metrics.get("force_r2"), ""),
+        ("force angle", metrics.get("force_angle_mean_deg"), "deg"),
+        ("force err p95", metrics.get("force_error_p95"), "eV/Å"),
+        ("force err max", metrics.get("force_error_max"), "eV/Å"),
+        ("stress MAE", metrics.get("stress_mae_gpa"), "GPa"),
+    ]
+    return "\n".join(f"{name:14s} {value:10.4f} {unit}" for name, value, unit in rows if value is not None)
+
+
+__all__ = ["collect_predictions", "compute_metrics", "evaluate", "evaluate_model", "format_metrics", "voigt_to_matrix"]

@@ -1,0 +1,198 @@
+"""Training: loss goes down, exact resume, export equals the trained model, 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from cu_frames import SMALL_MODEL, cu_frames, write_frames
+
+from mlffd.training import TrainConfig, Trainer, load_config, train
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("cu")
+    return {
+        "train": str(write_frames(d / "train.extxyz", cu_frames(n_traj=4, per_traj=5, seed=0))),
+        "test": str(write_frames(d / "test.extxyz", cu_frames(n_traj=2, per_traj=2, seed=7, slab=False))),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """Trainers used directly (without close()) set torch's thread count: restore it."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def small_config(dataset, output, **changes) -> TrainConfig:
+    base = dict(
+        train=[dataset["train"]],
+        test=[dataset["test"]],
+        output=str(output),
+        name="cu",
+        teacher="emt",
+        model="ultra-tiny",
+        model_overrides=SMALL_MODEL,
+        val_fraction=0.2,
+        batch_size=4,
+        max_epochs=8,
+        lr=5e-3,
+        warmup_steps=4,
+        eval_every=3,
+        checkpoint_every=5,
+        threads=1,
+        progress=False,
+    )
+    base.update(changes)
+    return TrainConfig.from_dict(base)
+
+
+def test_config_yaml_toml_roundtrip(tmp_path, dataset):
+    cfg = small_config(dataset, tmp_path / "out")
+    y = tmp_path / "c.yaml"
+    y.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert load_config(y) == cfg
+    t = tmp_path / "c.toml"
+    t.write_text('train = ["data.extxyz"]\nmodel = "tiny"\nlr = 1e-3\noutput = "runs/x"\n[model_overrides]\nfeatures = 16\n')
+    c = load_config(t)
+    assert c.train == (str(tmp_path / "data.extxyz"),) and c.model_overrides == {"features": 16} and c.lr == 1e-3
+    with pytest.raises(ValueError, match="unknown training options"):
+        TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_loss_decreases_and_export(tmp_path, dataset):
+    cfg = small_config(dataset, tmp_path / "out", max_epochs=20, eval_every=0)
+    trainer = Trainer(cfg)
+    assert trainer.model_config.avg_num_neighbors == pytest.approx(trainer.data.stats["avg_num_neighbors"])
+    trainer.run()
+    summary = trainer.finish()
+    hist = trainer.history
+    assert hist[-1]["val_loss"] < 0.3 * hist[0]["val_loss"]
+    assert hist[-1]["train_loss"] < 0.3 * hist[0]["train_loss"]
+    # no trajectory is on both sides of the split
+    from mlffd.data import frame_group, read_frames
+
+    frames = read_frames(dataset["train"])
+    assert not {frame_group(frames[k]) for k in trainer.data.train_index} & {frame_group(frames[k]) for k in trainer.data.val_index}
+
+    # the artifact (from the best EMA weights) predicts what the trained model predicts
+    from ase.io import read
+
+    from mlffd.artifact import read_metadata
+    from mlffd.calculator import DistilledCalculator
+    from mlffd.data import collate, to_graphs
+    from mlffd.training.loss import predict
+
+    path = Path(summary["artifact"])
+    meta = read_metadata(path)
+    assert meta["teacher"] == "emt" and len(meta["dataset_sha256"]) == 64
+    assert meta["metrics"]["force_r2"] == pytest.approx(summary["metrics"]["force_r2"])
+    assert meta["model"]["avg_num_neighbors"] == trainer.model_config.avg_num_neighbors
+    calc = DistilledCalculator(path)
+    atoms = read(dataset["test"], 0)
+    model = trainer.best_model()
+    ref = predict(model, collate(to_graphs([atoms], ["Cu"], SMALL_MODEL["cutoff"]), torch.float32))
+    atoms.calc = calc
+    assert atoms.get_potential_energy() == pytest.approx(ref["energy"].item(), abs=1e-4)
+    np.testing.assert_allclose(atoms.get_forces(), ref["forces"].detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(atoms.get_stress(voigt=False), ref["stress"][0].detach().numpy(), atol=1e-6)
+
+    # mlffd evaluate on the test file reproduces the exported metrics
+    from mlffd.training.evaluate import evaluate
+
+    again = evaluate(path, dataset["test"])
+    assert again["force_rmse"] == pytest.approx(summary["metrics"]["force_rmse"], rel=1e-4)
+    assert again["energy_mae_mev_per_atom"] == pytest.approx(summary["metrics"]["energy_mae_mev_per_atom"], rel=1e-3, abs=1e-3)
+
+
+def _state(trainer: Trainer) -> dict[str, np.ndarray]:
+    return {
+        **{f"model.{k}": v.detach().clone().numpy() for k, v in trainer.model.state_dict().items()},
+        **{f"ema.{k}": v.detach().clone().numpy() for k, v in trainer.ema.state_dict().items()},
+    }
+
+
+def test_resume_equals_uninterrupted(tmp_path, dataset):
+    k = 16  # steps; a checkpoint every 5 steps, validation every 3
+    straight = Trainer(small_config(dataset, tmp_path / "a", max_steps=k)).run()
+    # a run "killed" at step 12 (last checkpoint: step 10), then resumed to the end
+    cfg = small_config(dataset, tmp_path / "b", max_steps=k)
+    killed = Trainer(cfg).run(callback=lambda t: t.step >= 12)
+    assert killed.step == 12 and not killed.finished
+    with pytest.raises(FileExistsError):
+        Trainer(cfg)
+    resumed = Trainer(cfg, resume=True)
+    assert resumed.step == 10
+    resumed.run()
+    assert resumed.step == straight.step == k
+    a, b = _state(straight), _state(resumed)
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6, err_msg=name)
+    assert resumed.best_metric == pytest.approx(straight.best_metric, rel=1e-6)
+    assert [h["val_loss"] for h in resumed.history] == pytest.approx([h["val_loss"] for h in straight.history], rel=1e-6)
+    # a finished run resumes to no further steps
+    again = Trainer(cfg, resume=True)
+    assert again.finished and again.run().step == k
+
+
+@pytest.mark.parametrize("ddp", ["wrapper", pytest.param("allreduce", marks=pytest.mark.slow)])
+def test_ddp_two_processes_match_one(tmp_path, dataset, ddp):
+    """torchrun with 2 gloo processes takes the same steps as 1 process with the whole batch.
+
+    batch_size 5 with 16 training frames: the last batch of an epoch holds one structure, so
+    one rank's shard is empty.
+    """
+    common = dict(max_steps=8, dtype="float64", eval_every=3, checkpoint_every=100, batch_size=5)
+    one = Trainer(small_config(dataset, tmp_path / "one", **common)).run()
+    assert len(one.data.train) == 16
+    cfg = small_config(dataset, tmp_path / "two", ddp=ddp, **common)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*torchrun, "-m", "mlffd.training", str(path)], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    state = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 8 and state["world_size"] == 2
+    for name, value in one.model.state_dict().items():
+        np.testing.assert_allclose(state["model"][name].numpy(), value.numpy(), rtol=0, atol=1e-9, err_msg=name)
+    summary = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert Path(summary["artifact"]).exists()
+
+
+def test_cli_train_resume_evaluate(tmp_path, dataset):
+    from click.testing import CliRunner
+
+    from mlffd.cli.main import cli
+
+    cfg = small_config(dataset, "out", max_steps=4).to_dict()
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "force R²" in result.output
+    artifact = tmp_path / "out" / "cu.mlffd.pt"
+    assert artifact.exists()
+    again = runner.invoke(cli, ["train", str(path)])
+    assert again.exit_code != 0 and "--resume" in str(again.exception)
+    assert runner.invoke(cli, ["train", str(path), "--resume"]).exit_code == 0
+    out = tmp_path / "m.json"
+    result = runner.invoke(cli, ["evaluate", str(artifact), dataset["test"], "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert {"energy_mae_mev_per_atom", "force_rmse", "force_mae", "force_r2", "force_angle_mean_deg",
+            "force_error_p95", "force_error_max", "stress_mae"} <= set(metrics)
