@@ -1,0 +1,271 @@
+"""``mlffd-validate``: thin click commands; each parses options and calls one library function."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from mlffd.registry import DEFAULT_MODEL
+
+from md_validation.units import format_time, parse_time
+
+
+class TimeType(click.ParamType):
+    """A duration such as ``50ps``, ``500fs`` or ``1fs`` (bare numbers are fs) -> femtoseconds."""
+
+    name = "time"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_time(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+TIME = TimeType()
+ENGINE = click.Choice(["ase", "lammps"], case_sensitive=False)
+
+
+def _student_engine(model: str, engine: str, device: str):
+    """(engine, cache id, label) for the student model on ``engine``."""
+    from md_validation.inputs import calculator_id, calculator_label, load_student, model_id
+    from md_validation.md import AseEngine, EngineUnavailable, get_engine
+
+    try:
+        if engine.lower() == "lammps":
+            return get_engine("lammps", model=model), model_id(model), str(model)
+        calc = load_student(model, device=device)
+    except EngineUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(f"cannot load model {model!r}: {exc}") from exc
+    return AseEngine(calc), calculator_id(calc), calculator_label(calc, str(model))
+
+
+def _teacher(spec: str, device: str):
+    from md_validation.inputs import load_teacher
+
+    try:
+        return load_teacher(spec, device=device)
+    except (ValueError, ImportError, FileNotFoundError) as exc:
+        raise click.ClickException(f"cannot load teacher {spec!r}: {exc}") from exc
+
+
+def _structure(path: str | None):
+    from md_validation.inputs import load_structure
+
+    try:
+        return load_structure(path)
+    except Exception as exc:  # noqa: BLE001 - any reader error becomes a clean CLI message
+        raise click.ClickException(f"cannot read structure {path!r}: {exc}") from exc
+
+
+#: below this many atoms intra-op threading costs more than it gains (and a busy machine makes
+#: several threads per process far slower): the default is one torch thread
+SMALL_SYSTEM_ATOMS = 1000
+
+
+@contextlib.contextmanager
+def _threads(n_atoms: int):
+    """Apply ``--threads`` (default: 1 thread for small systems, else torch's own) for the block,
+    then restore the previous setting (no lasting change when called in-process)."""
+    ctx = click.get_current_context()
+    threads = (ctx.find_root().params or {}).get("threads")
+    if threads is None and n_atoms < SMALL_SYSTEM_ATOMS:
+        threads = 1
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@click.group()
+@click.version_option(package_name="mlffd")
+@click.option("--threads", type=int, default=None,
+              help=f"torch CPU threads; default: 1 below {SMALL_SYSTEM_ATOMS} atoms (fastest for small cells, "
+                   "above all on a busy machine), else torch's default")
+def cli(threads: int | None) -> None:
+    """Validate a student potential in MD: NVE drift, force parity, RDFs and teacher-vs-student MD."""
+
+
+@cli.command("nve")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="shipped model name or artifact path")
+@click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure (ASE-readable); default: 64-atom diamond Si")
+@click.option("--temperature", type=float, default=1000.0, show_default=True, help="K")
+@click.option("--time", "time_fs", type=TIME, default="2ps", show_default=True, help="NVE length")
+@click.option("--thermalise", "thermalise_fs", type=TIME, default="0.5ps", show_default=True, help="Langevin length before NVE")
+@click.option("--dt", "dt_fs", type=TIME, default="1fs", show_default=True)
+@click.option("--engine", type=ENGINE, default="ase", show_default=True)
+@click.option("--threshold", type=float, default=1.0, show_default=True, help="max |drift| in meV/atom/ps to pass")
+@click.option("--max-deviation", type=float, default=None, help="also fail when max |E(t)-E(0)|/N exceeds this (meV/atom)")
+@click.option("--interval", type=int, default=10, show_default=True, help="record a frame every N steps")
+@click.option("--friction", type=float, default=0.01, show_default=True, help="Langevin friction (1/fs)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="validation-nve", show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def nve_cmd(model, structure, temperature, time_fs, thermalise_fs, dt_fs, engine, threshold, max_deviation,
+            interval, friction, seed, device, out_dir, quiet) -> None:
+    """Thermalise (Langevin), run NVE (velocity Verlet) and check energy conservation.
+
+    Exits with status 1 when the drift exceeds --threshold (or the run breaks down).
+    """
+    from md_validation.nve import NVESettings, validate_nve, write_nve_report
+
+    atoms = _structure(structure)
+    eng, cid, _ = _student_engine(model, engine, device)
+    settings = NVESettings(temperature_K=temperature, time_fs=time_fs, thermalise_fs=thermalise_fs, dt_fs=dt_fs,
+                           interval=interval, friction_per_fs=friction, seed=seed, threshold=threshold,
+                           max_deviation=max_deviation)
+    try:
+        with _threads(len(atoms)):
+            result = validate_nve(atoms, eng, cid, settings, out_dir, progress=not quiet)
+    except (RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    files = write_nve_report(result, out_dir)
+    m = result.metrics
+    click.echo(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms), {temperature:g} K, NVE {format_time(time_fs)} at dt {format_time(dt_fs)}, engine {eng.name}")
+    for key, unit in (("drift_meV_per_atom_per_ps", "meV/atom/ps"), ("fluctuation_meV_per_atom", "meV/atom"),
+                      ("max_deviation_meV_per_atom", "meV/atom"), ("mean_temperature_K", "K")):
+        if key in m:
+            click.echo(f"  {key:30s} {m[key]: .4g} {unit}")
+    click.echo(f"  speed {m['speed']['s_per_step']:.4g} s/step, {m['speed']['us_per_atom_step']:.4g} µs/atom/step")
+    click.echo(f"report: {files['html']}  metrics: {files['json']}")
+    if result.passed:
+        click.echo(f"PASS (|drift| <= {threshold:g} meV/atom/ps)")
+    else:
+        click.echo("FAIL: " + "; ".join(m["fail_reasons"]))
+        raise SystemExit(1)
+
+
+@cli.command("forces")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="shipped model name or artifact path")
+@click.option("--teacher", default=None, help="teacher spec (emt, sevennet:7net-0, orb:NAME, model:PATH) for frames without labels")
+@click.option("--data", "data", required=True, type=click.Path(exists=True, dir_okay=False), help="extxyz (or ASE-readable) frames")
+@click.option("--index", default=":", show_default=True, help="ASE frame selection")
+@click.option("--stride", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--min-force", type=float, default=0.05, show_default=True, help="eV/Å; smaller forces are left out of the angular error")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="validation-forces", show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def forces_cmd(model, teacher, data, index, stride, batch_size, min_force, device, out_dir, quiet) -> None:
+    """Force / energy / stress parity of MODEL against reference labels (stored or from --teacher)."""
+    from md_validation.forces import read_frames
+    from md_validation.inputs import load_student
+    from md_validation.forces import forces_report
+
+    frames = read_frames(data, index=index, stride=stride)
+    try:
+        calc = load_student(model, device=device)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(f"cannot load model {model!r}: {exc}") from exc
+    ref = _teacher(teacher, device) if teacher else None
+    try:
+        with _threads(sum(len(a) for a in frames[:batch_size])):
+            metrics, files = forces_report(calc, frames, ref, out_dir, batch_size=batch_size, min_force=min_force,
+                                           progress=not quiet, labels={"model": str(model), "teacher": teacher, "data": str(data)})
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    ov = metrics["overall"]
+    click.echo(f"{len(frames)} frames, {ov['n_atoms']} atoms")
+    for key in ("force_r2", "force_rmse", "force_mae", "force_max_error", "force_p95_error", "force_angular_error_deg",
+                "energy_mae_meV_per_atom", "stress_mae_GPa"):
+        click.echo(f"  {key:26s} {ov[key]: .4g}")
+    click.echo(f"report: {files['html']}  metrics: {files['json']}")
+
+
+@cli.command("rdf")
+@click.argument("trajectories", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--r-max", type=float, default=6.0, show_default=True, help="Å")
+@click.option("--nbins", type=int, default=120, show_default=True)
+@click.option("--start", type=int, default=0, show_default=True, help="first frame used")
+@click.option("--stride", type=int, default=1, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="validation-rdf", show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def rdf_cmd(trajectories, r_max, nbins, start, stride, out_dir, quiet) -> None:
+    """Partial RDFs of TRAJECTORIES (MDAnalysis InterRDF); RDF error of each against the first."""
+    from md_validation.rdf import rdf_report
+
+    try:
+        metrics, files = rdf_report(list(trajectories), out_dir, r_max=r_max, nbins=nbins, start=start,
+                                    stride=stride, progress=not quiet)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name, summary in metrics["rdf"].items():
+        for pair, s in summary.items():
+            click.echo(f"{name}: {pair} first peak {s['first_peak_A']:.3f} Å, coordination {s['coordination']:.2f}")
+    for name, errs in metrics.get("rdf_error", {}).items():
+        for pair, e in errs.items():
+            click.echo(f"RDF error {name} vs {metrics['reference']}: {pair} mean|Δg| {e['mean']:.4f}, ∫|Δg|dr {e['integral']:.4f} Å")
+    click.echo(f"report: {files['html']}  metrics: {files['json']}")
+
+
+@cli.command("compare")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="student: shipped model name or artifact path")
+@click.option("--teacher", required=True, help="teacher spec (emt, sevennet:7net-0, orb:NAME, model:PATH)")
+@click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure; default: 64-atom diamond Si")
+@click.option("--temperature", type=float, default=1000.0, show_default=True, help="K")
+@click.option("--time", "time_fs", type=TIME, default="2ps", show_default=True, help="Langevin NVT length")
+@click.option("--equilibration", "equil_fs", type=TIME, default="0.2ps", show_default=True, help="start of NVT left out of distributions")
+@click.option("--nve-time", "nve_fs", type=TIME, default="1ps", show_default=True, help="NVE length after NVT (0 for none)")
+@click.option("--dt", "dt_fs", type=TIME, default="1fs", show_default=True)
+@click.option("--engine", type=ENGINE, default="ase", show_default=True, help="engine for the student (the teacher runs in ASE)")
+@click.option("--interval", type=int, default=10, show_default=True, help="record a frame every N steps")
+@click.option("--friction", type=float, default=0.01, show_default=True, help="Langevin friction (1/fs)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--r-max", type=float, default=6.0, show_default=True, help="RDF range (Å)")
+@click.option("--nbins", type=int, default=120, show_default=True)
+@click.option("--angle-cutoff", type=float, default=None, help="bond cutoff for angles (Å); default: first minimum of the teacher's g(r)")
+@click.option("--rdf-threshold", type=float, default=1.5, show_default=True, help="stability: max ∫|Δg|dr over a window (Å)")
+@click.option("--window", "window_fs", type=TIME, default="0.5ps", show_default=True, help="stability window")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="validation-compare", show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def compare_cmd(model, teacher, structure, temperature, time_fs, equil_fs, nve_fs, dt_fs, engine, interval, friction,
+                seed, r_max, nbins, angle_cutoff, rdf_threshold, window_fs, device, out_dir, quiet) -> None:
+    """Run teacher and student MD from the same start and seed; write report.html, metrics.json, summary.md."""
+    from md_validation.compare import CompareSettings, compare
+    from md_validation.inputs import calculator_id, calculator_label
+    from md_validation.md import AseEngine
+    from md_validation.structure_metrics import StabilityCriteria
+
+    atoms = _structure(structure)
+    s_engine, s_id, s_label = _student_engine(model, engine, device)
+    t_calc = _teacher(teacher, device)
+    t_engine = AseEngine(t_calc)
+    settings = CompareSettings(
+        temperature_K=temperature, time_fs=time_fs, equilibration_fs=equil_fs, nve_fs=nve_fs, dt_fs=dt_fs,
+        interval=interval, friction_per_fs=friction, seed=seed, r_max=r_max, nbins=nbins, angle_cutoff=angle_cutoff,
+        stability=StabilityCriteria(window_fs=window_fs, rdf_threshold=rdf_threshold, r_max=r_max, nbins=nbins),
+    )
+    try:
+        with _threads(len(atoms)):
+            metrics = compare(atoms, t_engine, s_engine, calculator_id(t_calc, teacher), s_id, settings, out_dir,
+                              labels={"teacher": calculator_label(t_calc, teacher), "student": s_label},
+                              progress=not quiet)
+    except (RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    from md_validation.compare import markdown_summary
+
+    click.echo(markdown_summary(metrics))
+    click.echo(f"report: {metrics['files']['html']}  metrics: {metrics['files']['json']}  summary: {metrics['files']['markdown']}")
+
+
+def main() -> None:  # pragma: no cover
+    cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

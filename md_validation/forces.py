@@ -1,0 +1,256 @@
+"""Force, energy and stress parity of a calculator against reference labels (teacher).
+
+Definitions (eV, Å; ``ΔF = F_pred - F_ref`` per atom):
+
+- ``force_r2``: 1 - Σ(ΔF_c)² / Σ(F_ref,c - mean F_ref)² over all Cartesian components
+- ``force_rmse`` / ``force_mae``: root-mean-square / mean absolute ΔF over components (eV/Å)
+- ``force_max_error``, ``force_p90_error``, ``force_p95_error``: max / 90th / 95th percentile of
+  the per-atom error norm |ΔF| (eV/Å)
+- ``force_angular_error_deg``: mean angle between F_pred and F_ref (degrees), over atoms whose
+  reference and predicted forces both exceed ``min_force`` (a direction needs a length)
+- ``energy_mae_meV_per_atom``: mean over frames of |E_pred - E_ref| / N (meV/atom)
+- ``stress_mae_GPa``: mean absolute error of the six Voigt stress components (GPa)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError
+
+from md_validation.units import EV_PER_A3_TO_GPA
+
+#: atoms with |F| below this (eV/Å) in either prediction or reference are left out of the angular error
+DEFAULT_MIN_FORCE = 0.05
+
+
+# -- elementary metrics ----------------------------------------------------------------------
+
+
+def angular_errors(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Angle (degrees) between each pair of vectors; NaN where either has zero length."""
+    pred, ref = np.asarray(pred, float).reshape(-1, 3), np.asarray(ref, float).reshape(-1, 3)
+    norm = np.linalg.norm(pred, axis=1) * np.linalg.norm(ref, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.einsum("ij,ij->i", pred, ref) / norm
+    cos = np.clip(cos, -1.0, 1.0)
+    return np.where(norm > 0, np.degrees(np.arccos(cos)), np.nan)
+
+
+def r2_score(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Coefficient of determination 1 - SS_res / SS_tot (flattened)."""
+    pred, ref = np.asarray(pred, float).ravel(), np.asarray(ref, float).ravel()
+    ss_tot = np.sum((ref - ref.mean()) ** 2)
+    ss_res = np.sum((pred - ref) ** 2)
+    if ss_tot == 0:
+        return 1.0 if ss_res == 0 else float("nan")
+    return float(1.0 - ss_res / ss_tot)
+
+
+def force_metrics(pred: np.ndarray, ref: np.ndarray, min_force: float = DEFAULT_MIN_FORCE) -> dict[str, float]:
+    """The force metrics of the module docstring for (N, 3) arrays."""
+    pred, ref = np.asarray(pred, float).reshape(-1, 3), np.asarray(ref, float).reshape(-1, 3)
+    if not len(ref):
+        return {}
+    diff = pred - ref
+    norms = np.linalg.norm(diff, axis=1)
+    ok = (np.linalg.norm(ref, axis=1) > min_force) & (np.linalg.norm(pred, axis=1) > min_force)
+    ang = angular_errors(pred[ok], ref[ok])
+    return {
+        "n_atoms": int(len(ref)),
+        "force_r2": r2_score(pred, ref),
+        "force_rmse": float(np.sqrt(np.mean(diff**2))),
+        "force_mae": float(np.mean(np.abs(diff))),
+        "force_max_error": float(norms.max()),
+        "force_p90_error": float(np.percentile(norms, 90)),
+        "force_p95_error": float(np.percentile(norms, 95)),
+        "force_angular_error_deg": float(np.mean(ang)) if len(ang) else float("nan"),
+    }
+
+
+# -- evaluating a calculator on labelled frames ----------------------------------------------
+
+
+@dataclass
+class ParityData:
+    """Reference and predicted labels, flattened over atoms (forces) and frames (energy, stress)."""
+
+    f_ref: np.ndarray  # (N_atoms_total, 3)
+    f_pred: np.ndarray
+    symbols: np.ndarray  # (N_atoms_total,)
+    atom_frame: np.ndarray  # frame index of each atom
+    e_ref: np.ndarray  # (F,) eV
+    e_pred: np.ndarray
+    n_atoms: np.ndarray  # (F,)
+    s_ref: np.ndarray  # (F, 6) eV/Å^3, NaN where missing
+    s_pred: np.ndarray
+    config_type: np.ndarray  # (F,) str
+
+    def atom_config_type(self) -> np.ndarray:
+        return self.config_type[self.atom_frame]
+
+
+def _stored_labels(atoms: Atoms) -> dict[str, Any] | None:
+    calc = atoms.calc
+    if calc is None or "forces" not in getattr(calc, "results", {}):
+        return None
+    res = calc.results
+    return {"energy": res.get("energy"), "forces": np.asarray(res["forces"]), "stress": res.get("stress")}
+
+
+def _single(calc: Calculator, atoms: Atoms) -> dict[str, Any]:
+    atoms = atoms.copy()
+    atoms.calc = calc
+    out: dict[str, Any] = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+    out["stress"] = None
+    if atoms.cell.rank == 3 and atoms.pbc.all():
+        try:
+            out["stress"] = atoms.get_stress()
+        except (PropertyNotImplementedError, NotImplementedError):
+            pass
+    return out
+
+
+def predict(calc: Calculator, frames: Sequence[Atoms], batch_size: int = 16, progress: bool = False, desc: str = "predict") -> list[dict]:
+    """Energy, forces and stress of every frame; uses ``calc.calculate_batch`` when it exists."""
+    from tqdm.auto import tqdm
+
+    out: list[dict] = []
+    bar = tqdm(total=len(frames), desc=desc, unit="frame", disable=not progress, leave=False)
+    try:
+        if hasattr(calc, "calculate_batch"):
+            for start in range(0, len(frames), batch_size):
+                chunk = list(frames[start: start + batch_size])
+                for res, atoms in zip(calc.calculate_batch(chunk), chunk):
+                    stress = res.get("stress") if atoms.pbc.all() else None
+                    out.append({"energy": res["energy"], "forces": res["forces"], "stress": stress})
+                bar.update(len(chunk))
+        else:
+            for atoms in frames:
+                out.append(_single(calc, atoms))
+                bar.update(1)
+    finally:
+        bar.close()
+    return out
+
+
+def reference_labels(frames: Sequence[Atoms], teacher: Calculator | None, progress: bool = False) -> list[dict]:
+    """Labels stored in the frames (SinglePointCalculator) when present, else computed with ``teacher``."""
+    labels: list[dict | None] = [_stored_labels(a) for a in frames]
+    missing = [i for i, lab in enumerate(labels) if lab is None]
+    if missing:
+        if teacher is None:
+            raise ValueError(f"{len(missing)} frame(s) carry no reference forces and no teacher was given")
+        computed = predict(teacher, [frames[i] for i in missing], progress=progress, desc="teacher")
+        for i, lab in zip(missing, computed):
+            labels[i] = lab
+    return labels  # type: ignore[return-value]
+
+
+def evaluate(
+    calc: Calculator,
+    frames: Sequence[Atoms],
+    teacher: Calculator | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> ParityData:
+    """Collect reference (stored or ``teacher``) and predicted (``calc``) labels of ``frames``."""
+    frames = list(frames)
+    if not frames:
+        raise ValueError("no frames to evaluate")
+    ref = reference_labels(frames, teacher, progress=progress)
+    pred = predict(calc, frames, batch_size=batch_size, progress=progress, desc="student")
+
+    def stress(lab: dict) -> np.ndarray:
+        s = lab.get("stress")
+        if s is None:
+            return np.full(6, np.nan)
+        s = np.asarray(s, float)
+        if s.shape == (3, 3):
+            s = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        return s
+
+    def energy(lab: dict) -> float:
+        return float(lab["energy"]) if lab.get("energy") is not None else float("nan")
+
+    return ParityData(
+        f_ref=np.concatenate([np.asarray(r["forces"], float) for r in ref]),
+        f_pred=np.concatenate([np.asarray(p["forces"], float) for p in pred]),
+        symbols=np.concatenate([np.array(a.get_chemical_symbols()) for a in frames]),
+        atom_frame=np.concatenate([np.full(len(a), i) for i, a in enumerate(frames)]),
+        e_ref=np.array([energy(r) for r in ref]),
+        e_pred=np.array([energy(p) for p in pred]),
+        n_atoms=np.array([len(a) for a in frames]),
+        s_ref=np.array([stress(r) for r in ref]),
+        s_pred=np.array([stress(p) for p in pred]),
+        config_type=np.array([str(a.info.get("config_type", "default")) for a in frames]),
+    )
+
+
+def _frame_metrics(data: ParityData, frames: np.ndarray) -> dict[str, float]:
+    out: dict[str, float] = {"n_frames": int(frames.sum())}
+    de = np.abs(data.e_pred[frames] - data.e_ref[frames]) / data.n_atoms[frames]
+    de = de[np.isfinite(de)]
+    out["energy_mae_meV_per_atom"] = float(np.mean(de) * 1000.0) if len(de) else float("nan")
+    ds = np.abs(data.s_pred[frames] - data.s_ref[frames])
+    ds = ds[np.isfinite(ds)]
+    out["stress_mae_GPa"] = float(np.mean(ds) * EV_PER_A3_TO_GPA) if len(ds) else float("nan")
+    return out
+
+
+def parity_metrics(data: ParityData, min_force: float = DEFAULT_MIN_FORCE) -> dict[str, Any]:
+    """Metrics ``overall``, ``per_element`` (force metrics) and ``per_config_type`` (all metrics)."""
+    everything = np.ones(len(data.e_ref), bool)
+    overall = {**force_metrics(data.f_pred, data.f_ref, min_force), **_frame_metrics(data, everything)}
+    per_element = {}
+    for el in sorted(set(data.symbols.tolist())):
+        m = data.symbols == el
+        per_element[el] = force_metrics(data.f_pred[m], data.f_ref[m], min_force)
+    per_config = {}
+    atom_ct = data.atom_config_type()
+    for ct in sorted(set(data.config_type.tolist())):
+        m = atom_ct == ct
+        per_config[ct] = {**force_metrics(data.f_pred[m], data.f_ref[m], min_force),
+                          **_frame_metrics(data, data.config_type == ct)}
+    return {"overall": overall, "per_element": per_element, "per_config_type": per_config}
+
+
+def read_frames(path: str, index: str = ":", stride: int = 1) -> list[Atoms]:
+    """Frames of an extxyz (or any ASE-readable) file, every ``stride``-th."""
+    from ase.io import read
+
+    frames = read(path, index=index)
+    frames = frames if isinstance(frames, list) else [frames]
+    return frames[::stride]
+
+
+def forces_report(
+    calc: Calculator,
+    frames: Sequence[Atoms],
+    teacher: Calculator | None,
+    out_dir: str | Path,
+    batch_size: int = 16,
+    min_force: float = DEFAULT_MIN_FORCE,
+    progress: bool = False,
+    labels: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Evaluate, then write ``forces.json``, ``forces.png`` (six panels) and ``forces.html`` into ``out_dir``."""
+    from md_validation import plots, report
+
+    data = evaluate(calc, frames, teacher, batch_size=batch_size, progress=progress)
+    metrics = parity_metrics(data, min_force=min_force)
+    metrics["inputs"] = {**(labels or {}), "n_frames": len(data.e_ref), "min_force": min_force}
+    out = Path(out_dir)
+    figures = {"forces": report.figure_png(plots.forces_figure(data, metrics, min_force=min_force))}
+    files = report.write_figures(figures, out)
+    files["json"] = report.write_json(metrics, out / "forces.json")
+    sections = [report.Section("Overall", metrics=metrics["overall"], figures=figures),
+                report.Section("Per element", metrics=metrics["per_element"]),
+                report.Section("Per config_type", metrics=metrics["per_config_type"]),
+                report.Section("Inputs", metrics=metrics["inputs"])]
+    files["html"] = report.write_html("md_validation: force parity", sections, out / "forces.html")
+    return metrics, files

@@ -1,0 +1,167 @@
+"""``--engine lammps``: run a validation stage with ``pair_style mlffd`` in LAMMPS.
+
+Built on :mod:`mlffd.lammps` (data files, the ``lmp`` launcher, the ASE <-> LAMMPS frame
+rotation). One stage is one ``lmp`` run: ``fix nve`` (plus ``fix langevin`` for NVT, damping
+time = 1 / friction), a thermo line and a dump frame every ``interval`` steps. The frames come
+back in the ASE frame and atom order with velocities, forces, energy and stress, and go through
+the same recorder as the ASE engine, so the analysis cannot tell the engines apart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from md_validation.md import MDPlan, Recorder, Stage
+
+
+class LammpsEngine:
+    """MD stages in LAMMPS with an mlffd artifact (a shipped name or a path)."""
+
+    name = "lammps"
+    #: LAMMPS' own "Loop time" of the last stage (s), without start-up; used for speed metrics
+    last_loop_s: float | None = None
+
+    def __init__(self, model: str | Path, nprocs: int = 1, threads: int = 1, skin: float = 1.0, timeout: float = 3600.0) -> None:
+        from mlffd.registry import resolve
+
+        self.model = Path(resolve(model)).resolve()
+        self.nprocs = int(nprocs)
+        self.threads = int(threads)
+        self.skin = float(skin)
+        self.timeout = float(timeout)
+
+    def deck(self, stage: Stage, plan: MDPlan, seed: int, elements: list[str]) -> str:
+        """The LAMMPS input for one stage (reads ``atoms.data``; writes ``traj.dump``)."""
+        from mlffd.lammps import mlffd_pair
+
+        lines = [
+            "units metal",
+            "atom_style atomic",
+            "atom_modify map array",
+            "boundary p p p",
+            "read_data atoms.data",
+            *mlffd_pair(self.model, elements),
+            f"neighbor {self.skin} bin",
+            f"timestep {plan.dt_fs / 1000.0}",
+            "compute mlffd_p all pressure NULL virial",
+            "thermo_style custom step temp pe ke etotal press "
+            + " ".join(f"c_mlffd_p[{k}]" for k in range(1, 7)),
+            "thermo_modify format float %.17g norm no",
+            f"thermo {stage.interval}",
+            f"dump mlffd_traj all custom {stage.interval} traj.dump id x y z vx vy vz fx fy fz",
+            "dump_modify mlffd_traj sort id format float %.17g",
+            "fix mlffd_nve all nve",
+        ]
+        if stage.ensemble == "nvt":
+            damp_ps = 1.0 / (plan.friction_per_fs * 1000.0)
+            lseed = int(seed) % 900_000_000 + 1
+            lines.append(f"fix mlffd_lgv all langevin {plan.temperature_K} {plan.temperature_K} {damp_ps} {lseed} zero yes")
+        lines.append(f"run {stage.steps}")
+        return "\n".join(lines) + "\n"
+
+    def run_stage(self, atoms: Atoms, stage: Stage, plan: MDPlan, seed: int, record: Recorder, progress) -> Atoms:
+        from mlffd.lammps import (
+            NKTV2P_METAL,
+            VELOCITY_ASE_TO_METAL,
+            LammpsError,
+            error_lines,
+            lmp_command,
+            parse_thermo,
+            voigt6_to_3x3,
+            write_data,
+        )
+
+        self.last_loop_s = None
+        if not atoms.pbc.all():
+            raise ValueError("the LAMMPS engine of md_validation needs a fully periodic structure")
+        elements = sorted(set(atoms.get_chemical_symbols()))
+        with tempfile.TemporaryDirectory(prefix="md-validation-lammps-") as tmp:
+            work = Path(tmp)
+            prism = write_data(atoms, work / "atoms.data", elements, velocities=True)
+            (work / "in.mlffd").write_text(self.deck(stage, plan, seed, elements))
+            env = dict(os.environ)
+            env.setdefault("OMP_NUM_THREADS", str(self.threads))
+            proc = subprocess.Popen(lmp_command(self.nprocs) + ["-in", "in.mlffd", "-log", "log.lammps"], cwd=work, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            shown, start = 0, time.monotonic()
+            log = work / "log.lammps"
+            while proc.poll() is None:
+                time.sleep(0.5)
+                if log.exists():
+                    step = _last_step(log.read_text(errors="replace"))
+                    if step > shown:
+                        progress.update(step - shown)
+                        shown = step
+                if time.monotonic() - start > self.timeout:
+                    proc.kill()
+                    raise LammpsError(f"LAMMPS did not finish within {self.timeout:g} s")
+            output = proc.stdout.read() if proc.stdout else ""
+            text = log.read_text(errors="replace") if log.exists() else ""
+            thermo = parse_thermo(text)
+            loop = re.search(r"Loop time of ([0-9.eE+-]+)", text)
+            self.last_loop_s = float(loop.group(1)) if loop else None
+            frames = _read_frames(work / "traj.dump") if (work / "traj.dump").exists() else []
+            failed = proc.returncode != 0 or "ERROR" in output
+            if stage.steps > shown:
+                progress.update(stage.steps - shown)
+        steps = thermo.get("Step", np.empty(0)).astype(int).tolist()
+        last = atoms
+        for step, data in frames:
+            if step not in steps:
+                continue
+            k = steps.index(step)
+            frame = atoms.copy()
+            frame.set_constraint()
+            frame.positions = prism.to_ase(data[:, 1:4])
+            frame.set_velocities(prism.to_ase(data[:, 4:7]) / VELOCITY_ASE_TO_METAL)
+            p_virial = np.array([thermo[f"c_mlffd_p[{j}]"][k] for j in range(1, 7)])  # bar, xx yy zz xy xz yz
+            stress = -prism.tensor_to_ase(voigt6_to_3x3(p_virial)) / NKTV2P_METAL
+            frame.calc = SinglePointCalculator(frame, energy=float(thermo["PotEng"][k]), free_energy=float(thermo["PotEng"][k]),
+                                               forces=prism.to_ase(data[:, 7:10]), stress=full_3x3_to_voigt_6_stress(stress))
+            record(frame, step)
+            last = frame
+        if failed:
+            errors = error_lines(output) or output.strip().splitlines()[-10:]
+            raise LammpsError("LAMMPS failed: " + " | ".join(errors))
+        return last
+
+
+def _last_step(log: str) -> int:
+    """Step of the last thermo line in a (growing) LAMMPS log."""
+    from mlffd.lammps import parse_thermo
+
+    try:
+        steps = parse_thermo(log).get("Step")
+    except (ValueError, IndexError):
+        return 0
+    return int(steps[-1]) if steps is not None and len(steps) else 0
+
+
+def _read_frames(path: Path) -> list[tuple[int, np.ndarray]]:
+    """(step, rows sorted by id) of every frame of a ``dump custom`` file."""
+    lines = path.read_text().splitlines()
+    frames, k = [], 0
+    while k < len(lines):
+        if lines[k].startswith("ITEM: TIMESTEP"):
+            step = int(lines[k + 1])
+            n = int(lines[k + 3])
+            start = next(j for j in range(k, len(lines)) if lines[j].startswith("ITEM: ATOMS")) + 1
+            rows = lines[start: start + n]
+            if len(rows) < n:
+                break  # a frame cut short by a crash
+            data = np.array([[float(v) for v in row.split()] for row in rows])
+            frames.append((step, data[np.argsort(data[:, 0])]))
+            k = start + n
+        else:
+            k += 1
+    return frames
