@@ -269,6 +269,8 @@ def run_distill(
                 log(f"[{stage}] training {tcfg.model} into {tcfg.output}")
                 summary = train(tcfg, resume=True)
                 markers.mark(stage, train_key, artifact=summary.get("artifact"), metrics=summary.get("metrics"))
+        if not {"export", "evaluate"} & set(stages):
+            continue
         if not artifact.exists():
             raise FileNotFoundError(f"{artifact} is missing: run the train stage for {name!r}")
         exported = models_dir / f"{name}.mlffd.pt"

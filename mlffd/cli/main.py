@@ -32,3 +32,20 @@ def models() -> None:
         click.echo("no shipped models in this installation")
     for name, entry in sorted(REGISTRY.items()):
         click.echo(f"{name:12s} {entry.filename:28s} {entry.description}")
+
+
+from mlffd.cli.sample import sample as _sample  # noqa: E402  (thin module: imports the library lazily)
+
+cli.add_command(_sample)
+
+from mlffd.cli.distill import distill_command as _distill  # noqa: E402
+from mlffd.cli.evaluate import evaluate_command as _evaluate  # noqa: E402
+from mlffd.cli.train import train_command as _train  # noqa: E402
+
+cli.add_command(_train)
+cli.add_command(_evaluate)
+cli.add_command(_distill)
+
+from mlffd.cli.bench import bench_command as _bench  # noqa: E402
+
+cli.add_command(_bench)
