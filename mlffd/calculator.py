@@ -13,6 +13,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlffd import artifact as _artifact
+from mlffd.allocator import configure_allocator
 from mlffd.neighbors import Edges, neighbor_list
 from mlffd.registry import DEFAULT_MODEL, resolve
 
@@ -51,6 +52,7 @@ class DistilledCalculator(Calculator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        configure_allocator()  # glibc malloc keeps big tensors between calls (mlffd/allocator.py; MLFFD_MALLOC=default: off)
         self.device = torch.device(device)
         self.artifact = _artifact.load(resolve(model), device=self.device)
         self.metadata = self.artifact.metadata
