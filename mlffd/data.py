@@ -54,11 +54,30 @@ def read_frames(paths: str | Path | Sequence[str | Path]) -> list[Atoms]:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"dataset file {path} does not exist")
-        got = ase.io.read(str(path), index=":")
+        got = _read_extxyz(path)
         if not got:
             raise ValueError(f"dataset file {path} holds no frames")
         frames.extend(got if isinstance(got, list) else [got])
     return frames
+
+
+_OPENERS = {".xz": "lzma", ".gz": "gzip", ".bz2": "bz2"}
+
+
+def _read_extxyz(path: Path) -> list[Atoms]:
+    """Read every frame; compressed files are decompressed into memory first, because ASE's
+    extxyz reader seeks frame by frame, which re-decompresses from the start each time."""
+    import importlib
+    import io
+
+    import ase.io
+
+    module = _OPENERS.get(path.suffix)
+    if module is None:
+        return ase.io.read(str(path), index=":")
+    with importlib.import_module(module).open(path, "rt") as fh:
+        text = fh.read()
+    return ase.io.read(io.StringIO(text), index=":", format="extxyz")
 
 
 def dataset_sha256(paths: str | Path | Sequence[str | Path]) -> str:
