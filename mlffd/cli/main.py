@@ -34,18 +34,16 @@ def models() -> None:
         click.echo(f"{name:12s} {entry.filename:28s} {entry.description}")
 
 
-from mlffd.cli.sample import sample as _sample  # noqa: E402  (thin module: imports the library lazily)
+def _register() -> None:
+    """Attach the sub-commands; each module is thin and imports the library lazily."""
+    from mlffd.cli.bench import bench_command
+    from mlffd.cli.distill import distill_command
+    from mlffd.cli.evaluate import evaluate_command
+    from mlffd.cli.sample import sample
+    from mlffd.cli.train import train_command
 
-cli.add_command(_sample)
+    for command in (sample, train_command, evaluate_command, distill_command, bench_command):
+        cli.add_command(command)
 
-from mlffd.cli.distill import distill_command as _distill  # noqa: E402
-from mlffd.cli.evaluate import evaluate_command as _evaluate  # noqa: E402
-from mlffd.cli.train import train_command as _train  # noqa: E402
 
-cli.add_command(_train)
-cli.add_command(_evaluate)
-cli.add_command(_distill)
-
-from mlffd.cli.bench import bench_command as _bench  # noqa: E402
-
-cli.add_command(_bench)
+_register()
