@@ -21,12 +21,13 @@ vanish there).
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 from torch import Tensor, nn
 
 from mlffd.models.config import ModelConfig
+from mlffd.models.outputs import conservative_outputs, edge_vectors
 
 
 def polynomial_envelope(x: Tensor, p: int) -> Tensor:
@@ -220,34 +221,6 @@ class StudentPotential(nn.Module):
         shifts: Tensor,
         energy_mask: Tensor,
     ) -> Dict[str, Tensor]:
-        center = edge_index[0]
-        neighbor = edge_index[1]
-        vectors = positions.index_select(0, neighbor) - positions.index_select(0, center) + shifts
-        if not vectors.requires_grad:
-            vectors.requires_grad_(True)
+        vectors = edge_vectors(positions, edge_index, shifts)
         atom_energies = self.atomic_energies(vectors, species, edge_index)
-        atom_energies = torch.where(energy_mask, atom_energies, torch.zeros_like(atom_energies))
-        energy = atom_energies.sum()
-        grad_outputs: List[Optional[Tensor]] = [torch.ones_like(energy)]
-        grads = torch.autograd.grad([energy], [vectors], grad_outputs=grad_outputs, create_graph=self.training, allow_unused=True)
-        g = grads[0]
-        if g is None:
-            g = torch.zeros_like(vectors)
-        n_atoms = positions.shape[0]
-        forces = torch.zeros_like(positions).index_add_(0, center, g).index_add_(0, neighbor, -g)
-        edge_virial = -vectors.unsqueeze(2) * g.unsqueeze(1)  # [E, 3, 3]
-        half = 0.5 * edge_virial.reshape(-1, 9)
-        atom_virial = (
-            torch.zeros(n_atoms, 9, dtype=positions.dtype, device=positions.device)
-            .index_add_(0, center, half)
-            .index_add_(0, neighbor, half)
-            .view(n_atoms, 3, 3)
-        )
-        virial = edge_virial.sum(0)
-        return {
-            "energy": energy,
-            "atom_energies": atom_energies,
-            "forces": forces,
-            "virial": virial,
-            "atom_virial": atom_virial,
-        }
+        return conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, self.training)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict
 
 import torch
 from torch import Tensor, nn
+
+from mlffd.models.outputs import conservative_outputs, edge_vectors
 
 
 @dataclass(frozen=True)
@@ -126,36 +128,9 @@ class StillingerWeber(nn.Module):
         shifts: Tensor,
         energy_mask: Tensor,
     ) -> Dict[str, Tensor]:
-        center = edge_index[0]
-        neighbor = edge_index[1]
-        vectors = positions.index_select(0, neighbor) - positions.index_select(0, center) + shifts
-        if not vectors.requires_grad:
-            vectors.requires_grad_(True)
-        n_atoms = positions.shape[0]
-        atom_energies = self.atomic_energies(vectors, edge_index, n_atoms)
-        atom_energies = torch.where(energy_mask, atom_energies, torch.zeros_like(atom_energies))
-        energy = atom_energies.sum()
-        grad_outputs: List[Optional[Tensor]] = [torch.ones_like(energy)]
-        grads = torch.autograd.grad([energy], [vectors], grad_outputs=grad_outputs, allow_unused=True)
-        g = grads[0]
-        if g is None:
-            g = torch.zeros_like(vectors)
-        forces = torch.zeros_like(positions).index_add_(0, center, g).index_add_(0, neighbor, -g)
-        edge_virial = -vectors.unsqueeze(2) * g.unsqueeze(1)
-        half = 0.5 * edge_virial.reshape(-1, 9)
-        atom_virial = (
-            torch.zeros(n_atoms, 9, dtype=positions.dtype, device=positions.device)
-            .index_add_(0, center, half)
-            .index_add_(0, neighbor, half)
-            .view(n_atoms, 3, 3)
-        )
-        return {
-            "energy": energy.detach(),
-            "atom_energies": atom_energies.detach(),
-            "forces": forces,
-            "virial": edge_virial.sum(0),
-            "atom_virial": atom_virial,
-        }
+        vectors = edge_vectors(positions, edge_index, shifts)
+        atom_energies = self.atomic_energies(vectors, edge_index, positions.shape[0])
+        return conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, False)
 
 
 def export_sw(path: str | Path, params: SWParameters = SILICON, dtype: torch.dtype = torch.float64) -> Path:

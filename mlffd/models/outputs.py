@@ -1,0 +1,57 @@
+"""Forces and virials from an energy of edge vectors: the artifact's shared output contract."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+
+def edge_vectors(positions: Tensor, edge_index: Tensor, shifts: Tensor) -> Tensor:
+    """``r_ij = pos[j] - pos[i] + shift`` as a leaf that autograd differentiates against."""
+    vectors = positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0]) + shifts
+    if not vectors.requires_grad:
+        vectors.requires_grad_(True)
+    return vectors
+
+
+def conservative_outputs(
+    positions: Tensor,
+    vectors: Tensor,
+    atom_energies: Tensor,
+    energy_mask: Tensor,
+    edge_index: Tensor,
+    create_graph: bool,
+) -> Dict[str, Tensor]:
+    """Energy, per-atom energies, forces, virial and per-atom virial (see docs/artifact.md).
+
+    Forces are ``-dE/dr`` gathered from the edge gradients ``g = dE/dr_ij``; the virial is
+    ``W = -sum_e r_e ⊗ g_e``, each edge's share split half to each end for the per-atom virial.
+    """
+    center = edge_index[0]
+    neighbor = edge_index[1]
+    atom_energies = torch.where(energy_mask, atom_energies, torch.zeros_like(atom_energies))
+    energy = atom_energies.sum()
+    grad_outputs: List[Optional[Tensor]] = [torch.ones_like(energy)]
+    grads = torch.autograd.grad([energy], [vectors], grad_outputs=grad_outputs, create_graph=create_graph, allow_unused=True)
+    g = grads[0]
+    if g is None:
+        g = torch.zeros_like(vectors)
+    n_atoms = positions.shape[0]
+    forces = torch.zeros_like(positions).index_add_(0, center, g).index_add_(0, neighbor, -g)
+    edge_virial = -vectors.unsqueeze(2) * g.unsqueeze(1)  # [E, 3, 3]
+    half = 0.5 * edge_virial.reshape(-1, 9)
+    atom_virial = (
+        torch.zeros(n_atoms, 9, dtype=positions.dtype, device=positions.device)
+        .index_add_(0, center, half)
+        .index_add_(0, neighbor, half)
+        .view(n_atoms, 3, 3)
+    )
+    return {
+        "energy": energy,
+        "atom_energies": atom_energies,
+        "forces": forces,
+        "virial": edge_virial.sum(0),
+        "atom_virial": atom_virial,
+    }
