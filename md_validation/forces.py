@@ -220,10 +220,23 @@ def parity_metrics(data: ParityData, min_force: float = DEFAULT_MIN_FORCE) -> di
 
 
 def read_frames(path: str, index: str = ":", stride: int = 1) -> list[Atoms]:
-    """Frames of an extxyz (or any ASE-readable) file, every ``stride``-th."""
+    """Frames of an extxyz (or any ASE-readable) file, every ``stride``-th.
+
+    Compressed files (``.xz``, ``.gz``, ``.bz2``) are decompressed into memory first: ASE's
+    extxyz reader seeks frame by frame, which would re-decompress from the start each time.
+    """
+    import importlib
+    import io
+    from pathlib import Path
+
     from ase.io import read
 
-    frames = read(path, index=index)
+    opener = {".xz": "lzma", ".gz": "gzip", ".bz2": "bz2"}.get(Path(path).suffix)
+    if opener is None:
+        frames = read(path, index=index)
+    else:
+        with importlib.import_module(opener).open(path, "rt") as fh:
+            frames = read(io.StringIO(fh.read()), index=index, format="extxyz")
     frames = frames if isinstance(frames, list) else [frames]
     return frames[::stride]
 

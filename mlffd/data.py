@@ -45,7 +45,6 @@ __all__ = [
 
 def read_frames(paths: str | Path | Sequence[str | Path]) -> list[Atoms]:
     """All frames of one or more extxyz files (``.xz``/``.gz``/``.bz2`` compressed or not)."""
-
     if isinstance(paths, (str, Path)):
         paths = [paths]
     frames: list[Atoms] = []
