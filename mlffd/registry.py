@@ -22,8 +22,19 @@ class NamedModel:
     description: str = ""
 
 
-#: Filled by the distillation pipeline when it ships a model (see docs/models/).
-REGISTRY: dict[str, NamedModel] = {}
+def _entries(*models: NamedModel) -> dict[str, NamedModel]:
+    return {m.name: m for m in models}
+
+
+#: The shipped students (docs/models/); sha256 of each file as shipped.
+REGISTRY: dict[str, NamedModel] = _entries(
+    NamedModel(
+        "tiny",
+        "tiny.mlffd.pt",
+        "acbefad6c393919f77ed32d8120c5f8258ef72de4b0bc0c1748b0d90d9ead859",
+        "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
+    ),
+)
 
 DEFAULT_MODEL = "tiny"
 
