@@ -79,10 +79,10 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
         return f"| {label} | {fmt.format(value)} {unit} | {verdict} |\n"
 
     lines = [
-        f"# Model card: `{name}`\n",
+        f"# Model card: `{name}`\n\n",
         f"Silicon student distilled from **{metadata['teacher']}**. SevenNet 7net-0 is the offline stand-in "
         "for Orb v3 here: its weights ship inside the `sevenn` wheel, Orb's cannot be downloaded on the "
-        "machines that trained this model. Re-run `mlffd distill` with an `orb:` teacher where Orb weights are available.\n",
+        "machines that trained this model. Re-run `mlffd distill` with an `orb:` teacher where Orb weights are available.\n\n",
         "| | |\n| --- | --- |\n",
         f"| file | `mlffd/registry_models/{name}.mlffd.pt` |\n",
         f"| parameters | {metadata['num_parameters']:,} |\n",

@@ -31,8 +31,14 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "tiny",
         "tiny.mlffd.pt",
-        "acbefad6c393919f77ed32d8120c5f8258ef72de4b0bc0c1748b0d90d9ead859",
+        "c6d0e373dba6df47064ee900d23617fffc974593d4d1895913ff5db9e80a83ea",
         "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
+    ),
+    NamedModel(
+        "ultra-tiny",
+        "ultra-tiny.mlffd.pt",
+        "8e93864e815f9a83cfe58ebec03c8bc5b70ab6604b1b3c56d4904c20078bae08",
+        "Si, ≈21K parameters, distilled from SevenNet 7net-0 (fastest)",
     ),
 )
 

@@ -9,8 +9,9 @@ __all__ = ["ModelConfig", "PRESETS", "StudentPotential", "build", "export_studen
 
 
 def num_parameters(model) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters the model uses (frozen copies such as EMA weights count too)."""
+    unused = set(model.unused_parameters()) if hasattr(model, "unused_parameters") else set()
+    return sum(p.numel() for name, p in model.named_parameters() if name not in unused)
 
 
 def build(config: ModelConfig, dtype=None) -> StudentPotential:

@@ -177,6 +177,11 @@ class StudentPotential(nn.Module):
         self.register_buffer("scale", torch.ones((), dtype=torch.get_default_dtype()))
         self.register_buffer("shift", torch.zeros((), dtype=torch.get_default_dtype()))
 
+    @torch.jit.unused
+    def unused_parameters(self) -> List[str]:
+        """Names of parameters the energy does not depend on (the first layer's projection)."""
+        return ["interactions.0.project.weight"]
+
     def atomic_energies(self, vectors: Tensor, species: Tensor, edge_index: Tensor) -> Tensor:
         """Per-atom energies ``[N]`` from edge vectors ``[E, 3]`` (``r_j - r_i``)."""
         center = edge_index[0]
