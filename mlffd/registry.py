@@ -29,6 +29,12 @@ def _entries(*models: NamedModel) -> dict[str, NamedModel]:
 #: The shipped students (docs/models/); sha256 of each file as shipped.
 REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
+        "original",
+        "original.mlffd.pt",
+        "b8fd6ea5fdb739b10ced431b76c79da9ecc8dcc38f5ab844a967f35bae63efd4",
+        "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
+    ),
+    NamedModel(
         "tiny",
         "tiny.mlffd.pt",
         "c6d0e373dba6df47064ee900d23617fffc974593d4d1895913ff5db9e80a83ea",
