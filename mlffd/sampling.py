@@ -516,6 +516,15 @@ def _set_temperature(dyn, temperature: float) -> None:
     dyn.set_temperature(temperature_K=temperature)
 
 
+
+def _perturbed_copy(trial: Atoms, task, rng) -> Atoms:
+    """``trial`` strained (random, up to ``task.copy_strain``) and rattled (``task.copy_rattle`` Å)."""
+    if task.copy_strain > 0:
+        apply_strain(trial, random_strain(rng, task.copy_strain))
+    if task.copy_rattle > 0:
+        trial.positions += rng.normal(0.0, task.copy_rattle, size=trial.positions.shape)
+    return trial
+
 def run_trajectory(
     traj: Trajectory,
     seed_atoms: Atoms,
@@ -549,11 +558,7 @@ def run_trajectory(
 
     if task.kind == "single":
         for k in range(task.steps):
-            trial = atoms.copy()
-            if task.copy_strain > 0:
-                apply_strain(trial, random_strain(rng, task.copy_strain))
-            if task.copy_rattle > 0:
-                trial.positions += rng.normal(0.0, task.copy_rattle, size=trial.positions.shape)
+            trial = _perturbed_copy(atoms.copy(), task, rng)
             res = evaluate(trial, calc)
             tick(1)
             if not _sane_results(res, max_force):
@@ -617,11 +622,8 @@ def run_trajectory(
         ptype = parent.info["config_type"]
         ctype = task.copy_config_type or ("strained" if task.copy_strain > 0 and ptype == "crystal" else ptype)
         for c in range(task.copies):
-            trial = Atoms(numbers=parent.numbers, positions=parent.positions.copy(), cell=parent.cell.array.copy(), pbc=parent.pbc)
-            if task.copy_strain > 0:
-                apply_strain(trial, random_strain(rng, task.copy_strain))
-            if task.copy_rattle > 0:
-                trial.positions += rng.normal(0.0, task.copy_rattle, size=trial.positions.shape)
+            bare = Atoms(numbers=parent.numbers, positions=parent.positions.copy(), cell=parent.cell.array.copy(), pbc=parent.pbc)
+            trial = _perturbed_copy(bare, task, rng)
             res = evaluate(trial, calc)
             tick(1)
             if not _sane_results(res, max_force):
