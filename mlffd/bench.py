@@ -351,29 +351,16 @@ def _worker_calculator(case: dict) -> dict:
 
 def _load_teacher_for_bench(name: str, workdir: Path):
     """The teacher's ASE calculator; Orb with a random-weight checkpoint from orb-models' builders."""
-    import torch
-
     from mlffd.teachers import load_teacher
 
     info = TEACHERS[name]
     if info["weights"] == "shipped":
         return load_teacher(info["spec"])
-    from orb_models.forcefield import pretrained
-    from orb_models.forcefield.atomic_system import SystemConfig
+    from mlffd.testing import random_orb_checkpoint
 
-    builder = pretrained.orb_v3_conservative_architecture if "conservative" in name else pretrained.orb_v3_direct_architecture
-    dtype, matmul = torch.get_default_dtype(), torch.get_float32_matmul_precision()
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(0)
-        model = builder(system_config=SystemConfig(radius=6.0, max_num_neighbors=info["max_num_neighbors"]), device="cpu")
-        path = workdir / f"{info['spec'].split(':', 1)[1]}-random.ckpt"
-        torch.save(model.state_dict(), path)
-        del model
-    finally:
-        torch.random.set_rng_state(state)
-        torch.set_default_dtype(dtype)
-        torch.set_float32_matmul_precision(matmul)
+    variant = "conservative" if "conservative" in name else "direct"
+    path = workdir / f"{info['spec'].split(':', 1)[1]}-random.ckpt"
+    random_orb_checkpoint(path, variant, max_num_neighbors=info["max_num_neighbors"])
     return load_teacher(f"{info['spec']}@{path}")
 
 

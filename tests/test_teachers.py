@@ -10,6 +10,7 @@ from ase.calculators.calculator import Calculator
 
 from mlffd.teachers import KNOWN_PREFIXES, load_teacher, parse_spec, teacher_info
 from mlffd.registry import sha256_file
+from mlffd.testing import random_orb_checkpoint
 
 
 def _si(n: int = 1, rattle: float = 0.03, seed: int = 0):
@@ -145,14 +146,8 @@ def test_chgnet_missing_is_clear():
 @pytest.fixture(scope="module")
 def orb_checkpoint(tmp_path_factory):
     pytest.importorskip("orb_models")
-    from orb_models.forcefield import pretrained
-    from orb_models.forcefield.atomic_system import SystemConfig
-
-    torch.manual_seed(0)
     dtype = torch.get_default_dtype()
-    model = pretrained.orb_v3_conservative_architecture(system_config=SystemConfig(radius=6.0, max_num_neighbors=120), device="cpu")
-    path = tmp_path_factory.mktemp("orb") / "orb-v3-conservative-inf-omat.ckpt"
-    torch.save(model.state_dict(), path)
+    path = random_orb_checkpoint(tmp_path_factory.mktemp("orb") / "orb-v3-conservative-inf-omat.ckpt", "conservative", seed=0)
     assert torch.get_default_dtype() == dtype
     return path
 
@@ -200,14 +195,7 @@ def test_orb_float32_restores_dtype_and_env_dir(orb_checkpoint, monkeypatch):
 
 def test_orb_direct_variant(tmp_path):
     pytest.importorskip("orb_models")
-    from orb_models.forcefield import pretrained
-    from orb_models.forcefield.atomic_system import SystemConfig
-
-    torch.manual_seed(1)
-    model = pretrained.orb_v3_direct_architecture(system_config=SystemConfig(radius=6.0, max_num_neighbors=20), device="cpu")
-    path = tmp_path / "direct.ckpt"
-    torch.save(model.state_dict(), path)
-    del model
+    path = random_orb_checkpoint(tmp_path / "direct.ckpt", "direct", max_num_neighbors=20, seed=1)
     calc = load_teacher(f"orb:orb-v3-direct-20-omat@{path}")
     assert torch.get_default_dtype() == torch.float32
     atoms = _si(1)
