@@ -28,3 +28,12 @@ def artifact_sige(tmp_path_factory) -> str:
             tmp_path_factory.mktemp("models") / "sige.mlffd.pt", "ultra-tiny", dtype=torch.float64, elements=("Si", "Ge")
         )
     )
+
+
+@pytest.fixture(scope="session")
+def artifact_blocked(tmp_path_factory) -> str:
+    """The random ``tiny`` float64 student evaluating every system in blocks of 5 centre atoms."""
+    from mlffd.models import preset
+
+    config = preset("tiny", chunk_atoms=5)
+    return str(random_artifact(tmp_path_factory.mktemp("models") / "blocked.mlffd.pt", config, dtype=torch.float64))

@@ -69,6 +69,20 @@ def test_stress_matches_finite_differences(artifact64, name):
     check_stress_fd(STRUCTURES[name](), DistilledCalculator(artifact64), eps=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("name", ["bulk", "slab"])
+def test_blocked_evaluation_forces_and_stress_match_finite_differences(artifact_blocked, artifact64, name):
+    """The bounded-memory blocked path (systems larger than ``chunk_atoms``) against FD and the one-graph path."""
+    atoms = STRUCTURES[name]()
+    calc = DistilledCalculator(artifact_blocked)
+    check_forces_fd(atoms, calc, eps=1e-4, atol=1e-7, indices=range(3))
+    check_stress_fd(atoms, calc, eps=1e-5, atol=1e-8)
+    a, b = atoms.copy(), atoms.copy()
+    a.calc, b.calc = calc, DistilledCalculator(artifact64)
+    np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-12)
+    np.testing.assert_allclose(a.get_stresses(), b.get_stresses(), atol=1e-12)
+    assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-10)
+
+
 def test_forces_are_not_trivial(artifact64):
     atoms = silicon(1, rattle=0.1)
     atoms.calc = DistilledCalculator(artifact64)

@@ -21,13 +21,14 @@ class ModelConfig:
     num_interactions: int = 2  #: message-passing layers
     envelope_p: int = 6  #: polynomial envelope exponent
     avg_num_neighbors: float = 20.0  #: normalisation of the neighbour sums
+    chunk_atoms: int = 1024  #: evaluation only: above this many atoms, forces are computed in blocks of this many centres (bounded memory)
 
     def __post_init__(self) -> None:
         if not self.elements:
             raise ValueError("ModelConfig.elements must name at least one element")
         if self.cutoff <= 0:
             raise ValueError(f"ModelConfig.cutoff must be positive, got {self.cutoff}")
-        for name in ("features", "channels", "hidden", "readout_hidden", "num_basis", "message_dim", "num_interactions"):
+        for name in ("features", "channels", "hidden", "readout_hidden", "num_basis", "message_dim", "num_interactions", "chunk_atoms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
         object.__setattr__(self, "elements", tuple(self.elements))

@@ -21,7 +21,7 @@ vanish there).
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,23 @@ def polynomial_envelope(x: Tensor, p: int) -> Tensor:
         - pf * (pf + 1.0) / 2.0 * torch.pow(x, p + 2)
     )
     return torch.where(x < 1.0, env, torch.zeros_like(x))
+
+
+def cubic_invariants(a1: Tensor, a2s: Tensor) -> List[Tensor]:
+    """``A1.A2.A1`` and ``tr(A2^3)`` per channel from ``a1 [N, 3, K]`` and the symmetric ``a2s
+    [N, 6, K]`` (xx yy zz xy xz yz), written out component by component: a handful of ``[N, K]``
+    products instead of ``[N, 3, 3, 3, K]`` intermediates."""
+    x, y, z = a1[:, 0], a1[:, 1], a1[:, 2]
+    xx, yy, zz, xy, xz, yz = a2s[:, 0], a2s[:, 1], a2s[:, 2], a2s[:, 3], a2s[:, 4], a2s[:, 5]
+    a1a2a1 = xx * x * x + yy * y * y + zz * z * z + 2.0 * (xy * x * y + xz * x * z + yz * y * z)
+    xy2, xz2, yz2 = xy * xy, xz * xz, yz * yz
+    tr3 = (
+        xx * (xx * xx + 3.0 * (xy2 + xz2))
+        + yy * (yy * yy + 3.0 * (xy2 + yz2))
+        + zz * (zz * zz + 3.0 * (xz2 + yz2))
+        + 6.0 * xy * xz * yz
+    )
+    return [a1a2a1, tr3]
 
 
 class RadialBasis(nn.Module):
@@ -114,35 +131,35 @@ class Interaction(nn.Module):
         self.norm = 2.0 / math.sqrt(float(avg_num_neighbors))
         self.register_buffer("sym_weight", torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0, 2.0], dtype=torch.get_default_dtype()))
 
-    def forward(self, h: Tensor, onehot: Tensor, ang_basis: Tensor, pad_index: Tensor, neighbor: Tensor) -> Tensor:
-        """One layer.
+    def messages(self, h: Tensor, onehot: Tensor) -> Tensor:
+        """What each atom sends its neighbours: ``[N, S]`` element one-hot (first layer) or ``[N, D]``."""
+        if self.first:
+            return onehot
+        return self.project(h)
 
-        ``ang_basis`` is ``[N, 10 * B, M]``: per centre atom and neighbour slot, the angular
-        components times the radial basis (zero in empty slots); ``pad_index`` maps each edge to
-        its slot ``centre * M + slot``; ``onehot`` is the element one-hot ``[N, S]``.
+    def forward(self, h: Tensor, z_nb: Tensor, ang_t: Tensor, radial: Tensor, pad_index: Tensor) -> Tensor:
+        """Updated features of the ``n`` centre atoms ``h [n, F]``.
+
+        ``z_nb`` holds each edge's neighbour message (:meth:`messages` gathered by neighbour);
+        ``ang_t`` is ``[n, 10, M]``: the angular components of each centre's ``M`` neighbour
+        slots, ``radial`` the ``[n, M, B]`` radial basis (both zero in empty slots);
+        ``pad_index`` maps each edge to its slot ``centre * M + slot``.
         """
         n_atoms = h.shape[0]
-        max_nbrs = ang_basis.shape[2]
-        if self.first:
-            z = onehot.index_select(0, neighbor)  # [E, S]
-        else:
-            z = self.project(h).index_select(0, neighbor)  # [E, D]
+        max_nbrs = ang_t.shape[2]
         z_pad = torch.zeros(n_atoms * max_nbrs, self.in_dim, dtype=h.dtype, device=h.device)
-        z_pad = z_pad.index_copy(0, pad_index, z).view(n_atoms, max_nbrs, self.in_dim)
-        # rho[i, (l, b), d] = sum_j Y_l(u_ij) basis_b(r_ij) z_jd, as a batched matrix product
-        rho = torch.bmm(ang_basis, z_pad).view(n_atoms, 10, self.num_basis * self.in_dim)
+        z_pad = z_pad.index_copy(0, pad_index, z_nb).view(n_atoms, max_nbrs, self.in_dim)
+        # einsum's outer product back-propagates as two contractions (faster than broadcasting)
+        radial_z = torch.einsum("nmb,nmd->nmbd", radial, z_pad).reshape(n_atoms, max_nbrs, self.num_basis * self.in_dim)
+        # rho[i, l, (b, d)] = sum_j Y_l(u_ij) basis_b(r_ij) z_jd, as a batched matrix product
+        rho = torch.bmm(ang_t, radial_z)
         rho = rho * self.norm
-        k = self.channels
         a0 = torch.matmul(rho[:, 0, :], self.w0)  # [N, K]
         a1 = torch.matmul(rho[:, 1:4, :], self.w1)  # [N, 3, K]
         a2s = torch.matmul(rho[:, 4:10, :], self.w2)  # [N, 6, K] symmetric storage
         b1 = (a1 * a1).sum(1)
         b2 = (a2s * a2s * self.sym_weight.view(1, 6, 1)).sum(1)
-        a2 = a2s[:, [0, 3, 4, 3, 1, 5, 4, 5, 2], :].view(n_atoms, 3, 3, k)  # full symmetric tensor
-        a2a1 = (a2 * a1.unsqueeze(1)).sum(2)  # [N, 3, K]: (A2 . A1)_a
-        b3 = (a2a1 * a1).sum(1)
-        a2a2 = (a2.unsqueeze(3) * a2.unsqueeze(1)).sum(2)  # [N, 3, 3, K]: (A2 A2)_ac
-        b4 = (a2a2 * a2).sum((1, 2))
+        b3, b4 = cubic_invariants(a1, a2s)
         inv = torch.cat([a0, b1, b2, b3, b4, h], dim=1)
         return h + self.update(inv)
 
@@ -176,28 +193,48 @@ class StudentPotential(nn.Module):
         self.register_buffer("reference_energies", torch.zeros(self.num_elements, dtype=torch.get_default_dtype()))
         self.register_buffer("scale", torch.ones((), dtype=torch.get_default_dtype()))
         self.register_buffer("shift", torch.zeros((), dtype=torch.get_default_dtype()))
+        #: evaluation (not training) of more atoms than this runs :meth:`chunked_outputs`
+        self.chunk_atoms = int(config.chunk_atoms)
 
     @torch.jit.unused
     def unused_parameters(self) -> List[str]:
         """Names of parameters the energy does not depend on (the first layer's projection)."""
         return ["interactions.0.project.weight"]
 
-    def atomic_energies(self, vectors: Tensor, species: Tensor, edge_index: Tensor) -> Tensor:
-        """Per-atom energies ``[N]`` from edge vectors ``[E, 3]`` (``r_j - r_i``)."""
-        center = edge_index[0]
-        neighbor = edge_index[1]
+    def edge_features(self, vectors: Tensor) -> List[Tensor]:
+        """Angular components ``[E, 10]`` (1 | u | traceless u u^T as xx yy zz xy xz yz) and the
+        radial basis ``[E, B]`` (zero at and beyond the cutoff) of edge vectors ``[E, 3]``."""
         r = torch.linalg.vector_norm(vectors, dim=1)
         inside = r < self.cutoff
         r_safe = torch.where(inside, r, torch.full_like(r, self.cutoff))
         u = vectors / r_safe.unsqueeze(-1)
-        basis = self.basis(r_safe)  # [E, B], zero for edges at or beyond the cutoff
-        # angular components: 1 | u (3) | traceless u u^T stored as xx yy zz xy xz yz (6)
+        basis = self.basis(r_safe)
         x, y, z = u[:, 0], u[:, 1], u[:, 2]
         third = 1.0 / 3.0
         ang = torch.stack(
             [torch.ones_like(x), x, y, z, x * x - third, y * y - third, z * z - third, x * y, x * z, y * z], dim=1
         )
-        edge_ang = (ang.unsqueeze(-1) * basis.unsqueeze(1)).reshape(-1, 10 * self.num_basis)  # [E, 10 B]
+        return [ang, basis]
+
+    def padded_features(self, vectors: Tensor, pad_index: Tensor, n_atoms: int, max_nbrs: int) -> List[Tensor]:
+        """Edge features in the padded layout of :meth:`Interaction.forward`: ``ang_t [n, 10, M]``,
+        ``radial [n, M, B]``."""
+        ang, basis = self.edge_features(vectors)
+        ang_pad = torch.zeros(n_atoms * max_nbrs, 10, dtype=vectors.dtype, device=vectors.device)
+        ang_t = ang_pad.index_copy(0, pad_index, ang).view(n_atoms, max_nbrs, 10).transpose(1, 2)
+        radial_pad = torch.zeros(n_atoms * max_nbrs, self.num_basis, dtype=vectors.dtype, device=vectors.device)
+        radial = radial_pad.index_copy(0, pad_index, basis).view(n_atoms, max_nbrs, self.num_basis)
+        return [ang_t, radial]
+
+    def atom_energy_from_features(self, h: Tensor, species: Tensor) -> Tensor:
+        """Readout, scale and shift, plus per-element reference energies."""
+        out = self.readout(h).squeeze(-1)
+        return out * self.scale + self.shift + self.reference_energies.index_select(0, species)
+
+    def atomic_energies(self, vectors: Tensor, species: Tensor, edge_index: Tensor) -> Tensor:
+        """Per-atom energies ``[N]`` from edge vectors ``[E, 3]`` (``r_j - r_i``), in one graph."""
+        center = edge_index[0]
+        neighbor = edge_index[1]
         # padded neighbour layout: edge e -> (centre, slot); the sums over neighbours become
         # batched matrix products that never materialise per-edge x channel tensors
         n_atoms = species.shape[0]
@@ -209,14 +246,142 @@ class StudentPotential(nn.Module):
         slot_sorted = torch.arange(n_edges, device=center.device) - starts.index_select(0, center.index_select(0, order))
         slot = torch.empty_like(slot_sorted).index_copy_(0, order, slot_sorted)
         pad_index = center * max_nbrs + slot
-        ang_basis = torch.zeros(n_atoms * max_nbrs, 10 * self.num_basis, dtype=vectors.dtype, device=vectors.device)
-        ang_basis = ang_basis.index_copy(0, pad_index, edge_ang).view(n_atoms, max_nbrs, 10 * self.num_basis).transpose(1, 2)
+        ang_t, radial = self.padded_features(vectors, pad_index, n_atoms, max_nbrs)
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(vectors.dtype)
         h = self.embedding(species)
         for layer in self.interactions:
-            h = layer(h, onehot, ang_basis, pad_index, neighbor)
-        out = self.readout(h).squeeze(-1)
-        return out * self.scale + self.shift + self.reference_energies.index_select(0, species)
+            z_nb = layer.messages(h, onehot).index_select(0, neighbor)
+            h = layer(h, z_nb, ang_t, radial, pad_index)
+        return self.atom_energy_from_features(h, species)
+
+    def chunked_outputs(
+        self,
+        positions: Tensor,
+        species: Tensor,
+        edge_index: Tensor,
+        shifts: Tensor,
+        energy_mask: Tensor,
+    ) -> Dict[str, Tensor]:
+        """The outputs of :func:`conservative_outputs` evaluated in blocks of centre atoms.
+
+        Memory does not grow with the per-edge work of all layers at once: a first pass keeps
+        only the atom features ``h_t`` and messages ``z_t`` of every layer (no autograd graph);
+        then, layer by layer from the last, each block of ``chunk_atoms`` centre atoms rebuilds
+        its own small graph (edge vectors, neighbour messages and its features as leaves) and
+        back-propagates the incoming gradient ``dE/dh_{t+1}``. The edge gradients go straight
+        into forces and virials, the message gradients are scattered to the neighbours and
+        joined with ``dE/dh_t``. Same numbers as the one-graph path (tests compare them), with
+        peak memory ~ one block's edges plus a few numbers per atom and layer.
+        """
+        center = edge_index[0]
+        neighbor = edge_index[1]
+        n_atoms = species.shape[0]
+        n_edges = center.shape[0]
+        dtype = positions.dtype
+        device = positions.device
+        chunk = self.chunk_atoms
+        # edges sorted by centre: block [a0, a1) of centres owns edges [offsets[a0], offsets[a1])
+        order = torch.argsort(center, stable=True)
+        c_s = center.index_select(0, order)
+        n_s = neighbor.index_select(0, order)
+        counts = torch.bincount(center, minlength=n_atoms)
+        offsets = torch.zeros(n_atoms + 1, dtype=torch.int64, device=device)
+        offsets[1:] = torch.cumsum(counts, 0)
+        max_nbrs = int(counts.max().item()) if n_edges > 0 else 0
+        slot = torch.arange(n_edges, device=device) - offsets.index_select(0, c_s)
+        bounds: List[int] = offsets[torch.arange(0, n_atoms + chunk, chunk, device=device).clamp(max=n_atoms)].tolist()
+        starts: List[int] = list(range(0, n_atoms, chunk))
+        with torch.no_grad():
+            v_s = (positions.index_select(0, n_s) - positions.index_select(0, c_s) + shifts.index_select(0, order)).detach()
+        onehot = torch.nn.functional.one_hot(species, self.num_elements).to(dtype)
+        # pass 1: features entering every layer but the last, no graph
+        n_layers = len(self.interactions)
+        hs: List[Tensor] = []
+        zs: List[Tensor] = []
+        with torch.no_grad():
+            h = self.embedding(species)
+            for t, layer in enumerate(self.interactions):
+                z = layer.messages(h, onehot)
+                hs.append(h)
+                zs.append(z)
+                if t < n_layers - 1:
+                    h_next = torch.empty_like(h)
+                    for k, a0 in enumerate(starts):
+                        a1 = min(a0 + chunk, n_atoms)
+                        e0 = bounds[k]
+                        e1 = bounds[k + 1]
+                        pad = (c_s[e0:e1] - a0) * max_nbrs + slot[e0:e1]
+                        ang_t, radial = self.padded_features(v_s[e0:e1], pad, a1 - a0, max_nbrs)
+                        h_next[a0:a1] = layer(h[a0:a1], z.index_select(0, n_s[e0:e1]), ang_t, radial, pad)
+                    h = h_next
+        # pass 2: from the last layer (with the readout) back to the first, one block of centres
+        # at a time; g_h carries dE/dh_{t+1} between layers
+        atom_energies = torch.zeros(n_atoms, dtype=dtype, device=device)
+        forces = torch.zeros_like(positions)
+        virial = torch.zeros(3, 3, dtype=dtype, device=device)
+        atom_virial = torch.zeros(n_atoms, 9, dtype=dtype, device=device)
+        g_h = torch.zeros(0, dtype=dtype, device=device)
+        for t in range(n_layers - 1, -1, -1):
+            for idx, blayer in enumerate(self.interactions):
+                if idx == t:
+                    h_t = hs[t]
+                    z_t = zs[t]
+                    g_prev = torch.zeros_like(h_t)
+                    g_z = torch.zeros_like(z_t)
+                    for k, a0 in enumerate(starts):
+                        a1 = min(a0 + chunk, n_atoms)
+                        e0 = bounds[k]
+                        e1 = bounds[k + 1]
+                        v_c = v_s[e0:e1].detach().requires_grad_(True)
+                        h_c = h_t[a0:a1].detach()
+                        z_c = z_t.index_select(0, n_s[e0:e1]).detach()
+                        leaves = [v_c]
+                        if t > 0:  # the embedding h_0 does not depend on positions
+                            leaves.append(h_c.requires_grad_(True))
+                        if not blayer.first:  # the first layer's messages are the constant one-hot
+                            leaves.append(z_c.requires_grad_(True))
+                        pad = (c_s[e0:e1] - a0) * max_nbrs + slot[e0:e1]
+                        ang_t, radial = self.padded_features(v_c, pad, a1 - a0, max_nbrs)
+                        out = blayer(h_c, z_c, ang_t, radial, pad)
+                        block_grad: List[Optional[Tensor]] = []
+                        if t == n_layers - 1:
+                            e_c = self.atom_energy_from_features(out, species[a0:a1])
+                            e_c = torch.where(energy_mask[a0:a1], e_c, torch.zeros_like(e_c))
+                            atom_energies[a0:a1] = e_c.detach()
+                            target = e_c.sum()
+                            block_grad.append(torch.ones_like(target))
+                        else:
+                            target = out
+                            block_grad.append(g_h[a0:a1])
+                        grads = torch.autograd.grad([target], leaves, grad_outputs=block_grad, allow_unused=True)
+                        if t > 0:
+                            g_c = grads[1]
+                            if g_c is not None:
+                                g_prev[a0:a1] = g_c
+                        if not blayer.first:
+                            g_zc = grads[len(leaves) - 1]
+                            if g_zc is not None:
+                                g_z.index_add_(0, n_s[e0:e1], g_zc)
+                        g_e = grads[0]
+                        if g_e is not None:
+                            ci = c_s[e0:e1]
+                            nj = n_s[e0:e1]
+                            forces.index_add_(0, ci, g_e).index_add_(0, nj, -g_e)
+                            edge_virial = -v_s[e0:e1].unsqueeze(2) * g_e.unsqueeze(1)
+                            virial += edge_virial.sum(0)
+                            half = 0.5 * edge_virial.reshape(-1, 9)
+                            atom_virial.index_add_(0, ci, half).index_add_(0, nj, half)
+                    if not blayer.first:
+                        g_prev = g_prev + torch.matmul(g_z, blayer.project.weight)
+                    g_h = g_prev
+        energy = atom_energies.sum()
+        return {
+            "energy": energy,
+            "atom_energies": atom_energies,
+            "forces": forces,
+            "virial": virial,
+            "atom_virial": atom_virial.view(n_atoms, 3, 3),
+        }
 
     def forward(
         self,
@@ -226,6 +391,8 @@ class StudentPotential(nn.Module):
         shifts: Tensor,
         energy_mask: Tensor,
     ) -> Dict[str, Tensor]:
+        if not self.training and positions.shape[0] > self.chunk_atoms and edge_index.shape[1] > 0:
+            return self.chunked_outputs(positions, species, edge_index, shifts, energy_mask)
         vectors = edge_vectors(positions, edge_index, shifts)
         atom_energies = self.atomic_energies(vectors, species, edge_index)
         return conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, self.training)
