@@ -37,13 +37,13 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "tiny",
         "tiny.mlffd.pt",
-        "c6d0e373dba6df47064ee900d23617fffc974593d4d1895913ff5db9e80a83ea",
+        "91377fb227c2f644686c61827062e58140c968282eaf92b0b9442e88b1eeb7a8",
         "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
     ),
     NamedModel(
         "ultra-tiny",
         "ultra-tiny.mlffd.pt",
-        "8e93864e815f9a83cfe58ebec03c8bc5b70ab6604b1b3c56d4904c20078bae08",
+        "468bd7df6e20ff3aaa61c66277869f385d8a922fb2d3814733534c8482434310",
         "Si, ≈21K parameters, distilled from SevenNet 7net-0 (fastest)",
     ),
 )
