@@ -158,6 +158,22 @@ def test_shipped_name_resolves_through_models_dir(models, tmp_path, monkeypatch)
     assert abs(got.energy - atoms.get_potential_energy()) < 1e-9
 
 
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_image_folding_equals_explicit_ghost_copies(models, nprocs):
+    """Folding periodic images onto one node (default) gives the numbers of evaluating every
+    ghost copy (``images copy``), incl. a cell smaller than the interaction range."""
+    for atoms in (sige(triclinic_silicon()), sige(silicon(2, rattle=0.1, seed=5))):
+        folded, copies = (
+            run_lammps(atoms, [f"pair_style mlffd images {mode}", f"pair_coeff * * {models['f64']} Si Ge"], SIGE, nprocs=nprocs)
+            for mode in ("fold", "copy")
+        )
+        assert abs(folded.energy - copies.energy) < 1e-10 * len(atoms)
+        np.testing.assert_allclose(folded.forces, copies.forces, atol=1e-10)
+        np.testing.assert_allclose(folded.virial, copies.virial, atol=1e-9)
+        np.testing.assert_allclose(folded.atom_virial, copies.atom_virial, atol=1e-9)
+        np.testing.assert_allclose(folded.energies, copies.energies, atol=1e-10)
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 
@@ -190,6 +206,7 @@ BAD = {
     "element": (lambda d, m: m, "Si C", "metal", "on", r"element 'C' \(atom type 2\) is not in model .*the model knows: Si, Ge"),
     "units": (lambda d, m: m, "Si Ge", "real", "on", r"requires 'units metal'.*'units real'"),
     "newton off": (lambda d, m: m, "Si Ge", "metal", "off", r"requires 'newton on'"),
+    "bad keyword": (lambda d, m: m, "Si Ge", "metal", "on", r"Illegal pair_style mlffd command: 'images twice'"),
 }
 
 
@@ -197,13 +214,14 @@ BAD = {
 def test_bad_input_gives_clear_error(case, models, tmp_path):
     make, elements, units, newton, pattern = BAD[case]
     model = make(tmp_path, Path(models["f64"]))
+    style = "pair_style mlffd images twice" if case == "bad keyword" else "pair_style mlffd"
     write_data(sige(silicon(1)), tmp_path / "atoms.data", SIGE)
     deck = f"""
 units {units}
 atom_style atomic
 newton {newton}
 read_data atoms.data
-pair_style mlffd
+{style}
 pair_coeff * * {model} {elements}
 run 0
 """

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mlffd.models import PRESETS, ModelConfig, StudentPotential, build, num_parameters, preset
+from mlffd.models.outputs import conservative_outputs
 from mlffd.models.potential import cubic_invariants, polynomial_envelope
 from mlffd.neighbors import neighbor_list
 from mlffd.testing import random_student, silicon
@@ -111,14 +112,15 @@ def test_chunked_evaluation_equals_one_graph(name, chunk):
     atoms.symbols[::3] = "Ge"
     args = list(_inputs(atoms, torch.float64))
     args[1] = torch.tensor([config.elements.index(s) for s in atoms.get_chemical_symbols()])
-    args[4] = torch.rand(len(atoms), generator=torch.Generator().manual_seed(0)) > 0.3
     scripted = torch.jit.script(model)
     assert len(atoms) > chunk  # forward() takes the blocked path
-    blocked = scripted(*args)
-    vectors = args[0][args[2][1]] - args[0][args[2][0]] + args[3]
-    vectors.requires_grad_(True)
-    from mlffd.models.outputs import conservative_outputs
-
-    reference = conservative_outputs(args[0], vectors, model.atomic_energies(vectors, args[1], args[2]), args[4], args[2], False)
-    for key in ("energy", "atom_energies", "forces", "virial", "atom_virial"):
-        torch.testing.assert_close(blocked[key], reference[key].detach(), rtol=1e-11, atol=1e-11)
+    scattered = torch.rand(len(atoms), generator=torch.Generator().manual_seed(0)) > 0.3
+    prefix = torch.arange(len(atoms)) < 20  # LAMMPS-like: local atoms first, then ghosts
+    for mask in (scattered, prefix):
+        args[4] = mask
+        blocked = scripted(*args)
+        vectors = (args[0][args[2][1]] - args[0][args[2][0]] + args[3]).requires_grad_(True)
+        energies = model.atomic_energies(vectors, args[1], args[2])
+        reference = conservative_outputs(args[0], vectors, energies, mask, args[2], False)
+        for key in ("energy", "atom_energies", "forces", "virial", "atom_virial"):
+            torch.testing.assert_close(blocked[key], reference[key].detach(), rtol=1e-11, atol=1e-11)

@@ -11,9 +11,10 @@
      energy depends on every atom within R. The ghost shell is set to R + skin
      (comm->cutghostuser), and a FULL neighbour list INCLUDING ghost atoms (cutoff r_c + skin)
      gives every atom of the shell its edges;
-   - each rank evaluates the graph of all its local and ghost atoms, edges within r_c, zero
-     shifts (images are explicit ghosts), energy_mask = local atoms, so each rank sums exactly
-     the energies of the atoms it owns;
+   - each rank evaluates the graph of its local atoms and the ghosts within L hops, edges within
+     r_c; periodic images of one atom (same tag) are folded onto one graph node with the image
+     offset as the edge shift, so no atom is evaluated twice on a rank (on one rank, no ghost
+     at all); energy_mask = local atoms, so each rank sums exactly the energies it owns;
    - forces on ghost atoms are added to the ghosts and summed onto their owners by LAMMPS'
      reverse communication (newton pair on); the virial W = -sum_e r_e (x) dE/dr_e summed over
      ranks is the global virial. */
@@ -100,13 +101,23 @@ void PairMLFFD::allocate()
 
 void PairMLFFD::settings(int narg, char **arg)
 {
+  // pair_style mlffd [cpu|cuda|cuda:N] [device D] [images fold|copy]
   std::string dev = "cpu";
-  if (narg == 2 && strcmp(arg[0], "device") == 0)
-    dev = arg[1];
-  else if (narg == 1)
-    dev = arg[0];
-  else if (narg != 0)
-    error->all(FLERR, "{}", "Illegal pair_style mlffd command: expected 'pair_style mlffd [device cpu|cuda]'");
+  fold_images = true;
+  const std::string usage = "expected 'pair_style mlffd [device cpu|cuda|cuda:N] [images fold|copy]'";
+  int iarg = 0;
+  if (narg % 2 == 1) dev = arg[iarg++];    // bare device name
+  while (iarg < narg) {
+    if (iarg + 1 >= narg) error->all(FLERR, "Illegal pair_style mlffd command: {}", usage);
+    const std::string key = arg[iarg], value = arg[iarg + 1];
+    if (key == "device")
+      dev = value;
+    else if (key == "images" && (value == "fold" || value == "copy"))
+      fold_images = (value == "fold");
+    else
+      error->all(FLERR, "Illegal pair_style mlffd command: '{} {}'; {}", key, value, usage);
+    iarg += 2;
+  }
 
   if (dev == "cpu") {
     device = torch::Device(torch::kCPU);
@@ -336,43 +347,67 @@ void PairMLFFD::compute(int eflag, int vflag)
   //    on the features of atoms up to L hops away; an atom needs its own edges only if it is at
   //    most L-1 hops away (see docs/lammps.md). Atoms further out are left out of the graph.
   level.assign(nall, -1);
-  std::vector<int> frontier, next;
-  frontier.reserve(nlocal);
+  bfs_order.clear();
   for (int i = 0; i < nlocal; i++) {
     level[i] = 0;
-    frontier.push_back(i);
+    bfs_order.push_back(i);
   }
+  size_t begin = 0;
   for (int hop = 1; hop <= num_interactions; hop++) {
-    next.clear();
-    for (int a : frontier)
+    const size_t end = bfs_order.size();
+    for (size_t q = begin; q < end; q++) {
+      const int a = bfs_order[q];
       for (int k = adj_first[a]; k < adj_first[a] + adj_count[a]; k++) {
         const int j = adj_j[k];
         if (level[j] < 0) {
           level[j] = hop;
-          next.push_back(j);
+          bfs_order.push_back(j);
         }
       }
-    frontier.swap(next);
+    }
+    begin = end;
   }
 
-  // 3. graph nodes: local atoms first (node i = atom i), then the reached ghosts
+  // 3. graph nodes: one per ATOM, not per copy. Periodic images of the same atom (same tag)
+  //    have the same environment, so every copy folds onto one node (local atoms first, node
+  //    i = atom i; then foreign atoms, represented by their copy nearest in hops, whose edges
+  //    are complete) and edges to images carry the image offset as a shift. The model then
+  //    sees each atom once, as with ASE's periodic graph: on one rank no ghost is evaluated.
+  //    Without atom IDs every copy is its own node (zero shifts).
+  const bool fold = atom->tag_enable && fold_images;
+  tagint *tag = atom->tag;
   atom_node.assign(nall, -1);
   node_atom.clear();
-  for (int i = 0; i < nall; i++)
-    if (level[i] >= 0) {
-      atom_node[i] = (int) node_atom.size();
-      node_atom.push_back(i);
+  tag_node.clear();
+  for (int i : bfs_order) {
+    if (fold) {
+      auto found = tag_node.find(tag[i]);
+      if (found != tag_node.end()) {
+        atom_node[i] = found->second;
+        continue;
+      }
+      tag_node.emplace(tag[i], (int) node_atom.size());
     }
+    atom_node[i] = (int) node_atom.size();
+    node_atom.push_back(i);
+  }
   const int nnodes = (int) node_atom.size();
 
   src_buf.clear();
   dst_buf.clear();
+  shift_buf.clear();
   for (int n = 0; n < nnodes; n++) {
     const int i = node_atom[n];
     if (level[i] > num_interactions - 1) continue;
     for (int k = adj_first[i]; k < adj_first[i] + adj_count[i]; k++) {
+      const int j = adj_j[k];
+      const int m = atom_node[j];
+      const int c = node_atom[m];  // the copy that represents j's atom
       src_buf.push_back(n);
-      dst_buf.push_back(atom_node[adj_j[k]]);
+      dst_buf.push_back(m);
+      shift_buf.push_back(x[j][0] - x[c][0]);
+      shift_buf.push_back(x[j][1] - x[c][1]);
+      shift_buf.push_back(x[j][2] - x[c][2]);
     }
   }
   const int64_t nedges = (int64_t) src_buf.size();
@@ -398,7 +433,11 @@ void PairMLFFD::compute(int eflag, int vflag)
                      .to(device);
   else
     edge_index = torch::zeros({2, 0}, i64.device(device));
-  torch::Tensor shifts = torch::zeros({nedges, 3}, torch::TensorOptions().dtype(dtype).device(device));
+  torch::Tensor shifts;
+  if (nedges > 0)
+    shifts = torch::from_blob(shift_buf.data(), {nedges, 3}, f64).to(device, dtype, false, true);
+  else
+    shifts = torch::zeros({0, 3}, torch::TensorOptions().dtype(dtype).device(device));
   torch::Tensor energy_mask = torch::arange(nnodes, i64.device(device)).lt(nlocal);
 
   torch::jit::IValue result;

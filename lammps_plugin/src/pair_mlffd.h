@@ -10,6 +10,7 @@
 #include <torch/script.h>
 
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace LAMMPS_NS {
@@ -44,8 +45,11 @@ class PairMLFFD : public Pair {
   // reused host buffers
   std::vector<int> adj_first, adj_count, adj_j;    // edges within r_c, per LAMMPS atom
   std::vector<int> level, node_atom, atom_node;     // hop distance from a local atom, node maps
+  std::vector<int> bfs_order;                        // atoms in order of hop distance
+  std::unordered_map<tagint, int> tag_node;          // atom ID -> graph node (image folding)
+  bool fold_images = true;                           // fold periodic images onto one node
   std::vector<int64_t> src_buf, dst_buf, species_buf;
-  std::vector<double> pos_buf;
+  std::vector<double> pos_buf, shift_buf;
 };
 
 }    // namespace LAMMPS_NS

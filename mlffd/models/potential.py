@@ -330,6 +330,13 @@ class StudentPotential(nn.Module):
                     g_z = torch.zeros_like(z_t)
                     for k, a0 in enumerate(starts):
                         a1 = min(a0 + chunk, n_atoms)
+                        # blocks that cannot contribute are skipped: no energy-carrying atom in
+                        # the last layer (e.g. LAMMPS ghosts), no incoming gradient before it
+                        if t == n_layers - 1:
+                            if not bool(energy_mask[a0:a1].any()):
+                                continue
+                        elif not bool((g_h[a0:a1] != 0).any()):
+                            continue
                         e0 = bounds[k]
                         e1 = bounds[k + 1]
                         v_c = v_s[e0:e1].detach().requires_grad_(True)
