@@ -31,30 +31,36 @@ from mlffd.models.outputs import conservative_outputs, edge_vectors
 
 
 def polynomial_envelope(x: Tensor, p: int) -> Tensor:
-    """Smooth cutoff of DimeNet/NequIP: 1 at x=0, 0 with two vanishing derivatives at x>=1."""
+    """Smooth cutoff of DimeNet/NequIP: 1 at x=0, 0 with two vanishing derivatives at x>=1.
+
+    ``1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2)``, evaluated as
+    ``1 + x^p (c0 + x (c1 + c2 x))`` (one power instead of three)."""
     pf = float(p)
-    env = (
-        1.0
-        - (pf + 1.0) * (pf + 2.0) / 2.0 * torch.pow(x, p)
-        + pf * (pf + 2.0) * torch.pow(x, p + 1)
-        - pf * (pf + 1.0) / 2.0 * torch.pow(x, p + 2)
-    )
+    c0 = -(pf + 1.0) * (pf + 2.0) / 2.0
+    c1 = pf * (pf + 2.0)
+    c2 = -pf * (pf + 1.0) / 2.0
+    env = 1.0 + torch.pow(x, p) * (c0 + x * (c1 + c2 * x))
     return torch.where(x < 1.0, env, torch.zeros_like(x))
 
 
 def cubic_invariants(a1: Tensor, a2s: Tensor) -> List[Tensor]:
     """``A1.A2.A1`` and ``tr(A2^3)`` per channel from ``a1 [N, 3, K]`` and the symmetric ``a2s
-    [N, 6, K]`` (xx yy zz xy xz yz), written out component by component: a handful of ``[N, K]``
-    products instead of ``[N, 3, 3, 3, K]`` intermediates."""
-    x, y, z = a1[:, 0], a1[:, 1], a1[:, 2]
-    xx, yy, zz, xy, xz, yz = a2s[:, 0], a2s[:, 1], a2s[:, 2], a2s[:, 3], a2s[:, 4], a2s[:, 5]
-    a1a2a1 = xx * x * x + yy * y * y + zz * z * z + 2.0 * (xy * x * y + xz * x * z + yz * y * z)
-    xy2, xz2, yz2 = xy * xy, xz * xz, yz * yz
+    [N, 6, K]`` (xx yy zz xy xz yz): closed forms on ``[N, 3, K]`` blocks instead of
+    ``[N, 3, 3, 3, K]`` intermediates.
+
+    With diagonal ``d`` and off-diagonal ``o = (xy, xz, yz)``:
+    ``A1.A2.A1 = sum_a d_a x_a^2 + 2 (xy x y + xz x z + yz y z)`` and
+    ``tr(A2^3) = sum_a d_a^3 + 3 (|o|^2 tr(A2) - sum_a d_a o_opp(a)^2) + 6 xy xz yz`` where
+    ``o_opp`` pairs xx with yz, yy with xz and zz with xy."""
+    d = a2s[:, 0:3]
+    o = a2s[:, 3:6]
+    pairs = a1[:, [0, 0, 1]] * a1[:, [1, 2, 2]]  # x y, x z, y z
+    a1a2a1 = (d * a1 * a1).sum(1) + 2.0 * (o * pairs).sum(1)
+    o2 = o * o
     tr3 = (
-        xx * (xx * xx + 3.0 * (xy2 + xz2))
-        + yy * (yy * yy + 3.0 * (xy2 + yz2))
-        + zz * (zz * zz + 3.0 * (xz2 + yz2))
-        + 6.0 * xy * xz * yz
+        (d * d * d).sum(1)
+        + 3.0 * (o2.sum(1) * d.sum(1) - (d * o2.flip(1)).sum(1))
+        + 6.0 * o[:, 0] * o[:, 1] * o[:, 2]
     )
     return [a1a2a1, tr3]
 
@@ -73,8 +79,8 @@ class RadialBasis(nn.Module):
         x = r / self.cutoff
         env = polynomial_envelope(x, self.envelope_p)
         r_safe = r.clamp(min=1e-6)
-        basis = self.prefactor * torch.sin(self.freqs * r_safe.unsqueeze(-1)) / r_safe.unsqueeze(-1)
-        return basis * env.unsqueeze(-1)
+        weight = (self.prefactor * env / r_safe).unsqueeze(-1)  # one [E] factor, not [E, n] divisions
+        return torch.sin(self.freqs * r_safe.unsqueeze(-1)) * weight
 
 
 class MLP(nn.Module):
@@ -207,7 +213,7 @@ class StudentPotential(nn.Module):
         r = torch.linalg.vector_norm(vectors, dim=1)
         inside = r < self.cutoff
         r_safe = torch.where(inside, r, torch.full_like(r, self.cutoff))
-        u = vectors / r_safe.unsqueeze(-1)
+        u = vectors * (1.0 / r_safe).unsqueeze(-1)
         basis = self.basis(r_safe)
         x, y, z = u[:, 0], u[:, 1], u[:, 2]
         third = 1.0 / 3.0
