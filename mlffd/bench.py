@@ -1041,6 +1041,10 @@ def markdown_report(result: dict) -> str:
         table("Cost, µs per atom-step: median (IQR)", cost_cell)
         table("Throughput, atom-steps per second (median)", lambda m: "failed" if m.get("error") else _fmt(m["atom_steps_per_s"]))
         table("Peak memory, MB (ru_maxrss of the measuring process; LAMMPS: largest rank)", lambda m: "failed" if m.get("error") else _fmt(m["peak_rss_mb"]))
+        table(
+            "Peak memory of the evaluation, MB (peak minus the process's RSS before the first call: torch, the structure and its neighbour list excluded)",
+            lambda m: "failed" if m.get("error") else _fmt(m.get("peak_increment_mb")),
+        )
     ratios = result.get("ratios", [])
     if any(r["kind"] not in ("allocator_default_vs_mlffd", "allocator_growth") for r in ratios):
         lines.append("### Ratios (same run)")
