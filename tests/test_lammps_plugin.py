@@ -234,7 +234,7 @@ run 0
 # -- example decks ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("deck", ["in.si.nve", "in.si.npt"])
+@pytest.mark.parametrize("deck", ["in.si.nve", "in.si.npt", "in.si.million"])
 def test_example_decks_run(deck, tmp_path, monkeypatch):
     """The shipped decks, with a random small model standing in for 'tiny', run a few steps."""
     cfg = ModelConfig(elements=("Si",), cutoff=3.0, features=8, channels=8, hidden=8, readout_hidden=8, num_basis=4)
@@ -243,5 +243,5 @@ def test_example_decks_run(deck, tmp_path, monkeypatch):
     text = (Path(__file__).parents[1] / "examples" / "lammps" / deck).read_text()
     assert "variable        steps index" in text
     # an index variable defined first wins over the deck's own definition (like -var steps 20)
-    output = run_deck("variable steps index 20\n" + text, tmp_path / "run", timeout=300)
+    output = run_deck("variable steps index 20\nvariable n index 2\n" + text, tmp_path / "run", timeout=300)
     assert "pair mlffd: model" in output and "Loop time" in output
