@@ -1,0 +1,157 @@
+"""Ratios of the same run and the issue's targets evaluated on them."""
+
+from __future__ import annotations
+
+import math
+
+from mlffd.bench.config import BATCH_SPEEDUP_TARGET, FLATNESS_LIMIT, PLUGIN_OVERHEAD_LIMIT, TARGETS
+from mlffd.bench.records import _cost, _index, _jsonable, _ok, _series_key
+from mlffd.bench.workers import summarize
+
+
+
+RATIO_KINDS = ("vs_sw", "vs_tersoff", "speedup_vs_teacher", "plugin_vs_artifact", "batched_speedup", "size_scaling", "allocator_default_vs_mlffd", "allocator_growth")
+
+
+def compute_ratios(result: dict) -> list[dict]:
+    """Every ratio between measurements of the same run (same atom count unless the kind says otherwise).
+
+    Kinds: ``vs_sw`` / ``vs_tersoff`` (student cost / classical cost with ``threads`` ranks),
+    ``speedup_vs_teacher`` (teacher cost / student cost), ``plugin_vs_artifact`` (LAMMPS
+    ``pair_style mlffd`` / raw artifact call), ``batched_speedup`` (one-by-one / batched cost),
+    ``size_scaling`` (cost at N / cost at the reference size, 512 when measured, for each curve),
+    ``allocator_default_vs_mlffd`` (glibc defaults / mlffd settings) and ``allocator_growth``
+    (cost at N / cost at the smallest allocator size, per setting).
+    """
+    ms = [m for m in result["measurements"] if _ok(m)]
+    idx = _index(ms)
+    threads = result["config"]["threads"]
+    ratios: list[dict] = []
+
+    def add(kind: str, num: dict, den: dict, description: str, invert: bool = False, **extra) -> None:
+        a, b = (_cost(den), _cost(num)) if invert else (_cost(num), _cost(den))
+        ratios.append({"kind": kind, "model": num["model"], "atoms": num["atoms"], "value": a / b if b > 0 else math.nan,
+                       "numerator": (den if invert else num)["id"], "denominator": (num if invert else den)["id"], "description": description, **extra})
+
+    main = [m for m in ms if m.get("section", "main") == "main"]
+    students = [m for m in main if m.get("kind") == "student" and m["method"] in ("artifact", "calculator", "lammps-mlffd")]
+    ref_ranks = f"r{min(threads, max([m['ranks'] for m in main if m['method'] == 'lammps-sw'] or [threads]))}"
+    for pot in ("sw", "tersoff"):
+        for s in students:
+            ref = idx.get(("main", f"lammps-{pot}", pot, s["atoms"], ref_ranks, None))
+            if ref:
+                add(f"vs_{pot}", s, ref, f"student cost / LAMMPS {pot} ({ref_ranks[1:]} ranks)")
+    teachers = [m for m in main if m.get("kind") == "teacher"]
+    for t in teachers:
+        for s in students:
+            if s["atoms"] == t["atoms"]:
+                add("speedup_vs_teacher", s, t, f"{t['model']} cost / student cost", invert=True, teacher=t["model"])
+    for s in students:
+        if s["method"] == "lammps-mlffd":
+            ref = idx.get(("main", "artifact", s["model"], s["atoms"], f"t{threads}", None))
+            if ref:
+                add("plugin_vs_artifact", s, ref, "LAMMPS pair_style mlffd / raw artifact call")
+    for b in main:
+        if b["method"] == "batch":
+            one = idx.get(("main", "one-by-one", b["model"], b["atoms"], b["parallel"], None))
+            if one:
+                add("batched_speedup", b, one, "one-by-one cost / batched cost", invert=True)
+    series: dict[str, list[dict]] = {}
+    for m in main:
+        if m["method"] not in ("batch", "one-by-one"):
+            series.setdefault(_series_key(m), []).append(m)
+    for key, group in series.items():
+        group = sorted(group, key=lambda m: m["atoms"])
+        ref = next((m for m in group if m["atoms"] == 512), None) or next((m for m in group if m["atoms"] >= 512), None) or group[0]
+        for m in group:
+            if m is not ref and m["atoms"] > ref["atoms"]:
+                add("size_scaling", m, ref, f"cost at {m['atoms']} atoms / cost at {ref['atoms']} atoms")
+    # allocator: rounds of the same (method, size, setting) pool into the median of their medians
+    groups: dict[tuple, list[dict]] = {}
+    for m in ms:
+        if m.get("section") == "allocator":
+            groups.setdefault((m["method"], m["model"], m["atoms"], m["parallel"], m.get("malloc")), []).append(m)
+
+    def pooled(key: tuple) -> tuple[float, str, list[float]] | None:
+        g = groups.get(key)
+        if not g:
+            return None
+        costs = [_cost(m) for m in g]
+        gid = g[0]["id"].split("/round")[0]
+        return summarize(costs)["median"], gid, costs
+
+    def add_pooled(kind: str, a: tuple, b: tuple, description: str, **extra) -> None:
+        (ca, ida, la), (cb, idb, lb) = a, b
+        ratios.append({"kind": kind, "model": extra.pop("model"), "atoms": extra.pop("atoms"), "value": ca / cb if cb > 0 else math.nan,
+                       "numerator": ida, "denominator": idb, "description": description, "rounds": [len(la), len(lb)], **extra})
+
+    for key in sorted(groups, key=lambda k: (k[0], k[2])):
+        method, model, atoms, parallel, malloc = key
+        if malloc != "default":
+            continue
+        a, b = pooled(key), pooled((method, model, atoms, parallel, "mlffd"))
+        if a and b:
+            per_round = [x / y for x, y in zip(a[2], b[2])]
+            add_pooled("allocator_default_vs_mlffd", a, b, "cost with glibc defaults / cost with mlffd's malloc settings",
+                       model=model, atoms=atoms, method=method, per_round=per_round)
+    for setting in ("default", "mlffd"):
+        for method in sorted({k[0] for k in groups}):
+            keys = sorted((k for k in groups if k[0] == method and k[4] == setting), key=lambda k: k[2])
+            for k in keys[1:]:
+                if k[2] > keys[0][2]:
+                    add_pooled("allocator_growth", pooled(k), pooled(keys[0]), f"cost at {k[2]} / cost at {keys[0][2]} atoms ({setting} malloc)",
+                               model=k[1], atoms=k[2], malloc=setting, method=method)
+    return [_jsonable(r) for r in ratios]
+
+
+def check_targets(result: dict) -> list[dict]:
+    """The issue's targets for each student, evaluated on this run (``value`` None where not measured).
+
+    Student cost is the raw artifact call (``threads`` threads) against LAMMPS SW on ``threads``
+    ranks at the largest size both have; the teacher speed-ups are ASE-to-ASE
+    (``DistilledCalculator`` vs the teacher's calculator) at the largest teacher size.
+    """
+    ratios = result.get("ratios") or compute_ratios(result)
+    ms = {m["id"]: m for m in result["measurements"] if _ok(m)}
+    out = []
+
+    def pick(kind: str, model: str, method: str | None = None, teacher: str | None = None, atoms: int | None = None, prefer="max"):
+        cands = [r for r in ratios if r["kind"] == kind and r["model"] == model and r["value"] is not None]
+        if method:
+            cands = [r for r in cands if ms.get(r["numerator"], {}).get("method") == method or ms.get(r["denominator"], {}).get("method") == method]
+        if teacher:
+            cands = [r for r in cands if r.get("teacher") == teacher]
+        if atoms is not None:
+            cands = [r for r in cands if r["atoms"] == atoms]
+        if not cands:
+            return None
+        return max(cands, key=lambda r: r["atoms"]) if prefer == "max" else min(cands, key=lambda r: r["atoms"])
+
+    def entry(model, name, r, limit, op, **extra):
+        value = None if r is None else r["value"]
+        ok = None if value is None else (value <= limit if op == "<=" else value >= limit)
+        out.append({"model": model, "target": name, "value": value, "limit": limit, "op": op, "pass": ok,
+                    "atoms": None if r is None else r["atoms"], "ratio": r, **extra})
+
+    for model in result.get("models", {}):
+        t = TARGETS.get(model)
+        if t is None:
+            continue
+        entry(model, "cost_vs_sw", pick("vs_sw", model, "artifact"), t["vs_sw"], "<=")
+        entry(model, "speedup_vs_orb_v3_conservative", pick("speedup_vs_teacher", model, "calculator", "orb-v3-conservative"), t["vs_orb"], ">=")
+        entry(model, "speedup_vs_7net0", pick("speedup_vs_teacher", model, "calculator", "sevennet-7net-0"), t["vs_7net"], ">=")
+        big = [m for m in ms.values() if m["model"] == model and m["method"] == "artifact" and m.get("section") == "main" and m["atoms"] >= 32768]
+        mem = {"value": big[0]["peak_rss_mb"] / 1e3, "atoms": big[0]["atoms"], "id": big[0]["id"]} if big else None
+        out.append({"model": model, "target": "peak_memory_gb_32768", "value": None if mem is None else mem["value"], "limit": t["mem_gb"], "op": "<=",
+                    "pass": None if mem is None else mem["value"] <= t["mem_gb"], "atoms": None if mem is None else mem["atoms"], "ratio": mem})
+        scal = [r for r in ratios if r["kind"] == "size_scaling" and r["model"] == model and ms.get(r["numerator"], {}).get("method") == "artifact"
+                and ms.get(r["denominator"], {}).get("atoms") == 512]
+        entry(model, "flat_per_atom_512_to_max", max(scal, key=lambda r: r["atoms"]) if scal else None, FLATNESS_LIMIT, "<=")
+        plug = [r for r in ratios if r["kind"] == "plugin_vs_artifact" and r["model"] == model and ms.get(r["numerator"], {}).get("ranks") == 1]
+        plug4k = [r for r in plug if r["atoms"] == 4096] or plug
+        entry(model, "plugin_overhead_vs_artifact", max(plug4k, key=lambda r: r["atoms"]) if plug4k else None, PLUGIN_OVERHEAD_LIMIT, "<=")
+        entry(model, "batched_speedup", pick("batched_speedup", model), BATCH_SPEEDUP_TARGET, ">=")
+    return [_jsonable(e) for e in out]
+
+
+# -- outputs ---------------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""Settings of ``mlffd bench``: what is measured, the classical potentials, the issue's targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+
+SCHEMA = "mlffd-bench/1"
+RESULT_MARKER = "MLFFD-BENCH-RESULT "
+LATTICE_SI = 5.43
+
+#: teacher name -> how to load it (see :func:`_load_teacher_for_bench`)
+TEACHERS: dict[str, dict[str, Any]] = {
+    "sevennet-7net-0": {"spec": "sevennet:7net-0", "weights": "shipped"},
+    "orb-v3-conservative": {"spec": "orb:orb-v3-conservative-inf-omat", "weights": "random", "max_num_neighbors": 120},
+    "orb-v3-direct": {"spec": "orb:orb-v3-direct-20-omat", "weights": "random", "max_num_neighbors": 20},
+}
+
+CLASSICAL = ("sw", "tersoff")
+
+#: LAMMPS potential files (metal units), the standard published parameters as shipped with LAMMPS
+SI_SW = """\
+# Stillinger-Weber silicon: F. H. Stillinger and T. A. Weber, Phys. Rev. B 31, 5262 (1985)
+# (as LAMMPS' potentials/Si.sw) -- written by mlffd bench
+# element1 element2 element3 epsilon sigma a lambda gamma costheta0 A B p q tol
+Si Si Si 2.1683 2.0951 1.80 21.0 1.20 -0.333333333333
+         7.049556277 0.6022245584 4.0 0.0 0.0
+"""
+SI_TERSOFF = """\
+# Tersoff silicon: J. Tersoff, Phys. Rev. B 37, 6991 (1988) (as LAMMPS' potentials/Si.tersoff)
+# -- written by mlffd bench
+# element1 element2 element3 m gamma lambda3 c d costheta0 n beta lambda2 B R D lambda1 A
+Si Si Si 3.0 1.0 1.3258 4.8381 2.0417 0.0000 22.956
+         0.33675 1.3258 95.373 3.0 0.2 3.2394 3264.7
+"""
+
+#: The issue's targets, per student preset (cost vs SW <=, speed-up vs Orb-v3 conservative >=,
+#: speed-up vs 7net-0 >=, peak memory at 32,768 atoms <= GB)
+TARGETS: dict[str, dict[str, float]] = {
+    "ultra-tiny": {"vs_sw": 30.0, "vs_orb": 1000.0, "vs_7net": 200.0, "mem_gb": 0.4},
+    "tiny": {"vs_sw": 75.0, "vs_orb": 400.0, "vs_7net": 100.0, "mem_gb": 0.6},
+    "original": {"vs_sw": 375.0, "vs_orb": 80.0, "vs_7net": 20.0, "mem_gb": 2.0},
+}
+FLATNESS_LIMIT = 1.2  # cost(32,768) / cost(512)
+PLUGIN_OVERHEAD_LIMIT = 1.10  # lammps-mlffd (1 rank) / artifact at 4,096 atoms
+BATCH_SPEEDUP_TARGET = 10.0
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What ``mlffd bench`` measures. :meth:`quick` gives the small set used by tests."""
+
+    sizes: tuple[int, ...] = (64, 512, 4096, 32768)
+    models: tuple[str, ...] = ("ultra-tiny", "tiny", "original")
+    threads: int = 2
+    repeats: int = 5
+    warmup: int = 3  #: untimed calls first (TorchScript's profiling executor optimises over ~3 calls)
+    min_time: float = 0.5  #: seconds per timed block (k calls)
+    students: bool = True  #: artifact + calculator paths
+    teachers: bool = True
+    teacher_names: tuple[str, ...] = tuple(TEACHERS)
+    teacher_sizes: tuple[int, ...] = (64, 512)
+    lammps: bool = True
+    lammps_students: bool = True  #: pair_style mlffd (else only the classical floor)
+    ranks: tuple[int, ...] = (1, 2)
+    classical: tuple[str, ...] = CLASSICAL
+    batch: bool = True
+    batch_count: int = 64
+    batch_cell: int = 2  #: batch cells are n x n x n conventional cells (2 -> 64 atoms)
+    allocator: bool = True
+    allocator_model: str = "tiny"
+    allocator_sizes: tuple[int, ...] = (512, 4096)
+    allocator_methods: tuple[str, ...] = ("artifact",)
+    allocator_rounds: int = 1  #: interleaved default/mlffd pairs per size (order alternates between rounds)
+    dtype: str = "float32"  #: dtype of random-weight students
+    timeout: float = 3600.0  #: seconds per worker
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **overrides: Any) -> "BenchConfig":
+        """A run of a few seconds per measurement (64 atoms), for tests and smoke checks."""
+        base = dict(
+            sizes=(64,),
+            models=("ultra-tiny",),
+            repeats=2,
+            warmup=3,
+            min_time=0.02,
+            teacher_sizes=(64,),
+            batch_count=8,
+            allocator_model="ultra-tiny",
+            allocator_sizes=(64,),
+            timeout=600.0,
+            quick=True,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    def __post_init__(self) -> None:
+        if self.threads < 1 or self.repeats < 1 or self.warmup < 0 or self.allocator_rounds < 1:
+            raise ValueError("threads, repeats and allocator_rounds must be >= 1, warmup >= 0")
+        for name in ("sizes", "teacher_sizes", "allocator_sizes"):
+            if any(int(n) < 8 for n in getattr(self, name)):
+                raise ValueError(f"{name}: atom counts must be >= 8 (diamond-Si supercells of 8 n^3 atoms)")
+        unknown = set(self.teacher_names) - set(TEACHERS)
+        if unknown:
+            raise ValueError(f"unknown teachers {sorted(unknown)}; known: {', '.join(TEACHERS)}")
+        if set(self.allocator_methods) - {"artifact", "calculator", "lammps"}:
+            raise ValueError(f"allocator_methods must be among artifact, calculator, lammps; got {list(self.allocator_methods)}")
+        unknown = set(self.classical) - set(CLASSICAL)
+        if unknown:
+            raise ValueError(f"unknown classical potentials {sorted(unknown)}; known: {', '.join(CLASSICAL)}")
+
+
+
+RESULT_FIELDS = ("schema", "created", "duration_s", "host", "config", "models", "teachers", "measurements", "ratios", "targets")
+MEASUREMENT_FIELDS = (
+    "id", "section", "method", "model", "kind", "weights", "atoms", "atoms_requested", "parallel", "ranks", "threads", "repeats",
+    "warmup", "error", "us_per_atom_step", "atom_steps_per_s", "samples_us", "peak_rss_mb", "rss_before_mb", "peak_increment_mb",
+)

@@ -1,0 +1,249 @@
+"""Markdown tables, the log-log plot and the output files of a benchmark run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+from mlffd.bench.records import _cost, _jsonable, _ok
+
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None or x != x:
+        return "–"
+    if x == 0:
+        return "0"
+    mag = abs(x)
+    if mag >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def _label(m: dict) -> str:
+    if m["method"] == "teacher":
+        return f"teacher {m['model']} ({m['weights']} weights)"
+    if m["method"].startswith("lammps-") and m.get("kind") == "classical":
+        return f"LAMMPS {m['model']} ({m['ranks']} rank{'s' if m['ranks'] > 1 else ''})"
+    if m["method"] == "lammps-mlffd":
+        return f"{m['model']}: LAMMPS mlffd ({m['ranks']} rank{'s' if m['ranks'] > 1 else ''})"
+    return f"{m['model']}: {m['method']}"
+
+
+def markdown_report(result: dict) -> str:
+    """Markdown tables of a results dict: cost, throughput, memory, ratios, allocator, targets."""
+    ms = [m for m in result["measurements"]]
+    cfg = result["config"]
+    host = result["host"]
+    lines = [
+        f"mlffd bench — {result['created']} — {host.get('cpu') or '?'}, {host.get('cpu_count')} CPUs, "
+        f"threads {cfg['threads']}, repeats {cfg['repeats']}, load average {_fmt((host.get('load_average') or [math.nan])[0])} → "
+        f"{_fmt((host.get('load_average_end') or [math.nan])[0])}",
+        "",
+    ]
+    models = result.get("models", {})
+    if models:
+        lines.append("Students: " + "; ".join(f"{k} ({v['num_parameters']:,} params, {v['dtype']}, {v['weights']} weights)" for k, v in models.items()))
+        lines.append("")
+    main = [m for m in ms if m.get("section", "main") == "main" and m["method"] not in ("batch", "one-by-one")]
+    sizes = sorted({m["atoms"] for m in main})
+    order = {"artifact": 0, "calculator": 1, "lammps-mlffd": 2, "lammps-sw": 3, "lammps-tersoff": 4, "teacher": 5}
+    rows: dict[str, dict[int, dict]] = {}
+    model_order = {name: k for k, name in enumerate(models)}
+    for m in sorted(main, key=lambda m: (m.get("kind") != "student", order.get(m["method"], 9), model_order.get(m["model"], 99), m["model"], m.get("ranks") or 0)):
+        rows.setdefault(_label(m), {})[m["atoms"]] = m
+
+    def table(title: str, cell: Callable[[dict], str]) -> None:
+        lines.append(f"### {title}")
+        lines.append("")
+        lines.append("| method | " + " | ".join(f"{n:,} atoms" for n in sizes) + " |")
+        lines.append("| --- |" + " --- |" * len(sizes))
+        for label, by in rows.items():
+            lines.append(f"| {label} | " + " | ".join(cell(by[n]) if n in by else "" for n in sizes) + " |")
+        lines.append("")
+
+    def cost_cell(m: dict) -> str:
+        if m.get("error"):
+            return "failed"
+        s = m["us_per_atom_step"]
+        return f"{_fmt(s['median'])} ({_fmt(s['q1'])}–{_fmt(s['q3'])})"
+
+    lines += summary_table(result)
+    if main:
+        table("Cost, µs per atom-step: median (IQR)", cost_cell)
+        table("Throughput, atom-steps per second (median)", lambda m: "failed" if m.get("error") else _fmt(m["atom_steps_per_s"]))
+        table("Peak memory, MB (ru_maxrss of the measuring process; LAMMPS: largest rank)", lambda m: "failed" if m.get("error") else _fmt(m["peak_rss_mb"]))
+        table(
+            "Peak memory of the evaluation, MB (peak minus the process's RSS before the first call: torch, the structure and its neighbour list excluded)",
+            lambda m: "failed" if m.get("error") else _fmt(m.get("peak_increment_mb")),
+        )
+    ratios = result.get("ratios", [])
+    if any(r["kind"] not in ("allocator_default_vs_mlffd", "allocator_growth") for r in ratios):
+        lines.append("### Ratios (same run)")
+        lines.append("")
+        lines.append("| kind | numerator | denominator | ratio |")
+        lines.append("| --- | --- | --- | --- |")
+        for r in ratios:
+            if r["kind"] in ("allocator_default_vs_mlffd", "allocator_growth"):
+                continue
+            lines.append(f"| {r['kind']} | {r['numerator']} | {r['denominator']} | {_fmt(r['value'])} |")
+        lines.append("")
+    batch = [m for m in ms if m["method"] in ("batch", "one-by-one")]
+    if batch:
+        lines.append("### Many small structures")
+        lines.append("")
+        lines.append("| model | mode | structures × atoms | µs per atom-step (IQR) | atom-steps/s | peak MB |")
+        lines.append("| --- | --- | --- | --- | --- | --- |")
+        for m in batch:
+            lines.append(f"| {m['model']} | {m['method']} | {m.get('structures', '?')} × {m.get('atoms_per_structure', '?')} | {cost_cell(m)} | "
+                         f"{_fmt(m['atom_steps_per_s'])} | {_fmt(m['peak_rss_mb'])} |")
+        lines.append("")
+    alloc = [m for m in ms if m.get("section") == "allocator"]
+    if alloc:
+        lines.append("### Allocator: glibc defaults (MLFFD_MALLOC=default) vs mlffd's settings")
+        lines.append("")
+        lines.append("| model | method | atoms | malloc | round | µs per atom-step (IQR) | peak MB |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for m in alloc:
+            lines.append(f"| {m['model']} | {m['method']} | {m['atoms']:,} | {m['malloc']} | {m.get('round', 0)} | {cost_cell(m)} | {_fmt(m['peak_rss_mb'])} |")
+        lines.append("")
+        for r in ratios:
+            if r["kind"] in ("allocator_default_vs_mlffd", "allocator_growth"):
+                rounds = f"; median over {r['rounds'][0]} rounds, per round {', '.join(_fmt(v) for v in r['per_round'])}" if r.get("per_round") and len(r["per_round"]) > 1 else ""
+                lines.append(f"- {r['description']}: **{_fmt(r['value'])}** ({r['numerator']} / {r['denominator']}{rounds})")
+        lines.append("")
+    targets = result.get("targets", [])
+    if any(t["value"] is not None for t in targets):
+        lines.append("### Targets of the performance issue (this run)")
+        lines.append("")
+        lines.append("| model | target | value | limit | at atoms | pass |")
+        lines.append("| --- | --- | --- | --- | --- | --- |")
+        for t in targets:
+            verdict = "–" if t["pass"] is None else ("yes" if t["pass"] else "no")
+            lines.append(f"| {t['model']} | {t['target']} | {_fmt(t['value'])} | {t['op']} {_fmt(t['limit'])} | {t['atoms'] or '–'} | {verdict} |")
+        lines.append("")
+    failed = [m for m in ms if m.get("error")]
+    if failed:
+        lines.append("### Failed measurements")
+        lines.append("")
+        for m in failed:
+            lines.append(f"- {m['id']}: {m['error'].splitlines()[-1][:300]}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def summary_table(result: dict) -> list[str]:
+    """Markdown lines: per student, the headline ratios of this run (a digest of ``ratios``)."""
+    ratios = result.get("ratios", [])
+    ms = {m["id"]: m for m in result["measurements"]}
+    students = list(result.get("models", {}))
+    if not students or not ratios:
+        return []
+
+    def method_of(r: dict, side: str) -> dict:
+        return ms.get(r[side], {})
+
+    def best(kind: str, model: str, method: str, ranks: int | None = None, teacher: str | None = None, atoms: int | None = None):
+        cands = []
+        for r in ratios:
+            if r["kind"] != kind or r["model"] != model or r["value"] is None:
+                continue
+            side = "denominator" if kind == "speedup_vs_teacher" else "numerator"
+            m = method_of(r, side)
+            if m.get("method") != method or (ranks is not None and m.get("ranks") != ranks):
+                continue
+            if teacher and r.get("teacher") != teacher:
+                continue
+            if atoms is not None and r["atoms"] != atoms:
+                continue
+            cands.append(r)
+        return max(cands, key=lambda r: r["atoms"]) if cands else None
+
+    def cell(r) -> str:
+        return "–" if r is None else f"{_fmt(r['value'])} ({r['atoms']:,})"
+
+    teachers = sorted({r["teacher"] for r in ratios if r["kind"] == "speedup_vs_teacher"})
+    head = ["student", "artifact / SW", "calculator / SW", "LAMMPS 1 rank / SW", "LAMMPS 2 ranks / SW"]
+    head += [f"{t} / calculator" for t in teachers]
+    head += ["plugin 1 rank / artifact", "one-by-one / batched"]
+    threads = result["config"]["threads"]
+    lines = [f"### Summary (ratios of this run; SW = LAMMPS sw on {threads} rank{'s' if threads > 1 else ''}; "
+             "in brackets the atom count, the largest measured)", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for model in students:
+        row = [model, cell(best("vs_sw", model, "artifact")), cell(best("vs_sw", model, "calculator")),
+               cell(best("vs_sw", model, "lammps-mlffd", 1)), cell(best("vs_sw", model, "lammps-mlffd", 2))]
+        row += [cell(best("speedup_vs_teacher", model, "calculator", teacher=t)) for t in teachers]
+        plug = best("plugin_vs_artifact", model, "lammps-mlffd", 1, atoms=4096) or best("plugin_vs_artifact", model, "lammps-mlffd", 1)
+        row += [cell(plug), cell(next((r for r in ratios if r["kind"] == "batched_speedup" and r["model"] == model), None))]
+        if any(c != "–" for c in row[1:]):
+            lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    return lines if len(lines) > 5 else []
+
+
+def plot(result: dict, path: str | Path) -> Path:
+    """Log-log plot of µs per atom-step versus atoms (one curve per method, model and parallelism)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11.0, 6.5))
+    curves: dict[str, list[dict]] = {}
+    for m in result["measurements"]:
+        if _ok(m) and m.get("section", "main") == "main" and m["method"] not in ("batch", "one-by-one"):
+            curves.setdefault(_label(m), []).append(m)
+    palette = {"ultra-tiny": "tab:blue", "tiny": "tab:orange", "original": "tab:green", "sw": "black", "tersoff": "dimgray",
+               "sevennet-7net-0": "tab:red", "orb-v3-conservative": "tab:purple", "orb-v3-direct": "tab:brown"}
+    extra = iter(["tab:pink", "tab:olive", "tab:cyan", "tab:gray"] * 10)
+    markers = {"artifact": "o", "calculator": "s", "lammps-mlffd": "^", "lammps-sw": "v", "lammps-tersoff": "D", "teacher": "x"}
+
+    def style(m: dict) -> str:
+        if m["kind"] == "teacher":
+            return ":"
+        if m["method"].startswith("lammps"):
+            return (0, (3, 1, 1, 1, 1, 1)) if (m.get("ranks") or 1) > 1 else (0, (3, 1, 1, 1))
+        return "-" if m["method"] == "artifact" else (0, (6, 2))
+
+    for label, group in curves.items():
+        group.sort(key=lambda m: m["atoms"])
+        first = group[0]
+        if first["model"] not in palette:
+            palette[first["model"]] = next(extra)
+        x = [m["atoms"] for m in group]
+        y = [_cost(m) for m in group]
+        lo = [max(0.0, _cost(m) - m["us_per_atom_step"]["q1"]) for m in group]
+        hi = [max(0.0, m["us_per_atom_step"]["q3"] - _cost(m)) for m in group]
+        ax.errorbar(x, y, yerr=[lo, hi], label=label, linestyle=style(first), color=palette[first["model"]],
+                    marker=markers.get(first["method"], "o"), capsize=2, markersize=4,
+                    fillstyle="none" if (first.get("ranks") or 1) > 1 else "full")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("atoms (diamond Si)")
+    ax.set_ylabel("µs per atom-step (median, IQR bars)")
+    cfg = result["config"]
+    ranks = ", ".join(str(r) for r in cfg.get("ranks") or []) or "-"
+    ax.set_title(f"mlffd bench {result['created'][:10]}: torch threads {cfg['threads']}, LAMMPS ranks {ranks}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    if curves:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(result: dict, out: Path) -> dict[str, Path]:
+    """``bench.json``, ``bench.md`` and ``bench_cost.png`` in ``out``."""
+    paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "bench_cost.png"}
+    paths["json"].write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    paths["markdown"].write_text(markdown_report(result) + "\n")
+    plot(result, paths["plot"])
+    return paths
+
+
+#: top-level fields of the results JSON and of each measurement (tests check them)

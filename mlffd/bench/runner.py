@@ -1,0 +1,299 @@
+"""Running a benchmark: one worker process per measurement, students prepared, results collected."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from mlffd.allocator import GLIBC_TUNABLES
+from mlffd.bench.analysis import check_targets, compute_ratios
+from mlffd.bench.config import LATTICE_SI, RESULT_MARKER, SCHEMA, TEACHERS, BenchConfig
+from mlffd.bench.records import _jsonable, _num
+from mlffd.bench.report import write_outputs
+from mlffd.bench.workers import summarize, supercell_reps
+
+
+
+@dataclass
+class _Student:
+    name: str
+    path: str
+    weights: str  # "shipped" | "random"
+    num_parameters: int
+    dtype: str
+
+
+def prepare_students(models: Iterable[str], directory: Path, dtype: str = "float32") -> dict[str, _Student]:
+    """The shipped artifact for each name in the registry, else a random-weight artifact of that preset."""
+    import torch
+
+    from mlffd.artifact import read_metadata
+    from mlffd.models import PRESETS, export_student
+    from mlffd.registry import REGISTRY, resolve
+    from mlffd.testing import random_student
+
+    directory.mkdir(parents=True, exist_ok=True)
+    out: dict[str, _Student] = {}
+    for name in models:
+        if name in REGISTRY:
+            path, weights = resolve(name), "shipped"
+        elif name in PRESETS:
+            # energy_scale 1: gentle random forces, so short LAMMPS MD keeps the crystal intact
+            model, cfg = random_student(name, dtype=getattr(torch, dtype), energy_scale=1.0)
+            path = export_student(model, cfg, directory / f"{name}-random.mlffd.pt", teacher="none")
+            weights = "random"
+        else:
+            raise ValueError(f"model {name!r} is neither shipped ({', '.join(sorted(REGISTRY)) or 'none'}) nor a size preset ({', '.join(PRESETS)})")
+        meta = read_metadata(path)
+        out[name] = _Student(name, str(path), weights, int(meta["num_parameters"]), str(meta["dtype"]))
+    return out
+
+
+def _spawn(case: dict, env_overrides: dict[str, str | None], timeout: float) -> dict:
+    env = dict(os.environ)
+    for k, v in env_overrides.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    cmd = [sys.executable, "-m", "mlffd.bench", "worker", json.dumps(case)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    wall = time.perf_counter() - t0
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_MARKER):
+            res = json.loads(line[len(RESULT_MARKER) :])
+            res["process_wall_s"] = wall
+            return res
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+    return {"error": f"worker exited with {proc.returncode}: {tail}"}
+
+
+def measurement_id(method: str, model: str, atoms: int, par: str, section: str = "main", malloc: str | None = None) -> str:
+    parts = [method, model, str(atoms), par]
+    if section != "main":
+        parts = [section] + parts + ([malloc] if malloc else [])
+    return "/".join(parts)
+
+
+def _estimate_lammps_us(pair: str, artifact_us: float | None, n_atoms: int, interaction_range: float) -> float:
+    """A generous guess of µs per atom-step, to size the LAMMPS runs."""
+    if pair != "mlffd":
+        return 2.0
+    side = supercell_reps(n_atoms) * LATTICE_SI
+    ghost = min(((side + 2 * (interaction_range + 2.0)) / side) ** 3, 40.0)  # ghost shell R + skin
+    return (artifact_us or 500.0) * max(1.0, 0.5 * ghost)
+
+
+def host_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
+    except OSError:
+        info["cpu"] = None
+    try:
+        with open("/proc/meminfo") as fh:
+            info["mem_total_gb"] = int(fh.readline().split()[1]) / 1e6
+    except (OSError, ValueError, IndexError):
+        pass
+    versions = {}
+    from importlib import metadata
+
+    for pkg in ("mlffd", "torch", "ase", "vesin", "lammps", "mlffd-lammps", "sevenn", "orb-models"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    info["versions"] = versions
+    info["libc"] = "-".join(platform.libc_ver())
+    info["env"] = {k: os.environ.get(k) for k in ("GLIBC_TUNABLES", "LD_PRELOAD", "MLFFD_MALLOC", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    return info
+
+
+def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str], None] | None = None) -> dict:
+    """Run every measurement of ``config`` (one subprocess each); write JSON, Markdown and PNG to ``out_dir``.
+
+    Returns the results dict (also in ``out_dir/bench.json``).
+    """
+    say = progress or (lambda s: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=out))
+    started = _dt.datetime.now(_dt.timezone.utc)
+    host = host_info()
+    models = sorted(set(config.models) | ({config.allocator_model} if config.allocator else set()), key=list(config.models + (config.allocator_model,)).index)
+    students = prepare_students(models, out / "artifacts", config.dtype) if (config.students or config.lammps_students or config.batch or config.allocator) else {}
+    ranges: dict[str, float] = {}
+    for name, st in students.items():
+        from mlffd.artifact import read_metadata
+
+        ranges[name] = float(read_metadata(st.path)["interaction_range"])
+
+    measurements: list[dict] = []
+    threads = config.threads
+    base_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    common = {"threads": threads, "repeats": config.repeats, "warmup": config.warmup, "min_time": config.min_time}
+
+    def record(case: dict, meta: dict, env: dict[str, str | None] | None = None) -> dict:
+        env_all = {**base_env, **(env or {})}
+        res = _spawn({**common, **case}, env_all, config.timeout)
+        m = {
+            "id": measurement_id(meta["method"], meta["model"], meta["atoms_requested"], meta["parallel"], meta.get("section", "main"), meta.get("malloc"))
+            + (f"/round{meta['round']}" if config.allocator_rounds > 1 and "round" in meta else ""),
+            "section": "main",
+            **meta,
+            "threads": threads if meta.get("ranks") in (None, 1) else max(1, threads // meta["ranks"]),
+            "repeats": config.repeats,
+            "warmup": config.warmup if meta["method"] not in ("lammps-mlffd", "lammps-sw", "lammps-tersoff") else 1,
+            "error": res.get("error"),
+        }
+        m["atoms"] = res.get("atoms", supercell_reps(meta["atoms_requested"]) ** 3 * 8)
+        samples = res.get("samples_us", [])
+        m["us_per_atom_step"] = summarize(samples)
+        med = m["us_per_atom_step"]["median"]
+        m["atom_steps_per_s"] = 1e6 / med if med and med == med and med > 0 else math.nan
+        m["samples_us"] = samples
+        for key in ("calls_per_repeat", "steps_per_repeat", "warmup_steps", "edges", "nl_builds_per_step", "skin", "structures",
+                    "atoms_per_structure", "omp_threads", "lammps_version", "peak_rss_scope", "allocator", "worker_wall_s", "process_wall_s"):
+            if key in res:
+                m[key] = res[key]
+        if res.get("num_parameters") is not None:
+            m["num_parameters"] = res["num_parameters"]
+        m["peak_rss_mb"] = _num(res.get("peak_rss_mb"))
+        m["rss_before_mb"] = _num(res.get("rss_before_mb"))
+        m["peak_increment_mb"] = m["peak_rss_mb"] - m["rss_before_mb"]  # nan where unknown
+        measurements.append(m)
+        if m["error"]:
+            say(f"  {m['id']:<44s} FAILED: {m['error'].splitlines()[-1] if m['error'] else ''}")
+        else:
+            s = m["us_per_atom_step"]
+            say(f"  {m['id']:<44s} {s['median']:12.3f} µs/atom-step  [{s['q1']:.3g}-{s['q3']:.3g}]  peak {m['peak_rss_mb']:.0f} MB")
+        return m
+
+    def student_meta(name: str, method: str, n: int, parallel: str, **extra) -> dict:
+        st = students[name]
+        return {"method": method, "model": name, "kind": "student", "weights": st.weights, "num_parameters": st.num_parameters,
+                "dtype": st.dtype, "atoms_requested": n, "parallel": parallel, "ranks": extra.pop("ranks", None), **extra}
+
+    par = f"t{threads}"
+    artifact_cost: dict[tuple[str, int], float] = {}
+    # 1. students: raw artifact and DistilledCalculator
+    if config.students:
+        say("students (raw artifact call, DistilledCalculator):")
+        for n in config.sizes:
+            for name in config.models:
+                case = {"method": "artifact", "path": students[name].path, "atoms": n}
+                m = record(case, student_meta(name, "artifact", n, par))
+                artifact_cost[(name, n)] = m["us_per_atom_step"]["median"]
+                record({"method": "calculator", "path": students[name].path, "atoms": n}, student_meta(name, "calculator", n, par))
+    # 2. LAMMPS: the classical floor, then pair_style mlffd
+    if config.lammps:
+        say("LAMMPS (loop time of 'run'):")
+        for n in config.sizes:
+            for pair in config.classical:
+                for ranks in config.ranks:
+                    est = _estimate_lammps_us(pair, None, n, 0.0)
+                    steps = _lammps_steps(est, n, config)
+                    case = {"method": "lammps", "pair": pair, "atoms": n, "ranks": ranks, "steps": steps, "warmup_steps": max(1, steps // 5),
+                            "workdir": str(work / f"{pair}-{n}-r{ranks}"), "timeout": config.timeout}
+                    meta = {"method": f"lammps-{pair}", "model": pair, "kind": "classical", "weights": "published", "atoms_requested": n,
+                            "parallel": f"r{ranks}", "ranks": ranks}
+                    record(case, meta)
+            if config.lammps_students:
+                for name in config.models:
+                    for ranks in config.ranks:
+                        est = _estimate_lammps_us("mlffd", artifact_cost.get((name, n)), n, ranges[name])
+                        steps = _lammps_steps(est, n, config)
+                        case = {"method": "lammps", "pair": "mlffd", "path": students[name].path, "atoms": n, "ranks": ranks, "steps": steps,
+                                "warmup_steps": 1, "workdir": str(work / f"mlffd-{name}-{n}-r{ranks}"), "timeout": config.timeout}
+                        record(case, student_meta(name, "lammps-mlffd", n, f"r{ranks}", ranks=ranks))
+    # 3. teachers
+    if config.teachers:
+        say("teachers (ASE):")
+        for n in config.teacher_sizes:
+            for name in config.teacher_names:
+                case = {"method": "teacher", "model": name, "atoms": n, "workdir": str(work)}
+                meta = {"method": "teacher", "model": name, "kind": "teacher", "weights": TEACHERS[name]["weights"], "atoms_requested": n,
+                        "parallel": par, "ranks": None, "spec": TEACHERS[name]["spec"]}
+                record(case, meta)
+    # 4. batched small structures vs one by one
+    if config.batch:
+        say(f"batch ({config.batch_count} x {8 * config.batch_cell ** 3}-atom cells):")
+        for name in config.models:
+            for mode in ("one-by-one", "batch"):
+                case = {"method": mode, "mode": mode, "path": students[name].path, "batch_count": config.batch_count, "batch_cell": config.batch_cell}
+                record(case, student_meta(name, mode, config.batch_count * 8 * config.batch_cell**3, par))
+    # 5. allocator settings: glibc defaults vs mlffd's, interleaved, each in its own process
+    if config.allocator:
+        say(f"allocator ({config.allocator_model}; MLFFD_MALLOC=default vs mlffd settings):")
+        name = config.allocator_model
+        for n in config.allocator_sizes:
+            for method, rnd, malloc in (
+                (method, rnd, malloc)
+                for method in config.allocator_methods
+                for rnd in range(config.allocator_rounds)
+                for malloc in (("default", "mlffd") if rnd % 2 == 0 else ("mlffd", "default"))
+            ):  # one interleaved default/mlffd pair per round, the order alternating
+                env = {"GLIBC_TUNABLES": None, "MLFFD_MALLOC": "default" if malloc == "default" else None}
+                if method == "lammps":  # the plugin does not call mallopt (yet): the same settings via GLIBC_TUNABLES
+                    env["GLIBC_TUNABLES"] = GLIBC_TUNABLES if malloc == "mlffd" else None
+                    est = _estimate_lammps_us("mlffd", artifact_cost.get((name, n)), n, ranges[name])
+                    case = {"method": "lammps", "pair": "mlffd", "path": students[name].path, "atoms": n, "ranks": 1,
+                            "steps": _lammps_steps(est, n, config), "warmup_steps": 1, "workdir": str(work / f"alloc-{name}-{n}-{malloc}-{rnd}"),
+                            "timeout": config.timeout}
+                    meta = student_meta(name, "lammps-mlffd", n, "r1", ranks=1, section="allocator", malloc=malloc, round=rnd)
+                else:
+                    case = {"method": method, "path": students[name].path, "atoms": n}
+                    meta = student_meta(name, method, n, par, section="allocator", malloc=malloc, round=rnd)
+                record(case, meta, env)
+
+    finished = _dt.datetime.now(_dt.timezone.utc)
+    host["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created": started.isoformat(timespec="seconds"),
+        "duration_s": (finished - started).total_seconds(),
+        "host": host,
+        "config": _jsonable(asdict(config)),
+        "models": {k: asdict(v) for k, v in students.items()},
+        "teachers": {k: {"spec": v["spec"], "weights": v["weights"]} for k, v in TEACHERS.items() if config.teachers and k in config.teacher_names},
+        "measurements": measurements,
+    }
+    result["ratios"] = compute_ratios(result)
+    result["targets"] = check_targets(result)
+    write_outputs(result, out)
+    _rmtree(work)
+    return result
+
+
+def _lammps_steps(est_us: float, n: int, config: BenchConfig) -> int:
+    per_step = est_us * n * 1e-6
+    return int(max(1, min(200000, round(max(config.min_time, 0.05) / max(per_step, 1e-9)))))
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+

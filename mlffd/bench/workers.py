@@ -1,0 +1,383 @@
+"""One measurement per process: structures, timing, and the workers (``python -m mlffd.bench worker``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from mlffd.bench.config import LATTICE_SI, RESULT_MARKER, SI_SW, SI_TERSOFF, TEACHERS
+from mlffd.bench.records import _jsonable
+
+
+
+def supercell_reps(n_atoms: int) -> int:
+    """Repetitions ``n`` of the 8-atom conventional cell whose ``8 n^3`` is closest to ``n_atoms``."""
+    return max(1, int(round((n_atoms / 8.0) ** (1.0 / 3.0))))
+
+
+def si_supercell(n_atoms: int, rattle: float = 0.0, seed: int = 0):
+    """Diamond Si, ``n x n x n`` conventional cells (``8 n^3`` atoms, closest to ``n_atoms``)."""
+    from ase.build import bulk
+
+    n = supercell_reps(n_atoms)
+    atoms = bulk("Si", "diamond", a=LATTICE_SI, cubic=True) * (n, n, n)
+    if rattle:
+        atoms.rattle(rattle, seed=seed)
+    return atoms
+
+
+# -- statistics and memory -------------------------------------------------------------------
+
+
+def summarize(samples: Sequence[float]) -> dict[str, float]:
+    """Median, quartiles, min, max and count of ``samples``."""
+    import numpy as np
+
+    a = np.asarray(list(samples), dtype=float)
+    if a.size == 0:
+        return {"median": math.nan, "q1": math.nan, "q3": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    q1, med, q3 = np.percentile(a, [25, 50, 75])
+    return {"median": float(med), "q1": float(q1), "q3": float(q3), "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process (MB)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError):
+        return math.nan
+
+
+def _maxrss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    kb = resource.getrusage(who).ru_maxrss  # KB on Linux
+    return kb * (1.0 if sys.platform != "darwin" else 1.0 / 1024.0) / 1e3
+
+
+def _time_steps(step: Callable[[], float], n_atoms: int, warmup: int, repeats: int, min_time: float) -> tuple[list[float], int]:
+    """Run ``warmup`` untimed steps, then ``repeats`` blocks of ``k`` steps; µs/atom-step per block.
+
+    ``step()`` performs one step and returns the seconds of its timed part.
+    """
+    last = None
+    for _ in range(warmup):
+        last = step()
+    if last is None:
+        last = step()  # calibration call, not counted
+    k = max(1, min(100000, int(math.ceil(min_time / max(last, 1e-9)))))
+    samples = []
+    for _ in range(repeats):
+        total = 0.0
+        for _ in range(k):
+            total += step()
+        samples.append(total / k / n_atoms * 1e6)
+    return samples, k
+
+
+class _MDWalk:
+    """Positions that move as in MD: an Ornstein-Uhlenbeck walk around the lattice sites.
+
+    Stationary spread ``sigma`` per component (~ the 300 K vibration amplitude of Si), correlation
+    ``rho`` per step (moves of ~ sigma * sqrt(2 (1 - rho)) = 0.011 Å per step).
+    """
+
+    def __init__(self, positions, sigma: float = 0.08, rho: float = 0.99, seed: int = 0) -> None:
+        import numpy as np
+
+        self.base = np.array(positions, dtype=float)
+        self.rng = np.random.default_rng(seed)
+        self.sigma, self.rho = sigma, rho
+        self.disp = self.rng.normal(scale=sigma, size=self.base.shape)
+
+    def next(self):
+        noise = self.rng.normal(scale=self.sigma * math.sqrt(1.0 - self.rho**2), size=self.base.shape)
+        self.disp = self.rho * self.disp + noise
+        return self.base + self.disp
+
+
+# -- workers (each runs in its own process) ---------------------------------------------------
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(int(threads))
+
+
+def _configure_allocator() -> dict:
+    """The product's allocator settings (as ``DistilledCalculator`` applies them), for the raw artifact path."""
+    from mlffd.allocator import configure_allocator
+
+    return configure_allocator().to_dict()
+
+
+def _artifact_inputs(atoms, artifact):
+    import numpy as np
+    import torch
+
+    from mlffd.neighbors import neighbor_list
+
+    edges = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, artifact.cutoff)
+    dtype = artifact.dtype
+    species_of = {s: k for k, s in enumerate(artifact.elements)}
+    return (
+        torch.as_tensor(atoms.positions, dtype=dtype),
+        torch.as_tensor(np.array([species_of[s] for s in atoms.get_chemical_symbols()]), dtype=torch.int64),
+        torch.as_tensor(np.stack([edges.i, edges.j]), dtype=torch.int64),
+        torch.as_tensor(edges.shifts(atoms.cell.array), dtype=dtype),
+        torch.ones(len(atoms), dtype=torch.bool),
+    ), len(edges)
+
+
+def _worker_artifact(case: dict) -> dict:
+    from mlffd.artifact import load
+
+    alloc = _configure_allocator()
+    _set_threads(case["threads"])
+    artifact = load(case["path"])
+    atoms = si_supercell(case["atoms"], rattle=0.05, seed=1)
+    args, n_edges = _artifact_inputs(atoms, artifact)
+    module = artifact.module
+    rss0 = _rss_mb()
+
+    def step() -> float:
+        t = time.perf_counter()
+        out = module(*args)
+        out["forces"].sum().item()
+        return time.perf_counter() - t
+
+    samples, k = _time_steps(step, len(atoms), case["warmup"], case["repeats"], case["min_time"])
+    return {"samples_us": samples, "calls_per_repeat": k, "atoms": len(atoms), "edges": n_edges, "rss_before_mb": rss0, "allocator": alloc}
+
+
+def _ase_steps(atoms, calc, case: dict) -> tuple[list[float], int, float, int]:
+    walk = _MDWalk(atoms.positions, seed=2)
+    atoms.calc = calc
+    calls = [0]
+
+    def step() -> float:
+        atoms.positions = walk.next()
+        t = time.perf_counter()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        atoms.get_stress()
+        dt = time.perf_counter() - t
+        calls[0] += 1
+        return dt
+
+    rss0 = _rss_mb()
+    samples, k = _time_steps(step, len(atoms), case["warmup"], case["repeats"], case["min_time"])
+    return samples, k, rss0, calls[0]
+
+
+def _worker_calculator(case: dict) -> dict:
+    from mlffd.calculator import DistilledCalculator
+
+    _set_threads(case["threads"])
+    calc = DistilledCalculator(case["path"])  # applies the allocator settings itself
+    from mlffd.allocator import allocator_status
+
+    status = allocator_status()
+    alloc = status.to_dict() if status else {"applied": False, "reason": os.environ.get("MLFFD_MALLOC", "not applied")}
+    atoms = si_supercell(case["atoms"])
+    builds0 = calc.nl_builds
+    samples, k, rss0, calls = _ase_steps(atoms, calc, case)
+    return {
+        "samples_us": samples,
+        "calls_per_repeat": k,
+        "atoms": len(atoms),
+        "rss_before_mb": rss0,
+        "allocator": alloc,
+        "nl_builds_per_step": (calc.nl_builds - builds0) / max(calls, 1),
+        "skin": calc.skin,
+    }
+
+
+def _load_teacher_for_bench(name: str, workdir: Path):
+    """The teacher's ASE calculator; Orb with a random-weight checkpoint from orb-models' builders."""
+    from mlffd.teachers import load_teacher
+
+    info = TEACHERS[name]
+    if info["weights"] == "shipped":
+        return load_teacher(info["spec"])
+    from mlffd.testing import random_orb_checkpoint
+
+    variant = "conservative" if "conservative" in name else "direct"
+    path = workdir / f"{info['spec'].split(':', 1)[1]}-random.ckpt"
+    random_orb_checkpoint(path, variant, max_num_neighbors=info["max_num_neighbors"])
+    return load_teacher(f"{info['spec']}@{path}")
+
+
+def _num_parameters(calc) -> int | None:
+    model = getattr(calc, "model", None)
+    try:
+        return int(sum(p.numel() for p in model.parameters()))
+    except Exception:  # noqa: BLE001 - calculators differ
+        return None
+
+
+def _worker_teacher(case: dict) -> dict:
+    _set_threads(case["threads"])
+    calc = _load_teacher_for_bench(case["model"], Path(case["workdir"]))
+    atoms = si_supercell(case["atoms"])
+    samples, k, rss0, _ = _ase_steps(atoms, calc, case)
+    return {
+        "samples_us": samples,
+        "calls_per_repeat": k,
+        "atoms": len(atoms),
+        "rss_before_mb": rss0,
+        "num_parameters": _num_parameters(calc),
+        "allocator": {"applied": False, "reason": "teacher process (mlffd not involved)"},
+    }
+
+
+def _worker_batch(case: dict) -> dict:
+    from mlffd.calculator import DistilledCalculator
+
+    _set_threads(case["threads"])
+    calc = DistilledCalculator(case["path"])
+    from mlffd.allocator import allocator_status
+
+    status = allocator_status()
+    alloc = status.to_dict() if status else {"applied": False, "reason": os.environ.get("MLFFD_MALLOC", "not applied")}
+    cells = [si_supercell(8 * case["batch_cell"] ** 3, rattle=0.1, seed=s) for s in range(case["batch_count"])]
+    n_total = sum(len(a) for a in cells)
+    if case["mode"] == "batch":
+
+        def step() -> float:
+            t = time.perf_counter()
+            calc.calculate_batch(cells)
+            return time.perf_counter() - t
+
+    else:
+        for a in cells:
+            a.calc = calc
+
+        def step() -> float:
+            t = time.perf_counter()
+            for a in cells:
+                a.get_potential_energy()  # different structure each call: a full evaluation
+            return time.perf_counter() - t
+
+    rss0 = _rss_mb()
+    samples, k = _time_steps(step, n_total, case["warmup"], case["repeats"], case["min_time"])
+    return {
+        "samples_us": samples,
+        "calls_per_repeat": k,
+        "atoms": n_total,
+        "structures": len(cells),
+        "atoms_per_structure": len(cells[0]),
+        "rss_before_mb": rss0,
+        "allocator": alloc,
+    }
+
+
+_LOOP = re.compile(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms")
+
+
+def parse_loop_times(log: str) -> list[tuple[float, int, int, int]]:
+    """``(seconds, procs, steps, atoms)`` of every "Loop time" line of a LAMMPS log."""
+    return [(float(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4))) for m in _LOOP.finditer(log)]
+
+
+def lammps_pair(pair: str, workdir: Path, model_path: str | None = None) -> list[str]:
+    """pair_style / pair_coeff lines for ``mlffd``, ``sw`` or ``tersoff`` (potential files written to ``workdir``)."""
+    if pair == "mlffd":
+        return ["pair_style mlffd", f"pair_coeff * * {model_path} Si"]
+    if pair == "sw":
+        (workdir / "Si.sw").write_text(SI_SW)
+        return ["pair_style sw", "pair_coeff * * Si.sw Si"]
+    if pair == "tersoff":
+        (workdir / "Si.tersoff").write_text(SI_TERSOFF)
+        return ["pair_style tersoff", "pair_coeff * * Si.tersoff Si"]
+    raise ValueError(f"unknown LAMMPS pair {pair!r}")
+
+
+def _worker_lammps(case: dict) -> dict:
+    from mlffd.lammps import run_deck, write_data
+
+    work = Path(case["workdir"])
+    work.mkdir(parents=True, exist_ok=True)
+    atoms = si_supercell(case["atoms"])
+    write_data(atoms, work / "atoms.data", ["Si"])
+    pair = lammps_pair(case["pair"], work, case.get("path"))
+    steps, warm = int(case["steps"]), int(case["warmup_steps"])
+    deck = [
+        "units metal",
+        "atom_style atomic",
+        "boundary p p p",
+        "read_data atoms.data",
+        *pair,
+        "timestep 0.001",
+        "velocity all create 300.0 4928459 mom yes rot yes dist gaussian",
+        "fix md all nve",
+        f"thermo {max(steps, warm) * 10}",
+        f"run {warm}",
+        *[f"run {steps}" for _ in range(case["repeats"])],
+    ]
+    ranks, threads = int(case["ranks"]), int(case["threads"])
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(max(1, threads // ranks))
+    log = run_deck("\n".join(deck) + "\n", work, nprocs=ranks, env=env, timeout=case["timeout"])
+    loops = parse_loop_times(log)
+    if len(loops) != case["repeats"] + 1:
+        raise RuntimeError(f"expected {case['repeats'] + 1} 'Loop time' lines in the LAMMPS log, found {len(loops)}")
+    timed = loops[1:]
+    samples = [sec / st / n * 1e6 for sec, _, st, n in timed]
+    version = re.search(r"LAMMPS \(([^)]*)\)", log)
+    return {
+        "samples_us": samples,
+        "calls_per_repeat": steps,
+        "steps_per_repeat": steps,
+        "warmup_steps": warm,
+        "atoms": len(atoms),
+        "omp_threads": int(env["OMP_NUM_THREADS"]),
+        "rss_before_mb": math.nan,
+        "peak_rss_mb": _maxrss_mb(resource.RUSAGE_CHILDREN),
+        "peak_rss_scope": "largest single process (one MPI rank)",
+        "lammps_version": version.group(1) if version else None,
+        "allocator": {"applied": "glibc.malloc." in env.get("GLIBC_TUNABLES", ""), "reason": "LAMMPS process: the plugin does not call mallopt; "
+                      f"GLIBC_TUNABLES={env.get('GLIBC_TUNABLES', '')!r}"},
+    }
+
+
+_WORKERS: dict[str, Callable[[dict], dict]] = {
+    "artifact": _worker_artifact,
+    "calculator": _worker_calculator,
+    "teacher": _worker_teacher,
+    "batch": _worker_batch,
+    "one-by-one": _worker_batch,
+    "lammps": _worker_lammps,
+}
+
+
+def run_worker(case: dict) -> dict:
+    """Run one measurement in this process (called by ``python -m mlffd.bench worker``)."""
+    t0 = time.perf_counter()
+    res = _WORKERS[case["method"]](case)
+    res.setdefault("peak_rss_mb", _maxrss_mb())
+    res["worker_wall_s"] = time.perf_counter() - t0
+    return res
+
+
+# -- the orchestrator ------------------------------------------------------------------------
+
+
+
+def _main(argv: Sequence[str]) -> int:
+    if len(argv) == 2 and argv[0] == "worker":
+        case = json.loads(argv[1])
+        res = run_worker(case)
+        sys.stdout.write(RESULT_MARKER + json.dumps(_jsonable(res)) + "\n")
+        sys.stdout.flush()
+        return 0
+    sys.stderr.write("usage: python -m mlffd.bench worker CASE_JSON (internal; use 'mlffd bench')\n")
+    return 2
