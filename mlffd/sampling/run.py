@@ -1,0 +1,285 @@
+"""A sampling run: trajectories in order, frames appended per trajectory, resumable, provenance."""
+
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ase import Atoms
+
+from mlffd.sampling.config import FORMAT_VERSION, SampleConfig
+from mlffd.sampling.structures import build_seed, plan
+from mlffd.sampling.trajectory import run_trajectory
+
+@dataclass
+class SampleResult:
+    """What a call of :func:`run_sampling` did."""
+
+    files: dict[str, Path]
+    provenance: dict[str, Path]
+    progress: Path
+    trajectories_done: int
+    trajectories_total: int
+    trajectories_run_now: int
+    frames: dict[str, int] = field(default_factory=dict)
+    config_types: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.trajectories_done == self.trajectories_total
+
+
+def config_hash(config: SampleConfig) -> str:
+    """sha256 of the config minus the parts that cannot change the data (threads, device, output_dir)."""
+    d = config.to_dict()
+    for k in ("threads", "device", "output_dir"):
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def _read_progress(path: Path) -> tuple[dict | None, list[dict]]:
+    if not path.exists():
+        return None, []
+    header, done = None, []
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a torn last line from a kill: ignore it
+            if rec.get("type") == "header":
+                header = rec
+            elif rec.get("type") == "done":
+                done.append(rec)
+    return header, done
+
+
+def _append_line(path: Path, record: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _append_frames(path: Path, frames: Sequence[Atoms]) -> int:
+    """Append frames to an extxyz file, flush + fsync; return the new file size."""
+    from ase.io import write
+
+    with open(path, "a") as fh:
+        write(fh, list(frames), format="extxyz")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path.stat().st_size
+
+
+def _teacher_tags(info: dict[str, Any]) -> dict[str, Any]:
+    tags: dict[str, Any] = {"teacher": str(info["spec"])}
+    if info.get("checkpoint_sha256"):
+        tags["teacher_sha256"] = str(info["checkpoint_sha256"])
+    return tags
+
+
+def run_sampling(
+    config: SampleConfig,
+    teacher=None,
+    output_dir: str | Path | None = None,
+    max_trajectories: int | None = None,
+    progress: bool = True,
+) -> SampleResult:
+    """Run (or resume) a sampling config; returns what was written.
+
+    Args:
+        config: the run's configuration.
+        teacher: an ASE calculator to use instead of loading ``config.teacher`` (provenance then
+            describes that object).
+        output_dir: overrides ``config.output_dir``.
+        max_trajectories: stop after running this many trajectories in this call (the rest is
+            left for a later call, which resumes).
+        progress: show tqdm progress bars.
+    """
+    from tqdm.auto import tqdm
+
+    from mlffd.teachers import load_teacher, teacher_info
+
+    out = Path(output_dir if output_dir is not None else config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"train": out / config.train_file, "test": out / config.test_file}
+    prov_paths = {k: p.with_name(p.name + ".provenance.json") for k, p in files.items()}
+    progress_path = out / "progress.jsonl"
+    chash = config_hash(config)
+
+    header, done = _read_progress(progress_path)
+    if header is None:
+        existing = [str(p) for p in files.values() if p.exists() and p.stat().st_size > 0]
+        if existing:
+            raise FileExistsError(
+                f"{', '.join(existing)} exist(s) but {progress_path} does not: not a resumable run of this config; "
+                "remove the files or choose another output directory"
+            )
+    elif header.get("config_sha256") != chash:
+        raise ValueError(
+            f"{progress_path} belongs to a different sampling config (sha256 {header.get('config_sha256')}, "
+            f"this one {chash}); use another output directory or remove the old run"
+        )
+
+    # truncate each output to the size recorded after its last finished trajectory (drops a torn batch)
+    for split, path in files.items():
+        sizes = [rec["size"] for rec in done if rec["split"] == split]
+        size = max(sizes) if sizes else 0
+        if path.exists() and path.stat().st_size != size:
+            with open(path, "r+b") as fh:
+                fh.truncate(size)
+        elif not path.exists() and size > 0:
+            raise FileNotFoundError(f"{path} is missing but {progress_path} records {len(sizes)} finished trajectories in it")
+
+    calc = load_teacher(teacher if teacher is not None else config.teacher, device=config.device)
+    tinfo = teacher_info(calc)  # the adapters attach their provenance (incl. resolved checkpoint) to calc
+    tags = _teacher_tags(tinfo)
+    if header is None:
+        _append_line(
+            progress_path,
+            {"type": "header", "format_version": FORMAT_VERSION, "config_sha256": chash, "teacher": tinfo,
+             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+        )
+
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(int(config.threads))
+
+    trajectories = plan(config)
+    finished = {rec["id"] for rec in done}
+    todo = [t for t in trajectories if t.id not in finished]
+    if max_trajectories is not None:
+        todo = todo[: int(max_trajectories)]
+    seeds = {s.name: build_seed(s) for s in config.seeds}
+
+    counts: dict[str, dict[str, int]] = {"train": {}, "test": {}}
+    for rec in done:
+        for k, v in rec.get("config_types", {}).items():
+            counts[rec["split"]][k] = counts[rec["split"]].get(k, 0) + v
+
+    def write_provenance() -> None:
+        for split, path in prov_paths.items():
+            _write_json_atomic(
+                path,
+                {
+                    "format_version": FORMAT_VERSION,
+                    "file": files[split].name,
+                    "split": split,
+                    "teacher": tinfo,
+                    "config": config.to_dict(),
+                    "config_sha256": chash,
+                    "frames": sum(counts[split].values()),
+                    "config_types": dict(sorted(counts[split].items())),
+                    "trajectories_done": sum(1 for r in done if r["split"] == split),
+                    "trajectories": [r["id"] for r in done if r["split"] == split],
+                    "trajectories_total": sum(1 for t in trajectories if t.split == split),
+                    "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "schema": {
+                        "arrays": ["forces (eV/Å)"],
+                        "calc": ["energy (eV)", "free_energy (eV)", "stress (eV/Å^3, Voigt xx yy zz yz xz xy, ASE sign)"],
+                        "info": ["config_type", "trajectory", "teacher", "teacher_sha256", "temperature (K)", "step", "copy"],
+                    },
+                },
+            )
+
+    total_evals = sum(t.evaluations for t in todo)
+    bar = tqdm(total=total_evals, unit="eval", desc="teacher", disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    run_now = 0
+    try:
+        for k, traj in enumerate(todo):
+            bar.set_postfix_str(f"{len(finished) + k + 1}/{len(trajectories)} {traj.id}")
+            frames = run_trajectory(
+                traj, seeds[traj.task.seed], calc, tags, config.random_seed, config.descriptor_cutoff, config.max_force,
+                on_evaluation=bar.update,
+            )
+            size = _append_frames(files[traj.split], frames) if frames else (files[traj.split].stat().st_size if files[traj.split].exists() else 0)
+            ctypes: dict[str, int] = {}
+            for f in frames:
+                ctypes[f.info["config_type"]] = ctypes.get(f.info["config_type"], 0) + 1
+            rec = {"type": "done", "id": traj.id, "split": traj.split, "frames": len(frames), "size": size, "config_types": ctypes,
+                   "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            _append_line(progress_path, rec)
+            done.append(rec)
+            for key, v in ctypes.items():
+                counts[traj.split][key] = counts[traj.split].get(key, 0) + v
+            write_provenance()
+            run_now += 1
+    finally:
+        bar.close()
+    write_provenance()
+
+    return SampleResult(
+        files=files,
+        provenance=prov_paths,
+        progress=progress_path,
+        trajectories_done=len(done),
+        trajectories_total=len(trajectories),
+        trajectories_run_now=run_now,
+        frames={k: sum(v.values()) for k, v in counts.items()},
+        config_types=counts,
+    )
+
+
+def snapshot(output_dir: str | Path, config: SampleConfig | None = None, dest_dir: str | Path | None = None,
+             compress: str = "xz") -> dict[str, Path]:
+    """Compressed copies of the *finished* part of a (possibly still running) sampling run.
+
+    Each output file is cut at the size recorded after its last finished trajectory, so a batch
+    being written right now is never included. ``compress``: ``xz``, ``gz`` or ``none``. Returns
+    ``{split: path}``; the provenance sidecars are copied next to them (``NAME.extxyz.provenance.json``).
+    """
+    import gzip
+    import lzma
+    import shutil
+
+    out = Path(output_dir)
+    dest = Path(dest_dir) if dest_dir is not None else out
+    dest.mkdir(parents=True, exist_ok=True)
+    names = {"train": (config.train_file if config else "train.extxyz"), "test": (config.test_file if config else "test.extxyz")}
+    _, done = _read_progress(out / "progress.jsonl")
+    opener = {"xz": lambda p: lzma.open(p, "wb", preset=9), "gz": lambda p: gzip.open(p, "wb", compresslevel=9),
+              "none": lambda p: open(p, "wb")}
+    if compress not in opener:
+        raise ValueError(f"compress must be xz, gz or none, got {compress!r}")
+    written: dict[str, Path] = {}
+    for split, name in names.items():
+        src = out / name
+        sizes = [rec["size"] for rec in done if rec["split"] == split]
+        if not src.exists() or not sizes:
+            continue
+        size = max(sizes)
+        target = dest / (name + ("" if compress == "none" else f".{compress}"))
+        if target.resolve() == src.resolve():
+            raise ValueError(f"snapshot target {target} is the live output file")
+        tmp = target.with_name(target.name + ".tmp")
+        with open(src, "rb") as fin, opener[compress](tmp) as fout:
+            remaining = size
+            while remaining > 0:
+                block = fin.read(min(remaining, 1 << 20))
+                if not block:
+                    break
+                fout.write(block)
+                remaining -= len(block)
+        os.replace(tmp, target)
+        prov = src.with_name(src.name + ".provenance.json")
+        if prov.exists() and dest.resolve() != out.resolve():
+            shutil.copyfile(prov, dest / prov.name)
+        written[split] = target
+    return written
