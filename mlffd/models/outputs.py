@@ -39,19 +39,29 @@ def conservative_outputs(
     if g is None:
         g = torch.zeros_like(vectors)
     n_atoms = positions.shape[0]
-    forces = torch.zeros_like(positions).index_add_(0, center, g).index_add_(0, neighbor, -g)
-    edge_virial = -vectors.unsqueeze(2) * g.unsqueeze(1)  # [E, 3, 3]
-    half = 0.5 * edge_virial.reshape(-1, 9)
-    atom_virial = (
-        torch.zeros(n_atoms, 9, dtype=positions.dtype, device=positions.device)
-        .index_add_(0, center, half)
-        .index_add_(0, neighbor, half)
-        .view(n_atoms, 3, 3)
-    )
+    forces = torch.zeros_like(positions)
+    virial = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
+    atom_virial = torch.zeros(n_atoms, 9, dtype=positions.dtype, device=positions.device)
+    add_edge_gradients(forces, virial, atom_virial, vectors, g, center, neighbor)
     return {
         "energy": energy,
         "atom_energies": atom_energies,
         "forces": forces,
-        "virial": edge_virial.sum(0),
-        "atom_virial": atom_virial,
+        "virial": virial,
+        "atom_virial": atom_virial.view(n_atoms, 3, 3),
     }
+
+
+def add_edge_gradients(
+    forces: Tensor, virial: Tensor, atom_virial: Tensor, vectors: Tensor, g: Tensor, center: Tensor, neighbor: Tensor
+) -> None:
+    """Add the edges' share to ``forces [N, 3]``, ``virial [3, 3]`` and ``atom_virial [N, 9]`` in place.
+
+    ``g = dE/dr_ij`` per edge: the force on the centre is ``+g``, on the neighbour ``-g``;
+    ``W_e = -r_e ⊗ g_e``, half to each end for the per-atom virial.
+    """
+    forces.index_add_(0, center, g).index_add_(0, neighbor, -g)
+    edge_virial = -vectors.unsqueeze(2) * g.unsqueeze(1)
+    virial += edge_virial.sum(0)
+    half = 0.5 * edge_virial.reshape(-1, 9)
+    atom_virial.index_add_(0, center, half).index_add_(0, neighbor, half)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mlffd.models.config import ModelConfig
-from mlffd.models.outputs import conservative_outputs, edge_vectors
+from mlffd.models.outputs import add_edge_gradients, conservative_outputs, edge_vectors
 
 
 def polynomial_envelope(x: Tensor, p: int) -> Tensor:
@@ -377,13 +377,7 @@ class StudentPotential(nn.Module):
                                 g_z.index_add_(0, n_s[e0:e1], g_zc)
                         g_e = grads[0]
                         if g_e is not None:
-                            ci = c_s[e0:e1]
-                            nj = n_s[e0:e1]
-                            forces.index_add_(0, ci, g_e).index_add_(0, nj, -g_e)
-                            edge_virial = -v_s[e0:e1].unsqueeze(2) * g_e.unsqueeze(1)
-                            virial += edge_virial.sum(0)
-                            half = 0.5 * edge_virial.reshape(-1, 9)
-                            atom_virial.index_add_(0, ci, half).index_add_(0, nj, half)
+                            add_edge_gradients(forces, virial, atom_virial, v_s[e0:e1], g_e, c_s[e0:e1], n_s[e0:e1])
                     if not blayer.first:
                         g_prev = g_prev + torch.matmul(g_z, blayer.project.weight)
                     g_h = g_prev
