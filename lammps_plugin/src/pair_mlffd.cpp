@@ -36,6 +36,9 @@
 #include <torch/cuda.h>
 
 #include <cmath>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <cstdlib>
 #include <cstring>
 #include <sys/stat.h>
@@ -72,6 +75,33 @@ PairMLFFD::PairMLFFD(LAMMPS *lmp) :
   ghostneigh = 1;                    // neighbour lists for ghost atoms too
   no_virial_fdotr_compute = 1;       // the artifact returns the virial
   centroidstressflag = CENTROID_NOTAVAIL;
+  configure_allocator();
+}
+
+/* ----------------------------------------------------------------------
+   glibc malloc settings of mlffd.allocator (docs/performance.md), once per process: large
+   tensors stay in the heap instead of being mmap'ed and page-faulted again every step.
+   Skipped with MLFFD_MALLOC=default, when GLIBC_TUNABLES already sets glibc.malloc.*, when
+   LD_PRELOAD loads jemalloc, tcmalloc or mimalloc, or when the C library is not glibc.
+------------------------------------------------------------------------- */
+
+void PairMLFFD::configure_allocator()
+{
+#if defined(__GLIBC__)
+  static bool done = false;
+  if (done) return;
+  done = true;
+  const char *mode = std::getenv("MLFFD_MALLOC");
+  const char *tunables = std::getenv("GLIBC_TUNABLES");
+  if (mode && std::strcmp(mode, "default") == 0) return;
+  if (tunables && std::strstr(tunables, "glibc.malloc.")) return;
+  const char *preload = std::getenv("LD_PRELOAD");
+  for (const char *other : {"jemalloc", "tcmalloc", "mimalloc"})
+    if (preload && std::strstr(preload, other)) return;    // another allocator is in charge
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, -1);    // never trim (mallopt(3))
+  mallopt(M_TOP_PAD, 256 * 1024 * 1024);
+#endif
 }
 
 PairMLFFD::~PairMLFFD()

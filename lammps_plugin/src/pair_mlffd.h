@@ -28,6 +28,7 @@ class PairMLFFD : public Pair {
 
  protected:
   void allocate();
+  static void configure_allocator();
   std::string resolve_model(const std::string &arg);
   void load_model(const std::string &path);
 
