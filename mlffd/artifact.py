@@ -224,3 +224,16 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
     meta = _parse_metadata(extra[METADATA_FILE], path)
     module.eval()
     return Artifact(path=path, module=module, metadata=meta)
+
+
+def scale_blocks_to_threads(module: torch.jit.ScriptModule, metadata: Mapping[str, Any]) -> None:
+    """Blocked evaluation with ``chunk_atoms`` centre atoms PER torch thread (metadata value
+    times ``torch.get_num_threads()``): each thread keeps a cache-sized block, so 2 threads get
+    blocks of 512 for a model exported with 256 (1.2× faster at 4,096 atoms here, a few % more
+    memory). No-op for artifacts without blocked evaluation (e.g. the Stillinger-Weber reference)."""
+    per_thread = metadata.get("model", {}).get("chunk_atoms")
+    if per_thread is None or not hasattr(module, "chunk_atoms"):
+        return
+    wanted = int(per_thread) * max(1, torch.get_num_threads())
+    if module.chunk_atoms != wanted:
+        module.chunk_atoms = wanted

@@ -154,6 +154,7 @@ class DistilledCalculator(Calculator):
     # -- evaluation ---------------------------------------------------------------------------
 
     def _run(self, inputs: _Inputs) -> dict[str, np.ndarray]:
+        _artifact.scale_blocks_to_threads(self.module, self.metadata)
         out = self.module(inputs.positions, inputs.species, inputs.edge_index, inputs.shifts, inputs.energy_mask)
         return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
 

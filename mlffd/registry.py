@@ -31,7 +31,7 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "original",
         "original.mlffd.pt",
-        "b8fd6ea5fdb739b10ced431b76c79da9ecc8dcc38f5ab844a967f35bae63efd4",
+        "fc799dba159216db4ecfe457921e468bb9dd28630db24b9bd9bdda968116ed59",
         "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
     ),
     NamedModel(

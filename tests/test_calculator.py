@@ -233,3 +233,19 @@ def test_optimizer_with_cell_filter(artifact64):
     assert atoms.get_potential_energy() < e0
     assert np.abs(atoms.get_forces()).max() < 0.02
     assert np.abs(atoms.get_stress()).max() * atoms.get_volume() < 0.02 * 3
+
+
+def test_blocks_scale_with_torch_threads(artifact_blocked):
+    """Blocked evaluation uses chunk_atoms per torch thread (metadata value x threads)."""
+    calc = DistilledCalculator(artifact_blocked)
+    atoms = silicon(1, rattle=0.1)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            atoms.calc = calc
+            calc.reset()
+            atoms.get_potential_energy()
+            assert calc.module.chunk_atoms == 5 * threads
+    finally:
+        torch.set_num_threads(before)

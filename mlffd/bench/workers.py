@@ -138,7 +138,7 @@ def _artifact_inputs(atoms, artifact):
 
 
 def _worker_artifact(case: dict) -> dict:
-    from mlffd.artifact import load
+    from mlffd.artifact import load, scale_blocks_to_threads
 
     alloc = _configure_allocator()
     _set_threads(case["threads"])
@@ -146,6 +146,7 @@ def _worker_artifact(case: dict) -> dict:
     atoms = si_supercell(case["atoms"], rattle=0.05, seed=1)
     args, n_edges = _artifact_inputs(atoms, artifact)
     module = artifact.module
+    scale_blocks_to_threads(module, artifact.metadata)  # as DistilledCalculator does
     rss0 = _rss_mb()
 
     def step() -> float:
