@@ -31,19 +31,19 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "original",
         "original.mlffd.pt",
-        "fc799dba159216db4ecfe457921e468bb9dd28630db24b9bd9bdda968116ed59",
+        "a04ffa43f2ea194eb680274f76e497bd818135df1d546ed1ccf9a260d50470d2",
         "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
     ),
     NamedModel(
         "tiny",
         "tiny.mlffd.pt",
-        "91377fb227c2f644686c61827062e58140c968282eaf92b0b9442e88b1eeb7a8",
+        "3adcbd10aae37db3570ee7d7d8070d98229580efd87d5998d4ad09f734fc404d",
         "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
     ),
     NamedModel(
         "ultra-tiny",
         "ultra-tiny.mlffd.pt",
-        "468bd7df6e20ff3aaa61c66277869f385d8a922fb2d3814733534c8482434310",
+        "e7b547ee6260c105c9d6479b69c9e451200e239e43d338ccd2887af3ff9c9832",
         "Si, ≈21K parameters, distilled from SevenNet 7net-0 (fastest)",
     ),
 )

@@ -170,6 +170,20 @@ class Interaction(nn.Module):
         return h + self.update(inv)
 
 
+def _block_edges(
+    positions: Tensor, edge_index: Tensor, shifts: Tensor, order: Tensor, offsets: Tensor, e0: int, e1: int, a0: int, max_nbrs: int
+) -> List[Tensor]:
+    """Centres, neighbours, detached edge vectors and padded slots of sorted edges ``[e0, e1)``
+    (a block of centres starting at atom ``a0``), for :meth:`StudentPotential.chunked_outputs`."""
+    idx = order[e0:e1]
+    ci = edge_index[0].index_select(0, idx)
+    nj = edge_index[1].index_select(0, idx)
+    with torch.no_grad():
+        v = positions.index_select(0, nj) - positions.index_select(0, ci) + shifts.index_select(0, idx)
+    slot = torch.arange(e0, e1, device=positions.device) - offsets.index_select(0, ci)
+    return [ci, nj, v.detach(), (ci - a0) * max_nbrs + slot]
+
+
 class StudentPotential(nn.Module):
     """Energy model with conservative forces and virials; the artifact's scripted entry point."""
 
@@ -280,25 +294,20 @@ class StudentPotential(nn.Module):
         peak memory ~ one block's edges plus a few numbers per atom and layer.
         """
         center = edge_index[0]
-        neighbor = edge_index[1]
         n_atoms = species.shape[0]
         n_edges = center.shape[0]
         dtype = positions.dtype
         device = positions.device
         chunk = self.chunk_atoms
-        # edges sorted by centre: block [a0, a1) of centres owns edges [offsets[a0], offsets[a1])
+        # edges in centre order (``order``): block [a0, a1) of centres owns sorted edges
+        # [offsets[a0], offsets[a1]); each block gathers its own edges (no per-edge copies kept)
         order = torch.argsort(center, stable=True)
-        c_s = center.index_select(0, order)
-        n_s = neighbor.index_select(0, order)
         counts = torch.bincount(center, minlength=n_atoms)
         offsets = torch.zeros(n_atoms + 1, dtype=torch.int64, device=device)
         offsets[1:] = torch.cumsum(counts, 0)
         max_nbrs = int(counts.max().item()) if n_edges > 0 else 0
-        slot = torch.arange(n_edges, device=device) - offsets.index_select(0, c_s)
         bounds: List[int] = offsets[torch.arange(0, n_atoms + chunk, chunk, device=device).clamp(max=n_atoms)].tolist()
         starts: List[int] = list(range(0, n_atoms, chunk))
-        with torch.no_grad():
-            v_s = (positions.index_select(0, n_s) - positions.index_select(0, c_s) + shifts.index_select(0, order)).detach()
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(dtype)
         # pass 1: features entering every layer but the last, no graph
         n_layers = len(self.interactions)
@@ -316,9 +325,9 @@ class StudentPotential(nn.Module):
                         a1 = min(a0 + chunk, n_atoms)
                         e0 = bounds[k]
                         e1 = bounds[k + 1]
-                        pad = (c_s[e0:e1] - a0) * max_nbrs + slot[e0:e1]
-                        ang_t, radial = self.padded_features(v_s[e0:e1], pad, a1 - a0, max_nbrs)
-                        h_next[a0:a1] = layer(h[a0:a1], z.index_select(0, n_s[e0:e1]), ang_t, radial, pad)
+                        ci, nj, v_c, pad = _block_edges(positions, edge_index, shifts, order, offsets, e0, e1, a0, max_nbrs)
+                        ang_t, radial = self.padded_features(v_c, pad, a1 - a0, max_nbrs)
+                        h_next[a0:a1] = layer(h[a0:a1], z.index_select(0, nj), ang_t, radial, pad)
                     h = h_next
         # pass 2: from the last layer (with the readout) back to the first, one block of centres
         # at a time; g_h carries dE/dh_{t+1} between layers
@@ -345,15 +354,15 @@ class StudentPotential(nn.Module):
                             continue
                         e0 = bounds[k]
                         e1 = bounds[k + 1]
-                        v_c = v_s[e0:e1].detach().requires_grad_(True)
+                        ci, nj, v_c, pad = _block_edges(positions, edge_index, shifts, order, offsets, e0, e1, a0, max_nbrs)
+                        v_c.requires_grad_(True)
                         h_c = h_t[a0:a1].detach()
-                        z_c = z_t.index_select(0, n_s[e0:e1]).detach()
+                        z_c = z_t.index_select(0, nj).detach()
                         leaves = [v_c]
                         if t > 0:  # the embedding h_0 does not depend on positions
                             leaves.append(h_c.requires_grad_(True))
                         if not blayer.first:  # the first layer's messages are the constant one-hot
                             leaves.append(z_c.requires_grad_(True))
-                        pad = (c_s[e0:e1] - a0) * max_nbrs + slot[e0:e1]
                         ang_t, radial = self.padded_features(v_c, pad, a1 - a0, max_nbrs)
                         out = blayer(h_c, z_c, ang_t, radial, pad)
                         block_grad: List[Optional[Tensor]] = []
@@ -374,10 +383,10 @@ class StudentPotential(nn.Module):
                         if not blayer.first:
                             g_zc = grads[len(leaves) - 1]
                             if g_zc is not None:
-                                g_z.index_add_(0, n_s[e0:e1], g_zc)
+                                g_z.index_add_(0, nj, g_zc)
                         g_e = grads[0]
                         if g_e is not None:
-                            add_edge_gradients(forces, virial, atom_virial, v_s[e0:e1], g_e, c_s[e0:e1], n_s[e0:e1])
+                            add_edge_gradients(forces, virial, atom_virial, v_c.detach(), g_e, ci, nj)
                     if not blayer.first:
                         g_prev = g_prev + torch.matmul(g_z, blayer.project.weight)
                     g_h = g_prev
