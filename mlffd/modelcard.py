@@ -101,7 +101,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
         row("energy MAE", "energy_mae_mev_per_atom", "meV/atom", "{:.2f}"),
         row("force RMSE", "force_rmse", "eV/Å"),
         row("force MAE", "force_mae", "eV/Å"),
-        row("force R²", "force_r2", "", "{:.4f}", lower_is_better=False),
+        row("force R²", "force_r2", "", "{:.5f}", lower_is_better=False),
         row("mean angular error", "force_angle_mean_deg", "°", "{:.2f}"),
         row("force error p95", "force_error_p95", "eV/Å"),
         row("force error max", "force_error_max", "eV/Å"),
