@@ -43,12 +43,17 @@ def conservative_outputs(
     virial = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
     atom_virial = torch.zeros(n_atoms, 9, dtype=positions.dtype, device=positions.device)
     add_edge_gradients(forces, virial, atom_virial, vectors, g, center, neighbor)
+    return output_dict(energy, atom_energies, forces, virial, atom_virial)
+
+
+def output_dict(energy: Tensor, atom_energies: Tensor, forces: Tensor, virial: Tensor, atom_virial: Tensor) -> Dict[str, Tensor]:
+    """The artifact's output record; ``atom_virial`` may come flat as ``[N, 9]``."""
     return {
         "energy": energy,
         "atom_energies": atom_energies,
         "forces": forces,
         "virial": virial,
-        "atom_virial": atom_virial.view(n_atoms, 3, 3),
+        "atom_virial": atom_virial.view(-1, 3, 3),
     }
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mlffd.models.config import ModelConfig
-from mlffd.models.outputs import add_edge_gradients, conservative_outputs, edge_vectors
+from mlffd.models.outputs import add_edge_gradients, conservative_outputs, edge_vectors, output_dict
 
 
 def polynomial_envelope(x: Tensor, p: int) -> Tensor:
@@ -390,14 +390,7 @@ class StudentPotential(nn.Module):
                     if not blayer.first:
                         g_prev = g_prev + torch.matmul(g_z, blayer.project.weight)
                     g_h = g_prev
-        energy = atom_energies.sum()
-        return {
-            "energy": energy,
-            "atom_energies": atom_energies,
-            "forces": forces,
-            "virial": virial,
-            "atom_virial": atom_virial.view(n_atoms, 3, 3),
-        }
+        return output_dict(atom_energies.sum(), atom_energies, forces, virial, atom_virial)
 
     def forward(
         self,
