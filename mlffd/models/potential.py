@@ -170,18 +170,20 @@ class Interaction(nn.Module):
         return h + self.update(inv)
 
 
-def _block_edges(
-    positions: Tensor, edge_index: Tensor, shifts: Tensor, order: Tensor, offsets: Tensor, e0: int, e1: int, a0: int, max_nbrs: int
-) -> List[Tensor]:
-    """Centres, neighbours, detached edge vectors and padded slots of sorted edges ``[e0, e1)``
-    (a block of centres starting at atom ``a0``), for :meth:`StudentPotential.chunked_outputs`."""
-    idx = order[e0:e1]
-    ci = edge_index[0].index_select(0, idx)
-    nj = edge_index[1].index_select(0, idx)
-    with torch.no_grad():
-        v = positions.index_select(0, nj) - positions.index_select(0, ci) + shifts.index_select(0, idx)
-    slot = torch.arange(e0, e1, device=positions.device) - offsets.index_select(0, ci)
-    return [ci, nj, v.detach(), (ci - a0) * max_nbrs + slot]
+def centre_layout(center: Tensor, n_atoms: int) -> List[Tensor]:
+    """Edges grouped by centre atom: ``order`` (stable argsort of ``center``), ``offsets [N + 1]``
+    (centre ``i`` owns sorted edges ``offsets[i]:offsets[i + 1]``) and ``slot [E]`` (the place of
+    each sorted edge among its centre's neighbours), the basis of the padded layout."""
+    order = torch.argsort(center, stable=True)
+    offsets = torch.zeros(n_atoms + 1, dtype=torch.int64, device=center.device)
+    offsets[1:] = torch.cumsum(torch.bincount(center, minlength=n_atoms), 0)
+    slot = torch.arange(center.shape[0], device=center.device) - offsets.index_select(0, center.index_select(0, order))
+    return [order, offsets, slot]
+
+
+def max_neighbours(offsets: Tensor) -> int:
+    """The largest neighbour count (``M`` of the padded layout); 0 without edges."""
+    return int((offsets[1:] - offsets[:-1]).max().item()) if offsets.shape[0] > 1 else 0
 
 
 class StudentPotential(nn.Module):
@@ -246,6 +248,31 @@ class StudentPotential(nn.Module):
         radial = radial_pad.index_copy(0, pad_index, basis).view(n_atoms, max_nbrs, self.num_basis)
         return [ang_t, radial]
 
+    def block_features(
+        self,
+        positions: Tensor,
+        edge_index: Tensor,
+        shifts: Tensor,
+        order: Tensor,
+        slot: Tensor,
+        block: List[int],
+        max_nbrs: int,
+        grad: bool,
+    ) -> List[Tensor]:
+        """Inputs of :meth:`Interaction.forward` for one block ``[a0, a1, e0, e1]`` of centres
+        (atoms ``a0:a1``, sorted edges ``e0:e1``): centres, neighbours, edge vectors (an autograd
+        leaf when ``grad``), padded slots, ``ang_t`` and ``radial``."""
+        a0, a1, e0, e1 = block[0], block[1], block[2], block[3]
+        idx = order[e0:e1]
+        ci = edge_index[0].index_select(0, idx)
+        nj = edge_index[1].index_select(0, idx)
+        with torch.no_grad():
+            v = positions.index_select(0, nj) - positions.index_select(0, ci) + shifts.index_select(0, idx)
+        v = v.detach().requires_grad_(grad)
+        pad = (ci - a0) * max_nbrs + slot[e0:e1]
+        ang_t, radial = self.padded_features(v, pad, a1 - a0, max_nbrs)
+        return [ci, nj, v, pad, ang_t, radial]
+
     def atom_energy_from_features(self, h: Tensor, species: Tensor) -> Tensor:
         """Readout, scale and shift, plus per-element reference energies."""
         out = self.readout(h).squeeze(-1)
@@ -258,12 +285,8 @@ class StudentPotential(nn.Module):
         # padded neighbour layout: edge e -> (centre, slot); the sums over neighbours become
         # batched matrix products that never materialise per-edge x channel tensors
         n_atoms = species.shape[0]
-        n_edges = center.shape[0]
-        counts = torch.bincount(center, minlength=n_atoms)
-        max_nbrs = int(counts.max().item()) if n_edges > 0 else 0
-        order = torch.argsort(center, stable=True)
-        starts = torch.cumsum(counts, 0) - counts
-        slot_sorted = torch.arange(n_edges, device=center.device) - starts.index_select(0, center.index_select(0, order))
+        order, offsets, slot_sorted = centre_layout(center, n_atoms)
+        max_nbrs = max_neighbours(offsets)
         slot = torch.empty_like(slot_sorted).index_copy_(0, order, slot_sorted)
         pad_index = center * max_nbrs + slot
         ang_t, radial = self.padded_features(vectors, pad_index, n_atoms, max_nbrs)
@@ -293,21 +316,18 @@ class StudentPotential(nn.Module):
         joined with ``dE/dh_t``. Same numbers as the one-graph path (tests compare them), with
         peak memory ~ one block's edges plus a few numbers per atom and layer.
         """
-        center = edge_index[0]
         n_atoms = species.shape[0]
-        n_edges = center.shape[0]
         dtype = positions.dtype
         device = positions.device
         chunk = self.chunk_atoms
-        # edges in centre order (``order``): block [a0, a1) of centres owns sorted edges
-        # [offsets[a0], offsets[a1]); each block gathers its own edges (no per-edge copies kept)
-        order = torch.argsort(center, stable=True)
-        counts = torch.bincount(center, minlength=n_atoms)
-        offsets = torch.zeros(n_atoms + 1, dtype=torch.int64, device=device)
-        offsets[1:] = torch.cumsum(counts, 0)
-        max_nbrs = int(counts.max().item()) if n_edges > 0 else 0
+        # edges in centre order: block [a0, a1) of centres owns sorted edges [e0, e1); each block
+        # gathers its own edges when it runs (no per-edge copies kept)
+        order, offsets, slot = centre_layout(edge_index[0], n_atoms)
+        max_nbrs = max_neighbours(offsets)
         bounds: List[int] = offsets[torch.arange(0, n_atoms + chunk, chunk, device=device).clamp(max=n_atoms)].tolist()
-        starts: List[int] = list(range(0, n_atoms, chunk))
+        blocks: List[List[int]] = []
+        for k, a0 in enumerate(range(0, n_atoms, chunk)):
+            blocks.append([a0, min(a0 + chunk, n_atoms), bounds[k], bounds[k + 1]])
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(dtype)
         # pass 1: features entering every layer but the last, no graph
         n_layers = len(self.interactions)
@@ -321,12 +341,11 @@ class StudentPotential(nn.Module):
                 zs.append(z)
                 if t < n_layers - 1:
                     h_next = torch.empty_like(h)
-                    for k, a0 in enumerate(starts):
-                        a1 = min(a0 + chunk, n_atoms)
-                        e0 = bounds[k]
-                        e1 = bounds[k + 1]
-                        ci, nj, v_c, pad = _block_edges(positions, edge_index, shifts, order, offsets, e0, e1, a0, max_nbrs)
-                        ang_t, radial = self.padded_features(v_c, pad, a1 - a0, max_nbrs)
+                    for block in blocks:
+                        a0, a1 = block[0], block[1]
+                        ci, nj, v_c, pad, ang_t, radial = self.block_features(
+                            positions, edge_index, shifts, order, slot, block, max_nbrs, False
+                        )
                         h_next[a0:a1] = layer(h[a0:a1], z.index_select(0, nj), ang_t, radial, pad)
                     h = h_next
         # pass 2: from the last layer (with the readout) back to the first, one block of centres
@@ -337,14 +356,15 @@ class StudentPotential(nn.Module):
         atom_virial = torch.zeros(n_atoms, 9, dtype=dtype, device=device)
         g_h = torch.zeros(0, dtype=dtype, device=device)
         for t in range(n_layers - 1, -1, -1):
+            # TorchScript cannot index a ModuleList with a variable: pick layer t by enumerating
             for idx, blayer in enumerate(self.interactions):
                 if idx == t:
                     h_t = hs[t]
                     z_t = zs[t]
                     g_prev = torch.zeros_like(h_t)
                     g_z = torch.zeros_like(z_t)
-                    for k, a0 in enumerate(starts):
-                        a1 = min(a0 + chunk, n_atoms)
+                    for block in blocks:
+                        a0, a1 = block[0], block[1]
                         # blocks that cannot contribute are skipped: no energy-carrying atom in
                         # the last layer (e.g. LAMMPS ghosts), no incoming gradient before it
                         if t == n_layers - 1:
@@ -352,10 +372,9 @@ class StudentPotential(nn.Module):
                                 continue
                         elif not bool((g_h[a0:a1] != 0).any()):
                             continue
-                        e0 = bounds[k]
-                        e1 = bounds[k + 1]
-                        ci, nj, v_c, pad = _block_edges(positions, edge_index, shifts, order, offsets, e0, e1, a0, max_nbrs)
-                        v_c.requires_grad_(True)
+                        ci, nj, v_c, pad, ang_t, radial = self.block_features(
+                            positions, edge_index, shifts, order, slot, block, max_nbrs, True
+                        )
                         h_c = h_t[a0:a1].detach()
                         z_c = z_t.index_select(0, nj).detach()
                         leaves = [v_c]
@@ -363,7 +382,6 @@ class StudentPotential(nn.Module):
                             leaves.append(h_c.requires_grad_(True))
                         if not blayer.first:  # the first layer's messages are the constant one-hot
                             leaves.append(z_c.requires_grad_(True))
-                        ang_t, radial = self.padded_features(v_c, pad, a1 - a0, max_nbrs)
                         out = blayer(h_c, z_c, ang_t, radial, pad)
                         block_grad: List[Optional[Tensor]] = []
                         if t == n_layers - 1:
