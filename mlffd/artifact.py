@@ -94,6 +94,13 @@ def dtype_name(dtype: torch.dtype) -> str:
     raise ValueError(f"unsupported dtype {dtype}; expected float32 or float64")
 
 
+#: metadata fields that :func:`build_metadata` derives itself (the rest are the caller's)
+GENERATED_METADATA = frozenset(
+    {"format", "format_version", "mlffd_version", "torch_version", "elements", "cutoff", "num_interactions",
+     "interaction_range", "dtype", "num_parameters", "model", "created"}
+)
+
+
 def build_metadata(
     *,
     elements: list[str],

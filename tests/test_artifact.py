@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
-from mlffd import artifact
-from mlffd.artifact import ArtifactError, METADATA_FILE
-from mlffd.models import build, export_student, num_parameters, preset
+from mlffd import DistilledCalculator, artifact
+from mlffd.artifact import METADATA_FILE, ArtifactError, read_metadata
+from mlffd.models import build, export_student, num_parameters, preset, reexport
+from mlffd.testing import random_artifact, silicon
 
 
 def test_roundtrip_metadata(tmp_path):
@@ -108,3 +111,23 @@ def test_invalid_metadata_is_refused_before_writing(tmp_path):
     with pytest.raises(ArtifactError):
         artifact.export(build(preset("ultra-tiny")), path, {"format": "mlffd-artifact", "format_version": 1})
     assert not path.exists()
+
+
+def test_reexport_keeps_weights_and_metadata(tmp_path):
+    """A student re-compiled from the current code gives the same outputs and keeps its record."""
+    src = random_artifact(tmp_path / "src.mlffd.pt", preset("ultra-tiny", elements=("Si", "Ge")), dtype=torch.float64)
+    meta = read_metadata(src)
+    meta_src = dict(meta, teacher="emt", metrics={"force_rmse": 0.1})
+    module = torch.jit.load(str(src))
+    torch.jit.save(module, str(src), _extra_files={"mlffd_metadata.json": json.dumps(meta_src)})
+    dst = reexport(src, tmp_path / "dst.mlffd.pt", chunk_atoms=7)
+    new = read_metadata(dst)
+    assert new["teacher"] == "emt" and new["metrics"] == {"force_rmse": 0.1}
+    assert new["model"]["chunk_atoms"] == 7 and new["num_parameters"] == meta["num_parameters"]
+    atoms = silicon(2, rattle=0.1)
+    atoms.symbols[::3] = "Ge"
+    a, b = atoms.copy(), atoms.copy()
+    a.calc, b.calc = DistilledCalculator(str(src)), DistilledCalculator(str(dst))
+    np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-12)
+    assert b.calc.module.chunk_atoms == 7 * torch.get_num_threads()  # < 64 atoms: the blocked path ran
+    assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-10)

@@ -45,18 +45,19 @@ def export_student(model: StudentPotential, config: ModelConfig, path, **metadat
     return export(model, path, meta)
 
 
-def load_student(path):
+def load_student(path, **overrides):
     """Rebuild the eager :class:`StudentPotential` (and its config and metadata) from an artifact.
 
     The weights come from the artifact's TorchScript module, the hyper-parameters from its
-    metadata, so the student runs with the current code (used by :func:`reexport`).
+    metadata (``overrides`` replace evaluation settings such as ``chunk_atoms``), so the student
+    runs with the current code (used by :func:`reexport`).
     """
     from mlffd.artifact import load
 
     artifact = load(path)
     meta = dict(artifact.metadata)
     hyper = {k: v for k, v in meta["model"].items() if k != "architecture"}
-    config = ModelConfig.from_dict(hyper)
+    config = ModelConfig.from_dict({**hyper, **overrides})
     model = build(config, artifact.dtype)
     model.load_state_dict(artifact.module.state_dict())
     return model.eval(), config, meta
@@ -68,17 +69,8 @@ def reexport(src, dst, **overrides):
     ``overrides`` replace evaluation settings of the model config (e.g. ``chunk_atoms``);
     the weights, teacher, dataset hash and test metrics are carried over unchanged.
     """
-    import dataclasses
+    from mlffd.artifact import GENERATED_METADATA
 
-    model, config, meta = load_student(src)
-    config = dataclasses.replace(config, **overrides)
-    model.chunk_atoms = int(config.chunk_atoms)
-    keep = {k: meta[k] for k in meta if k not in _GENERATED_METADATA}
+    model, config, meta = load_student(src, **overrides)
+    keep = {k: v for k, v in meta.items() if k not in GENERATED_METADATA}
     return export_student(model, config, dst, **keep)
-
-
-#: metadata that :func:`mlffd.artifact.build_metadata` derives itself
-_GENERATED_METADATA = frozenset(
-    {"format", "format_version", "mlffd_version", "torch_version", "elements", "cutoff", "num_interactions",
-     "interaction_range", "dtype", "num_parameters", "model", "created"}
-)
