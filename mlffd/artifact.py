@@ -218,10 +218,28 @@ def _parse_metadata(raw: bytes | str, path: Path) -> dict[str, Any]:
     return meta
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; a clear error when it names a GPU this torch cannot use."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(f"device {str(device)!r} requested, but torch {torch.__version__} ({build}) sees no CUDA GPU; use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} requested, but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {str(device)!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+    return dev
+
+
 def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
     """Load an artifact, validating its metadata; errors name the file and the problem."""
     path = Path(path)
     _check_file(path)
+    check_device(device)
     extra = {METADATA_FILE: ""}
     try:
         with _quiet_jit():
@@ -233,14 +251,40 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
     return Artifact(path=path, module=module, metadata=meta)
 
 
-def scale_blocks_to_threads(module: torch.jit.ScriptModule, metadata: Mapping[str, Any]) -> None:
-    """Blocked evaluation with ``chunk_atoms`` centre atoms PER torch thread (metadata value
-    times ``torch.get_num_threads()``): each thread keeps a cache-sized block, so 2 threads get
-    blocks of 512 for a model exported with 256 (1.2× faster at 4,096 atoms here, a few % more
-    memory). No-op for artifacts without blocked evaluation (e.g. the Stillinger-Weber reference)."""
+#: centre atoms per evaluation block on a GPU: large blocks keep the device busy (one kernel per
+#: layer over many atoms) while bounding memory; measured in docs/performance.md (CUDA section)
+CUDA_BLOCK_ATOMS = 65536
+
+
+def block_atoms(metadata: Mapping[str, Any], device: str | torch.device = "cpu", threads: int | None = None) -> int | None:
+    """Centre atoms per block of the blocked (bounded-memory) evaluation on ``device``.
+
+    CPU: the artifact's ``chunk_atoms`` PER torch thread (each thread keeps a cache-sized block:
+    2 threads get blocks of 512 for a model exported with 256, 1.2x faster at 4,096 atoms than
+    256). CUDA: :data:`CUDA_BLOCK_ATOMS`. ``None`` for artifacts without blocked evaluation
+    (e.g. the Stillinger-Weber reference).
+    """
     per_thread = metadata.get("model", {}).get("chunk_atoms")
-    if per_thread is None or not hasattr(module, "chunk_atoms"):
-        return
-    wanted = int(per_thread) * max(1, torch.get_num_threads())
+    if per_thread is None:
+        return None
+    if torch.device(device).type == "cuda":
+        return max(int(per_thread), CUDA_BLOCK_ATOMS)
+    return int(per_thread) * max(1, torch.get_num_threads() if threads is None else int(threads))
+
+
+def configure_blocks(module: torch.jit.ScriptModule, metadata: Mapping[str, Any], device: str | torch.device = "cpu",
+                     atoms: int | None = None) -> int | None:
+    """Set ``module.chunk_atoms`` to ``atoms`` (or :func:`block_atoms` for ``device``); returns it.
+
+    No-op (``None``) for modules without blocked evaluation.
+    """
+    if not hasattr(module, "chunk_atoms"):
+        return None
+    wanted = int(atoms) if atoms else block_atoms(metadata, device)
+    if wanted is None:
+        return None
+    if wanted < 1:
+        raise ValueError(f"block size must be >= 1 centre atom, got {wanted}")
     if module.chunk_atoms != wanted:
         module.chunk_atoms = wanted
+    return wanted

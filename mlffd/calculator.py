@@ -14,7 +14,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlffd import artifact as _artifact
 from mlffd.allocator import configure_allocator
-from mlffd.neighbors import Edges, neighbor_list
+from mlffd.neighbors import neighbor_list
 from mlffd.registry import DEFAULT_MODEL, resolve
 
 
@@ -38,6 +38,9 @@ class DistilledCalculator(Calculator):
         dtype: ``torch.float32`` / ``torch.float64`` (or their names); ``None`` keeps the artifact's.
         skin: neighbour-list skin (Å). The list is built with ``cutoff + skin`` and reused until
             an atom has moved more than ``skin / 2`` or the cell, pbc or atoms change.
+        block_atoms: centre atoms per block of the bounded-memory evaluation used for large
+            systems (more: faster, more memory); ``None``: the default for the device
+            (:func:`mlffd.artifact.block_atoms`).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
@@ -49,6 +52,7 @@ class DistilledCalculator(Calculator):
         device: str | torch.device = "cpu",
         dtype: torch.dtype | str | None = None,
         skin: float = 0.5,
+        block_atoms: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -68,13 +72,16 @@ class DistilledCalculator(Calculator):
             self.module = self.module.to(self.dtype)
         if skin < 0:
             raise ValueError(f"skin must be >= 0 Å, got {skin}")
+        if block_atoms is not None and int(block_atoms) < 1:
+            raise ValueError(f"block_atoms must be >= 1, got {block_atoms}")
+        self.block_atoms = block_atoms
         self.skin = float(skin)
         from ase.data import atomic_numbers
 
         self._z_to_species = np.full(119, -1, dtype=np.int64)
         for index, symbol in enumerate(self.elements):
             self._z_to_species[atomic_numbers[symbol]] = index
-        self._nl_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Edges] | None = None
+        self._nl_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[torch.Tensor, torch.Tensor]] | None = None
         self.nl_builds = 0  #: how many neighbour lists were built (for tests and diagnostics)
 
     # -- input checks -------------------------------------------------------------------------
@@ -102,7 +109,10 @@ class DistilledCalculator(Calculator):
 
     # -- neighbour lists ----------------------------------------------------------------------
 
-    def _edges(self, atoms: Atoms, cache: bool) -> Edges:
+    def _edges(self, atoms: Atoms, cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The neighbour list within ``cutoff + skin`` as device tensors: edge index [2, E] and
+        integer cell shifts [E, 3] (model dtype). Rebuilt only when an atom moved more than
+        ``skin / 2`` or the cell, pbc or atoms changed (with ``cache``)."""
         pos, cell, pbc, numbers = atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers
         if cache and self._nl_cache is not None:
             pos0, cell0, pbc0, numbers0, edges = self._nl_cache
@@ -115,46 +125,52 @@ class DistilledCalculator(Calculator):
                 and np.max(np.linalg.norm(pos - pos0, axis=1), initial=0.0) < 0.5 * self.skin
             ):
                 return edges
-        edges = neighbor_list(pos, cell, pbc, self.cutoff + self.skin)
+        found = neighbor_list(pos, cell, pbc, self.cutoff + self.skin)
         self.nl_builds += 1
+        edges = (
+            torch.as_tensor(np.stack([found.i, found.j]), dtype=torch.int64, device=self.device),
+            torch.as_tensor(found.shift_cells, dtype=self.dtype, device=self.device),
+        )
         if cache:
             self._nl_cache = (pos.copy(), cell.copy(), pbc.copy(), numbers.copy(), edges)
         return edges
 
     def _inputs(self, structures: Sequence[Atoms], cache: bool) -> tuple[_Inputs, list[int]]:
+        """Model inputs on the device. The skin's extra pairs are dropped there, each call, from
+        the cached list (no per-edge work on the host: it dominated GPU runs of large systems)."""
+        t = dict(dtype=self.dtype, device=self.device)
         positions, species, index, shifts, counts = [], [], [], [], []
         offset = 0
         for atoms in structures:
             self._check_finite(atoms)
             spec = self.species_of(atoms)
-            edges = self._edges(atoms, cache)
-            vec_shift = edges.shifts(atoms.cell.array)
-            if self.skin > 0 and len(edges):
-                d = atoms.positions[edges.j] - atoms.positions[edges.i] + vec_shift
-                keep = np.einsum("ij,ij->i", d, d) < self.cutoff**2
-                ei, ej, vec_shift = edges.i[keep], edges.j[keep], vec_shift[keep]
-            else:
-                ei, ej = edges.i, edges.j
-            positions.append(atoms.positions)
-            species.append(spec)
-            index.append(np.stack([ei, ej]) + offset)
+            ij, shift_cells = self._edges(atoms, cache)
+            pos = torch.as_tensor(atoms.positions, **t)
+            vec_shift = shift_cells @ torch.as_tensor(atoms.cell.array, **t)
+            if self.skin > 0 and ij.shape[1]:
+                d = pos[ij[1]] - pos[ij[0]] + vec_shift
+                keep = (d * d).sum(1) < self.cutoff**2
+                ij, vec_shift = ij[:, keep], vec_shift[keep]
+            positions.append(pos)
+            species.append(torch.as_tensor(spec, dtype=torch.int64, device=self.device))
+            index.append(ij + offset if offset else ij)
             shifts.append(vec_shift)
             counts.append(len(atoms))
             offset += len(atoms)
-        t = dict(device=self.device)
+        one = len(structures) == 1
         inputs = _Inputs(
-            positions=torch.as_tensor(np.concatenate(positions), dtype=self.dtype, **t),
-            species=torch.as_tensor(np.concatenate(species), dtype=torch.int64, **t),
-            edge_index=torch.as_tensor(np.concatenate(index, axis=1), dtype=torch.int64, **t),
-            shifts=torch.as_tensor(np.concatenate(shifts), dtype=self.dtype, **t),
-            energy_mask=torch.ones(offset, dtype=torch.bool, **t),
+            positions=positions[0] if one else torch.cat(positions),
+            species=species[0] if one else torch.cat(species),
+            edge_index=index[0] if one else torch.cat(index, dim=1),
+            shifts=shifts[0] if one else torch.cat(shifts),
+            energy_mask=torch.ones(offset, dtype=torch.bool, device=self.device),
         )
         return inputs, counts
 
     # -- evaluation ---------------------------------------------------------------------------
 
     def _run(self, inputs: _Inputs) -> dict[str, np.ndarray]:
-        _artifact.scale_blocks_to_threads(self.module, self.metadata)
+        _artifact.configure_blocks(self.module, self.metadata, self.device, self.block_atoms)  # follows torch's thread count
         out = self.module(inputs.positions, inputs.species, inputs.edge_index, inputs.shifts, inputs.energy_mask)
         return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
 

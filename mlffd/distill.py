@@ -11,6 +11,7 @@ training options shared by all students and one entry per student::
     train: {batch_size: 4, lr: 5.0e-3, ...}        # TrainConfig options shared by all students
     students:
       tiny: {model: tiny, max_epochs: 100}        # TrainConfig options of one student
+      big: {model: original, extra_train: [more.extxyz.xz], init_from: runs/si/models/tiny.mlffd.pt}
     export_dir: runs/si/models                     # where NAME.mlffd.pt and NAME.metrics.json go
 
 Stages and what marks them finished (``WORKDIR/stages/STAGE.json`` holds the hash of the inputs
@@ -25,7 +26,9 @@ that decide the stage's output):
 - ``export:NAME``: the artifact copied to ``export_dir`` and checked to load.
 - ``evaluate:NAME``: held-out metrics written to ``export_dir/NAME.metrics.json``.
 
-A stage whose marker matches is skipped; one whose inputs changed runs again.
+A stage whose marker matches is skipped; one whose inputs changed runs again. Students run in
+the config's order, so one may fine-tune (``init_from``) another's exported artifact; a student's
+``extra_train`` files (relative to ``root``) are appended to the shared training data.
 """
 
 from __future__ import annotations
@@ -63,8 +66,9 @@ class DistillConfig:
         for key in ("train", "test", "output", "name", "teacher"):
             if key in options:
                 raise ValueError(f"student {name!r}: {key!r} is set by the distill config, remove it")
+        extra = options.pop("extra_train", [])
         options.update(
-            train=[self.train_data],
+            train=[self.train_data, *extra],
             test=[self.test_data],
             output=str(Path(self.workdir) / "students" / name),
             name=name,
@@ -106,13 +110,25 @@ def load_distill_config(path: str | Path) -> DistillConfig:
         teacher=str(d["teacher"]),
         train_data=p(data["train"]),
         test_data=p(data["test"]),
-        students={str(k): dict(v or {}) for k, v in students.items()},
+        students={str(k): _student_paths(dict(v or {}), p) for k, v in students.items()},
         workdir=p(d.get("workdir", "runs/distill")),
         sample=sample,
         train=dict(d.get("train") or {}),
         export_dir=p(d["export_dir"]) if d.get("export_dir") else "",
         root=str(root),
     )
+
+
+def _student_paths(options: dict[str, Any], p: Callable[[str], str]) -> dict[str, Any]:
+    """A student's ``extra_train`` files and ``init_from`` artifact, made relative to ``root``."""
+    extra = options.get("extra_train", [])
+    if isinstance(extra, str):
+        extra = [extra]
+    if extra:
+        options["extra_train"] = [p(str(f)) for f in extra]
+    if options.get("init_from"):
+        options["init_from"] = p(str(options["init_from"]))
+    return options
 
 
 # -- stage markers ---------------------------------------------------------------------------
@@ -250,7 +266,11 @@ def run_distill(
     models_dir = config.models_dir
     for name in names:
         tcfg = config.student_config(name)
-        train_key = _hash({"config": tcfg.to_dict(), "data": data_key})
+        inputs = [Path(f) for f in tcfg.train[1:]] + ([Path(tcfg.init_from)] if tcfg.init_from else [])
+        missing = [str(f) for f in inputs if not f.exists()]
+        if missing and "train" in stages:
+            raise FileNotFoundError(f"student {name!r}: {', '.join(missing)} missing (extra_train data or the init_from artifact)")
+        train_key = _hash({"config": tcfg.to_dict(), "data": data_key, "inputs": {str(f): _file_sha(f) for f in inputs if f.exists()}})
         artifact = Path(tcfg.output) / f"{name}.mlffd.pt"
         stage = f"train:{name}"
         if "train" in stages:

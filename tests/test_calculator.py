@@ -249,3 +249,44 @@ def test_blocks_scale_with_torch_threads(artifact_blocked):
             assert calc.module.chunk_atoms == 5 * threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_block_atoms_override_keeps_the_numbers(artifact_blocked):
+    """block_atoms sets the evaluation block; results equal the one-block evaluation."""
+    atoms = silicon(2, rattle=0.1, seed=8)  # 64 atoms
+    results = {}
+    for block in (3, 10**6):
+        calc = DistilledCalculator(artifact_blocked, block_atoms=block)
+        atoms.calc = calc
+        results[block] = (atoms.get_potential_energy(), atoms.get_forces().copy(), atoms.get_stress().copy())
+        assert calc.module.chunk_atoms == block
+    (e1, f1, s1), (e2, f2, s2) = results.values()
+    assert e1 == pytest.approx(e2, abs=1e-9)
+    np.testing.assert_allclose(f1, f2, atol=1e-9)
+    np.testing.assert_allclose(s1, s2, atol=1e-10)
+    with pytest.raises(ValueError, match="block_atoms must be >= 1"):
+        DistilledCalculator(artifact_blocked, block_atoms=0)
+
+
+def test_cuda_device(artifact64):
+    """With a GPU: device='cuda' gives the CPU numbers (float64), blocks of CUDA_BLOCK_ATOMS.
+    Without: a clear error naming the device and the torch build."""
+    from mlffd.artifact import CUDA_BLOCK_ATOMS
+
+    atoms = silicon(2, rattle=0.1, seed=9)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device 'cuda' requested, but torch .* sees no CUDA GPU"):
+            DistilledCalculator(artifact64, device="cuda")
+        return
+    ref = atoms.copy()
+    ref.calc = DistilledCalculator(artifact64)
+    atoms.calc = calc = DistilledCalculator(artifact64, device="cuda")
+    assert atoms.get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-9)
+    np.testing.assert_allclose(atoms.get_forces(), ref.get_forces(), atol=1e-9)
+    np.testing.assert_allclose(atoms.get_stress(), ref.get_stress(), atol=1e-10)
+    assert calc.module.chunk_atoms == CUDA_BLOCK_ATOMS
+
+
+def test_unknown_device(artifact64):
+    with pytest.raises(ValueError, match="unsupported device 'meta'"):
+        DistilledCalculator(artifact64, device="meta")

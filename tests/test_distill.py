@@ -63,3 +63,31 @@ def test_distill_pipeline_and_skips(tmp_path):
     lines = []
     run_distill(load_distill_config(path), stages=("label", "train"), log=lines.append)
     assert any("moved the old run" in line for line in lines)
+
+
+def test_distill_fine_tune_student_with_extra_data(tmp_path):
+    from cu_frames import cu_frames, write_frames
+
+    write_frames(tmp_path / "extra.extxyz", cu_frames(n_traj=2, per_traj=3, seed=11))
+    cfg = _config(tmp_path)
+    cfg["students"]["tuned"] = {"model": "ultra-tiny", "init_from": "run/models/small.mlffd.pt",
+                                "extra_train": ["extra.extxyz"], "lr": 1e-3, "max_epochs": 2}
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    config = load_distill_config(path)
+    tuned = config.student_config("tuned")
+    assert tuned.train == (config.train_data, str(tmp_path / "extra.extxyz"))
+    assert tuned.init_from == str(tmp_path / "run" / "models" / "small.mlffd.pt")
+
+    lines: list[str] = []
+    results = run_distill(config, log=lines.append)  # 'small' first, then 'tuned' starts from its export
+    assert set(results) == {"small", "tuned"}
+    assert (tmp_path / "run" / "models" / "tuned.mlffd.pt").exists()
+    assert results["tuned"]["num_frames"] == results["small"]["num_frames"] > 0  # same held-out set
+
+    # the base student changed: once it is exported, the fine-tune's input changed and it trains again
+    cfg["students"]["small"]["max_epochs"] = 5
+    path.write_text(yaml.safe_dump(cfg))
+    lines = []
+    run_distill(load_distill_config(path), log=lines.append)
+    assert any(line.startswith("[train:tuned] training") for line in lines)

@@ -174,6 +174,33 @@ def test_image_folding_equals_explicit_ghost_copies(models, nprocs):
         np.testing.assert_allclose(folded.energies, copies.energies, atol=1e-10)
 
 
+def test_block_size_keeps_the_numbers(models):
+    """Blocked evaluation ('block N': N centre atoms per block) gives the numbers of one block."""
+    atoms = sige(silicon(2, rattle=0.1, seed=6))  # 64 atoms, plus ghosts
+    small, whole = (
+        run_lammps(atoms, [f"pair_style mlffd block {n}", f"pair_coeff * * {models['f64']} Si Ge"], SIGE)
+        for n in (7, 1000000)
+    )
+    assert abs(small.energy - whole.energy) < 1e-10 * len(atoms)
+    np.testing.assert_allclose(small.forces, whole.forces, atol=1e-10)
+    np.testing.assert_allclose(small.atom_virial, whole.atom_virial, atol=1e-9)
+
+
+def test_cuda_device(models, tmp_path):
+    """With a GPU: 'device cuda' gives the CPU numbers (float64). Without: a clear error."""
+    atoms = sige(silicon(2, rattle=0.1, seed=7))
+    if torch.cuda.is_available():
+        gpu, cpu = (run_lammps(atoms, [f"pair_style mlffd device {d}", f"pair_coeff * * {models['f64']} Si Ge"], SIGE) for d in ("cuda", "cpu"))
+        assert abs(gpu.energy - cpu.energy) < 1e-9 * len(atoms)
+        np.testing.assert_allclose(gpu.forces, cpu.forces, atol=1e-9)
+        np.testing.assert_allclose(gpu.virial, cpu.virial, atol=1e-8)
+        return
+    write_data(atoms, tmp_path / "atoms.data", SIGE)
+    deck = f"units metal\natom_style atomic\nread_data atoms.data\npair_style mlffd device cuda\npair_coeff * * {models['f64']} Si Ge\nrun 0\n"
+    output = run_deck(deck, tmp_path, check=False, timeout=120)
+    assert "device 'cuda' requested but the libtorch in use sees no CUDA device" in output, output[-2000:]
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 
@@ -207,6 +234,7 @@ BAD = {
     "units": (lambda d, m: m, "Si Ge", "real", "on", r"requires 'units metal'.*'units real'"),
     "newton off": (lambda d, m: m, "Si Ge", "metal", "off", r"requires 'newton on'"),
     "bad keyword": (lambda d, m: m, "Si Ge", "metal", "on", r"Illegal pair_style mlffd command: 'images twice'"),
+    "bad block": (lambda d, m: m, "Si Ge", "metal", "on", r"block '0' is not a positive integer"),
 }
 
 
@@ -214,7 +242,7 @@ BAD = {
 def test_bad_input_gives_clear_error(case, models, tmp_path):
     make, elements, units, newton, pattern = BAD[case]
     model = make(tmp_path, Path(models["f64"]))
-    style = "pair_style mlffd images twice" if case == "bad keyword" else "pair_style mlffd"
+    style = {"bad keyword": "pair_style mlffd images twice", "bad block": "pair_style mlffd block 0"}.get(case, "pair_style mlffd")
     write_data(sige(silicon(1)), tmp_path / "atoms.data", SIGE)
     deck = f"""
 units {units}

@@ -214,3 +214,29 @@ def test_snapshot_of_finished_part(sampled, tmp_path):
     assert files["train"].name == "train.extxyz.xz" and len(frames) > 0
     assert all(f.get_forces().shape == (len(f), 3) for f in frames)
     assert (tmp_path / "snap" / "train.extxyz.provenance.json").exists()
+
+
+def test_unstable_teacher_md_is_stopped_and_keeps_earlier_frames(tmp_path):
+    """A teacher whose MD blows up (forces beyond max_force) stops that trajectory with a warning
+    naming it; the frames sampled before stay, the run goes on."""
+    from ase.calculators.emt import EMT
+
+    class Exploding(EMT):
+        """EMT until the 12th evaluation, then forces of 1e4 eV/Å."""
+
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            super().calculate(*args, **kwargs)
+            Exploding.calls += 1
+            if Exploding.calls > 12:
+                self.results["forces"] = self.results["forces"] * 0 + 1e4
+
+    cfg = _config(tmp_path / "run", tasks=[dict(name="nvt", seed="cu", temperatures=[300], steps=30, equilibrate=0,
+                                                sample_every=2, repeats=1, test_repeats=0)])
+    with pytest.warns(RuntimeWarning, match=r"nvt/train0/T300: teacher MD became unstable after \d+ steps"):
+        result = run_sampling(cfg, teacher=Exploding(), progress=False)
+    assert result.complete
+    frames = read(tmp_path / "run" / "train.extxyz", ":")
+    assert 1 <= len(frames) <= 6  # only the frames from before the blow-up
+    assert max(np.abs(f.get_forces()).max() for f in frames) < 50

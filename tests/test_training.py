@@ -116,6 +116,28 @@ def test_loss_decreases_and_export(tmp_path, dataset):
     assert again["energy_mae_mev_per_atom"] == pytest.approx(summary["metrics"]["energy_mae_mev_per_atom"], rel=1e-3, abs=1e-3)
 
 
+def test_fine_tune_starts_from_artifact_weights(tmp_path, dataset):
+    first = Trainer(small_config(dataset, tmp_path / "a", max_epochs=6, eval_every=0))
+    first.run()
+    artifact = Path(first.finish()["artifact"])
+
+    from mlffd.models import load_student
+
+    source = load_student(artifact)[0].state_dict()
+    tuned = Trainer(small_config(dataset, tmp_path / "b", init_from=str(artifact), lr=1e-3))
+    for model in (tuned.model, tuned.ema):
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, source[key], msg=key)
+    # same split: the fine-tune starts at the first run's best validation loss, below a fresh start
+    assert tuned.validate()["val_loss"] == pytest.approx(first.best_metric, rel=1e-4)
+    assert first.best_metric < Trainer(small_config(dataset, tmp_path / "c")).validate()["val_loss"]
+
+    with pytest.raises(ValueError, match="different model configuration"):
+        Trainer(small_config(dataset, tmp_path / "d", init_from=str(artifact), model_overrides={**SMALL_MODEL, "features": 12}))
+    with pytest.raises(FileNotFoundError, match="nothing.mlffd.pt"):
+        Trainer(small_config(dataset, tmp_path / "e", init_from=str(tmp_path / "nothing.mlffd.pt")))
+
+
 def _state(trainer: Trainer) -> dict[str, np.ndarray]:
     return {
         **{f"model.{k}": v.detach().clone().numpy() for k, v in trainer.model.state_dict().items()},

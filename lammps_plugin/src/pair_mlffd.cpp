@@ -126,15 +126,18 @@ void PairMLFFD::allocate()
 }
 
 /* ----------------------------------------------------------------------
-   pair_style mlffd [device cpu|cuda|cuda:N]
+   pair_style mlffd [device cpu|cuda|cuda:N] [images fold|copy] [block N]
 ------------------------------------------------------------------------- */
 
 void PairMLFFD::settings(int narg, char **arg)
 {
-  // pair_style mlffd [cpu|cuda|cuda:N] [device D] [images fold|copy]
+  // pair_style mlffd [cpu|cuda|cuda:N] [device D] [images fold|copy] [block N]
   std::string dev = "cpu";
   fold_images = true;
-  const std::string usage = "expected 'pair_style mlffd [device cpu|cuda|cuda:N] [images fold|copy]'";
+  block_atoms_arg = 0;
+  block_atoms_set = -1;
+  const std::string usage =
+      "expected 'pair_style mlffd [device cpu|cuda|cuda:N] [images fold|copy] [block N]'";
   int iarg = 0;
   if (narg % 2 == 1) dev = arg[iarg++];    // bare device name
   while (iarg < narg) {
@@ -144,7 +147,13 @@ void PairMLFFD::settings(int narg, char **arg)
       dev = value;
     else if (key == "images" && (value == "fold" || value == "copy"))
       fold_images = (value == "fold");
-    else
+    else if (key == "block") {
+      char *end = nullptr;
+      long n = std::strtol(value.c_str(), &end, 10);
+      if (end == value.c_str() || *end != '\0' || n < 1)
+        error->all(FLERR, "Illegal pair_style mlffd command: block '{}' is not a positive integer", value);
+      block_atoms_arg = n;
+    } else
       error->all(FLERR, "Illegal pair_style mlffd command: '{} {}'; {}", key, value, usage);
     iarg += 2;
   }
@@ -255,9 +264,32 @@ void PairMLFFD::load_model(const std::string &path)
   else
     error->all(FLERR, "pair_coeff mlffd: {}: metadata 'dtype' is '{}', expected float32 or float64",
                path, dt);
+  chunk_per_thread = 0;
+  if (meta.contains("model") && meta["model"].is_object() && meta["model"].contains("chunk_atoms") &&
+      meta["model"]["chunk_atoms"].is_number_integer())
+    chunk_per_thread = meta["model"]["chunk_atoms"].get<long>();
+  block_atoms_set = -1;
   model.eval();
   model_loaded = true;
   model_path = path;
+}
+
+/* ----------------------------------------------------------------------
+   centre atoms per block of the model's bounded-memory evaluation, as mlffd.artifact.block_atoms
+   does in Python: 'block N' if given; CUDA: 65536 (keeps the GPU busy); CPU: the exported
+   chunk_atoms per thread
+------------------------------------------------------------------------- */
+
+void PairMLFFD::configure_blocks()
+{
+  if (chunk_per_thread <= 0 || !model.hasattr("chunk_atoms")) return;
+  long wanted = block_atoms_arg;
+  if (wanted <= 0)
+    wanted = device.is_cuda() ? std::max(chunk_per_thread, 65536L)
+                              : chunk_per_thread * std::max(1, at::get_num_threads());
+  if (wanted == block_atoms_set) return;
+  model.setattr("chunk_atoms", (int64_t) wanted);
+  block_atoms_set = wanted;
 }
 
 /* ----------------------------------------------------------------------
@@ -472,6 +504,7 @@ void PairMLFFD::compute(int eflag, int vflag)
 
   torch::jit::IValue result;
   try {
+    configure_blocks();
     std::vector<torch::jit::IValue> inputs{positions, species, edge_index, shifts, energy_mask};
     result = model.forward(inputs);
   } catch (const std::exception &e) {

@@ -49,6 +49,10 @@ class PairMLFFD : public Pair {
   std::vector<int> bfs_order;                        // atoms in order of hop distance
   std::unordered_map<tagint, int> tag_node;          // atom ID -> graph node (image folding)
   bool fold_images = true;                           // fold periodic images onto one node
+  long block_atoms_arg = 0;       // 'block N' keyword: centre atoms per evaluation block (0: default)
+  long chunk_per_thread = 0;      // metadata model.chunk_atoms (0: no blocked evaluation)
+  long block_atoms_set = -1;      // value last written to the module's chunk_atoms
+  void configure_blocks();
   std::vector<int64_t> src_buf, dst_buf, species_buf;
   std::vector<double> pos_buf, shift_buf;
 };

@@ -78,6 +78,8 @@ class BenchConfig:
     allocator_methods: tuple[str, ...] = ("artifact",)
     allocator_rounds: int = 1  #: interleaved default/mlffd pairs per size (order alternates between rounds)
     dtype: str = "float32"  #: dtype of random-weight students
+    device: str = "cpu"  #: where students and teachers run (``cpu``, ``cuda``, ``cuda:N``); LAMMPS: ``pair_style mlffd device D``
+    block_atoms: int = 0  #: centre atoms per evaluation block of the students; 0: the product's default for the device
     timeout: float = 3600.0  #: seconds per worker
     quick: bool = False
 
@@ -101,6 +103,10 @@ class BenchConfig:
         return cls(**base)
 
     def __post_init__(self) -> None:
+        if not (self.device == "cpu" or self.device == "cuda" or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.block_atoms < 0:
+            raise ValueError(f"block_atoms must be >= 0 (0: the default), got {self.block_atoms}")
         if self.threads < 1 or self.repeats < 1 or self.warmup < 0 or self.allocator_rounds < 1:
             raise ValueError("threads, repeats and allocator_rounds must be >= 1, warmup >= 0")
         for name in ("sizes", "teacher_sizes", "allocator_sizes"):
@@ -121,4 +127,5 @@ RESULT_FIELDS = ("schema", "created", "duration_s", "host", "config", "models", 
 MEASUREMENT_FIELDS = (
     "id", "section", "method", "model", "kind", "weights", "atoms", "atoms_requested", "parallel", "ranks", "threads", "repeats",
     "warmup", "error", "us_per_atom_step", "atom_steps_per_s", "samples_us", "peak_rss_mb", "rss_before_mb", "peak_increment_mb",
+    "device", "peak_device_mb",
 )

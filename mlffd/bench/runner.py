@@ -34,7 +34,8 @@ class _Student:
 
 
 def prepare_students(models: Iterable[str], directory: Path, dtype: str = "float32") -> dict[str, _Student]:
-    """The shipped artifact for each name in the registry, else a random-weight artifact of that preset."""
+    """The shipped artifact for each name in the registry, a random-weight artifact for a size
+    preset, or an artifact file given by its path."""
     import torch
 
     from mlffd.artifact import read_metadata
@@ -52,8 +53,10 @@ def prepare_students(models: Iterable[str], directory: Path, dtype: str = "float
             model, cfg = random_student(name, dtype=getattr(torch, dtype), energy_scale=1.0)
             path = export_student(model, cfg, directory / f"{name}-random.mlffd.pt", teacher="none")
             weights = "random"
+        elif Path(name).is_file():
+            path, weights = Path(name), "file"
         else:
-            raise ValueError(f"model {name!r} is neither shipped ({', '.join(sorted(REGISTRY)) or 'none'}) nor a size preset ({', '.join(PRESETS)})")
+            raise ValueError(f"model {name!r} is neither shipped ({', '.join(sorted(REGISTRY)) or 'none'}) nor a size preset ({', '.join(PRESETS)}) nor an existing artifact file")
         meta = read_metadata(path)
         out[name] = _Student(name, str(path), weights, int(meta["num_parameters"]), str(meta["dtype"]))
     return out
@@ -152,7 +155,8 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
     measurements: list[dict] = []
     threads = config.threads
     base_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    common = {"threads": threads, "repeats": config.repeats, "warmup": config.warmup, "min_time": config.min_time}
+    common = {"threads": threads, "repeats": config.repeats, "warmup": config.warmup, "min_time": config.min_time,
+              "device": config.device, "block_atoms": config.block_atoms}
 
     def record(case: dict, meta: dict, env: dict[str, str | None] | None = None) -> dict:
         env_all = {**base_env, **(env or {})}
@@ -166,6 +170,7 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
             "repeats": config.repeats,
             "warmup": config.warmup if meta["method"] not in ("lammps-mlffd", "lammps-sw", "lammps-tersoff") else 1,
             "error": res.get("error"),
+            "device": config.device if meta["method"] not in ("lammps-sw", "lammps-tersoff") else "cpu",
         }
         m["atoms"] = res.get("atoms", supercell_reps(meta["atoms_requested"]) ** 3 * 8)
         samples = res.get("samples_us", [])
@@ -174,7 +179,8 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
         m["atom_steps_per_s"] = 1e6 / med if med and med == med and med > 0 else math.nan
         m["samples_us"] = samples
         for key in ("calls_per_repeat", "steps_per_repeat", "warmup_steps", "edges", "nl_builds_per_step", "skin", "structures",
-                    "atoms_per_structure", "omp_threads", "lammps_version", "peak_rss_scope", "allocator", "worker_wall_s", "process_wall_s"):
+                    "atoms_per_structure", "omp_threads", "lammps_version", "peak_rss_scope", "allocator", "worker_wall_s", "process_wall_s",
+                    "block_atoms", "device_before_mb", "device_name"):
             if key in res:
                 m[key] = res[key]
         if res.get("num_parameters") is not None:
@@ -182,12 +188,14 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
         m["peak_rss_mb"] = _num(res.get("peak_rss_mb"))
         m["rss_before_mb"] = _num(res.get("rss_before_mb"))
         m["peak_increment_mb"] = m["peak_rss_mb"] - m["rss_before_mb"]  # nan where unknown
+        m["peak_device_mb"] = _num(res.get("peak_device_mb"))  # GPU runs: peak allocated by torch
         measurements.append(m)
         if m["error"]:
             say(f"  {m['id']:<44s} FAILED: {m['error'].splitlines()[-1] if m['error'] else ''}")
         else:
             s = m["us_per_atom_step"]
-            say(f"  {m['id']:<44s} {s['median']:12.3f} µs/atom-step  [{s['q1']:.3g}-{s['q3']:.3g}]  peak {m['peak_rss_mb']:.0f} MB")
+            gpu = f", GPU {m['peak_device_mb']:.0f} MB" if m["peak_device_mb"] == m["peak_device_mb"] else ""
+            say(f"  {m['id']:<44s} {s['median']:12.3f} µs/atom-step  [{s['q1']:.3g}-{s['q3']:.3g}]  peak {m['peak_rss_mb']:.0f} MB{gpu}")
         return m
 
     def student_meta(name: str, method: str, n: int, parallel: str, **extra) -> dict:

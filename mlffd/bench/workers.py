@@ -119,7 +119,7 @@ def _configure_allocator() -> dict:
     return configure_allocator().to_dict()
 
 
-def _artifact_inputs(atoms, artifact):
+def _artifact_inputs(atoms, artifact, device: str = "cpu"):
     import numpy as np
     import torch
 
@@ -128,35 +128,61 @@ def _artifact_inputs(atoms, artifact):
     edges = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, artifact.cutoff)
     dtype = artifact.dtype
     species_of = {s: k for k, s in enumerate(artifact.elements)}
+    t = dict(device=device)
     return (
-        torch.as_tensor(atoms.positions, dtype=dtype),
-        torch.as_tensor(np.array([species_of[s] for s in atoms.get_chemical_symbols()]), dtype=torch.int64),
-        torch.as_tensor(np.stack([edges.i, edges.j]), dtype=torch.int64),
-        torch.as_tensor(edges.shifts(atoms.cell.array), dtype=dtype),
-        torch.ones(len(atoms), dtype=torch.bool),
+        torch.as_tensor(atoms.positions, dtype=dtype, **t),
+        torch.as_tensor(np.array([species_of[s] for s in atoms.get_chemical_symbols()]), dtype=torch.int64, **t),
+        torch.as_tensor(np.stack([edges.i, edges.j]), dtype=torch.int64, **t),
+        torch.as_tensor(edges.shifts(atoms.cell.array), dtype=dtype, **t),
+        torch.ones(len(atoms), dtype=torch.bool, **t),
     ), len(edges)
 
 
-def _worker_artifact(case: dict) -> dict:
-    from mlffd.artifact import load, scale_blocks_to_threads
+class _DeviceMemory:
+    """Peak GPU memory of the measured calls (MB above what was allocated when started); empty on CPU."""
 
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.cuda = device.startswith("cuda")
+        self.before = 0.0
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated() / 1e6
+
+    def result(self) -> dict:
+        if not self.cuda:
+            return {}
+        import torch
+
+        return {"peak_device_mb": torch.cuda.max_memory_allocated() / 1e6, "device_before_mb": self.before,
+                "device_name": torch.cuda.get_device_name()}
+
+
+def _worker_artifact(case: dict) -> dict:
+    from mlffd.artifact import configure_blocks, load
+
+    device = case.get("device", "cpu")
     alloc = _configure_allocator()
     _set_threads(case["threads"])
-    artifact = load(case["path"])
+    artifact = load(case["path"], device=device)
     atoms = si_supercell(case["atoms"], rattle=0.05, seed=1)
-    args, n_edges = _artifact_inputs(atoms, artifact)
+    args, n_edges = _artifact_inputs(atoms, artifact, device)
     module = artifact.module
-    scale_blocks_to_threads(module, artifact.metadata)  # as DistilledCalculator does
+    block = configure_blocks(module, artifact.metadata, device, case.get("block_atoms") or None)  # as DistilledCalculator does
     rss0 = _rss_mb()
+    memory = _DeviceMemory(device)
 
     def step() -> float:
         t = time.perf_counter()
         out = module(*args)
-        out["forces"].sum().item()
+        out["forces"].sum().item()  # waits for the device
         return time.perf_counter() - t
 
     samples, k = _time_steps(step, len(atoms), case["warmup"], case["repeats"], case["min_time"])
-    return {"samples_us": samples, "calls_per_repeat": k, "atoms": len(atoms), "edges": n_edges, "rss_before_mb": rss0, "allocator": alloc}
+    return {"samples_us": samples, "calls_per_repeat": k, "atoms": len(atoms), "edges": n_edges, "rss_before_mb": rss0,
+            "allocator": alloc, "block_atoms": block, **memory.result()}
 
 
 def _ase_steps(atoms, calc, case: dict) -> tuple[list[float], int, float, int]:
@@ -183,15 +209,18 @@ def _worker_calculator(case: dict) -> dict:
     from mlffd.calculator import DistilledCalculator
 
     _set_threads(case["threads"])
-    calc = DistilledCalculator(case["path"])  # applies the allocator settings itself
+    device = case.get("device", "cpu")
+    calc = DistilledCalculator(case["path"], device=device, block_atoms=case.get("block_atoms") or None)  # applies the allocator settings itself
     from mlffd.allocator import allocator_status
 
     status = allocator_status()
     alloc = status.to_dict() if status else {"applied": False, "reason": os.environ.get("MLFFD_MALLOC", "not applied")}
     atoms = si_supercell(case["atoms"])
     builds0 = calc.nl_builds
+    memory = _DeviceMemory(device)
     samples, k, rss0, calls = _ase_steps(atoms, calc, case)
     return {
+        **memory.result(),
         "samples_us": samples,
         "calls_per_repeat": k,
         "atoms": len(atoms),
@@ -202,19 +231,19 @@ def _worker_calculator(case: dict) -> dict:
     }
 
 
-def _load_teacher_for_bench(name: str, workdir: Path):
+def _load_teacher_for_bench(name: str, workdir: Path, device: str = "cpu"):
     """The teacher's ASE calculator; Orb with a random-weight checkpoint from orb-models' builders."""
     from mlffd.teachers import load_teacher
 
     info = TEACHERS[name]
     if info["weights"] == "shipped":
-        return load_teacher(info["spec"])
+        return load_teacher(info["spec"], device=device)
     from mlffd.testing import random_orb_checkpoint
 
     variant = "conservative" if "conservative" in name else "direct"
     path = workdir / f"{info['spec'].split(':', 1)[1]}-random.ckpt"
     random_orb_checkpoint(path, variant, max_num_neighbors=info["max_num_neighbors"])
-    return load_teacher(f"{info['spec']}@{path}")
+    return load_teacher(f"{info['spec']}@{path}", device=device)
 
 
 def _num_parameters(calc) -> int | None:
@@ -227,10 +256,13 @@ def _num_parameters(calc) -> int | None:
 
 def _worker_teacher(case: dict) -> dict:
     _set_threads(case["threads"])
-    calc = _load_teacher_for_bench(case["model"], Path(case["workdir"]))
+    device = case.get("device", "cpu")
+    calc = _load_teacher_for_bench(case["model"], Path(case["workdir"]), device)
     atoms = si_supercell(case["atoms"])
+    memory = _DeviceMemory(device)
     samples, k, rss0, _ = _ase_steps(atoms, calc, case)
     return {
+        **memory.result(),
         "samples_us": samples,
         "calls_per_repeat": k,
         "atoms": len(atoms),
@@ -244,7 +276,8 @@ def _worker_batch(case: dict) -> dict:
     from mlffd.calculator import DistilledCalculator
 
     _set_threads(case["threads"])
-    calc = DistilledCalculator(case["path"])
+    device = case.get("device", "cpu")
+    calc = DistilledCalculator(case["path"], device=device, block_atoms=case.get("block_atoms") or None)
     from mlffd.allocator import allocator_status
 
     status = allocator_status()
@@ -269,8 +302,10 @@ def _worker_batch(case: dict) -> dict:
             return time.perf_counter() - t
 
     rss0 = _rss_mb()
+    memory = _DeviceMemory(device)
     samples, k = _time_steps(step, n_total, case["warmup"], case["repeats"], case["min_time"])
     return {
+        **memory.result(),
         "samples_us": samples,
         "calls_per_repeat": k,
         "atoms": n_total,
@@ -289,10 +324,10 @@ def parse_loop_times(log: str) -> list[tuple[float, int, int, int]]:
     return [(float(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4))) for m in _LOOP.finditer(log)]
 
 
-def lammps_pair(pair: str, workdir: Path, model_path: str | None = None) -> list[str]:
+def lammps_pair(pair: str, workdir: Path, model_path: str | None = None, device: str = "cpu") -> list[str]:
     """pair_style / pair_coeff lines for ``mlffd``, ``sw`` or ``tersoff`` (potential files written to ``workdir``)."""
     if pair == "mlffd":
-        return ["pair_style mlffd", f"pair_coeff * * {model_path} Si"]
+        return ["pair_style mlffd" + (f" device {device}" if device != "cpu" else ""), f"pair_coeff * * {model_path} Si"]
     if pair == "sw":
         (workdir / "Si.sw").write_text(SI_SW)
         return ["pair_style sw", "pair_coeff * * Si.sw Si"]
@@ -309,7 +344,7 @@ def _worker_lammps(case: dict) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     atoms = si_supercell(case["atoms"])
     write_data(atoms, work / "atoms.data", ["Si"])
-    pair = lammps_pair(case["pair"], work, case.get("path"))
+    pair = lammps_pair(case["pair"], work, case.get("path"), case.get("device", "cpu"))
     steps, warm = int(case["steps"]), int(case["warmup_steps"])
     deck = [
         "units metal",

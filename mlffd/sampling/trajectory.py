@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from typing import Any, Callable
 
@@ -44,6 +45,10 @@ def _perturbed_copy(trial: Atoms, task, rng) -> Atoms:
     if task.copy_rattle > 0:
         trial.positions += rng.normal(0.0, task.copy_rattle, size=trial.positions.shape)
     return trial
+
+class TrajectoryUnstable(RuntimeError):
+    """The teacher's MD left the physical range (force above ``max_force`` or not finite)."""
+
 
 def run_trajectory(
     traj: Trajectory,
@@ -97,38 +102,51 @@ def run_trajectory(
     dyn = _make_dynamics(atoms, task, start_t, rng)
     dyn.attach(lambda: tick(1), interval=1)
 
-    step = 0
-    if task.kind == "melt_quench":
-        dyn.run(task.melt_steps)
-        _set_temperature(dyn, traj.temperature)
-        dyn.run(task.equilibrate)
-        ctype_liquid = task.config_type or "liquid"
-        for _ in range(task.steps // task.sample_every):
-            dyn.run(task.sample_every)
-            step += task.sample_every
-            snap(ctype_liquid, traj.temperature, step)
-        dyn.run(task.steps % task.sample_every)
-        n_q = task.quench_steps
-        for k in range(n_q):
-            temp = traj.temperature + (task.quench_temperature - traj.temperature) * (k + 1) / n_q
-            _set_temperature(dyn, temp)
-            dyn.run(1)
-            step += 1
-            if (k + 1) % task.sample_every == 0:
-                snap("amorphous", temp, step)
-        _set_temperature(dyn, task.quench_temperature)
-        for k in range(task.anneal_steps):
-            dyn.run(1)
-            step += 1
-            if (k + 1) % task.sample_every == 0:
-                snap("amorphous", task.quench_temperature, step)
-    else:
-        dyn.run(task.equilibrate)
-        for _ in range(task.steps // task.sample_every):
-            dyn.run(task.sample_every)
-            step += task.sample_every
-            snap(base_type, traj.temperature, step)
-        # remaining steps (if steps is not a multiple of sample_every) are not needed
+    def guard() -> None:
+        forces = atoms.calc.results.get("forces")
+        if forces is not None and not (np.isfinite(forces).all() and np.abs(forces).max(initial=0.0) <= max_force):
+            raise TrajectoryUnstable(
+                f"{traj.id}: teacher MD became unstable after {dyn.nsteps} steps (max |F| = {np.abs(forces).max():.3g} eV/Å "
+                f"> max_force {max_force:g}); stopped it, keeping the {len(candidates)} frames sampled before"
+            )
+
+    dyn.attach(guard, interval=1)
+    try:
+        step = 0
+        if task.kind == "melt_quench":
+            dyn.run(task.melt_steps)
+            _set_temperature(dyn, traj.temperature)
+            dyn.run(task.equilibrate)
+            ctype_liquid = task.config_type or "liquid"
+            for _ in range(task.steps // task.sample_every):
+                dyn.run(task.sample_every)
+                step += task.sample_every
+                snap(ctype_liquid, traj.temperature, step)
+            dyn.run(task.steps % task.sample_every)
+            n_q = task.quench_steps
+            for k in range(n_q):
+                temp = traj.temperature + (task.quench_temperature - traj.temperature) * (k + 1) / n_q
+                _set_temperature(dyn, temp)
+                dyn.run(1)
+                step += 1
+                if (k + 1) % task.sample_every == 0:
+                    snap("amorphous", temp, step)
+            _set_temperature(dyn, task.quench_temperature)
+            for k in range(task.anneal_steps):
+                dyn.run(1)
+                step += 1
+                if (k + 1) % task.sample_every == 0:
+                    snap("amorphous", task.quench_temperature, step)
+        else:
+            dyn.run(task.equilibrate)
+            for _ in range(task.steps // task.sample_every):
+                dyn.run(task.sample_every)
+                step += task.sample_every
+                snap(base_type, traj.temperature, step)
+            # remaining steps (if steps is not a multiple of sample_every) are not needed
+
+    except TrajectoryUnstable as exc:
+        warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
 
     candidates = [f for f in candidates if _sane(f, max_force)]
     # near-duplicate removal / subsampling (farthest-point on the descriptor)

@@ -34,6 +34,7 @@ class TrainConfig:
     model: str = "tiny"  #: size preset (``ultra-tiny``, ``tiny``, ``original``)
     model_overrides: Mapping[str, Any] = field(default_factory=dict)  #: ModelConfig fields over the preset
     elements: tuple[str, ...] = ()  #: model elements; empty: those in the training data, sorted by Z
+    init_from: str = ""  #: fine-tune: start from this artifact's weights (same architecture); empty: random init
     # -- loss (units: energy per atom eV, forces eV/Å, stress as virial per atom eV)
     energy_weight: float = 10.0
     forces_weight: float = 1.0

@@ -247,12 +247,15 @@ class Trainer:
         self.weights = LossWeights(c.energy_weight, c.forces_weight, c.stress_weight, c.loss, c.huber_delta)
         self.data = prepared or prepare(c)
         self.model_config = self.data.model_config
+        source = self._initial_student(Path(c.init_from)) if c.init_from else None
 
         random.seed(c.seed)
         np.random.seed(c.seed % 2**32)
         torch.manual_seed(c.seed)
         self.model: StudentPotential = build(self.model_config, self.dtype).to(self.device)
         self._init_buffers()
+        if source is not None:
+            self.model.load_state_dict(source.to(self.device, self.dtype).state_dict())
         self.ema = copy.deepcopy(self.model).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -292,6 +295,25 @@ class Trainer:
             self.stop_reason = ""
 
     # -- initialisation
+
+    def _initial_student(self, path: Path) -> StudentPotential | None:
+        """Fine-tuning: the student of artifact ``path``, checked against this run's architecture.
+
+        The run then uses the source's data-derived normalisation (``avg_num_neighbors``), which
+        its weights were trained with.
+        """
+        from mlffd.models import load_student
+
+        if not path.is_file():
+            raise FileNotFoundError(f"init_from: {path} does not exist (expected an mlffd artifact, *.mlffd.pt)")
+        source, source_config, _ = load_student(path)
+        free = {"chunk_atoms", "avg_num_neighbors"}
+        mine, theirs = self.model_config.to_dict(), source_config.to_dict()
+        diff = sorted(k for k in set(mine) | set(theirs) if k not in free and mine.get(k) != theirs.get(k))
+        if diff:
+            raise ValueError(f"init_from: {path} has a different model configuration (fields {diff}) than this run's")
+        self.model_config = type(self.model_config).from_dict({**mine, "avg_num_neighbors": theirs["avg_num_neighbors"]})
+        return source
 
     def _init_buffers(self) -> None:
         s = self.data.stats
