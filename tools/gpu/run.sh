@@ -2,6 +2,8 @@
 # CUDA checks and benchmarks of mlffd on a lent GPU machine (Python 3.12 with its own CUDA torch,
 # no network). Prepare first, here: tools/gpu/prepare.sh (fills the git-ignored .gpu/), then run
 # this on the device machine with .gpu carried:  bash tools/gpu/run.sh OUTDIR
+# STAGES="parity students teachers sweep lammps" (the default) picks stages; also: calc (tiny through
+# DistilledCalculator, 32,768 and 1,000,000 atoms) and students1m (tiny and original at 1,000,000).
 # Stages (each with its own time limit, later ones skipped past DEADLINE seconds):
 #   setup, CUDA parity tests (ASE), students' cost 4k-1M atoms (artifact + calculator),
 #   evaluation block sweep at 1M atoms, teachers on the same GPU, LAMMPS pair_style mlffd
@@ -48,17 +50,19 @@ chmod +x "$PFX/bin/mlffd"
 MODELS=$(python3 tools/gpu/models.py 2> "$R/models.err") || cat "$R/models.err"
 cat "$R/models.err"; echo "models: $MODELS"
 
+want() { [[ " ${STAGES:-parity students teachers sweep lammps} " == *" $1 "* ]]; }
 stage "plugin build (background)"
-( python3 -m pip install -q --no-build-isolation --no-deps --no-index --prefix "$PFX" ./lammps_plugin > "$R/plugin_build.log" 2>&1; echo "rc=$?" >> "$R/plugin_build.log" ) &
+want lammps && ( python3 -m pip install -q --no-build-isolation --no-deps --no-index --prefix "$PFX" ./lammps_plugin > "$R/plugin_build.log" 2>&1; echo "rc=$?" >> "$R/plugin_build.log" ) &
 BUILD=$!
 
-want() { [[ " ${STAGES:-parity students teachers sweep lammps} " == *" $1 "* ]]; }
 stage "CUDA parity (ASE calculator, float64 random students)"
 want parity && run_for 60 python3 -m pytest -q -p no:cacheprovider tests/test_calculator.py -k "cuda or device or block" 2>&1 | tail -5
 
 B="--device cuda --threads 4 --repeats 3 --warmup 2 --min-time 0.3"
 stage "students on the GPU: artifact + DistilledCalculator, 4,096 to 1,000,000 atoms"
 want students && run_for 170 mlffd bench $B --models "$MODELS" --sizes 4096,32768,262144,1000000 --no-teachers --no-lammps --no-batch --no-allocator --out "$R/students" | grep -E "µs/atom-step|FAILED|Error"
+
+want calc && run_for 120 mlffd bench $B --models "$(echo "$MODELS" | cut -d, -f2)" --sizes 32768,1000000 --no-teachers --no-lammps --no-batch --no-allocator --out "$R/calc" | grep -E "µs/atom-step|FAILED|Error"
 
 want students1m && run_for 150 mlffd bench $B --models "$(echo "$MODELS" | cut -d, -f2,3)" --sizes 1000000 --no-teachers --no-lammps --no-batch --no-allocator --out "$R/students1m" | grep -E "µs/atom-step|FAILED|Error"
 
