@@ -112,6 +112,14 @@ def test_potential_files(tmp_path):
     bench.lammps_pair("tersoff", tmp_path)
     assert "3264.7" in (tmp_path / "Si.tersoff").read_text()
     assert bench.lammps_pair("mlffd", tmp_path, "x.pt") == ["pair_style mlffd", "pair_coeff * * x.pt Si"]
+    assert bench.lammps_pair("mlffd", tmp_path, "x.pt", device="cuda:1")[0] == "pair_style mlffd device cuda:1"
+
+
+@pytest.mark.parametrize("bad, match", [({"device": "gpu"}, "device must be"), ({"block_atoms": -1}, "block_atoms must be")])
+def test_config_rejects_bad_device_and_block(bad, match):
+    with pytest.raises(ValueError, match=match):
+        bench.BenchConfig(**bad)
+    assert bench.BenchConfig(device="cuda:0", block_atoms=4096).device == "cuda:0"
 
 
 def _m(method, model, atoms, parallel, cost, kind="student", section="main", malloc=None, ranks=None):

@@ -290,3 +290,37 @@ def test_cuda_device(artifact64):
 def test_unknown_device(artifact64):
     with pytest.raises(ValueError, match="unsupported device 'meta'"):
         DistilledCalculator(artifact64, device="meta")
+
+
+class _Counting:
+    """Wraps a CompiledStudent, counting its calls."""
+
+    def __init__(self, inner):
+        self.inner, self.max_atoms, self.calls = inner, inner.max_atoms, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.inner(*args)
+
+
+def test_compiled_path_equals_the_artifact(artifact64):
+    """compile=True (torch.compile of the eager student) gives the TorchScript artifact's numbers,
+    across structures of different sizes (dynamic shapes) and with the skin's changing edge count;
+    systems above compile_max_atoms take the artifact's path."""
+    calc = DistilledCalculator(artifact64, compile=True, compile_max_atoms=100)
+    calc.compiled = counting = _Counting(calc.compiled)
+    ref = DistilledCalculator(artifact64)
+    for atoms in (silicon(1, rattle=0.1, seed=1), silicon(2, rattle=0.1, seed=2), triclinic_silicon()):
+        for _ in range(2):
+            atoms.positions += 0.02
+            test, truth = atoms.copy(), atoms.copy()
+            test.calc, truth.calc = calc, ref
+            assert test.get_potential_energy() == pytest.approx(truth.get_potential_energy(), abs=1e-9)
+            np.testing.assert_allclose(test.get_forces(), truth.get_forces(), atol=1e-9)
+            np.testing.assert_allclose(test.get_stress(), truth.get_stress(), atol=1e-10)
+            np.testing.assert_allclose(test.get_stresses(), truth.get_stresses(), atol=1e-10)
+    assert counting.calls == 6
+    big = silicon(3, rattle=0.1, seed=3)  # 216 atoms > compile_max_atoms: the artifact's path
+    big.calc = calc
+    big.get_forces()
+    assert counting.calls == 6

@@ -34,7 +34,7 @@ def compute_ratios(result: dict) -> list[dict]:
                        "numerator": (den if invert else num)["id"], "denominator": (num if invert else den)["id"], "description": description, **extra})
 
     main = [m for m in ms if m.get("section", "main") == "main"]
-    students = [m for m in main if m.get("kind") == "student" and m["method"] in ("artifact", "calculator", "lammps-mlffd")]
+    students = [m for m in main if m.get("kind") == "student" and m["method"] in ("artifact", "calculator", "calculator-compiled", "lammps-mlffd")]
     ref_ranks = f"r{min(threads, max([m['ranks'] for m in main if m['method'] == 'lammps-sw'] or [threads]))}"
     for pot in ("sw", "tersoff"):
         for s in students:

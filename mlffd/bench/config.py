@@ -79,6 +79,7 @@ class BenchConfig:
     allocator_rounds: int = 1  #: interleaved default/mlffd pairs per size (order alternates between rounds)
     dtype: str = "float32"  #: dtype of random-weight students
     device: str = "cpu"  #: where students and teachers run (``cpu``, ``cuda``, ``cuda:N``); LAMMPS: ``pair_style mlffd device D``
+    compiled: bool = False  #: also DistilledCalculator(compile=True) (torch.compile; method "calculator-compiled")
     block_atoms: int = 0  #: centre atoms per evaluation block of the students; 0: the product's default for the device
     timeout: float = 3600.0  #: seconds per worker
     quick: bool = False

@@ -49,7 +49,7 @@ def markdown_report(result: dict) -> str:
         lines.append("")
     main = [m for m in ms if m.get("section", "main") == "main" and m["method"] not in ("batch", "one-by-one")]
     sizes = sorted({m["atoms"] for m in main})
-    order = {"artifact": 0, "calculator": 1, "lammps-mlffd": 2, "lammps-sw": 3, "lammps-tersoff": 4, "teacher": 5}
+    order = {"artifact": 0, "calculator": 1, "calculator-compiled": 1.5, "lammps-mlffd": 2, "lammps-sw": 3, "lammps-tersoff": 4, "teacher": 5}
     rows: dict[str, dict[int, dict]] = {}
     model_order = {name: k for k, name in enumerate(models)}
     for m in sorted(main, key=lambda m: (m.get("kind") != "student", order.get(m["method"], 9), model_order.get(m["model"], 99), m["model"], m.get("ranks") or 0)):
@@ -199,7 +199,7 @@ def plot(result: dict, path: str | Path) -> Path:
     palette = {"ultra-tiny": "tab:blue", "tiny": "tab:orange", "original": "tab:green", "sw": "black", "tersoff": "dimgray",
                "sevennet-7net-0": "tab:red", "orb-v3-conservative": "tab:purple", "orb-v3-direct": "tab:brown"}
     extra = iter(["tab:pink", "tab:olive", "tab:cyan", "tab:gray"] * 10)
-    markers = {"artifact": "o", "calculator": "s", "lammps-mlffd": "^", "lammps-sw": "v", "lammps-tersoff": "D", "teacher": "x"}
+    markers = {"artifact": "o", "calculator": "s", "calculator-compiled": "P", "lammps-mlffd": "^", "lammps-sw": "v", "lammps-tersoff": "D", "teacher": "x"}
 
     def style(m: dict) -> str:
         if m["kind"] == "teacher":

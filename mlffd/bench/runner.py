@@ -214,6 +214,9 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
                 m = record(case, student_meta(name, "artifact", n, par))
                 artifact_cost[(name, n)] = m["us_per_atom_step"]["median"]
                 record({"method": "calculator", "path": students[name].path, "atoms": n}, student_meta(name, "calculator", n, par))
+                if config.compiled:
+                    record({"method": "calculator-compiled", "compile": True, "path": students[name].path, "atoms": n},
+                           student_meta(name, "calculator-compiled", n, par))
     # 2. LAMMPS: the classical floor, then pair_style mlffd
     if config.lammps:
         say("LAMMPS (loop time of 'run'):")

@@ -210,7 +210,8 @@ def _worker_calculator(case: dict) -> dict:
 
     _set_threads(case["threads"])
     device = case.get("device", "cpu")
-    calc = DistilledCalculator(case["path"], device=device, block_atoms=case.get("block_atoms") or None)  # applies the allocator settings itself
+    calc = DistilledCalculator(case["path"], device=device, block_atoms=case.get("block_atoms") or None,
+                               compile=bool(case.get("compile")))  # applies the allocator settings itself
     from mlffd.allocator import allocator_status
 
     status = allocator_status()
@@ -388,6 +389,7 @@ def _worker_lammps(case: dict) -> dict:
 _WORKERS: dict[str, Callable[[dict], dict]] = {
     "artifact": _worker_artifact,
     "calculator": _worker_calculator,
+    "calculator-compiled": _worker_calculator,
     "teacher": _worker_teacher,
     "batch": _worker_batch,
     "one-by-one": _worker_batch,

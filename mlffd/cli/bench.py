@@ -29,6 +29,7 @@ def _options(f):
         click.option("--warmup", type=int, default=None, help="untimed calls before timing [3]"),
         click.option("--min-time", type=float, default=None, help="seconds per timed repeat (several calls when one is shorter) [0.5]"),
         click.option("--students/--no-students", default=None, help="students: raw artifact call and DistilledCalculator [on]"),
+        click.option("--compiled/--no-compiled", default=None, help="also DistilledCalculator(compile=True) (torch.compile, compile time excluded) [off]"),
         click.option("--teachers/--no-teachers", default=None, help="SevenNet 7net-0 and Orb-v3 (random weights) through ASE [on]"),
         click.option("--teacher-sizes", help="atom counts for the teachers [64,512]"),
         click.option("--lammps/--no-lammps", default=None, help="LAMMPS pair_style mlffd, sw, tersoff [on]"),

@@ -1,0 +1,55 @@
+"""Optional ``torch.compile`` (Inductor) evaluation of a student, for the Python/ASE path.
+
+The artifact's TorchScript module stays the reference (LAMMPS runs it). With
+``DistilledCalculator(..., compile=True)`` the eager student is rebuilt from the artifact's
+weights (:func:`mlffd.models.load_student`) and its per-atom energy function is compiled with
+dynamic shapes (atom and edge counts change between structures and steps without recompiling);
+forces and virials come from the same autograd contract as the artifact
+(:func:`mlffd.models.outputs.conservative_outputs`), so the numbers agree to float rounding.
+Inductor fuses the many small elementwise kernels of the invariants and MLPs: 2.2x faster than the
+TorchScript module for ``tiny`` at 4,096 atoms on one CPU thread (docs/performance.md). The first
+call compiles (tens of seconds; a C++ compiler must be installed), so it pays for MD, not for a
+single energy.
+
+The compiled function evaluates the whole system in one autograd graph, so its memory grows with
+the system; above ``max_atoms`` the calculator uses the artifact's bounded-memory blocked path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict
+
+import torch
+from torch import Tensor
+
+from mlffd.models import load_student
+from mlffd.models.outputs import conservative_outputs, edge_vectors
+
+#: largest system (atoms) evaluated by the compiled one-graph path by default
+COMPILED_MAX_ATOMS = 8192
+
+
+class CompiledStudent:
+    """``__call__(positions, species, edge_index, shifts, energy_mask)`` like the artifact's forward."""
+
+    def __init__(self, path: str | Path, device: torch.device, dtype: torch.dtype, max_atoms: int = COMPILED_MAX_ATOMS) -> None:
+        model, _, _ = load_student(path)
+        self.model = model.to(device=device, dtype=dtype).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.max_atoms = int(max_atoms)
+        self._energies: Callable[[Tensor, Tensor, Tensor], Tensor] = torch.compile(self.model.atomic_energies, dynamic=True)
+
+    def __call__(self, positions: Tensor, species: Tensor, edge_index: Tensor, shifts: Tensor, energy_mask: Tensor) -> Dict[str, Tensor]:
+        with torch.enable_grad():
+            vectors = edge_vectors(positions.detach(), edge_index, shifts.detach())
+            try:
+                atom_energies = self._energies(vectors, species, edge_index)
+            except Exception as exc:  # noqa: BLE001 - Inductor's errors are many (no C++ compiler, ...)
+                raise RuntimeError(
+                    f"torch.compile of the student failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                    "use DistilledCalculator(..., compile=False)"
+                ) from exc
+            out = conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, False)
+        return {k: v.detach() for k, v in out.items()}
