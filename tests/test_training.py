@@ -218,3 +218,24 @@ def test_cli_train_resume_evaluate(tmp_path, dataset):
     metrics = json.loads(out.read_text())
     assert {"energy_mae_mev_per_atom", "force_rmse", "force_mae", "force_r2", "force_angle_mean_deg",
             "force_error_p95", "force_error_max", "stress_mae"} <= set(metrics)
+
+
+def test_resume_tolerates_moved_data_and_newer_options(tmp_path, dataset):
+    """A checkpoint resumes when its data moved (same sha256) or was written before an option
+    existed (the option at its default); a real change still conflicts."""
+    from mlffd.training.trainer import CHECKPOINT, checkpoint_conflicts
+
+    cfg = small_config(dataset, tmp_path / "out", max_epochs=1)
+    Trainer(cfg).run()
+    path = tmp_path / "out" / CHECKPOINT
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    del state["config"]["init_from"]  # as written by an mlffd without fine-tuning
+    state["config"]["train"] = ["/elsewhere/train.extxyz"]
+    torch.save(state, path)
+    moved = tmp_path / "moved.extxyz"
+    shutil.copyfile(dataset["train"], moved)
+    again = cfg.replace(train=[str(moved)], max_epochs=2)
+    assert checkpoint_conflicts(again) == []
+    assert Trainer(again, resume=True).step > 0
+    assert checkpoint_conflicts(again.replace(init_from="x.mlffd.pt")) == ["init_from"]
+    assert checkpoint_conflicts(again.replace(lr=1e-4)) == ["lr"]

@@ -482,8 +482,7 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=True)  # load_state_dict copies to the device
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path}: checkpoint version {state.get('version')!r}, expected {CHECKPOINT_VERSION}")
-        old, new = state["config"], self.config.to_dict()
-        changed = sorted(k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES)
+        changed = _changed_options(state["config"], self.config)
         if changed:
             raise ValueError(f"{path}: the run was started with different options {changed}; resume with the same config")
         if state["dataset_sha256"] != self.data.dataset_sha256:
@@ -679,14 +678,28 @@ class Trainer:
             dist.destroy_process_group()
 
 
+def _changed_options(old: dict[str, Any], config: TrainConfig) -> list[str]:
+    """Options of ``config`` that a checkpoint written with options ``old`` cannot resume with.
+
+    Not conflicts: :data:`RESUMABLE_CHANGES`; ``train`` (the data's identity is its sha256,
+    checked separately, so a moved checkout resumes); options added to mlffd after the
+    checkpoint was written, when they keep their default.
+    """
+    defaults = TrainConfig().to_dict()
+    new = config.to_dict()
+    return sorted(
+        k for k in new
+        if k not in RESUMABLE_CHANGES and k != "train" and old.get(k, defaults[k]) != new[k]
+    )
+
+
 def checkpoint_conflicts(config: TrainConfig) -> list[str]:
     """Options that differ between ``config`` and its run's existing checkpoint (empty if none/compatible)."""
     path = Path(config.output) / CHECKPOINT
     if not path.exists():
         return []
     state = torch.load(path, map_location="cpu", weights_only=True)
-    old, new = state["config"], config.to_dict()
-    conflicts = sorted(k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES)
+    conflicts = _changed_options(state["config"], config)
     if state.get("dataset_sha256") != dataset_sha256(config.train):
         conflicts.append("training data (sha256)")
     return conflicts
