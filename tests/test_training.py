@@ -230,6 +230,7 @@ def test_resume_tolerates_moved_data_and_newer_options(tmp_path, dataset):
     path = tmp_path / "out" / CHECKPOINT
     state = torch.load(path, map_location="cpu", weights_only=True)
     del state["config"]["init_from"]  # as written by an mlffd without fine-tuning
+    del state["model_config"]["chunk_atoms"]  # ... and before blocked evaluation
     state["config"]["train"] = ["/elsewhere/train.extxyz"]
     torch.save(state, path)
     moved = tmp_path / "moved.extxyz"

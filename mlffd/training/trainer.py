@@ -487,7 +487,7 @@ class Trainer:
             raise ValueError(f"{path}: the run was started with different options {changed}; resume with the same config")
         if state["dataset_sha256"] != self.data.dataset_sha256:
             raise ValueError(f"{path}: the training data changed since the checkpoint (sha256 differs)")
-        if state["model_config"] != self.model_config.to_dict():
+        if _model_differs(state["model_config"], self.model_config):
             raise ValueError(f"{path}: model configuration differs from the checkpoint's")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
@@ -691,6 +691,14 @@ def _changed_options(old: dict[str, Any], config: TrainConfig) -> list[str]:
         k for k in new
         if k not in RESUMABLE_CHANGES and k != "train" and old.get(k, defaults[k]) != new[k]
     )
+
+
+def _model_differs(old: dict[str, Any], config: ModelConfig) -> bool:
+    """Whether a checkpoint's model configuration ``old`` describes another model than ``config``
+    (evaluation-only ``chunk_atoms`` aside; fields newer than the checkpoint count at their default)."""
+    new = config.to_dict()
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
+    return any(old.get(k, defaults.get(k)) != v for k, v in new.items() if k != "chunk_atoms")
 
 
 def checkpoint_conflicts(config: TrainConfig) -> list[str]:
