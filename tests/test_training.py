@@ -240,3 +240,25 @@ def test_resume_tolerates_moved_data_and_newer_options(tmp_path, dataset):
     assert Trainer(again, resume=True).step > 0
     assert checkpoint_conflicts(again.replace(init_from="x.mlffd.pt")) == ["init_from"]
     assert checkpoint_conflicts(again.replace(lr=1e-4)) == ["lr"]
+
+
+def test_val_from_holds_out_only_those_files(tmp_path, dataset):
+    """val_from: validation trajectories come only from the named training files (fine-tuning
+    on old + new data must not hold out frames the initial model was trained on)."""
+    from mlffd.data import frame_group, read_frames
+    from mlffd.training.trainer import prepare
+
+    extra = str(write_frames(tmp_path / "extra.extxyz", cu_frames(n_traj=3, per_traj=4, seed=21)))
+    both = small_config(dataset, tmp_path / "out", train=[dataset["train"], extra], val_from=[extra], val_fraction=0.3)
+    data = prepare(both)
+    old, new = read_frames(dataset["train"]), read_frames(extra)
+    assert data.val_index and min(data.val_index) >= len(old)  # only frames of the extra file
+    new_groups = {frame_group(a) for a in new}
+    held = {frame_group((old + new)[k]) for k in data.val_index}
+    assert held < new_groups  # whole trajectories, not all of them
+    assert len(data.train_index) + len(data.val_index) == len(old) + len(new)
+    # without val_from the split is the one of all files, as before
+    plain = prepare(small_config(dataset, tmp_path / "o2", train=[dataset["train"], extra], val_fraction=0.3))
+    assert any(k < len(old) for k in plain.val_index)
+    with pytest.raises(ValueError, match="val_from"):
+        small_config(dataset, tmp_path / "o3", val_from=["other.extxyz"])

@@ -27,6 +27,7 @@ class TrainConfig:
     val: tuple[str, ...] = ()  #: validation files; empty: hold out whole trajectories of ``train``
     test: tuple[str, ...] = ()  #: held-out test files for the exported metrics; empty: use val
     val_fraction: float = 0.1  #: share of training frames held out (by trajectory) when ``val`` is empty
+    val_from: tuple[str, ...] = ()  #: hold out validation trajectories only from these ``train`` files (fine-tuning: the new data); empty: from all
     output: str = "runs/student"  #: run directory: checkpoints, log, metrics, artifact
     name: str = "student"  #: artifact name: ``output/NAME.mlffd.pt``
     teacher: str = "unknown"  #: teacher spec written into the artifact metadata
@@ -67,12 +68,15 @@ class TrainConfig:
     progress: bool = True  #: tqdm progress bar on rank 0
 
     def __post_init__(self) -> None:
-        for name in ("train", "val", "test", "elements"):
+        for name in ("train", "val", "val_from", "test", "elements"):
             value = getattr(self, name)
             if isinstance(value, (str, Path)):
                 value = (value,)
             object.__setattr__(self, name, tuple(str(v) for v in value))
         object.__setattr__(self, "model_overrides", dict(self.model_overrides or {}))
+        unknown = [f for f in self.val_from if f not in self.train]
+        if unknown:
+            raise ValueError(f"val_from: {unknown} are not among the training files {list(self.train)}")
         checks = [
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),

@@ -170,7 +170,8 @@ def prepare(config: TrainConfig) -> Prepared:
     """Read the data, split it by trajectory, build graphs and compute the model's statistics."""
     if not config.train:
         raise ValueError("no training data: set 'train' to one or more labelled extxyz files")
-    frames = read_frames(config.train)
+    per_file = [read_frames([f]) for f in config.train]
+    frames = [a for part in per_file for a in part]
     elements = config.elements or _elements_of(frames)
     overrides = dict(config.model_overrides)
     overrides.setdefault("elements", tuple(elements))
@@ -181,7 +182,15 @@ def prepare(config: TrainConfig) -> Prepared:
     else:
         from mlffd.data import frame_group
 
-        train_index, val_index = split_by_group([frame_group(a) for a in frames], config.val_fraction, config.seed)
+        starts = np.cumsum([0] + [len(part) for part in per_file])
+        # only the val_from files' trajectories may be held out (a fine-tune's new data: the
+        # initial model was trained on the others, so holding them out would leak)
+        index = [k for f, a, b in zip(config.train, starts[:-1], starts[1:]) if not config.val_from or f in config.val_from
+                 for k in range(int(a), int(b))]
+        sub_train, sub_val = split_by_group([frame_group(frames[k]) for k in index], config.val_fraction, config.seed)
+        val_index = sorted(index[k] for k in sub_val)
+        held = set(val_index)
+        train_index = [k for k in range(len(frames)) if k not in held]
         val_frames = [frames[k] for k in val_index]
     train_frames = [frames[k] for k in train_index]
     train = to_graphs(train_frames, mc.elements, mc.cutoff)
