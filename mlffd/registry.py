@@ -31,7 +31,7 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "original",
         "original.mlffd.pt",
-        "a04ffa43f2ea194eb680274f76e497bd818135df1d546ed1ccf9a260d50470d2",
+        "cc87511df044270cbcf83f871956dad0523938843cd61ca2feab815b9d1f59ad",
         "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
     ),
     NamedModel(
