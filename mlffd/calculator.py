@@ -42,9 +42,8 @@ class DistilledCalculator(Calculator):
             systems (more: faster, more memory); ``None``: the default for the device
             (:func:`mlffd.artifact.block_atoms`).
         compile: evaluate systems of up to ``compile_max_atoms`` atoms with a ``torch.compile``d
-            copy of the student (:mod:`mlffd.compiled`: same numbers to float rounding, 2-3x
-            faster on one CPU thread, at 2 threads only for ``original``; tens of seconds to
-            compile at the first call); larger systems use the artifact's bounded-memory path.
+            copy of the student (:mod:`mlffd.compiled`: same numbers to float rounding, about 2x
+            faster on CPU; tens of seconds to compile at the first call); larger systems use the artifact's bounded-memory path.
         compile_max_atoms: the largest system for the compiled path.
     """
 

@@ -6,9 +6,8 @@ weights (:func:`mlffd.models.load_student`) and its per-atom energy function is 
 dynamic shapes (atom and edge counts change between structures and steps without recompiling);
 forces and virials come from the same autograd contract as the artifact
 (:func:`mlffd.models.outputs.conservative_outputs`), so the numbers agree to float rounding.
-Inductor fuses the many small elementwise kernels of the invariants and MLPs: 2-3x faster than
-the TorchScript module on one CPU thread; at 2 threads only ``original`` gains (the compiled
-kernels' own OpenMP runtime competes with torch's; docs/performance.md). The first call compiles
+Inductor fuses the many small elementwise kernels of the invariants and MLPs: 1.9-2.8x faster
+than the TorchScript module through ASE at 4,096 atoms on 2 CPU threads (docs/performance.md). The first call compiles
 (tens of seconds; a C++ compiler must be installed), so it pays for MD, not for a single energy.
 
 The compiled function evaluates the whole system in one autograd graph, so its memory grows with
