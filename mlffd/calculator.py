@@ -86,7 +86,7 @@ class DistilledCalculator(Calculator):
             from mlffd.compiled import COMPILED_MAX_ATOMS, CompiledStudent
 
             limit = COMPILED_MAX_ATOMS if compile_max_atoms is None else int(compile_max_atoms)
-            self.compiled = CompiledStudent(self.artifact.path, self.device, self.dtype, limit)
+            self.compiled = CompiledStudent(self.artifact, self.device, self.dtype, limit)
         self.skin = float(skin)
         from ase.data import atomic_numbers
 

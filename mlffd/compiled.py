@@ -22,6 +22,7 @@ from typing import Callable, Dict
 import torch
 from torch import Tensor
 
+from mlffd.artifact import Artifact
 from mlffd.models import load_student
 from mlffd.models.outputs import conservative_outputs, edge_vectors
 
@@ -32,8 +33,8 @@ COMPILED_MAX_ATOMS = 8192
 class CompiledStudent:
     """``__call__(positions, species, edge_index, shifts, energy_mask)`` like the artifact's forward."""
 
-    def __init__(self, path: str | Path, device: torch.device, dtype: torch.dtype, max_atoms: int = COMPILED_MAX_ATOMS) -> None:
-        model, _, _ = load_student(path)
+    def __init__(self, artifact: str | Path | Artifact, device: torch.device, dtype: torch.dtype, max_atoms: int = COMPILED_MAX_ATOMS) -> None:
+        model, _, _ = load_student(artifact)
         self.model = model.to(device=device, dtype=dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

@@ -121,14 +121,10 @@ def load_distill_config(path: str | Path) -> DistillConfig:
 
 def _student_paths(options: dict[str, Any], p: Callable[[str], str]) -> dict[str, Any]:
     """A student's ``extra_train`` and ``val_from`` files and ``init_from`` artifact, made relative to ``root``."""
-    extra = options.get("extra_train", [])
-    if isinstance(extra, str):
-        extra = [extra]
-    if extra:
-        options["extra_train"] = [p(str(f)) for f in extra]
-    held = options.get("val_from", [])
-    if held:
-        options["val_from"] = [p(str(f)) for f in ([held] if isinstance(held, str) else held)]
+    for key in ("extra_train", "val_from"):  # lists of files (a single file may be given bare)
+        files = options.get(key)
+        if files:
+            options[key] = [p(str(f)) for f in ([files] if isinstance(files, str) else files)]
     if options.get("init_from"):
         options["init_from"] = p(str(options["init_from"]))
     return options

@@ -185,7 +185,12 @@ def _worker_artifact(case: dict) -> dict:
             "allocator": alloc, "block_atoms": block, **memory.result()}
 
 
-def _ase_steps(atoms, calc, case: dict) -> tuple[list[float], int, float, int]:
+def _ase_steps(atoms, calc, case: dict) -> dict:
+    """Time ``calc`` along an MD walk through ASE (energy, forces, stress per step).
+
+    Returns the common measurement fields (samples, calls per repeat, atoms, RSS before the
+    first call, peak GPU memory on CUDA) and ``steps``, the number of steps taken.
+    """
     walk = _MDWalk(atoms.positions, seed=2)
     atoms.calc = calc
     calls = [0]
@@ -200,36 +205,34 @@ def _ase_steps(atoms, calc, case: dict) -> tuple[list[float], int, float, int]:
         calls[0] += 1
         return dt
 
+    memory = _DeviceMemory(case.get("device", "cpu"))
     rss0 = _rss_mb()
     samples, k = _time_steps(step, len(atoms), case["warmup"], case["repeats"], case["min_time"])
-    return samples, k, rss0, calls[0]
+    return {**memory.result(), "samples_us": samples, "calls_per_repeat": k, "atoms": len(atoms), "rss_before_mb": rss0,
+            "steps": calls[0]}
 
 
-def _worker_calculator(case: dict) -> dict:
+def _student_calculator(case: dict, **options):
+    """The measured student's ``DistilledCalculator`` (device and block size from ``case``) and the
+    allocator settings it applied."""
+    from mlffd.allocator import allocator_status
     from mlffd.calculator import DistilledCalculator
 
     _set_threads(case["threads"])
-    device = case.get("device", "cpu")
-    calc = DistilledCalculator(case["path"], device=device, block_atoms=case.get("block_atoms") or None,
-                               compile=bool(case.get("compile")))  # applies the allocator settings itself
-    from mlffd.allocator import allocator_status
-
+    calc = DistilledCalculator(case["path"], device=case.get("device", "cpu"), block_atoms=case.get("block_atoms") or None,
+                               **options)  # applies the allocator settings itself
     status = allocator_status()
     alloc = status.to_dict() if status else {"applied": False, "reason": os.environ.get("MLFFD_MALLOC", "not applied")}
+    return calc, alloc
+
+
+def _worker_calculator(case: dict) -> dict:
+    calc, alloc = _student_calculator(case, compile=bool(case.get("compile")))
     atoms = si_supercell(case["atoms"])
     builds0 = calc.nl_builds
-    memory = _DeviceMemory(device)
-    samples, k, rss0, calls = _ase_steps(atoms, calc, case)
-    return {
-        **memory.result(),
-        "samples_us": samples,
-        "calls_per_repeat": k,
-        "atoms": len(atoms),
-        "rss_before_mb": rss0,
-        "allocator": alloc,
-        "nl_builds_per_step": (calc.nl_builds - builds0) / max(calls, 1),
-        "skin": calc.skin,
-    }
+    res = _ase_steps(atoms, calc, case)
+    steps = res.pop("steps")
+    return {**res, "allocator": alloc, "nl_builds_per_step": (calc.nl_builds - builds0) / max(steps, 1), "skin": calc.skin}
 
 
 def _load_teacher_for_bench(name: str, workdir: Path, device: str = "cpu"):
@@ -257,32 +260,18 @@ def _num_parameters(calc) -> int | None:
 
 def _worker_teacher(case: dict) -> dict:
     _set_threads(case["threads"])
-    device = case.get("device", "cpu")
-    calc = _load_teacher_for_bench(case["model"], Path(case["workdir"]), device)
-    atoms = si_supercell(case["atoms"])
-    memory = _DeviceMemory(device)
-    samples, k, rss0, _ = _ase_steps(atoms, calc, case)
+    calc = _load_teacher_for_bench(case["model"], Path(case["workdir"]), case.get("device", "cpu"))
+    res = _ase_steps(si_supercell(case["atoms"]), calc, case)
+    res.pop("steps")
     return {
-        **memory.result(),
-        "samples_us": samples,
-        "calls_per_repeat": k,
-        "atoms": len(atoms),
-        "rss_before_mb": rss0,
+        **res,
         "num_parameters": _num_parameters(calc),
         "allocator": {"applied": False, "reason": "teacher process (mlffd not involved)"},
     }
 
 
 def _worker_batch(case: dict) -> dict:
-    from mlffd.calculator import DistilledCalculator
-
-    _set_threads(case["threads"])
-    device = case.get("device", "cpu")
-    calc = DistilledCalculator(case["path"], device=device, block_atoms=case.get("block_atoms") or None)
-    from mlffd.allocator import allocator_status
-
-    status = allocator_status()
-    alloc = status.to_dict() if status else {"applied": False, "reason": os.environ.get("MLFFD_MALLOC", "not applied")}
+    calc, alloc = _student_calculator(case)
     cells = [si_supercell(8 * case["batch_cell"] ** 3, rattle=0.1, seed=s) for s in range(case["batch_count"])]
     n_total = sum(len(a) for a in cells)
     if case["mode"] == "batch":
@@ -303,7 +292,7 @@ def _worker_batch(case: dict) -> dict:
             return time.perf_counter() - t
 
     rss0 = _rss_mb()
-    memory = _DeviceMemory(device)
+    memory = _DeviceMemory(case.get("device", "cpu"))
     samples, k = _time_steps(step, n_total, case["warmup"], case["repeats"], case["min_time"])
     return {
         **memory.result(),

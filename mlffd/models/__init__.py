@@ -46,15 +46,16 @@ def export_student(model: StudentPotential, config: ModelConfig, path, **metadat
 
 
 def load_student(path, **overrides):
-    """Rebuild the eager :class:`StudentPotential` (and its config and metadata) from an artifact.
+    """Rebuild the eager :class:`StudentPotential` (and its config and metadata) from an artifact
+    (a path, or an :class:`mlffd.artifact.Artifact` already loaded).
 
     The weights come from the artifact's TorchScript module, the hyper-parameters from its
     metadata (``overrides`` replace evaluation settings such as ``chunk_atoms``), so the student
     runs with the current code (used by :func:`reexport`).
     """
-    from mlffd.artifact import load
+    from mlffd.artifact import Artifact, load
 
-    artifact = load(path)
+    artifact = path if isinstance(path, Artifact) else load(path)
     meta = dict(artifact.metadata)
     hyper = {k: v for k, v in meta["model"].items() if k != "architecture"}
     config = ModelConfig.from_dict({**hyper, **overrides})
