@@ -121,12 +121,12 @@ class DistilledCalculator(Calculator):
 
     # -- neighbour lists ----------------------------------------------------------------------
 
-    def _edges(self, atoms: Atoms, cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _edges(self, atoms: Atoms) -> tuple[torch.Tensor, torch.Tensor]:
         """The neighbour list within ``cutoff + skin`` as device tensors: edge index [2, E] and
-        integer cell shifts [E, 3] (model dtype). Rebuilt only when an atom moved more than
-        ``skin / 2`` or the cell, pbc or atoms changed (with ``cache``)."""
+        integer cell shifts [E, 3] (model dtype), cached. Rebuilt only when an atom moved more
+        than ``skin / 2`` or the cell, pbc or atoms changed."""
         pos, cell, pbc, numbers = atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers
-        if cache and self._nl_cache is not None:
+        if self._nl_cache is not None:
             pos0, cell0, pbc0, numbers0, edges = self._nl_cache
             if (
                 self.skin > 0
@@ -143,41 +143,60 @@ class DistilledCalculator(Calculator):
             torch.as_tensor(np.stack([found.i, found.j]), dtype=torch.int64, device=self.device),
             torch.as_tensor(found.shift_cells, dtype=self.dtype, device=self.device),
         )
-        if cache:
-            self._nl_cache = (pos.copy(), cell.copy(), pbc.copy(), numbers.copy(), edges)
+        self._nl_cache = (pos.copy(), cell.copy(), pbc.copy(), numbers.copy(), edges)
         return edges
 
     def _inputs(self, structures: Sequence[Atoms], cache: bool) -> tuple[_Inputs, list[int]]:
-        """Model inputs on the device. The skin's extra pairs are dropped there, each call, from
-        the cached list (no per-edge work on the host: it dominated GPU runs of large systems)."""
-        t = dict(dtype=self.dtype, device=self.device)
+        """Model inputs on the device and the atom count of each structure.
+
+        One structure with ``cache`` (MD through ASE): the skin list stays on the device and
+        its extra pairs are dropped there, each call (no per-edge work on the host: it
+        dominated GPU runs of large systems). Otherwise (:meth:`calculate_batch`): lists at
+        the bare cutoff (a skin would only cost, e.g. 5x for a 64-atom cell whose half-width
+        it exceeds), joined on the host and copied to the device once.
+        """
+        if cache and len(structures) == 1:
+            return self._cached_inputs(structures[0]), [len(structures[0])]
         positions, species, index, shifts, counts = [], [], [], [], []
         offset = 0
         for atoms in structures:
             self._check_finite(atoms)
-            spec = self.species_of(atoms)
-            ij, shift_cells = self._edges(atoms, cache)
-            pos = torch.as_tensor(atoms.positions, **t)
-            vec_shift = shift_cells @ torch.as_tensor(atoms.cell.array, **t)
-            if self.skin > 0 and ij.shape[1]:
-                d = pos[ij[1]] - pos[ij[0]] + vec_shift
-                keep = (d * d).sum(1) < self.cutoff**2
-                ij, vec_shift = ij[:, keep], vec_shift[keep]
-            positions.append(pos)
-            species.append(torch.as_tensor(spec, dtype=torch.int64, device=self.device))
-            index.append(ij + offset if offset else ij)
-            shifts.append(vec_shift)
+            species.append(self.species_of(atoms))
+            found = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, self.cutoff)
+            positions.append(atoms.positions)
+            index.append(np.stack([found.i, found.j]) + offset)
+            shifts.append(found.shifts(atoms.cell.array))
             counts.append(len(atoms))
             offset += len(atoms)
-        one = len(structures) == 1
+        t = dict(dtype=self.dtype, device=self.device)
         inputs = _Inputs(
-            positions=positions[0] if one else torch.cat(positions),
-            species=species[0] if one else torch.cat(species),
-            edge_index=index[0] if one else torch.cat(index, dim=1),
-            shifts=shifts[0] if one else torch.cat(shifts),
+            positions=torch.as_tensor(np.concatenate(positions), **t),
+            species=torch.as_tensor(np.concatenate(species), dtype=torch.int64, device=self.device),
+            edge_index=torch.as_tensor(np.concatenate(index, axis=1), dtype=torch.int64, device=self.device),
+            shifts=torch.as_tensor(np.concatenate(shifts), **t),
             energy_mask=torch.ones(offset, dtype=torch.bool, device=self.device),
         )
         return inputs, counts
+
+    def _cached_inputs(self, atoms: Atoms) -> _Inputs:
+        """Inputs of one structure from the (skin-)cached device neighbour list."""
+        t = dict(dtype=self.dtype, device=self.device)
+        self._check_finite(atoms)
+        spec = self.species_of(atoms)
+        ij, shift_cells = self._edges(atoms)
+        pos = torch.as_tensor(atoms.positions, **t)
+        vec_shift = shift_cells @ torch.as_tensor(atoms.cell.array, **t)
+        if self.skin > 0 and ij.shape[1]:
+            d = pos[ij[1]] - pos[ij[0]] + vec_shift
+            keep = (d * d).sum(1) < self.cutoff**2
+            ij, vec_shift = ij[:, keep], vec_shift[keep]
+        return _Inputs(
+            positions=pos,
+            species=torch.as_tensor(spec, dtype=torch.int64, device=self.device),
+            edge_index=ij,
+            shifts=vec_shift,
+            energy_mask=torch.ones(len(atoms), dtype=torch.bool, device=self.device),
+        )
 
     # -- evaluation ---------------------------------------------------------------------------
 

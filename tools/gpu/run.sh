@@ -3,7 +3,9 @@
 # no network). Prepare first, here: tools/gpu/prepare.sh (fills the git-ignored .gpu/), then run
 # this on the device machine with .gpu carried:  bash tools/gpu/run.sh OUTDIR
 # STAGES="parity students teachers sweep lammps" (the default) picks stages; also: calc (tiny through
-# DistilledCalculator, 32,768 and 1,000,000 atoms) and students1m (tiny and original at 1,000,000).
+# DistilledCalculator, 32,768 and 1,000,000 atoms), students1m (tiny and original at 1,000,000),
+# batch (64 x 64-atom cells batched vs one by one, every student) and compiled (tiny through
+# DistilledCalculator(compile=True): Inductor's CUDA kernels, 4,096 and 32,768 atoms).
 # Stages (each with its own time limit, later ones skipped past DEADLINE seconds):
 #   setup, CUDA parity tests (ASE), students' cost 4k-1M atoms (artifact + calculator),
 #   evaluation block sweep at 1M atoms, teachers on the same GPU, LAMMPS pair_style mlffd
@@ -58,13 +60,19 @@ BUILD=$!
 stage "CUDA parity (ASE calculator, float64 random students)"
 want parity && run_for 60 python3 -m pytest -q -p no:cacheprovider tests/test_calculator.py -k "cuda or device or block" 2>&1 | tail -5
 
-B="--device cuda --threads 4 --repeats 3 --warmup 2 --min-time 0.3"
+B="--device cuda --threads 4 --repeats 3 --warmup 5 --min-time 0.3"
 stage "students on the GPU: artifact + DistilledCalculator, 4,096 to 1,000,000 atoms"
 want students && run_for 170 mlffd bench $B --models "$MODELS" --sizes 4096,32768,262144,1000000 --no-teachers --no-lammps --no-batch --no-allocator --out "$R/students" | grep -E "µs/atom-step|FAILED|Error"
 
-want calc && run_for 120 mlffd bench $B --models "$(echo "$MODELS" | cut -d, -f2)" --sizes 32768,1000000 --no-teachers --no-lammps --no-batch --no-allocator --out "$R/calc" | grep -E "µs/atom-step|FAILED|Error"
+want calc && run_for 120 mlffd bench $B --min-time 1.0 --models "$(echo "$MODELS" | cut -d, -f2)" --sizes 32768,1000000 --no-teachers --no-lammps --no-batch --no-allocator --out "$R/calc" | grep -E "µs/atom-step|FAILED|Error"
 
 want students1m && run_for 150 mlffd bench $B --models "$(echo "$MODELS" | cut -d, -f2,3)" --sizes 1000000 --no-teachers --no-lammps --no-batch --no-allocator --out "$R/students1m" | grep -E "µs/atom-step|FAILED|Error"
+
+stage "many small structures: 64 x 64-atom cells batched vs one by one"
+want batch && run_for 150 mlffd bench $B --models "$MODELS" --no-students --no-teachers --no-lammps --no-allocator --out "$R/batch" | grep -E "µs/atom-step|batch|one-by-one|FAILED|Error"
+
+stage "torch.compile on the GPU (tiny through DistilledCalculator, compile=True)"
+want compiled && run_for 150 mlffd bench $B --models "$(echo "$MODELS" | cut -d, -f2)" --sizes 4096,32768 --compiled --no-teachers --no-lammps --no-batch --no-allocator --out "$R/compiled" | grep -E "µs/atom-step|FAILED|Error"
 
 stage "teachers on the same GPU (Orb-v3 random weights, 7net-0), 4,096 and 32,768 atoms"
 want teachers && run_for 110 mlffd bench $B --no-students --no-lammps --no-batch --no-allocator --teacher-sizes 4096,32768 --out "$R/teachers" | grep -E "µs/atom-step|FAILED|Error"
