@@ -10,19 +10,23 @@ Inductor fuses the many small elementwise kernels of the invariants and MLPs: 1.
 than the TorchScript module through ASE at 4,096 atoms on 2 CPU threads (docs/performance.md). The first call compiles
 (tens of seconds; a C++ compiler must be installed), so it pays for MD, not for a single energy.
 
-The compiled function evaluates the whole system in one autograd graph, so its memory grows with
-the system; above ``max_atoms`` the calculator uses the artifact's bounded-memory blocked path.
+Systems of up to ``max_atoms`` atoms are evaluated in one autograd graph (fastest; memory grows
+with the system). Larger ones run the student's bounded-memory blocked evaluation
+(:meth:`mlffd.models.potential.StudentPotential.chunked_outputs`, the artifact's path for large
+systems) on a copy whose per-block pieces (edge features, interaction layers, readout) are
+compiled: the same memory bound as the artifact, about 1.4x faster (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import Tensor
 
-from mlffd.artifact import Artifact
+from mlffd.artifact import Artifact, block_atoms
 from mlffd.models import load_student
 from mlffd.models.outputs import conservative_outputs, edge_vectors
 
@@ -31,32 +35,58 @@ COMPILED_MAX_ATOMS = 8192
 
 
 class CompiledStudent:
-    """``__call__(positions, species, edge_index, shifts, energy_mask)`` like the artifact's forward."""
+    """``__call__(positions, species, edge_index, shifts, energy_mask)`` like the artifact's forward.
 
-    def __init__(self, artifact: str | Path | Artifact, device: torch.device, dtype: torch.dtype, max_atoms: int = COMPILED_MAX_ATOMS) -> None:
-        model, _, _ = load_student(artifact)
+    ``max_atoms``: the largest system evaluated in one graph; ``block_atoms``: centre atoms per
+    block above it (``None``: :func:`mlffd.artifact.block_atoms` for the device and torch's threads).
+    """
+
+    def __init__(
+        self,
+        artifact: str | Path | Artifact,
+        device: torch.device,
+        dtype: torch.dtype,
+        max_atoms: int = COMPILED_MAX_ATOMS,
+        block_atoms: Optional[int] = None,
+    ) -> None:
+        model, _, metadata = load_student(artifact)
         self.model = model.to(device=device, dtype=dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.metadata = metadata
+        self.device = torch.device(device)
         self.max_atoms = int(max_atoms)
+        self.block_atoms = block_atoms
         # cpp.threads 1: Inductor's fused CPU kernels run single-threaded, torch's own ops keep
         # torch's threads. The kernels' OpenMP (the system's libgomp) is another runtime than the
         # one inside the torch wheel; with both at 2 threads on 2 cores the spin-waiting runtimes
         # fought (tiny, 4,096 atoms, 2 threads: 59 µs/atom-step, against 29 with this setting
         # and 75 for TorchScript). A per-compile option: no global configuration is changed.
-        self._energies: Callable[[Tensor, Tensor, Tensor], Tensor] = torch.compile(
-            self.model.atomic_energies, dynamic=True, options={"cpp.threads": 1}
-        )
+        options = dict(dynamic=True, options={"cpp.threads": 1})
+        self._energies: Callable[[Tensor, Tensor, Tensor], Tensor] = torch.compile(self.model.atomic_energies, **options)
+        # the blocked path: the same eager code as the artifact's, its per-block pieces compiled
+        # (instance attributes shadow the methods; the one-graph model above stays uncompiled inside)
+        self.blocked = copy.deepcopy(self.model)
+        self.blocked.padded_features = torch.compile(self.blocked.padded_features, **options)
+        self.blocked.atom_energy_from_features = torch.compile(self.blocked.atom_energy_from_features, **options)
+        for layer in self.blocked.interactions:
+            layer.forward = torch.compile(layer.forward, **options)
 
     def __call__(self, positions: Tensor, species: Tensor, edge_index: Tensor, shifts: Tensor, energy_mask: Tensor) -> Dict[str, Tensor]:
+        one_graph = positions.shape[0] <= self.max_atoms or edge_index.shape[1] == 0
         with torch.enable_grad():
-            vectors = edge_vectors(positions.detach(), edge_index, shifts.detach())
             try:
-                atom_energies = self._energies(vectors, species, edge_index)
+                if one_graph:
+                    vectors = edge_vectors(positions.detach(), edge_index, shifts.detach())
+                    atom_energies = self._energies(vectors, species, edge_index)
+                else:
+                    self.blocked.chunk_atoms = int(self.block_atoms or block_atoms(self.metadata, self.device))
+                    out = self.blocked.chunked_outputs(positions.detach(), species, edge_index, shifts.detach(), energy_mask)
             except Exception as exc:  # noqa: BLE001 - Inductor's errors are many (no C++ compiler, ...)
                 raise RuntimeError(
                     f"torch.compile of the student failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                     "use DistilledCalculator(..., compile=False)"
                 ) from exc
-            out = conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, False)
+            if one_graph:
+                out = conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, False)
         return {k: v.detach() for k, v in out.items()}

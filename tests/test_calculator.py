@@ -306,8 +306,8 @@ class _Counting:
 def test_compiled_path_equals_the_artifact(artifact64):
     """compile=True (torch.compile of the eager student) gives the TorchScript artifact's numbers,
     across structures of different sizes (dynamic shapes) and with the skin's changing edge count;
-    systems above compile_max_atoms take the artifact's path."""
-    calc = DistilledCalculator(artifact64, compile=True, compile_max_atoms=100)
+    systems above compile_max_atoms run its compiled blocked evaluation, with the same numbers."""
+    calc = DistilledCalculator(artifact64, compile=True, compile_max_atoms=100, block_atoms=40)
     calc.compiled = counting = _Counting(calc.compiled)
     ref = DistilledCalculator(artifact64)
     probe = silicon(1, rattle=0.1, seed=1)
@@ -328,7 +328,12 @@ def test_compiled_path_equals_the_artifact(artifact64):
             np.testing.assert_allclose(test.get_stress(), truth.get_stress(), atol=1e-10)
             np.testing.assert_allclose(test.get_stresses(), truth.get_stresses(), atol=1e-10)
     assert counting.calls == 6
-    big = silicon(3, rattle=0.1, seed=3)  # 216 atoms > compile_max_atoms: the artifact's path
-    big.calc = calc
-    big.get_forces()
-    assert counting.calls == 6
+    big = silicon(3, rattle=0.1, seed=3)  # 216 atoms > compile_max_atoms: blocks of 40 centre atoms
+    for _ in range(2):  # the second step: skin list reused, fewer edges inside the cutoff
+        big.positions += 0.02
+        test, truth = big.copy(), big.copy()
+        test.calc, truth.calc = calc, ref
+        np.testing.assert_allclose(test.get_forces(), truth.get_forces(), atol=1e-9)
+        assert test.get_potential_energy() == pytest.approx(truth.get_potential_energy(), abs=1e-9)
+        np.testing.assert_allclose(test.get_stresses(), truth.get_stresses(), atol=1e-10)
+    assert counting.calls == 8 and calc.compiled.inner.blocked.chunk_atoms == 40
