@@ -141,7 +141,7 @@ class DistilledCalculator(Calculator):
         found = neighbor_list(pos, cell, pbc, self.cutoff + self.skin)
         self.nl_builds += 1
         edges = (
-            torch.as_tensor(np.stack([found.i, found.j]), dtype=torch.int64, device=self.device),
+            torch.as_tensor(found.index, dtype=torch.int64, device=self.device),
             torch.as_tensor(found.shift_cells, dtype=self.dtype, device=self.device),
         )
         self._nl_cache = (pos.copy(), cell.copy(), pbc.copy(), numbers.copy(), edges)
@@ -165,7 +165,7 @@ class DistilledCalculator(Calculator):
             species.append(self.species_of(atoms))
             found = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, self.cutoff)
             positions.append(atoms.positions)
-            index.append(np.stack([found.i, found.j]) + offset)
+            index.append(found.index + offset)
             shifts.append(found.shifts(atoms.cell.array))
             counts.append(len(atoms))
             offset += len(atoms)

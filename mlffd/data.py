@@ -182,7 +182,7 @@ def to_graphs(frames: Iterable[Atoms], elements: Sequence[str], cutoff: float) -
             Graph(
                 positions=np.asarray(atoms.positions, dtype=np.float64),
                 species=species,
-                edge_index=np.stack([edges.i, edges.j]),
+                edge_index=edges.index,
                 shifts=edges.shifts(atoms.cell.array),
                 energy=energy,
                 forces=forces,

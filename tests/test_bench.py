@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from mlffd import allocator as alloc
 from mlffd import bench
+from mlffd.bench.workers import LATTICE_SI
 
 
 # -- allocator ----------------------------------------------------------------------------------
@@ -96,6 +98,14 @@ def test_calculator_applies_allocator(fresh_allocator, tmp_path, monkeypatch):
 def test_supercells_and_stats():
     assert [bench.supercell_reps(n) for n in (64, 512, 4096, 32768, 100)] == [2, 4, 8, 16, 2]
     assert len(bench.si_supercell(512)) == 512
+    from ase.build import bulk  # the bench writes the diamond cell out (no scipy import): same structure as ASE's
+
+    ref = bulk("Si", "diamond", a=LATTICE_SI, cubic=True) * (4, 4, 4)
+    ref.rattle(0.05, seed=3)
+    ours = bench.si_supercell(512, rattle=0.05, seed=3)
+    np.testing.assert_allclose(ours.positions, ref.positions, atol=1e-12)
+    np.testing.assert_allclose(ours.cell.array, ref.cell.array, atol=1e-12)
+    assert list(ours.symbols) == list(ref.symbols) and ours.pbc.all()
     s = bench.summarize([1.0, 2.0, 3.0, 4.0])
     assert s["median"] == 2.5 and s["min"] == 1.0 and s["max"] == 4.0 and s["q1"] <= s["median"] <= s["q3"] and s["n"] == 4
     log = "Loop time of 0.5 on 2 procs for 100 steps with 512 atoms\nx\nLoop time of 1.25e-1 on 1 procs for 10 steps with 64 atoms\n"
@@ -135,7 +145,7 @@ def _m(method, model, atoms, parallel, cost, kind="student", section="main", mal
 def _synthetic() -> dict:
     ms = []
     for n in (512, 4096, 32768):
-        ms += [_m("artifact", "tiny", n, "t2", 30.0), _m("calculator", "tiny", n, "t2", 35.0),
+        ms += [_m("artifact", "tiny", n, "t2", 30.0), _m("calculator", "tiny", n, "t2", 35.0), _m("calculator-compiled", "tiny", n, "t2", 15.0 * (n / 512) ** 0.1),
                _m("lammps-mlffd", "tiny", n, "r1", 33.0, ranks=1), _m("lammps-mlffd", "tiny", n, "r2", 20.0, ranks=2),
                _m("lammps-sw", "sw", n, "r1", 0.8, kind="classical", ranks=1), _m("lammps-sw", "sw", n, "r2", 0.4, kind="classical", ranks=2),
                _m("lammps-tersoff", "tersoff", n, "r2", 0.5, kind="classical", ranks=2)]
@@ -172,9 +182,14 @@ def test_ratios_targets_and_reports(tmp_path):
     result["ratios"] = ratios
     targets = bench.check_targets(result)
     names = {t["target"] for t in targets}
+    compiled = {"cost_vs_sw [compile=True]", "speedup_vs_orb_v3_conservative [compile=True]", "speedup_vs_7net0 [compile=True]",
+                "flat_per_atom_512_to_max [compile=True]"}
     assert names == {"cost_vs_sw", "speedup_vs_orb_v3_conservative", "speedup_vs_7net0", "peak_memory_gb_32768",
-                     "flat_per_atom_512_to_max", "plugin_overhead_vs_artifact", "batched_speedup"}
+                     "flat_per_atom_512_to_max", "plugin_overhead_vs_artifact", "batched_speedup"} | compiled
     t = {x["target"]: x for x in targets}
+    assert t["cost_vs_sw [compile=True]"]["value"] == pytest.approx(15.0 * 64**0.1 / 0.4) and t["cost_vs_sw [compile=True]"]["pass"] is True
+    assert t["speedup_vs_orb_v3_conservative [compile=True]"]["value"] == pytest.approx(200.0) and t["speedup_vs_orb_v3_conservative [compile=True]"]["pass"] is False
+    assert t["flat_per_atom_512_to_max [compile=True]"]["value"] == pytest.approx(64**0.1)
     assert t["cost_vs_sw"]["value"] == pytest.approx(75.0) and t["cost_vs_sw"]["pass"] is True and t["cost_vs_sw"]["atoms"] == 32768
     assert t["batched_speedup"]["pass"] is False and t["plugin_overhead_vs_artifact"]["atoms"] == 4096
     assert t["peak_memory_gb_32768"]["value"] == pytest.approx((300 + 327.68) / 1e3)

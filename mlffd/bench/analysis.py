@@ -109,7 +109,9 @@ def check_targets(result: dict) -> list[dict]:
 
     Student cost is the raw artifact call (``threads`` threads) against LAMMPS SW on ``threads``
     ranks at the largest size both have; the teacher speed-ups are ASE-to-ASE
-    (``DistilledCalculator`` vs the teacher's calculator) at the largest teacher size.
+    (``DistilledCalculator`` vs the teacher's calculator) at the largest teacher size. Where
+    ``DistilledCalculator(compile=True)`` was measured, its cost, speed-ups and flatness are
+    evaluated against the same limits in extra rows marked ``[compile=True]``.
     """
     ratios = result.get("ratios") or compute_ratios(result)
     ms = {m["id"]: m for m in result["measurements"] if _ok(m)}
@@ -151,6 +153,15 @@ def check_targets(result: dict) -> list[dict]:
         plug4k = [r for r in plug if r["atoms"] == 4096] or plug
         entry(model, "plugin_overhead_vs_artifact", max(plug4k, key=lambda r: r["atoms"]) if plug4k else None, PLUGIN_OVERHEAD_LIMIT, "<=")
         entry(model, "batched_speedup", pick("batched_speedup", model), BATCH_SPEEDUP_TARGET, ">=")
+        # the same speed targets for DistilledCalculator(compile=True), the fastest Python path, when measured
+        if any(m["model"] == model and m["method"] == "calculator-compiled" for m in ms.values()):
+            entry(model, "cost_vs_sw [compile=True]", pick("vs_sw", model, "calculator-compiled"), t["vs_sw"], "<=")
+            entry(model, "speedup_vs_orb_v3_conservative [compile=True]",
+                  pick("speedup_vs_teacher", model, "calculator-compiled", "orb-v3-conservative"), t["vs_orb"], ">=")
+            entry(model, "speedup_vs_7net0 [compile=True]", pick("speedup_vs_teacher", model, "calculator-compiled", "sevennet-7net-0"), t["vs_7net"], ">=")
+            scal_c = [r for r in ratios if r["kind"] == "size_scaling" and r["model"] == model
+                      and ms.get(r["numerator"], {}).get("method") == "calculator-compiled" and ms.get(r["denominator"], {}).get("atoms") == 512]
+            entry(model, "flat_per_atom_512_to_max [compile=True]", max(scal_c, key=lambda r: r["atoms"]) if scal_c else None, FLATNESS_LIMIT, "<=")
     return [_jsonable(e) for e in out]
 
 
