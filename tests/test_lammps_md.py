@@ -55,6 +55,38 @@ def test_mpi_ranks_agree_over_100_nve_steps(small_model):
         assert rel(got.atom_virial.sum(0), got.virial) < 1e-10
 
 
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_graph_reuse_equals_rebuild(small_model, nprocs):
+    """'graph reuse' (the r_c + skin graph kept between neighbour-list builds, edges within r_c
+    picked each step; the default on a GPU) gives the trajectory of 'graph rebuild', through
+    list rebuilds, atoms migrating between ranks and a box that changes every step."""
+    import re
+
+    atoms = silicon(2, rattle=0.05, seed=8)
+    cell = atoms.cell.array.copy()
+    cell[1, 0] = 0.4  # a triclinic box, so that 'fix deform' may tilt it
+    atoms.set_cell(cell, scale_atoms=True)
+    atoms.numbers[::3] = 32
+    random_velocities(atoms, 1200.0, seed=4)
+    md = ["neighbor 1.0 bin", "neigh_modify every 1 delay 0 check yes", "fix 1 all nve",
+          "fix 2 all deform 1 x scale 1.03 y scale 0.98 xy final 0.3 remap x", "run 100"]
+    results = {}
+    for mode in ("rebuild", "reuse"):
+        results[mode] = run_lammps(atoms, [f"pair_style mlffd graph {mode}", f"pair_coeff * * {small_model} Si Ge"], SIGE,
+                                   nprocs=nprocs, processors=f"{nprocs} 1 1" if nprocs > 1 else None, commands=md,
+                                   timestep_fs=1.0, thermo_every=10)
+    ref, got = results["rebuild"], results["reuse"]
+    builds = int(re.search(r"Neighbor list builds\s*=\s*(\d+)", got.log).group(1))
+    assert builds >= 3  # the cached graph was replaced along the way
+    assert np.ptp(ref.thermo["PotEng"]) > 0.05
+    assert rel(got.thermo["PotEng"], ref.thermo["PotEng"]) < 1e-10
+    assert rel(got.thermo["Press"], ref.thermo["Press"]) < 1e-9
+    assert rel(got.positions, ref.positions) < 1e-10
+    assert rel(got.forces, ref.forces) < 1e-10
+    assert rel(got.virial, ref.virial) < 1e-10
+    assert rel(got.energies, ref.energies) < 1e-10
+
+
 def test_nve_drift_no_worse_than_ase(small_model):
     """10 ps of NVE (2 fs steps) on 8 atoms: LAMMPS drifts no more than ASE's VelocityVerlet."""
     from ase import units

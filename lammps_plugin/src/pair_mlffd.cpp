@@ -126,18 +126,20 @@ void PairMLFFD::allocate()
 }
 
 /* ----------------------------------------------------------------------
-   pair_style mlffd [device cpu|cuda|cuda:N] [images fold|copy] [block N]
+   pair_style mlffd [device cpu|cuda|cuda:N] [images fold|copy] [block N] [graph reuse|rebuild]
 ------------------------------------------------------------------------- */
 
 void PairMLFFD::settings(int narg, char **arg)
 {
-  // pair_style mlffd [cpu|cuda|cuda:N] [device D] [images fold|copy] [block N]
+  // pair_style mlffd [cpu|cuda|cuda:N] [device D] [images fold|copy] [block N] [graph reuse|rebuild]
   std::string dev = "cpu";
   fold_images = true;
   block_atoms_arg = 0;
   block_atoms_set = -1;
+  graph_mode_arg = -1;
+  graph_valid = false;
   const std::string usage =
-      "expected 'pair_style mlffd [device cpu|cuda|cuda:N] [images fold|copy] [block N]'";
+      "expected 'pair_style mlffd [device cpu|cuda|cuda:N] [images fold|copy] [block N] [graph reuse|rebuild]'";
   int iarg = 0;
   if (narg % 2 == 1) dev = arg[iarg++];    // bare device name
   while (iarg < narg) {
@@ -147,6 +149,8 @@ void PairMLFFD::settings(int narg, char **arg)
       dev = value;
     else if (key == "images" && (value == "fold" || value == "copy"))
       fold_images = (value == "fold");
+    else if (key == "graph" && (value == "reuse" || value == "rebuild"))
+      graph_mode_arg = (value == "reuse") ? 1 : 0;
     else if (key == "block") {
       char *end = nullptr;
       long n = std::strtol(value.c_str(), &end, 10);
@@ -269,6 +273,7 @@ void PairMLFFD::load_model(const std::string &path)
       meta["model"]["chunk_atoms"].is_number_integer())
     chunk_per_thread = meta["model"]["chunk_atoms"].get<long>();
   block_atoms_set = -1;
+  graph_valid = false;
   model.eval();
   model_loaded = true;
   model_path = path;
@@ -368,26 +373,26 @@ double PairMLFFD::init_one(int i, int j)
   return cutoff;
 }
 
-/* ---------------------------------------------------------------------- */
+/* ----------------------------------------------------------------------
+   the rank's graph in the host buffers: nodes (node_atom), edges (src_buf, dst_buf), for each
+   edge the LAMMPS indices of the neighbour copy (image_buf) and of the copy its node stands for
+   (rep_buf; the edge shift is x[image] - x[rep]). skin_pairs: every pair of the r_c + skin list
+   (for 'graph reuse': valid until the next neighbour-list build; pairs beyond r_c are dropped
+   at each step); else the pairs within r_c now.
+------------------------------------------------------------------------- */
 
-void PairMLFFD::compute(int eflag, int vflag)
+void PairMLFFD::build_graph(bool skin_pairs)
 {
-  ev_init(eflag, vflag);
-
   double **x = atom->x;
-  double **f = atom->f;
-  int *type = atom->type;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
-  if (nall == 0) return;
-
   const int ntotal = list->inum + list->gnum;
   int *ilist = list->ilist;
   int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
   const double rcsq = cutoff * cutoff;
 
-  // 1. all pairs within r_c among local and ghost atoms (the lists hold r_c + skin)
+  // 1. all pairs within r_c (or the list's r_c + skin) among local and ghost atoms
   adj_first.assign(nall, 0);
   adj_count.assign(nall, 0);
   adj_j.clear();
@@ -400,7 +405,7 @@ void PairMLFFD::compute(int eflag, int vflag)
     for (int jj = 0; jj < jnum; jj++) {
       const int j = jlist[jj] & NEIGHMASK;
       const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
-      if (dx * dx + dy * dy + dz * dz < rcsq) adj_j.push_back(j);
+      if (skin_pairs || dx * dx + dy * dy + dz * dz < rcsq) adj_j.push_back(j);
     }
     adj_count[i] = (int) adj_j.size() - adj_first[i];
   }
@@ -457,59 +462,116 @@ void PairMLFFD::compute(int eflag, int vflag)
 
   src_buf.clear();
   dst_buf.clear();
-  shift_buf.clear();
+  image_buf.clear();
+  rep_buf.clear();
   for (int n = 0; n < nnodes; n++) {
     const int i = node_atom[n];
     if (level[i] > num_interactions - 1) continue;
     for (int k = adj_first[i]; k < adj_first[i] + adj_count[i]; k++) {
       const int j = adj_j[k];
       const int m = atom_node[j];
-      const int c = node_atom[m];  // the copy that represents j's atom
       src_buf.push_back(n);
       dst_buf.push_back(m);
-      shift_buf.push_back(x[j][0] - x[c][0]);
-      shift_buf.push_back(x[j][1] - x[c][1]);
-      shift_buf.push_back(x[j][2] - x[c][2]);
+      image_buf.push_back(j);
+      rep_buf.push_back(node_atom[m]);  // the copy that represents j's atom
     }
   }
-  const int64_t nedges = (int64_t) src_buf.size();
-
-  pos_buf.resize(3 * (size_t) nnodes);
   species_buf.resize(nnodes);
-  for (int n = 0; n < nnodes; n++) {
-    const int i = node_atom[n];
-    pos_buf[3 * n + 0] = x[i][0];
-    pos_buf[3 * n + 1] = x[i][1];
-    pos_buf[3 * n + 2] = x[i][2];
-    species_buf[n] = type_species[type[i]];
-  }
+  int *type = atom->type;
+  for (int n = 0; n < nnodes; n++) species_buf[n] = type_species[type[node_atom[n]]];
+}
 
-  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-  torch::Tensor positions = torch::from_blob(pos_buf.data(), {nnodes, 3}, f64).to(device, dtype, false, true);
-  torch::Tensor species = torch::from_blob(species_buf.data(), {nnodes}, i64).to(device, false, true);
-  torch::Tensor edge_index;
-  if (nedges > 0)
-    edge_index = torch::stack({torch::from_blob(src_buf.data(), {nedges}, i64),
-                               torch::from_blob(dst_buf.data(), {nedges}, i64)})
-                     .to(device);
-  else
-    edge_index = torch::zeros({2, 0}, i64.device(device));
-  torch::Tensor shifts;
-  if (nedges > 0)
-    shifts = torch::from_blob(shift_buf.data(), {nedges, 3}, f64).to(device, dtype, false, true);
-  else
-    shifts = torch::zeros({0, 3}, torch::TensorOptions().dtype(dtype).device(device));
-  torch::Tensor energy_mask = torch::arange(nnodes, i64.device(device)).lt(nlocal);
-
-  torch::jit::IValue result;
+torch::jit::IValue PairMLFFD::evaluate(const torch::Tensor &positions, const torch::Tensor &species,
+                                       const torch::Tensor &edge_index, const torch::Tensor &shifts,
+                                       const torch::Tensor &energy_mask)
+{
   try {
     configure_blocks();
     std::vector<torch::jit::IValue> inputs{positions, species, edge_index, shifts, energy_mask};
-    result = model.forward(inputs);
+    return model.forward(inputs);
   } catch (const std::exception &e) {
     error->one(FLERR, "pair mlffd: evaluating model {} failed: {}", model_path, first_line(e.what()));
   }
+  return {};
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairMLFFD::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+
+  double **x = atom->x;
+  double **f = atom->f;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  if (nall == 0) return;
+
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  torch::jit::IValue result;
+  if (graph_reuse()) {
+    // the graph changes only when LAMMPS rebuilds its lists (atoms keep their indices between
+    // builds); every step: coordinates up, edges within r_c selected on the device
+    if (!graph_valid || neighbor->ago == 0 || nall != graph_nall || nlocal != graph_nlocal) {
+      build_graph(true);
+      // copies (to(..., copy=true)): on the CPU a plain to() would alias the host buffers
+      const int64_t nn = (int64_t) node_atom.size(), ne = (int64_t) src_buf.size();
+      g_node_atom = torch::from_blob(node_atom.data(), {nn}, torch::TensorOptions().dtype(torch::kInt32))
+                        .to(device, torch::kInt64, false, true);
+      g_species = torch::from_blob(species_buf.data(), {nn}, i64).to(device, false, true);
+      g_mask = torch::arange(nn, i64.device(device)).lt(nlocal);
+      if (ne > 0) {
+        g_edge_index = torch::stack({torch::from_blob(src_buf.data(), {ne}, i64),
+                                     torch::from_blob(dst_buf.data(), {ne}, i64)}).to(device);
+        g_image = torch::from_blob(image_buf.data(), {ne}, i64).to(device, false, true);
+        g_rep = torch::from_blob(rep_buf.data(), {ne}, i64).to(device, false, true);
+      } else {
+        g_edge_index = torch::zeros({2, 0}, i64.device(device));
+        g_image = g_rep = torch::zeros({0}, i64.device(device));
+      }
+      graph_valid = true;
+      graph_nall = nall;
+      graph_nlocal = nlocal;
+    }
+    // coordinates in float64 on the device (shifts x[image] - x[rep] are exact lattice vectors)
+    torch::Tensor xall = torch::from_blob(x[0], {(int64_t) nall, 3}, f64).to(device);
+    torch::Tensor pos64 = xall.index_select(0, g_node_atom);
+    torch::Tensor shift64 = xall.index_select(0, g_image) - xall.index_select(0, g_rep);
+    torch::Tensor d = pos64.index_select(0, g_edge_index[1]) - pos64.index_select(0, g_edge_index[0]) + shift64;
+    torch::Tensor keep = d.mul(d).sum(1).lt(cutoff * cutoff).nonzero().squeeze(1);
+    result = evaluate(pos64.to(dtype), g_species, g_edge_index.index_select(1, keep),
+                      shift64.index_select(0, keep).to(dtype), g_mask);
+  } else {
+    build_graph(false);
+    const int nnodes = (int) node_atom.size();
+    const int64_t nedges = (int64_t) src_buf.size();
+    pos_buf.resize(3 * (size_t) nnodes);
+    for (int n = 0; n < nnodes; n++) {
+      const int i = node_atom[n];
+      pos_buf[3 * n + 0] = x[i][0];
+      pos_buf[3 * n + 1] = x[i][1];
+      pos_buf[3 * n + 2] = x[i][2];
+    }
+    shift_buf.resize(3 * (size_t) nedges);
+    for (int64_t e = 0; e < nedges; e++)
+      for (int a = 0; a < 3; a++) shift_buf[3 * e + a] = x[image_buf[e]][a] - x[rep_buf[e]][a];
+    torch::Tensor positions = torch::from_blob(pos_buf.data(), {nnodes, 3}, f64).to(device, dtype, false, true);
+    torch::Tensor species = torch::from_blob(species_buf.data(), {nnodes}, i64).to(device, false, true);
+    torch::Tensor edge_index, shifts;
+    if (nedges > 0) {
+      edge_index = torch::stack({torch::from_blob(src_buf.data(), {nedges}, i64),
+                                 torch::from_blob(dst_buf.data(), {nedges}, i64)})
+                       .to(device);
+      shifts = torch::from_blob(shift_buf.data(), {nedges, 3}, f64).to(device, dtype, false, true);
+    } else {
+      edge_index = torch::zeros({2, 0}, i64.device(device));
+      shifts = torch::zeros({0, 3}, torch::TensorOptions().dtype(dtype).device(device));
+    }
+    torch::Tensor energy_mask = torch::arange(nnodes, i64.device(device)).lt(nlocal);
+    result = evaluate(positions, species, edge_index, shifts, energy_mask);
+  }
+  const int nnodes = (int) node_atom.size();
 
   auto out = result.toGenericDict();
   auto host = [&](const char *key) {

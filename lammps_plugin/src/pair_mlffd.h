@@ -55,6 +55,19 @@ class PairMLFFD : public Pair {
   void configure_blocks();
   std::vector<int64_t> src_buf, dst_buf, species_buf;
   std::vector<double> pos_buf, shift_buf;
+
+  // 'graph reuse': the graph of the r_c + skin list is built at neighbour-list builds only and
+  // kept on the device; each step uploads the coordinates and keeps the edges within r_c there
+  int graph_mode_arg = -1;        // 'graph' keyword: -1 default (reuse on CUDA), 0 rebuild, 1 reuse
+  bool graph_reuse() const { return graph_mode_arg < 0 ? device.is_cuda() : graph_mode_arg == 1; }
+  bool graph_valid = false;
+  int graph_nall = -1, graph_nlocal = -1;
+  std::vector<int64_t> image_buf, rep_buf;    // per edge: LAMMPS index of the neighbour copy, of its node's copy
+  torch::Tensor g_node_atom, g_edge_index, g_image, g_rep, g_species, g_mask;
+  void build_graph(bool skin_pairs);
+  torch::jit::IValue evaluate(const torch::Tensor &positions, const torch::Tensor &species,
+                              const torch::Tensor &edge_index, const torch::Tensor &shifts,
+                              const torch::Tensor &energy_mask);
 };
 
 }    // namespace LAMMPS_NS

@@ -320,10 +320,12 @@ def parse_loop_times(log: str) -> list[tuple[float, int, int, int]]:
     return [(float(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4))) for m in _LOOP.finditer(log)]
 
 
-def lammps_pair(pair: str, workdir: Path, model_path: str | None = None, device: str = "cpu") -> list[str]:
-    """pair_style / pair_coeff lines for ``mlffd``, ``sw`` or ``tersoff`` (potential files written to ``workdir``)."""
+def lammps_pair(pair: str, workdir: Path, model_path: str | None = None, device: str = "cpu", options: str = "") -> list[str]:
+    """pair_style / pair_coeff lines for ``mlffd`` (``options``: more pair_style keywords, e.g.
+    ``graph rebuild``), ``sw`` or ``tersoff`` (potential files written to ``workdir``)."""
     if pair == "mlffd":
-        return ["pair_style mlffd" + (f" device {device}" if device != "cpu" else ""), f"pair_coeff * * {model_path} Si"]
+        style = "pair_style mlffd" + (f" device {device}" if device != "cpu" else "") + (f" {options}" if options else "")
+        return [style, f"pair_coeff * * {model_path} Si"]
     if pair == "sw":
         (workdir / "Si.sw").write_text(SI_SW)
         return ["pair_style sw", "pair_coeff * * Si.sw Si"]
@@ -340,7 +342,7 @@ def _worker_lammps(case: dict) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     atoms = si_supercell(case["atoms"])
     write_data(atoms, work / "atoms.data", ["Si"])
-    pair = lammps_pair(case["pair"], work, case.get("path"), case.get("device", "cpu"))
+    pair = lammps_pair(case["pair"], work, case.get("path"), case.get("device", "cpu"), case.get("pair_options", ""))
     steps, warm = int(case["steps"]), int(case["warmup_steps"])
     deck = [
         "units metal",

@@ -5,7 +5,8 @@
 # STAGES="parity students teachers sweep lammps" (the default) picks stages; also: calc (tiny through
 # DistilledCalculator, 32,768 and 1,000,000 atoms), students1m (tiny and original at 1,000,000),
 # batch (64 x 64-atom cells batched vs one by one, every student) and compiled (tiny through
-# DistilledCalculator(compile=True): Inductor's CUDA kernels, 4,096 and 32,768 atoms).
+# DistilledCalculator(compile=True): Inductor's CUDA kernels, 4,096 and 32,768 atoms) and graph
+# (the plugin's CUDA parity tests, then 'graph reuse' vs 'graph rebuild' for tiny, 4,096 and 32,768 atoms).
 # Stages (each with its own time limit, later ones skipped past DEADLINE seconds):
 #   setup, CUDA parity tests (ASE), students' cost 4k-1M atoms (artifact + calculator),
 #   evaluation block sweep at 1M atoms, teachers on the same GPU, LAMMPS pair_style mlffd
@@ -54,7 +55,7 @@ cat "$R/models.err"; echo "models: $MODELS"
 
 want() { [[ " ${STAGES:-parity students teachers sweep lammps} " == *" $1 "* ]]; }
 stage "plugin build (background)"
-want lammps && ( python3 -m pip install -q --no-build-isolation --no-deps --no-index --prefix "$PFX" ./lammps_plugin > "$R/plugin_build.log" 2>&1; echo "rc=$?" >> "$R/plugin_build.log" ) &
+(want lammps || want graph) && ( python3 -m pip install -q --no-build-isolation --no-deps --no-index --prefix "$PFX" ./lammps_plugin > "$R/plugin_build.log" 2>&1; echo "rc=$?" >> "$R/plugin_build.log" ) &
 BUILD=$!
 
 stage "CUDA parity (ASE calculator, float64 random students)"
@@ -102,8 +103,26 @@ done
 stage "LAMMPS pair_style mlffd device cuda"
 wait $BUILD
 tail -3 "$R/plugin_build.log"
-if want lammps && grep -q "rc=0" "$R/plugin_build.log"; then
+if (want lammps || want graph) && grep -q "rc=0" "$R/plugin_build.log"; then
   run_for 60 python3 -m pytest -q -p no:cacheprovider tests/test_lammps_plugin.py -k "cuda or block" 2>&1 | tail -5
-  run_for 90 mlffd bench lammps --device cuda --threads 1 --repeats 3 --min-time 0.3 --models "$(echo "$MODELS" | cut -d, -f2,3)" --sizes 4096,32768 --ranks 1 --pairs mlffd,sw --out "$R/lammps" | grep -E "µs/atom-step|FAILED|Error"
+  want lammps && run_for 90 mlffd bench lammps --device cuda --threads 1 --repeats 3 --min-time 0.3 --models "$(echo "$MODELS" | cut -d, -f2,3)" --sizes 4096,32768 --ranks 1 --pairs mlffd,sw --out "$R/lammps" | grep -E "µs/atom-step|FAILED|Error"
+  # graph reuse (the default on CUDA) against rebuilding the graph every step, same run
+  want graph && for spec in 32768:rebuild 32768:reuse 4096:rebuild 4096:reuse; do
+    run_for 40 python3 - "$(echo "$MODELS" | cut -d, -f2)" "${spec%%:*}" "${spec##*:}" "$R/graph-${spec%%:*}-${spec##*:}.json" <<'PY'
+import json, statistics, sys
+from mlffd.bench.workers import run_worker
+from mlffd.registry import resolve
+model, atoms, mode, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+case = {"method": "lammps", "pair": "mlffd", "path": str(resolve(model)), "atoms": atoms, "ranks": 1, "threads": 1, "steps": 20,
+        "warmup_steps": 5, "repeats": 3, "timeout": 35, "device": "cuda", "pair_options": f"graph {mode}", "workdir": f"/tmp/graph-{atoms}-{mode}"}
+try:
+    res = run_worker(case)
+    print(f"{model} LAMMPS cuda {atoms} atoms graph {mode}: {statistics.median(res['samples_us']):.3f} us/atom-step {['%.3f' % s for s in res['samples_us']]}")
+except Exception as exc:
+    res = {"error": f"{type(exc).__name__}: {str(exc)[-500:]}"}
+    print(res["error"])
+json.dump({"case": case, "result": res}, open(out, "w"))
+PY
+  done
 fi
 stage "done"
