@@ -123,6 +123,7 @@ def test_potential_files(tmp_path):
     assert "3264.7" in (tmp_path / "Si.tersoff").read_text()
     assert bench.lammps_pair("mlffd", tmp_path, "x.pt") == ["pair_style mlffd", "pair_coeff * * x.pt Si"]
     assert bench.lammps_pair("mlffd", tmp_path, "x.pt", device="cuda:1")[0] == "pair_style mlffd device cuda:1"
+    assert bench.lammps_pair("mlffd", tmp_path, "x.pt", "cuda", "graph rebuild")[0] == "pair_style mlffd device cuda graph rebuild"
 
 
 @pytest.mark.parametrize("bad, match", [({"device": "gpu"}, "device must be"), ({"block_atoms": -1}, "block_atoms must be")])
