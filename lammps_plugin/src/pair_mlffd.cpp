@@ -495,6 +495,33 @@ torch::jit::IValue PairMLFFD::evaluate(const torch::Tensor &positions, const tor
   return {};
 }
 
+/* ----------------------------------------------------------------------
+   the host graph of build_graph() as device index tensors (copies: on the CPU a plain to()
+   would alias the host buffers, which the next build overwrites)
+------------------------------------------------------------------------- */
+
+void PairMLFFD::upload_graph(int nlocal, int nall)
+{
+  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  const int64_t nn = (int64_t) node_atom.size(), ne = (int64_t) src_buf.size();
+  g_node_atom = torch::from_blob(node_atom.data(), {nn}, torch::TensorOptions().dtype(torch::kInt32))
+                    .to(device, torch::kInt64, false, true);
+  g_species = torch::from_blob(species_buf.data(), {nn}, i64).to(device, false, true);
+  g_mask = torch::arange(nn, i64.device(device)).lt(nlocal);
+  if (ne > 0) {
+    g_edge_index = torch::stack({torch::from_blob(src_buf.data(), {ne}, i64),
+                                 torch::from_blob(dst_buf.data(), {ne}, i64)}).to(device);
+    g_image = torch::from_blob(image_buf.data(), {ne}, i64).to(device, false, true);
+    g_rep = torch::from_blob(rep_buf.data(), {ne}, i64).to(device, false, true);
+  } else {
+    g_edge_index = torch::zeros({2, 0}, i64.device(device));
+    g_image = g_rep = torch::zeros({0}, i64.device(device));
+  }
+  graph_valid = true;
+  graph_nall = nall;
+  graph_nlocal = nlocal;
+}
+
 /* ---------------------------------------------------------------------- */
 
 void PairMLFFD::compute(int eflag, int vflag)
@@ -507,70 +534,28 @@ void PairMLFFD::compute(int eflag, int vflag)
   const int nall = nlocal + atom->nghost;
   if (nall == 0) return;
 
-  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-  torch::jit::IValue result;
-  if (graph_reuse()) {
-    // the graph changes only when LAMMPS rebuilds its lists (atoms keep their indices between
-    // builds); every step: coordinates up, edges within r_c selected on the device
-    if (!graph_valid || neighbor->ago == 0 || nall != graph_nall || nlocal != graph_nlocal) {
-      build_graph(true);
-      // copies (to(..., copy=true)): on the CPU a plain to() would alias the host buffers
-      const int64_t nn = (int64_t) node_atom.size(), ne = (int64_t) src_buf.size();
-      g_node_atom = torch::from_blob(node_atom.data(), {nn}, torch::TensorOptions().dtype(torch::kInt32))
-                        .to(device, torch::kInt64, false, true);
-      g_species = torch::from_blob(species_buf.data(), {nn}, i64).to(device, false, true);
-      g_mask = torch::arange(nn, i64.device(device)).lt(nlocal);
-      if (ne > 0) {
-        g_edge_index = torch::stack({torch::from_blob(src_buf.data(), {ne}, i64),
-                                     torch::from_blob(dst_buf.data(), {ne}, i64)}).to(device);
-        g_image = torch::from_blob(image_buf.data(), {ne}, i64).to(device, false, true);
-        g_rep = torch::from_blob(rep_buf.data(), {ne}, i64).to(device, false, true);
-      } else {
-        g_edge_index = torch::zeros({2, 0}, i64.device(device));
-        g_image = g_rep = torch::zeros({0}, i64.device(device));
-      }
-      graph_valid = true;
-      graph_nall = nall;
-      graph_nlocal = nlocal;
-    }
-    // coordinates in float64 on the device (shifts x[image] - x[rep] are exact lattice vectors)
-    torch::Tensor xall = torch::from_blob(x[0], {(int64_t) nall, 3}, f64).to(device);
-    torch::Tensor pos64 = xall.index_select(0, g_node_atom);
-    torch::Tensor shift64 = xall.index_select(0, g_image) - xall.index_select(0, g_rep);
-    torch::Tensor d = pos64.index_select(0, g_edge_index[1]) - pos64.index_select(0, g_edge_index[0]) + shift64;
-    torch::Tensor keep = d.mul(d).sum(1).lt(cutoff * cutoff).nonzero().squeeze(1);
-    result = evaluate(pos64.to(dtype), g_species, g_edge_index.index_select(1, keep),
-                      shift64.index_select(0, keep).to(dtype), g_mask);
-  } else {
-    build_graph(false);
-    const int nnodes = (int) node_atom.size();
-    const int64_t nedges = (int64_t) src_buf.size();
-    pos_buf.resize(3 * (size_t) nnodes);
-    for (int n = 0; n < nnodes; n++) {
-      const int i = node_atom[n];
-      pos_buf[3 * n + 0] = x[i][0];
-      pos_buf[3 * n + 1] = x[i][1];
-      pos_buf[3 * n + 2] = x[i][2];
-    }
-    shift_buf.resize(3 * (size_t) nedges);
-    for (int64_t e = 0; e < nedges; e++)
-      for (int a = 0; a < 3; a++) shift_buf[3 * e + a] = x[image_buf[e]][a] - x[rep_buf[e]][a];
-    torch::Tensor positions = torch::from_blob(pos_buf.data(), {nnodes, 3}, f64).to(device, dtype, false, true);
-    torch::Tensor species = torch::from_blob(species_buf.data(), {nnodes}, i64).to(device, false, true);
-    torch::Tensor edge_index, shifts;
-    if (nedges > 0) {
-      edge_index = torch::stack({torch::from_blob(src_buf.data(), {nedges}, i64),
-                                 torch::from_blob(dst_buf.data(), {nedges}, i64)})
-                       .to(device);
-      shifts = torch::from_blob(shift_buf.data(), {nedges, 3}, f64).to(device, dtype, false, true);
-    } else {
-      edge_index = torch::zeros({2, 0}, i64.device(device));
-      shifts = torch::zeros({0, 3}, torch::TensorOptions().dtype(dtype).device(device));
-    }
-    torch::Tensor energy_mask = torch::arange(nnodes, i64.device(device)).lt(nlocal);
-    result = evaluate(positions, species, edge_index, shifts, energy_mask);
+  // the graph: rebuilt every step ('graph rebuild': pairs within r_c now), or only when LAMMPS
+  // rebuilt its lists ('graph reuse': atoms keep their indices between builds; all pairs of the
+  // r_c + skin list, those beyond r_c dropped on the device each step)
+  const bool reuse = graph_reuse();
+  if (!reuse || !graph_valid || neighbor->ago == 0 || nall != graph_nall || nlocal != graph_nlocal) {
+    build_graph(reuse);
+    upload_graph(nlocal, nall);
   }
+  // coordinates in float64 on the device; edge shifts x[image] - x[rep] are lattice vectors of
+  // the current box (followed when it changes)
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  torch::Tensor xall = torch::from_blob(x[0], {(int64_t) nall, 3}, f64).to(device);
+  torch::Tensor pos64 = xall.index_select(0, g_node_atom);
+  torch::Tensor shift64 = xall.index_select(0, g_image) - xall.index_select(0, g_rep);
+  torch::Tensor edge_index = g_edge_index;
+  if (reuse) {
+    torch::Tensor d = pos64.index_select(0, edge_index[1]) - pos64.index_select(0, edge_index[0]) + shift64;
+    torch::Tensor keep = d.mul(d).sum(1).lt(cutoff * cutoff).nonzero().squeeze(1);
+    edge_index = edge_index.index_select(1, keep);
+    shift64 = shift64.index_select(0, keep);
+  }
+  torch::jit::IValue result = evaluate(pos64.to(dtype), g_species, edge_index, shift64.to(dtype), g_mask);
   const int nnodes = (int) node_atom.size();
 
   auto out = result.toGenericDict();

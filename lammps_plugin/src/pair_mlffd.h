@@ -54,10 +54,10 @@ class PairMLFFD : public Pair {
   long block_atoms_set = -1;      // value last written to the module's chunk_atoms
   void configure_blocks();
   std::vector<int64_t> src_buf, dst_buf, species_buf;
-  std::vector<double> pos_buf, shift_buf;
 
-  // 'graph reuse': the graph of the r_c + skin list is built at neighbour-list builds only and
-  // kept on the device; each step uploads the coordinates and keeps the edges within r_c there
+  // the rank's graph as device index tensors (upload_graph). 'graph reuse': built from the
+  // r_c + skin list at neighbour-list builds only, the edges within r_c picked each step;
+  // 'graph rebuild': built from the pairs within r_c every step
   int graph_mode_arg = -1;        // 'graph' keyword: -1 default (reuse on CUDA), 0 rebuild, 1 reuse
   bool graph_reuse() const { return graph_mode_arg < 0 ? device.is_cuda() : graph_mode_arg == 1; }
   bool graph_valid = false;
@@ -65,6 +65,7 @@ class PairMLFFD : public Pair {
   std::vector<int64_t> image_buf, rep_buf;    // per edge: LAMMPS index of the neighbour copy, of its node's copy
   torch::Tensor g_node_atom, g_edge_index, g_image, g_rep, g_species, g_mask;
   void build_graph(bool skin_pairs);
+  void upload_graph(int nlocal, int nall);
   torch::jit::IValue evaluate(const torch::Tensor &positions, const torch::Tensor &species,
                               const torch::Tensor &edge_index, const torch::Tensor &shifts,
                               const torch::Tensor &energy_mask);
