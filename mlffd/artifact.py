@@ -97,7 +97,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 #: metadata fields that :func:`build_metadata` derives itself (the rest are the caller's)
 GENERATED_METADATA = frozenset(
     {"format", "format_version", "mlffd_version", "torch_version", "elements", "cutoff", "num_interactions",
-     "interaction_range", "dtype", "num_parameters", "model", "created"}
+     "interaction_range", "dtype", "num_parameters", "model", "created", "kernels"}
 )
 
 
@@ -235,11 +235,32 @@ def check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def require_kernels(meta: Mapping[str, Any], source: str) -> None:
+    """Load the fused CPU kernels when ``meta`` says the artifact calls them (``"kernels": N``);
+    :class:`ArtifactError` naming ``source`` when they are missing or older than needed."""
+    needed = meta.get("kernels")
+    if needed is None:
+        return
+    from mlffd import kernels
+
+    if isinstance(needed, bool) or not isinstance(needed, int) or needed < 1:
+        raise ArtifactError(f"{source}: metadata 'kernels' is {needed!r}, expected a positive integer (operator-set version)")
+    if needed > kernels.VERSION:
+        raise ArtifactError(
+            f"{source}: needs mlffd's fused kernels operator set {needed}, this mlffd has {kernels.VERSION}; upgrade mlffd"
+        )
+    try:
+        kernels.load()
+    except kernels.KernelsMissingError as exc:
+        raise ArtifactError(f"{source}: exported with mlffd's fused CPU kernels (operator set {needed}), but {exc}") from exc
+
+
 def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
     """Load an artifact, validating its metadata; errors name the file and the problem."""
     path = Path(path)
     _check_file(path)
     check_device(device)
+    require_kernels(read_metadata(path), str(path))
     extra = {METADATA_FILE: ""}
     try:
         with _quiet_jit():

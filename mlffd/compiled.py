@@ -51,6 +51,9 @@ class CompiledStudent:
     ) -> None:
         model, _, metadata = load_student(artifact)
         self.model = model.to(device=device, dtype=dtype).eval()
+        # Inductor compiles the PyTorch code path (it fuses it itself); mlffd's own fused CPU
+        # kernels are opaque to it
+        self.model.fused = False
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.metadata = metadata

@@ -31,19 +31,19 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "original",
         "original.mlffd.pt",
-        "cc87511df044270cbcf83f871956dad0523938843cd61ca2feab815b9d1f59ad",
+        "e3809e512b83ee7c330a33c645ff62800d83cc27634f32b9a505507c481d62d8",
         "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
     ),
     NamedModel(
         "tiny",
         "tiny.mlffd.pt",
-        "3adcbd10aae37db3570ee7d7d8070d98229580efd87d5998d4ad09f734fc404d",
+        "7958d4ad363572802880c77ec74d92fe54c0a763d532070f22958658b19f197d",
         "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
     ),
     NamedModel(
         "ultra-tiny",
         "ultra-tiny.mlffd.pt",
-        "e7b547ee6260c105c9d6479b69c9e451200e239e43d338ccd2887af3ff9c9832",
+        "37dc7bef988c66a54a5d09d6225d3597ee4d369e6edaf1df2a4f97c700ce1ad9",
         "Si, ≈21K parameters, distilled from SevenNet 7net-0 (fastest)",
     ),
 )

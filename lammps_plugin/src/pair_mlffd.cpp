@@ -209,6 +209,11 @@ void PairMLFFD::load_model(const std::string &path)
   try {
     model = torch::jit::load(path, device, extra);
   } catch (const std::exception &e) {
+    if (std::string(e.what()).find("mlffd_kernels::") != std::string::npos)
+      error->all(FLERR,
+                 "pair_coeff mlffd: cannot load {}: it calls mlffd fused kernels that this plugin's "
+                 "mlffd-kernels (operator set {}) lacks; rebuild mlffd-kernels and mlffd-lammps ({})",
+                 path, MLFFD_KERNELS_VERSION, first_line(e.what()));
     error->all(FLERR, "pair_coeff mlffd: cannot load {}: corrupt or not a TorchScript archive ({})",
                path, first_line(e.what()));
   }
@@ -238,6 +243,17 @@ void PairMLFFD::load_model(const std::string &path)
                path, version, MLFFD_FORMAT_VERSION);
   if (version < 1)
     error->all(FLERR, "pair_coeff mlffd: {}: format_version {} is invalid", path, version);
+  // artifacts exported with mlffd's fused CPU kernels name the operator set they call; the
+  // plugin links the kernels library it was built with (its operators load with the plugin)
+  if (meta.contains("kernels")) {
+    if (!meta["kernels"].is_number_integer() || meta["kernels"].get<int>() < 1)
+      error->all(FLERR, "pair_coeff mlffd: {}: metadata 'kernels' is not a positive integer", path);
+    if (meta["kernels"].get<int>() > MLFFD_KERNELS_VERSION)
+      error->all(FLERR,
+                 "pair_coeff mlffd: {}: needs mlffd's fused kernels operator set {}, this plugin "
+                 "was built with {}; rebuild mlffd-kernels and mlffd-lammps",
+                 path, meta["kernels"].get<int>(), MLFFD_KERNELS_VERSION);
+  }
   for (const char *field : {"cutoff", "interaction_range"})
     if (!meta.contains(field) || !meta[field].is_number() || !(meta[field].get<double>() > 0.0))
       error->all(FLERR, "pair_coeff mlffd: {}: metadata '{}' missing or not a positive number", path,

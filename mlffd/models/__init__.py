@@ -42,6 +42,10 @@ def export_student(model: StudentPotential, config: ModelConfig, path, **metadat
         model={"architecture": "mlffd-moment-mp", **config.to_dict()},
         **metadata,
     )
+    if model.fused:  # the scripted code calls the fused CPU kernels: loaders must have them
+        from mlffd import kernels
+
+        meta["kernels"] = kernels.VERSION
     return export(model, path, meta)
 
 

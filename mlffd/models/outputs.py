@@ -7,6 +7,8 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
+from mlffd import kernels
+
 
 def edge_vectors(positions: Tensor, edge_index: Tensor, shifts: Tensor) -> Tensor:
     """``r_ij = pos[j] - pos[i] + shift`` as a leaf that autograd differentiates against."""
@@ -23,11 +25,13 @@ def conservative_outputs(
     energy_mask: Tensor,
     edge_index: Tensor,
     create_graph: bool,
+    fused: bool = False,
 ) -> Dict[str, Tensor]:
     """Energy, per-atom energies, forces, virial and per-atom virial (see docs/artifact.md).
 
     Forces are ``-dE/dr`` gathered from the edge gradients ``g = dE/dr_ij``; the virial is
     ``W = -sum_e r_e ⊗ g_e``, each edge's share split half to each end for the per-atom virial.
+    ``fused`` sums the edges with the CPU kernel (see :func:`add_edge_gradients`).
     """
     center = edge_index[0]
     neighbor = edge_index[1]
@@ -42,7 +46,7 @@ def conservative_outputs(
     forces = torch.zeros_like(positions)
     virial = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
     atom_virial = torch.zeros(n_atoms, 9, dtype=positions.dtype, device=positions.device)
-    add_edge_gradients(forces, virial, atom_virial, vectors, g, center, neighbor)
+    add_edge_gradients(forces, virial, atom_virial, vectors, g, center, neighbor, fused)
     return output_dict(energy, atom_energies, forces, virial, atom_virial)
 
 
@@ -58,13 +62,25 @@ def output_dict(energy: Tensor, atom_energies: Tensor, forces: Tensor, virial: T
 
 
 def add_edge_gradients(
-    forces: Tensor, virial: Tensor, atom_virial: Tensor, vectors: Tensor, g: Tensor, center: Tensor, neighbor: Tensor
+    forces: Tensor,
+    virial: Tensor,
+    atom_virial: Tensor,
+    vectors: Tensor,
+    g: Tensor,
+    center: Tensor,
+    neighbor: Tensor,
+    fused: bool = False,
 ) -> None:
     """Add the edges' share to ``forces [N, 3]``, ``virial [3, 3]`` and ``atom_virial [N, 9]`` in place.
 
     ``g = dE/dr_ij`` per edge: the force on the centre is ``+g``, on the neighbour ``-g``;
-    ``W_e = -r_e ⊗ g_e``, half to each end for the per-atom virial.
+    ``W_e = -r_e ⊗ g_e``, half to each end for the per-atom virial. ``fused``: one pass of the
+    CPU kernel ``mlffd_kernels::add_edge_gradients`` (no per-edge temporaries; virial summed in
+    float64), the caller ensures it is loaded and the tensors are on the CPU.
     """
+    if fused:
+        kernels.add_edge_gradients(forces, virial, atom_virial, vectors.detach(), g, center, neighbor)
+        return
     forces.index_add_(0, center, g).index_add_(0, neighbor, -g)
     edge_virial = -vectors.unsqueeze(2) * g.unsqueeze(1)
     virial += edge_virial.sum(0)

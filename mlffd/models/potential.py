@@ -26,6 +26,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
+from mlffd import kernels
 from mlffd.models.config import ModelConfig
 from mlffd.models.outputs import add_edge_gradients, conservative_outputs, edge_vectors, output_dict
 
@@ -44,23 +45,24 @@ def polynomial_envelope(x: Tensor, p: int) -> Tensor:
 
 
 def cubic_invariants(a1: Tensor, a2s: Tensor) -> List[Tensor]:
-    """``A1.A2.A1`` and ``tr(A2^3)`` per channel from ``a1 [N, 3, K]`` and the symmetric ``a2s
-    [N, 6, K]`` (xx yy zz xy xz yz): closed forms on ``[N, 3, K]`` blocks instead of
-    ``[N, 3, 3, 3, K]`` intermediates.
+    """``A1.A2.A1`` and ``tr(A2^3)`` per atom and channel from ``a1 [3, N, K]`` and the symmetric
+    ``a2s [6, N, K]`` (xx yy zz xy xz yz), component-major: closed forms on ``[3, N, K]`` blocks
+    instead of ``[3, 3, 3, N, K]`` intermediates (the fused kernel ``moment_invariants`` computes
+    the same formulas).
 
     With diagonal ``d`` and off-diagonal ``o = (xy, xz, yz)``:
     ``A1.A2.A1 = sum_a d_a x_a^2 + 2 (xy x y + xz x z + yz y z)`` and
     ``tr(A2^3) = sum_a d_a^3 + 3 (|o|^2 tr(A2) - sum_a d_a o_opp(a)^2) + 6 xy xz yz`` where
     ``o_opp`` pairs xx with yz, yy with xz and zz with xy."""
-    d = a2s[:, 0:3]
-    o = a2s[:, 3:6]
-    pairs = a1[:, [0, 0, 1]] * a1[:, [1, 2, 2]]  # x y, x z, y z
-    a1a2a1 = (d * a1 * a1).sum(1) + 2.0 * (o * pairs).sum(1)
+    d = a2s[0:3]
+    o = a2s[3:6]
+    pairs = a1[[0, 0, 1]] * a1[[1, 2, 2]]  # x y, x z, y z
+    a1a2a1 = (d * a1 * a1).sum(0) + 2.0 * (o * pairs).sum(0)
     o2 = o * o
     tr3 = (
-        (d * d * d).sum(1)
-        + 3.0 * (o2.sum(1) * d.sum(1) - (d * o2.flip(1)).sum(1))
-        + 6.0 * o[:, 0] * o[:, 1] * o[:, 2]
+        (d * d * d).sum(0)
+        + 3.0 * (o2.sum(0) * d.sum(0) - (d * o2.flip(0)).sum(0))
+        + 6.0 * o[0] * o[1] * o[2]
     )
     return [a1a2a1, tr3]
 
@@ -72,7 +74,9 @@ class RadialBasis(nn.Module):
         super().__init__()
         self.cutoff = float(cutoff)
         self.envelope_p = int(envelope_p)
-        self.register_buffer("freqs", torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype()) * math.pi / cutoff)
+        # exact in float64 (rounded once when the model is cast): the fused kernel computes the same
+        # frequencies as multiples of pi / cutoff
+        self.register_buffer("freqs", torch.arange(1, num_basis + 1, dtype=torch.float64) * (math.pi / cutoff))
         self.prefactor = math.sqrt(2.0 / cutoff)
 
     def forward(self, r: Tensor) -> Tensor:
@@ -143,42 +147,74 @@ class Interaction(nn.Module):
             return onehot
         return self.project(h)
 
-    def forward(self, h: Tensor, z_nb: Tensor, ang_t: Tensor, radial: Tensor, pad_index: Tensor) -> Tensor:
-        """Updated features of the ``n`` centre atoms ``h [n, F]``.
+    def density(self, z_nb: Tensor, ang_t: Tensor, radial: Tensor, pad_index: Tensor) -> Tensor:
+        """The normalised neighbour density ``rho [10, n, B * D]`` (component-major) of ``n``
+        centre atoms (PyTorch).
 
         ``z_nb`` holds each edge's neighbour message (:meth:`messages` gathered by neighbour);
         ``ang_t`` is ``[n, 10, M]``: the angular components of each centre's ``M`` neighbour
         slots, ``radial`` the ``[n, M, B]`` radial basis (both zero in empty slots);
         ``pad_index`` maps each edge to its slot ``centre * M + slot``.
         """
-        n_atoms = h.shape[0]
+        n_atoms = ang_t.shape[0]
         max_nbrs = ang_t.shape[2]
-        z_pad = torch.zeros(n_atoms * max_nbrs, self.in_dim, dtype=h.dtype, device=h.device)
+        z_pad = torch.zeros(n_atoms * max_nbrs, self.in_dim, dtype=z_nb.dtype, device=z_nb.device)
         z_pad = z_pad.index_copy(0, pad_index, z_nb).view(n_atoms, max_nbrs, self.in_dim)
         # einsum's outer product back-propagates as two contractions (faster than broadcasting)
         radial_z = torch.einsum("nmb,nmd->nmbd", radial, z_pad).reshape(n_atoms, max_nbrs, self.num_basis * self.in_dim)
         # rho[i, l, (b, d)] = sum_j Y_l(u_ij) basis_b(r_ij) z_jd, as a batched matrix product
-        rho = torch.bmm(ang_t, radial_z)
-        rho = rho * self.norm
-        a0 = torch.matmul(rho[:, 0, :], self.w0)  # [N, K]
-        a1 = torch.matmul(rho[:, 1:4, :], self.w1)  # [N, 3, K]
-        a2s = torch.matmul(rho[:, 4:10, :], self.w2)  # [N, 6, K] symmetric storage
-        b1 = (a1 * a1).sum(1)
-        b2 = (a2s * a2s * self.sym_weight.view(1, 6, 1)).sum(1)
-        b3, b4 = cubic_invariants(a1, a2s)
-        inv = torch.cat([a0, b1, b2, b3, b4, h], dim=1)
+        return (torch.bmm(ang_t, radial_z) * self.norm).transpose(0, 1)
+
+    def fused_density(self, vectors: Tensor, messages: Tensor, neighbor: Tensor, offsets: Tensor,
+                      cutoff: float, envelope_p: int) -> List[Tensor]:
+        """:meth:`density` by the fused CPU kernel ``mlffd_kernels::moment_density`` from edge
+        vectors sorted by centre (centre ``i`` owns edges ``offsets[i]:offsets[i + 1]``), the
+        messages of all atoms and each edge's neighbour: no per-edge tensor besides the vectors.
+        Split by rank as :meth:`mix` takes it: ``[rho[0], rho[1:4], rho[4:10]]``."""
+        return kernels.moment_density(vectors, messages, neighbor, offsets, cutoff, self.num_basis, envelope_p, self.norm)
+
+    def mix(self, h: Tensor, rho: List[Tensor], fused: bool) -> Tensor:
+        """Updated features ``h [n, F]`` from the density by rank ``[rho[0] [n, BD], rho[1:4]
+        [3, n, BD], rho[4:10] [6, n, BD]]``: moments, invariants (by the fused kernel
+        ``moment_invariants`` when ``fused``), residual MLP."""
+        a0 = torch.matmul(rho[0], self.w0)  # [N, K]
+        a1 = torch.matmul(rho[1], self.w1)  # [3, N, K]
+        a2s = torch.matmul(rho[2], self.w2)  # [6, N, K] symmetric storage
+        if fused:
+            inv = torch.cat([a0, kernels.moment_invariants(a1, a2s), h], dim=1)
+        else:
+            b1 = (a1 * a1).sum(0)
+            b2 = (a2s * a2s * self.sym_weight.view(6, 1, 1)).sum(0)
+            b3, b4 = cubic_invariants(a1, a2s)
+            inv = torch.cat([a0, b1, b2, b3, b4, h], dim=1)
         return h + self.update(inv)
+
+    def forward(self, h: Tensor, z_nb: Tensor, ang_t: Tensor, radial: Tensor, pad_index: Tensor) -> Tensor:
+        """Updated features of the ``n`` centre atoms ``h [n, F]`` (PyTorch path, see :meth:`density`)."""
+        rho = self.density(z_nb, ang_t, radial, pad_index)
+        return self.mix(h, [rho[0], rho[1:4], rho[4:10]], False)
 
 
 def centre_layout(center: Tensor, n_atoms: int) -> List[Tensor]:
-    """Edges grouped by centre atom: ``order`` (stable argsort of ``center``), ``offsets [N + 1]``
-    (centre ``i`` owns sorted edges ``offsets[i]:offsets[i + 1]``) and ``slot [E]`` (the place of
-    each sorted edge among its centre's neighbours), the basis of the padded layout."""
-    order = torch.argsort(center, stable=True)
+    """Edges grouped by centre atom: ``order`` (stable argsort of ``center``; empty when the
+    edges are already sorted by centre, as LAMMPS and the calculator give them), ``offsets
+    [N + 1]`` (centre ``i`` owns sorted edges ``offsets[i]:offsets[i + 1]``) and ``slot [E]`` (the
+    place of each sorted edge among its centre's neighbours), the basis of the padded layout."""
     offsets = torch.zeros(n_atoms + 1, dtype=torch.int64, device=center.device)
     offsets[1:] = torch.cumsum(torch.bincount(center, minlength=n_atoms), 0)
-    slot = torch.arange(center.shape[0], device=center.device) - offsets.index_select(0, center.index_select(0, order))
+    if bool((center[1:] >= center[:-1]).all()):
+        order = torch.zeros(0, dtype=torch.int64, device=center.device)
+        sorted_center = center
+    else:
+        order = torch.argsort(center, stable=True)
+        sorted_center = center.index_select(0, order)
+    slot = torch.arange(center.shape[0], device=center.device) - offsets.index_select(0, sorted_center)
     return [order, offsets, slot]
+
+
+def in_centre_order(x: Tensor, order: Tensor, dim: int = 0) -> Tensor:
+    """``x`` (per edge along ``dim``) in centre order: ``x`` itself when ``order`` is empty."""
+    return x if order.shape[0] == 0 else x.index_select(dim, order)
 
 
 def max_neighbours(offsets: Tensor) -> int:
@@ -217,6 +253,11 @@ class StudentPotential(nn.Module):
         self.register_buffer("shift", torch.zeros((), dtype=torch.get_default_dtype()))
         #: evaluation (not training) of more atoms than this runs :meth:`chunked_outputs`
         self.chunk_atoms = int(config.chunk_atoms)
+        self.envelope_p = int(config.envelope_p)
+        #: CPU evaluation (not training) runs the fused kernel ``mlffd_kernels::moment_density``
+        #: (same numbers as the PyTorch path, a fraction of its time and memory); on when the
+        #: kernel library is installed
+        self.fused: bool = kernels.available()
 
     @torch.jit.unused
     def unused_parameters(self) -> List[str]:
@@ -248,30 +289,56 @@ class StudentPotential(nn.Module):
         radial = radial_pad.index_copy(0, pad_index, basis).view(n_atoms, max_nbrs, self.num_basis)
         return [ang_t, radial]
 
+    def block_edges(
+        self,
+        positions: Tensor,
+        edge_index: Tensor,
+        shifts: Tensor,
+        order: Tensor,
+        offsets: Tensor,
+        block: List[int],
+        grad: bool,
+    ) -> List[Tensor]:
+        """The edges of one block ``[a0, a1, e0, e1]`` of centres (atoms ``a0:a1``, sorted edges
+        ``e0:e1``): centres, neighbours, edge vectors (an autograd leaf when ``grad``) and the
+        block's offsets ``[a1 - a0 + 1]`` into them."""
+        a0, a1, e0, e1 = block[0], block[1], block[2], block[3]
+        if order.shape[0] == 0:  # edges already in centre order
+            ci = edge_index[0, e0:e1]
+            nj = edge_index[1, e0:e1]
+            sh = shifts[e0:e1]
+        else:
+            idx = order[e0:e1]
+            ci = edge_index[0].index_select(0, idx)
+            nj = edge_index[1].index_select(0, idx)
+            sh = shifts.index_select(0, idx)
+        with torch.no_grad():
+            v = positions.index_select(0, nj) - positions.index_select(0, ci) + sh
+        v = v.detach().requires_grad_(grad)
+        return [ci, nj, v, offsets[a0 : a1 + 1] - e0]
+
     def block_features(
         self,
         positions: Tensor,
         edge_index: Tensor,
         shifts: Tensor,
         order: Tensor,
+        offsets: Tensor,
         slot: Tensor,
         block: List[int],
         max_nbrs: int,
         grad: bool,
     ) -> List[Tensor]:
-        """Inputs of :meth:`Interaction.forward` for one block ``[a0, a1, e0, e1]`` of centres
-        (atoms ``a0:a1``, sorted edges ``e0:e1``): centres, neighbours, edge vectors (an autograd
-        leaf when ``grad``), padded slots, ``ang_t`` and ``radial``."""
-        a0, a1, e0, e1 = block[0], block[1], block[2], block[3]
-        idx = order[e0:e1]
-        ci = edge_index[0].index_select(0, idx)
-        nj = edge_index[1].index_select(0, idx)
-        with torch.no_grad():
-            v = positions.index_select(0, nj) - positions.index_select(0, ci) + shifts.index_select(0, idx)
-        v = v.detach().requires_grad_(grad)
-        pad = (ci - a0) * max_nbrs + slot[e0:e1]
-        ang_t, radial = self.padded_features(v, pad, a1 - a0, max_nbrs)
+        """:meth:`block_edges` plus the inputs of :meth:`Interaction.forward` (PyTorch path):
+        centres, neighbours, edge vectors, padded slots, ``ang_t`` and ``radial``."""
+        ci, nj, v, _ = self.block_edges(positions, edge_index, shifts, order, offsets, block, grad)
+        pad = (ci - block[0]) * max_nbrs + slot[block[2] : block[3]]
+        ang_t, radial = self.padded_features(v, pad, block[1] - block[0], max_nbrs)
         return [ci, nj, v, pad, ang_t, radial]
+
+    def use_fused(self, device: torch.device) -> bool:
+        """Whether evaluation on ``device`` runs the fused CPU kernel (see :attr:`fused`)."""
+        return self.fused and not self.training and device.type == "cpu"
 
     def atom_energy_from_features(self, h: Tensor, species: Tensor) -> Tensor:
         """Readout, scale and shift, plus per-element reference energies."""
@@ -282,20 +349,47 @@ class StudentPotential(nn.Module):
         """Per-atom energies ``[N]`` from edge vectors ``[E, 3]`` (``r_j - r_i``), in one graph."""
         center = edge_index[0]
         neighbor = edge_index[1]
-        # padded neighbour layout: edge e -> (centre, slot); the sums over neighbours become
-        # batched matrix products that never materialise per-edge x channel tensors
         n_atoms = species.shape[0]
         order, offsets, slot_sorted = centre_layout(center, n_atoms)
-        max_nbrs = max_neighbours(offsets)
-        slot = torch.empty_like(slot_sorted).index_copy_(0, order, slot_sorted)
-        pad_index = center * max_nbrs + slot
-        ang_t, radial = self.padded_features(vectors, pad_index, n_atoms, max_nbrs)
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(vectors.dtype)
         h = self.embedding(species)
+        if self.use_fused(vectors.device):
+            return self.fused_energies(in_centre_order(vectors, order), species, in_centre_order(neighbor, order), offsets)
+        # padded neighbour layout: edge e -> (centre, slot); the sums over neighbours become
+        # batched matrix products that never materialise per-edge x channel tensors
+        max_nbrs = max_neighbours(offsets)
+        slot = slot_sorted if order.shape[0] == 0 else torch.empty_like(slot_sorted).index_copy_(0, order, slot_sorted)
+        pad_index = center * max_nbrs + slot
+        ang_t, radial = self.padded_features(vectors, pad_index, n_atoms, max_nbrs)
         for layer in self.interactions:
             z_nb = layer.messages(h, onehot).index_select(0, neighbor)
             h = layer(h, z_nb, ang_t, radial, pad_index)
         return self.atom_energy_from_features(h, species)
+
+    def fused_energies(self, vectors: Tensor, species: Tensor, neighbor: Tensor, offsets: Tensor) -> Tensor:
+        """Per-atom energies by the fused CPU kernels from edges sorted by centre (centre ``i``
+        owns edges ``offsets[i]:offsets[i + 1]``; ``neighbor`` and ``vectors`` in that order)."""
+        onehot = torch.nn.functional.one_hot(species, self.num_elements).to(vectors.dtype)
+        h = self.embedding(species)
+        for layer in self.interactions:
+            rho = layer.fused_density(vectors, layer.messages(h, onehot), neighbor, offsets, self.cutoff, self.envelope_p)
+            h = layer.mix(h, rho, True)
+        return self.atom_energy_from_features(h, species)
+
+    def fused_outputs(
+        self, positions: Tensor, species: Tensor, edge_index: Tensor, shifts: Tensor, energy_mask: Tensor
+    ) -> Dict[str, Tensor]:
+        """:func:`conservative_outputs` in one graph by the fused CPU kernels: the edge vectors,
+        sorted by centre, are the autograd leaf (no scatter back to the caller's edge order)."""
+        order, offsets, _ = centre_layout(edge_index[0], species.shape[0])
+        sorted_index = in_centre_order(edge_index, order, 1)
+        ci = sorted_index[0]
+        nj = sorted_index[1]
+        with torch.no_grad():
+            v = positions.index_select(0, nj) - positions.index_select(0, ci) + in_centre_order(shifts, order)
+        v.requires_grad_(True)
+        energies = self.fused_energies(v, species, nj, offsets)
+        return conservative_outputs(positions, v, energies, energy_mask, sorted_index, False, True)
 
     def chunked_outputs(
         self,
@@ -329,6 +423,7 @@ class StudentPotential(nn.Module):
         for k, a0 in enumerate(range(0, n_atoms, chunk)):
             blocks.append([a0, min(a0 + chunk, n_atoms), bounds[k], bounds[k + 1]])
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(dtype)
+        fused = self.use_fused(device)
         # pass 1: features entering every layer but the last, no graph
         n_layers = len(self.interactions)
         hs: List[Tensor] = []
@@ -343,10 +438,15 @@ class StudentPotential(nn.Module):
                     h_next = torch.empty_like(h)
                     for block in blocks:
                         a0, a1 = block[0], block[1]
-                        ci, nj, v_c, pad, ang_t, radial = self.block_features(
-                            positions, edge_index, shifts, order, slot, block, max_nbrs, False
-                        )
-                        h_next[a0:a1] = layer(h[a0:a1], z.index_select(0, nj), ang_t, radial, pad)
+                        if fused:
+                            ci, nj, v_c, off_c = self.block_edges(positions, edge_index, shifts, order, offsets, block, False)
+                            rho = layer.fused_density(v_c, z, nj, off_c, self.cutoff, self.envelope_p)
+                            h_next[a0:a1] = layer.mix(h[a0:a1], rho, True)
+                        else:
+                            ci, nj, v_c, pad, ang_t, radial = self.block_features(
+                                positions, edge_index, shifts, order, offsets, slot, block, max_nbrs, False
+                            )
+                            h_next[a0:a1] = layer(h[a0:a1], z.index_select(0, nj), ang_t, radial, pad)
                     h = h_next
         # pass 2: from the last layer (with the readout) back to the first, one block of centres
         # at a time; g_h carries dE/dh_{t+1} between layers
@@ -372,17 +472,25 @@ class StudentPotential(nn.Module):
                                 continue
                         elif not bool((g_h[a0:a1] != 0).any()):
                             continue
-                        ci, nj, v_c, pad, ang_t, radial = self.block_features(
-                            positions, edge_index, shifts, order, slot, block, max_nbrs, True
-                        )
                         h_c = h_t[a0:a1].detach()
-                        z_c = z_t.index_select(0, nj).detach()
-                        leaves = [v_c]
                         if t > 0:  # the embedding h_0 does not depend on positions
-                            leaves.append(h_c.requires_grad_(True))
-                        if not blayer.first:  # the first layer's messages are the constant one-hot
-                            leaves.append(z_c.requires_grad_(True))
-                        out = blayer(h_c, z_c, ang_t, radial, pad)
+                            h_c.requires_grad_(True)
+                        # the first layer's messages are the constant one-hot: no leaf
+                        if fused:  # the kernel reads all atoms' messages: they are the leaf
+                            ci, nj, v_c, off_c = self.block_edges(positions, edge_index, shifts, order, offsets, block, True)
+                            z_c = z_t.detach().requires_grad_(not blayer.first)
+                            out = blayer.mix(h_c, blayer.fused_density(v_c, z_c, nj, off_c, self.cutoff, self.envelope_p), True)
+                        else:  # the PyTorch path takes per-edge messages
+                            ci, nj, v_c, pad, ang_t, radial = self.block_features(
+                                positions, edge_index, shifts, order, offsets, slot, block, max_nbrs, True
+                            )
+                            z_c = z_t.index_select(0, nj).detach().requires_grad_(not blayer.first)
+                            out = blayer(h_c, z_c, ang_t, radial, pad)
+                        leaves = [v_c]
+                        if t > 0:
+                            leaves.append(h_c)
+                        if not blayer.first:
+                            leaves.append(z_c)
                         block_grad: List[Optional[Tensor]] = []
                         if t == n_layers - 1:
                             e_c = self.atom_energy_from_features(out, species[a0:a1])
@@ -401,10 +509,13 @@ class StudentPotential(nn.Module):
                         if not blayer.first:
                             g_zc = grads[len(leaves) - 1]
                             if g_zc is not None:
-                                g_z.index_add_(0, nj, g_zc)
+                                if fused:
+                                    g_z += g_zc
+                                else:
+                                    g_z.index_add_(0, nj, g_zc)
                         g_e = grads[0]
                         if g_e is not None:
-                            add_edge_gradients(forces, virial, atom_virial, v_c.detach(), g_e, ci, nj)
+                            add_edge_gradients(forces, virial, atom_virial, v_c.detach(), g_e, ci, nj, fused)
                     if not blayer.first:
                         g_prev = g_prev + torch.matmul(g_z, blayer.project.weight)
                     g_h = g_prev
@@ -420,6 +531,8 @@ class StudentPotential(nn.Module):
     ) -> Dict[str, Tensor]:
         if not self.training and positions.shape[0] > self.chunk_atoms and edge_index.shape[1] > 0:
             return self.chunked_outputs(positions, species, edge_index, shifts, energy_mask)
+        if self.use_fused(positions.device):
+            return self.fused_outputs(positions, species, edge_index, shifts, energy_mask)
         vectors = edge_vectors(positions, edge_index, shifts)
         atom_energies = self.atomic_energies(vectors, species, edge_index)
         return conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, self.training)

@@ -1,0 +1,573 @@
+// mlffd_kernels: the fused CPU kernels of mlffd students (PyTorch operators).
+//
+// moment_density: the per-edge part of an mlffd interaction layer, fused.
+// SPDX-License-Identifier: MIT
+//
+// For every centre atom i (edges sorted by centre, centre i owning edges offsets[i]:offsets[i+1])
+//
+//     rho[l, i, b*D + d] = scale * sum_e Y_l(u_e) R_b(r_e) m[nbr_e, d]
+//
+// returned by rank, component-major: rho[0] [N, BD], rho[1:4] [3, N, BD], rho[4:10] [6, N, BD]
+//
+// with Y = (1, u, traceless u u^T as xx yy zz xy xz yz), R_b = sqrt(2/rc) env(r/rc) sin(b pi r/rc) / r
+// (b = 1..B, the polynomial envelope of DimeNet/NequIP), m the neighbours' messages. The
+// PyTorch reference is mlffd.models.potential (Interaction.density and RadialBasis); this file
+// computes the same numbers without materialising any per-edge x basis x channel tensor, and
+// its backward gives dE/dr_e and dE/dm analytically (first derivatives only: evaluation, not
+// training). sin(b theta) and cos(b theta) come from the Chebyshev recurrence (one sin and one
+// cos per edge).
+
+#include <torch/library.h>
+#include <torch/autograd.h>
+#include <ATen/Parallel.h>
+#include <ATen/Dispatch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+constexpr int kAng = 10;
+
+// Envelope, its derivative and the basis prefactor for one edge.
+template <typename T>
+struct Radial {
+  T rc, inv_rc, pref, c0, c1, c2;
+  int p;
+  Radial(double cutoff, int64_t envelope_p) {
+    rc = T(cutoff);
+    inv_rc = T(1.0 / cutoff);
+    pref = T(std::sqrt(2.0 / cutoff));
+    p = int(envelope_p);
+    const double pf = double(envelope_p);
+    c0 = T(-(pf + 1.0) * (pf + 2.0) / 2.0);
+    c1 = T(pf * (pf + 2.0));
+    c2 = T(-pf * (pf + 1.0) / 2.0);
+  }
+  // basis[b] = w sin((b+1) theta); with derivative: dbasis[b] = d basis[b] / dr
+  inline void eval(T r, int B, T* basis, T* dbasis) const {
+    const T rs = std::max(r, T(1e-6));
+    const T x = r * inv_rc;
+    T xp1 = T(1);  // x^(p-1)
+    for (int k = 0; k < p - 1; ++k) xp1 *= x;
+    const T xp = xp1 * x;
+    const T env = T(1) + xp * (c0 + x * (c1 + c2 * x));
+    const T w = pref * env / rs;
+    const T theta = T(M_PI) * rs * inv_rc;
+    const T s1 = std::sin(theta), co1 = std::cos(theta);
+    T s_prev = T(0), s = s1, c_prev = T(1), c = co1;
+    if (dbasis == nullptr) {
+      for (int b = 0; b < B; ++b) {
+        basis[b] = w * s;
+        const T s_next = T(2) * co1 * s - s_prev;
+        s_prev = s;
+        s = s_next;
+      }
+      return;
+    }
+    const T denv = xp1 * (T(p) * c0 + x * (T(p + 1) * c1 + T(p + 2) * c2 * x)) * inv_rc;
+    const T dw = pref * (denv - env / rs) / rs;
+    const T k1 = T(M_PI) * inv_rc;
+    for (int b = 0; b < B; ++b) {
+      basis[b] = w * s;
+      dbasis[b] = dw * s + w * k1 * T(b + 1) * c;
+      const T s_next = T(2) * co1 * s - s_prev;
+      const T c_next = T(2) * co1 * c - c_prev;
+      s_prev = s;
+      s = s_next;
+      c_prev = c;
+      c = c_next;
+    }
+  }
+};
+
+template <typename T>
+inline void angular(T x, T y, T z, T* ang) {
+  const T third = T(1.0 / 3.0);
+  ang[0] = T(1);
+  ang[1] = x;
+  ang[2] = y;
+  ang[3] = z;
+  ang[4] = x * x - third;
+  ang[5] = y * y - third;
+  ang[6] = z * z - third;
+  ang[7] = x * y;
+  ang[8] = x * z;
+  ang[9] = y * z;
+}
+
+// The 10 angular planes of a density split by rank: l = 0 in rank0 [N, BD], l = 1..3 in
+// rank1 [3, N, BD], l = 4..9 in rank2 [6, N, BD]; row i of plane l starts at p[l] + i * BD.
+template <typename T>
+struct Planes {
+  T* p[kAng];
+  Planes(T* rank0, T* rank1, T* rank2, int64_t n, int64_t BD) {
+    p[0] = rank0;
+    for (int l = 1; l < 4; ++l) p[l] = rank1 + (l - 1) * n * BD;
+    for (int l = 4; l < kAng; ++l) p[l] = rank2 + (l - 4) * n * BD;
+  }
+};
+
+// Work buffers of one thread: fixed-size arrays when the basis and message sizes are known at
+// compile time (kB, kD > 0: the loops unroll and vectorise), heap arrays otherwise.
+template <typename T, int kB, int kD>
+struct Scratch {
+  static constexpr bool fixed = kB > 0 && kD > 0;
+  static constexpr int kBD = fixed ? kB * kD : 1;
+  T basis_f[fixed ? kB : 1], dbasis_f[fixed ? kB : 1], t_f[kBD], gt_f[kBD], acc_f[kAng * kBD];
+  std::vector<T> heap;
+  T *basis, *dbasis, *t, *gt, *acc;
+  explicit Scratch(int64_t B, int64_t D) {
+    if (fixed) {
+      basis = basis_f, dbasis = dbasis_f, t = t_f, gt = gt_f, acc = acc_f;
+    } else {
+      heap.assign(2 * B + (2 + kAng) * B * D, T(0));
+      basis = heap.data(), dbasis = basis + B, t = dbasis + B, gt = t + B * D, acc = gt + B * D;
+    }
+  }
+};
+
+// rho[:, i] = scale * sum_e ang_e (x) basis_e (x) m[nbr_e] over centre i's edges (accumulated in
+// the thread's buffer, written once), centres in parallel.
+template <typename T, int kB, int kD>
+void density_kernel(const T* v, const T* m, const int64_t* nb, const int64_t* off, int64_t n, int64_t B_rt,
+                    int64_t D_rt, double cutoff, int64_t envelope_p, double scale, Planes<T> out) {
+  const int64_t B = kB > 0 ? kB : B_rt;
+  const int64_t D = kD > 0 ? kD : D_rt;
+  const int64_t BD = B * D;
+  const Radial<T> radial(cutoff, envelope_p);
+  const T rc = T(cutoff);
+  const T sc = T(scale);
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    Scratch<T, kB, kD> w(B, D);
+    T* __restrict__ t = w.t;
+    T* __restrict__ acc = w.acc;
+    T ang[kAng];
+    for (int64_t i = begin; i < end; ++i) {
+      for (int64_t k = 0; k < kAng * BD; ++k) acc[k] = T(0);
+      for (int64_t e = off[i]; e < off[i + 1]; ++e) {
+        const T vx = v[3 * e], vy = v[3 * e + 1], vz = v[3 * e + 2];
+        const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
+        if (!(r < rc)) continue;  // beyond the cutoff (and NaN): no contribution
+        radial.eval(r, int(B), w.basis, nullptr);
+        const T ir = T(1) / r;
+        angular(vx * ir, vy * ir, vz * ir, ang);
+        const T* z = m + nb[e] * D;
+        for (int64_t b = 0; b < B; ++b) {
+          const T bb = w.basis[b] * sc;
+          for (int64_t d = 0; d < D; ++d) t[b * D + d] = bb * z[d];
+        }
+        for (int l = 0; l < kAng; ++l) {
+          const T a = ang[l];
+#pragma omp simd
+          for (int64_t k = 0; k < BD; ++k) acc[l * BD + k] += a * t[k];
+        }
+      }
+      for (int l = 0; l < kAng; ++l) std::copy(acc + l * BD, acc + (l + 1) * BD, out.p[l] + i * BD);
+    }
+  });
+}
+
+// Per edge e of centre i, with G = grad_rho[:, i] and t = basis (x) m[nbr_e]:
+//   dL/dang_l = scale sum_k G[l, k] t[k],   gt[k] = sum_l ang_l G[l, k],
+//   dL/dbasis_b = scale sum_d gt[b, d] m_d,  dL/dm_d = scale sum_b gt[b, d] basis_b.
+template <typename T, int kB, int kD>
+void density_backward_kernel(Planes<const T> g, const T* v, const T* m, const int64_t* nb, const int64_t* off, int64_t n,
+                             int64_t B_rt, int64_t D_rt, double cutoff, int64_t envelope_p, double scale, T* gv, T* gm) {
+  const int64_t B = kB > 0 ? kB : B_rt;
+  const int64_t D = kD > 0 ? kD : D_rt;
+  const int64_t BD = B * D;
+  const Radial<T> radial(cutoff, envelope_p);
+  const T rc = T(cutoff);
+  const T sc = T(scale);
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    Scratch<T, kB, kD> w(B, D);
+    T* __restrict__ t = w.t;
+    T* __restrict__ gt = w.gt;
+    T* __restrict__ G = w.acc;  // this centre's gradient rows, contiguous
+    T ang[kAng], gang[kAng];
+    for (int64_t i = begin; i < end; ++i) {
+      if (off[i] == off[i + 1]) continue;
+      for (int l = 0; l < kAng; ++l) std::copy(g.p[l] + i * BD, g.p[l] + (i + 1) * BD, G + l * BD);
+      for (int64_t e = off[i]; e < off[i + 1]; ++e) {
+        const T vx = v[3 * e], vy = v[3 * e + 1], vz = v[3 * e + 2];
+        const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
+        if (!(r < rc)) continue;
+        radial.eval(r, int(B), w.basis, w.dbasis);
+        const T ir = T(1) / r;
+        const T ux = vx * ir, uy = vy * ir, uz = vz * ir;
+        angular(ux, uy, uz, ang);
+        const T* z = m + nb[e] * D;
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t d = 0; d < D; ++d) t[b * D + d] = w.basis[b] * z[d];
+#pragma omp simd
+        for (int64_t k = 0; k < BD; ++k) gt[k] = ang[0] * G[k];
+        gang[0] = T(0);  // the constant component has no gradient
+        for (int l = 1; l < kAng; ++l) {
+          const T a = ang[l];
+          T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+          for (int64_t k = 0; k < BD; ++k) {
+            gt[k] += a * G[l * BD + k];
+            acc += G[l * BD + k] * t[k];
+          }
+          gang[l] = acc * sc;
+        }
+        T gr = T(0);
+        for (int64_t b = 0; b < B; ++b) {
+          T gb = T(0);
+          for (int64_t d = 0; d < D; ++d) gb += gt[b * D + d] * z[d];
+          gr += gb * w.dbasis[b];
+        }
+        gr *= sc;
+        if (gm != nullptr) {
+          T* __restrict__ gme = gm + e * D;
+          for (int64_t d = 0; d < D; ++d) gme[d] = T(0);
+          for (int64_t b = 0; b < B; ++b) {
+            const T bb = w.basis[b] * sc;
+            for (int64_t d = 0; d < D; ++d) gme[d] += gt[b * D + d] * bb;
+          }
+        }
+        // angular part: d ang / d u, projected (d u / d v = (I - u u^T) / r)
+        const T gux = gang[1] + T(2) * ux * gang[4] + uy * gang[7] + uz * gang[8];
+        const T guy = gang[2] + T(2) * uy * gang[5] + ux * gang[7] + uz * gang[9];
+        const T guz = gang[3] + T(2) * uz * gang[6] + ux * gang[8] + uy * gang[9];
+        const T gu_u = gux * ux + guy * uy + guz * uz;
+        gv[3 * e] = (gux - gu_u * ux) * ir + gr * ux;
+        gv[3 * e + 1] = (guy - gu_u * uy) * ir + gr * uy;
+        gv[3 * e + 2] = (guz - gu_u * uz) * ir + gr * uz;
+      }
+    }
+  });
+}
+
+// Calls KERNEL<T, B, D> with compile-time sizes for the shipped shapes (8 Bessel functions,
+// messages of 1..32 features), the runtime-size instance otherwise.
+#define MLFFD_SIZE_DISPATCH(KERNEL, T, B, D, ...)                                   \
+  do {                                                                             \
+    if ((B) == 8 && (D) == 1) KERNEL<T, 8, 1>(__VA_ARGS__);                        \
+    else if ((B) == 8 && (D) == 2) KERNEL<T, 8, 2>(__VA_ARGS__);                   \
+    else if ((B) == 8 && (D) == 4) KERNEL<T, 8, 4>(__VA_ARGS__);                   \
+    else if ((B) == 8 && (D) == 8) KERNEL<T, 8, 8>(__VA_ARGS__);                   \
+    else if ((B) == 8 && (D) == 16) KERNEL<T, 8, 16>(__VA_ARGS__);                 \
+    else if ((B) == 8 && (D) == 32) KERNEL<T, 8, 32>(__VA_ARGS__);                 \
+    else KERNEL<T, 0, 0>(__VA_ARGS__);                                             \
+  } while (0)
+
+void check_inputs(const at::Tensor& vectors, const at::Tensor& messages, const at::Tensor& neighbor,
+                  const at::Tensor& offsets, int64_t num_basis) {
+  TORCH_CHECK(vectors.device().is_cpu(), "mlffd_kernels::moment_density runs on the CPU; got vectors on ",
+              vectors.device());
+  TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == 3, "moment_density: vectors must be [E, 3], got ",
+              vectors.sizes());
+  TORCH_CHECK(messages.dim() == 2, "moment_density: messages must be [N, D], got ", messages.sizes());
+  TORCH_CHECK(messages.scalar_type() == vectors.scalar_type(), "moment_density: messages dtype ",
+              messages.scalar_type(), " differs from vectors dtype ", vectors.scalar_type());
+  TORCH_CHECK(neighbor.dim() == 1 && neighbor.size(0) == vectors.size(0) && neighbor.scalar_type() == at::kLong,
+              "moment_density: neighbor must be int64 [E] like vectors; got ", neighbor.sizes(), " ",
+              neighbor.scalar_type());
+  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) >= 1 && offsets.scalar_type() == at::kLong,
+              "moment_density: offsets must be int64 [N + 1]; got ", offsets.sizes(), " ", offsets.scalar_type());
+  TORCH_CHECK(num_basis >= 1, "moment_density: num_basis must be >= 1, got ", num_basis);
+}
+
+std::vector<at::Tensor> moment_density_cpu(const at::Tensor& vectors_in, const at::Tensor& messages_in, const at::Tensor& neighbor_in,
+                              const at::Tensor& offsets_in, double cutoff, int64_t num_basis, int64_t envelope_p,
+                              double scale) {
+  check_inputs(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
+  const auto vectors = vectors_in.contiguous();
+  const auto messages = messages_in.contiguous();
+  const auto neighbor = neighbor_in.contiguous();
+  const auto offsets = offsets_in.contiguous();
+  const int64_t n = offsets.size(0) - 1;
+  const int64_t D = messages.size(1);
+  const int64_t B = num_basis;
+  const int64_t BD = B * D;
+  // every row is written
+  auto rank0 = at::empty({n, BD}, vectors.options());
+  auto rank1 = at::empty({3, n, BD}, vectors.options());
+  auto rank2 = at::empty({6, n, BD}, vectors.options());
+  AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "moment_density", [&] {
+    MLFFD_SIZE_DISPATCH(density_kernel, scalar_t, B, D, vectors.data_ptr<scalar_t>(), messages.data_ptr<scalar_t>(),
+                        neighbor.data_ptr<int64_t>(), offsets.data_ptr<int64_t>(), n, B, D, cutoff, envelope_p, scale,
+                        Planes<scalar_t>(rank0.data_ptr<scalar_t>(), rank1.data_ptr<scalar_t>(),
+                                         rank2.data_ptr<scalar_t>(), n, BD));
+  });
+  return {rank0, rank1, rank2};
+}
+
+// Gradients of sum(grad_rho * rho) with respect to the edge vectors [E, 3] and, per edge, the
+// neighbour's message [E, D] (summed onto atoms by the caller).
+std::vector<at::Tensor> moment_density_backward_cpu(const std::vector<at::Tensor>& grads_in, const at::Tensor& vectors_in,
+                                                    const at::Tensor& messages_in, const at::Tensor& neighbor_in,
+                                                    const at::Tensor& offsets_in, double cutoff, int64_t num_basis,
+                                                    int64_t envelope_p, double scale, bool messages_grad) {
+  check_inputs(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
+  const auto vectors = vectors_in.contiguous();
+  const auto messages = messages_in.contiguous();
+  const auto neighbor = neighbor_in.contiguous();
+  const auto offsets = offsets_in.contiguous();
+  const int64_t n = offsets.size(0) - 1;
+  const int64_t D = messages.size(1);
+  const int64_t B = num_basis;
+  const int64_t BD = B * D;
+  // undefined gradients (an output not used) are zeros
+  const std::vector<int64_t> ranks{1, 3, 6};
+  std::vector<at::Tensor> grad(3);
+  for (int q = 0; q < 3; ++q) {
+    const auto shape = q == 0 ? std::vector<int64_t>{n, BD} : std::vector<int64_t>{ranks[q], n, BD};
+    grad[q] = grads_in[q].defined() ? grads_in[q].contiguous() : at::zeros(shape, vectors.options());
+    TORCH_CHECK(grad[q].sizes() == at::IntArrayRef(shape), "moment_density_backward: gradient ", q, " must be ", shape,
+                ", got ", grad[q].sizes());
+  }
+  auto grad_v = at::zeros_like(vectors);
+  auto grad_m = messages_grad ? at::zeros({vectors.size(0), D}, vectors.options()) : at::empty({0, D}, vectors.options());
+  AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "moment_density_backward", [&] {
+    MLFFD_SIZE_DISPATCH(density_backward_kernel, scalar_t, B, D,
+                        Planes<const scalar_t>(grad[0].data_ptr<scalar_t>(), grad[1].data_ptr<scalar_t>(),
+                                               grad[2].data_ptr<scalar_t>(), n, BD),
+                        vectors.data_ptr<scalar_t>(), messages.data_ptr<scalar_t>(), neighbor.data_ptr<int64_t>(),
+                        offsets.data_ptr<int64_t>(), n, B, D, cutoff, envelope_p, scale, grad_v.data_ptr<scalar_t>(),
+                        messages_grad ? grad_m.data_ptr<scalar_t>() : nullptr);
+  });
+  return {grad_v, grad_m};
+}
+
+class MomentDensity : public torch::autograd::Function<MomentDensity> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& vectors,
+                                                const at::Tensor& messages, const at::Tensor& neighbor,
+                                                const at::Tensor& offsets, double cutoff, int64_t num_basis,
+                                                int64_t envelope_p, double scale) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({vectors, messages, neighbor, offsets});
+    ctx->saved_data["cutoff"] = cutoff;
+    ctx->saved_data["num_basis"] = num_basis;
+    ctx->saved_data["envelope_p"] = envelope_p;
+    ctx->saved_data["scale"] = scale;
+    return moment_density_cpu(vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& vectors = saved[0];
+    const auto& messages = saved[1];
+    const auto& neighbor = saved[2];
+    const bool want_m = ctx->needs_input_grad(1);
+    // create_graph=True runs the backward with grad mode on: refuse instead of returning
+    // gradients that silently do not differentiate further
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "mlffd_kernels::moment_density has first derivatives only (evaluation); train with the "
+                "PyTorch reference path (StudentPotential in training mode)");
+    auto out = moment_density_backward_cpu(grads, vectors, messages, neighbor, saved[3],
+                                           ctx->saved_data["cutoff"].toDouble(), ctx->saved_data["num_basis"].toInt(),
+                                           ctx->saved_data["envelope_p"].toInt(), ctx->saved_data["scale"].toDouble(),
+                                           want_m);
+    at::Tensor grad_m;
+    if (want_m) grad_m = at::zeros_like(messages).index_add_(0, neighbor, out[1]);
+    return {out[0], grad_m, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+std::vector<at::Tensor> moment_density_autograd(const at::Tensor& vectors, const at::Tensor& messages, const at::Tensor& neighbor,
+                                   const at::Tensor& offsets, double cutoff, int64_t num_basis, int64_t envelope_p,
+                                   double scale) {
+  return MomentDensity::apply(vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mlffd_kernels::moment_invariants: the rotation invariants of an interaction layer's moments,
+// per atom n and channel k, from a1 [3, N, K] (vector) and a2 [6, N, K] (traceless symmetric
+// tensor stored xx yy zz xy xz yz): out[n] = (|a1|^2 | |A2|^2 | a1.A2.a1 | tr(A2^3)) as [N, 4K].
+// PyTorch reference: mlffd.models.potential.Interaction.mix (cubic_invariants).
+
+template <typename T>
+void invariants_kernel(const T* a1, const T* a2, int64_t n, int64_t K, T* out) {
+  const int64_t NK = n * K;
+  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      T* o = out + i * 4 * K;
+#pragma omp simd
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t q = i * K + k;
+        const T x = a1[q], y = a1[NK + q], z = a1[2 * NK + q];
+        const T dx = a2[q], dy = a2[NK + q], dz = a2[2 * NK + q];
+        const T oxy = a2[3 * NK + q], oxz = a2[4 * NK + q], oyz = a2[5 * NK + q];
+        const T o2 = oxy * oxy + oxz * oxz + oyz * oyz;
+        o[k] = x * x + y * y + z * z;
+        o[K + k] = dx * dx + dy * dy + dz * dz + T(2) * o2;
+        o[2 * K + k] = dx * x * x + dy * y * y + dz * z * z + T(2) * (oxy * x * y + oxz * x * z + oyz * y * z);
+        o[3 * K + k] = dx * dx * dx + dy * dy * dy + dz * dz * dz +
+                       T(3) * (o2 * (dx + dy + dz) - (dx * oyz * oyz + dy * oxz * oxz + dz * oxy * oxy)) +
+                       T(6) * oxy * oxz * oyz;
+      }
+    }
+  });
+}
+
+template <typename T>
+void invariants_backward_kernel(const T* g, const T* a1, const T* a2, int64_t n, int64_t K, T* g1, T* g2) {
+  const int64_t NK = n * K;
+  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* gi = g + i * 4 * K;
+#pragma omp simd
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t q = i * K + k;
+        const T x = a1[q], y = a1[NK + q], z = a1[2 * NK + q];
+        const T dx = a2[q], dy = a2[NK + q], dz = a2[2 * NK + q];
+        const T oxy = a2[3 * NK + q], oxz = a2[4 * NK + q], oyz = a2[5 * NK + q];
+        const T gb1 = gi[k], gb2 = gi[K + k], gb3 = gi[2 * K + k], gb4 = gi[3 * K + k];
+        const T o2 = oxy * oxy + oxz * oxz + oyz * oyz;
+        const T tr = dx + dy + dz;
+        g1[q] = T(2) * (gb1 * x + gb3 * (dx * x + oxy * y + oxz * z));
+        g1[NK + q] = T(2) * (gb1 * y + gb3 * (dy * y + oxy * x + oyz * z));
+        g1[2 * NK + q] = T(2) * (gb1 * z + gb3 * (dz * z + oxz * x + oyz * y));
+        g2[q] = T(2) * gb2 * dx + gb3 * x * x + T(3) * gb4 * (dx * dx + o2 - oyz * oyz);
+        g2[NK + q] = T(2) * gb2 * dy + gb3 * y * y + T(3) * gb4 * (dy * dy + o2 - oxz * oxz);
+        g2[2 * NK + q] = T(2) * gb2 * dz + gb3 * z * z + T(3) * gb4 * (dz * dz + o2 - oxy * oxy);
+        g2[3 * NK + q] = T(4) * gb2 * oxy + T(2) * gb3 * x * y + T(6) * gb4 * (oxy * (tr - dz) + oxz * oyz);
+        g2[4 * NK + q] = T(4) * gb2 * oxz + T(2) * gb3 * x * z + T(6) * gb4 * (oxz * (tr - dy) + oxy * oyz);
+        g2[5 * NK + q] = T(4) * gb2 * oyz + T(2) * gb3 * y * z + T(6) * gb4 * (oyz * (tr - dx) + oxy * oxz);
+      }
+    }
+  });
+}
+
+void check_moments(const at::Tensor& a1, const at::Tensor& a2) {
+  TORCH_CHECK(a1.device().is_cpu() && a2.device().is_cpu(), "mlffd_kernels::moment_invariants runs on the CPU");
+  TORCH_CHECK(a1.dim() == 3 && a1.size(0) == 3, "moment_invariants: a1 must be [3, N, K], got ", a1.sizes());
+  TORCH_CHECK(a2.dim() == 3 && a2.size(0) == 6 && a2.size(1) == a1.size(1) && a2.size(2) == a1.size(2),
+              "moment_invariants: a2 must be [6, N, K] like a1 ", a1.sizes(), ", got ", a2.sizes());
+  TORCH_CHECK(a1.scalar_type() == a2.scalar_type(), "moment_invariants: a1 and a2 differ in dtype");
+}
+
+at::Tensor moment_invariants_cpu(const at::Tensor& a1_in, const at::Tensor& a2_in) {
+  check_moments(a1_in, a2_in);
+  const auto a1 = a1_in.contiguous();
+  const auto a2 = a2_in.contiguous();
+  const int64_t n = a1.size(1), K = a1.size(2);
+  auto out = at::empty({n, 4 * K}, a1.options());
+  AT_DISPATCH_FLOATING_TYPES(a1.scalar_type(), "moment_invariants", [&] {
+    invariants_kernel<scalar_t>(a1.data_ptr<scalar_t>(), a2.data_ptr<scalar_t>(), n, K, out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+class MomentInvariants : public torch::autograd::Function<MomentInvariants> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a1, const at::Tensor& a2) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({a1, a2});
+    return moment_invariants_cpu(a1, a2);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "mlffd_kernels::moment_invariants has first derivatives only (evaluation); train with the "
+                "PyTorch reference path (StudentPotential in training mode)");
+    const auto saved = ctx->get_saved_variables();
+    const auto a1 = saved[0].contiguous();
+    const auto a2 = saved[1].contiguous();
+    const auto g = grads[0].contiguous();
+    const int64_t n = a1.size(1), K = a1.size(2);
+    TORCH_CHECK(g.dim() == 2 && g.size(0) == n && g.size(1) == 4 * K, "moment_invariants_backward: bad grad ", g.sizes());
+    auto g1 = at::empty_like(a1);
+    auto g2 = at::empty_like(a2);
+    AT_DISPATCH_FLOATING_TYPES(a1.scalar_type(), "moment_invariants_backward", [&] {
+      invariants_backward_kernel<scalar_t>(g.data_ptr<scalar_t>(), a1.data_ptr<scalar_t>(), a2.data_ptr<scalar_t>(), n, K,
+                                           g1.data_ptr<scalar_t>(), g2.data_ptr<scalar_t>());
+    });
+    return {g1, g2};
+  }
+};
+
+at::Tensor moment_invariants_autograd(const at::Tensor& a1, const at::Tensor& a2) {
+  return MomentInvariants::apply(a1, a2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mlffd_kernels::add_edge_gradients: forces, virial and per-atom virial from the edge gradients
+// g_e = dE/dr_e (r_e = x_j - x_i + shift), added in place: F_i += g_e, F_j -= g_e,
+// W -= r_e (x) g_e (summed in double), half of each edge's W_e to each end. PyTorch reference:
+// mlffd.models.outputs.add_edge_gradients. One pass over the edges, no per-edge temporaries.
+
+void add_edge_gradients_cpu(at::Tensor& forces, at::Tensor& virial, at::Tensor& atom_virial, const at::Tensor& vectors_in,
+                            const at::Tensor& grad_in, const at::Tensor& center_in, const at::Tensor& neighbor_in) {
+  const auto vectors = vectors_in.contiguous();
+  const auto grad = grad_in.contiguous();
+  const auto center = center_in.contiguous();
+  const auto neighbor = neighbor_in.contiguous();
+  const int64_t n_edges = vectors.size(0);
+  TORCH_CHECK(vectors.device().is_cpu() && vectors.dim() == 2 && vectors.size(1) == 3 && grad.sizes() == vectors.sizes(),
+              "add_edge_gradients: vectors and grad must be CPU [E, 3]; got ", vectors.sizes(), " and ", grad.sizes());
+  TORCH_CHECK(center.scalar_type() == at::kLong && neighbor.scalar_type() == at::kLong && center.numel() == n_edges &&
+                  neighbor.numel() == n_edges,
+              "add_edge_gradients: center and neighbor must be int64 [E]");
+  TORCH_CHECK(forces.is_contiguous() && forces.dim() == 2 && forces.size(1) == 3 && forces.scalar_type() == vectors.scalar_type(),
+              "add_edge_gradients: forces must be contiguous [N, 3] of the vectors' dtype");
+  TORCH_CHECK(atom_virial.is_contiguous() && atom_virial.dim() == 2 && atom_virial.size(1) == 9 &&
+                  atom_virial.size(0) == forces.size(0) && atom_virial.scalar_type() == vectors.scalar_type(),
+              "add_edge_gradients: atom_virial must be contiguous [N, 9] like forces");
+  TORCH_CHECK(virial.numel() == 9 && virial.is_contiguous() && virial.scalar_type() == vectors.scalar_type(),
+              "add_edge_gradients: virial must be a contiguous 3x3 tensor");
+  const int64_t n_atoms = forces.size(0);
+  AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "add_edge_gradients", [&] {
+    using T = scalar_t;
+    const T* r = vectors.data_ptr<T>();
+    const T* g = grad.data_ptr<T>();
+    const int64_t* ci = center.data_ptr<int64_t>();
+    const int64_t* nj = neighbor.data_ptr<int64_t>();
+    T* f = forces.data_ptr<T>();
+    T* av = atom_virial.data_ptr<T>();
+    double w[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t e = 0; e < n_edges; ++e) {
+      const int64_t i = ci[e], j = nj[e];
+      TORCH_CHECK(i >= 0 && i < n_atoms && j >= 0 && j < n_atoms, "add_edge_gradients: edge ", e, " (", i, ", ", j,
+                  ") outside 0..", n_atoms - 1);
+      const T* re = r + 3 * e;
+      const T* ge = g + 3 * e;
+      T* avi = av + 9 * i;
+      T* avj = av + 9 * j;
+      for (int a = 0; a < 3; ++a) {
+        f[3 * i + a] += ge[a];
+        f[3 * j + a] -= ge[a];
+        for (int b = 0; b < 3; ++b) {
+          const T we = -re[a] * ge[b];
+          w[3 * a + b] += double(we);
+          avi[3 * a + b] += T(0.5) * we;
+          avj[3 * a + b] += T(0.5) * we;
+        }
+      }
+    }
+    T* vir = virial.data_ptr<T>();
+    for (int k = 0; k < 9; ++k) vir[k] += T(w[k]);
+  });
+}
+
+int64_t kernels_version() { return 1; }
+
+}  // namespace
+
+TORCH_LIBRARY(mlffd_kernels, m) {
+  m.def("moment_density(Tensor vectors, Tensor messages, Tensor neighbor, Tensor offsets, float cutoff, "
+        "int num_basis, int envelope_p, float scale) -> Tensor[]");
+  m.def("moment_invariants(Tensor a1, Tensor a2) -> Tensor");
+  m.def("add_edge_gradients(Tensor(a!) forces, Tensor(b!) virial, Tensor(c!) atom_virial, Tensor vectors, "
+        "Tensor grad, Tensor center, Tensor neighbor) -> ()");
+  m.def("version() -> int", &kernels_version);
+}
+
+TORCH_LIBRARY_IMPL(mlffd_kernels, CPU, m) {
+  m.impl("moment_density", &moment_density_cpu);
+  m.impl("moment_invariants", &moment_invariants_cpu);
+  m.impl("add_edge_gradients", &add_edge_gradients_cpu);
+}
+
+TORCH_LIBRARY_IMPL(mlffd_kernels, Autograd, m) {
+  m.impl("moment_density", &moment_density_autograd);
+  m.impl("moment_invariants", &moment_invariants_autograd);
+}

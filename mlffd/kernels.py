@@ -1,0 +1,90 @@
+"""The fused CPU kernels (package ``mlffd-kernels``, built from ``kernels/``).
+
+``torch.ops.mlffd_kernels.moment_density`` computes an interaction layer's neighbour density
+and, in its backward, the edge gradients, without the per-edge tensors of the PyTorch path
+(:meth:`mlffd.models.potential.Interaction.density`); students evaluate with it on the CPU when
+it is installed, and artifacts exported that way record ``"kernels": VERSION`` in their metadata
+so that loaders (Python and the LAMMPS plugin) know they need it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import List
+
+import torch
+from torch import Tensor
+
+__all__ = ["KernelsMissingError", "available", "load", "VERSION"]
+
+#: operator-set version this code calls (``mlffd_kernels.VERSION`` of the installed library)
+VERSION = 1
+
+INSTALL_HINT = "install it with `make setup` or `pip install --no-build-isolation ./kernels` (after torch)"
+
+
+class KernelsMissingError(ImportError):
+    """The compiled kernel library is not installed or does not match this mlffd."""
+
+
+@functools.cache
+def load() -> str:
+    """Load ``libmlffd_kernels.so`` into this process (once; the first call of :func:`available`
+    at import does it); returns its path.
+
+    Raises :class:`KernelsMissingError` naming what is missing and how to install it.
+    """
+    try:
+        import mlffd_kernels
+    except ImportError as exc:
+        raise KernelsMissingError(f"the mlffd-kernels package (fused CPU kernels) is not installed; {INSTALL_HINT}") from exc
+    if getattr(mlffd_kernels, "VERSION", None) != VERSION:
+        raise KernelsMissingError(
+            f"mlffd-kernels {getattr(mlffd_kernels, 'VERSION', '?')} installed at {mlffd_kernels.__file__}, "
+            f"this mlffd needs operator set {VERSION}; {INSTALL_HINT}"
+        )
+    try:
+        path = mlffd_kernels.load()
+    except (OSError, RuntimeError) as exc:
+        raise KernelsMissingError(f"could not load {mlffd_kernels.library_path()}: {exc}; {INSTALL_HINT}") from exc
+    return str(path)
+
+
+def available() -> bool:
+    """Whether the fused kernels are installed and load."""
+    try:
+        load()
+    except KernelsMissingError:
+        return False
+    return True
+
+
+def _scriptable(fn):
+    """``fn`` itself when the kernels load; otherwise ``torch.jit.unused(fn)``, so that models
+    calling it still script (the call raises if reached, and nothing reaches it: models use the
+    kernels only when :func:`available`)."""
+    return fn if available() else torch.jit.unused(fn)
+
+
+# The operators as plain functions that TorchScript compiles into the models that call them.
+
+
+@_scriptable
+def moment_density(vectors: Tensor, messages: Tensor, neighbor: Tensor, offsets: Tensor, cutoff: float,
+                   num_basis: int, envelope_p: int, scale: float) -> List[Tensor]:
+    """``mlffd_kernels::moment_density``: see :meth:`mlffd.models.potential.Interaction.fused_density`."""
+    return torch.ops.mlffd_kernels.moment_density(vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale)
+
+
+@_scriptable
+def moment_invariants(a1: Tensor, a2: Tensor) -> Tensor:
+    """``mlffd_kernels::moment_invariants``: ``[N, 4K]`` invariants of ``a1 [3, N, K]``, ``a2 [6, N, K]``."""
+    return torch.ops.mlffd_kernels.moment_invariants(a1, a2)
+
+
+@_scriptable
+def add_edge_gradients(forces: Tensor, virial: Tensor, atom_virial: Tensor, vectors: Tensor, grad: Tensor,
+                       center: Tensor, neighbor: Tensor) -> None:
+    """``mlffd_kernels::add_edge_gradients``: see :func:`mlffd.models.outputs.add_edge_gradients`."""
+    torch.ops.mlffd_kernels.add_edge_gradients(forces, virial, atom_virial, vectors, grad, center, neighbor)
+

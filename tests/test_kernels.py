@@ -1,0 +1,159 @@
+"""The fused CPU kernels (mlffd-kernels) against the PyTorch reference path and finite differences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlffd import artifact, kernels
+from mlffd.models import preset
+from mlffd.models.outputs import add_edge_gradients, conservative_outputs, edge_vectors
+from mlffd.models.potential import centre_layout, cubic_invariants
+from mlffd.testing import random_artifact, random_student, silicon
+from tests.test_model import _inputs
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="mlffd-kernels is part of `make setup`")
+
+
+def _edges(n_atoms: int, n_edges: int, seed: int, dtype=torch.float64):
+    """Random edges sorted by centre: some beyond the 5 Å cutoff, some short, one centre without edges."""
+    gen = torch.Generator().manual_seed(seed)
+    center = torch.randint(1, n_atoms, (n_edges,), generator=gen).sort().values
+    neighbor = torch.randint(0, n_atoms, (n_edges,), generator=gen)
+    vectors = (torch.rand(n_edges, 3, generator=gen, dtype=dtype) - 0.5) * 11.0
+    vectors[:5] *= 0.05
+    return center, neighbor, vectors
+
+
+@pytest.mark.parametrize("message_dim,num_basis", [(4, 8), (8, 8), (5, 8), (3, 6)])  # compiled sizes and the generic path
+def test_moment_density_matches_pytorch_path(message_dim, num_basis):
+    config = preset("ultra-tiny", message_dim=message_dim, num_basis=num_basis)
+    model, _ = random_student(config, dtype=torch.float64)
+    layer = model.interactions[1]
+    n_atoms = 40
+    center, neighbor, v = _edges(n_atoms, 700, seed=message_dim)
+    messages = torch.randn(n_atoms, message_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    order, offsets, slot = centre_layout(center, n_atoms)
+    assert order.numel() == 0  # sorted input: no permutation
+    v1, m1 = v.clone().requires_grad_(True), messages.clone().requires_grad_(True)
+    fused = layer.fused_density(v1, m1, neighbor, offsets, model.cutoff, model.envelope_p)
+    v2, m2 = v.clone().requires_grad_(True), messages.clone().requires_grad_(True)
+    max_nbrs = int((offsets[1:] - offsets[:-1]).max())
+    pad = center * max_nbrs + slot
+    ang_t, radial = model.padded_features(v2, pad, n_atoms, max_nbrs)
+    rho = layer.density(m2.index_select(0, neighbor), ang_t, radial, pad)
+    reference = [rho[0], rho[1:4], rho[4:10]]
+    for a, b in zip(fused, reference):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    cotangents = [torch.randn_like(a) for a in fused]
+    g1 = torch.autograd.grad(fused, [v1, m1], cotangents)
+    g2 = torch.autograd.grad(reference, [v2, m2], cotangents)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+def test_moment_density_gradcheck():
+    """Analytic backward against finite differences (independent of the PyTorch path)."""
+    center, neighbor, v = _edges(6, 30, seed=3)
+    inside = v.norm(dim=1) < 4.9  # finite differences must not straddle the cutoff
+    center, neighbor, v = center[inside], neighbor[inside], v[inside]
+    offsets = centre_layout(center, 6)[1]
+    messages = torch.randn(6, 4, dtype=torch.float64)
+
+    def f(vectors, m):
+        return tuple(kernels.moment_density(vectors, m, neighbor, offsets, 5.0, 8, 6, 0.7))
+
+    assert torch.autograd.gradcheck(f, (v.requires_grad_(True), messages.requires_grad_(True)), eps=1e-6, atol=1e-6)
+
+
+def test_moment_invariants_match_closed_forms_and_gradcheck():
+    gen = torch.Generator().manual_seed(5)
+    a1 = torch.randn(3, 7, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    a2 = torch.randn(6, 7, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    fused = kernels.moment_invariants(a1, a2)
+    b1 = (a1 * a1).sum(0)
+    b2 = (a2 * a2 * torch.tensor([1.0, 1, 1, 2, 2, 2], dtype=torch.float64).view(6, 1, 1)).sum(0)
+    b3, b4 = cubic_invariants(a1, a2)
+    torch.testing.assert_close(fused, torch.cat([b1, b2, b3, b4], dim=1), rtol=1e-13, atol=1e-13)
+    assert torch.autograd.gradcheck(kernels.moment_invariants, (a1, a2), eps=1e-6, atol=1e-7)
+
+
+def test_add_edge_gradients_matches_pytorch():
+    center, neighbor, v = _edges(30, 400, seed=7)
+    g = torch.randn_like(v)
+    out = []
+    for fused in (False, True):
+        forces, virial, atom_virial = torch.zeros(30, 3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64), torch.zeros(30, 9, dtype=torch.float64)
+        add_edge_gradients(forces, virial, atom_virial, v, g, center, neighbor, fused)
+        out.append((forces, virial, atom_virial))
+    for a, b in zip(*out):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,chunk", [("ultra-tiny", 9), ("tiny", 50), ("original", 31)])
+def test_fused_model_equals_pytorch_path(name, chunk):
+    """One graph and blocked evaluation with the kernels = the PyTorch path (float64, two elements,
+    ghost-like masks), i.e. the numbers the artifact gives on a GPU or in training."""
+    config = preset(name, elements=("Si", "Ge"), chunk_atoms=chunk)
+    model, _ = random_student(config, dtype=torch.float64)
+    model.eval()
+    atoms = silicon(2, rattle=0.15, seed=4)
+    atoms.symbols[::3] = "Ge"
+    args = list(_inputs(atoms, torch.float64))
+    args[1] = torch.tensor([config.elements.index(s) for s in atoms.get_chemical_symbols()])
+    perm = torch.randperm(args[2].shape[1], generator=torch.Generator().manual_seed(2))
+    args[2], args[3] = args[2][:, perm], args[3][perm]  # unsorted edges: the model sorts them
+    scripted = torch.jit.script(model)
+    assert scripted.fused and len(atoms) > chunk
+    for mask in (torch.ones(len(atoms), dtype=torch.bool), torch.arange(len(atoms)) < 20):
+        args[4] = mask
+        model.fused = False
+        vectors = edge_vectors(args[0], args[2], args[3])
+        reference = conservative_outputs(args[0], vectors, model.atomic_energies(vectors, args[1], args[2]), mask, args[2], False)
+        model.fused = True
+        one_graph = model.fused_outputs(*args)
+        blocked = scripted(*args)
+        for key in ("energy", "atom_energies", "forces", "virial", "atom_virial"):
+            torch.testing.assert_close(one_graph[key], reference[key].detach(), rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(blocked[key], reference[key].detach(), rtol=1e-10, atol=1e-10)
+
+
+def test_training_never_uses_the_kernels_and_second_derivatives_are_refused():
+    model, _ = random_student("ultra-tiny", dtype=torch.float64)
+    args = _inputs(silicon(1, rattle=0.1), torch.float64)
+    model.train()
+    assert not model.use_fused(torch.device("cpu"))
+    out = model(*args)  # training: create_graph through the PyTorch path
+    (out["forces"] ** 2).sum().backward()
+    model.eval()
+    center, neighbor, v = _edges(8, 50, seed=1)
+    offsets = centre_layout(center, 8)[1]
+    v.requires_grad_(True)
+    rho = kernels.moment_density(v, torch.ones(8, 1, dtype=torch.float64), neighbor, offsets, 5.0, 8, 6, 1.0)
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        torch.autograd.grad(sum(r.sum() for r in rho), [v], create_graph=True)
+    (g,) = torch.autograd.grad(sum(r.sum() for r in rho), [v])  # first derivatives are fine
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_artifact_records_and_requires_the_kernels(tmp_path, monkeypatch):
+    path = random_artifact(tmp_path / "m.mlffd.pt", "ultra-tiny", dtype=torch.float32)
+    meta = artifact.read_metadata(path)
+    assert meta["kernels"] == kernels.VERSION
+    art = artifact.load(path)
+    args = _inputs(silicon(2, rattle=0.1), torch.float32)
+    fused = art.module(*args)
+    art.module.fused = False  # the scripted PyTorch path, same weights
+    plain = art.module(*args)
+    torch.testing.assert_close(fused["forces"], plain["forces"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused["energy"], plain["energy"], rtol=1e-6, atol=1e-4)
+
+    def missing():
+        raise kernels.KernelsMissingError("the mlffd-kernels package (fused CPU kernels) is not installed")
+
+    monkeypatch.setattr(kernels, "load", missing)
+    with pytest.raises(artifact.ArtifactError, match=r"m\.mlffd\.pt: exported with mlffd's fused CPU kernels.*not installed"):
+        artifact.load(path)
+    monkeypatch.undo()
+    with pytest.raises(artifact.ArtifactError, match="operator set 99"):
+        artifact.require_kernels({"kernels": 99}, "future.mlffd.pt")
