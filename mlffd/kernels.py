@@ -88,3 +88,15 @@ def add_edge_gradients(forces: Tensor, virial: Tensor, atom_virial: Tensor, vect
     """``mlffd_kernels::add_edge_gradients``: see :func:`mlffd.models.outputs.add_edge_gradients`."""
     torch.ops.mlffd_kernels.add_edge_gradients(forces, virial, atom_virial, vectors, grad, center, neighbor)
 
+
+
+@_scriptable
+def moment_density_backward(grads: List[Tensor], vectors: Tensor, messages: Tensor, neighbor: Tensor, offsets: Tensor,
+                            cutoff: float, num_basis: int, envelope_p: int, scale: float,
+                            messages_grad: bool) -> List[Tensor]:
+    """``mlffd_kernels::moment_density_backward``: from the gradients of the three density parts,
+    the edge-vector gradients ``[E, 3]`` and (if ``messages_grad``) per-edge message gradients
+    ``[E, D]`` (to be summed onto the neighbours)."""
+    return torch.ops.mlffd_kernels.moment_density_backward(
+        grads, vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale, messages_grad
+    )

@@ -31,19 +31,19 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "original",
         "original.mlffd.pt",
-        "e3809e512b83ee7c330a33c645ff62800d83cc27634f32b9a505507c481d62d8",
+        "96b32aa7f147ac9780a52e517ddcc1407eebcbff16edb58ed8fa519cf8359da0",
         "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
     ),
     NamedModel(
         "tiny",
         "tiny.mlffd.pt",
-        "7958d4ad363572802880c77ec74d92fe54c0a763d532070f22958658b19f197d",
+        "a62f80091349a684afe5451e21e3acf22d5b07d901c4d102520fc2e9b7a40770",
         "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
     ),
     NamedModel(
         "ultra-tiny",
         "ultra-tiny.mlffd.pt",
-        "37dc7bef988c66a54a5d09d6225d3597ee4d369e6edaf1df2a4f97c700ce1ad9",
+        "c9ae27441b09a13cca628411f2c83b4e1f4c7360baa07d3cc01e381105d67414",
         "Si, ≈21K parameters, distilled from SevenNet 7net-0 (fastest)",
     ),
 )

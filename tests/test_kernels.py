@@ -157,3 +157,48 @@ def test_artifact_records_and_requires_the_kernels(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(artifact.ArtifactError, match="operator set 99"):
         artifact.require_kernels({"kernels": 99}, "future.mlffd.pt")
+
+
+def test_kernels_refuse_inconsistent_inputs():
+    """Indices the kernels dereference are checked: a clear error, not a crash."""
+    v, m = torch.randn(10, 3), torch.randn(4, 2)
+    neighbor, offsets = torch.zeros(10, dtype=torch.long), torch.tensor([0, 5, 10])
+    with pytest.raises(RuntimeError, match="offsets must run from 0 to the edge count 0"):
+        kernels.moment_density(v[:0], m, neighbor[:0], offsets, 5.0, 8, 6, 1.0)
+    with pytest.raises(RuntimeError, match="offsets must not decrease"):
+        kernels.moment_density(v, m, neighbor, torch.tensor([0, 7, 3, 10]), 5.0, 8, 6, 1.0)
+    neighbor[3] = 7
+    with pytest.raises(RuntimeError, match=r"neighbor indices must lie in 0\.\.3"):
+        kernels.moment_density(v, m, neighbor, offsets, 5.0, 8, 6, 1.0)
+    with pytest.raises(RuntimeError, match="outside 0..3"):
+        add_edge_gradients(torch.zeros(4, 3), torch.zeros(3, 3), torch.zeros(4, 9), v, v, torch.zeros(10, dtype=torch.long), neighbor, True)
+
+
+def test_baseline_and_avx2_builds_agree(tmp_path):
+    """The kernels are compiled twice (baseline x86-64, AVX2 + FMA) and picked at run time; the
+    baseline build, forced in a child process, gives the same numbers (float64)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from mlffd import kernels\n"
+        "from tests.test_kernels import _edges\n"
+        "from mlffd.models.potential import centre_layout\n"
+        "c, nb, v = _edges(30, 500, seed=11)\n"
+        "v.requires_grad_(True)\n"
+        "m = torch.linspace(-1, 1, 120, dtype=torch.float64).view(30, 4)\n"
+        "rho = kernels.moment_density(v, m, nb, centre_layout(c, 30)[1], 5.0, 8, 6, 0.3)\n"
+        "(g,) = torch.autograd.grad(sum((r * r).sum() for r in rho), [v])\n"
+        "torch.save({'isa': torch.ops.mlffd_kernels.isa(), 'rho': [r.detach() for r in rho], 'g': g}, sys.argv[1])\n"
+    )
+    out = {}
+    for isa in ("base", "auto"):
+        env = dict(os.environ, MLFFD_KERNELS_ISA=isa)
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{isa}.pt")], env=env, check=True,
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
+        out[isa] = torch.load(tmp_path / f"{isa}.pt")
+    assert out["base"]["isa"] == "base"
+    for a, b in zip(out["base"]["rho"] + [out["base"]["g"]], out["auto"]["rho"] + [out["auto"]["g"]]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

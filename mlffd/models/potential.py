@@ -317,24 +317,12 @@ class StudentPotential(nn.Module):
         v = v.detach().requires_grad_(grad)
         return [ci, nj, v, offsets[a0 : a1 + 1] - e0]
 
-    def block_features(
-        self,
-        positions: Tensor,
-        edge_index: Tensor,
-        shifts: Tensor,
-        order: Tensor,
-        offsets: Tensor,
-        slot: Tensor,
-        block: List[int],
-        max_nbrs: int,
-        grad: bool,
-    ) -> List[Tensor]:
-        """:meth:`block_edges` plus the inputs of :meth:`Interaction.forward` (PyTorch path):
-        centres, neighbours, edge vectors, padded slots, ``ang_t`` and ``radial``."""
-        ci, nj, v, _ = self.block_edges(positions, edge_index, shifts, order, offsets, block, grad)
+    def block_padding(self, ci: Tensor, v: Tensor, slot: Tensor, block: List[int], max_nbrs: int) -> List[Tensor]:
+        """The PyTorch path's padded inputs of one block's edges (:meth:`block_edges`): padded
+        slots, ``ang_t`` and ``radial`` for :meth:`Interaction.forward`."""
         pad = (ci - block[0]) * max_nbrs + slot[block[2] : block[3]]
         ang_t, radial = self.padded_features(v, pad, block[1] - block[0], max_nbrs)
-        return [ci, nj, v, pad, ang_t, radial]
+        return [pad, ang_t, radial]
 
     def use_fused(self, device: torch.device) -> bool:
         """Whether evaluation on ``device`` runs the fused CPU kernel (see :attr:`fused`)."""
@@ -409,11 +397,17 @@ class StudentPotential(nn.Module):
         into forces and virials, the message gradients are scattered to the neighbours and
         joined with ``dE/dh_t``. Same numbers as the one-graph path (tests compare them), with
         peak memory ~ one block's edges plus a few numbers per atom and layer.
+
+        With the fused CPU kernels the first pass also keeps each layer's density (``10 B D``
+        numbers per atom), the second differentiates the per-atom part from it with autograd
+        and hands the density gradient to ``moment_density_backward``: each layer's edge work
+        runs once forward and once backward.
         """
         n_atoms = species.shape[0]
         dtype = positions.dtype
         device = positions.device
         chunk = self.chunk_atoms
+        fused = self.use_fused(device)
         # edges in centre order: block [a0, a1) of centres owns sorted edges [e0, e1); each block
         # gathers its own edges when it runs (no per-edge copies kept)
         order, offsets, slot = centre_layout(edge_index[0], n_atoms)
@@ -423,11 +417,11 @@ class StudentPotential(nn.Module):
         for k, a0 in enumerate(range(0, n_atoms, chunk)):
             blocks.append([a0, min(a0 + chunk, n_atoms), bounds[k], bounds[k + 1]])
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(dtype)
-        fused = self.use_fused(device)
-        # pass 1: features entering every layer but the last, no graph
+        # pass 1: features entering every layer but the last (and, fused, their densities), no graph
         n_layers = len(self.interactions)
         hs: List[Tensor] = []
         zs: List[Tensor] = []
+        rhos: List[List[Tensor]] = []
         with torch.no_grad():
             h = self.embedding(species)
             for t, layer in enumerate(self.interactions):
@@ -436,17 +430,26 @@ class StudentPotential(nn.Module):
                 zs.append(z)
                 if t < n_layers - 1:
                     h_next = torch.empty_like(h)
+                    width = layer.num_basis * layer.in_dim
+                    kept = [
+                        torch.empty(n_atoms, width, dtype=dtype, device=device),
+                        torch.empty(3, n_atoms, width, dtype=dtype, device=device),
+                        torch.empty(6, n_atoms, width, dtype=dtype, device=device),
+                    ]
                     for block in blocks:
                         a0, a1 = block[0], block[1]
+                        ci, nj, v_c, off_c = self.block_edges(positions, edge_index, shifts, order, offsets, block, False)
                         if fused:
-                            ci, nj, v_c, off_c = self.block_edges(positions, edge_index, shifts, order, offsets, block, False)
                             rho = layer.fused_density(v_c, z, nj, off_c, self.cutoff, self.envelope_p)
+                            kept[0][a0:a1] = rho[0]
+                            kept[1][:, a0:a1] = rho[1]
+                            kept[2][:, a0:a1] = rho[2]
                             h_next[a0:a1] = layer.mix(h[a0:a1], rho, True)
                         else:
-                            ci, nj, v_c, pad, ang_t, radial = self.block_features(
-                                positions, edge_index, shifts, order, offsets, slot, block, max_nbrs, False
-                            )
+                            pad, ang_t, radial = self.block_padding(ci, v_c, slot, block, max_nbrs)
                             h_next[a0:a1] = layer(h[a0:a1], z.index_select(0, nj), ang_t, radial, pad)
+                    if fused:
+                        rhos.append(kept)
                     h = h_next
         # pass 2: from the last layer (with the readout) back to the first, one block of centres
         # at a time; g_h carries dE/dh_{t+1} between layers
@@ -476,21 +479,27 @@ class StudentPotential(nn.Module):
                         if t > 0:  # the embedding h_0 does not depend on positions
                             h_c.requires_grad_(True)
                         # the first layer's messages are the constant one-hot: no leaf
-                        if fused:  # the kernel reads all atoms' messages: they are the leaf
-                            ci, nj, v_c, off_c = self.block_edges(positions, edge_index, shifts, order, offsets, block, True)
-                            z_c = z_t.detach().requires_grad_(not blayer.first)
-                            out = blayer.mix(h_c, blayer.fused_density(v_c, z_c, nj, off_c, self.cutoff, self.envelope_p), True)
-                        else:  # the PyTorch path takes per-edge messages
-                            ci, nj, v_c, pad, ang_t, radial = self.block_features(
-                                positions, edge_index, shifts, order, offsets, slot, block, max_nbrs, True
-                            )
+                        leaves: List[Tensor] = []
+                        ci, nj, v_c, off_c = self.block_edges(positions, edge_index, shifts, order, offsets, block, not fused)
+                        if fused:  # leaves: the block's density (kept, or computed), its features
+                            if t < n_layers - 1:
+                                rho_c = [rhos[t][0][a0:a1], rhos[t][1][:, a0:a1], rhos[t][2][:, a0:a1]]
+                            else:
+                                with torch.no_grad():
+                                    rho_c = blayer.fused_density(v_c, z_t, nj, off_c, self.cutoff, self.envelope_p)
+                            leaves = [r.detach().requires_grad_(True) for r in rho_c]
+                            out = blayer.mix(h_c, leaves, True)
+                            z_c = z_t
+                        else:  # leaves: edge vectors, features, per-edge messages
+                            pad, ang_t, radial = self.block_padding(ci, v_c, slot, block, max_nbrs)
                             z_c = z_t.index_select(0, nj).detach().requires_grad_(not blayer.first)
                             out = blayer(h_c, z_c, ang_t, radial, pad)
-                        leaves = [v_c]
+                            leaves = [v_c]
+                            if not blayer.first:
+                                leaves.append(z_c)
+                        n_edge_leaves = len(leaves)
                         if t > 0:
                             leaves.append(h_c)
-                        if not blayer.first:
-                            leaves.append(z_c)
                         block_grad: List[Optional[Tensor]] = []
                         if t == n_layers - 1:
                             e_c = self.atom_energy_from_features(out, species[a0:a1])
@@ -503,19 +512,29 @@ class StudentPotential(nn.Module):
                             block_grad.append(g_h[a0:a1])
                         grads = torch.autograd.grad([target], leaves, grad_outputs=block_grad, allow_unused=True)
                         if t > 0:
-                            g_c = grads[1]
+                            g_c = grads[n_edge_leaves]
                             if g_c is not None:
                                 g_prev[a0:a1] = g_c
-                        if not blayer.first:
-                            g_zc = grads[len(leaves) - 1]
-                            if g_zc is not None:
-                                if fused:
-                                    g_z += g_zc
-                                else:
+                        if fused:
+                            g_rho: List[Tensor] = []
+                            for q in range(3):
+                                g_q = grads[q]
+                                g_rho.append(torch.zeros_like(leaves[q]) if g_q is None else g_q)
+                            g_edges = kernels.moment_density_backward(
+                                g_rho, v_c, z_t, nj, off_c, self.cutoff, blayer.num_basis, self.envelope_p,
+                                blayer.norm, not blayer.first
+                            )
+                            if not blayer.first:
+                                g_z.index_add_(0, nj, g_edges[1])
+                            add_edge_gradients(forces, virial, atom_virial, v_c, g_edges[0], ci, nj, True)
+                        else:
+                            if not blayer.first:
+                                g_zc = grads[1]
+                                if g_zc is not None:
                                     g_z.index_add_(0, nj, g_zc)
-                        g_e = grads[0]
-                        if g_e is not None:
-                            add_edge_gradients(forces, virial, atom_virial, v_c.detach(), g_e, ci, nj, fused)
+                            g_e = grads[0]
+                            if g_e is not None:
+                                add_edge_gradients(forces, virial, atom_virial, v_c.detach(), g_e, ci, nj)
                     if not blayer.first:
                         g_prev = g_prev + torch.matmul(g_z, blayer.project.weight)
                     g_h = g_prev

@@ -48,6 +48,10 @@ SITE=$PFX/lib/python$PYV/site-packages
 ln -sf liblammps.so.0 "$SITE/lammps/liblammps.so"
 export PYTHONPATH=$ROOT:$SITE:$ROOT/tools/gpu/shim PATH=$PFX/bin:/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 python3 -c "import torch, ase, vesin; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'threads', torch.get_num_threads())"
+# mlffd's fused CPU kernels, built against this torch (artifacts that call them load only with them)
+python3 -m pip install -q --no-build-isolation --no-deps --no-index --prefix "$PFX" ./kernels > "$R/kernels_build.log" 2>&1 \
+  || { tail -20 "$R/kernels_build.log"; exit 1; }
+python3 -c "import torch, mlffd.kernels as k; k.load(); print('kernels', torch.ops.mlffd_kernels.isa())"
 printf '#!/bin/sh\nexec python3 -c "from mlffd.cli.main import cli; cli(prog_name=\\"mlffd\\")" "$@"\n' > "$PFX/bin/mlffd"
 chmod +x "$PFX/bin/mlffd"
 MODELS=$(python3 tools/gpu/models.py 2> "$R/models.err") || cat "$R/models.err"
