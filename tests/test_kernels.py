@@ -25,7 +25,7 @@ def _edges(n_atoms: int, n_edges: int, seed: int, dtype=torch.float64):
     return center, neighbor, vectors
 
 
-@pytest.mark.parametrize("message_dim,num_basis", [(4, 8), (8, 8), (5, 8), (3, 6)])  # compiled sizes and the generic path
+@pytest.mark.parametrize("message_dim,num_basis", [(1, 8), (4, 8), (8, 8), (5, 8), (3, 6), (2, 5)])  # compiled sizes and the generic path
 def test_moment_density_matches_pytorch_path(message_dim, num_basis):
     config = preset("ultra-tiny", message_dim=message_dim, num_basis=num_basis)
     model, _ = random_student(config, dtype=torch.float64)

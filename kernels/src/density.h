@@ -79,15 +79,16 @@ template <typename T, int kB, int kD>
 struct Scratch {
   static constexpr bool fixed = kB > 0 && kD > 0;
   static constexpr int kBD = fixed ? kB * kD : 1;
-  T basis_f[fixed ? kB : 1], dbasis_f[fixed ? kB : 1], t_f[kBD], gt_f[kBD], acc_f[kAng * kBD];
+  alignas(64) T basis_f[fixed ? kB : 1], dbasis_f[fixed ? kB : 1], t_f[kBD], gt_f[kBD], acc_f[kAng * kBD],
+      gtr_f[16 * kBD];
   std::vector<T> heap;
-  T *basis, *dbasis, *t, *gt, *acc;
+  T *basis, *dbasis, *t, *gt, *acc, *gtr;
   explicit Scratch(int64_t B, int64_t D) {
     if (fixed) {
-      basis = basis_f, dbasis = dbasis_f, t = t_f, gt = gt_f, acc = acc_f;
+      basis = basis_f, dbasis = dbasis_f, t = t_f, gt = gt_f, acc = acc_f, gtr = gtr_f;
     } else {
-      heap.assign(2 * B + (2 + kAng) * B * D, T(0));
-      basis = heap.data(), dbasis = basis + B, t = dbasis + B, gt = t + B * D, acc = gt + B * D;
+      heap.assign(2 * B + (2 + kAng + 16) * B * D, T(0));
+      basis = heap.data(), dbasis = basis + B, t = dbasis + B, gt = t + B * D, acc = gt + B * D, gtr = acc + kAng * B * D;
     }
   }
 };
@@ -136,6 +137,9 @@ void density_kernel(const T* v, const T* m, const int64_t* nb, const int64_t* of
 // Per edge e of centre i, with G = grad_rho[:, i] and t = basis (x) m[nbr_e]:
 //   dL/dang_l = scale sum_k G[l, k] t[k],   gt[k] = sum_l ang_l G[l, k],
 //   dL/dbasis_b = scale sum_d gt[b, d] m_d,  dL/dm_d = scale sum_b gt[b, d] basis_b.
+// For short rows (B * D <= 16, e.g. the first layer) both products with G run as sums of
+// vectors (no per-edge horizontal sums): gt along the rows of G, dL/dang along the rows of G's
+// transpose (kept per centre, padded to 16 lanes); longer rows amortise one reduction per row.
 template <typename T, int kB, int kD>
 void density_backward_kernel(Planes<const T> g, const T* v, const T* m, const int64_t* nb, const int64_t* off, int64_t n,
                              int64_t B_rt, int64_t D_rt, double cutoff, int64_t envelope_p, double scale, T* gv, T* gm) {
@@ -149,11 +153,16 @@ void density_backward_kernel(Planes<const T> g, const T* v, const T* m, const in
     Scratch<T, kB, kD> w(B, D);
     T* __restrict__ t = w.t;
     T* __restrict__ gt = w.gt;
-    T* __restrict__ G = w.acc;  // this centre's gradient rows, contiguous
+    T* __restrict__ G = w.acc;    // this centre's gradient rows [10, BD], contiguous
+    T* __restrict__ GT = w.gtr;   // and transposed [BD, 16] (lanes 10..15 zero)
     T ang[kAng], gang[kAng];
+    for (int64_t k = 0; k < 16 * BD; ++k) GT[k] = T(0);
     for (int64_t i = begin; i < end; ++i) {
       if (off[i] == off[i + 1]) continue;
       for (int l = 0; l < kAng; ++l) std::copy(g.p[l] + i * BD, g.p[l] + (i + 1) * BD, G + l * BD);
+      if (BD <= 16)
+        for (int l = 0; l < kAng; ++l)
+          for (int64_t k = 0; k < BD; ++k) GT[k * 16 + l] = G[l * BD + k] * sc;
       for (int64_t e = off[i]; e < off[i + 1]; ++e) {
         const T vx = v[3 * e], vy = v[3 * e + 1], vz = v[3 * e + 2];
         const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
@@ -165,18 +174,46 @@ void density_backward_kernel(Planes<const T> g, const T* v, const T* m, const in
         const T* z = m + nb[e] * D;
         for (int64_t b = 0; b < B; ++b)
           for (int64_t d = 0; d < D; ++d) t[b * D + d] = w.basis[b] * z[d];
+        if (BD <= 16) {  // short rows: gt along G's rows, dL/dang along its transpose
 #pragma omp simd
-        for (int64_t k = 0; k < BD; ++k) gt[k] = ang[0] * G[k];
-        gang[0] = T(0);  // the constant component has no gradient
-        for (int l = 1; l < kAng; ++l) {
-          const T a = ang[l];
-          T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-          for (int64_t k = 0; k < BD; ++k) {
-            gt[k] += a * G[l * BD + k];
-            acc += G[l * BD + k] * t[k];
+          for (int64_t k = 0; k < BD; ++k) gt[k] = ang[0] * G[k];
+          for (int l = 1; l < kAng; ++l) {
+            const T a = ang[l];
+#pragma omp simd
+            for (int64_t k = 0; k < BD; ++k) gt[k] += a * G[l * BD + k];
           }
-          gang[l] = acc * sc;
+          // 16 lanes as a GCC vector value kept in registers; two partial sums
+          typedef T V16 __attribute__((vector_size(16 * sizeof(T))));
+          V16 ga0 = {}, ga1 = {};
+          int64_t k = 0;
+          for (; k + 2 <= BD; k += 2) {
+            V16 r0, r1;
+            std::memcpy(&r0, GT + k * 16, sizeof(V16));
+            std::memcpy(&r1, GT + (k + 1) * 16, sizeof(V16));
+            ga0 += t[k] * r0;
+            ga1 += t[k + 1] * r1;
+          }
+          if (k < BD) {
+            V16 r0;
+            std::memcpy(&r0, GT + k * 16, sizeof(V16));
+            ga0 += t[k] * r0;
+          }
+          const V16 ga = ga0 + ga1;
+          for (int l = 0; l < kAng; ++l) gang[l] = ga[l];  // (component 0 is constant: unused)
+        } else {  // long rows: one pass over G, a vector reduction per component
+#pragma omp simd
+          for (int64_t k = 0; k < BD; ++k) gt[k] = ang[0] * G[k];
+          gang[0] = T(0);
+          for (int l = 1; l < kAng; ++l) {
+            const T a = ang[l];
+            T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+            for (int64_t k = 0; k < BD; ++k) {
+              gt[k] += a * G[l * BD + k];
+              acc += G[l * BD + k] * t[k];
+            }
+            gang[l] = acc * sc;
+          }
         }
         T gr = T(0);
         for (int64_t b = 0; b < B; ++b) {
