@@ -402,18 +402,24 @@ void PairMLFFD::build_graph(bool skin_pairs)
   double **x = atom->x;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
-  const int ntotal = list->inum + list->gnum;
-  int *ilist = list->ilist;
   int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
   const double rcsq = cutoff * cutoff;
 
-  // 1. all pairs within r_c (or the list's r_c + skin) among local and ghost atoms
-  adj_first.assign(nall, 0);
+  const bool fold = atom->tag_enable && fold_images;
+  tagint *tag = atom->tag;
+
+  // 1. hop distance from the local atoms (breadth first, up to L hops). A local energy depends
+  //    on the features of atoms up to L hops away; an atom needs its own edges only if it is at
+  //    most L-1 hops away (see docs/lammps.md). Atoms further out are left out of the graph.
+  //    Pairs within r_c (or the list's r_c + skin) are gathered only for the atoms expanded here:
+  //    levels 0..L-1, and with image folding only the first copy of each atom ID (another copy
+  //    has the same neighbours, shifted by a lattice vector; its node's edges come from the first
+  //    copy). On one rank that is the local atoms alone, not every ghost (3-4x fewer pairs).
+  adj_first.assign(nall, -1);
   adj_count.assign(nall, 0);
   adj_j.clear();
-  for (int ii = 0; ii < ntotal; ii++) {
-    const int i = ilist[ii];
+  auto gather_pairs = [&](int i) {
     const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
     const int *jlist = firstneigh[i];
     const int jnum = numneigh[i];
@@ -424,52 +430,49 @@ void PairMLFFD::build_graph(bool skin_pairs)
       if (skin_pairs || dx * dx + dy * dy + dz * dz < rcsq) adj_j.push_back(j);
     }
     adj_count[i] = (int) adj_j.size() - adj_first[i];
-  }
-
-  // 2. hop distance from the local atoms (breadth first, up to L hops). A local energy depends
-  //    on the features of atoms up to L hops away; an atom needs its own edges only if it is at
-  //    most L-1 hops away (see docs/lammps.md). Atoms further out are left out of the graph.
+  };
   level.assign(nall, -1);
   bfs_order.clear();
+  tag_node.clear();  // here: atom ID -> its first copy in BFS order (step 2 reuses the map)
   for (int i = 0; i < nlocal; i++) {
     level[i] = 0;
     bfs_order.push_back(i);
+    if (fold) tag_node.emplace(tag[i], i);
   }
   size_t begin = 0;
   for (int hop = 1; hop <= num_interactions; hop++) {
     const size_t end = bfs_order.size();
     for (size_t q = begin; q < end; q++) {
       const int a = bfs_order[q];
+      if (fold && tag_node.at(tag[a]) != a) continue;  // a later copy: expanded through the first
+      gather_pairs(a);
       for (int k = adj_first[a]; k < adj_first[a] + adj_count[a]; k++) {
         const int j = adj_j[k];
         if (level[j] < 0) {
           level[j] = hop;
           bfs_order.push_back(j);
+          if (fold) tag_node.emplace(tag[j], j);  // kept if the ID was seen
         }
       }
     }
     begin = end;
   }
 
-  // 3. graph nodes: one per ATOM, not per copy. Periodic images of the same atom (same tag)
+  // 2. graph nodes: one per ATOM, not per copy. Periodic images of the same atom (same tag)
   //    have the same environment, so every copy folds onto one node (local atoms first, node
   //    i = atom i; then foreign atoms, represented by their copy nearest in hops, whose edges
   //    are complete) and edges to images carry the image offset as a shift. The model then
   //    sees each atom once, as with ASE's periodic graph: on one rank no ghost is evaluated.
   //    Without atom IDs every copy is its own node (zero shifts).
-  const bool fold = atom->tag_enable && fold_images;
-  tagint *tag = atom->tag;
   atom_node.assign(nall, -1);
   node_atom.clear();
-  tag_node.clear();
   for (int i : bfs_order) {
     if (fold) {
-      auto found = tag_node.find(tag[i]);
-      if (found != tag_node.end()) {
-        atom_node[i] = found->second;
+      const int first = tag_node.at(tag[i]);
+      if (first != i) {  // a later copy: its first copy (earlier in BFS order) has the node
+        atom_node[i] = atom_node[first];
         continue;
       }
-      tag_node.emplace(tag[i], (int) node_atom.size());
     }
     atom_node[i] = (int) node_atom.size();
     node_atom.push_back(i);

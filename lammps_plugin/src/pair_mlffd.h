@@ -47,7 +47,7 @@ class PairMLFFD : public Pair {
   std::vector<int> adj_first, adj_count, adj_j;    // edges within r_c, per LAMMPS atom
   std::vector<int> level, node_atom, atom_node;     // hop distance from a local atom, node maps
   std::vector<int> bfs_order;                        // atoms in order of hop distance
-  std::unordered_map<tagint, int> tag_node;          // atom ID -> graph node (image folding)
+  std::unordered_map<tagint, int> tag_node;          // atom ID -> its first copy in BFS order (image folding)
   bool fold_images = true;                           // fold periodic images onto one node
   long block_atoms_arg = 0;       // 'block N' keyword: centre atoms per evaluation block (0: default)
   long chunk_per_thread = 0;      // metadata model.chunk_atoms (0: no blocked evaluation)
