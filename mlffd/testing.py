@@ -61,6 +61,32 @@ def random_artifact(
     return export_student(model, config, path, teacher="none")
 
 
+def model_inputs(atoms: Atoms, dtype: torch.dtype, cutoff: float = 5.0) -> tuple[torch.Tensor, ...]:
+    """The artifact's five inputs for ``atoms`` (one element, every atom carrying energy):
+    positions, species, edge index, shift vectors, energy mask."""
+    from mlffd.neighbors import neighbor_list
+
+    e = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+    return (
+        torch.tensor(atoms.positions, dtype=dtype),
+        torch.zeros(len(atoms), dtype=torch.long),
+        torch.tensor(np.stack([e.i, e.j])),
+        torch.tensor(e.shifts(atoms.cell.array), dtype=dtype),
+        torch.ones(len(atoms), dtype=torch.bool),
+    )
+
+
+def random_edges(n_atoms: int, n_edges: int, seed: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
+    """Random directed edges sorted by centre (centre 0 has none): centres, neighbours and edge
+    vectors of up to ~9.5 Å, some beyond a 5 Å cutoff and a few very short, for kernel tests."""
+    gen = torch.Generator().manual_seed(seed)
+    center = torch.randint(1, n_atoms, (n_edges,), generator=gen).sort().values
+    neighbor = torch.randint(0, n_atoms, (n_edges,), generator=gen)
+    vectors = (torch.rand(n_edges, 3, generator=gen, dtype=dtype) - 0.5) * 11.0
+    vectors[:5] *= 0.05
+    return center, neighbor, vectors
+
+
 def silicon(n: int = 2, rattle: float = 0.05, seed: int = 0, a: float = 5.43) -> Atoms:
     """Rattled diamond silicon, ``n``×``n``×``n`` conventional cells (8 atoms each)."""
     atoms = bulk("Si", "diamond", a=a, cubic=True) * (n, n, n)

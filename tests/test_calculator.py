@@ -337,3 +337,32 @@ def test_compiled_path_equals_the_artifact(artifact64):
         assert test.get_potential_energy() == pytest.approx(truth.get_potential_energy(), abs=1e-9)
         np.testing.assert_allclose(test.get_stresses(), truth.get_stresses(), atol=1e-10)
     assert counting.calls == 8 and calc.compiled.inner.blocked.chunk_atoms == 40
+
+
+def test_state_checks_agree_with_ase(artifact64):
+    """The exact-equality fast path of ``check_state`` says what ASE's comparison says."""
+    from ase.calculators.calculator import compare_atoms
+
+    atoms = silicon(1, rattle=0.05)
+    calc = DistilledCalculator(str(artifact64))
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    n_calls = calc.nl_builds
+    same = atoms.copy()
+    assert calc.check_state(same) == [] == compare_atoms(calc.atoms, same)
+    atoms.get_forces()
+    atoms.get_stress()
+    assert calc.nl_builds == n_calls  # served from the results, no new evaluation
+    for change in ("positions", "cell", "pbc", "numbers", "initial_charges"):
+        other = atoms.copy()
+        if change == "positions":
+            other.positions[3, 1] += 1e-9
+        elif change == "cell":
+            other.cell[0, 0] += 1e-9
+        elif change == "pbc":
+            other.pbc = [True, True, False]
+        elif change == "numbers":
+            other.numbers[0] = 14 if other.numbers[0] != 14 else 32
+        else:
+            other.set_initial_charges(np.full(len(other), 0.1))
+        assert sorted(calc.check_state(other)) == sorted(compare_atoms(calc.atoms, other)) != []

@@ -9,20 +9,9 @@ from mlffd import artifact, kernels
 from mlffd.models import preset
 from mlffd.models.outputs import add_edge_gradients, conservative_outputs, edge_vectors
 from mlffd.models.potential import centre_layout, cubic_invariants
-from mlffd.testing import random_artifact, random_student, silicon
-from tests.test_model import _inputs
+from mlffd.testing import model_inputs, random_artifact, random_edges, random_student, silicon
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="mlffd-kernels is part of `make setup`")
-
-
-def _edges(n_atoms: int, n_edges: int, seed: int, dtype=torch.float64):
-    """Random edges sorted by centre: some beyond the 5 Å cutoff, some short, one centre without edges."""
-    gen = torch.Generator().manual_seed(seed)
-    center = torch.randint(1, n_atoms, (n_edges,), generator=gen).sort().values
-    neighbor = torch.randint(0, n_atoms, (n_edges,), generator=gen)
-    vectors = (torch.rand(n_edges, 3, generator=gen, dtype=dtype) - 0.5) * 11.0
-    vectors[:5] *= 0.05
-    return center, neighbor, vectors
 
 
 @pytest.mark.parametrize("message_dim,num_basis", [(1, 8), (4, 8), (8, 8), (5, 8), (3, 6), (2, 5)])  # compiled sizes and the generic path
@@ -31,7 +20,7 @@ def test_moment_density_matches_pytorch_path(message_dim, num_basis):
     model, _ = random_student(config, dtype=torch.float64)
     layer = model.interactions[1]
     n_atoms = 40
-    center, neighbor, v = _edges(n_atoms, 700, seed=message_dim)
+    center, neighbor, v = random_edges(n_atoms, 700, seed=message_dim)
     messages = torch.randn(n_atoms, message_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     order, offsets, slot = centre_layout(center, n_atoms)
     assert order.numel() == 0  # sorted input: no permutation
@@ -54,7 +43,7 @@ def test_moment_density_matches_pytorch_path(message_dim, num_basis):
 
 def test_moment_density_gradcheck():
     """Analytic backward against finite differences (independent of the PyTorch path)."""
-    center, neighbor, v = _edges(6, 30, seed=3)
+    center, neighbor, v = random_edges(6, 30, seed=3)
     inside = v.norm(dim=1) < 4.9  # finite differences must not straddle the cutoff
     center, neighbor, v = center[inside], neighbor[inside], v[inside]
     offsets = centre_layout(center, 6)[1]
@@ -79,7 +68,7 @@ def test_moment_invariants_match_closed_forms_and_gradcheck():
 
 
 def test_add_edge_gradients_matches_pytorch():
-    center, neighbor, v = _edges(30, 400, seed=7)
+    center, neighbor, v = random_edges(30, 400, seed=7)
     g = torch.randn_like(v)
     out = []
     for fused in (False, True):
@@ -99,7 +88,7 @@ def test_fused_model_equals_pytorch_path(name, chunk):
     model.eval()
     atoms = silicon(2, rattle=0.15, seed=4)
     atoms.symbols[::3] = "Ge"
-    args = list(_inputs(atoms, torch.float64))
+    args = list(model_inputs(atoms, torch.float64))
     args[1] = torch.tensor([config.elements.index(s) for s in atoms.get_chemical_symbols()])
     perm = torch.randperm(args[2].shape[1], generator=torch.Generator().manual_seed(2))
     args[2], args[3] = args[2][:, perm], args[3][perm]  # unsorted edges: the model sorts them
@@ -120,13 +109,13 @@ def test_fused_model_equals_pytorch_path(name, chunk):
 
 def test_training_never_uses_the_kernels_and_second_derivatives_are_refused():
     model, _ = random_student("ultra-tiny", dtype=torch.float64)
-    args = _inputs(silicon(1, rattle=0.1), torch.float64)
+    args = model_inputs(silicon(1, rattle=0.1), torch.float64)
     model.train()
     assert not model.use_fused(torch.device("cpu"))
     out = model(*args)  # training: create_graph through the PyTorch path
     (out["forces"] ** 2).sum().backward()
     model.eval()
-    center, neighbor, v = _edges(8, 50, seed=1)
+    center, neighbor, v = random_edges(8, 50, seed=1)
     offsets = centre_layout(center, 8)[1]
     v.requires_grad_(True)
     rho = kernels.moment_density(v, torch.ones(8, 1, dtype=torch.float64), neighbor, offsets, 5.0, 8, 6, 1.0)
@@ -141,7 +130,7 @@ def test_artifact_records_and_requires_the_kernels(tmp_path, monkeypatch):
     meta = artifact.read_metadata(path)
     assert meta["kernels"] == kernels.VERSION
     art = artifact.load(path)
-    args = _inputs(silicon(2, rattle=0.1), torch.float32)
+    args = model_inputs(silicon(2, rattle=0.1), torch.float32)
     fused = art.module(*args)
     art.module.fused = False  # the scripted PyTorch path, same weights
     plain = art.module(*args)
@@ -159,7 +148,7 @@ def test_artifact_records_and_requires_the_kernels(tmp_path, monkeypatch):
         artifact.require_kernels({"kernels": 99}, "future.mlffd.pt")
 
 
-def test_kernels_refuse_inconsistent_inputs():
+def test_kernels_refuse_inconsistentmodel_inputs():
     """Indices the kernels dereference are checked: a clear error, not a crash."""
     v, m = torch.randn(10, 3), torch.randn(4, 2)
     neighbor, offsets = torch.zeros(10, dtype=torch.long), torch.tensor([0, 5, 10])
@@ -184,9 +173,9 @@ def test_baseline_and_avx2_builds_agree(tmp_path):
     script = (
         "import sys, torch\n"
         "from mlffd import kernels\n"
-        "from tests.test_kernels import _edges\n"
+        "from mlffd.testing import random_edges\n"
         "from mlffd.models.potential import centre_layout\n"
-        "c, nb, v = _edges(30, 500, seed=11)\n"
+        "c, nb, v = random_edges(30, 500, seed=11)\n"
         "v.requires_grad_(True)\n"
         "m = torch.linspace(-1, 1, 120, dtype=torch.float64).view(30, 4)\n"
         "rho = kernels.moment_density(v, m, nb, centre_layout(c, 30)[1], 5.0, 8, 6, 0.3)\n"

@@ -9,8 +9,7 @@ import torch
 from mlffd.models import PRESETS, ModelConfig, StudentPotential, build, num_parameters, preset
 from mlffd.models.outputs import conservative_outputs
 from mlffd.models.potential import cubic_invariants, polynomial_envelope
-from mlffd.neighbors import neighbor_list
-from mlffd.testing import random_student, silicon
+from mlffd.testing import model_inputs, random_student, silicon
 
 TARGETS = {"original": 427_000, "tiny": 77_000, "ultra-tiny": 21_000}
 
@@ -21,22 +20,11 @@ def test_preset_parameter_budgets(name):
     assert abs(n - TARGETS[name]) <= 0.10 * TARGETS[name], f"{name}: {n} parameters"
 
 
-def _inputs(atoms, dtype, cutoff=5.0):
-    e = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
-    return (
-        torch.tensor(atoms.positions, dtype=dtype),
-        torch.zeros(len(atoms), dtype=torch.long),
-        torch.tensor(np.stack([e.i, e.j])),
-        torch.tensor(e.shifts(atoms.cell.array), dtype=dtype),
-        torch.ones(len(atoms), dtype=torch.bool),
-    )
-
-
 def test_eager_equals_torchscript():
     model, _ = random_student("tiny", dtype=torch.float64)
     model.eval()
     scripted = torch.jit.script(model)
-    args = _inputs(silicon(2, rattle=0.1), torch.float64)
+    args = model_inputs(silicon(2, rattle=0.1), torch.float64)
     eager, script = model(*args), scripted(*args)
     for key in ("energy", "atom_energies", "forces", "virial", "atom_virial"):
         torch.testing.assert_close(script[key], eager[key], rtol=1e-12, atol=1e-12)
@@ -46,15 +34,15 @@ def test_float32_agrees_with_float64():
     model64, _ = random_student("tiny", dtype=torch.float64)
     model32, _ = random_student("tiny", dtype=torch.float32)
     atoms = silicon(2, rattle=0.1)
-    out64 = model64.eval()(*_inputs(atoms, torch.float64))
-    out32 = model32.eval()(*_inputs(atoms, torch.float32))
+    out64 = model64.eval()(*model_inputs(atoms, torch.float64))
+    out32 = model32.eval()(*model_inputs(atoms, torch.float32))
     assert abs(float(out32["energy"]) - float(out64["energy"])) / len(atoms) < 1e-5
     np.testing.assert_allclose(out32["forces"].detach().numpy(), out64["forces"].detach().numpy(), atol=1e-4)
 
 
 def test_energy_mask_and_sums():
     model, _ = random_student("ultra-tiny", dtype=torch.float64)
-    args = list(_inputs(silicon(1, rattle=0.1), torch.float64))
+    args = list(model_inputs(silicon(1, rattle=0.1), torch.float64))
     args[4] = torch.tensor([True, False] * 4)
     out = model.eval()(*args)
     assert torch.all(out["atom_energies"][~args[4]] == 0)
@@ -110,7 +98,7 @@ def test_chunked_evaluation_equals_one_graph(name, chunk):
     model.eval()
     atoms = silicon(2, rattle=0.15, seed=4)
     atoms.symbols[::3] = "Ge"
-    args = list(_inputs(atoms, torch.float64))
+    args = list(model_inputs(atoms, torch.float64))
     args[1] = torch.tensor([config.elements.index(s) for s in atoms.get_chemical_symbols()])
     scripted = torch.jit.script(model)
     assert len(atoms) > chunk  # forward() takes the blocked path
