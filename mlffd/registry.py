@@ -31,19 +31,19 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "original",
         "original.mlffd.pt",
-        "96b32aa7f147ac9780a52e517ddcc1407eebcbff16edb58ed8fa519cf8359da0",
+        "4be7263cf945f93d855b5bc2fedd938044059dd5eebe0f7823cc6adf93993972",
         "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
     ),
     NamedModel(
         "tiny",
         "tiny.mlffd.pt",
-        "a62f80091349a684afe5451e21e3acf22d5b07d901c4d102520fc2e9b7a40770",
+        "87c8c654017f22b35b1667b20f64fa7a0fd3d5f4985966c84c64393d875361d9",
         "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
     ),
     NamedModel(
         "ultra-tiny",
         "ultra-tiny.mlffd.pt",
-        "c9ae27441b09a13cca628411f2c83b4e1f4c7360baa07d3cc01e381105d67414",
+        "1e5a16b8039cfb502f71fcb06bd29a793370a39a078532addec7ede03d4d5c47",
         "Si, ≈21K parameters, distilled from SevenNet 7net-0 (fastest)",
     ),
 )

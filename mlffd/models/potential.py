@@ -195,11 +195,12 @@ class Interaction(nn.Module):
         return self.mix(h, [rho[0], rho[1:4], rho[4:10]], False)
 
 
-def centre_layout(center: Tensor, n_atoms: int) -> List[Tensor]:
+def centre_layout(center: Tensor, n_atoms: int, with_slot: bool = True) -> List[Tensor]:
     """Edges grouped by centre atom: ``order`` (stable argsort of ``center``; empty when the
     edges are already sorted by centre, as LAMMPS and the calculator give them), ``offsets
     [N + 1]`` (centre ``i`` owns sorted edges ``offsets[i]:offsets[i + 1]``) and ``slot [E]`` (the
-    place of each sorted edge among its centre's neighbours), the basis of the padded layout."""
+    place of each sorted edge among its centre's neighbours, the basis of the padded layout of
+    the PyTorch path; empty unless ``with_slot``)."""
     offsets = torch.zeros(n_atoms + 1, dtype=torch.int64, device=center.device)
     offsets[1:] = torch.cumsum(torch.bincount(center, minlength=n_atoms), 0)
     if bool((center[1:] >= center[:-1]).all()):
@@ -208,7 +209,9 @@ def centre_layout(center: Tensor, n_atoms: int) -> List[Tensor]:
     else:
         order = torch.argsort(center, stable=True)
         sorted_center = center.index_select(0, order)
-    slot = torch.arange(center.shape[0], device=center.device) - offsets.index_select(0, sorted_center)
+    slot = torch.zeros(0, dtype=torch.int64, device=center.device)
+    if with_slot:
+        slot = torch.arange(center.shape[0], device=center.device) - offsets.index_select(0, sorted_center)
     return [order, offsets, slot]
 
 
@@ -338,10 +341,11 @@ class StudentPotential(nn.Module):
         center = edge_index[0]
         neighbor = edge_index[1]
         n_atoms = species.shape[0]
-        order, offsets, slot_sorted = centre_layout(center, n_atoms)
+        fused = self.use_fused(vectors.device)
+        order, offsets, slot_sorted = centre_layout(center, n_atoms, not fused)
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(vectors.dtype)
         h = self.embedding(species)
-        if self.use_fused(vectors.device):
+        if fused:
             return self.fused_energies(in_centre_order(vectors, order), species, in_centre_order(neighbor, order), offsets)
         # padded neighbour layout: edge e -> (centre, slot); the sums over neighbours become
         # batched matrix products that never materialise per-edge x channel tensors
@@ -369,7 +373,7 @@ class StudentPotential(nn.Module):
     ) -> Dict[str, Tensor]:
         """:func:`conservative_outputs` in one graph by the fused CPU kernels: the edge vectors,
         sorted by centre, are the autograd leaf (no scatter back to the caller's edge order)."""
-        order, offsets, _ = centre_layout(edge_index[0], species.shape[0])
+        order, offsets, _ = centre_layout(edge_index[0], species.shape[0], False)
         sorted_index = in_centre_order(edge_index, order, 1)
         ci = sorted_index[0]
         nj = sorted_index[1]
@@ -410,7 +414,7 @@ class StudentPotential(nn.Module):
         fused = self.use_fused(device)
         # edges in centre order: block [a0, a1) of centres owns sorted edges [e0, e1); each block
         # gathers its own edges when it runs (no per-edge copies kept)
-        order, offsets, slot = centre_layout(edge_index[0], n_atoms)
+        order, offsets, slot = centre_layout(edge_index[0], n_atoms, not fused)
         max_nbrs = max_neighbours(offsets)
         bounds: List[int] = offsets[torch.arange(0, n_atoms + chunk, chunk, device=device).clamp(max=n_atoms)].tolist()
         blocks: List[List[int]] = []
