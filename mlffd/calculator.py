@@ -234,8 +234,7 @@ class DistilledCalculator(Calculator):
         atoms); anything else goes to ASE's :meth:`check_state`."""
         old = self.atoms
         if (
-            self.use_cache
-            and old is not None
+            old is not None
             and len(old) == len(atoms)
             and old.arrays.keys() == atoms.arrays.keys()
             and np.array_equal(old.cell.array, atoms.cell.array)
