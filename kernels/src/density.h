@@ -93,6 +93,30 @@ struct Scratch {
   }
 };
 
+// What both passes compute for edge e: false beyond the cutoff (and for NaN); else 1/r, the unit
+// vector, the angular components, the neighbour's message z, the radial basis in w.basis (with
+// its derivative in w.dbasis when with_derivative) and w.t = basis (x) z.
+template <typename T>
+struct Edge {
+  T ir, u[3], ang[kAng];
+  const T* z;
+  template <int kB, int kD>
+  inline bool load(const T* v, const T* m, const int64_t* nb, int64_t e, int64_t B, int64_t D, const Radial<T>& radial,
+                   Scratch<T, kB, kD>& w, bool with_derivative) {
+    const T vx = v[3 * e], vy = v[3 * e + 1], vz = v[3 * e + 2];
+    const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
+    if (!(r < radial.rc)) return false;
+    radial.eval(r, int(B), w.basis, with_derivative ? w.dbasis : nullptr);
+    ir = T(1) / r;
+    u[0] = vx * ir, u[1] = vy * ir, u[2] = vz * ir;
+    angular(u[0], u[1], u[2], ang);
+    z = m + nb[e] * D;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t d = 0; d < D; ++d) w.t[b * D + d] = w.basis[b] * z[d];
+    return true;
+  }
+};
+
 // rho[:, i] = scale * sum_e ang_e (x) basis_e (x) m[nbr_e] over centre i's edges (accumulated in
 // the thread's buffer, written once), centres in parallel.
 template <typename T, int kB, int kD>
@@ -102,29 +126,18 @@ void density_kernel(const T* v, const T* m, const int64_t* nb, const int64_t* of
   const int64_t D = kD > 0 ? kD : D_rt;
   const int64_t BD = B * D;
   const Radial<T> radial(cutoff, envelope_p);
-  const T rc = T(cutoff);
   const T sc = T(scale);
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     Scratch<T, kB, kD> w(B, D);
     T* __restrict__ t = w.t;
     T* __restrict__ acc = w.acc;
-    T ang[kAng];
+    Edge<T> edge;
     for (int64_t i = begin; i < end; ++i) {
       for (int64_t k = 0; k < kAng * BD; ++k) acc[k] = T(0);
       for (int64_t e = off[i]; e < off[i + 1]; ++e) {
-        const T vx = v[3 * e], vy = v[3 * e + 1], vz = v[3 * e + 2];
-        const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
-        if (!(r < rc)) continue;  // beyond the cutoff (and NaN): no contribution
-        radial.eval(r, int(B), w.basis, nullptr);
-        const T ir = T(1) / r;
-        angular(vx * ir, vy * ir, vz * ir, ang);
-        const T* z = m + nb[e] * D;
-        for (int64_t b = 0; b < B; ++b) {
-          const T bb = w.basis[b] * sc;
-          for (int64_t d = 0; d < D; ++d) t[b * D + d] = bb * z[d];
-        }
+        if (!edge.load(v, m, nb, e, B, D, radial, w, false)) continue;  // beyond the cutoff: nothing
         for (int l = 0; l < kAng; ++l) {
-          const T a = ang[l];
+          const T a = edge.ang[l] * sc;
 #pragma omp simd
           for (int64_t k = 0; k < BD; ++k) acc[l * BD + k] += a * t[k];
         }
@@ -147,7 +160,6 @@ void density_backward_kernel(Planes<const T> g, const T* v, const T* m, const in
   const int64_t D = kD > 0 ? kD : D_rt;
   const int64_t BD = B * D;
   const Radial<T> radial(cutoff, envelope_p);
-  const T rc = T(cutoff);
   const T sc = T(scale);
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     Scratch<T, kB, kD> w(B, D);
@@ -155,7 +167,9 @@ void density_backward_kernel(Planes<const T> g, const T* v, const T* m, const in
     T* __restrict__ gt = w.gt;
     T* __restrict__ G = w.acc;    // this centre's gradient rows [10, BD], contiguous
     T* __restrict__ GT = w.gtr;   // and transposed [BD, 16] (lanes 10..15 zero)
-    T ang[kAng], gang[kAng];
+    Edge<T> edge;
+    const T* ang = edge.ang;
+    T gang[kAng];
     for (int64_t k = 0; k < 16 * BD; ++k) GT[k] = T(0);
     for (int64_t i = begin; i < end; ++i) {
       if (off[i] == off[i + 1]) continue;
@@ -164,16 +178,9 @@ void density_backward_kernel(Planes<const T> g, const T* v, const T* m, const in
         for (int l = 0; l < kAng; ++l)
           for (int64_t k = 0; k < BD; ++k) GT[k * 16 + l] = G[l * BD + k] * sc;
       for (int64_t e = off[i]; e < off[i + 1]; ++e) {
-        const T vx = v[3 * e], vy = v[3 * e + 1], vz = v[3 * e + 2];
-        const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
-        if (!(r < rc)) continue;
-        radial.eval(r, int(B), w.basis, w.dbasis);
-        const T ir = T(1) / r;
-        const T ux = vx * ir, uy = vy * ir, uz = vz * ir;
-        angular(ux, uy, uz, ang);
-        const T* z = m + nb[e] * D;
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t d = 0; d < D; ++d) t[b * D + d] = w.basis[b] * z[d];
+        if (!edge.load(v, m, nb, e, B, D, radial, w, true)) continue;  // gv stays zero
+        const T* z = edge.z;
+        const T ir = edge.ir, ux = edge.u[0], uy = edge.u[1], uz = edge.u[2];
         if (BD <= 16) {  // short rows: gt along G's rows, dL/dang along its transpose
 #pragma omp simd
           for (int64_t k = 0; k < BD; ++k) gt[k] = ang[0] * G[k];

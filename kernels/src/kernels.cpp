@@ -93,50 +93,58 @@ bool use_avx2() {
 #define MLFFD_SIZE_DISPATCH(KERNEL, T, B, D, ...) MLFFD_SIZE_DISPATCH_ISA(isa_base, KERNEL, T, B, D, __VA_ARGS__)
 #endif
 
-void check_inputs(const at::Tensor& vectors, const at::Tensor& messages, const at::Tensor& neighbor,
-                  const at::Tensor& offsets, int64_t num_basis) {
-  TORCH_CHECK(vectors.device().is_cpu(), "mlffd_kernels::moment_density runs on the CPU; got vectors on ",
-              vectors.device());
-  TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == 3, "moment_density: vectors must be [E, 3], got ",
-              vectors.sizes());
-  TORCH_CHECK(messages.dim() == 2, "moment_density: messages must be [N, D], got ", messages.sizes());
-  TORCH_CHECK(messages.scalar_type() == vectors.scalar_type(), "moment_density: messages dtype ",
-              messages.scalar_type(), " differs from vectors dtype ", vectors.scalar_type());
-  TORCH_CHECK(neighbor.dim() == 1 && neighbor.size(0) == vectors.size(0) && neighbor.scalar_type() == at::kLong,
-              "moment_density: neighbor must be int64 [E] like vectors; got ", neighbor.sizes(), " ",
-              neighbor.scalar_type());
-  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) >= 1 && offsets.scalar_type() == at::kLong,
-              "moment_density: offsets must be int64 [N + 1]; got ", offsets.sizes(), " ", offsets.scalar_type());
-  TORCH_CHECK(num_basis >= 1, "moment_density: num_basis must be >= 1, got ", num_basis);
-  // the kernels index with these: check them (one pass, ~1% of the kernel) instead of crashing
-  const auto off = offsets.contiguous();
-  const int64_t* o = off.data_ptr<int64_t>();
-  const int64_t n = off.size(0) - 1, n_edges = vectors.size(0);
-  TORCH_CHECK(o[0] == 0 && o[n] == n_edges, "moment_density: offsets must run from 0 to the edge count ", n_edges,
-              ", got ", o[0], " .. ", o[n]);
-  for (int64_t i = 0; i < n; ++i)
-    TORCH_CHECK(o[i] <= o[i + 1], "moment_density: offsets must not decrease (edges sorted by centre); offsets[", i,
-                "] = ", o[i], " > offsets[", i + 1, "] = ", o[i + 1]);
-  const auto nb = neighbor.contiguous();
-  const int64_t* j = nb.data_ptr<int64_t>();
-  const int64_t n_msg = messages.size(0);
-  bool in_range = true;
-  for (int64_t e = 0; e < n_edges; ++e) in_range &= (j[e] >= 0) & (j[e] < n_msg);
-  TORCH_CHECK(in_range, "moment_density: neighbor indices must lie in 0..", n_msg - 1, " (rows of messages)");
-}
+// The density operators' inputs, checked and contiguous, with their sizes (n centres, B basis
+// functions, D message features).
+struct DensityInputs {
+  at::Tensor vectors, messages, neighbor, offsets;
+  int64_t n, B, D, BD;
+
+  DensityInputs(const at::Tensor& vectors_in, const at::Tensor& messages_in, const at::Tensor& neighbor_in,
+                const at::Tensor& offsets_in, int64_t num_basis) {
+    TORCH_CHECK(vectors_in.device().is_cpu(), "mlffd_kernels::moment_density runs on the CPU; got vectors on ",
+                vectors_in.device());
+    TORCH_CHECK(vectors_in.dim() == 2 && vectors_in.size(1) == 3, "moment_density: vectors must be [E, 3], got ",
+                vectors_in.sizes());
+    TORCH_CHECK(messages_in.dim() == 2, "moment_density: messages must be [N, D], got ", messages_in.sizes());
+    TORCH_CHECK(messages_in.scalar_type() == vectors_in.scalar_type(), "moment_density: messages dtype ",
+                messages_in.scalar_type(), " differs from vectors dtype ", vectors_in.scalar_type());
+    TORCH_CHECK(neighbor_in.dim() == 1 && neighbor_in.size(0) == vectors_in.size(0) &&
+                    neighbor_in.scalar_type() == at::kLong,
+                "moment_density: neighbor must be int64 [E] like vectors; got ", neighbor_in.sizes(), " ",
+                neighbor_in.scalar_type());
+    TORCH_CHECK(offsets_in.dim() == 1 && offsets_in.size(0) >= 1 && offsets_in.scalar_type() == at::kLong,
+                "moment_density: offsets must be int64 [N + 1]; got ", offsets_in.sizes(), " ", offsets_in.scalar_type());
+    TORCH_CHECK(num_basis >= 1, "moment_density: num_basis must be >= 1, got ", num_basis);
+    vectors = vectors_in.contiguous();
+    messages = messages_in.contiguous();
+    neighbor = neighbor_in.contiguous();
+    offsets = offsets_in.contiguous();
+    n = offsets.size(0) - 1;
+    B = num_basis;
+    D = messages.size(1);
+    BD = B * D;
+    // the kernels index with these: check them (one pass, ~1% of the kernel) instead of crashing
+    const int64_t* o = offsets.data_ptr<int64_t>();
+    const int64_t n_edges = vectors.size(0);
+    TORCH_CHECK(o[0] == 0 && o[n] == n_edges, "moment_density: offsets must run from 0 to the edge count ", n_edges,
+                ", got ", o[0], " .. ", o[n]);
+    for (int64_t i = 0; i < n; ++i)
+      TORCH_CHECK(o[i] <= o[i + 1], "moment_density: offsets must not decrease (edges sorted by centre); offsets[", i,
+                  "] = ", o[i], " > offsets[", i + 1, "] = ", o[i + 1]);
+    const int64_t* j = neighbor.data_ptr<int64_t>();
+    const int64_t n_msg = messages.size(0);
+    bool in_range = true;
+    for (int64_t e = 0; e < n_edges; ++e) in_range &= (j[e] >= 0) & (j[e] < n_msg);
+    TORCH_CHECK(in_range, "moment_density: neighbor indices must lie in 0..", n_msg - 1, " (rows of messages)");
+  }
+};
 
 std::vector<at::Tensor> moment_density_cpu(const at::Tensor& vectors_in, const at::Tensor& messages_in, const at::Tensor& neighbor_in,
                               const at::Tensor& offsets_in, double cutoff, int64_t num_basis, int64_t envelope_p,
                               double scale) {
-  check_inputs(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
-  const auto vectors = vectors_in.contiguous();
-  const auto messages = messages_in.contiguous();
-  const auto neighbor = neighbor_in.contiguous();
-  const auto offsets = offsets_in.contiguous();
-  const int64_t n = offsets.size(0) - 1;
-  const int64_t D = messages.size(1);
-  const int64_t B = num_basis;
-  const int64_t BD = B * D;
+  const DensityInputs in(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
+  const at::Tensor &vectors = in.vectors, &messages = in.messages, &neighbor = in.neighbor, &offsets = in.offsets;
+  const int64_t n = in.n, B = in.B, D = in.D, BD = in.BD;
   // every row is written
   auto rank0 = at::empty({n, BD}, vectors.options());
   auto rank1 = at::empty({3, n, BD}, vectors.options());
@@ -157,15 +165,9 @@ std::vector<at::Tensor> moment_density_backward_cpu(at::TensorList grads_in, con
                                                     const at::Tensor& messages_in, const at::Tensor& neighbor_in,
                                                     const at::Tensor& offsets_in, double cutoff, int64_t num_basis,
                                                     int64_t envelope_p, double scale, bool messages_grad) {
-  check_inputs(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
-  const auto vectors = vectors_in.contiguous();
-  const auto messages = messages_in.contiguous();
-  const auto neighbor = neighbor_in.contiguous();
-  const auto offsets = offsets_in.contiguous();
-  const int64_t n = offsets.size(0) - 1;
-  const int64_t D = messages.size(1);
-  const int64_t B = num_basis;
-  const int64_t BD = B * D;
+  const DensityInputs in(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
+  const at::Tensor &vectors = in.vectors, &messages = in.messages, &neighbor = in.neighbor, &offsets = in.offsets;
+  const int64_t n = in.n, B = in.B, D = in.D, BD = in.BD;
   // undefined gradients (an output not used) are zeros
   const std::vector<int64_t> ranks{1, 3, 6};
   std::vector<at::Tensor> grad(3);
