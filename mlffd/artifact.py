@@ -260,14 +260,13 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
     path = Path(path)
     _check_file(path)
     check_device(device)
-    require_kernels(read_metadata(path), str(path))
-    extra = {METADATA_FILE: ""}
+    meta = read_metadata(path)  # validated before TorchScript: it says which kernels to load first
+    require_kernels(meta, str(path))
     try:
         with _quiet_jit():
-            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+            module = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # torch raises RuntimeError/ValueError variants for bad archives
         raise ArtifactError(f"{path}: corrupt or not a TorchScript archive ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    meta = _parse_metadata(extra[METADATA_FILE], path)
     module.eval()
     return Artifact(path=path, module=module, metadata=meta)
 

@@ -61,15 +61,21 @@ def random_artifact(
     return export_student(model, config, path, teacher="none")
 
 
-def model_inputs(atoms: Atoms, dtype: torch.dtype, cutoff: float = 5.0) -> tuple[torch.Tensor, ...]:
-    """The artifact's five inputs for ``atoms`` (one element, every atom carrying energy):
-    positions, species, edge index, shift vectors, energy mask."""
+def model_inputs(
+    atoms: Atoms, dtype: torch.dtype, cutoff: float = 5.0, elements: Sequence[str] | None = None
+) -> tuple[torch.Tensor, ...]:
+    """The artifact's five inputs for ``atoms`` (every atom carrying energy): positions, species
+    (indices into ``elements``; all 0 without), edge index, shift vectors, energy mask."""
     from mlffd.neighbors import neighbor_list
 
     e = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+    if elements is None:
+        species = torch.zeros(len(atoms), dtype=torch.long)
+    else:
+        species = torch.tensor([list(elements).index(s) for s in atoms.get_chemical_symbols()])
     return (
         torch.tensor(atoms.positions, dtype=dtype),
-        torch.zeros(len(atoms), dtype=torch.long),
+        species,
         torch.tensor(np.stack([e.i, e.j])),
         torch.tensor(e.shifts(atoms.cell.array), dtype=dtype),
         torch.ones(len(atoms), dtype=torch.bool),
@@ -92,6 +98,13 @@ def silicon(n: int = 2, rattle: float = 0.05, seed: int = 0, a: float = 5.43) ->
     atoms = bulk("Si", "diamond", a=a, cubic=True) * (n, n, n)
     if rattle:
         atoms.rattle(rattle, seed=seed)
+    return atoms
+
+
+def silicon_germanium(n: int = 2, rattle: float = 0.15, seed: int = 4) -> Atoms:
+    """:func:`silicon` with every third atom germanium (a two-element test structure)."""
+    atoms = silicon(n, rattle=rattle, seed=seed)
+    atoms.symbols[::3] = "Ge"
     return atoms
 
 

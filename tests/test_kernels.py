@@ -9,7 +9,7 @@ from mlffd import artifact, kernels
 from mlffd.models import preset
 from mlffd.models.outputs import add_edge_gradients, conservative_outputs, edge_vectors
 from mlffd.models.potential import centre_layout, cubic_invariants
-from mlffd.testing import model_inputs, random_artifact, random_edges, random_student, silicon
+from mlffd.testing import model_inputs, random_artifact, random_edges, random_student, silicon, silicon_germanium
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="mlffd-kernels is part of `make setup`")
 
@@ -86,10 +86,8 @@ def test_fused_model_equals_pytorch_path(name, chunk):
     config = preset(name, elements=("Si", "Ge"), chunk_atoms=chunk)
     model, _ = random_student(config, dtype=torch.float64)
     model.eval()
-    atoms = silicon(2, rattle=0.15, seed=4)
-    atoms.symbols[::3] = "Ge"
-    args = list(model_inputs(atoms, torch.float64))
-    args[1] = torch.tensor([config.elements.index(s) for s in atoms.get_chemical_symbols()])
+    atoms = silicon_germanium()
+    args = list(model_inputs(atoms, torch.float64, elements=config.elements))
     perm = torch.randperm(args[2].shape[1], generator=torch.Generator().manual_seed(2))
     args[2], args[3] = args[2][:, perm], args[3][perm]  # unsorted edges: the model sorts them
     scripted = torch.jit.script(model)

@@ -9,7 +9,7 @@ import torch
 from mlffd.models import PRESETS, ModelConfig, StudentPotential, build, num_parameters, preset
 from mlffd.models.outputs import conservative_outputs
 from mlffd.models.potential import cubic_invariants, polynomial_envelope
-from mlffd.testing import model_inputs, random_student, silicon
+from mlffd.testing import model_inputs, random_student, silicon, silicon_germanium
 
 TARGETS = {"original": 427_000, "tiny": 77_000, "ultra-tiny": 21_000}
 
@@ -96,10 +96,8 @@ def test_chunked_evaluation_equals_one_graph(name, chunk):
     config = preset(name, elements=("Si", "Ge"), chunk_atoms=chunk)
     model, _ = random_student(config, dtype=torch.float64)
     model.eval()
-    atoms = silicon(2, rattle=0.15, seed=4)
-    atoms.symbols[::3] = "Ge"
-    args = list(model_inputs(atoms, torch.float64))
-    args[1] = torch.tensor([config.elements.index(s) for s in atoms.get_chemical_symbols()])
+    atoms = silicon_germanium()
+    args = list(model_inputs(atoms, torch.float64, elements=config.elements))
     scripted = torch.jit.script(model)
     assert len(atoms) > chunk  # forward() takes the blocked path
     scattered = torch.rand(len(atoms), generator=torch.Generator().manual_seed(0)) > 0.3
