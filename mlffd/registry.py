@@ -31,19 +31,19 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "original",
         "original.mlffd.pt",
-        "4be7263cf945f93d855b5bc2fedd938044059dd5eebe0f7823cc6adf93993972",
+        "0be6c02d4ca007ff8fe04196d993afd9c2d7a73c49ae5c189b083cbdb7ec5476",
         "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
     ),
     NamedModel(
         "tiny",
         "tiny.mlffd.pt",
-        "87c8c654017f22b35b1667b20f64fa7a0fd3d5f4985966c84c64393d875361d9",
+        "e249d876f02a7efc8b2302a6d4c578107e6c205d37d570c550190dea5fd14422",
         "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
     ),
     NamedModel(
         "ultra-tiny",
         "ultra-tiny.mlffd.pt",
-        "1e5a16b8039cfb502f71fcb06bd29a793370a39a078532addec7ede03d4d5c47",
+        "12f18e68109ba9616d3e717953a203ca7f7cf8897a386d664c96688d8d98ea6f",
         "Si, ≈21K parameters, distilled from SevenNet 7net-0 (fastest)",
     ),
 )

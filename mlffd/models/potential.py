@@ -415,7 +415,7 @@ class StudentPotential(nn.Module):
         # edges in centre order: block [a0, a1) of centres owns sorted edges [e0, e1); each block
         # gathers its own edges when it runs (no per-edge copies kept)
         order, offsets, slot = centre_layout(edge_index[0], n_atoms, not fused)
-        max_nbrs = max_neighbours(offsets)
+        max_nbrs = 0 if fused else max_neighbours(offsets)  # the padded layout of the PyTorch path
         bounds: List[int] = offsets[torch.arange(0, n_atoms + chunk, chunk, device=device).clamp(max=n_atoms)].tolist()
         blocks: List[List[int]] = []
         for k, a0 in enumerate(range(0, n_atoms, chunk)):
@@ -434,7 +434,8 @@ class StudentPotential(nn.Module):
                 zs.append(z)
                 if t < n_layers - 1:
                     h_next = torch.empty_like(h)
-                    width = layer.num_basis * layer.in_dim
+                    # fused: the layer's density, kept for pass 2 (the PyTorch path keeps none)
+                    width = layer.num_basis * layer.in_dim if fused else 0
                     kept = [
                         torch.empty(n_atoms, width, dtype=dtype, device=device),
                         torch.empty(3, n_atoms, width, dtype=dtype, device=device),
