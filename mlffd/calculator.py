@@ -41,9 +41,10 @@ class DistilledCalculator(Calculator):
         block_atoms: centre atoms per block of the bounded-memory evaluation used for large
             systems (more: faster, more memory); ``None``: the default for the device
             (:func:`mlffd.artifact.block_atoms`).
-        compile: evaluate with a ``torch.compile``d copy of the student (:mod:`mlffd.compiled`:
-            same numbers to float rounding, 1.4-2.8x faster on CPU; tens of seconds to compile at
-            the first call, a C++ compiler needed).
+        compile: evaluate with a ``torch.compile``d copy of the student's PyTorch path
+            (:mod:`mlffd.compiled`: same numbers to float rounding; tens of seconds to compile at
+            the first call, a C++ compiler needed). Artifacts with mlffd's fused CPU kernels are
+            faster without it (docs/performance.md); it pays only for artifacts without them.
         compile_max_atoms: the largest system the compiled path evaluates in one graph (fastest,
             memory grows with the system); larger ones run its bounded-memory blocked evaluation.
     """
@@ -189,7 +190,7 @@ class DistilledCalculator(Calculator):
         vec_shift = shift_cells @ torch.as_tensor(atoms.cell.array, **t)
         if self.skin > 0 and ij.shape[1]:
             # gathers and one list of kept edges (boolean-mask indexing costs ~3x more per call;
-            # 512 atoms: 1.2 -> 0.4 ms per step); the kept edges stay in centre order
+            # 512 atoms: 1.2 -> 0.6 ms per step); the kept edges stay in centre order
             d = pos.index_select(0, ij[1]) - pos.index_select(0, ij[0]) + vec_shift
             keep = ((d * d).sum(1) < self.cutoff**2).nonzero().squeeze(1)
             ij, vec_shift = ij.index_select(1, keep), vec_shift.index_select(0, keep)

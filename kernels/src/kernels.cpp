@@ -404,8 +404,6 @@ void add_edge_gradients_cpu(at::Tensor& forces, at::Tensor& virial, at::Tensor& 
   });
 }
 
-int64_t kernels_version() { return 1; }
-
 std::string kernels_isa() { return use_avx2() ? "avx2" : "base"; }
 
 }  // namespace
@@ -418,7 +416,6 @@ TORCH_LIBRARY(mlffd_kernels, m) {
   m.def("moment_invariants(Tensor a1, Tensor a2) -> Tensor");
   m.def("add_edge_gradients(Tensor(a!) forces, Tensor(b!) virial, Tensor(c!) atom_virial, Tensor vectors, "
         "Tensor grad, Tensor center, Tensor neighbor) -> ()");
-  m.def("version() -> int", &kernels_version);
   m.def("isa() -> str", &kernels_isa);
 }
 
