@@ -268,6 +268,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
     except Exception as exc:  # torch raises RuntimeError/ValueError variants for bad archives
         raise ArtifactError(f"{path}: corrupt or not a TorchScript archive ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     module.eval()
+    for p in module.parameters():  # evaluation only (artifacts are exported so): no weight gradients in backward passes
+        p.requires_grad_(False)
     return Artifact(path=path, module=module, metadata=meta)
 
 
@@ -279,9 +281,10 @@ CUDA_BLOCK_ATOMS = 65536
 def block_atoms(metadata: Mapping[str, Any], device: str | torch.device = "cpu", threads: int | None = None) -> int | None:
     """Centre atoms per block of the blocked (bounded-memory) evaluation on ``device``.
 
-    CPU: the artifact's ``chunk_atoms`` PER torch thread (each thread keeps a cache-sized block:
-    2 threads get blocks of 512 for a model exported with 256, 1.2x faster at 4,096 atoms than
-    256). CUDA: :data:`CUDA_BLOCK_ATOMS`. ``None`` for artifacts without blocked evaluation
+    CPU: the artifact's ``chunk_atoms`` PER torch thread (2 threads get blocks of 1,024 for a
+    model exported with 512: with the fused kernels each block carries ~1 ms of fixed work, so
+    blocks of 1,024 are 8-23 % faster than 512 at 32,768 atoms for ~20 MB more peak memory;
+    docs/performance.md). CUDA: :data:`CUDA_BLOCK_ATOMS`. ``None`` for artifacts without blocked evaluation
     (e.g. the Stillinger-Weber reference).
     """
     per_thread = metadata.get("model", {}).get("chunk_atoms")

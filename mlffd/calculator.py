@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes, equal
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlffd import artifact as _artifact
@@ -125,8 +125,9 @@ class DistilledCalculator(Calculator):
 
     def _edges(self, atoms: Atoms) -> tuple[torch.Tensor, torch.Tensor]:
         """The neighbour list within ``cutoff + skin`` as device tensors: edge index [2, E] and
-        integer cell shifts [E, 3] (model dtype), cached. Rebuilt only when an atom moved more
-        than ``skin / 2`` or the cell, pbc or atoms changed."""
+        the edges' periodic shifts in Å [E, 3] (model dtype; the cell is part of the cache key),
+        cached. Rebuilt only when an atom moved more than ``skin / 2`` or the cell, pbc or atoms
+        changed."""
         pos, cell, pbc, numbers = atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers
         if self._nl_cache is not None:
             pos0, cell0, pbc0, numbers0, edges = self._nl_cache
@@ -141,9 +142,10 @@ class DistilledCalculator(Calculator):
                 return edges
         found = neighbor_list(pos, cell, pbc, self.cutoff + self.skin)
         self.nl_builds += 1
+        t = dict(dtype=self.dtype, device=self.device)
         edges = (
             torch.as_tensor(found.index, dtype=torch.int64, device=self.device),
-            torch.as_tensor(found.shift_cells, dtype=self.dtype, device=self.device),
+            torch.as_tensor(found.shift_cells, **t) @ torch.as_tensor(cell, **t),
         )
         self._nl_cache = (pos.copy(), cell.copy(), pbc.copy(), numbers.copy(), edges)
         return edges
@@ -185,9 +187,8 @@ class DistilledCalculator(Calculator):
         t = dict(dtype=self.dtype, device=self.device)
         self._check_finite(atoms)
         spec = self.species_of(atoms)
-        ij, shift_cells = self._edges(atoms)
+        ij, vec_shift = self._edges(atoms)
         pos = torch.as_tensor(atoms.positions, **t)
-        vec_shift = shift_cells @ torch.as_tensor(atoms.cell.array, **t)
         if self.skin > 0 and ij.shape[1]:
             # gathers and one list of kept edges (boolean-mask indexing costs ~3x more per call;
             # 512 atoms: 1.2 -> 0.6 ms per step); the kept edges stay in centre order
@@ -229,21 +230,24 @@ class DistilledCalculator(Calculator):
         return res
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
-        """ASE's check, with a fast path for the common case of an identical state (energy,
-        forces and stress asked in turn): exactly equal cell, pbc and per-atom arrays give no
-        change, as ASE's element-wise tolerance comparison would (~0.4 ms per step less at 512
-        atoms); anything else goes to ASE's :meth:`check_state`."""
+        """ASE's check (:func:`ase.calculators.calculator.compare_atoms`: cell, pbc and the watched
+        per-atom arrays, each within ``tol``), with every property first compared for exact
+        equality, the common case (nothing changed between the energy, forces and stress
+        queries of one MD step; only positions changed between steps): the same answer without
+        ASE's element-wise tolerance test of every unchanged array (~0.3 ms per step at 512 atoms)."""
         old = self.atoms
-        if (
-            old is not None
-            and len(old) == len(atoms)
-            and old.arrays.keys() == atoms.arrays.keys()
-            and np.array_equal(old.cell.array, atoms.cell.array)
-            and np.array_equal(old.pbc, atoms.pbc)
-            and all(np.array_equal(old.arrays[k], atoms.arrays[k]) for k in old.arrays)
-        ):
-            return []
-        return super().check_state(atoms, tol=tol)
+        if old is None:
+            return super().check_state(atoms, tol=tol)
+
+        def same(a, b) -> bool:
+            return np.array_equal(a, b) or equal(a, b, atol=tol)
+
+        watched = set(all_changes) - set(getattr(self, "ignored_changes", ()))
+        changes = [p for p in ("cell", "pbc") if p in watched and not same(getattr(old, p)[...], getattr(atoms, p)[...])]
+        ours, theirs = set(old.arrays), set(atoms.arrays)
+        changes += sorted(watched & (ours ^ theirs))
+        changes += [p for p in sorted(watched & ours & theirs) if not same(old.arrays[p], atoms.arrays[p])]
+        return changes
 
     def calculate(self, atoms: Atoms | None = None, properties=None, system_changes=all_changes) -> None:
         if properties is None:

@@ -17,8 +17,10 @@ from torch import Tensor
 
 __all__ = ["KernelsMissingError", "available", "load", "VERSION"]
 
-#: operator-set version this code calls (``mlffd_kernels.VERSION`` of the installed library)
-VERSION = 1
+#: operator-set version this code calls (``mlffd_kernels.VERSION`` of the installed library):
+#: 1 moment_density (+ backward), moment_invariants, add_edge_gradients; 2 adds
+#: moment_density_backward_into. A library serves artifacts of its own and older sets.
+VERSION = 2
 
 INSTALL_HINT = "install it with `make setup` or `pip install --no-build-isolation ./kernels` (after torch)"
 
@@ -91,12 +93,14 @@ def add_edge_gradients(forces: Tensor, virial: Tensor, atom_virial: Tensor, vect
 
 
 @_scriptable
-def moment_density_backward(grads: List[Tensor], vectors: Tensor, messages: Tensor, neighbor: Tensor, offsets: Tensor,
-                            cutoff: float, num_basis: int, envelope_p: int, scale: float,
-                            messages_grad: bool) -> List[Tensor]:
-    """``mlffd_kernels::moment_density_backward``: from the gradients of the three density parts,
-    the edge-vector gradients ``[E, 3]`` and (if ``messages_grad``) per-edge message gradients
-    ``[E, D]`` (to be summed onto the neighbours)."""
-    return torch.ops.mlffd_kernels.moment_density_backward(
-        grads, vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale, messages_grad
+def moment_density_backward_into(grads: List[Tensor], vectors: Tensor, messages: Tensor, center: Tensor, neighbor: Tensor,
+                                 offsets: Tensor, cutoff: float, num_basis: int, envelope_p: int, scale: float,
+                                 forces: Tensor, virial: Tensor, atom_virial: Tensor, messages_grad: Tensor) -> None:
+    """``mlffd_kernels::moment_density_backward_into`` (operator set 2): :func:`moment_density_backward`
+    with the edge gradients added into ``forces``, ``virial`` and ``atom_virial`` (as
+    :func:`add_edge_gradients`) and the message gradients onto the neighbours' rows of
+    ``messages_grad [N, D]`` (skipped when it is empty), in one call."""
+    torch.ops.mlffd_kernels.moment_density_backward_into(
+        grads, vectors, messages, center, neighbor, offsets, cutoff, num_basis, envelope_p, scale,
+        forces, virial, atom_virial, messages_grad
     )

@@ -31,19 +31,19 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "original",
         "original.mlffd.pt",
-        "0be6c02d4ca007ff8fe04196d993afd9c2d7a73c49ae5c189b083cbdb7ec5476",
+        "0859eb258a214f428854e73ef56b71565ab84c9b6d723b62c4a58a2e4a74576d",
         "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
     ),
     NamedModel(
         "tiny",
         "tiny.mlffd.pt",
-        "e249d876f02a7efc8b2302a6d4c578107e6c205d37d570c550190dea5fd14422",
+        "e1311eb1cd31b733e214960aadcecfbf6038726d6c8853e96c59bc8bb5a1b1a0",
         "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
     ),
     NamedModel(
         "ultra-tiny",
         "ultra-tiny.mlffd.pt",
-        "12f18e68109ba9616d3e717953a203ca7f7cf8897a386d664c96688d8d98ea6f",
+        "d0289f01fb65a5dfe993f5d21ac5d5c53f8d404130519ea59a7d1fa633cf78dc",
         "Si, ≈21K parameters, distilled from SevenNet 7net-0 (fastest)",
     ),
 )

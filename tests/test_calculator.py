@@ -369,3 +369,10 @@ def test_state_checks_agree_with_ase(artifact64, monkeypatch):
         else:
             other.set_initial_charges(np.full(len(other), 0.1))
         assert sorted(calc.check_state(other)) == sorted(compare_atoms(calc.atoms, other)) != []
+    # arrays ASE does not watch (momenta) are no change; changes below tol are none either
+    other = atoms.copy()
+    other.set_momenta(np.ones((len(other), 3)))
+    other.positions[0, 0] += 1e-16
+    assert calc.check_state(other) == compare_atoms(calc.atoms, other) == []
+    other.positions[1, 2] = np.nan  # NaN is a change, as for ASE
+    assert calc.check_state(other) == compare_atoms(calc.atoms, other) == ["positions"]

@@ -79,6 +79,35 @@ def test_add_edge_gradients_matches_pytorch():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("with_messages", [True, False])
+def test_backward_into_equals_autograd_and_the_pytorch_sums(with_messages):
+    """moment_density_backward_into: the density's gradients added into forces, virials and the
+    neighbours' message gradients, as autograd through moment_density and the PyTorch edge sums give."""
+    n_atoms = 30
+    center, neighbor, v = random_edges(n_atoms, 500, seed=11)
+    offsets = centre_layout(center, n_atoms)[1]
+    gen = torch.Generator().manual_seed(2)
+    messages = torch.randn(n_atoms, 4, dtype=torch.float64, generator=gen)
+    v1, m1 = v.clone().requires_grad_(True), messages.clone().requires_grad_(True)
+    rho = kernels.moment_density(v1, m1, neighbor, offsets, 5.0, 8, 6, 0.7)
+    cot = [torch.randn(r.shape, dtype=torch.float64, generator=gen) for r in rho]
+    g_v, g_m = torch.autograd.grad(rho, [v1, m1], cot)
+    zeros = lambda: [torch.zeros(n_atoms, 3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64),
+                     torch.zeros(n_atoms, 9, dtype=torch.float64)]
+    expected = zeros()
+    add_edge_gradients(*expected, v, g_v, center, neighbor, False)
+    got = zeros()
+    m_grad = torch.full((n_atoms, 4), 0.5, dtype=torch.float64) if with_messages else torch.zeros(0, dtype=torch.float64)
+    kernels.moment_density_backward_into(cot, v, messages, center, neighbor, offsets, 5.0, 8, 6, 0.7, *got, m_grad)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    if with_messages:  # added to what was there
+        torch.testing.assert_close(m_grad, g_m + 0.5, rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="messages_grad must be contiguous"):
+        kernels.moment_density_backward_into(cot, v, messages, center, neighbor, offsets, 5.0, 8, 6, 0.7, *got,
+                                             torch.zeros(n_atoms, 3, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("name,chunk", [("ultra-tiny", 9), ("tiny", 50), ("original", 31)])
 def test_fused_model_equals_pytorch_path(name, chunk):
     """One graph and blocked evaluation with the kernels = the PyTorch path (float64, two elements,

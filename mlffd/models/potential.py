@@ -404,7 +404,7 @@ class StudentPotential(nn.Module):
 
         With the fused CPU kernels the first pass also keeps each layer's density (``10 B D``
         numbers per atom), the second differentiates the per-atom part from it with autograd
-        and hands the density gradient to ``moment_density_backward``: each layer's edge work
+        and hands the density gradient to ``moment_density_backward_into``: each layer's edge work
         runs once forward and once backward.
         """
         n_atoms = species.shape[0]
@@ -463,6 +463,7 @@ class StudentPotential(nn.Module):
         virial = torch.zeros(3, 3, dtype=dtype, device=device)
         atom_virial = torch.zeros(n_atoms, 9, dtype=dtype, device=device)
         g_h = torch.zeros(0, dtype=dtype, device=device)
+        no_messages = torch.zeros(0, dtype=dtype, device=device)  # the first layer's messages are constants
         for t in range(n_layers - 1, -1, -1):
             # TorchScript cannot index a ModuleList with a variable: pick layer t by enumerating
             for idx, blayer in enumerate(self.interactions):
@@ -525,13 +526,11 @@ class StudentPotential(nn.Module):
                             for q in range(3):
                                 g_q = grads[q]
                                 g_rho.append(torch.zeros_like(leaves[q]) if g_q is None else g_q)
-                            g_edges = kernels.moment_density_backward(
-                                g_rho, v_c, z_t, nj, off_c, self.cutoff, blayer.num_basis, self.envelope_p,
-                                blayer.norm, not blayer.first
+                            # edge gradients into forces and virials, message gradients onto g_z
+                            kernels.moment_density_backward_into(
+                                g_rho, v_c, z_t, ci, nj, off_c, self.cutoff, blayer.num_basis, self.envelope_p,
+                                blayer.norm, forces, virial, atom_virial, no_messages if blayer.first else g_z
                             )
-                            if not blayer.first:
-                                g_z.index_add_(0, nj, g_edges[1])
-                            add_edge_gradients(forces, virial, atom_virial, v_c, g_edges[0], ci, nj, True)
                         else:
                             if not blayer.first:
                                 g_zc = grads[1]
