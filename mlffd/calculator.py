@@ -13,6 +13,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlffd import artifact as _artifact
+from mlffd import kernels
 from mlffd.allocator import configure_allocator
 from mlffd.neighbors import neighbor_list
 from mlffd.registry import DEFAULT_MODEL, resolve
@@ -90,6 +91,7 @@ class DistilledCalculator(Calculator):
             limit = COMPILED_MAX_ATOMS if compile_max_atoms is None else int(compile_max_atoms)
             self.compiled = CompiledStudent(self.artifact, self.device, self.dtype, limit, block_atoms)
         self.skin = float(skin)
+        self._select_on_cpu = self.device.type == "cpu" and kernels.available()
         from ase.data import atomic_numbers
 
         self._z_to_species = np.full(119, -1, dtype=np.int64)
@@ -189,12 +191,13 @@ class DistilledCalculator(Calculator):
         spec = self.species_of(atoms)
         ij, vec_shift = self._edges(atoms)
         pos = torch.as_tensor(atoms.positions, **t)
-        if self.skin > 0 and ij.shape[1]:
-            # gathers and one list of kept edges (boolean-mask indexing costs ~3x more per call;
-            # 512 atoms: 1.2 -> 0.6 ms per step); the kept edges stay in centre order
-            d = pos.index_select(0, ij[1]) - pos.index_select(0, ij[0]) + vec_shift
-            keep = ((d * d).sum(1) < self.cutoff**2).nonzero().squeeze(1)
-            ij, vec_shift = ij.index_select(1, keep), vec_shift.index_select(0, keep)
+        if self.skin > 0 and ij.shape[1]:  # the skin list's edges within the cutoff, in centre order
+            if self._select_on_cpu:  # one pass of mlffd's kernel (512 atoms: ~0.5 ms per step less)
+                ij, vec_shift = kernels.select_edges(pos, ij, vec_shift, self.cutoff)
+            else:  # gathers and one list of kept edges (boolean-mask indexing costs ~3x more)
+                d = pos.index_select(0, ij[1]) - pos.index_select(0, ij[0]) + vec_shift
+                keep = ((d * d).sum(1) < self.cutoff**2).nonzero().squeeze(1)
+                ij, vec_shift = ij.index_select(1, keep), vec_shift.index_select(0, keep)
         return _Inputs(
             positions=pos,
             species=torch.as_tensor(spec, dtype=torch.int64, device=self.device),

@@ -19,7 +19,7 @@ __all__ = ["KernelsMissingError", "available", "load", "VERSION"]
 
 #: operator-set version this code calls (``mlffd_kernels.VERSION`` of the installed library):
 #: 1 moment_density (+ backward), moment_invariants, add_edge_gradients; 2 adds
-#: moment_density_backward_into. A library serves artifacts of its own and older sets.
+#: moment_density_backward_into and select_edges. A library serves artifacts of its own and older sets.
 VERSION = 2
 
 INSTALL_HINT = "install it with `make setup` or `pip install --no-build-isolation ./kernels` (after torch)"
@@ -104,3 +104,11 @@ def moment_density_backward_into(grads: List[Tensor], vectors: Tensor, messages:
         grads, vectors, messages, center, neighbor, offsets, cutoff, num_basis, envelope_p, scale,
         forces, virial, atom_virial, messages_grad
     )
+
+
+def select_edges(positions: Tensor, edge_index: Tensor, shifts: Tensor, cutoff: float) -> List[Tensor]:
+    """``mlffd_kernels::select_edges`` (operator set 2): the edges ``[2, K]`` and shifts ``[K, 3]``
+    of a skin list that lie within ``cutoff`` at ``positions`` (``|x_j - x_i + shift| < cutoff``),
+    in their order. CPU; used by :class:`mlffd.calculator.DistilledCalculator`."""
+    load()
+    return torch.ops.mlffd_kernels.select_edges(positions, edge_index, shifts, cutoff)

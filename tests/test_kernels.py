@@ -108,6 +108,28 @@ def test_backward_into_equals_autograd_and_the_pytorch_sums(with_messages):
                                              torch.zeros(n_atoms, 3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_select_edges_keeps_the_pairs_within_the_cutoff(dtype):
+    """The calculator's skin filter kernel keeps exactly the edges the PyTorch filter keeps, in order."""
+    from mlffd.neighbors import neighbor_list
+
+    atoms = silicon(2, rattle=0.2)
+    found = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 4.5 + 0.8)
+    pos = torch.as_tensor(atoms.positions, dtype=dtype)
+    index = torch.as_tensor(found.index, dtype=torch.int64)
+    shifts = torch.as_tensor(found.shift_cells, dtype=dtype) @ torch.as_tensor(atoms.cell.array, dtype=dtype)
+    d = pos[index[1]] - pos[index[0]] + shifts
+    keep = (d * d).sum(1) < 4.5**2
+    assert 0 < int(keep.sum()) < index.shape[1]  # the skin holds pairs beyond the cutoff
+    got_index, got_shifts = kernels.select_edges(pos, index, shifts, 4.5)
+    assert torch.equal(got_index, index[:, keep])
+    assert torch.equal(got_shifts, shifts[keep])
+    bad = index.clone()
+    bad[1, 5] = len(atoms)
+    with pytest.raises(RuntimeError, match="select_edges: edge_index entries must lie in 0"):
+        kernels.select_edges(pos, bad, shifts, 4.5)
+
+
 @pytest.mark.parametrize("name,chunk", [("ultra-tiny", 9), ("tiny", 50), ("original", 31)])
 def test_fused_model_equals_pytorch_path(name, chunk):
     """One graph and blocked evaluation with the kernels = the PyTorch path (float64, two elements,

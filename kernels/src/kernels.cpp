@@ -448,6 +448,61 @@ void moment_density_backward_into_cpu(at::TensorList grads, const at::Tensor& ve
   if (want_m) add_rows(messages_grad, out[1], neighbor.contiguous());  // indices checked by the backward
 }
 
+// ---------------------------------------------------------------------------------------------
+// mlffd_kernels::select_edges (operator set 2): the edges of a neighbour list built with a skin
+// (cutoff + skin, reused while atoms move less than skin / 2) that lie within the cutoff now,
+// r_e = x_j - x_i + shift_e, |r_e|^2 < cutoff^2 in the positions' precision; kept in their order.
+// One pass instead of a dozen tensor operations per MD step (ASE calculator, CPU).
+
+std::vector<at::Tensor> select_edges_cpu(const at::Tensor& positions_in, const at::Tensor& index_in, const at::Tensor& shifts_in,
+                                         double cutoff) {
+  TORCH_CHECK(positions_in.device().is_cpu() && positions_in.dim() == 2 && positions_in.size(1) == 3,
+              "select_edges: positions must be CPU [N, 3], got ", positions_in.sizes());
+  TORCH_CHECK(index_in.dim() == 2 && index_in.size(0) == 2 && index_in.scalar_type() == at::kLong,
+              "select_edges: edge_index must be int64 [2, E], got ", index_in.sizes(), " ", index_in.scalar_type());
+  TORCH_CHECK(shifts_in.dim() == 2 && shifts_in.size(1) == 3 && shifts_in.size(0) == index_in.size(1) &&
+                  shifts_in.scalar_type() == positions_in.scalar_type(),
+              "select_edges: shifts must be [E, 3] of the positions' dtype, got ", shifts_in.sizes(), " ",
+              shifts_in.scalar_type());
+  const auto positions = positions_in.contiguous();
+  const auto index = index_in.contiguous();
+  const auto shifts = shifts_in.contiguous();
+  const int64_t n = positions.size(0), E = index.size(1);
+  const int64_t* ci = index.data_ptr<int64_t>();
+  const int64_t* nj = ci + E;
+  bool in_range = true;
+  for (int64_t e = 0; e < E; ++e) in_range &= (ci[e] >= 0) & (ci[e] < n) & (nj[e] >= 0) & (nj[e] < n);
+  TORCH_CHECK(in_range, "select_edges: edge_index entries must lie in 0..", n - 1, " (rows of positions)");
+  std::vector<int64_t> kept;
+  kept.reserve(E);
+  AT_DISPATCH_FLOATING_TYPES(positions.scalar_type(), "select_edges", [&] {
+    using T = scalar_t;
+    const T* x = positions.data_ptr<T>();
+    const T* sh = shifts.data_ptr<T>();
+    const T rc2 = T(cutoff * cutoff);
+    for (int64_t e = 0; e < E; ++e) {
+      const T* xi = x + 3 * ci[e];
+      const T* xj = x + 3 * nj[e];
+      const T dx = xj[0] - xi[0] + sh[3 * e], dy = xj[1] - xi[1] + sh[3 * e + 1], dz = xj[2] - xi[2] + sh[3 * e + 2];
+      if (dx * dx + dy * dy + dz * dz < rc2) kept.push_back(e);
+    }
+  });
+  const int64_t K = int64_t(kept.size());
+  auto out_index = at::empty({2, K}, index.options());
+  auto out_shifts = at::empty({K, 3}, shifts.options());
+  int64_t* oi = out_index.data_ptr<int64_t>();
+  for (int64_t k = 0; k < K; ++k) {
+    oi[k] = ci[kept[k]];
+    oi[K + k] = nj[kept[k]];
+  }
+  AT_DISPATCH_FLOATING_TYPES(shifts.scalar_type(), "select_edges_shifts", [&] {
+    const scalar_t* sh = shifts.data_ptr<scalar_t>();
+    scalar_t* os = out_shifts.data_ptr<scalar_t>();
+    for (int64_t k = 0; k < K; ++k) std::copy(sh + 3 * kept[k], sh + 3 * kept[k] + 3, os + 3 * k);
+  });
+  return {out_index, out_shifts};
+}
+
 std::string kernels_isa() { return use_avx2() ? "avx2" : "base"; }
 
 }  // namespace
@@ -460,6 +515,7 @@ TORCH_LIBRARY(mlffd_kernels, m) {
   m.def("moment_density_backward_into(Tensor[] grads, Tensor vectors, Tensor messages, Tensor center, Tensor neighbor, "
         "Tensor offsets, float cutoff, int num_basis, int envelope_p, float scale, Tensor(a!) forces, Tensor(b!) virial, "
         "Tensor(c!) atom_virial, Tensor(d!) messages_grad) -> ()");
+  m.def("select_edges(Tensor positions, Tensor edge_index, Tensor shifts, float cutoff) -> Tensor[]");
   m.def("moment_invariants(Tensor a1, Tensor a2) -> Tensor");
   m.def("add_edge_gradients(Tensor(a!) forces, Tensor(b!) virial, Tensor(c!) atom_virial, Tensor vectors, "
         "Tensor grad, Tensor center, Tensor neighbor) -> ()");
@@ -470,6 +526,7 @@ TORCH_LIBRARY_IMPL(mlffd_kernels, CPU, m) {
   m.impl("moment_density", &moment_density_cpu);
   m.impl("moment_density_backward", &moment_density_backward_cpu);
   m.impl("moment_density_backward_into", &moment_density_backward_into_cpu);
+  m.impl("select_edges", &select_edges_cpu);
   m.impl("moment_invariants", &moment_invariants_cpu);
   m.impl("add_edge_gradients", &add_edge_gradients_cpu);
 }
