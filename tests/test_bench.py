@@ -248,3 +248,33 @@ def test_quick_run_cli(tmp_path):
         assert sw["steps_per_repeat"] >= 1 and sw["ranks"] == 1
     assert (out / "bench.md").exists() and (out / "bench_cost.png").exists()
     assert not math.isnan(data["duration_s"])
+
+
+def test_rounds_pool_measurements_and_take_ratios_within_rounds(tmp_path):
+    """With rounds, a machine that slows down between rounds does not bias the ratios: each ratio
+    is taken within a round, then the median over rounds; tables pool all samples."""
+    raw = []
+    # round r runs at speed factor s_r (drift); the 32,768-atom cost is 1.0, 1.1 and 3.0 (a spike) x the 512-atom one
+    for rnd, (speed, growth) in enumerate([(1.0, 1.0), (1.5, 1.1), (2.0, 3.0)]):
+        for m in (_m("artifact", "tiny", 512, "t2", 10.0 * speed), _m("artifact", "tiny", 32768, "t2", 10.0 * speed * growth),
+                  _m("lammps-sw", "sw", 32768, "r2", 0.5 * speed, kind="classical", ranks=2)):
+            m.update(round=rnd, id=m["id"] + f"/round{rnd}", peak_rss_mb=300.0 + rnd)
+            raw.append(m)
+    result = {**_synthetic(), "measurements": bench.pool_rounds(raw), "round_measurements": raw}
+    result["config"] = {"threads": 2, "repeats": 3, "rounds": 3}
+    pooled = {m["id"]: m for m in result["measurements"]}
+    assert set(pooled) == {"artifact/tiny/512/t2", "artifact/tiny/32768/t2", "lammps-sw/sw/32768/r2"}
+    big = pooled["artifact/tiny/32768/t2"]
+    assert big["rounds"] == 3 and len(big["samples_us"]) == 3 and big["peak_rss_mb"] == 302.0
+    assert big["round_medians"] == pytest.approx([10.0, 16.5, 60.0])
+    ratios = {(r["kind"], r["numerator"], r["denominator"]): r for r in bench.compute_ratios(result)}
+    flat = ratios[("size_scaling", "artifact/tiny/32768/t2", "artifact/tiny/512/t2")]
+    assert flat["value"] == pytest.approx(1.1) and flat["per_round"] == pytest.approx([1.0, 1.1, 3.0])
+    vs_sw = ratios[("vs_sw", "artifact/tiny/32768/t2", "lammps-sw/sw/32768/r2")]
+    assert vs_sw["value"] == pytest.approx(22.0)  # 20, 22, 60 within the rounds
+    result["ratios"] = list(ratios.values())
+    result["targets"] = bench.check_targets(result)
+    md = bench.markdown_report(result)
+    assert "in each of 3 rounds" in md
+    with pytest.raises(ValueError, match="rounds"):
+        bench.BenchConfig(rounds=0)

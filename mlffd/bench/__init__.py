@@ -43,7 +43,7 @@ measurement per process), :mod:`~mlffd.bench.runner` (:func:`run_bench`),
 
 from __future__ import annotations
 
-from mlffd.bench.analysis import RATIO_KINDS, check_targets, compute_ratios
+from mlffd.bench.analysis import RATIO_KINDS, check_targets, compute_ratios, pool_rounds
 from mlffd.bench.config import (
     MEASUREMENT_FIELDS,
     RESULT_FIELDS,
@@ -59,6 +59,6 @@ from mlffd.bench.workers import lammps_pair, parse_loop_times, run_worker, si_su
 __all__ = [
     "BenchConfig", "MEASUREMENT_FIELDS", "RATIO_KINDS", "RESULT_FIELDS", "SCHEMA", "TARGETS", "TEACHERS",
     "check_targets", "compute_ratios", "lammps_pair", "markdown_report", "measurement_id", "parse_loop_times",
-    "plot", "prepare_students", "run_bench", "run_worker", "si_supercell", "summarize", "summary_table",
+    "plot", "pool_rounds", "prepare_students", "run_bench", "run_worker", "si_supercell", "summarize", "summary_table",
     "supercell_reps", "write_outputs",
 ]

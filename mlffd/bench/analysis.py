@@ -21,11 +21,79 @@ def compute_ratios(result: dict) -> list[dict]:
     ``pair_style mlffd`` / raw artifact call), ``batched_speedup`` (one-by-one / batched cost),
     ``size_scaling`` (cost at N / cost at the reference size, 512 when measured, for each curve),
     ``allocator_default_vs_mlffd`` (glibc defaults / mlffd settings) and ``allocator_growth``
-    (cost at N / cost at the smallest allocator size, per setting).
+    (cost at N / cost at the smallest allocator size, per setting). With ``rounds`` (the main
+    measurements repeated, raw ones in ``result["round_measurements"]``) each ratio is the median
+    over rounds of the ratio within each round (``per_round``), robust to a machine whose speed
+    drifts during a run.
     """
-    ms = [m for m in result["measurements"] if _ok(m)]
-    idx = _index(ms)
     threads = result["config"]["threads"]
+    ms = [m for m in result["measurements"] if _ok(m)]
+    allocator = _allocator_ratios([m for m in ms if m.get("section") == "allocator"])
+    raw = result.get("round_measurements")
+    if not raw:
+        return [_jsonable(r) for r in _main_ratios([m for m in ms if m.get("section", "main") == "main"], threads)] + allocator
+    # rounds: each ratio within each round (its two measurements minutes apart, not a whole run),
+    # then the median over rounds
+    main_raw = [m for m in raw if _ok(m) and m.get("section", "main") == "main" and m.get("round") is not None]
+    per_kind: dict[tuple, list[dict]] = {}
+    for rnd in sorted({m["round"] for m in main_raw}):
+        pooled_ids = [dict(m, id=strip_round(m["id"])) for m in main_raw if m["round"] == rnd]
+        for r in _main_ratios(pooled_ids, threads):
+            per_kind.setdefault((r["kind"], r["numerator"], r["denominator"]), []).append(r)
+    ratios = []
+    for group in per_kind.values():
+        values = [r["value"] for r in group]
+        ratios.append({**group[0], "value": summarize(values)["median"], "per_round": values, "rounds": [len(values), len(values)],
+                       "description": group[0]["description"] + f" (median over {len(values)} rounds of the ratio within each round)"})
+    return [_jsonable(r) for r in ratios] + allocator
+
+
+def strip_round(measurement_id: str) -> str:
+    """A measurement's id without its ``/roundK`` suffix."""
+    return measurement_id.split("/round")[0]
+
+
+def pool_rounds(measurements: list[dict]) -> list[dict]:
+    """Main-section measurements repeated in rounds, one per measurement: the samples of every
+    round (median and IQR over all of them), the per-round medians in ``round_medians``, the
+    largest peak memory; the allocator section (pooled by its own analysis) unchanged."""
+    groups: dict[str, list[dict]] = {}
+    order: list[str | dict] = []
+    for m in measurements:
+        if m.get("section", "main") == "main" and m.get("round") is not None:
+            gid = strip_round(m["id"])
+            if gid not in groups:
+                order.append(gid)
+            groups.setdefault(gid, []).append(m)
+        else:
+            order.append(m)
+    out = []
+    for item in order:
+        if isinstance(item, dict):
+            out.append(item)
+            continue
+        group = groups[item]
+        ok = [m for m in group if _ok(m)]
+        pooled = {k: v for k, v in (ok or group)[0].items() if k != "round"}
+        pooled["id"] = item
+        pooled["rounds"] = len(ok)
+        samples = [s for m in ok for s in m["samples_us"]]
+        pooled["samples_us"] = samples
+        pooled["us_per_atom_step"] = summarize(samples)
+        med = pooled["us_per_atom_step"]["median"]
+        pooled["atom_steps_per_s"] = 1e6 / med if ok and med > 0 else math.nan
+        pooled["round_medians"] = [m["us_per_atom_step"]["median"] for m in ok]
+        for key in ("peak_rss_mb", "peak_increment_mb", "peak_device_mb"):
+            values = [m[key] for m in ok if m.get(key) == m.get(key) and m.get(key) is not None]
+            pooled[key] = max(values) if values else math.nan
+        pooled["error"] = None if ok else group[0].get("error")
+        out.append(pooled)
+    return out
+
+
+def _main_ratios(main: list[dict], threads: int) -> list[dict]:
+    """The ratios between main-section measurements (see :func:`compute_ratios`)."""
+    idx = _index(main)
     ratios: list[dict] = []
 
     def add(kind: str, num: dict, den: dict, description: str, invert: bool = False, **extra) -> None:
@@ -33,7 +101,6 @@ def compute_ratios(result: dict) -> list[dict]:
         ratios.append({"kind": kind, "model": num["model"], "atoms": num["atoms"], "value": a / b if b > 0 else math.nan,
                        "numerator": (den if invert else num)["id"], "denominator": (num if invert else den)["id"], "description": description, **extra})
 
-    main = [m for m in ms if m.get("section", "main") == "main"]
     students = [m for m in main if m.get("kind") == "student" and m["method"] in ("artifact", "calculator", "calculator-compiled", "lammps-mlffd")]
     ref_ranks = f"r{min(threads, max([m['ranks'] for m in main if m['method'] == 'lammps-sw'] or [threads]))}"
     for pot in ("sw", "tersoff"):
@@ -66,18 +133,23 @@ def compute_ratios(result: dict) -> list[dict]:
         for m in group:
             if m is not ref and m["atoms"] > ref["atoms"]:
                 add("size_scaling", m, ref, f"cost at {m['atoms']} atoms / cost at {ref['atoms']} atoms")
-    # allocator: rounds of the same (method, size, setting) pool into the median of their medians
+    return ratios
+
+
+def _allocator_ratios(ms: list[dict]) -> list[dict]:
+    """Allocator-section ratios: rounds of the same (method, size, setting) pool into the median
+    of their medians."""
+    ratios: list[dict] = []
     groups: dict[tuple, list[dict]] = {}
     for m in ms:
-        if m.get("section") == "allocator":
-            groups.setdefault((m["method"], m["model"], m["atoms"], m["parallel"], m.get("malloc")), []).append(m)
+        groups.setdefault((m["method"], m["model"], m["atoms"], m["parallel"], m.get("malloc")), []).append(m)
 
     def pooled(key: tuple) -> tuple[float, str, list[float]] | None:
         g = groups.get(key)
         if not g:
             return None
         costs = [_cost(m) for m in g]
-        gid = g[0]["id"].split("/round")[0]
+        gid = strip_round(g[0]["id"])
         return summarize(costs)["median"], gid, costs
 
     def add_pooled(kind: str, a: tuple, b: tuple, description: str, **extra) -> None:

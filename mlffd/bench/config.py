@@ -59,6 +59,7 @@ class BenchConfig:
     models: tuple[str, ...] = ("ultra-tiny", "tiny", "original")
     threads: int = 2
     repeats: int = 5
+    rounds: int = 1  #: the main measurements repeated in this many rounds; ratios: median over rounds of the ratio within each round
     warmup: int = 3  #: untimed calls first (TorchScript's profiling executor optimises over ~3 calls)
     min_time: float = 0.5  #: seconds per timed block (k calls)
     students: bool = True  #: artifact + calculator paths
@@ -108,8 +109,8 @@ class BenchConfig:
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.block_atoms < 0:
             raise ValueError(f"block_atoms must be >= 0 (0: the default), got {self.block_atoms}")
-        if self.threads < 1 or self.repeats < 1 or self.warmup < 0 or self.allocator_rounds < 1:
-            raise ValueError("threads, repeats and allocator_rounds must be >= 1, warmup >= 0")
+        if self.threads < 1 or self.repeats < 1 or self.rounds < 1 or self.warmup < 0 or self.allocator_rounds < 1:
+            raise ValueError("threads, repeats, rounds and allocator_rounds must be >= 1, warmup >= 0")
         for name in ("sizes", "teacher_sizes", "allocator_sizes"):
             if any(int(n) < 8 for n in getattr(self, name)):
                 raise ValueError(f"{name}: atom counts must be >= 8 (diamond-Si supercells of 8 n^3 atoms)")

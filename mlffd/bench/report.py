@@ -39,7 +39,10 @@ def markdown_report(result: dict) -> str:
     host = result["host"]
     lines = [
         f"mlffd bench — {result['created']} — {host.get('cpu') or '?'}, {host.get('cpu_count')} CPUs, "
-        f"threads {cfg['threads']}, repeats {cfg['repeats']}, load average {_fmt((host.get('load_average') or [math.nan])[0])} → "
+        f"threads {cfg['threads']}, repeats {cfg['repeats']}"
+        + (f" in each of {cfg['rounds']} rounds (costs over all rounds' samples; each ratio the median over rounds of the ratio within a round)"
+           if cfg.get("rounds", 1) > 1 else "")
+        + f", load average {_fmt((host.get('load_average') or [math.nan])[0])} → "
         f"{_fmt((host.get('load_average_end') or [math.nan])[0])}",
         "",
     ]
@@ -88,7 +91,8 @@ def markdown_report(result: dict) -> str:
         for r in ratios:
             if r["kind"] in ("allocator_default_vs_mlffd", "allocator_growth"):
                 continue
-            lines.append(f"| {r['kind']} | {r['numerator']} | {r['denominator']} | {_fmt(r['value'])} |")
+            per_round = f" (rounds: {', '.join(_fmt(v) for v in r['per_round'])})" if len(r.get("per_round") or []) > 1 else ""
+            lines.append(f"| {r['kind']} | {r['numerator']} | {r['denominator']} | {_fmt(r['value'])}{per_round} |")
         lines.append("")
     batch = [m for m in ms if m["method"] in ("batch", "one-by-one")]
     if batch:

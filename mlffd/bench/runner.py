@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from mlffd.allocator import GLIBC_TUNABLES
-from mlffd.bench.analysis import check_targets, compute_ratios
+from mlffd.bench.analysis import check_targets, compute_ratios, pool_rounds
 from mlffd.bench.config import LATTICE_SI, RESULT_MARKER, SCHEMA, TEACHERS, BenchConfig
 from mlffd.bench.records import _jsonable, _num
 from mlffd.bench.report import write_outputs
@@ -163,7 +163,7 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
         res = _spawn({**common, **case}, env_all, config.timeout)
         m = {
             "id": measurement_id(meta["method"], meta["model"], meta["atoms_requested"], meta["parallel"], meta.get("section", "main"), meta.get("malloc"))
-            + (f"/round{meta['round']}" if config.allocator_rounds > 1 and "round" in meta else ""),
+            + (f"/round{meta['round']}" if "round" in meta else ""),
             "section": "main",
             **meta,
             "threads": threads if meta.get("ranks") in (None, 1) else max(1, threads // meta["ranks"]),
@@ -203,57 +203,64 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
         return {"method": method, "model": name, "kind": "student", "weights": st.weights, "num_parameters": st.num_parameters,
                 "dtype": st.dtype, "atoms_requested": n, "parallel": parallel, "ranks": extra.pop("ranks", None), **extra}
 
+    def alloc_round(rnd: int) -> dict:
+        return {"round": rnd} if config.allocator_rounds > 1 else {}
+
     par = f"t{threads}"
     artifact_cost: dict[tuple[str, int], float] = {}
-    # 1. students: raw artifact and DistilledCalculator
-    if config.students:
-        say("students (raw artifact call, DistilledCalculator):")
-        for n in config.sizes:
-            for name in config.models:
-                case = {"method": "artifact", "path": students[name].path, "atoms": n}
-                m = record(case, student_meta(name, "artifact", n, par))
-                artifact_cost[(name, n)] = m["us_per_atom_step"]["median"]
-                record({"method": "calculator", "path": students[name].path, "atoms": n}, student_meta(name, "calculator", n, par))
-                if config.compiled:
-                    record({"method": "calculator-compiled", "compile": True, "path": students[name].path, "atoms": n},
-                           student_meta(name, "calculator-compiled", n, par))
-    # 2. LAMMPS: the classical floor, then pair_style mlffd
-    if config.lammps:
-        say("LAMMPS (loop time of 'run'):")
-        for n in config.sizes:
-            for pair in config.classical:
-                for ranks in config.ranks:
-                    est = _estimate_lammps_us(pair, None, n, 0.0)
-                    steps = _lammps_steps(est, n, config)
-                    case = {"method": "lammps", "pair": pair, "atoms": n, "ranks": ranks, "steps": steps, "warmup_steps": max(1, steps // 5),
-                            "workdir": str(work / f"{pair}-{n}-r{ranks}"), "timeout": config.timeout}
-                    meta = {"method": f"lammps-{pair}", "model": pair, "kind": "classical", "weights": "published", "atoms_requested": n,
-                            "parallel": f"r{ranks}", "ranks": ranks}
-                    record(case, meta)
-            if config.lammps_students:
+    for rnd in range(config.rounds):  # the main measurements, in rounds when asked (pooled below)
+        tag = {"round": rnd} if config.rounds > 1 else {}
+        if config.rounds > 1:
+            say(f"round {rnd + 1} of {config.rounds}:")
+        # 1. students: raw artifact and DistilledCalculator
+        if config.students:
+            say("students (raw artifact call, DistilledCalculator):")
+            for n in config.sizes:
                 for name in config.models:
+                    case = {"method": "artifact", "path": students[name].path, "atoms": n}
+                    m = record(case, student_meta(name, "artifact", n, par, **tag))
+                    artifact_cost[(name, n)] = m["us_per_atom_step"]["median"]
+                    record({"method": "calculator", "path": students[name].path, "atoms": n}, student_meta(name, "calculator", n, par, **tag))
+                    if config.compiled:
+                        record({"method": "calculator-compiled", "compile": True, "path": students[name].path, "atoms": n},
+                               student_meta(name, "calculator-compiled", n, par, **tag))
+        # 2. LAMMPS: the classical floor, then pair_style mlffd
+        if config.lammps:
+            say("LAMMPS (loop time of 'run'):")
+            for n in config.sizes:
+                for pair in config.classical:
                     for ranks in config.ranks:
-                        est = _estimate_lammps_us("mlffd", artifact_cost.get((name, n)), n, ranges[name])
+                        est = _estimate_lammps_us(pair, None, n, 0.0)
                         steps = _lammps_steps(est, n, config)
-                        case = {"method": "lammps", "pair": "mlffd", "path": students[name].path, "atoms": n, "ranks": ranks, "steps": steps,
-                                "warmup_steps": 1, "workdir": str(work / f"mlffd-{name}-{n}-r{ranks}"), "timeout": config.timeout}
-                        record(case, student_meta(name, "lammps-mlffd", n, f"r{ranks}", ranks=ranks))
-    # 3. teachers
-    if config.teachers:
-        say("teachers (ASE):")
-        for n in config.teacher_sizes:
-            for name in config.teacher_names:
-                case = {"method": "teacher", "model": name, "atoms": n, "workdir": str(work)}
-                meta = {"method": "teacher", "model": name, "kind": "teacher", "weights": TEACHERS[name]["weights"], "atoms_requested": n,
-                        "parallel": par, "ranks": None, "spec": TEACHERS[name]["spec"]}
-                record(case, meta)
-    # 4. batched small structures vs one by one
-    if config.batch:
-        say(f"batch ({config.batch_count} x {8 * config.batch_cell ** 3}-atom cells):")
-        for name in config.models:
-            for mode in ("one-by-one", "batch"):
-                case = {"method": mode, "mode": mode, "path": students[name].path, "batch_count": config.batch_count, "batch_cell": config.batch_cell}
-                record(case, student_meta(name, mode, config.batch_count * 8 * config.batch_cell**3, par))
+                        case = {"method": "lammps", "pair": pair, "atoms": n, "ranks": ranks, "steps": steps, "warmup_steps": max(1, steps // 5),
+                                "workdir": str(work / f"{pair}-{n}-r{ranks}"), "timeout": config.timeout}
+                        meta = {"method": f"lammps-{pair}", "model": pair, "kind": "classical", "weights": "published", "atoms_requested": n,
+                                "parallel": f"r{ranks}", "ranks": ranks, **tag}
+                        record(case, meta)
+                if config.lammps_students:
+                    for name in config.models:
+                        for ranks in config.ranks:
+                            est = _estimate_lammps_us("mlffd", artifact_cost.get((name, n)), n, ranges[name])
+                            steps = _lammps_steps(est, n, config)
+                            case = {"method": "lammps", "pair": "mlffd", "path": students[name].path, "atoms": n, "ranks": ranks, "steps": steps,
+                                    "warmup_steps": 1, "workdir": str(work / f"mlffd-{name}-{n}-r{ranks}"), "timeout": config.timeout}
+                            record(case, student_meta(name, "lammps-mlffd", n, f"r{ranks}", ranks=ranks, **tag))
+        # 3. teachers
+        if config.teachers:
+            say("teachers (ASE):")
+            for n in config.teacher_sizes:
+                for name in config.teacher_names:
+                    case = {"method": "teacher", "model": name, "atoms": n, "workdir": str(work)}
+                    meta = {"method": "teacher", "model": name, "kind": "teacher", "weights": TEACHERS[name]["weights"], "atoms_requested": n,
+                            "parallel": par, "ranks": None, "spec": TEACHERS[name]["spec"], **tag}
+                    record(case, meta)
+        # 4. batched small structures vs one by one
+        if config.batch:
+            say(f"batch ({config.batch_count} x {8 * config.batch_cell ** 3}-atom cells):")
+            for name in config.models:
+                for mode in ("one-by-one", "batch"):
+                    case = {"method": mode, "mode": mode, "path": students[name].path, "batch_count": config.batch_count, "batch_cell": config.batch_cell}
+                    record(case, student_meta(name, mode, config.batch_count * 8 * config.batch_cell**3, par, **tag))
     # 5. allocator settings: glibc defaults vs mlffd's, interleaved, each in its own process
     if config.allocator:
         say(f"allocator ({config.allocator_model}; MLFFD_MALLOC=default vs mlffd settings):")
@@ -272,10 +279,10 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
                     case = {"method": "lammps", "pair": "mlffd", "path": students[name].path, "atoms": n, "ranks": 1,
                             "steps": _lammps_steps(est, n, config), "warmup_steps": 1, "workdir": str(work / f"alloc-{name}-{n}-{malloc}-{rnd}"),
                             "timeout": config.timeout}
-                    meta = student_meta(name, "lammps-mlffd", n, "r1", ranks=1, section="allocator", malloc=malloc, round=rnd)
+                    meta = student_meta(name, "lammps-mlffd", n, "r1", ranks=1, section="allocator", malloc=malloc, **alloc_round(rnd))
                 else:
                     case = {"method": method, "path": students[name].path, "atoms": n}
-                    meta = student_meta(name, method, n, par, section="allocator", malloc=malloc, round=rnd)
+                    meta = student_meta(name, method, n, par, section="allocator", malloc=malloc, **alloc_round(rnd))
                 record(case, meta, env)
 
     finished = _dt.datetime.now(_dt.timezone.utc)
@@ -290,6 +297,9 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
         "teachers": {k: {"spec": v["spec"], "weights": v["weights"]} for k, v in TEACHERS.items() if config.teachers and k in config.teacher_names},
         "measurements": measurements,
     }
+    if config.rounds > 1:  # tables and targets from the pooled measurements, ratios round by round
+        result["round_measurements"] = measurements
+        result["measurements"] = pool_rounds(measurements)
     result["ratios"] = compute_ratios(result)
     result["targets"] = check_targets(result)
     write_outputs(result, out)

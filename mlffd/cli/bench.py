@@ -26,6 +26,7 @@ def _options(f):
         click.option("--models", help="students: shipped names or size presets [ultra-tiny,tiny,original]"),
         click.option("--threads", type=int, default=None, help="torch threads; LAMMPS: 1 rank x THREADS or R ranks x THREADS/R [2]"),
         click.option("--repeats", type=int, default=None, help="timed repeats per measurement (median and IQR over them) [5]"),
+        click.option("--rounds", type=int, default=None, help="repeat the main measurements in this many rounds; each ratio is the median over rounds of the ratio within a round (robust to a machine whose speed drifts) [1]"),
         click.option("--warmup", type=int, default=None, help="untimed calls before timing [3]"),
         click.option("--min-time", type=float, default=None, help="seconds per timed repeat (several calls when one is shorter) [0.5]"),
         click.option("--students/--no-students", default=None, help="students: raw artifact call and DistilledCalculator [on]"),
