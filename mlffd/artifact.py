@@ -266,7 +266,12 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
         with _quiet_jit():
             module = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # torch raises RuntimeError/ValueError variants for bad archives
-        raise ArtifactError(f"{path}: corrupt or not a TorchScript archive ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        if "mlffd_kernels::" in str(exc):  # compiled against another version of an operator's schema
+            raise ArtifactError(f"{path}: its code calls mlffd's fused kernels with a signature the installed mlffd-kernels "
+                                f"does not have ({next((ln for ln in lines if 'mlffd_kernels::' in ln), '')}); "
+                                f"re-export it with this mlffd or install the kernels it was exported with") from exc
+        raise ArtifactError(f"{path}: corrupt or not a TorchScript archive ({type(exc).__name__}: {lines[0] if lines else ''})") from exc
     module.eval()
     for p in module.parameters():  # evaluation only (artifacts are exported so): no weight gradients in backward passes
         p.requires_grad_(False)

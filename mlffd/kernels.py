@@ -10,7 +10,7 @@ so that loaders (Python and the LAMMPS plugin) know they need it.
 from __future__ import annotations
 
 import functools
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -19,7 +19,7 @@ __all__ = ["KernelsMissingError", "available", "load", "VERSION"]
 
 #: operator-set version this code calls (``mlffd_kernels.VERSION`` of the installed library):
 #: 1 moment_density (+ backward), moment_invariants, add_edge_gradients; 2 adds
-#: moment_density_backward_into and select_edges. A library serves artifacts of its own and older sets.
+#: edge_geometry, moment_density_geometry, moment_density_backward_into and select_edges. A library serves artifacts of its own and older sets.
 VERSION = 2
 
 INSTALL_HINT = "install it with `make setup` or `pip install --no-build-isolation ./kernels` (after torch)"
@@ -79,6 +79,24 @@ def moment_density(vectors: Tensor, messages: Tensor, neighbor: Tensor, offsets:
 
 
 @_scriptable
+def edge_geometry(vectors: Tensor, cutoff: float, num_basis: int, envelope_p: int) -> Tensor:
+    """``mlffd_kernels::edge_geometry`` (operator set 2): what every density pass computes per
+    edge, once: ``[E, 14 + 2 B]`` (1/r, 0 beyond the cutoff; unit vector; angular components;
+    radial basis; its derivative), for :func:`moment_density_geometry` and
+    :func:`moment_density_backward_into`. Not differentiable itself (call it on detached vectors)."""
+    return torch.ops.mlffd_kernels.edge_geometry(vectors, cutoff, num_basis, envelope_p)
+
+
+@_scriptable
+def moment_density_geometry(vectors: Tensor, geometry: Tensor, messages: Tensor, neighbor: Tensor, offsets: Tensor,
+                            cutoff: float, num_basis: int, envelope_p: int, scale: float) -> List[Tensor]:
+    """:func:`moment_density` from the edges' :func:`edge_geometry` (computed once, shared by
+    the layers); differentiable with respect to ``vectors`` (the geometry's derivatives are in it)."""
+    return torch.ops.mlffd_kernels.moment_density_geometry(vectors, geometry, messages, neighbor, offsets, cutoff, num_basis,
+                                                           envelope_p, scale)
+
+
+@_scriptable
 def moment_invariants(a1: Tensor, a2: Tensor) -> Tensor:
     """``mlffd_kernels::moment_invariants``: ``[N, 4K]`` invariants of ``a1 [3, N, K]``, ``a2 [6, N, K]``."""
     return torch.ops.mlffd_kernels.moment_invariants(a1, a2)
@@ -93,15 +111,17 @@ def add_edge_gradients(forces: Tensor, virial: Tensor, atom_virial: Tensor, vect
 
 
 @_scriptable
-def moment_density_backward_into(grads: List[Tensor], vectors: Tensor, messages: Tensor, center: Tensor, neighbor: Tensor,
-                                 offsets: Tensor, cutoff: float, num_basis: int, envelope_p: int, scale: float,
-                                 forces: Tensor, virial: Tensor, atom_virial: Tensor, messages_grad: Tensor) -> None:
+def moment_density_backward_into(grads: List[Tensor], vectors: Tensor, geometry: Optional[Tensor], messages: Tensor,
+                                 center: Tensor, neighbor: Tensor, offsets: Tensor, cutoff: float, num_basis: int,
+                                 envelope_p: int, scale: float, forces: Tensor, virial: Tensor, atom_virial: Tensor,
+                                 messages_grad: Tensor) -> None:
     """``mlffd_kernels::moment_density_backward_into`` (operator set 2): :func:`moment_density_backward`
     with the edge gradients added into ``forces``, ``virial`` and ``atom_virial`` (as
     :func:`add_edge_gradients`) and the message gradients onto the neighbours' rows of
-    ``messages_grad [N, D]`` (skipped when it is empty), in one call."""
+    ``messages_grad [N, D]`` (skipped when it is empty), in one call; ``geometry``: the edges'
+    :func:`edge_geometry` when computed already, else ``None``."""
     torch.ops.mlffd_kernels.moment_density_backward_into(
-        grads, vectors, messages, center, neighbor, offsets, cutoff, num_basis, envelope_p, scale,
+        grads, vectors, geometry, messages, center, neighbor, offsets, cutoff, num_basis, envelope_p, scale,
         forces, virial, atom_virial, messages_grad
     )
 

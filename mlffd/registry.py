@@ -31,19 +31,19 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "original",
         "original.mlffd.pt",
-        "0859eb258a214f428854e73ef56b71565ab84c9b6d723b62c4a58a2e4a74576d",
+        "4b0c0ea1fc9d5c43a92362a359b45e5945306e225bd72e62744d0dea51846faf",
         "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
     ),
     NamedModel(
         "tiny",
         "tiny.mlffd.pt",
-        "e1311eb1cd31b733e214960aadcecfbf6038726d6c8853e96c59bc8bb5a1b1a0",
+        "2dfcd1511637171e2dd928248268ccd3145b325033ed2e2c3404e7a64195bf94",
         "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
     ),
     NamedModel(
         "ultra-tiny",
         "ultra-tiny.mlffd.pt",
-        "d0289f01fb65a5dfe993f5d21ac5d5c53f8d404130519ea59a7d1fa633cf78dc",
+        "499c4508b2730b6927ac8a719ffa3c91c38cc68728f9a6b7ef7addbec05984a3",
         "Si, ≈21K parameters, distilled from SevenNet 7net-0 (fastest)",
     ),
 )

@@ -55,6 +55,41 @@ def test_moment_density_gradcheck():
     assert torch.autograd.gradcheck(f, (v.requires_grad_(True), messages.requires_grad_(True)), eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("message_dim", [1, 4, 3])
+def test_shared_edge_geometry_gives_the_same_densities_and_gradients(message_dim):
+    """moment_density_geometry (the edges' geometry computed once by edge_geometry) equals
+    moment_density, forward and backward; its gradient matches finite differences."""
+    n_atoms = 25
+    center, neighbor, v = random_edges(n_atoms, 400, seed=13)
+    offsets = centre_layout(center, n_atoms)[1]
+    messages = torch.randn(n_atoms, message_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    geometry = kernels.edge_geometry(v, 5.0, 8, 6)
+    assert geometry.shape == (v.shape[0], 14 + 16)
+    r = v.norm(dim=1)
+    assert torch.equal(geometry[:, 0] == 0, r >= 5.0)  # 1/r, 0 beyond the cutoff
+    torch.testing.assert_close(geometry[r < 5.0, 0], 1.0 / r[r < 5.0], rtol=1e-14, atol=0)
+    v1, m1 = v.clone().requires_grad_(True), messages.clone().requires_grad_(True)
+    v2, m2 = v.clone().requires_grad_(True), messages.clone().requires_grad_(True)
+    plain = kernels.moment_density(v1, m1, neighbor, offsets, 5.0, 8, 6, 0.7)
+    shared = kernels.moment_density_geometry(v2, geometry, m2, neighbor, offsets, 5.0, 8, 6, 0.7)
+    for a, b in zip(plain, shared):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
+    cot = [torch.randn_like(a) for a in plain]
+    for a, b in zip(torch.autograd.grad(plain, [v1, m1], cot), torch.autograd.grad(shared, [v2, m2], cot)):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
+    inside = (r < 4.9)[:60]  # finite differences must not straddle the cutoff
+    c, nb, vs = center[:60][inside], neighbor[:60][inside], v[:60][inside]
+    off = centre_layout(c, n_atoms)[1]
+
+    def f(vectors, m):
+        return tuple(kernels.moment_density_geometry(vectors, kernels.edge_geometry(vectors.detach(), 5.0, 8, 6), m, nb, off,
+                                                     5.0, 8, 6, 0.7))
+
+    assert torch.autograd.gradcheck(f, (vs.clone().requires_grad_(True), messages.clone().requires_grad_(True)), eps=1e-6, atol=1e-6)
+    with pytest.raises(RuntimeError, match="geometry must be a contiguous edge_geometry"):
+        kernels.moment_density_geometry(v, geometry[:, :-1].contiguous(), messages, neighbor, offsets, 5.0, 8, 6, 0.7)
+
+
 def test_moment_invariants_match_closed_forms_and_gradcheck():
     gen = torch.Generator().manual_seed(5)
     a1 = torch.randn(3, 7, 5, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -79,8 +114,8 @@ def test_add_edge_gradients_matches_pytorch():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("with_messages", [True, False])
-def test_backward_into_equals_autograd_and_the_pytorch_sums(with_messages):
+@pytest.mark.parametrize("with_messages,with_geometry", [(True, False), (False, False), (True, True)])
+def test_backward_into_equals_autograd_and_the_pytorch_sums(with_messages, with_geometry):
     """moment_density_backward_into: the density's gradients added into forces, virials and the
     neighbours' message gradients, as autograd through moment_density and the PyTorch edge sums give."""
     n_atoms = 30
@@ -98,13 +133,14 @@ def test_backward_into_equals_autograd_and_the_pytorch_sums(with_messages):
     add_edge_gradients(*expected, v, g_v, center, neighbor, False)
     got = zeros()
     m_grad = torch.full((n_atoms, 4), 0.5, dtype=torch.float64) if with_messages else torch.zeros(0, dtype=torch.float64)
-    kernels.moment_density_backward_into(cot, v, messages, center, neighbor, offsets, 5.0, 8, 6, 0.7, *got, m_grad)
+    geometry = kernels.edge_geometry(v, 5.0, 8, 6) if with_geometry else None
+    kernels.moment_density_backward_into(cot, v, geometry, messages, center, neighbor, offsets, 5.0, 8, 6, 0.7, *got, m_grad)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     if with_messages:  # added to what was there
         torch.testing.assert_close(m_grad, g_m + 0.5, rtol=1e-12, atol=1e-12)
     with pytest.raises(RuntimeError, match="messages_grad must be contiguous"):
-        kernels.moment_density_backward_into(cot, v, messages, center, neighbor, offsets, 5.0, 8, 6, 0.7, *got,
+        kernels.moment_density_backward_into(cot, v, None, messages, center, neighbor, offsets, 5.0, 8, 6, 0.7, *got,
                                              torch.zeros(n_atoms, 3, dtype=torch.float64))
 
 

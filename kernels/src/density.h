@@ -115,12 +115,61 @@ struct Edge {
       for (int64_t d = 0; d < D; ++d) w.t[b * D + d] = w.basis[b] * z[d];
     return true;
   }
+  // The same from row e of a precomputed edge geometry (geometry_kernel): 1/r (0 beyond the
+  // cutoff), u, the angular components, basis, its derivative.
+  template <int kB, int kD>
+  inline bool read(const T* geometry, const T* m, const int64_t* nb, int64_t e, int64_t B, int64_t D,
+                   Scratch<T, kB, kD>& w, bool with_derivative) {
+    const T* row = geometry + e * geometry_width(B);
+    if (row[0] == T(0)) return false;
+    ir = row[0];
+    u[0] = row[1], u[1] = row[2], u[2] = row[3];
+    for (int l = 0; l < kAng; ++l) ang[l] = row[4 + l];
+    for (int64_t b = 0; b < B; ++b) w.basis[b] = row[4 + kAng + b];
+    if (with_derivative)
+      for (int64_t b = 0; b < B; ++b) w.dbasis[b] = row[4 + kAng + B + b];
+    z = m + nb[e] * D;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t d = 0; d < D; ++d) w.t[b * D + d] = w.basis[b] * z[d];
+    return true;
+  }
+  // Either of the above: from the geometry when given (computed once, shared by several passes).
+  template <int kB, int kD>
+  inline bool get(const T* geometry, const T* v, const T* m, const int64_t* nb, int64_t e, int64_t B, int64_t D,
+                  const Radial<T>& radial, Scratch<T, kB, kD>& w, bool with_derivative) {
+    return geometry != nullptr ? read(geometry, m, nb, e, B, D, w, with_derivative)
+                               : load(v, m, nb, e, B, D, radial, w, with_derivative);
+  }
 };
+
+// Row e of the edge geometry [E, 4 + 10 + 2B]: 1/r (0 beyond the cutoff: the rest unset), u,
+// the angular components, the radial basis and its derivative, edges in parallel.
+template <typename T>
+void geometry_kernel(const T* v, int64_t E, int64_t B, double cutoff, int64_t envelope_p, T* out) {
+  const Radial<T> radial(cutoff, envelope_p);
+  const int64_t G = geometry_width(B);
+  at::parallel_for(0, E, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) {
+      T* row = out + e * G;
+      const T vx = v[3 * e], vy = v[3 * e + 1], vz = v[3 * e + 2];
+      const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
+      if (!(r < radial.rc)) {
+        row[0] = T(0);
+        continue;
+      }
+      const T ir = T(1) / r;
+      row[0] = ir;
+      row[1] = vx * ir, row[2] = vy * ir, row[3] = vz * ir;
+      angular(row[1], row[2], row[3], row + 4);
+      radial.eval(r, int(B), row + 4 + kAng, row + 4 + kAng + B);
+    }
+  });
+}
 
 // rho[:, i] = scale * sum_e ang_e (x) basis_e (x) m[nbr_e] over centre i's edges (accumulated in
 // the thread's buffer, written once), centres in parallel.
 template <typename T, int kB, int kD>
-void density_kernel(const T* v, const T* m, const int64_t* nb, const int64_t* off, int64_t n, int64_t B_rt,
+void density_kernel(const T* v, const T* geometry, const T* m, const int64_t* nb, const int64_t* off, int64_t n, int64_t B_rt,
                     int64_t D_rt, double cutoff, int64_t envelope_p, double scale, Planes<T> out) {
   const int64_t B = kB > 0 ? kB : B_rt;
   const int64_t D = kD > 0 ? kD : D_rt;
@@ -135,7 +184,7 @@ void density_kernel(const T* v, const T* m, const int64_t* nb, const int64_t* of
     for (int64_t i = begin; i < end; ++i) {
       for (int64_t k = 0; k < kAng * BD; ++k) acc[k] = T(0);
       for (int64_t e = off[i]; e < off[i + 1]; ++e) {
-        if (!edge.load(v, m, nb, e, B, D, radial, w, false)) continue;  // beyond the cutoff: nothing
+        if (!edge.get(geometry, v, m, nb, e, B, D, radial, w, false)) continue;  // beyond the cutoff: nothing
         for (int l = 0; l < kAng; ++l) {
           const T a = edge.ang[l] * sc;
 #pragma omp simd
@@ -154,7 +203,7 @@ void density_kernel(const T* v, const T* m, const int64_t* nb, const int64_t* of
 // vectors (no per-edge horizontal sums): gt along the rows of G, dL/dang along the rows of G's
 // transpose (kept per centre, padded to 16 lanes); longer rows amortise one reduction per row.
 template <typename T, int kB, int kD>
-void density_backward_kernel(Planes<const T> g, const T* v, const T* m, const int64_t* nb, const int64_t* off, int64_t n,
+void density_backward_kernel(Planes<const T> g, const T* v, const T* geometry, const T* m, const int64_t* nb, const int64_t* off, int64_t n,
                              int64_t B_rt, int64_t D_rt, double cutoff, int64_t envelope_p, double scale, T* gv, T* gm) {
   const int64_t B = kB > 0 ? kB : B_rt;
   const int64_t D = kD > 0 ? kD : D_rt;
@@ -178,7 +227,7 @@ void density_backward_kernel(Planes<const T> g, const T* v, const T* m, const in
         for (int l = 0; l < kAng; ++l)
           for (int64_t k = 0; k < BD; ++k) GT[k * 16 + l] = G[l * BD + k] * sc;
       for (int64_t e = off[i]; e < off[i + 1]; ++e) {
-        if (!edge.load(v, m, nb, e, B, D, radial, w, true)) continue;  // gv stays zero
+        if (!edge.get(geometry, v, m, nb, e, B, D, radial, w, true)) continue;  // gv stays zero
         const T* z = edge.z;
         const T ir = edge.ir, ux = edge.u[0], uy = edge.u[1], uz = edge.u[2];
         if (BD <= 16) {  // short rows: gt along G's rows, dL/dang along its transpose

@@ -33,6 +33,10 @@ namespace {
 
 constexpr int kAng = 10;
 
+// Numbers per edge of an edge geometry (edge_geometry): 1/r, u (3), angular components, radial
+// basis and its derivative.
+inline int64_t geometry_width(int64_t B) { return 4 + kAng + 2 * B; }
+
 // The 10 angular planes of a density split by rank: l = 0 in rank0 [N, BD], l = 1..3 in
 // rank1 [3, N, BD], l = 4..9 in rank2 [6, N, BD]; row i of plane l starts at p[l] + i * BD.
 template <typename T>
@@ -156,9 +160,21 @@ void add_rows(at::Tensor& out, const at::Tensor& rows, const at::Tensor& index) 
   });
 }
 
-std::vector<at::Tensor> moment_density_cpu(const at::Tensor& vectors_in, const at::Tensor& messages_in, const at::Tensor& neighbor_in,
-                              const at::Tensor& offsets_in, double cutoff, int64_t num_basis, int64_t envelope_p,
-                              double scale) {
+// The geometry argument of the density operators: undefined (computed per edge) or an
+// edge_geometry of the same edges, checked; its data pointer or nullptr.
+template <typename T>
+const T* geometry_data(const at::Tensor& geometry, const DensityInputs& in) {
+  if (!geometry.defined()) return nullptr;
+  TORCH_CHECK(geometry.is_contiguous() && geometry.dim() == 2 && geometry.size(0) == in.vectors.size(0) &&
+                  geometry.size(1) == geometry_width(in.B) && geometry.scalar_type() == in.vectors.scalar_type(),
+              "moment_density: geometry must be a contiguous edge_geometry [E, ", geometry_width(in.B),
+              "] of the vectors' dtype; got ", geometry.sizes());
+  return geometry.data_ptr<T>();
+}
+
+std::vector<at::Tensor> density_forward(const at::Tensor& vectors_in, const at::Tensor& geometry, const at::Tensor& messages_in,
+                                        const at::Tensor& neighbor_in, const at::Tensor& offsets_in, double cutoff,
+                                        int64_t num_basis, int64_t envelope_p, double scale) {
   const DensityInputs in(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
   const at::Tensor &vectors = in.vectors, &messages = in.messages, &neighbor = in.neighbor, &offsets = in.offsets;
   const int64_t n = in.n, B = in.B, D = in.D, BD = in.BD;
@@ -167,21 +183,59 @@ std::vector<at::Tensor> moment_density_cpu(const at::Tensor& vectors_in, const a
   auto rank1 = at::empty({3, n, BD}, vectors.options());
   auto rank2 = at::empty({6, n, BD}, vectors.options());
   AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "moment_density", [&] {
-    MLFFD_SIZE_DISPATCH(density_kernel, scalar_t, B, D, vectors.data_ptr<scalar_t>(), messages.data_ptr<scalar_t>(),
-                        neighbor.data_ptr<int64_t>(), offsets.data_ptr<int64_t>(), n, B, D, cutoff, envelope_p, scale,
+    MLFFD_SIZE_DISPATCH(density_kernel, scalar_t, B, D, vectors.data_ptr<scalar_t>(), geometry_data<scalar_t>(geometry, in),
+                        messages.data_ptr<scalar_t>(), neighbor.data_ptr<int64_t>(), offsets.data_ptr<int64_t>(), n, B, D,
+                        cutoff, envelope_p, scale,
                         Planes<scalar_t>(rank0.data_ptr<scalar_t>(), rank1.data_ptr<scalar_t>(),
                                          rank2.data_ptr<scalar_t>(), n, BD));
   });
   return {rank0, rank1, rank2};
 }
 
+std::vector<at::Tensor> moment_density_cpu(const at::Tensor& vectors, const at::Tensor& messages, const at::Tensor& neighbor,
+                                           const at::Tensor& offsets, double cutoff, int64_t num_basis, int64_t envelope_p,
+                                           double scale) {
+  return density_forward(vectors, at::Tensor(), messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale);
+}
+
+std::vector<at::Tensor> moment_density_geometry_cpu(const at::Tensor& vectors, const at::Tensor& geometry,
+                                                    const at::Tensor& messages, const at::Tensor& neighbor,
+                                                    const at::Tensor& offsets, double cutoff, int64_t num_basis,
+                                                    int64_t envelope_p, double scale) {
+  return density_forward(vectors, geometry, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale);
+}
+
+// mlffd_kernels::edge_geometry (operator set 2): what every density pass computes per edge,
+// computed once: [E, 4 + 10 + 2B] (1/r, 0 beyond the cutoff; u; angular components; basis; its
+// derivative). Passed to moment_density_geometry and moment_density_backward_into, one graph's
+// four passes over the edges (two layers, forward and backward) share it.
+at::Tensor edge_geometry_cpu(const at::Tensor& vectors_in, double cutoff, int64_t num_basis, int64_t envelope_p) {
+  TORCH_CHECK(vectors_in.device().is_cpu() && vectors_in.dim() == 2 && vectors_in.size(1) == 3,
+              "edge_geometry: vectors must be CPU [E, 3], got ", vectors_in.sizes());
+  TORCH_CHECK(num_basis >= 1, "edge_geometry: num_basis must be >= 1, got ", num_basis);
+  const auto vectors = vectors_in.contiguous();
+  auto out = at::empty({vectors.size(0), geometry_width(num_basis)}, vectors.options());
+  AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "edge_geometry", [&] {
+#ifdef MLFFD_HAVE_AVX2
+    if (use_avx2()) {
+      isa_avx2::geometry_kernel<scalar_t>(vectors.data_ptr<scalar_t>(), vectors.size(0), num_basis, cutoff, envelope_p,
+                                          out.data_ptr<scalar_t>());
+      return;
+    }
+#endif
+    isa_base::geometry_kernel<scalar_t>(vectors.data_ptr<scalar_t>(), vectors.size(0), num_basis, cutoff, envelope_p,
+                                        out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
 // Gradients of sum_q grads[q] * rho[q] with respect to the edge vectors [E, 3] and, per edge,
 // the neighbour's message [E, D] (summed onto atoms by the caller; empty unless messages_grad).
 // Also an operator of its own: the blocked evaluation back-propagates densities it kept.
-std::vector<at::Tensor> moment_density_backward_cpu(at::TensorList grads_in, const at::Tensor& vectors_in,
-                                                    const at::Tensor& messages_in, const at::Tensor& neighbor_in,
-                                                    const at::Tensor& offsets_in, double cutoff, int64_t num_basis,
-                                                    int64_t envelope_p, double scale, bool messages_grad) {
+std::vector<at::Tensor> density_backward(at::TensorList grads_in, const at::Tensor& vectors_in, const at::Tensor& geometry,
+                                         const at::Tensor& messages_in, const at::Tensor& neighbor_in,
+                                         const at::Tensor& offsets_in, double cutoff, int64_t num_basis,
+                                         int64_t envelope_p, double scale, bool messages_grad) {
   const DensityInputs in(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
   const at::Tensor &vectors = in.vectors, &messages = in.messages, &neighbor = in.neighbor, &offsets = in.offsets;
   const int64_t n = in.n, B = in.B, D = in.D, BD = in.BD;
@@ -200,26 +254,37 @@ std::vector<at::Tensor> moment_density_backward_cpu(at::TensorList grads_in, con
     MLFFD_SIZE_DISPATCH(density_backward_kernel, scalar_t, B, D,
                         Planes<const scalar_t>(grad[0].data_ptr<scalar_t>(), grad[1].data_ptr<scalar_t>(),
                                                grad[2].data_ptr<scalar_t>(), n, BD),
-                        vectors.data_ptr<scalar_t>(), messages.data_ptr<scalar_t>(), neighbor.data_ptr<int64_t>(),
-                        offsets.data_ptr<int64_t>(), n, B, D, cutoff, envelope_p, scale, grad_v.data_ptr<scalar_t>(),
-                        messages_grad ? grad_m.data_ptr<scalar_t>() : nullptr);
+                        vectors.data_ptr<scalar_t>(), geometry_data<scalar_t>(geometry, in), messages.data_ptr<scalar_t>(),
+                        neighbor.data_ptr<int64_t>(), offsets.data_ptr<int64_t>(), n, B, D, cutoff, envelope_p, scale,
+                        grad_v.data_ptr<scalar_t>(), messages_grad ? grad_m.data_ptr<scalar_t>() : nullptr);
   });
   return {grad_v, grad_m};
 }
 
+std::vector<at::Tensor> moment_density_backward_cpu(at::TensorList grads, const at::Tensor& vectors, const at::Tensor& messages,
+                                                    const at::Tensor& neighbor, const at::Tensor& offsets, double cutoff,
+                                                    int64_t num_basis, int64_t envelope_p, double scale, bool messages_grad) {
+  return density_backward(grads, vectors, at::Tensor(), messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale,
+                          messages_grad);
+}
+
 class MomentDensity : public torch::autograd::Function<MomentDensity> {
  public:
+  // geometry: undefined, or an edge_geometry of vectors (a constant here: the backward gives
+  // the whole derivative with respect to the vectors)
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& vectors,
                                                 const at::Tensor& messages, const at::Tensor& neighbor,
                                                 const at::Tensor& offsets, double cutoff, int64_t num_basis,
-                                                int64_t envelope_p, double scale) {
+                                                int64_t envelope_p, double scale,
+                                                const std::optional<at::Tensor>& geometry_opt) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->save_for_backward({vectors, messages, neighbor, offsets});
+    const at::Tensor geometry = geometry_opt.has_value() ? *geometry_opt : at::Tensor();
+    ctx->save_for_backward({vectors, messages, neighbor, offsets, geometry});
     ctx->saved_data["cutoff"] = cutoff;
     ctx->saved_data["num_basis"] = num_basis;
     ctx->saved_data["envelope_p"] = envelope_p;
     ctx->saved_data["scale"] = scale;
-    return moment_density_cpu(vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale);
+    return density_forward(vectors, geometry, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -234,7 +299,7 @@ class MomentDensity : public torch::autograd::Function<MomentDensity> {
     TORCH_CHECK(!at::GradMode::is_enabled(),
                 "mlffd_kernels::moment_density has first derivatives only (evaluation); train with the "
                 "PyTorch reference path (StudentPotential in training mode)");
-    auto out = moment_density_backward_cpu(grads, vectors, messages, neighbor, saved[3],
+    auto out = density_backward(grads, vectors, saved[4], messages, neighbor, saved[3],
                                            ctx->saved_data["cutoff"].toDouble(), ctx->saved_data["num_basis"].toInt(),
                                            ctx->saved_data["envelope_p"].toInt(), ctx->saved_data["scale"].toDouble(),
                                            want_m);
@@ -243,14 +308,23 @@ class MomentDensity : public torch::autograd::Function<MomentDensity> {
       grad_m = at::zeros_like(messages);
       add_rows(grad_m, out[1], neighbor.contiguous());
     }
-    return {out[0], grad_m, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {out[0], grad_m, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 std::vector<at::Tensor> moment_density_autograd(const at::Tensor& vectors, const at::Tensor& messages, const at::Tensor& neighbor,
                                    const at::Tensor& offsets, double cutoff, int64_t num_basis, int64_t envelope_p,
                                    double scale) {
-  return MomentDensity::apply(vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale);
+  return MomentDensity::apply(vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale,
+                              std::optional<at::Tensor>());
+}
+
+std::vector<at::Tensor> moment_density_geometry_autograd(const at::Tensor& vectors, const at::Tensor& geometry,
+                                                         const at::Tensor& messages, const at::Tensor& neighbor,
+                                                         const at::Tensor& offsets, double cutoff, int64_t num_basis,
+                                                         int64_t envelope_p, double scale) {
+  return MomentDensity::apply(vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale,
+                              std::optional<at::Tensor>(geometry));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -431,10 +505,10 @@ void add_edge_gradients_cpu(at::Tensor& forces, at::Tensor& virial, at::Tensor& 
 // rows of messages_grad [N, D] (skipped when it is empty: the first layer's messages are
 // constants). One operator call per layer and block instead of four.
 
-void moment_density_backward_into_cpu(at::TensorList grads, const at::Tensor& vectors, const at::Tensor& messages,
-                                      const at::Tensor& center, const at::Tensor& neighbor, const at::Tensor& offsets,
-                                      double cutoff, int64_t num_basis, int64_t envelope_p, double scale,
-                                      at::Tensor& forces, at::Tensor& virial, at::Tensor& atom_virial,
+void moment_density_backward_into_cpu(at::TensorList grads, const at::Tensor& vectors, const c10::optional<at::Tensor>& geometry,
+                                      const at::Tensor& messages, const at::Tensor& center, const at::Tensor& neighbor,
+                                      const at::Tensor& offsets, double cutoff, int64_t num_basis, int64_t envelope_p,
+                                      double scale, at::Tensor& forces, at::Tensor& virial, at::Tensor& atom_virial,
                                       at::Tensor& messages_grad) {
   const bool want_m = messages_grad.numel() > 0;
   if (want_m)
@@ -442,8 +516,8 @@ void moment_density_backward_into_cpu(at::TensorList grads, const at::Tensor& ve
                     messages_grad.scalar_type() == messages.scalar_type(),
                 "moment_density_backward_into: messages_grad must be contiguous ", messages.sizes(), " like messages (or empty); got ",
                 messages_grad.sizes());
-  const auto out = moment_density_backward_cpu(grads, vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p,
-                                               scale, want_m);
+  const auto out = density_backward(grads, vectors, geometry.has_value() ? *geometry : at::Tensor(), messages, neighbor,
+                                    offsets, cutoff, num_basis, envelope_p, scale, want_m);
   add_edge_gradients_cpu(forces, virial, atom_virial, vectors, out[0], center, neighbor);
   if (want_m) add_rows(messages_grad, out[1], neighbor.contiguous());  // indices checked by the backward
 }
@@ -512,7 +586,10 @@ TORCH_LIBRARY(mlffd_kernels, m) {
         "int num_basis, int envelope_p, float scale) -> Tensor[]");
   m.def("moment_density_backward(Tensor[] grads, Tensor vectors, Tensor messages, Tensor neighbor, Tensor offsets, "
         "float cutoff, int num_basis, int envelope_p, float scale, bool messages_grad) -> Tensor[]");
-  m.def("moment_density_backward_into(Tensor[] grads, Tensor vectors, Tensor messages, Tensor center, Tensor neighbor, "
+  m.def("edge_geometry(Tensor vectors, float cutoff, int num_basis, int envelope_p) -> Tensor");
+  m.def("moment_density_geometry(Tensor vectors, Tensor geometry, Tensor messages, Tensor neighbor, Tensor offsets, "
+        "float cutoff, int num_basis, int envelope_p, float scale) -> Tensor[]");
+  m.def("moment_density_backward_into(Tensor[] grads, Tensor vectors, Tensor? geometry, Tensor messages, Tensor center, Tensor neighbor, "
         "Tensor offsets, float cutoff, int num_basis, int envelope_p, float scale, Tensor(a!) forces, Tensor(b!) virial, "
         "Tensor(c!) atom_virial, Tensor(d!) messages_grad) -> ()");
   m.def("select_edges(Tensor positions, Tensor edge_index, Tensor shifts, float cutoff) -> Tensor[]");
@@ -526,6 +603,8 @@ TORCH_LIBRARY_IMPL(mlffd_kernels, CPU, m) {
   m.impl("moment_density", &moment_density_cpu);
   m.impl("moment_density_backward", &moment_density_backward_cpu);
   m.impl("moment_density_backward_into", &moment_density_backward_into_cpu);
+  m.impl("edge_geometry", &edge_geometry_cpu);
+  m.impl("moment_density_geometry", &moment_density_geometry_cpu);
   m.impl("select_edges", &select_edges_cpu);
   m.impl("moment_invariants", &moment_invariants_cpu);
   m.impl("add_edge_gradients", &add_edge_gradients_cpu);
@@ -533,5 +612,6 @@ TORCH_LIBRARY_IMPL(mlffd_kernels, CPU, m) {
 
 TORCH_LIBRARY_IMPL(mlffd_kernels, Autograd, m) {
   m.impl("moment_density", &moment_density_autograd);
+  m.impl("moment_density_geometry", &moment_density_geometry_autograd);
   m.impl("moment_invariants", &moment_invariants_autograd);
 }

@@ -166,12 +166,16 @@ class Interaction(nn.Module):
         return (torch.bmm(ang_t, radial_z) * self.norm).transpose(0, 1)
 
     def fused_density(self, vectors: Tensor, messages: Tensor, neighbor: Tensor, offsets: Tensor,
-                      cutoff: float, envelope_p: int) -> List[Tensor]:
+                      cutoff: float, envelope_p: int, geometry: Optional[Tensor] = None) -> List[Tensor]:
         """:meth:`density` by the fused CPU kernel ``mlffd_kernels::moment_density`` from edge
         vectors sorted by centre (centre ``i`` owns edges ``offsets[i]:offsets[i + 1]``), the
-        messages of all atoms and each edge's neighbour: no per-edge tensor besides the vectors.
+        messages of all atoms and each edge's neighbour: no per-edge tensor besides the vectors
+        (and ``geometry``, the edges' ``edge_geometry`` when several passes share it).
         Split by rank as :meth:`mix` takes it: ``[rho[0], rho[1:4], rho[4:10]]``."""
-        return kernels.moment_density(vectors, messages, neighbor, offsets, cutoff, self.num_basis, envelope_p, self.norm)
+        if geometry is None:
+            return kernels.moment_density(vectors, messages, neighbor, offsets, cutoff, self.num_basis, envelope_p, self.norm)
+        return kernels.moment_density_geometry(vectors, geometry, messages, neighbor, offsets, cutoff, self.num_basis,
+                                               envelope_p, self.norm)
 
     def mix(self, h: Tensor, rho: List[Tensor], fused: bool) -> Tensor:
         """Updated features ``h [n, F]`` from the density by rank ``[rho[0] [n, BD], rho[1:4]
@@ -360,11 +364,16 @@ class StudentPotential(nn.Module):
 
     def fused_energies(self, vectors: Tensor, species: Tensor, neighbor: Tensor, offsets: Tensor) -> Tensor:
         """Per-atom energies by the fused CPU kernels from edges sorted by centre (centre ``i``
-        owns edges ``offsets[i]:offsets[i + 1]``; ``neighbor`` and ``vectors`` in that order)."""
+        owns edges ``offsets[i]:offsets[i + 1]``; ``neighbor`` and ``vectors`` in that order).
+        The edges' geometry (distances, angular components, radial basis and its derivative) is
+        computed once for all layers' densities and their backward passes."""
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(vectors.dtype)
         h = self.embedding(species)
+        with torch.no_grad():
+            geometry = kernels.edge_geometry(vectors.detach(), self.cutoff, self.num_basis, self.envelope_p)
         for layer in self.interactions:
-            rho = layer.fused_density(vectors, layer.messages(h, onehot), neighbor, offsets, self.cutoff, self.envelope_p)
+            rho = layer.fused_density(vectors, layer.messages(h, onehot), neighbor, offsets, self.cutoff, self.envelope_p,
+                                      geometry)
             h = layer.mix(h, rho, True)
         return self.atom_energy_from_features(h, species)
 
@@ -487,12 +496,14 @@ class StudentPotential(nn.Module):
                         # the first layer's messages are the constant one-hot: no leaf
                         leaves: List[Tensor] = []
                         ci, nj, v_c, off_c = self.block_edges(positions, edge_index, shifts, order, offsets, block, not fused)
+                        geometry: Optional[Tensor] = None
                         if fused:  # leaves: the block's density (kept, or computed), its features
                             if t < n_layers - 1:
                                 rho_c = [rhos[t][0][a0:a1], rhos[t][1][:, a0:a1], rhos[t][2][:, a0:a1]]
-                            else:
+                            else:  # computed here: its forward and backward share the edges' geometry
                                 with torch.no_grad():
-                                    rho_c = blayer.fused_density(v_c, z_t, nj, off_c, self.cutoff, self.envelope_p)
+                                    geometry = kernels.edge_geometry(v_c, self.cutoff, blayer.num_basis, self.envelope_p)
+                                    rho_c = blayer.fused_density(v_c, z_t, nj, off_c, self.cutoff, self.envelope_p, geometry)
                             leaves = [r.detach().requires_grad_(True) for r in rho_c]
                             out = blayer.mix(h_c, leaves, True)
                             z_c = z_t
@@ -528,7 +539,7 @@ class StudentPotential(nn.Module):
                                 g_rho.append(torch.zeros_like(leaves[q]) if g_q is None else g_q)
                             # edge gradients into forces and virials, message gradients onto g_z
                             kernels.moment_density_backward_into(
-                                g_rho, v_c, z_t, ci, nj, off_c, self.cutoff, blayer.num_basis, self.envelope_p,
+                                g_rho, v_c, geometry, z_t, ci, nj, off_c, self.cutoff, blayer.num_basis, self.envelope_p,
                                 blayer.norm, forces, virial, atom_virial, no_messages if blayer.first else g_z
                             )
                         else:
