@@ -403,10 +403,12 @@ def speed(name: str, path: Path, model: nn.Module, scripted, n_atoms: int, repea
         "ONNX Runtime": lambda: run_onnx()[1],
     }
     ref = art.module(*args)["forces"].detach().numpy()
-    dF = {k: float(np.abs(_numpy(fn()) - ref).max()) for k, fn in calls.items()}
-    for _ in range(2):  # warm-up (the profiling executor optimises on the 2nd call)
-        for fn in calls.values():
-            fn()
+    # warm-up (the profiling executor optimises on the 2nd call), checking the forces of every
+    # call: ONNX Runtime with >1 intra-op thread was seen to return wrong forces intermittently
+    dF = {k: 0.0 for k in calls}
+    for _ in range(4):
+        for k, fn in calls.items():
+            dF[k] = max(dF[k], float(np.abs(_numpy(fn()) - ref).max()))
     # each sample: a block of k calls (~block_s of the slowest variant); blocks interleaved
     n_calls = max(1, int(block_s / max(_timed(fn) for fn in calls.values())))
     samples = {variant: [] for variant in calls}
@@ -424,7 +426,7 @@ def speed(name: str, path: Path, model: nn.Module, scripted, n_atoms: int, repea
                      "us_per_atom": 1e6 * med / n, "vs_artifact": med / base,
                      "min_ms": 1e3 * min(samples[k]), "max_ms": 1e3 * max(samples[k]),
                      "min_vs_artifact": min(samples[k]) / min(samples["artifact (TorchScript, fused C++)"]),
-                     "max_dF_vs_artifact": dF[k]})
+                     "max_dF_vs_artifact_4calls": dF[k]})
     rows[0]["note"] = f"{repeats} blocks of {n_calls} calls"
     rows[-1]["note"] = f"export {export_s:.1f} s"
     return rows
@@ -501,9 +503,9 @@ def main() -> None:
     if speed_rows:
         print("## Speed (energy + forces per call; blocks interleaved, median and min over blocks)\n")
         print(table(speed_rows, ["model", "atoms", "edges", "variant", "median_ms", "us_per_atom", "vs_artifact", "min_ms",
-                                 "max_ms", "min_vs_artifact", "max_dF_vs_artifact", "note", "load"],
+                                 "max_ms", "min_vs_artifact", "max_dF_vs_artifact_4calls", "note", "load"],
                     {"median_ms": "{:.1f}", "us_per_atom": "{:.1f}", "vs_artifact": "{:.2f}x", "min_ms": "{:.1f}",
-                     "max_ms": "{:.1f}", "min_vs_artifact": "{:.2f}x", "max_dF_vs_artifact": "{:.1e}"}) + "\n")
+                     "max_ms": "{:.1f}", "min_vs_artifact": "{:.2f}x", "max_dF_vs_artifact_4calls": "{:.1e}"}) + "\n")
     if acc_rows:
         print("## Accuracy on held-out teacher frames (every 4th of " + TEST_FRAMES + ")\n")
         print(table(acc_rows, ["model", "variant", "frames", "force_mae", "force_r2", "energy_mae_mev", "max_dF_vs_float",
