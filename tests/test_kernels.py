@@ -102,24 +102,41 @@ def test_moment_invariants_match_closed_forms_and_gradcheck():
     assert torch.autograd.gradcheck(kernels.moment_invariants, (a1, a2), eps=1e-6, atol=1e-7)
 
 
-def test_add_edge_gradients_matches_pytorch():
-    center, neighbor, v = random_edges(30, 400, seed=7)
+@pytest.fixture
+def two_threads():
+    """Two torch threads for the test (the kernels run in parallel over centres), restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n_atoms,n_edges,shuffle", [(30, 400, False), (300, 20000, False), (300, 20000, True)])
+def test_add_edge_gradients_matches_pytorch(n_atoms, n_edges, shuffle, two_threads):
+    """The kernel's edge sums equal PyTorch's, for few and many edges, sorted by centre or not."""
+    center, neighbor, v = random_edges(n_atoms, n_edges, seed=7)
+    if shuffle:
+        perm = torch.randperm(n_edges, generator=torch.Generator().manual_seed(1))
+        center, neighbor, v = center[perm], neighbor[perm], v[perm]
     g = torch.randn_like(v)
     out = []
     for fused in (False, True):
-        forces, virial, atom_virial = torch.zeros(30, 3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64), torch.zeros(30, 9, dtype=torch.float64)
+        forces, virial, atom_virial = (torch.zeros(n_atoms, 3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64),
+                                       torch.zeros(n_atoms, 9, dtype=torch.float64))
         add_edge_gradients(forces, virial, atom_virial, v, g, center, neighbor, fused)
         out.append((forces, virial, atom_virial))
     for a, b in zip(*out):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-11)
 
 
-@pytest.mark.parametrize("with_messages,with_geometry", [(True, False), (False, False), (True, True)])
-def test_backward_into_equals_autograd_and_the_pytorch_sums(with_messages, with_geometry):
+@pytest.mark.parametrize("with_messages,with_geometry,n_edges", [(True, False, 500), (False, False, 500), (True, True, 500),
+                                                                  (True, True, 12000), (False, False, 12000)])
+def test_backward_into_equals_autograd_and_the_pytorch_sums(with_messages, with_geometry, n_edges, two_threads):
     """moment_density_backward_into: the density's gradients added into forces, virials and the
-    neighbours' message gradients, as autograd through moment_density and the PyTorch edge sums give."""
-    n_atoms = 30
-    center, neighbor, v = random_edges(n_atoms, 500, seed=11)
+    neighbours' message gradients, as autograd through moment_density and the PyTorch edge sums give
+    (few and many edges)."""
+    n_atoms = 30 if n_edges < 1000 else 400
+    center, neighbor, v = random_edges(n_atoms, n_edges, seed=11)
     offsets = centre_layout(center, n_atoms)[1]
     gen = torch.Generator().manual_seed(2)
     messages = torch.randn(n_atoms, 4, dtype=torch.float64, generator=gen)
