@@ -93,6 +93,21 @@ struct Scratch {
   }
 };
 
+// The terms of one edge from its vector ve: false beyond the cutoff (and for NaN); else 1/r,
+// the unit vector u, the angular components, the radial basis (and its derivative when dbasis
+// is not null). Shared by the density passes (Edge::load) and edge_geometry.
+template <typename T>
+inline bool edge_terms(const T* ve, const Radial<T>& radial, int64_t B, T* ir, T* u, T* ang, T* basis, T* dbasis) {
+  const T vx = ve[0], vy = ve[1], vz = ve[2];
+  const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
+  if (!(r < radial.rc)) return false;
+  radial.eval(r, int(B), basis, dbasis);
+  *ir = T(1) / r;
+  u[0] = vx * *ir, u[1] = vy * *ir, u[2] = vz * *ir;
+  angular(u[0], u[1], u[2], ang);
+  return true;
+}
+
 // What both passes compute for edge e: false beyond the cutoff (and for NaN); else 1/r, the unit
 // vector, the angular components, the neighbour's message z, the radial basis in w.basis (with
 // its derivative in w.dbasis when with_derivative) and w.t = basis (x) z.
@@ -103,16 +118,8 @@ struct Edge {
   template <int kB, int kD>
   inline bool load(const T* v, const T* m, const int64_t* nb, int64_t e, int64_t B, int64_t D, const Radial<T>& radial,
                    Scratch<T, kB, kD>& w, bool with_derivative) {
-    const T vx = v[3 * e], vy = v[3 * e + 1], vz = v[3 * e + 2];
-    const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
-    if (!(r < radial.rc)) return false;
-    radial.eval(r, int(B), w.basis, with_derivative ? w.dbasis : nullptr);
-    ir = T(1) / r;
-    u[0] = vx * ir, u[1] = vy * ir, u[2] = vz * ir;
-    angular(u[0], u[1], u[2], ang);
-    z = m + nb[e] * D;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t d = 0; d < D; ++d) w.t[b * D + d] = w.basis[b] * z[d];
+    if (!edge_terms(v + 3 * e, radial, B, &ir, u, ang, w.basis, with_derivative ? w.dbasis : nullptr)) return false;
+    take_message(m, nb, e, B, D, w);
     return true;
   }
   // The same from row e of a precomputed edge geometry (geometry_kernel): 1/r (0 beyond the
@@ -128,10 +135,15 @@ struct Edge {
     for (int64_t b = 0; b < B; ++b) w.basis[b] = row[4 + kAng + b];
     if (with_derivative)
       for (int64_t b = 0; b < B; ++b) w.dbasis[b] = row[4 + kAng + B + b];
+    take_message(m, nb, e, B, D, w);
+    return true;
+  }
+  // The neighbour's message z and w.t = basis (x) z (the basis already in w.basis).
+  template <int kB, int kD>
+  inline void take_message(const T* m, const int64_t* nb, int64_t e, int64_t B, int64_t D, Scratch<T, kB, kD>& w) {
     z = m + nb[e] * D;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t d = 0; d < D; ++d) w.t[b * D + d] = w.basis[b] * z[d];
-    return true;
   }
   // Either of the above: from the geometry when given (computed once, shared by several passes).
   template <int kB, int kD>
@@ -151,17 +163,7 @@ void geometry_kernel(const T* v, int64_t E, int64_t B, double cutoff, int64_t en
   at::parallel_for(0, E, 256, [&](int64_t begin, int64_t end) {
     for (int64_t e = begin; e < end; ++e) {
       T* row = out + e * G;
-      const T vx = v[3 * e], vy = v[3 * e + 1], vz = v[3 * e + 2];
-      const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
-      if (!(r < radial.rc)) {
-        row[0] = T(0);
-        continue;
-      }
-      const T ir = T(1) / r;
-      row[0] = ir;
-      row[1] = vx * ir, row[2] = vy * ir, row[3] = vz * ir;
-      angular(row[1], row[2], row[3], row + 4);
-      radial.eval(r, int(B), row + 4 + kAng, row + 4 + kAng + B);
+      if (!edge_terms(v + 3 * e, radial, B, row, row + 1, row + 4, row + 4 + kAng, row + 4 + kAng + B)) row[0] = T(0);
     }
   });
 }

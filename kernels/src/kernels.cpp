@@ -97,6 +97,14 @@ bool use_avx2() {
 #define MLFFD_SIZE_DISPATCH(KERNEL, T, B, D, ...) MLFFD_SIZE_DISPATCH_ISA(isa_base, KERNEL, T, B, D, __VA_ARGS__)
 #endif
 
+// Whether every index idx[0..count) lies in 0..n-1 (one branch-free pass; the kernels check the
+// indices they dereference instead of crashing).
+inline bool all_in_range(const int64_t* idx, int64_t count, int64_t n) {
+  bool ok = true;
+  for (int64_t e = 0; e < count; ++e) ok &= (idx[e] >= 0) & (idx[e] < n);
+  return ok;
+}
+
 // The density operators' inputs, checked and contiguous, with their sizes (n centres, B basis
 // functions, D message features).
 struct DensityInputs {
@@ -137,9 +145,8 @@ struct DensityInputs {
                   "] = ", o[i], " > offsets[", i + 1, "] = ", o[i + 1]);
     const int64_t* j = neighbor.data_ptr<int64_t>();
     const int64_t n_msg = messages.size(0);
-    bool in_range = true;
-    for (int64_t e = 0; e < n_edges; ++e) in_range &= (j[e] >= 0) & (j[e] < n_msg);
-    TORCH_CHECK(in_range, "moment_density: neighbor indices must lie in 0..", n_msg - 1, " (rows of messages)");
+    TORCH_CHECK(all_in_range(j, n_edges, n_msg), "moment_density: neighbor indices must lie in 0..", n_msg - 1,
+                " (rows of messages)");
   }
 };
 
@@ -544,9 +551,7 @@ std::vector<at::Tensor> select_edges_cpu(const at::Tensor& positions_in, const a
   const int64_t n = positions.size(0), E = index.size(1);
   const int64_t* ci = index.data_ptr<int64_t>();
   const int64_t* nj = ci + E;
-  bool in_range = true;
-  for (int64_t e = 0; e < E; ++e) in_range &= (ci[e] >= 0) & (ci[e] < n) & (nj[e] >= 0) & (nj[e] < n);
-  TORCH_CHECK(in_range, "select_edges: edge_index entries must lie in 0..", n - 1, " (rows of positions)");
+  TORCH_CHECK(all_in_range(ci, 2 * E, n), "select_edges: edge_index entries must lie in 0..", n - 1, " (rows of positions)");
   std::vector<int64_t> kept;
   kept.reserve(E);
   AT_DISPATCH_FLOATING_TYPES(positions.scalar_type(), "select_edges", [&] {
@@ -561,20 +566,8 @@ std::vector<at::Tensor> select_edges_cpu(const at::Tensor& positions_in, const a
       if (dx * dx + dy * dy + dz * dz < rc2) kept.push_back(e);
     }
   });
-  const int64_t K = int64_t(kept.size());
-  auto out_index = at::empty({2, K}, index.options());
-  auto out_shifts = at::empty({K, 3}, shifts.options());
-  int64_t* oi = out_index.data_ptr<int64_t>();
-  for (int64_t k = 0; k < K; ++k) {
-    oi[k] = ci[kept[k]];
-    oi[K + k] = nj[kept[k]];
-  }
-  AT_DISPATCH_FLOATING_TYPES(shifts.scalar_type(), "select_edges_shifts", [&] {
-    const scalar_t* sh = shifts.data_ptr<scalar_t>();
-    scalar_t* os = out_shifts.data_ptr<scalar_t>();
-    for (int64_t k = 0; k < K; ++k) std::copy(sh + 3 * kept[k], sh + 3 * kept[k] + 3, os + 3 * k);
-  });
-  return {out_index, out_shifts};
+  const auto keep = at::from_blob(kept.data(), {int64_t(kept.size())}, index.options());
+  return {index.index_select(1, keep), shifts.index_select(0, keep)};
 }
 
 std::string kernels_isa() { return use_avx2() ? "avx2" : "base"; }

@@ -506,7 +506,6 @@ class StudentPotential(nn.Module):
                                     rho_c = blayer.fused_density(v_c, z_t, nj, off_c, self.cutoff, self.envelope_p, geometry)
                             leaves = [r.detach().requires_grad_(True) for r in rho_c]
                             out = blayer.mix(h_c, leaves, True)
-                            z_c = z_t
                         else:  # leaves: edge vectors, features, per-edge messages
                             pad, ang_t, radial = self.block_padding(ci, v_c, slot, block, max_nbrs)
                             z_c = z_t.index_select(0, nj).detach().requires_grad_(not blayer.first)
