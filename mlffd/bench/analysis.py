@@ -37,8 +37,8 @@ def compute_ratios(result: dict) -> list[dict]:
     main_raw = [m for m in raw if _ok(m) and m.get("section", "main") == "main" and m.get("round") is not None]
     per_kind: dict[tuple, list[dict]] = {}
     for rnd in sorted({m["round"] for m in main_raw}):
-        pooled_ids = [dict(m, id=strip_round(m["id"])) for m in main_raw if m["round"] == rnd]
-        for r in _main_ratios(pooled_ids, threads):
+        this_round = [dict(m, id=strip_round(m["id"])) for m in main_raw if m["round"] == rnd]
+        for r in _main_ratios(this_round, threads):
             per_kind.setdefault((r["kind"], r["numerator"], r["denominator"]), []).append(r)
     ratios = []
     for group in per_kind.values():
