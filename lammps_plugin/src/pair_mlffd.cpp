@@ -35,6 +35,7 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <cmath>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -393,11 +394,101 @@ double PairMLFFD::init_one(int i, int j)
 }
 
 /* ----------------------------------------------------------------------
-   the rank's graph in the host buffers: nodes (node_atom), edges (src_buf, dst_buf), for each
-   edge the LAMMPS indices of the neighbour copy (image_buf) and of the copy its node stands for
-   (rep_buf; the edge shift is x[image] - x[rep]). skin_pairs: every pair of the r_c + skin list
-   (for 'graph reuse': valid until the next neighbour-list build; pairs beyond r_c are dropped
-   at each step); else the pairs within r_c now.
+   atom ID -> its first copy in BFS order (image folding): an array when the IDs are bounded
+   (the usual 1..N), a hash map for sparse, large IDs
+------------------------------------------------------------------------- */
+
+namespace {
+struct FirstCopy {
+  std::vector<int> &dense;
+  std::unordered_map<tagint, int> &sparse;
+  bool use_dense;
+  // the first copy of atom ID t, i if t is new
+  int insert(tagint t, int i)
+  {
+    if (!use_dense) return sparse.emplace(t, i).first->second;
+    int &first = dense[t];
+    if (first < 0) first = i;
+    return first;
+  }
+  int get(tagint t) const { return use_dense ? dense[t] : sparse.at(t); }
+};
+
+// the edges of a node in the graph tensors: source node, neighbour node, and either the copies
+// (graph reuse: the shift is recomputed each step) or the shift x[image] - x[rep] now
+template <typename Real>
+void fill_edges(double **x, const std::vector<int> &node_atom, const std::vector<int> &atom_node,
+                const std::vector<int> &level, int max_level, const std::vector<int> &adj_first,
+                const std::vector<int> &adj_count, const std::vector<int> &adj_j,
+                const std::vector<int64_t> &node_edges, int64_t *src, int64_t *dst, int64_t *image,
+                int64_t *rep, Real *shift)
+{
+  const int64_t nnodes = (int64_t) node_atom.size();
+  at::parallel_for(0, nnodes, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; n++) {
+      const int i = node_atom[n];
+      if (level[i] > max_level) continue;
+      int64_t e = node_edges[n];
+      for (int k = adj_first[i]; k < adj_first[i] + adj_count[i]; k++, e++) {
+        const int j = adj_j[k];
+        const int m = atom_node[j];
+        const int r = node_atom[m];    // the copy that represents j's atom
+        src[e] = n;
+        dst[e] = m;
+        if (shift) {
+          for (int c = 0; c < 3; c++) shift[3 * e + c] = (Real) (x[j][c] - x[r][c]);
+        } else {
+          image[e] = j;
+          rep[e] = r;
+        }
+      }
+    }
+  });
+}
+}    // namespace
+
+/* ----------------------------------------------------------------------
+   the pairs of every atom in 'frontier' appended to adj_j (adj_first, adj_count): within r_c,
+   or all of the r_c + skin list (skin_pairs). In parallel over atoms, each writing at the offset
+   its full list length allows (adj_j keeps the unused tail of each atom's range).
+------------------------------------------------------------------------- */
+
+void PairMLFFD::gather_pairs(bool skin_pairs)
+{
+  const double *x = atom->x[0];    // LAMMPS' per-atom arrays are contiguous
+  int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+  const double rcsq = cutoff * cutoff;
+  size_t total = adj_j.size();
+  for (int a : frontier) {
+    adj_first[a] = (int) total;
+    total += numneigh[a];
+  }
+  adj_j.resize(total);
+  at::parallel_for(0, (int64_t) frontier.size(), 256, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; q++) {
+      const int i = frontier[q];
+      const double *xi = x + 3 * i;
+      const int *jlist = firstneigh[i];
+      const int jnum = numneigh[i];
+      int *out = adj_j.data() + adj_first[i];
+      int count = 0;
+      for (int jj = 0; jj < jnum; jj++) {
+        const int j = jlist[jj] & NEIGHMASK;
+        const double *xj = x + 3 * j;
+        const double dx = xj[0] - xi[0], dy = xj[1] - xi[1], dz = xj[2] - xi[2];
+        if (skin_pairs || dx * dx + dy * dy + dz * dz < rcsq) out[count++] = j;
+      }
+      adj_count[i] = count;
+    }
+  });
+}
+
+/* ----------------------------------------------------------------------
+   the rank's graph as host tensors: nodes (node_atom, h_species), edges (h_edge_index) and for
+   each edge either the LAMMPS indices of the neighbour copy (h_image) and of the copy its node
+   stands for (h_rep; 'graph reuse': the shift x[image] - x[rep] is taken each step, pairs of the
+   r_c + skin list beyond r_c dropped then), or the shift now (h_shifts; pairs within r_c now).
 ------------------------------------------------------------------------- */
 
 void PairMLFFD::build_graph(bool skin_pairs)
@@ -405,12 +496,16 @@ void PairMLFFD::build_graph(bool skin_pairs)
   double **x = atom->x;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
-  int *numneigh = list->numneigh;
-  int **firstneigh = list->firstneigh;
-  const double rcsq = cutoff * cutoff;
-
   const bool fold = atom->tag_enable && fold_images;
   tagint *tag = atom->tag;
+
+  tagint max_tag = 0;
+  if (fold)
+    for (int i = 0; i < nall; i++) max_tag = std::max(max_tag, tag[i]);
+  const bool dense = max_tag < std::max<tagint>(1 << 22, 8 * (tagint) nall);
+  if (fold && dense && (tagint) first_dense.size() <= max_tag) first_dense.assign(max_tag + 1, -1);
+  first_sparse.clear();
+  FirstCopy first{first_dense, first_sparse, dense};
 
   // 1. hop distance from the local atoms (breadth first, up to L hops). A local energy depends
   //    on the features of atoms up to L hops away; an atom needs its own edges only if it is at
@@ -422,42 +517,31 @@ void PairMLFFD::build_graph(bool skin_pairs)
   adj_first.assign(nall, -1);
   adj_count.assign(nall, 0);
   adj_j.clear();
-  auto gather_pairs = [&](int i) {
-    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
-    const int *jlist = firstneigh[i];
-    const int jnum = numneigh[i];
-    adj_first[i] = (int) adj_j.size();
-    for (int jj = 0; jj < jnum; jj++) {
-      const int j = jlist[jj] & NEIGHMASK;
-      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
-      if (skin_pairs || dx * dx + dy * dy + dz * dz < rcsq) adj_j.push_back(j);
-    }
-    adj_count[i] = (int) adj_j.size() - adj_first[i];
-  };
   level.assign(nall, -1);
   bfs_order.clear();
-  tag_node.clear();  // here: atom ID -> its first copy in BFS order (step 2 reuses the map)
   for (int i = 0; i < nlocal; i++) {
     level[i] = 0;
     bfs_order.push_back(i);
-    if (fold) tag_node.emplace(tag[i], i);
+    if (fold) first.insert(tag[i], i);
   }
   size_t begin = 0;
   for (int hop = 1; hop <= num_interactions; hop++) {
     const size_t end = bfs_order.size();
+    frontier.clear();
     for (size_t q = begin; q < end; q++) {
       const int a = bfs_order[q];
-      if (fold && tag_node.at(tag[a]) != a) continue;  // a later copy: expanded through the first
-      gather_pairs(a);
+      if (!fold || first.get(tag[a]) == a) frontier.push_back(a);    // a later copy: expanded through the first
+    }
+    gather_pairs(skin_pairs);
+    for (int a : frontier)
       for (int k = adj_first[a]; k < adj_first[a] + adj_count[a]; k++) {
         const int j = adj_j[k];
         if (level[j] < 0) {
           level[j] = hop;
           bfs_order.push_back(j);
-          if (fold) tag_node.emplace(tag[j], j);  // kept if the ID was seen
+          if (fold) first.insert(tag[j], j);    // kept if the ID was seen
         }
       }
-    }
     begin = end;
   }
 
@@ -471,36 +555,48 @@ void PairMLFFD::build_graph(bool skin_pairs)
   node_atom.clear();
   for (int i : bfs_order) {
     if (fold) {
-      const int first = tag_node.at(tag[i]);
-      if (first != i) {  // a later copy: its first copy (earlier in BFS order) has the node
-        atom_node[i] = atom_node[first];
+      const int f = first.get(tag[i]);
+      if (f != i) {    // a later copy: its first copy (earlier in BFS order) has the node
+        atom_node[i] = atom_node[f];
         continue;
       }
     }
     atom_node[i] = (int) node_atom.size();
     node_atom.push_back(i);
   }
-  const int nnodes = (int) node_atom.size();
+  if (fold && dense)
+    for (int i : bfs_order) first_dense[tag[i]] = -1;    // reset for the next build
+  const int64_t nnodes = (int64_t) node_atom.size();
 
-  src_buf.clear();
-  dst_buf.clear();
-  image_buf.clear();
-  rep_buf.clear();
-  for (int n = 0; n < nnodes; n++) {
+  // 3. edges of the nodes up to L-1 hops, written in parallel at their prefix-sum offsets
+  const int max_level = num_interactions - 1;
+  node_edges.assign(nnodes + 1, 0);
+  for (int64_t n = 0; n < nnodes; n++) {
     const int i = node_atom[n];
-    if (level[i] > num_interactions - 1) continue;
-    for (int k = adj_first[i]; k < adj_first[i] + adj_count[i]; k++) {
-      const int j = adj_j[k];
-      const int m = atom_node[j];
-      src_buf.push_back(n);
-      dst_buf.push_back(m);
-      image_buf.push_back(j);
-      rep_buf.push_back(node_atom[m]);  // the copy that represents j's atom
-    }
+    node_edges[n + 1] = node_edges[n] + (level[i] <= max_level ? adj_count[i] : 0);
   }
-  species_buf.resize(nnodes);
+  const int64_t ne = node_edges[nnodes];
+  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  h_edge_index = torch::empty({2, ne}, i64);
+  int64_t *src = h_edge_index.data_ptr<int64_t>(), *dst = src + ne;
+  if (skin_pairs) {
+    h_image = torch::empty({ne}, i64);
+    h_rep = torch::empty({ne}, i64);
+    fill_edges<double>(x, node_atom, atom_node, level, max_level, adj_first, adj_count, adj_j, node_edges, src,
+                       dst, h_image.data_ptr<int64_t>(), h_rep.data_ptr<int64_t>(), nullptr);
+  } else {
+    h_shifts = torch::empty({ne, 3}, torch::TensorOptions().dtype(dtype));
+    if (dtype == torch::kFloat64)
+      fill_edges<double>(x, node_atom, atom_node, level, max_level, adj_first, adj_count, adj_j, node_edges,
+                         src, dst, nullptr, nullptr, h_shifts.data_ptr<double>());
+    else
+      fill_edges<float>(x, node_atom, atom_node, level, max_level, adj_first, adj_count, adj_j, node_edges,
+                        src, dst, nullptr, nullptr, h_shifts.data_ptr<float>());
+  }
+  h_species = torch::empty({nnodes}, i64);
+  int64_t *species = h_species.data_ptr<int64_t>();
   int *type = atom->type;
-  for (int n = 0; n < nnodes; n++) species_buf[n] = type_species[type[node_atom[n]]];
+  for (int64_t n = 0; n < nnodes; n++) species[n] = type_species[type[node_atom[n]]];
 }
 
 torch::jit::IValue PairMLFFD::evaluate(const torch::Tensor &positions, const torch::Tensor &species,
@@ -518,27 +614,24 @@ torch::jit::IValue PairMLFFD::evaluate(const torch::Tensor &positions, const tor
 }
 
 /* ----------------------------------------------------------------------
-   the host graph of build_graph() as device index tensors (copies: on the CPU a plain to()
-   would alias the host buffers, which the next build overwrites)
+   the host graph of build_graph() on the device (on the CPU the same tensors: build_graph()
+   allocates new ones each time)
 ------------------------------------------------------------------------- */
 
 void PairMLFFD::upload_graph(int nlocal, int nall)
 {
-  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-  const int64_t nn = (int64_t) node_atom.size(), ne = (int64_t) src_buf.size();
+  const int64_t nn = (int64_t) node_atom.size();
   g_node_atom = torch::from_blob(node_atom.data(), {nn}, torch::TensorOptions().dtype(torch::kInt32))
                     .to(device, torch::kInt64, false, true);
-  g_species = torch::from_blob(species_buf.data(), {nn}, i64).to(device, false, true);
-  g_mask = torch::arange(nn, i64.device(device)).lt(nlocal);
-  if (ne > 0) {
-    g_edge_index = torch::stack({torch::from_blob(src_buf.data(), {ne}, i64),
-                                 torch::from_blob(dst_buf.data(), {ne}, i64)}).to(device);
-    g_image = torch::from_blob(image_buf.data(), {ne}, i64).to(device, false, true);
-    g_rep = torch::from_blob(rep_buf.data(), {ne}, i64).to(device, false, true);
-  } else {
-    g_edge_index = torch::zeros({2, 0}, i64.device(device));
-    g_image = g_rep = torch::zeros({0}, i64.device(device));
+  g_species = h_species.to(device);
+  g_mask = torch::arange(nn, torch::TensorOptions().dtype(torch::kInt64).device(device)).lt(nlocal);
+  g_edge_index = h_edge_index.to(device);
+  if (h_image.defined()) {
+    g_image = h_image.to(device);
+    g_rep = h_rep.to(device);
   }
+  if (h_shifts.defined()) g_shifts = h_shifts.to(device);
+  h_image = h_rep = h_shifts = torch::Tensor();
   graph_valid = true;
   graph_nall = nall;
   graph_nlocal = nlocal;
@@ -569,15 +662,15 @@ void PairMLFFD::compute(int eflag, int vflag)
   auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   torch::Tensor xall = torch::from_blob(x[0], {(int64_t) nall, 3}, f64).to(device);
   torch::Tensor pos64 = xall.index_select(0, g_node_atom);
-  torch::Tensor shift64 = xall.index_select(0, g_image) - xall.index_select(0, g_rep);
-  torch::Tensor edge_index = g_edge_index;
+  torch::Tensor edge_index = g_edge_index, shifts = g_shifts;
   if (reuse) {
+    torch::Tensor shift64 = xall.index_select(0, g_image) - xall.index_select(0, g_rep);
     torch::Tensor d = pos64.index_select(0, edge_index[1]) - pos64.index_select(0, edge_index[0]) + shift64;
     torch::Tensor keep = d.mul(d).sum(1).lt(cutoff * cutoff).nonzero().squeeze(1);
     edge_index = edge_index.index_select(1, keep);
-    shift64 = shift64.index_select(0, keep);
+    shifts = shift64.index_select(0, keep).to(dtype);
   }
-  torch::jit::IValue result = evaluate(pos64.to(dtype), g_species, edge_index, shift64.to(dtype), g_mask);
+  torch::jit::IValue result = evaluate(pos64.to(dtype), g_species, edge_index, shifts, g_mask);
   const int nnodes = (int) node_atom.size();
 
   auto out = result.toGenericDict();

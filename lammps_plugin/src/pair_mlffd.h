@@ -43,27 +43,30 @@ class PairMLFFD : public Pair {
   std::vector<std::string> elements;    // model species order
   std::vector<long> type_species;       // LAMMPS type (1..ntypes) -> model species index
 
-  // reused host buffers
-  std::vector<int> adj_first, adj_count, adj_j;    // edges within r_c, per LAMMPS atom
+  // reused host buffers of build_graph()
+  std::vector<int> adj_first, adj_count, adj_j;    // pairs per expanded LAMMPS atom (r_c, or r_c + skin)
   std::vector<int> level, node_atom, atom_node;     // hop distance from a local atom, node maps
-  std::vector<int> bfs_order;                        // atoms in order of hop distance
-  std::unordered_map<tagint, int> tag_node;          // atom ID -> its first copy in BFS order (image folding)
+  std::vector<int> bfs_order, frontier;             // atoms in order of hop distance; atoms to expand
+  std::vector<int64_t> node_edges;                  // edge offset of each node (prefix sums)
+  std::vector<int> first_dense;                     // atom ID -> its first copy in BFS order (IDs up to a bound)
+  std::unordered_map<tagint, int> first_sparse;     // the same for sparse, large IDs
   bool fold_images = true;                           // fold periodic images onto one node
   long block_atoms_arg = 0;       // 'block N' keyword: centre atoms per evaluation block (0: default)
   long chunk_per_thread = 0;      // metadata model.chunk_atoms (0: no blocked evaluation)
   long block_atoms_set = -1;      // value last written to the module's chunk_atoms
   void configure_blocks();
-  std::vector<int64_t> src_buf, dst_buf, species_buf;
+  void gather_pairs(bool skin_pairs);
 
-  // the rank's graph as device index tensors (upload_graph). 'graph reuse': built from the
-  // r_c + skin list at neighbour-list builds only, the edges within r_c picked each step;
-  // 'graph rebuild': built from the pairs within r_c every step
+  // the rank's graph (build_graph on the host, upload_graph to the device). 'graph reuse':
+  // built from the r_c + skin list at neighbour-list builds only, the edges within r_c picked
+  // each step from the copies' coordinates (h_image, h_rep); 'graph rebuild': the pairs within
+  // r_c now, with their shifts (h_shifts), every step
   int graph_mode_arg = -1;        // 'graph' keyword: -1 default (reuse on CUDA), 0 rebuild, 1 reuse
   bool graph_reuse() const { return graph_mode_arg < 0 ? device.is_cuda() : graph_mode_arg == 1; }
   bool graph_valid = false;
   int graph_nall = -1, graph_nlocal = -1;
-  std::vector<int64_t> image_buf, rep_buf;    // per edge: LAMMPS index of the neighbour copy, of its node's copy
-  torch::Tensor g_node_atom, g_edge_index, g_image, g_rep, g_species, g_mask;
+  torch::Tensor h_edge_index, h_image, h_rep, h_shifts, h_species;    // host: build_graph()
+  torch::Tensor g_node_atom, g_edge_index, g_image, g_rep, g_shifts, g_species, g_mask;    // device
   void build_graph(bool skin_pairs);
   void upload_graph(int nlocal, int nall);
   torch::jit::IValue evaluate(const torch::Tensor &positions, const torch::Tensor &species,
