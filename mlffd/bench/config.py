@@ -70,6 +70,8 @@ class BenchConfig:
     lammps_students: bool = True  #: pair_style mlffd (else only the classical floor)
     ranks: tuple[int, ...] = (1, 2)
     classical: tuple[str, ...] = CLASSICAL
+    side_by_side: bool = True  #: flatness and plugin overhead also measured side by side in one process (alternating)
+    side_by_side_pairs: int = 5  #: alternations per side-by-side measurement
     batch: bool = True
     batch_count: int = 64
     batch_cell: int = 2  #: batch cells are n x n x n conventional cells (2 -> 64 atoms)
@@ -98,6 +100,7 @@ class BenchConfig:
             batch_count=8,
             allocator_model="ultra-tiny",
             allocator_sizes=(64,),
+            side_by_side_pairs=2,
             timeout=600.0,
             quick=True,
         )
@@ -109,8 +112,8 @@ class BenchConfig:
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.block_atoms < 0:
             raise ValueError(f"block_atoms must be >= 0 (0: the default), got {self.block_atoms}")
-        if self.threads < 1 or self.repeats < 1 or self.rounds < 1 or self.warmup < 0 or self.allocator_rounds < 1:
-            raise ValueError("threads, repeats, rounds and allocator_rounds must be >= 1, warmup >= 0")
+        if self.threads < 1 or self.repeats < 1 or self.rounds < 1 or self.warmup < 0 or self.allocator_rounds < 1 or self.side_by_side_pairs < 1:
+            raise ValueError("threads, repeats, rounds, allocator_rounds and side_by_side_pairs must be >= 1, warmup >= 0")
         for name in ("sizes", "teacher_sizes", "allocator_sizes"):
             if any(int(n) < 8 for n in getattr(self, name)):
                 raise ValueError(f"{name}: atom counts must be >= 8 (diamond-Si supercells of 8 n^3 atoms)")

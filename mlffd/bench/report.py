@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from mlffd.bench.records import _cost, _jsonable, _ok
+from mlffd.bench.workers import summarize
 
 
 
@@ -103,6 +104,20 @@ def markdown_report(result: dict) -> str:
         for m in batch:
             lines.append(f"| {m['model']} | {m['method']} | {m.get('structures', '?')} × {m.get('atoms_per_structure', '?')} | {cost_cell(m)} | "
                          f"{_fmt(m['atom_steps_per_s'])} | {_fmt(m['peak_rss_mb'])} |")
+        lines.append("")
+    side = [r for r in ratios if r["kind"] in ("size_scaling_side_by_side", "plugin_vs_artifact_side_by_side")]
+    if side:
+        by_id = {m["id"]: m for m in ms}
+        lines.append("### Side by side (both costs alternating in one process, immune to drift between processes)")
+        lines.append("")
+        lines.append("| model | ratio | µs per atom-step: numerator / denominator (medians) | ratio: median of alternations | per round |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for r in side:
+            group = [by_id[i] for i in r.get("measurements", []) if i in by_id]
+            num = summarize([x for m in group for x in m.get("samples_us", [])])["median"]
+            den = summarize([x for m in group for x in m.get("reference_samples_us", [])])["median"]
+            lines.append(f"| {r['model']} | {r['numerator']} / {r['denominator']} | {_fmt(num)} / {_fmt(den)} | **{_fmt(r['value'])}** "
+                         f"({len(r.get('pairs', []))} alternations) | {', '.join(_fmt(v) for v in r.get('per_round', []))} |")
         lines.append("")
     alloc = [m for m in ms if m.get("section") == "allocator"]
     if alloc:

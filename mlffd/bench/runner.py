@@ -180,7 +180,7 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
         m["samples_us"] = samples
         for key in ("calls_per_repeat", "steps_per_repeat", "warmup_steps", "edges", "nl_builds_per_step", "skin", "structures",
                     "atoms_per_structure", "omp_threads", "lammps_version", "peak_rss_scope", "allocator", "worker_wall_s", "process_wall_s",
-                    "block_atoms", "device_before_mb", "device_name"):
+                    "block_atoms", "device_before_mb", "device_name", "reference_samples_us", "pair_ratios"):
             if key in res:
                 m[key] = res[key]
         if res.get("num_parameters") is not None:
@@ -208,60 +208,95 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
 
     par = f"t{threads}"
     artifact_cost: dict[tuple[str, int], float] = {}
-    for rnd in range(config.rounds):  # the main measurements, in rounds when asked (pooled below)
+
+    def measure_students(name: str, n: int, tag: dict) -> None:
+        """Raw artifact call and DistilledCalculator (and compile=True when asked)."""
+        m = record({"method": "artifact", "path": students[name].path, "atoms": n}, student_meta(name, "artifact", n, par, **tag))
+        artifact_cost[(name, n)] = m["us_per_atom_step"]["median"]
+        record({"method": "calculator", "path": students[name].path, "atoms": n}, student_meta(name, "calculator", n, par, **tag))
+        if config.compiled:
+            record({"method": "calculator-compiled", "compile": True, "path": students[name].path, "atoms": n},
+                   student_meta(name, "calculator-compiled", n, par, **tag))
+
+    def measure_classical(n: int, tag: dict) -> None:
+        """LAMMPS sw / tersoff on each rank count: the classical floor."""
+        for pair in config.classical:
+            for ranks in config.ranks:
+                steps = _lammps_steps(_estimate_lammps_us(pair, None, n, 0.0), n, config)
+                case = {"method": "lammps", "pair": pair, "atoms": n, "ranks": ranks, "steps": steps, "warmup_steps": max(1, steps // 5),
+                        "workdir": str(work / f"{pair}-{n}-r{ranks}"), "timeout": config.timeout}
+                meta = {"method": f"lammps-{pair}", "model": pair, "kind": "classical", "weights": "published", "atoms_requested": n,
+                        "parallel": f"r{ranks}", "ranks": ranks, **tag}
+                record(case, meta)
+
+    def measure_plugin(name: str, n: int, tag: dict) -> None:
+        """LAMMPS pair_style mlffd on each rank count."""
+        for ranks in config.ranks:
+            steps = _lammps_steps(_estimate_lammps_us("mlffd", artifact_cost.get((name, n)), n, ranges[name]), n, config)
+            case = {"method": "lammps", "pair": "mlffd", "path": students[name].path, "atoms": n, "ranks": ranks, "steps": steps,
+                    "warmup_steps": 1, "workdir": str(work / f"mlffd-{name}-{n}-r{ranks}"), "timeout": config.timeout}
+            record(case, student_meta(name, "lammps-mlffd", n, f"r{ranks}", ranks=ranks, **tag))
+
+    def measure_teachers(n: int, tag: dict) -> None:
+        """The teachers through their ASE calculators."""
+        for name in config.teacher_names:
+            case = {"method": "teacher", "model": name, "atoms": n, "workdir": str(work)}
+            meta = {"method": "teacher", "model": name, "kind": "teacher", "weights": TEACHERS[name]["weights"], "atoms_requested": n,
+                    "parallel": par, "ranks": None, "spec": TEACHERS[name]["spec"], **tag}
+            record(case, meta)
+
+    def measure_side_by_side(tag: dict) -> None:
+        """Flatness (largest size vs 512 atoms) and plugin overhead (4,096 atoms, or the largest
+        size below) of each student, both sides alternating in one process."""
+        from mlffd.lammps import plugin_environment
+
+        plugin_env = {k: v for k, v in plugin_environment().items() if k in ("LAMMPS_PLUGIN_PATH", "LD_LIBRARY_PATH", "MLFFD_MODELS_DIR")}
+        big = max(config.sizes)
+        plugin_n = 4096 if 4096 in config.sizes else max([n for n in config.sizes if n <= 4096] or [min(config.sizes)])
+        for name in config.models:
+            common_case = {"method": "side-by-side", "path": students[name].path, "pairs": config.side_by_side_pairs}
+            if 512 in config.sizes and big > 512:
+                record({**common_case, "compare": "scaling", "atoms": big, "reference_atoms": 512},
+                       student_meta(name, "side-by-side-scaling", big, par, section="side-by-side", compare="scaling", reference_atoms=512, **tag))
+            if lammps_students and config.device == "cpu":
+                record({**common_case, "compare": "plugin", "atoms": plugin_n, "workdir": str(work / f"side-{name}-{plugin_n}")},
+                       student_meta(name, "side-by-side-plugin", plugin_n, "r1", ranks=1, section="side-by-side", compare="plugin", **tag),
+                       env=plugin_env)
+
+    # the main measurements, in rounds when asked (pooled below). Within a round, size by size,
+    # the measurements that form a ratio run next to each other (the machine's speed drifts over
+    # minutes): the classical floor, then per student its artifact, calculator and plugin runs,
+    # then the teachers at that size
+    lammps_students = config.lammps and config.lammps_students
+    for rnd in range(config.rounds):
         tag = {"round": rnd} if config.rounds > 1 else {}
         if config.rounds > 1:
             say(f"round {rnd + 1} of {config.rounds}:")
-        # 1. students: raw artifact and DistilledCalculator
-        if config.students:
-            say("students (raw artifact call, DistilledCalculator):")
-            for n in config.sizes:
-                for name in config.models:
-                    case = {"method": "artifact", "path": students[name].path, "atoms": n}
-                    m = record(case, student_meta(name, "artifact", n, par, **tag))
-                    artifact_cost[(name, n)] = m["us_per_atom_step"]["median"]
-                    record({"method": "calculator", "path": students[name].path, "atoms": n}, student_meta(name, "calculator", n, par, **tag))
-                    if config.compiled:
-                        record({"method": "calculator-compiled", "compile": True, "path": students[name].path, "atoms": n},
-                               student_meta(name, "calculator-compiled", n, par, **tag))
-        # 2. LAMMPS: the classical floor, then pair_style mlffd
-        if config.lammps:
-            say("LAMMPS (loop time of 'run'):")
-            for n in config.sizes:
-                for pair in config.classical:
-                    for ranks in config.ranks:
-                        est = _estimate_lammps_us(pair, None, n, 0.0)
-                        steps = _lammps_steps(est, n, config)
-                        case = {"method": "lammps", "pair": pair, "atoms": n, "ranks": ranks, "steps": steps, "warmup_steps": max(1, steps // 5),
-                                "workdir": str(work / f"{pair}-{n}-r{ranks}"), "timeout": config.timeout}
-                        meta = {"method": f"lammps-{pair}", "model": pair, "kind": "classical", "weights": "published", "atoms_requested": n,
-                                "parallel": f"r{ranks}", "ranks": ranks, **tag}
-                        record(case, meta)
-                if config.lammps_students:
-                    for name in config.models:
-                        for ranks in config.ranks:
-                            est = _estimate_lammps_us("mlffd", artifact_cost.get((name, n)), n, ranges[name])
-                            steps = _lammps_steps(est, n, config)
-                            case = {"method": "lammps", "pair": "mlffd", "path": students[name].path, "atoms": n, "ranks": ranks, "steps": steps,
-                                    "warmup_steps": 1, "workdir": str(work / f"mlffd-{name}-{n}-r{ranks}"), "timeout": config.timeout}
-                            record(case, student_meta(name, "lammps-mlffd", n, f"r{ranks}", ranks=ranks, **tag))
-        # 3. teachers
-        if config.teachers:
-            say("teachers (ASE):")
-            for n in config.teacher_sizes:
-                for name in config.teacher_names:
-                    case = {"method": "teacher", "model": name, "atoms": n, "workdir": str(work)}
-                    meta = {"method": "teacher", "model": name, "kind": "teacher", "weights": TEACHERS[name]["weights"], "atoms_requested": n,
-                            "parallel": par, "ranks": None, "spec": TEACHERS[name]["spec"], **tag}
-                    record(case, meta)
-        # 4. batched small structures vs one by one
-        if config.batch:
+        for n in config.sizes:
+            say(f"{n} atoms:")
+            if config.lammps:
+                measure_classical(n, tag)
+            for name in config.models:
+                if config.students:
+                    measure_students(name, n, tag)
+                if lammps_students:
+                    measure_plugin(name, n, tag)
+            if config.teachers and n in config.teacher_sizes:
+                measure_teachers(n, tag)
+        for n in config.teacher_sizes if config.teachers else ():
+            if n not in config.sizes:
+                say(f"teachers, {n} atoms:")
+                measure_teachers(n, tag)
+        if config.side_by_side and config.students:
+            say("side by side (two costs alternating in one process):")
+            measure_side_by_side(tag)
+        if config.batch:  # batched small structures vs one by one
             say(f"batch ({config.batch_count} x {8 * config.batch_cell ** 3}-atom cells):")
             for name in config.models:
                 for mode in ("one-by-one", "batch"):
                     case = {"method": mode, "mode": mode, "path": students[name].path, "batch_count": config.batch_count, "batch_cell": config.batch_cell}
                     record(case, student_meta(name, mode, config.batch_count * 8 * config.batch_cell**3, par, **tag))
-    # 5. allocator settings: glibc defaults vs mlffd's, interleaved, each in its own process
+    # allocator settings: glibc defaults vs mlffd's, interleaved, each in its own process
     if config.allocator:
         say(f"allocator ({config.allocator_model}; MLFFD_MALLOC=default vs mlffd settings):")
         name = config.allocator_model

