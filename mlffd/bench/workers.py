@@ -436,26 +436,21 @@ def _worker_side_by_side(case: dict) -> dict:
     artifact = load(case["path"])
     module = artifact.module
     configure_blocks(module, artifact.metadata, "cpu", case.get("block_atoms") or None)
-    n = int(case["atoms"])
-    atoms = si_supercell(n, rattle=0.05, seed=1)
-    step = _artifact_step(module, _artifact_inputs(atoms, artifact)[0])
-    for _ in range(max(1, case["warmup"])):
-        last = step()
-    k = max(1, int(math.ceil(case["min_time"] / max(last, 1e-9))))
-    if case["compare"] == "scaling":
-        n_ref = int(case["reference_atoms"])
-        ref_atoms = si_supercell(n_ref, rattle=0.05, seed=1)
-        ref_step = _artifact_step(module, _artifact_inputs(ref_atoms, artifact)[0])
+    n = supercell_reps(int(case["atoms"])) ** 3 * 8  # the cell's atom count
+
+    def artifact_block(n_atoms: int) -> Callable[[], float]:
+        """µs per atom-step of the raw call on an ``n_atoms`` cell over a block of at least
+        ``min_time`` (warmed up, block length calibrated here)."""
+        step = _artifact_step(module, _artifact_inputs(si_supercell(n_atoms, rattle=0.05, seed=1), artifact)[0])
         for _ in range(max(1, case["warmup"])):
-            ref_last = ref_step()
-        k_ref = max(1, int(math.ceil(case["min_time"] / max(ref_last, 1e-9))))
+            last = step()
+        k = max(1, int(math.ceil(case["min_time"] / max(last, 1e-9))))
+        return lambda: _block_us(step, k, supercell_reps(n_atoms) ** 3 * 8)
 
-        def measure() -> float:
-            return _block_us(step, k, n)
-
-        def reference() -> float:
-            return _block_us(ref_step, k_ref, len(ref_atoms))
+    if case["compare"] == "scaling":
+        measure, reference = artifact_block(n), artifact_block(int(case["reference_atoms"]))
     elif case["compare"] == "plugin":
+        reference = artifact_block(n)
         run = _in_process_lammps(si_supercell(n), case["path"], Path(case["workdir"]))
         run(max(1, case["warmup"]))
         steps = max(1, int(math.ceil(case["min_time"] / max(run(2) / 2, 1e-9))))
@@ -463,8 +458,6 @@ def _worker_side_by_side(case: dict) -> dict:
         def measure() -> float:
             return run(steps) / steps / n * 1e6
 
-        def reference() -> float:
-            return _block_us(step, k, n)
     else:
         raise ValueError(f"unknown side-by-side comparison {case['compare']!r}")
     samples, ref_samples, ratios = [], [], []
@@ -479,7 +472,7 @@ def _worker_side_by_side(case: dict) -> dict:
         ref_samples.append(b)
         ratios.append(a / b)
     return {"samples_us": samples, "reference_samples_us": ref_samples, "pair_ratios": ratios, "atoms": n,
-            "reference_atoms": int(case.get("reference_atoms", n)), "rss_before_mb": math.nan, "allocator": alloc}
+            "reference_atoms": supercell_reps(int(case.get("reference_atoms", n))) ** 3 * 8, "rss_before_mb": math.nan, "allocator": alloc}
 
 
 _WORKERS: dict[str, Callable[[dict], dict]] = {
