@@ -293,3 +293,29 @@ def test_baseline_and_avx2_builds_agree(tmp_path):
     assert out["base"]["isa"] == "base"
     for a, b in zip(out["base"]["rho"] + [out["base"]["g"]], out["auto"]["rho"] + [out["auto"]["g"]]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, tol, r_min", [(torch.float64, 1e-12, 1e-3), (torch.float32, 2e-5, 0.5)])
+def test_edge_geometry_basis_equals_the_model_basis_over_the_whole_range(dtype, tol, r_min):
+    """The kernels' radial basis (sin and cos of the basis angle by their own series, no libm)
+    and its derivative equal the PyTorch RadialBasis and its autograd derivative for distances
+    from r_min to just below the cutoff, both halves of the angle range included (float32 from
+    0.5 Å: below, the derivative's 1/r^2 terms cancel beyond float32's digits, with libm's sin as
+    well); beyond the cutoff the row is marked empty (1/r = 0)."""
+    from mlffd.models.potential import RadialBasis
+
+    B, rc = 8, 5.0
+    r = torch.cat([torch.linspace(r_min, rc * (1 - 1e-6), 4001, dtype=torch.float64), torch.tensor([rc, rc + 0.1], dtype=torch.float64)])
+    u = torch.nn.functional.normalize(torch.randn(r.shape[0], 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64), dim=1)
+    geometry = kernels.edge_geometry((u * r[:, None]).to(dtype), rc, B, 6).double()
+    inside = r < rc
+    assert torch.equal(geometry[:, 0] != 0, inside)
+    basis = RadialBasis(rc, B, 6).double()
+    rr = r[inside].clone().requires_grad_(True)
+    ref = basis(rr)
+    dref = torch.stack([torch.autograd.grad(ref[:, b].sum(), rr, retain_graph=True)[0] for b in range(B)], dim=1)
+    scale = ref.detach().abs().max(dim=1, keepdim=True).values.clamp(min=1.0)
+    got, dgot = geometry[inside, 14 : 14 + B], geometry[inside, 14 + B : 14 + 2 * B]
+    assert ((got - ref.detach()).abs() / scale).max() < tol
+    assert ((dgot - dref).abs() / dref.abs().max(dim=1, keepdim=True).values.clamp(min=1.0)).max() < tol * 10
+    assert torch.allclose(geometry[inside, 0], 1 / r[inside], rtol=tol)

@@ -6,6 +6,31 @@
 
 namespace MLFFD_ISA {
 
+// sin and cos of theta in [0, pi] (the basis' angle) without a libm call: Taylor series about 0
+// of a = min(theta, pi - theta) in [0, pi/2] (sin theta = sin a, cos theta = +-cos a), 7 terms
+// each for float (truncation < 1e-9), 12 for double (< 1e-20); small angles keep their relative
+// accuracy.
+template <typename T>
+inline void sincos_0_pi(T theta, T& s, T& c) {
+  // (-1)^k / (2k)! and (-1)^k / (2k + 1)!
+  static constexpr double kCos[12] = {1.0, -1.0 / 2, 1.0 / 24, -1.0 / 720, 1.0 / 40320, -1.0 / 3628800, 1.0 / 479001600,
+                                      -1.0 / 87178291200.0, 1.0 / 20922789888000.0, -1.0 / 6402373705728000.0,
+                                      1.0 / 2432902008176640000.0, -1.0 / 1.1240007277776077e21};
+  static constexpr double kSin[12] = {1.0, -1.0 / 6, 1.0 / 120, -1.0 / 5040, 1.0 / 362880, -1.0 / 39916800, 1.0 / 6227020800.0,
+                                      -1.0 / 1307674368000.0, 1.0 / 355687428096000.0, -1.0 / 121645100408832000.0,
+                                      1.0 / 5.109094217170944e19, -1.0 / 2.585201673888498e22};
+  constexpr int n = sizeof(T) == 4 ? 7 : 12;
+  const bool upper = theta > T(M_PI / 2);
+  const T a = upper ? T(M_PI) - theta : theta, a2 = a * a;
+  T cs = T(kCos[n - 1]), sn = T(kSin[n - 1]);
+  for (int k = n - 2; k >= 0; --k) {
+    cs = cs * a2 + T(kCos[k]);
+    sn = sn * a2 + T(kSin[k]);
+  }
+  s = a * sn;
+  c = upper ? -cs : cs;
+}
+
 // Envelope, its derivative and the basis prefactor for one edge.
 template <typename T>
 struct Radial {
@@ -31,7 +56,8 @@ struct Radial {
     const T env = T(1) + xp * (c0 + x * (c1 + c2 * x));
     const T w = pref * env / rs;
     const T theta = T(M_PI) * rs * inv_rc;
-    const T s1 = std::sin(theta), co1 = std::cos(theta);
+    T s1, co1;
+    sincos_0_pi(theta, s1, co1);  // theta in [0, pi]: r < rc (callers), rs >= 1e-6
     T s_prev = T(0), s = s1, c_prev = T(1), c = co1;
     if (dbasis == nullptr) {
       for (int b = 0; b < B; ++b) {
