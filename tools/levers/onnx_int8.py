@@ -254,13 +254,7 @@ def time_linear_int8(shapes, rows: int, repeats: int) -> list[dict]:
             # ~20 ms per block; calibrated on the fastest of 5 calls (a call the OS preempts would
             # otherwise make the blocks far too short on a shared machine)
             k = max(1, int(0.02 / max(min(_timed(fns["float"]) for _ in range(5)), 1e-7)))
-            samples = {n: [] for n in fns}
-            for _ in range(repeats):
-                for n, fn in fns.items():
-                    t0 = time.perf_counter()
-                    for _ in range(k):
-                        fn()
-                    samples[n].append((time.perf_counter() - t0) / k * 1e6)
+            samples = {n: [1e6 * t for t in ts] for n, ts in _interleaved_blocks(fns, k, repeats).items()}
             err = (qlin(x) - fns["float"]()).abs().max().item()
         out.append({"shape": f"{rows}x{fin} -> {fout}", "float_us": statistics.median(samples["float"]),
                     "int8_us": statistics.median(samples["int8"]), "max_abs_err": err})
@@ -275,6 +269,19 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def _interleaved_blocks(fns: dict, k: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each function: ``repeats`` rounds, each one block of ``k`` calls per
+    function in turn (interleaved, so a machine whose speed drifts biases none of them)."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / k)
+    return samples
 
 
 # -- accuracy on the held-out teacher frames -----------------------------------------------------
@@ -411,13 +418,7 @@ def speed(name: str, path: Path, model: nn.Module, scripted, n_atoms: int, repea
             dF[k] = max(dF[k], float(np.abs(_numpy(fn()) - ref).max()))
     # each sample: a block of k calls (~block_s of the slowest variant); blocks interleaved
     n_calls = max(1, int(block_s / max(_timed(fn) for fn in calls.values())))
-    samples = {variant: [] for variant in calls}
-    for _ in range(repeats):
-        for variant, fn in calls.items():
-            t0 = time.perf_counter()
-            for _ in range(n_calls):
-                fn()
-            samples[variant].append((time.perf_counter() - t0) / n_calls)
+    samples = _interleaved_blocks(calls, n_calls, repeats)
     base = statistics.median(samples["artifact (TorchScript, fused C++)"])
     rows = []
     for k in calls:
