@@ -485,10 +485,12 @@ void PairMLFFD::gather_pairs(bool skin_pairs)
 }
 
 /* ----------------------------------------------------------------------
-   the rank's graph as host tensors: nodes (node_atom, h_species), edges (h_edge_index) and for
-   each edge either the LAMMPS indices of the neighbour copy (h_image) and of the copy its node
-   stands for (h_rep; 'graph reuse': the shift x[image] - x[rep] is taken each step, pairs of the
-   r_c + skin list beyond r_c dropped then), or the shift now (h_shifts; pairs within r_c now).
+   the rank's graph, built on the host and moved to the device: nodes (node_atom, g_node_atom,
+   g_species, g_mask), edges (g_edge_index) and for each edge either the LAMMPS indices of the
+   neighbour copy (g_image) and of the copy its node stands for (g_rep; 'graph reuse': the shift
+   x[image] - x[rep] is taken each step, pairs of the r_c + skin list beyond r_c dropped then),
+   or the shift now (g_shifts; pairs within r_c now). On the CPU the device tensors are the ones
+   written here (new ones at each build).
 ------------------------------------------------------------------------- */
 
 void PairMLFFD::build_graph(bool skin_pairs)
@@ -577,26 +579,41 @@ void PairMLFFD::build_graph(bool skin_pairs)
   }
   const int64_t ne = node_edges[nnodes];
   auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-  h_edge_index = torch::empty({2, ne}, i64);
-  int64_t *src = h_edge_index.data_ptr<int64_t>(), *dst = src + ne;
+  torch::Tensor edge_index = torch::empty({2, ne}, i64);
+  int64_t *src = edge_index.data_ptr<int64_t>(), *dst = src + ne;
+  torch::Tensor image, rep, shifts;    // per edge: the copies ('graph reuse') or the shift now
   if (skin_pairs) {
-    h_image = torch::empty({ne}, i64);
-    h_rep = torch::empty({ne}, i64);
-    fill_edges<double>(x, node_atom, atom_node, level, max_level, adj_first, adj_count, adj_j, node_edges, src,
-                       dst, h_image.data_ptr<int64_t>(), h_rep.data_ptr<int64_t>(), nullptr);
+    image = torch::empty({ne}, i64);
+    rep = torch::empty({ne}, i64);
   } else {
-    h_shifts = torch::empty({ne, 3}, torch::TensorOptions().dtype(dtype));
-    if (dtype == torch::kFloat64)
-      fill_edges<double>(x, node_atom, atom_node, level, max_level, adj_first, adj_count, adj_j, node_edges,
-                         src, dst, nullptr, nullptr, h_shifts.data_ptr<double>());
-    else
-      fill_edges<float>(x, node_atom, atom_node, level, max_level, adj_first, adj_count, adj_j, node_edges,
-                        src, dst, nullptr, nullptr, h_shifts.data_ptr<float>());
+    shifts = torch::empty({ne, 3}, torch::TensorOptions().dtype(dtype));
   }
-  h_species = torch::empty({nnodes}, i64);
-  int64_t *species = h_species.data_ptr<int64_t>();
+  auto fill = [&](auto *shift) {
+    fill_edges(x, node_atom, atom_node, level, max_level, adj_first, adj_count, adj_j, node_edges, src, dst,
+               skin_pairs ? image.data_ptr<int64_t>() : nullptr, skin_pairs ? rep.data_ptr<int64_t>() : nullptr, shift);
+  };
+  if (skin_pairs)
+    fill((double *) nullptr);
+  else if (dtype == torch::kFloat64)
+    fill(shifts.data_ptr<double>());
+  else
+    fill(shifts.data_ptr<float>());
+  torch::Tensor species = torch::empty({nnodes}, i64);
+  int64_t *sp = species.data_ptr<int64_t>();
   int *type = atom->type;
-  for (int64_t n = 0; n < nnodes; n++) species[n] = type_species[type[node_atom[n]]];
+  for (int64_t n = 0; n < nnodes; n++) sp[n] = type_species[type[node_atom[n]]];
+
+  g_node_atom = torch::from_blob(node_atom.data(), {nnodes}, torch::TensorOptions().dtype(torch::kInt32))
+                    .to(device, torch::kInt64, false, true);
+  g_species = species.to(device);
+  g_mask = torch::arange(nnodes, i64.device(device)).lt(nlocal);
+  g_edge_index = edge_index.to(device);
+  g_image = skin_pairs ? image.to(device) : torch::Tensor();
+  g_rep = skin_pairs ? rep.to(device) : torch::Tensor();
+  g_shifts = skin_pairs ? torch::Tensor() : shifts.to(device);
+  graph_valid = true;
+  graph_nall = nall;
+  graph_nlocal = nlocal;
 }
 
 torch::jit::IValue PairMLFFD::evaluate(const torch::Tensor &positions, const torch::Tensor &species,
@@ -611,30 +628,6 @@ torch::jit::IValue PairMLFFD::evaluate(const torch::Tensor &positions, const tor
     error->one(FLERR, "pair mlffd: evaluating model {} failed: {}", model_path, first_line(e.what()));
   }
   return {};
-}
-
-/* ----------------------------------------------------------------------
-   the host graph of build_graph() on the device (on the CPU the same tensors: build_graph()
-   allocates new ones each time)
-------------------------------------------------------------------------- */
-
-void PairMLFFD::upload_graph(int nlocal, int nall)
-{
-  const int64_t nn = (int64_t) node_atom.size();
-  g_node_atom = torch::from_blob(node_atom.data(), {nn}, torch::TensorOptions().dtype(torch::kInt32))
-                    .to(device, torch::kInt64, false, true);
-  g_species = h_species.to(device);
-  g_mask = torch::arange(nn, torch::TensorOptions().dtype(torch::kInt64).device(device)).lt(nlocal);
-  g_edge_index = h_edge_index.to(device);
-  if (h_image.defined()) {
-    g_image = h_image.to(device);
-    g_rep = h_rep.to(device);
-  }
-  if (h_shifts.defined()) g_shifts = h_shifts.to(device);
-  h_image = h_rep = h_shifts = torch::Tensor();
-  graph_valid = true;
-  graph_nall = nall;
-  graph_nlocal = nlocal;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -653,10 +646,8 @@ void PairMLFFD::compute(int eflag, int vflag)
   // rebuilt its lists ('graph reuse': atoms keep their indices between builds; all pairs of the
   // r_c + skin list, those beyond r_c dropped on the device each step)
   const bool reuse = graph_reuse();
-  if (!reuse || !graph_valid || neighbor->ago == 0 || nall != graph_nall || nlocal != graph_nlocal) {
+  if (!reuse || !graph_valid || neighbor->ago == 0 || nall != graph_nall || nlocal != graph_nlocal)
     build_graph(reuse);
-    upload_graph(nlocal, nall);
-  }
   // coordinates in float64 on the device; edge shifts x[image] - x[rep] are lattice vectors of
   // the current box (followed when it changes)
   auto f64 = torch::TensorOptions().dtype(torch::kFloat64);

@@ -57,18 +57,16 @@ class PairMLFFD : public Pair {
   void configure_blocks();
   void gather_pairs(bool skin_pairs);
 
-  // the rank's graph (build_graph on the host, upload_graph to the device). 'graph reuse':
-  // built from the r_c + skin list at neighbour-list builds only, the edges within r_c picked
-  // each step from the copies' coordinates (h_image, h_rep); 'graph rebuild': the pairs within
-  // r_c now, with their shifts (h_shifts), every step
+  // the rank's graph on the device (build_graph). 'graph reuse': built from the r_c + skin list
+  // at neighbour-list builds only, the edges within r_c picked each step from the copies'
+  // coordinates (g_image, g_rep); 'graph rebuild': the pairs within r_c now, with their shifts
+  // (g_shifts), every step
   int graph_mode_arg = -1;        // 'graph' keyword: -1 default (reuse on CUDA), 0 rebuild, 1 reuse
   bool graph_reuse() const { return graph_mode_arg < 0 ? device.is_cuda() : graph_mode_arg == 1; }
   bool graph_valid = false;
   int graph_nall = -1, graph_nlocal = -1;
-  torch::Tensor h_edge_index, h_image, h_rep, h_shifts, h_species;    // host: build_graph()
-  torch::Tensor g_node_atom, g_edge_index, g_image, g_rep, g_shifts, g_species, g_mask;    // device
+  torch::Tensor g_node_atom, g_edge_index, g_image, g_rep, g_shifts, g_species, g_mask;
   void build_graph(bool skin_pairs);
-  void upload_graph(int nlocal, int nall);
   torch::jit::IValue evaluate(const torch::Tensor &positions, const torch::Tensor &species,
                               const torch::Tensor &edge_index, const torch::Tensor &shifts,
                               const torch::Tensor &energy_mask);
