@@ -115,7 +115,7 @@ def moment_density_backward_into(grads: List[Tensor], vectors: Tensor, geometry:
                                  center: Tensor, neighbor: Tensor, offsets: Tensor, cutoff: float, num_basis: int,
                                  envelope_p: int, scale: float, forces: Tensor, virial: Tensor, atom_virial: Tensor,
                                  messages_grad: Tensor) -> None:
-    """``mlffd_kernels::moment_density_backward_into`` (operator set 2): :func:`moment_density_backward`
+    """``mlffd_kernels::moment_density_backward_into`` (operator set 2): ``mlffd_kernels::moment_density_backward``
     with the edge gradients added into ``forces``, ``virial`` and ``atom_virial`` (as
     :func:`add_edge_gradients`) and the message gradients onto the neighbours' rows of
     ``messages_grad [N, D]`` (skipped when it is empty), in one call; ``geometry``: the edges'

@@ -32,11 +32,11 @@ def compute_ratios(result: dict) -> list[dict]:
     """
     threads = result["config"]["threads"]
     ms = [m for m in result["measurements"] if _ok(m)]
-    allocator = _allocator_ratios([m for m in ms if m.get("section") == "allocator"])
-    allocator += _side_by_side_ratios([m for m in ms if m.get("section") == "side-by-side"])
+    sections = _allocator_ratios([m for m in ms if m.get("section") == "allocator"])
+    sections += _side_by_side_ratios([m for m in ms if m.get("section") == "side-by-side"])
     raw = result.get("round_measurements")
     if not raw:
-        return [_jsonable(r) for r in _main_ratios([m for m in ms if m.get("section", "main") == "main"], threads)] + allocator
+        return [_jsonable(r) for r in _main_ratios([m for m in ms if m.get("section", "main") == "main"], threads)] + sections
     # rounds: each ratio within each round (its two measurements minutes apart, not a whole run),
     # then the median over rounds
     main_raw = [m for m in raw if _ok(m) and m.get("section", "main") == "main" and m.get("round") is not None]
@@ -50,7 +50,7 @@ def compute_ratios(result: dict) -> list[dict]:
         values = [r["value"] for r in group]
         ratios.append({**group[0], "value": summarize(values)["median"], "per_round": values, "rounds": [len(values), len(values)],
                        "description": group[0]["description"] + f" (median over {len(values)} rounds of the ratio within each round)"})
-    return [_jsonable(r) for r in ratios] + allocator
+    return [_jsonable(r) for r in ratios] + sections
 
 
 def strip_round(measurement_id: str) -> str:

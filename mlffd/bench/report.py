@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Callable
 
+from mlffd.bench.analysis import SIDE_BY_SIDE_KINDS
 from mlffd.bench.records import _cost, _jsonable, _ok
 from mlffd.bench.workers import summarize
 
@@ -105,7 +106,7 @@ def markdown_report(result: dict) -> str:
             lines.append(f"| {m['model']} | {m['method']} | {m.get('structures', '?')} × {m.get('atoms_per_structure', '?')} | {cost_cell(m)} | "
                          f"{_fmt(m['atom_steps_per_s'])} | {_fmt(m['peak_rss_mb'])} |")
         lines.append("")
-    side = [r for r in ratios if r["kind"] in ("size_scaling_side_by_side", "plugin_vs_artifact_side_by_side")]
+    side = [r for r in ratios if r["kind"] in SIDE_BY_SIDE_KINDS.values()]
     if side:
         by_id = {m["id"]: m for m in ms}
         lines.append("### Side by side (both costs alternating in one process, immune to drift between processes)")

