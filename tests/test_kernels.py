@@ -159,6 +159,14 @@ def test_backward_into_equals_autograd_and_the_pytorch_sums(with_messages, with_
     with pytest.raises(RuntimeError, match="messages_grad must be contiguous"):
         kernels.moment_density_backward_into(cot, v, None, messages, center, neighbor, offsets, 5.0, 8, 6, 0.7, *got,
                                              torch.zeros(n_atoms, 3, dtype=torch.float64))
+    # the centre side is added by the thread owning each centre: its rows are checked first
+    e = n_edges // 2
+    for value, message in (((center[e] + 1) % n_atoms, "center must be constant over each centre's edges"),
+                            (n_atoms, r"center indices must lie in 0\.\.")):
+        bad = center.clone()
+        bad[e] = value
+        with pytest.raises(RuntimeError, match=message):
+            kernels.moment_density_backward_into(cot, v, geometry, messages, bad, neighbor, offsets, 5.0, 8, 6, 0.7, *got, m_grad)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

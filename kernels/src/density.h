@@ -225,11 +225,57 @@ void geometry_kernel(const T* v, int64_t E, int64_t B, double cutoff, int64_t en
   });
 }
 
+// density_kernel for compile-time sizes with kB a multiple of the lane count: the basis along
+// the lanes, one message feature d at a time, so a centre's 10 accumulators (per basis vector)
+// stay in registers over its edges: rho[l][., d] += ang_l (scale z_d basis).
+template <typename T, int kB, int kD>
+void density_lanes(const T* v, const T* geometry, const T* m, const int64_t* nb, const int64_t* off, int64_t n, double cutoff,
+                   int64_t envelope_p, double scale, Planes<T> out) {
+  using V = typename Lanes<T>::V;
+  constexpr int W = Lanes<T>::W;
+  constexpr int NB = kB / W;
+  constexpr int BD = kB * kD;
+  static_assert(kB % W == 0, "density_lanes: the basis must fill whole vectors");
+  const Radial<T> radial(cutoff, envelope_p);
+  const T sc = T(scale);
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    EdgeSource<T> rows(geometry, v, off, radial, kB, end, false);
+    for (int64_t i = begin; i < end; ++i) {
+      rows.centre(i);
+      for (int d = 0; d < kD; ++d) {
+        V acc[kAng][NB];
+        for (int l = 0; l < kAng; ++l)
+          for (int k = 0; k < NB; ++k) acc[l][k] = V{};
+        for (int64_t e = off[i]; e < off[i + 1]; ++e) {
+          const T* row = rows.row(e);
+          if (row[0] == T(0)) continue;  // beyond the cutoff: nothing
+          const T zd = m[nb[e] * kD + d] * sc;
+          V bz[NB];
+          std::memcpy(bz, row + 4 + kAng, sizeof(bz));
+          for (int k = 0; k < NB; ++k) bz[k] *= zd;
+          for (int l = 0; l < kAng; ++l) {
+            const T a = row[4 + l];
+            for (int k = 0; k < NB; ++k) acc[l][k] += a * bz[k];
+          }
+        }
+        for (int l = 0; l < kAng; ++l) {
+          T* o = out.p[l] + i * BD + d;
+          for (int b = 0; b < kB; ++b) o[b * kD] = acc[l][b / W][b % W];
+        }
+      }
+    }
+  });
+}
+
 // rho[:, i] = scale * sum_e ang_e (x) basis_e (x) m[nbr_e] over centre i's edges (accumulated in
 // the thread's buffer, written once), centres in parallel.
 template <typename T, int kB, int kD>
 void density_kernel(const T* v, const T* geometry, const T* m, const int64_t* nb, const int64_t* off, int64_t n, int64_t B_rt,
                     int64_t D_rt, double cutoff, int64_t envelope_p, double scale, Planes<T> out) {
+  if constexpr (kB > 0 && kD > 0 && kB % Lanes<T>::W == 0) {
+    density_lanes<T, kB, kD>(v, geometry, m, nb, off, n, cutoff, envelope_p, scale, out);
+    return;
+  }
   const int64_t B = kB > 0 ? kB : B_rt;
   const int64_t D = kD > 0 ? kD : D_rt;
   const int64_t BD = B * D;
@@ -303,7 +349,8 @@ inline void lane_sums(const typename Lanes<T>::V* P, int count, T* out) {
 // each dot product a vector of partial sums, all of an edge's (10 + D) summed by lane_sums.
 template <typename T, int kB, int kD>
 void density_backward_lanes(Planes<const T> g, const T* v, const T* geometry, const T* m, const int64_t* nb,
-                            const int64_t* off, int64_t n, double cutoff, int64_t envelope_p, double scale, T* gv, T* gm) {
+                            const int64_t* off, int64_t n, double cutoff, int64_t envelope_p, double scale, T* gv, T* gm,
+                            const CentreSide<T>& side) {
   using V = typename Lanes<T>::V;
   constexpr int W = Lanes<T>::W;
   constexpr int NB = kB / W;  // vectors per basis row
@@ -314,6 +361,7 @@ void density_backward_lanes(Planes<const T> g, const T* v, const T* geometry, co
   const T sc = T(scale);
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     EdgeSource<T> rows(geometry, v, off, radial, kB, end, true);
+    CentreSums<T> sums(side);
     V G[kAng * kD * NB];  // this centre's sc * G[l][b * D + d] at [l][d][b] (at most 20 KB)
     V P[NR];
     T red[NR];
@@ -325,6 +373,7 @@ void density_backward_lanes(Planes<const T> g, const T* v, const T* geometry, co
           for (int b = 0; b < kB; ++b) G[(l * kD + d) * NB + b / W][b % W] = sc * gl[b * kD + d];
       }
       rows.centre(i);
+      if (sums.on()) sums.start();
       for (int64_t e = off[i]; e < off[i + 1]; ++e) {
         const T* row = rows.row(e);
         if (row[0] == T(0)) continue;  // beyond the cutoff: gv stays zero
@@ -370,7 +419,9 @@ void density_backward_lanes(Planes<const T> g, const T* v, const T* geometry, co
         gv[3 * e] = (gux - gu_u * ux) * ir + gr * ux;
         gv[3 * e + 1] = (guy - gu_u * uy) * ir + gr * uy;
         gv[3 * e + 2] = (guz - gu_u * uz) * ir + gr * uz;
+        if (sums.on()) sums.edge(v + 3 * e, gv + 3 * e);
       }
+      if (sums.on()) sums.finish(side.center[off[i]]);
     }
   });
 }
@@ -383,9 +434,10 @@ void density_backward_lanes(Planes<const T> g, const T* v, const T* geometry, co
 // transpose (kept per centre, padded to 16 lanes); longer rows amortise one reduction per row.
 template <typename T, int kB, int kD>
 void density_backward_kernel(Planes<const T> g, const T* v, const T* geometry, const T* m, const int64_t* nb, const int64_t* off, int64_t n,
-                             int64_t B_rt, int64_t D_rt, double cutoff, int64_t envelope_p, double scale, T* gv, T* gm) {
+                             int64_t B_rt, int64_t D_rt, double cutoff, int64_t envelope_p, double scale, T* gv, T* gm,
+                             const CentreSide<T>& side) {
   if constexpr (kB > 0 && kD > 0 && kB % Lanes<T>::W == 0 && kB * kD > 16) {  // short rows: below
-    density_backward_lanes<T, kB, kD>(g, v, geometry, m, nb, off, n, cutoff, envelope_p, scale, gv, gm);
+    density_backward_lanes<T, kB, kD>(g, v, geometry, m, nb, off, n, cutoff, envelope_p, scale, gv, gm, side);
     return;
   }
   const int64_t B = kB > 0 ? kB : B_rt;
@@ -400,6 +452,7 @@ void density_backward_kernel(Planes<const T> g, const T* v, const T* geometry, c
     T* __restrict__ G = w.acc;    // this centre's gradient rows [10, BD], contiguous
     T* __restrict__ GT = w.gtr;   // and transposed [BD, 16] (lanes 10..15 zero)
     EdgeSource<T> rows(geometry, v, off, radial, B, end, true);
+    CentreSums<T> sums(side);
     Edge<T> edge;
     const T* ang = edge.ang;
     T gang[kAng];
@@ -411,6 +464,7 @@ void density_backward_kernel(Planes<const T> g, const T* v, const T* geometry, c
         for (int l = 0; l < kAng; ++l)
           for (int64_t k = 0; k < BD; ++k) GT[k * 16 + l] = G[l * BD + k] * sc;
       rows.centre(i);
+      if (sums.on()) sums.start();
       for (int64_t e = off[i]; e < off[i + 1]; ++e) {
         if (!edge.read(rows.row(e), m, nb, e, B, D, w, true)) continue;  // gv stays zero
         const T* z = edge.z;
@@ -479,7 +533,9 @@ void density_backward_kernel(Planes<const T> g, const T* v, const T* geometry, c
         gv[3 * e] = (gux - gu_u * ux) * ir + gr * ux;
         gv[3 * e + 1] = (guy - gu_u * uy) * ir + gr * uy;
         gv[3 * e + 2] = (guz - gu_u * uz) * ir + gr * uz;
+        if (sums.on()) sums.edge(v + 3 * e, gv + 3 * e);
       }
+      if (sums.on()) sums.finish(side.center[off[i]]);
     }
   });
 }

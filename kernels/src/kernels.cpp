@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,55 @@ struct Planes {
     p[0] = rank0;
     for (int l = 1; l < 4; ++l) p[l] = rank1 + (l - 1) * n * BD;
     for (int l = 4; l < kAng; ++l) p[l] = rank2 + (l - 4) * n * BD;
+  }
+};
+
+// The centre side of the edge-gradient sums (moment_density_backward_into), added by the thread
+// that owns the centre while its edges are differentiated: each edge's gradient g on the
+// centre's force row (+g) and per-atom virial (+w / 2, w_ab = -v_a g_b), the virial (+w). The
+// neighbour side (-g, +w / 2 on the neighbour's rows) follows in one serial pass
+// (add_edge_gradients_impl). Empty (forces == nullptr): gradients only.
+template <typename T>
+struct CentreSide {
+  T* forces = nullptr;              // [N, 3]
+  T* atom_virial = nullptr;         // [N, 9]
+  const int64_t* center = nullptr;  // [E] each edge's centre row
+  double* virial = nullptr;         // [9], threads add their sums under lock
+  std::mutex* lock = nullptr;
+};
+
+// One thread's running sums for CentreSide: a centre's force and virial while its edges run,
+// the virial of all its centres (added once, when the thread is done).
+template <typename T>
+struct CentreSums {
+  const CentreSide<T>& side;
+  T f[3], w[9];
+  double total[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+  explicit CentreSums(const CentreSide<T>& side_) : side(side_) {}
+  bool on() const { return side.forces != nullptr; }
+  void start() {
+    for (int a = 0; a < 3; ++a) f[a] = T(0);
+    for (int k = 0; k < 9; ++k) w[k] = T(0);
+  }
+  void edge(const T* ve, const T* ge) {
+    for (int a = 0; a < 3; ++a) {
+      f[a] += ge[a];
+      for (int b = 0; b < 3; ++b) w[3 * a + b] -= ve[a] * ge[b];
+    }
+  }
+  void finish(int64_t row) {  // the centre's row: side.center[any of its edges]
+    T* fi = side.forces + 3 * row;
+    T* avi = side.atom_virial + 9 * row;
+    for (int a = 0; a < 3; ++a) fi[a] += f[a];
+    for (int k = 0; k < 9; ++k) {
+      avi[k] += T(0.5) * w[k];
+      total[k] += double(w[k]);
+    }
+  }
+  ~CentreSums() {
+    if (!on()) return;
+    std::lock_guard<std::mutex> guard(*side.lock);
+    for (int k = 0; k < 9; ++k) side.virial[k] += total[k];
   }
 };
 
@@ -244,13 +294,21 @@ at::Tensor edge_geometry_cpu(const at::Tensor& vectors_in, double cutoff, int64_
   return out;
 }
 
+// The tensors a backward pass adds the centre side of its edge gradients into (CentreSide):
+// forces [N, 3], virial [3, 3], atom_virial [N, 9], checked by check_edge_sums, and each edge's
+// centre row.
+struct EdgeSums {
+  at::Tensor forces, virial, atom_virial, center;
+};
+
 // Gradients of sum_q grads[q] * rho[q] with respect to the edge vectors [E, 3] and, per edge,
 // the neighbour's message [E, D] (summed onto atoms by the caller; empty unless messages_grad).
 // Also an operator of its own: the blocked evaluation back-propagates densities it kept.
 std::vector<at::Tensor> density_backward(at::TensorList grads_in, const at::Tensor& vectors_in, const at::Tensor& geometry,
                                          const at::Tensor& messages_in, const at::Tensor& neighbor_in,
                                          const at::Tensor& offsets_in, double cutoff, int64_t num_basis,
-                                         int64_t envelope_p, double scale, bool messages_grad) {
+                                         int64_t envelope_p, double scale, bool messages_grad,
+                                         const EdgeSums* sums = nullptr) {
   const DensityInputs in(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
   const at::Tensor &vectors = in.vectors, &messages = in.messages, &neighbor = in.neighbor, &offsets = in.offsets;
   const int64_t n = in.n, B = in.B, D = in.D, BD = in.BD;
@@ -266,12 +324,26 @@ std::vector<at::Tensor> density_backward(at::TensorList grads_in, const at::Tens
   auto grad_v = at::zeros_like(vectors);
   auto grad_m = messages_grad ? at::zeros({vectors.size(0), D}, vectors.options()) : at::empty({0, D}, vectors.options());
   AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "moment_density_backward", [&] {
+    CentreSide<scalar_t> side;
+    std::mutex lock;
+    double virial[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (sums != nullptr) {
+      side.forces = sums->forces.data_ptr<scalar_t>();
+      side.atom_virial = sums->atom_virial.data_ptr<scalar_t>();
+      side.center = sums->center.data_ptr<int64_t>();
+      side.virial = virial;
+      side.lock = &lock;
+    }
     MLFFD_SIZE_DISPATCH(density_backward_kernel, scalar_t, B, D,
                         Planes<const scalar_t>(grad[0].data_ptr<scalar_t>(), grad[1].data_ptr<scalar_t>(),
                                                grad[2].data_ptr<scalar_t>(), n, BD),
                         vectors.data_ptr<scalar_t>(), geometry_data<scalar_t>(geometry, in), messages.data_ptr<scalar_t>(),
                         neighbor.data_ptr<int64_t>(), offsets.data_ptr<int64_t>(), n, B, D, cutoff, envelope_p, scale,
-                        grad_v.data_ptr<scalar_t>(), messages_grad ? grad_m.data_ptr<scalar_t>() : nullptr);
+                        grad_v.data_ptr<scalar_t>(), messages_grad ? grad_m.data_ptr<scalar_t>() : nullptr, side);
+    if (sums != nullptr) {
+      scalar_t* vir = sums->virial.data_ptr<scalar_t>();
+      for (int k = 0; k < 9; ++k) vir[k] += scalar_t(virial[k]);
+    }
   });
   return {grad_v, grad_m};
 }
@@ -460,32 +532,41 @@ at::Tensor moment_invariants_autograd(const at::Tensor& a1, const at::Tensor& a2
 // W -= r_e (x) g_e (summed in double), half of each edge's W_e to each end. PyTorch reference:
 // mlffd.models.outputs.add_edge_gradients. One pass over the edges, no per-edge temporaries.
 
-void add_edge_gradients_cpu(at::Tensor& forces, at::Tensor& virial, at::Tensor& atom_virial, const at::Tensor& vectors_in,
-                            const at::Tensor& grad_in, const at::Tensor& center_in, const at::Tensor& neighbor_in) {
-  const auto vectors = vectors_in.contiguous();
-  const auto grad = grad_in.contiguous();
-  const auto center = center_in.contiguous();
-  const auto neighbor = neighbor_in.contiguous();
+// The checks of the edge-gradient sums' tensors (add_edge_gradients, backward_into); center and
+// neighbor contiguous.
+struct EdgeSumInputs {
+  at::Tensor center, neighbor;
+  EdgeSumInputs(const at::Tensor& forces, const at::Tensor& virial, const at::Tensor& atom_virial, const at::Tensor& vectors,
+                const at::Tensor& center_in, const at::Tensor& neighbor_in) {
+    const int64_t n_edges = vectors.size(0);
+    TORCH_CHECK(center_in.scalar_type() == at::kLong && neighbor_in.scalar_type() == at::kLong &&
+                    center_in.numel() == n_edges && neighbor_in.numel() == n_edges,
+                "add_edge_gradients: center and neighbor must be int64 [E]");
+    TORCH_CHECK(forces.is_contiguous() && forces.dim() == 2 && forces.size(1) == 3 && forces.scalar_type() == vectors.scalar_type(),
+                "add_edge_gradients: forces must be contiguous [N, 3] of the vectors' dtype");
+    TORCH_CHECK(atom_virial.is_contiguous() && atom_virial.dim() == 2 && atom_virial.size(1) == 9 &&
+                    atom_virial.size(0) == forces.size(0) && atom_virial.scalar_type() == vectors.scalar_type(),
+                "add_edge_gradients: atom_virial must be contiguous [N, 9] like forces");
+    TORCH_CHECK(virial.numel() == 9 && virial.is_contiguous() && virial.scalar_type() == vectors.scalar_type(),
+                "add_edge_gradients: virial must be a contiguous 3x3 tensor");
+    center = center_in.contiguous();
+    neighbor = neighbor_in.contiguous();
+  }
+};
+
+// forces[i] += g, forces[j] -= g, atom_virial[i] and [j] += w / 2, virial += w (w_ab = -v_a g_b)
+// for every edge (i, j) with vector v and gradient g, in one serial pass; only the neighbour
+// side (forces[j], atom_virial[j]) when the centre side was added already (CentreSide).
+void add_edge_gradients_impl(at::Tensor& forces, at::Tensor& virial, at::Tensor& atom_virial, const at::Tensor& vectors,
+                             const at::Tensor& grad, const EdgeSumInputs& in, bool centre_side) {
   const int64_t n_edges = vectors.size(0);
-  TORCH_CHECK(vectors.device().is_cpu() && vectors.dim() == 2 && vectors.size(1) == 3 && grad.sizes() == vectors.sizes(),
-              "add_edge_gradients: vectors and grad must be CPU [E, 3]; got ", vectors.sizes(), " and ", grad.sizes());
-  TORCH_CHECK(center.scalar_type() == at::kLong && neighbor.scalar_type() == at::kLong && center.numel() == n_edges &&
-                  neighbor.numel() == n_edges,
-              "add_edge_gradients: center and neighbor must be int64 [E]");
-  TORCH_CHECK(forces.is_contiguous() && forces.dim() == 2 && forces.size(1) == 3 && forces.scalar_type() == vectors.scalar_type(),
-              "add_edge_gradients: forces must be contiguous [N, 3] of the vectors' dtype");
-  TORCH_CHECK(atom_virial.is_contiguous() && atom_virial.dim() == 2 && atom_virial.size(1) == 9 &&
-                  atom_virial.size(0) == forces.size(0) && atom_virial.scalar_type() == vectors.scalar_type(),
-              "add_edge_gradients: atom_virial must be contiguous [N, 9] like forces");
-  TORCH_CHECK(virial.numel() == 9 && virial.is_contiguous() && virial.scalar_type() == vectors.scalar_type(),
-              "add_edge_gradients: virial must be a contiguous 3x3 tensor");
   const int64_t n_atoms = forces.size(0);
   AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "add_edge_gradients", [&] {
     using T = scalar_t;
     const T* r = vectors.data_ptr<T>();
     const T* g = grad.data_ptr<T>();
-    const int64_t* ci = center.data_ptr<int64_t>();
-    const int64_t* nj = neighbor.data_ptr<int64_t>();
+    const int64_t* ci = in.center.data_ptr<int64_t>();
+    const int64_t* nj = in.neighbor.data_ptr<int64_t>();
     T* f = forces.data_ptr<T>();
     T* av = atom_virial.data_ptr<T>();
     double w[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -495,22 +576,41 @@ void add_edge_gradients_cpu(at::Tensor& forces, at::Tensor& virial, at::Tensor& 
                   ") outside 0..", n_atoms - 1);
       const T* re = r + 3 * e;
       const T* ge = g + 3 * e;
-      T* avi = av + 9 * i;
       T* avj = av + 9 * j;
-      for (int a = 0; a < 3; ++a) {
-        f[3 * i + a] += ge[a];
-        f[3 * j + a] -= ge[a];
-        for (int b = 0; b < 3; ++b) {
-          const T we = -re[a] * ge[b];
-          w[3 * a + b] += double(we);
-          avi[3 * a + b] += T(0.5) * we;
-          avj[3 * a + b] += T(0.5) * we;
+      if (centre_side) {
+        T* avi = av + 9 * i;
+        for (int a = 0; a < 3; ++a) {
+          f[3 * i + a] += ge[a];
+          f[3 * j + a] -= ge[a];
+          for (int b = 0; b < 3; ++b) {
+            const T we = -re[a] * ge[b];
+            w[3 * a + b] += double(we);
+            avi[3 * a + b] += T(0.5) * we;
+            avj[3 * a + b] += T(0.5) * we;
+          }
+        }
+      } else {
+        for (int a = 0; a < 3; ++a) {
+          f[3 * j + a] -= ge[a];
+          for (int b = 0; b < 3; ++b) avj[3 * a + b] -= T(0.5) * re[a] * ge[b];
         }
       }
     }
-    T* vir = virial.data_ptr<T>();
-    for (int k = 0; k < 9; ++k) vir[k] += T(w[k]);
+    if (centre_side) {
+      T* vir = virial.data_ptr<T>();
+      for (int k = 0; k < 9; ++k) vir[k] += T(w[k]);
+    }
   });
+}
+
+void add_edge_gradients_cpu(at::Tensor& forces, at::Tensor& virial, at::Tensor& atom_virial, const at::Tensor& vectors_in,
+                            const at::Tensor& grad_in, const at::Tensor& center_in, const at::Tensor& neighbor_in) {
+  const auto vectors = vectors_in.contiguous();
+  const auto grad = grad_in.contiguous();
+  TORCH_CHECK(vectors.device().is_cpu() && vectors.dim() == 2 && vectors.size(1) == 3 && grad.sizes() == vectors.sizes(),
+              "add_edge_gradients: vectors and grad must be CPU [E, 3]; got ", vectors.sizes(), " and ", grad.sizes());
+  const EdgeSumInputs in(forces, virial, atom_virial, vectors, center_in, neighbor_in);
+  add_edge_gradients_impl(forces, virial, atom_virial, vectors, grad, in, true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -531,9 +631,27 @@ void moment_density_backward_into_cpu(at::TensorList grads, const at::Tensor& ve
                     messages_grad.scalar_type() == messages.scalar_type(),
                 "moment_density_backward_into: messages_grad must be contiguous ", messages.sizes(), " like messages (or empty); got ",
                 messages_grad.sizes());
+  // the centre side of the edge sums in the backward's threads, which index the rows: check them first
+  const EdgeSumInputs sum_in(forces, virial, atom_virial, vectors, center, neighbor);
+  TORCH_CHECK(all_in_range(sum_in.center.data_ptr<int64_t>(), sum_in.center.numel(), forces.size(0)),
+              "moment_density_backward_into: center indices must lie in 0..", forces.size(0) - 1, " (rows of forces)");
+  if (offsets.scalar_type() == at::kLong && offsets.dim() == 1 && offsets.numel() >= 1) {
+    // each centre's edges share its row (malformed offsets are left to the backward's checks)
+    const int64_t* c = sum_in.center.data_ptr<int64_t>();
+    const auto off = offsets.contiguous();
+    const int64_t* o = off.data_ptr<int64_t>();
+    const int64_t n = off.numel() - 1, n_edges = sum_in.center.numel();
+    bool valid = o[0] == 0 && o[n] == n_edges, same = true;
+    for (int64_t i = 0; valid && i < n; ++i) {
+      valid = o[i] <= o[i + 1] && o[i + 1] <= n_edges;
+      for (int64_t e = o[i]; valid && e < o[i + 1]; ++e) same &= c[e] == c[o[i]];
+    }
+    TORCH_CHECK(!valid || same, "moment_density_backward_into: center must be constant over each centre's edges offsets[i]:offsets[i + 1]");
+  }
+  const EdgeSums sums{forces, virial, atom_virial, sum_in.center};
   const auto out = density_backward(grads, vectors, geometry.has_value() ? *geometry : at::Tensor(), messages, neighbor,
-                                    offsets, cutoff, num_basis, envelope_p, scale, want_m);
-  add_edge_gradients_cpu(forces, virial, atom_virial, vectors, out[0], center, neighbor);
+                                    offsets, cutoff, num_basis, envelope_p, scale, want_m, &sums);
+  add_edge_gradients_impl(forces, virial, atom_virial, vectors.contiguous(), out[0], sum_in, false);
   if (want_m) add_rows(messages_grad, out[1], neighbor.contiguous());  // indices checked by the backward
 }
 
