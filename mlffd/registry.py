@@ -31,13 +31,13 @@ REGISTRY: dict[str, NamedModel] = _entries(
     NamedModel(
         "original",
         "original.mlffd.pt",
-        "4b0c0ea1fc9d5c43a92362a359b45e5945306e225bd72e62744d0dea51846faf",
+        "65e0d68e32faaa23b4c691f0650fbc49aa540f600c8785ea91c8930bf3dc530b",
         "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
     ),
     NamedModel(
         "tiny",
         "tiny.mlffd.pt",
-        "2dfcd1511637171e2dd928248268ccd3145b325033ed2e2c3404e7a64195bf94",
+        "f6ee9817e55b64f6fbaf2cac0c64f6faa10d1a837f20066860e91f17f214bffb",
         "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
     ),
     NamedModel(
