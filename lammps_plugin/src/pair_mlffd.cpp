@@ -473,11 +473,18 @@ void PairMLFFD::gather_pairs(bool skin_pairs)
       const int jnum = numneigh[i];
       int *out = adj_j.data() + adj_first[i];
       int count = 0;
-      for (int jj = 0; jj < jnum; jj++) {
-        const int j = jlist[jj] & NEIGHMASK;
-        const double *xj = x + 3 * j;
-        const double dx = xj[0] - xi[0], dy = xj[1] - xi[1], dz = xj[2] - xi[2];
-        if (skin_pairs || dx * dx + dy * dy + dz * dz < rcsq) out[count++] = j;
+      if (skin_pairs) {
+        for (int jj = 0; jj < jnum; jj++) out[count++] = jlist[jj] & NEIGHMASK;
+      } else {
+        // branch-free: every candidate is written, the count advances for those within r_c
+        // (about a third of the r_c + skin list: a branch on it would mispredict half the time)
+        for (int jj = 0; jj < jnum; jj++) {
+          const int j = jlist[jj] & NEIGHMASK;
+          const double *xj = x + 3 * j;
+          const double dx = xj[0] - xi[0], dy = xj[1] - xi[1], dz = xj[2] - xi[2];
+          out[count] = j;
+          count += dx * dx + dy * dy + dz * dz < rcsq;
+        }
       }
       adj_count[i] = count;
     }
