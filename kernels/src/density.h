@@ -303,6 +303,19 @@ void density_kernel(const T* v, const T* geometry, const T* m, const int64_t* nb
   });
 }
 
+// dL/dv of one edge from dL/dang (components 1..9; 0 is constant) and dL/dr: the angular part
+// through d ang / d u, projected (d u / d v = (I - u u^T) / r), the radial part along u.
+template <typename T>
+inline void edge_vector_gradient(const T* gang, T gr, T ux, T uy, T uz, T ir, T* gve) {
+  const T gux = gang[1] + T(2) * ux * gang[4] + uy * gang[7] + uz * gang[8];
+  const T guy = gang[2] + T(2) * uy * gang[5] + ux * gang[7] + uz * gang[9];
+  const T guz = gang[3] + T(2) * uz * gang[6] + ux * gang[8] + uy * gang[9];
+  const T gu_u = gux * ux + guy * uy + guz * uz;
+  gve[0] = (gux - gu_u * ux) * ir + gr * ux;
+  gve[1] = (guy - gu_u * uy) * ir + gr * uy;
+  gve[2] = (guz - gu_u * uz) * ir + gr * uz;
+}
+
 // One folding step of lane_sums: the lanes lo plus the lanes hi of the pair (x, y).
 template <typename V, typename M>
 inline V fold(const V& x, const V& y, const M& lo, const M& hi) {
@@ -411,14 +424,7 @@ void density_backward_lanes(Planes<const T> g, const T* v, const T* geometry, co
         const T* gang = red;  // dL/dang_l at l = 1..9
         if (gm != nullptr)
           for (int d = 0; d < kD; ++d) gm[e * kD + d] = red[kAng + d];
-        // angular part: d ang / d u, projected (d u / d v = (I - u u^T) / r)
-        const T gux = gang[1] + T(2) * ux * gang[4] + uy * gang[7] + uz * gang[8];
-        const T guy = gang[2] + T(2) * uy * gang[5] + ux * gang[7] + uz * gang[9];
-        const T guz = gang[3] + T(2) * uz * gang[6] + ux * gang[8] + uy * gang[9];
-        const T gu_u = gux * ux + guy * uy + guz * uz;
-        gv[3 * e] = (gux - gu_u * ux) * ir + gr * ux;
-        gv[3 * e + 1] = (guy - gu_u * uy) * ir + gr * uy;
-        gv[3 * e + 2] = (guz - gu_u * uz) * ir + gr * uz;
+        edge_vector_gradient(gang, gr, ux, uy, uz, ir, gv + 3 * e);
         if (sums.on()) sums.edge(v + 3 * e, gv + 3 * e);
       }
       if (sums.on()) sums.finish(side.center[off[i]]);
@@ -525,14 +531,7 @@ void density_backward_kernel(Planes<const T> g, const T* v, const T* geometry, c
             for (int64_t d = 0; d < D; ++d) gme[d] += gt[b * D + d] * bb;
           }
         }
-        // angular part: d ang / d u, projected (d u / d v = (I - u u^T) / r)
-        const T gux = gang[1] + T(2) * ux * gang[4] + uy * gang[7] + uz * gang[8];
-        const T guy = gang[2] + T(2) * uy * gang[5] + ux * gang[7] + uz * gang[9];
-        const T guz = gang[3] + T(2) * uz * gang[6] + ux * gang[8] + uy * gang[9];
-        const T gu_u = gux * ux + guy * uy + guz * uz;
-        gv[3 * e] = (gux - gu_u * ux) * ir + gr * ux;
-        gv[3 * e + 1] = (guy - gu_u * uy) * ir + gr * uy;
-        gv[3 * e + 2] = (guz - gu_u * uz) * ir + gr * uz;
+        edge_vector_gradient(gang, gr, ux, uy, uz, ir, gv + 3 * e);
         if (sums.on()) sums.edge(v + 3 * e, gv + 3 * e);
       }
       if (sums.on()) sums.finish(side.center[off[i]]);
