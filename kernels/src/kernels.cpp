@@ -295,11 +295,26 @@ at::Tensor edge_geometry_cpu(const at::Tensor& vectors_in, double cutoff, int64_
 }
 
 // The tensors a backward pass adds the centre side of its edge gradients into (CentreSide):
-// forces [N, 3], virial [3, 3], atom_virial [N, 9], checked by check_edge_sums, and each edge's
+// forces [N, 3], virial [3, 3], atom_virial [N, 9] (checked by EdgeSumInputs) and each edge's
 // centre row.
 struct EdgeSums {
   at::Tensor forces, virial, atom_virial, center;
 };
+
+// The centre rows the backward's threads index (CentreSums::finish takes a centre's row from its
+// first edge): rows of forces, and constant over each centre's edges (offsets as checked by
+// DensityInputs).
+void check_centre_rows(const EdgeSums& sums, const DensityInputs& in) {
+  const int64_t* c = sums.center.data_ptr<int64_t>();
+  const int64_t* o = in.offsets.data_ptr<int64_t>();
+  const int64_t rows = sums.forces.size(0);
+  TORCH_CHECK(all_in_range(c, sums.center.numel(), rows), "moment_density_backward_into: center indices must lie in 0..",
+              rows - 1, " (rows of forces)");
+  bool same = true;
+  for (int64_t i = 0; i < in.n; ++i)
+    for (int64_t e = o[i]; e < o[i + 1]; ++e) same &= c[e] == c[o[i]];
+  TORCH_CHECK(same, "moment_density_backward_into: center must be constant over each centre's edges offsets[i]:offsets[i + 1]");
+}
 
 // Gradients of sum_q grads[q] * rho[q] with respect to the edge vectors [E, 3] and, per edge,
 // the neighbour's message [E, D] (summed onto atoms by the caller; empty unless messages_grad).
@@ -310,6 +325,7 @@ std::vector<at::Tensor> density_backward(at::TensorList grads_in, const at::Tens
                                          int64_t envelope_p, double scale, bool messages_grad,
                                          const EdgeSums* sums = nullptr) {
   const DensityInputs in(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
+  if (sums != nullptr) check_centre_rows(*sums, in);
   const at::Tensor &vectors = in.vectors, &messages = in.messages, &neighbor = in.neighbor, &offsets = in.offsets;
   const int64_t n = in.n, B = in.B, D = in.D, BD = in.BD;
   // undefined gradients (an output not used) are zeros
@@ -631,23 +647,7 @@ void moment_density_backward_into_cpu(at::TensorList grads, const at::Tensor& ve
                     messages_grad.scalar_type() == messages.scalar_type(),
                 "moment_density_backward_into: messages_grad must be contiguous ", messages.sizes(), " like messages (or empty); got ",
                 messages_grad.sizes());
-  // the centre side of the edge sums in the backward's threads, which index the rows: check them first
   const EdgeSumInputs sum_in(forces, virial, atom_virial, vectors, center, neighbor);
-  TORCH_CHECK(all_in_range(sum_in.center.data_ptr<int64_t>(), sum_in.center.numel(), forces.size(0)),
-              "moment_density_backward_into: center indices must lie in 0..", forces.size(0) - 1, " (rows of forces)");
-  if (offsets.scalar_type() == at::kLong && offsets.dim() == 1 && offsets.numel() >= 1) {
-    // each centre's edges share its row (malformed offsets are left to the backward's checks)
-    const int64_t* c = sum_in.center.data_ptr<int64_t>();
-    const auto off = offsets.contiguous();
-    const int64_t* o = off.data_ptr<int64_t>();
-    const int64_t n = off.numel() - 1, n_edges = sum_in.center.numel();
-    bool valid = o[0] == 0 && o[n] == n_edges, same = true;
-    for (int64_t i = 0; valid && i < n; ++i) {
-      valid = o[i] <= o[i + 1] && o[i + 1] <= n_edges;
-      for (int64_t e = o[i]; valid && e < o[i + 1]; ++e) same &= c[e] == c[o[i]];
-    }
-    TORCH_CHECK(!valid || same, "moment_density_backward_into: center must be constant over each centre's edges offsets[i]:offsets[i + 1]");
-  }
   const EdgeSums sums{forces, virial, atom_virial, sum_in.center};
   const auto out = density_backward(grads, vectors, geometry.has_value() ? *geometry : at::Tensor(), messages, neighbor,
                                     offsets, cutoff, num_basis, envelope_p, scale, want_m, &sums);
