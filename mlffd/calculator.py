@@ -15,7 +15,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mlffd import artifact as _artifact
 from mlffd import kernels
 from mlffd.allocator import configure_allocator
-from mlffd.neighbors import neighbor_list
+from mlffd.neighbors import neighbor_list, neighbor_lists
 from mlffd.registry import DEFAULT_MODEL, resolve
 
 
@@ -163,17 +163,17 @@ class DistilledCalculator(Calculator):
         """
         if cache and len(structures) == 1:
             return self._cached_inputs(structures[0]), [len(structures[0])]
-        positions, species, index, shifts, counts = [], [], [], [], []
-        offset = 0
         for atoms in structures:
             self._check_finite(atoms)
-            species.append(self.species_of(atoms))
-            found = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, self.cutoff)
-            positions.append(atoms.positions)
-            index.append(found.index + offset)
-            shifts.append(found.shifts(atoms.cell.array))
-            counts.append(len(atoms))
-            offset += len(atoms)
+        species = [self.species_of(atoms) for atoms in structures]
+        positions = [atoms.positions for atoms in structures]
+        cells = [atoms.cell.array for atoms in structures]
+        lists = neighbor_lists(positions, cells, [atoms.pbc for atoms in structures], self.cutoff)
+        counts = [len(atoms) for atoms in structures]
+        offsets = np.cumsum([0] + counts[:-1])
+        index = [found.index + offset for found, offset in zip(lists, offsets)]
+        shifts = [found.shifts(cell) for found, cell in zip(lists, cells)]
+        offset = int(sum(counts))
         t = dict(dtype=self.dtype, device=self.device)
         inputs = _Inputs(
             positions=torch.as_tensor(np.concatenate(positions), **t),

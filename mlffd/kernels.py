@@ -19,8 +19,13 @@ __all__ = ["KernelsMissingError", "available", "load", "VERSION"]
 
 #: operator-set version this code calls (``mlffd_kernels.VERSION`` of the installed library):
 #: 1 moment_density (+ backward), moment_invariants, add_edge_gradients; 2 adds
-#: edge_geometry, moment_density_geometry, moment_density_backward_into and select_edges. A library serves artifacts of its own and older sets.
-VERSION = 2
+#: edge_geometry, moment_density_geometry, moment_density_backward_into and select_edges; 3 adds
+#: neighbor_lists. A library serves artifacts of its own and older sets.
+VERSION = 3
+
+#: the operator set the students' scripted code calls, recorded in the artifacts they export
+#: (the newer sets add only host-side operators, so those artifacts load with set-2 libraries too)
+STUDENT_OPERATOR_SET = 2
 
 INSTALL_HINT = "install it with `make setup` or `pip install --no-build-isolation ./kernels` (after torch)"
 
@@ -132,3 +137,13 @@ def select_edges(positions: Tensor, edge_index: Tensor, shifts: Tensor, cutoff: 
     in their order. CPU; used by :class:`mlffd.calculator.DistilledCalculator`."""
     load()
     return torch.ops.mlffd_kernels.select_edges(positions, edge_index, shifts, cutoff)
+
+
+def neighbor_lists(positions: Tensor, cells: Tensor, pbc: Tensor, counts: Tensor, cutoff: float) -> List[Tensor]:
+    """``mlffd_kernels::neighbor_lists`` (operator set 3): the full neighbour lists of ``S``
+    structures, atoms concatenated (``positions [N, 3]`` float64, ``counts [S]``, ``cells
+    [S, 3, 3]``, ``pbc [S, 3]`` bool): global ``edge_index [2, E]`` grouped by centre and
+    ``shift_cells [E, 3]`` int32, pairs tested against only the images that can lie within
+    ``cutoff`` (O(N^2) per structure; :func:`mlffd.neighbors.neighbor_lists` uses it for small ones)."""
+    load()
+    return torch.ops.mlffd_kernels.neighbor_lists(positions, cells, pbc, counts, cutoff)

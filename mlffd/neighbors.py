@@ -1,11 +1,19 @@
-"""Neighbour lists (one function, backed by vesin)."""
+"""Neighbour lists: vesin's cell lists, and mlffd's kernel for many small structures at once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import vesin
+
+#: structures of at most this many atoms get their lists from mlffd's pair kernel
+#: (``mlffd_kernels::neighbor_lists``, O(N^2), all structures of a call in one pass over threads)
+#: when it is installed; larger ones from vesin. Measured on one core, silicon at 5 A: 64 atoms
+#: 0.06 ms against vesin's 0.14 (plus ~0.1 ms of Python around each vesin call), 216 atoms 0.42
+#: against 0.37, 512 atoms 2.1 against 0.71.
+SMALL_SYSTEM = 200
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,54 @@ class Edges:
 
 
 def neighbor_list(positions: np.ndarray, cell: np.ndarray, pbc, cutoff: float) -> Edges:
+    """All directed pairs ``i != j`` (or images of ``i`` itself) within ``cutoff`` (Å): see
+    :func:`neighbor_lists`, of which this is the one-structure case."""
+    return neighbor_lists([positions], [cell], [pbc], cutoff)[0]
+
+
+def neighbor_lists(positions: Sequence[np.ndarray], cells: Sequence[np.ndarray], pbcs: Sequence, cutoff: float) -> list[Edges]:
+    """The neighbour list of each structure (``positions[s]``, ``cells[s]``, ``pbcs[s]``): structures
+    of at most :data:`SMALL_SYSTEM` atoms together in one call of mlffd's pair kernel when it is
+    installed, the others (or all, without it) each with :func:`vesin_neighbor_list`. Same pairs
+    and shifts either way; the order within a centre's edges may differ."""
+    small = [s for s, p in enumerate(positions) if len(p) <= SMALL_SYSTEM]
+    out: list[Edges | None] = [None] * len(positions)
+    if small and _pair_kernel():
+        for s, edges in zip(small, _kernel_lists([positions[s] for s in small], [cells[s] for s in small],
+                                                 [pbcs[s] for s in small], cutoff)):
+            out[s] = edges
+    return [e if e is not None else vesin_neighbor_list(positions[s], cells[s], pbcs[s], cutoff) for s, e in enumerate(out)]
+
+
+def _pair_kernel() -> bool:
+    from mlffd import kernels
+
+    return kernels.available()
+
+
+def _kernel_lists(positions: Sequence[np.ndarray], cells: Sequence[np.ndarray], pbcs: Sequence, cutoff: float) -> list[Edges]:
+    import torch
+
+    from mlffd import kernels
+
+    counts = np.array([len(p) for p in positions], dtype=np.int64)
+    index, shift_cells = kernels.neighbor_lists(
+        torch.from_numpy(np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p in positions])),
+        torch.from_numpy(np.stack([np.asarray(c, dtype=np.float64).reshape(3, 3) for c in cells])),
+        torch.from_numpy(np.stack([np.broadcast_to(np.asarray(p, dtype=bool), (3,)) for p in pbcs])),
+        torch.from_numpy(counts),
+        float(cutoff),
+    )
+    index, shift_cells = index.numpy(), shift_cells.numpy()
+    start = np.concatenate([[0], np.cumsum(counts)])
+    bounds = np.searchsorted(index[0], start)  # edges grouped by centre, centres ascending
+    return [
+        Edges(index=index[:, bounds[s] : bounds[s + 1]] - start[s], shift_cells=shift_cells[bounds[s] : bounds[s + 1]])
+        for s in range(len(positions))
+    ]
+
+
+def vesin_neighbor_list(positions: np.ndarray, cell: np.ndarray, pbc, cutoff: float) -> Edges:
     """All directed pairs ``i != j`` (or images of ``i`` itself) within ``cutoff`` (Å).
 
     ``pbc`` is a bool or three bools; non-periodic directions need no cell vector (a zero

@@ -285,6 +285,7 @@ def test_cuda_device(artifact64):
     np.testing.assert_allclose(atoms.get_forces(), ref.get_forces(), atol=1e-9)
     np.testing.assert_allclose(atoms.get_stress(), ref.get_stress(), atol=1e-10)
     assert calc.module.chunk_atoms == CUDA_BLOCK_ATOMS
+    check_batch([silicon(1, rattle=0.1, seed=s) for s in range(3)] + [atoms], calc)  # batch lists on the host, model on the GPU
 
 
 def test_unknown_device(artifact64):

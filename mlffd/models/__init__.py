@@ -49,7 +49,7 @@ def export_student(model: StudentPotential, config: ModelConfig, path, **metadat
     if model.fused:  # the scripted code calls the fused CPU kernels: loaders must have them
         from mlffd import kernels
 
-        meta["kernels"] = kernels.VERSION
+        meta["kernels"] = kernels.STUDENT_OPERATOR_SET
     return export(model, path, meta)
 
 

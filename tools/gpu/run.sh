@@ -7,10 +7,11 @@
 # batch (64 x 64-atom cells batched vs one by one, every student) and compiled (tiny through
 # DistilledCalculator(compile=True): Inductor's CUDA kernels, 4,096 and 32,768 atoms) and graph
 # (the plugin's CUDA parity tests, then 'graph reuse' vs 'graph rebuild' for tiny, 4,096 and 32,768 atoms).
-# Stages (each with its own time limit, later ones skipped past DEADLINE seconds):
-#   setup, CUDA parity tests (ASE), students' cost 4k-1M atoms (artifact + calculator),
-#   evaluation block sweep at 1M atoms, teachers on the same GPU, LAMMPS pair_style mlffd
-#   device cuda (parity test + cost vs sw). Results: OUTDIR/results.tar.gz and OUTDIR/log.txt.
+# Stages, in this order (each with its own time limit, later ones skipped past DEADLINE seconds):
+#   setup, CUDA parity tests (ASE), students' cost 4k-1M atoms (artifact + calculator; sizes:
+#   STUDENT_SIZES, limit STUDENTS_LIMIT s), LAMMPS pair_style mlffd device cuda (parity tests +
+#   cost vs sw), batch, compiled, teachers on the same GPU (sizes: TEACHER_SIZES; 32,768 atoms
+#   need ~120 GB, an H200), evaluation block sweep at 1M atoms. Results: OUTDIR/results.tar.gz and OUTDIR/log.txt.
 set -u
 OUTDIR=${1:-${OUT:-/tmp/mlffd-gpu}}
 DEADLINE=${DEADLINE:-450}
@@ -63,46 +64,15 @@ stage "plugin build (background)"
 BUILD=$!
 
 stage "CUDA parity (ASE calculator, float64 random students)"
-want parity && run_for 60 python3 -m pytest -q -p no:cacheprovider tests/test_calculator.py -k "cuda or device or block" 2>&1 | tail -5
+want parity && run_for 60 python3 -m pytest -q -p no:cacheprovider tests/test_neighbors.py tests/test_calculator.py -k "cuda or device or block or neighbors or lists or kernel" 2>&1 | tail -5
 
 B="--device cuda --threads 4 --repeats 3 --warmup 5 --min-time 0.3"
 stage "students on the GPU: artifact + DistilledCalculator, 4,096 to 1,000,000 atoms"
-want students && run_for 170 mlffd bench $B --models "$MODELS" --sizes 4096,32768,262144,1000000 --no-teachers --no-lammps --no-batch --no-allocator --out "$R/students" | grep -E "µs/atom-step|FAILED|Error"
+want students && run_for "${STUDENTS_LIMIT:-170}" mlffd bench $B --models "$MODELS" --sizes "${STUDENT_SIZES:-4096,32768,262144,1000000}" --no-teachers --no-lammps --no-batch --no-allocator --out "$R/students" | grep -E "µs/atom-step|FAILED|Error"
 
 want calc && run_for 120 mlffd bench $B --min-time 1.0 --models "$(echo "$MODELS" | cut -d, -f2)" --sizes 32768,1000000 --no-teachers --no-lammps --no-batch --no-allocator --out "$R/calc" | grep -E "µs/atom-step|FAILED|Error"
 
 want students1m && run_for 150 mlffd bench $B --models "$(echo "$MODELS" | cut -d, -f2,3)" --sizes 1000000 --no-teachers --no-lammps --no-batch --no-allocator --out "$R/students1m" | grep -E "µs/atom-step|FAILED|Error"
-
-stage "many small structures: 64 x 64-atom cells batched vs one by one"
-want batch && run_for 150 mlffd bench $B --models "$MODELS" --no-students --no-teachers --no-lammps --no-allocator --out "$R/batch" | grep -E "µs/atom-step|batch|one-by-one|FAILED|Error"
-
-stage "torch.compile on the GPU (tiny through DistilledCalculator, compile=True)"
-want compiled && run_for 150 mlffd bench $B --models "$(echo "$MODELS" | cut -d, -f2)" --sizes 4096,32768 --compiled --no-teachers --no-lammps --no-batch --no-allocator --out "$R/compiled" | grep -E "µs/atom-step|FAILED|Error"
-
-stage "teachers on the same GPU (Orb-v3 random weights, 7net-0), 4,096 and 32,768 atoms"
-want teachers && run_for 110 mlffd bench $B --no-students --no-lammps --no-batch --no-allocator --teacher-sizes 4096,32768 --out "$R/teachers" | grep -E "µs/atom-step|FAILED|Error"
-
-stage "evaluation block sweep (artifact, 1,000,000 atoms)"
-want sweep && for spec in tiny:16384 tiny:262144 tiny:1048576 original:16384 original:262144; do
-  name=${spec%%:*}; block=${spec##*:}
-  model=$(echo "$MODELS" | tr ',' '\n' | grep -E "(^|/)$name(\.mlffd\.pt)?$" | head -1)
-  run_for 40 python3 - "$model" "$block" "$R/sweep-$name-$block.json" <<'PY'
-import json, sys
-from mlffd.bench.workers import run_worker
-from mlffd.registry import resolve
-model, block, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-case = {"method": "artifact", "path": str(resolve(model)), "atoms": 1000000, "threads": 4, "repeats": 3, "warmup": 2,
-        "min_time": 0.3, "device": "cuda", "block_atoms": block}
-try:
-    res = run_worker(case)
-    import statistics
-    print(f"{model} block {block}: {statistics.median(res['samples_us']):.4f} us/atom-step, GPU peak {res['peak_device_mb']:.0f} MB")
-except Exception as exc:  # e.g. out of memory: recorded, not fatal
-    res = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
-    print(f"{model} block {block}: {res['error']}")
-json.dump({"case": case, "result": res}, open(out, "w"))
-PY
-done
 
 stage "LAMMPS pair_style mlffd device cuda"
 wait $BUILD
@@ -129,4 +99,35 @@ json.dump({"case": case, "result": res}, open(out, "w"))
 PY
   done
 fi
+stage "many small structures: 64 x 64-atom cells batched vs one by one"
+want batch && run_for 150 mlffd bench $B --models "$MODELS" --no-students --no-teachers --no-lammps --no-allocator --out "$R/batch" | grep -E "µs/atom-step|batch|one-by-one|FAILED|Error"
+
+stage "torch.compile on the GPU (tiny through DistilledCalculator, compile=True)"
+want compiled && run_for 150 mlffd bench $B --models "$(echo "$MODELS" | cut -d, -f2)" --sizes 4096,32768 --compiled --no-teachers --no-lammps --no-batch --no-allocator --out "$R/compiled" | grep -E "µs/atom-step|FAILED|Error"
+
+stage "teachers on the same GPU (Orb-v3 random weights, 7net-0), 4,096 and 32,768 atoms"
+want teachers && run_for 110 mlffd bench $B --no-students --no-lammps --no-batch --no-allocator --teacher-sizes "${TEACHER_SIZES:-4096,32768}" --out "$R/teachers" | grep -E "µs/atom-step|FAILED|Error"
+
+stage "evaluation block sweep (artifact, 1,000,000 atoms)"
+want sweep && for spec in tiny:16384 tiny:262144 tiny:1048576 original:16384 original:262144; do
+  name=${spec%%:*}; block=${spec##*:}
+  model=$(echo "$MODELS" | tr ',' '\n' | grep -E "(^|/)$name(\.mlffd\.pt)?$" | head -1)
+  run_for 40 python3 - "$model" "$block" "$R/sweep-$name-$block.json" <<'PY'
+import json, sys
+from mlffd.bench.workers import run_worker
+from mlffd.registry import resolve
+model, block, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+case = {"method": "artifact", "path": str(resolve(model)), "atoms": 1000000, "threads": 4, "repeats": 3, "warmup": 2,
+        "min_time": 0.3, "device": "cuda", "block_atoms": block}
+try:
+    res = run_worker(case)
+    import statistics
+    print(f"{model} block {block}: {statistics.median(res['samples_us']):.4f} us/atom-step, GPU peak {res['peak_device_mb']:.0f} MB")
+except Exception as exc:  # e.g. out of memory: recorded, not fatal
+    res = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
+    print(f"{model} block {block}: {res['error']}")
+json.dump({"case": case, "result": res}, open(out, "w"))
+PY
+done
+
 stage "done"

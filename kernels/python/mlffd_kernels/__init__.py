@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ["library_path", "load", "VERSION"]
 
 #: operator-set version; artifacts record the one they were exported with
-VERSION = 2
+VERSION = 3
 
 _HERE = Path(__file__).resolve().parent
 
