@@ -282,33 +282,45 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
 #: layer over many atoms) while bounding memory; measured in docs/performance.md (CUDA section)
 CUDA_BLOCK_ATOMS = 65536
 
+#: on the CPU, systems of up to this many atoms (graph nodes) are evaluated as one graph, not in
+#: blocks: 1.1-1.5x faster from 2,048 to 8,192 atoms on 2 threads, for at most ~0.4 GB (original
+#: at 8,192 atoms); at 16,384 atoms blocks are as fast or faster (docs/performance.md)
+ONE_GRAPH_ATOMS = 8192
 
-def block_atoms(metadata: Mapping[str, Any], device: str | torch.device = "cpu", threads: int | None = None) -> int | None:
-    """Centre atoms per block of the blocked (bounded-memory) evaluation on ``device``.
+
+def block_atoms(metadata: Mapping[str, Any], device: str | torch.device = "cpu", threads: int | None = None,
+                n_atoms: int | None = None) -> int | None:
+    """Centre atoms per block of the blocked (bounded-memory) evaluation on ``device``, for a
+    system of ``n_atoms`` graph nodes when given.
 
     CPU: the artifact's ``chunk_atoms`` PER torch thread (2 threads get blocks of 1,024 for a
     model exported with 512: with the fused kernels each block carries ~1 ms of fixed work, so
     blocks of 1,024 are 8-23 % faster than 512 at 32,768 atoms for ~20 MB more peak memory;
-    docs/performance.md). CUDA: :data:`CUDA_BLOCK_ATOMS`. ``None`` for artifacts without blocked evaluation
-    (e.g. the Stillinger-Weber reference).
+    docs/performance.md), and ``n_atoms`` itself (one graph) for systems of up to
+    :data:`ONE_GRAPH_ATOMS`. CUDA: :data:`CUDA_BLOCK_ATOMS`. ``None`` for artifacts without
+    blocked evaluation (e.g. the Stillinger-Weber reference).
     """
     per_thread = metadata.get("model", {}).get("chunk_atoms")
     if per_thread is None:
         return None
     if torch.device(device).type == "cuda":
         return max(int(per_thread), CUDA_BLOCK_ATOMS)
-    return int(per_thread) * max(1, torch.get_num_threads() if threads is None else int(threads))
+    block = int(per_thread) * max(1, torch.get_num_threads() if threads is None else int(threads))
+    if n_atoms is not None and n_atoms <= ONE_GRAPH_ATOMS:
+        return max(block, int(n_atoms))
+    return block
 
 
 def configure_blocks(module: torch.jit.ScriptModule, metadata: Mapping[str, Any], device: str | torch.device = "cpu",
-                     atoms: int | None = None) -> int | None:
-    """Set ``module.chunk_atoms`` to ``atoms`` (or :func:`block_atoms` for ``device``); returns it.
+                     atoms: int | None = None, n_atoms: int | None = None) -> int | None:
+    """Set ``module.chunk_atoms`` to ``atoms`` (or :func:`block_atoms` for ``device`` and a system
+    of ``n_atoms``); returns it.
 
     No-op (``None``) for modules without blocked evaluation.
     """
     if not hasattr(module, "chunk_atoms"):
         return None
-    wanted = int(atoms) if atoms else block_atoms(metadata, device)
+    wanted = int(atoms) if atoms else block_atoms(metadata, device, n_atoms=n_atoms)
     if wanted is None:
         return None
     if wanted < 1:

@@ -40,8 +40,9 @@ class DistilledCalculator(Calculator):
         skin: neighbour-list skin (Å). The list is built with ``cutoff + skin`` and reused until
             an atom has moved more than ``skin / 2`` or the cell, pbc or atoms change.
         block_atoms: centre atoms per block of the bounded-memory evaluation used for large
-            systems (more: faster, more memory); ``None``: the default for the device
-            (:func:`mlffd.artifact.block_atoms`).
+            systems (more: faster, more memory), at every system size; ``None``: the default
+            for the device and the system (:func:`mlffd.artifact.block_atoms`: one graph up to
+            8,192 atoms on the CPU).
         compile: evaluate with a ``torch.compile``d copy of the student's PyTorch path
             (:mod:`mlffd.compiled`: same numbers to float rounding; tens of seconds to compile at
             the first call, a C++ compiler needed). Artifacts with mlffd's fused CPU kernels are
@@ -213,7 +214,8 @@ class DistilledCalculator(Calculator):
         if self.compiled is not None:
             out = self.compiled(*args)
         else:
-            _artifact.configure_blocks(self.module, self.metadata, self.device, self.block_atoms)  # follows torch's thread count
+            _artifact.configure_blocks(self.module, self.metadata, self.device, self.block_atoms,
+                                       n_atoms=inputs.positions.shape[0])  # follows torch's thread count and the size
             out = self.module(*args)
         return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
 

@@ -9,7 +9,7 @@ from ase import Atoms, units
 from ase.build import bulk, fcc111, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
 
-from mlffd import DistilledCalculator
+from mlffd import DistilledCalculator, artifact
 from mlffd.models import build, export_student, preset
 from mlffd.registry import ModelNotFoundError
 from mlffd.testing import (
@@ -235,8 +235,9 @@ def test_optimizer_with_cell_filter(artifact64):
     assert np.abs(atoms.get_stress()).max() * atoms.get_volume() < 0.02 * 3
 
 
-def test_blocks_scale_with_torch_threads(artifact_blocked):
+def test_blocks_scale_with_torch_threads(artifact_blocked, monkeypatch):
     """Blocked evaluation uses chunk_atoms per torch thread (metadata value x threads)."""
+    monkeypatch.setattr(artifact, "ONE_GRAPH_ATOMS", 0)  # blocks even for this small cell
     calc = DistilledCalculator(artifact_blocked)
     atoms = silicon(1, rattle=0.1)
     before = torch.get_num_threads()
@@ -249,6 +250,24 @@ def test_blocks_scale_with_torch_threads(artifact_blocked):
             assert calc.module.chunk_atoms == 5 * threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_one_graph_below_the_threshold(artifact_blocked, monkeypatch):
+    """On the CPU, systems of up to ONE_GRAPH_ATOMS atoms are one graph (chunk_atoms >= the
+    atom count), larger ones run in blocks; both give the same numbers."""
+    atoms = silicon(2, rattle=0.1, seed=8)  # 64 atoms, blocks of 5 per thread in the metadata
+    results = []
+    for threshold, one_graph in ((64, True), (63, False)):
+        monkeypatch.setattr(artifact, "ONE_GRAPH_ATOMS", threshold)
+        atoms.calc = calc = DistilledCalculator(artifact_blocked)
+        results.append((atoms.get_potential_energy(), atoms.get_forces().copy(), atoms.get_stress().copy()))
+        assert (calc.module.chunk_atoms >= len(atoms)) == one_graph
+    (e1, f1, s1), (e2, f2, s2) = results
+    assert e1 == pytest.approx(e2, abs=1e-9)
+    np.testing.assert_allclose(f1, f2, atol=1e-9)
+    np.testing.assert_allclose(s1, s2, atol=1e-10)
+    assert artifact.block_atoms({"model": {"chunk_atoms": 5}}, "cpu", threads=2, n_atoms=10**6) == 10
+    assert artifact.block_atoms({"model": {"chunk_atoms": 5}}, "cuda", n_atoms=64) == artifact.CUDA_BLOCK_ATOMS
 
 
 def test_block_atoms_override_keeps_the_numbers(artifact_blocked):

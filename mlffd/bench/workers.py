@@ -176,7 +176,7 @@ def _worker_artifact(case: dict) -> dict:
     atoms = si_supercell(case["atoms"], rattle=0.05, seed=1)
     args, n_edges = _artifact_inputs(atoms, artifact, device)
     module = artifact.module
-    block = configure_blocks(module, artifact.metadata, device, case.get("block_atoms") or None)  # as DistilledCalculator does
+    block = configure_blocks(module, artifact.metadata, device, case.get("block_atoms") or None, n_atoms=len(atoms))  # as DistilledCalculator does
     rss0 = _rss_mb()
     memory = _DeviceMemory(device)
 
@@ -431,17 +431,28 @@ def _worker_side_by_side(case: dict) -> dict:
     _set_threads(case["threads"])
     artifact = load(case["path"])
     module = artifact.module
-    configure_blocks(module, artifact.metadata, "cpu", case.get("block_atoms") or None)
     n = supercell_reps(int(case["atoms"])) ** 3 * 8  # the cell's atom count
 
     def artifact_block(n_atoms: int) -> Callable[[], float]:
         """µs per atom-step of the raw call on an ``n_atoms`` cell over a block of at least
-        ``min_time`` (warmed up, block length calibrated here)."""
-        step = _artifact_step(module, _artifact_inputs(si_supercell(n_atoms, rattle=0.05, seed=1), artifact)[0])
+        ``min_time`` (warmed up, block length calibrated here), with the module's blocks set for
+        that size (as DistilledCalculator sets them)."""
+        cell = si_supercell(n_atoms, rattle=0.05, seed=1)
+        step = _artifact_step(module, _artifact_inputs(cell, artifact)[0])
+
+        def configure() -> None:
+            configure_blocks(module, artifact.metadata, "cpu", case.get("block_atoms") or None, n_atoms=len(cell))
+
+        configure()
         for _ in range(max(1, case["warmup"])):
             last = step()
         k = max(1, int(math.ceil(case["min_time"] / max(last, 1e-9))))
-        return lambda: _block_us(step, k, supercell_reps(n_atoms) ** 3 * 8)
+
+        def block() -> float:
+            configure()
+            return _block_us(step, k, len(cell))
+
+        return block
 
     if case["compare"] == "scaling":
         measure, reference = artifact_block(n), artifact_block(int(case["reference_atoms"]))
