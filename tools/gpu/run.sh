@@ -55,8 +55,8 @@ SKBUILD_BUILD_VERBOSE=true python3 -m pip install -v --no-build-isolation --no-d
 python3 -c "import torch, mlffd.kernels as k; k.load(); print('kernels', torch.ops.mlffd_kernels.isa())"
 # On the H100 of 2026-11-26 this library came out with libstdc++ linked statically (no libstdc++.so
 # NEEDED, its own __cxa_throw): every error a kernel raises (TORCH_CHECK) then crashed the process
-# there (valid inputs ran). kernels/CMakeLists.txt now links the shared runtime when the compiler
-# lacks a libstdc++.so link (one cause of this); say so if it still happens, with what the build saw.
+# there (valid inputs ran). The image's /opt/gcc/bin/g++ has no libstdc++.so link; kernels/CMakeLists.txt
+# now links the shared runtime by its path (verified there: errors raise). Say so if it comes back.
 KLIB=$(python3 -c "import mlffd_kernels; print(mlffd_kernels.library_path())")
 if ! readelf -d "$KLIB" | grep -q 'libstdc++'; then
   echo "WARNING: $KLIB links libstdc++ statically: kernel errors crash here (CXXFLAGS='${CXXFLAGS:-}' LDFLAGS='${LDFLAGS:-}')"
