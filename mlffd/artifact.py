@@ -284,7 +284,7 @@ CUDA_BLOCK_ATOMS = 65536
 
 #: on the CPU, systems of up to this many atoms (graph nodes) are evaluated as one graph, not in
 #: blocks: 1.1-1.5x faster from 2,048 to 8,192 atoms on 2 threads, for at most ~0.4 GB (original
-#: at 8,192 atoms); at 16,384 atoms blocks are as fast or faster (docs/performance.md)
+#: at 8,192 atoms); at 16,384 atoms the gain is gone (docs/performance.md, tools/levers/one_graph.py)
 ONE_GRAPH_ATOMS = 8192
 
 
