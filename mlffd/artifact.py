@@ -282,23 +282,25 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
 #: layer over many atoms) while bounding memory; measured in docs/performance.md (CUDA section)
 CUDA_BLOCK_ATOMS = 65536
 
-#: on the CPU, systems of up to this many atoms (graph nodes) are evaluated as one graph, not in
-#: blocks: 1.1-1.5x faster from 2,048 to 8,192 atoms on 2 threads, for at most ~0.4 GB (original
-#: at 8,192 atoms); at 16,384 atoms the gain is gone (docs/performance.md, tools/levers/one_graph.py)
-ONE_GRAPH_ATOMS = 8192
+#: on the CPU, graphs of up to this many edges are evaluated whole, not in blocks: 1.1-1.5x
+#: faster for 2,048 to 8,192 silicon atoms at a 5 A cutoff (~28 edges per atom, 229,000 edges at
+#: 8,192 atoms) on 2 threads, for at most ~0.4 GB (original); at 16,384 atoms the gain is gone
+#: (docs/performance.md, tools/levers/one_graph.py). Memory and cache use follow the edges, so
+#: denser systems switch to blocks at fewer atoms.
+ONE_GRAPH_EDGES = 262144
 
 
 def block_atoms(metadata: Mapping[str, Any], device: str | torch.device = "cpu", threads: int | None = None,
-                n_atoms: int | None = None) -> int | None:
+                n_atoms: int | None = None, n_edges: int | None = None) -> int | None:
     """Centre atoms per block of the blocked (bounded-memory) evaluation on ``device``, for a
-    system of ``n_atoms`` graph nodes when given.
+    graph of ``n_atoms`` nodes and ``n_edges`` edges when given.
 
     CPU: the artifact's ``chunk_atoms`` PER torch thread (2 threads get blocks of 1,024 for a
     model exported with 512: with the fused kernels each block carries ~1 ms of fixed work, so
     blocks of 1,024 are 8-23 % faster than 512 at 32,768 atoms for ~20 MB more peak memory;
-    docs/performance.md), and ``n_atoms`` itself (one graph) for systems of up to
-    :data:`ONE_GRAPH_ATOMS`. CUDA: :data:`CUDA_BLOCK_ATOMS`. ``None`` for artifacts without
-    blocked evaluation (e.g. the Stillinger-Weber reference).
+    docs/performance.md), and ``n_atoms`` itself (one graph) for graphs of up to
+    :data:`ONE_GRAPH_EDGES` edges. CUDA: :data:`CUDA_BLOCK_ATOMS`. ``None`` for artifacts
+    without blocked evaluation (e.g. the Stillinger-Weber reference).
     """
     per_thread = metadata.get("model", {}).get("chunk_atoms")
     if per_thread is None:
@@ -306,21 +308,21 @@ def block_atoms(metadata: Mapping[str, Any], device: str | torch.device = "cpu",
     if torch.device(device).type == "cuda":
         return max(int(per_thread), CUDA_BLOCK_ATOMS)
     block = int(per_thread) * max(1, torch.get_num_threads() if threads is None else int(threads))
-    if n_atoms is not None and n_atoms <= ONE_GRAPH_ATOMS:
+    if n_atoms is not None and n_edges is not None and n_edges <= ONE_GRAPH_EDGES:
         return max(block, int(n_atoms))
     return block
 
 
 def configure_blocks(module: torch.jit.ScriptModule, metadata: Mapping[str, Any], device: str | torch.device = "cpu",
-                     atoms: int | None = None, n_atoms: int | None = None) -> int | None:
-    """Set ``module.chunk_atoms`` to ``atoms`` (or :func:`block_atoms` for ``device`` and a system
-    of ``n_atoms``); returns it.
+                     atoms: int | None = None, n_atoms: int | None = None, n_edges: int | None = None) -> int | None:
+    """Set ``module.chunk_atoms`` to ``atoms`` (or :func:`block_atoms` for ``device`` and a graph
+    of ``n_atoms`` nodes and ``n_edges`` edges); returns it.
 
     No-op (``None``) for modules without blocked evaluation.
     """
     if not hasattr(module, "chunk_atoms"):
         return None
-    wanted = int(atoms) if atoms else block_atoms(metadata, device, n_atoms=n_atoms)
+    wanted = int(atoms) if atoms else block_atoms(metadata, device, n_atoms=n_atoms, n_edges=n_edges)
     if wanted is None:
         return None
     if wanted < 1:

@@ -42,7 +42,7 @@ class DistilledCalculator(Calculator):
         block_atoms: centre atoms per block of the bounded-memory evaluation used for large
             systems (more: faster, more memory), at every system size; ``None``: the default
             for the device and the system (:func:`mlffd.artifact.block_atoms`: one graph up to
-            8,192 atoms on the CPU).
+            262,144 edges on the CPU, e.g. 8,192 silicon atoms).
         compile: evaluate with a ``torch.compile``d copy of the student's PyTorch path
             (:mod:`mlffd.compiled`: same numbers to float rounding; tens of seconds to compile at
             the first call, a C++ compiler needed). Artifacts with mlffd's fused CPU kernels are
@@ -214,8 +214,8 @@ class DistilledCalculator(Calculator):
         if self.compiled is not None:
             out = self.compiled(*args)
         else:
-            _artifact.configure_blocks(self.module, self.metadata, self.device, self.block_atoms,
-                                       n_atoms=inputs.positions.shape[0])  # follows torch's thread count and the size
+            _artifact.configure_blocks(self.module, self.metadata, self.device, self.block_atoms, n_atoms=inputs.positions.shape[0],
+                                       n_edges=inputs.edge_index.shape[1])  # follows torch's thread count and the graph's size
             out = self.module(*args)
         return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
 

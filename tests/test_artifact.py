@@ -115,7 +115,7 @@ def test_invalid_metadata_is_refused_before_writing(tmp_path):
 
 def test_reexport_keeps_weights_and_metadata(tmp_path, monkeypatch):
     """A student re-compiled from the current code gives the same outputs and keeps its record."""
-    monkeypatch.setattr(artifact, "ONE_GRAPH_ATOMS", 0)  # the new blocks run on this small cell
+    monkeypatch.setattr(artifact, "ONE_GRAPH_EDGES", -1)  # the new blocks run on this small cell
     src = random_artifact(tmp_path / "src.mlffd.pt", preset("ultra-tiny", elements=("Si", "Ge")), dtype=torch.float64)
     meta = read_metadata(src)
     meta_src = dict(meta, teacher="emt", metrics={"force_rmse": 0.1})

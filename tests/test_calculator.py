@@ -237,7 +237,7 @@ def test_optimizer_with_cell_filter(artifact64):
 
 def test_blocks_scale_with_torch_threads(artifact_blocked, monkeypatch):
     """Blocked evaluation uses chunk_atoms per torch thread (metadata value x threads)."""
-    monkeypatch.setattr(artifact, "ONE_GRAPH_ATOMS", 0)  # blocks even for this small cell
+    monkeypatch.setattr(artifact, "ONE_GRAPH_EDGES", -1)  # blocks even for this small cell
     calc = DistilledCalculator(artifact_blocked)
     atoms = silicon(1, rattle=0.1)
     before = torch.get_num_threads()
@@ -253,21 +253,25 @@ def test_blocks_scale_with_torch_threads(artifact_blocked, monkeypatch):
 
 
 def test_one_graph_below_the_threshold(artifact_blocked, monkeypatch):
-    """On the CPU, systems of up to ONE_GRAPH_ATOMS atoms are one graph (chunk_atoms >= the
+    """On the CPU, graphs of up to ONE_GRAPH_EDGES edges are one graph (chunk_atoms >= the
     atom count), larger ones run in blocks; both give the same numbers."""
     atoms = silicon(2, rattle=0.1, seed=8)  # 64 atoms, blocks of 5 per thread in the metadata
+    calc = DistilledCalculator(artifact_blocked)
+    n_edges = calc._inputs([atoms], cache=False)[0].edge_index.shape[1]
     results = []
-    for threshold, one_graph in ((64, True), (63, False)):
-        monkeypatch.setattr(artifact, "ONE_GRAPH_ATOMS", threshold)
-        atoms.calc = calc = DistilledCalculator(artifact_blocked)
+    for threshold, one_graph in ((n_edges, True), (n_edges - 1, False)):
+        monkeypatch.setattr(artifact, "ONE_GRAPH_EDGES", threshold)
+        atoms.calc = calc = DistilledCalculator(artifact_blocked, skin=0.0)  # the list at the cutoff: n_edges edges
         results.append((atoms.get_potential_energy(), atoms.get_forces().copy(), atoms.get_stress().copy()))
         assert (calc.module.chunk_atoms >= len(atoms)) == one_graph
     (e1, f1, s1), (e2, f2, s2) = results
     assert e1 == pytest.approx(e2, abs=1e-9)
     np.testing.assert_allclose(f1, f2, atol=1e-9)
     np.testing.assert_allclose(s1, s2, atol=1e-10)
-    assert artifact.block_atoms({"model": {"chunk_atoms": 5}}, "cpu", threads=2, n_atoms=10**6) == 10
-    assert artifact.block_atoms({"model": {"chunk_atoms": 5}}, "cuda", n_atoms=64) == artifact.CUDA_BLOCK_ATOMS
+    meta = {"model": {"chunk_atoms": 5}}
+    assert artifact.block_atoms(meta, "cpu", threads=2, n_atoms=100, n_edges=artifact.ONE_GRAPH_EDGES + 1) == 10
+    assert artifact.block_atoms(meta, "cpu", threads=2, n_atoms=100, n_edges=artifact.ONE_GRAPH_EDGES) == 100
+    assert artifact.block_atoms(meta, "cuda", n_atoms=64, n_edges=10) == artifact.CUDA_BLOCK_ATOMS
 
 
 def test_block_atoms_override_keeps_the_numbers(artifact_blocked):

@@ -302,20 +302,20 @@ void PairMLFFD::load_model(const std::string &path)
 /* ----------------------------------------------------------------------
    centre atoms per block of the model's bounded-memory evaluation, as mlffd.artifact.block_atoms
    does in Python: 'block N' if given; CUDA: 65536 (keeps the GPU busy); CPU: the exported
-   chunk_atoms per thread, or one graph for graphs of up to 8192 nodes (ONE_GRAPH_ATOMS there)
+   chunk_atoms per thread, or one graph for graphs of up to 262144 edges (ONE_GRAPH_EDGES there)
    without ghost nodes (one rank, images folded): with ghost nodes, the blocks are faster for
    tiny and original (blocks of ghosts skip the last layer; 2 ranks, 4,096 atoms: tiny 13.4 vs
    20.8 us per atom-step with one graph)
 ------------------------------------------------------------------------- */
 
-void PairMLFFD::configure_blocks(long nnodes, long nlocal)
+void PairMLFFD::configure_blocks(long nnodes, long nlocal, long nedges)
 {
   if (chunk_per_thread <= 0 || !model.hasattr("chunk_atoms")) return;
   long wanted = block_atoms_arg;
   if (wanted <= 0) {
     wanted = device.is_cuda() ? std::max(chunk_per_thread, 65536L)
                               : chunk_per_thread * std::max(1, at::get_num_threads());
-    if (!device.is_cuda() && nnodes <= 8192 && nnodes == nlocal) wanted = std::max(wanted, nnodes);
+    if (!device.is_cuda() && nedges <= 262144 && nnodes == nlocal) wanted = std::max(wanted, nnodes);
   }
   if (wanted == block_atoms_set) return;
   model.setattr("chunk_atoms", (int64_t) wanted);
@@ -633,7 +633,7 @@ torch::jit::IValue PairMLFFD::evaluate(const torch::Tensor &positions, const tor
                                        const torch::Tensor &energy_mask)
 {
   try {
-    configure_blocks(positions.size(0), graph_nlocal);
+    configure_blocks(positions.size(0), graph_nlocal, edge_index.size(1));
     std::vector<torch::jit::IValue> inputs{positions, species, edge_index, shifts, energy_mask};
     return model.forward(inputs);
   } catch (const std::exception &e) {

@@ -54,7 +54,7 @@ class PairMLFFD : public Pair {
   long block_atoms_arg = 0;       // 'block N' keyword: centre atoms per evaluation block (0: default)
   long chunk_per_thread = 0;      // metadata model.chunk_atoms (0: no blocked evaluation)
   long block_atoms_set = -1;      // value last written to the module's chunk_atoms
-  void configure_blocks(long nnodes, long nlocal);
+  void configure_blocks(long nnodes, long nlocal, long nedges);
   void gather_pairs(bool skin_pairs);
 
   // the rank's graph on the device (build_graph). 'graph reuse': built from the r_c + skin list

@@ -176,7 +176,8 @@ def _worker_artifact(case: dict) -> dict:
     atoms = si_supercell(case["atoms"], rattle=0.05, seed=1)
     args, n_edges = _artifact_inputs(atoms, artifact, device)
     module = artifact.module
-    block = configure_blocks(module, artifact.metadata, device, case.get("block_atoms") or None, n_atoms=len(atoms))  # as DistilledCalculator does
+    block = configure_blocks(module, artifact.metadata, device, case.get("block_atoms") or None, n_atoms=len(atoms),
+                             n_edges=n_edges)  # as DistilledCalculator does
     rss0 = _rss_mb()
     memory = _DeviceMemory(device)
 
@@ -438,10 +439,11 @@ def _worker_side_by_side(case: dict) -> dict:
         ``min_time`` (warmed up, block length calibrated here), with the module's blocks set for
         that size (as DistilledCalculator sets them)."""
         cell = si_supercell(n_atoms, rattle=0.05, seed=1)
-        step = _artifact_step(module, _artifact_inputs(cell, artifact)[0])
+        args, n_edges = _artifact_inputs(cell, artifact)
+        step = _artifact_step(module, args)
 
         def configure() -> None:
-            configure_blocks(module, artifact.metadata, "cpu", case.get("block_atoms") or None, n_atoms=len(cell))
+            configure_blocks(module, artifact.metadata, "cpu", case.get("block_atoms") or None, n_atoms=len(cell), n_edges=n_edges)
 
         configure()
         for _ in range(max(1, case["warmup"])):

@@ -1,4 +1,4 @@
-"""One graph against blocks on the CPU: the measurement behind ``mlffd.artifact.ONE_GRAPH_ATOMS``.
+"""One graph against blocks on the CPU: the measurement behind ``mlffd.artifact.ONE_GRAPH_EDGES``.
 
 For each student and atom count, the raw artifact call (energy, forces, stress) alternates
 between the blocked evaluation (the artifact's ``chunk_atoms`` per torch thread) and one graph
