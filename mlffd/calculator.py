@@ -15,7 +15,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mlffd import artifact as _artifact
 from mlffd import kernels
 from mlffd.allocator import configure_allocator
-from mlffd.neighbors import neighbor_list, neighbor_lists
+from mlffd.neighbors import joined_neighbor_list, neighbor_list
 from mlffd.registry import DEFAULT_MODEL, resolve
 
 
@@ -164,24 +164,26 @@ class DistilledCalculator(Calculator):
         """
         if cache and len(structures) == 1:
             return self._cached_inputs(structures[0]), [len(structures[0])]
-        for atoms in structures:
-            self._check_finite(atoms)
-        species = [self.species_of(atoms) for atoms in structures]
-        positions = [atoms.positions for atoms in structures]
+        positions = np.concatenate([atoms.positions for atoms in structures])
         cells = [atoms.cell.array for atoms in structures]
-        lists = neighbor_lists(positions, cells, [atoms.pbc for atoms in structures], self.cutoff)
+        species = self._z_to_species[np.concatenate([atoms.numbers for atoms in structures])]
+        if not (np.isfinite(positions).all() and np.isfinite(cells).all()) or (species < 0).any():
+            for k, atoms in enumerate(structures):  # the structure at fault, named
+                try:
+                    self._check_finite(atoms)
+                    self.species_of(atoms)
+                except ValueError as exc:
+                    raise ValueError(f"structure {k} of {len(structures)}: {exc}") from None
         counts = [len(atoms) for atoms in structures]
-        offsets = np.cumsum([0] + counts[:-1])
-        index = [found.index + offset for found, offset in zip(lists, offsets)]
-        shifts = [found.shifts(cell) for found, cell in zip(lists, cells)]
-        offset = int(sum(counts))
+        index, shifts = joined_neighbor_list([atoms.positions for atoms in structures], cells,
+                                             [atoms.pbc for atoms in structures], self.cutoff)
         t = dict(dtype=self.dtype, device=self.device)
         inputs = _Inputs(
-            positions=torch.as_tensor(np.concatenate(positions), **t),
-            species=torch.as_tensor(np.concatenate(species), dtype=torch.int64, device=self.device),
-            edge_index=torch.as_tensor(np.concatenate(index, axis=1), dtype=torch.int64, device=self.device),
-            shifts=torch.as_tensor(np.concatenate(shifts), **t),
-            energy_mask=torch.ones(offset, dtype=torch.bool, device=self.device),
+            positions=torch.as_tensor(positions, **t),
+            species=torch.as_tensor(species, dtype=torch.int64, device=self.device),
+            edge_index=torch.as_tensor(index, dtype=torch.int64, device=self.device),
+            shifts=torch.as_tensor(shifts, **t),
+            energy_mask=torch.ones(len(positions), dtype=torch.bool, device=self.device),
         )
         return inputs, counts
 

@@ -130,6 +130,26 @@ def test_batch_equals_one_by_one(artifact64):
     check_batch([silicon(1, 0.1, 1), triclinic_silicon(), slab(), cluster(), silicon(2, 0.05, 2)], DistilledCalculator(artifact64))
 
 
+def test_batch_with_a_large_structure(artifact64):
+    """A structure above neighbors.SMALL_SYSTEM takes the per-structure lists (vesin), joined
+    with the small ones' kernel lists: same numbers as one by one."""
+    from mlffd.neighbors import SMALL_SYSTEM
+
+    big = silicon(4, 0.05, 3)
+    assert len(big) > SMALL_SYSTEM
+    check_batch([silicon(1, 0.1, 1), big, slab()], DistilledCalculator(artifact64))
+
+
+def test_batch_names_the_bad_structure(artifact64):
+    calc = DistilledCalculator(artifact64)
+    bad = silicon(1)
+    bad.positions[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"structure 1 of 3: positions of atom\(s\) \[3\] are NaN or infinite"):
+        calc.calculate_batch([silicon(1), bad, silicon(1)])
+    with pytest.raises(ValueError, match=r"structure 2 of 3: element\(s\) C, H not in this model"):
+        calc.calculate_batch([silicon(1), silicon(1), molecule("CH4")])
+
+
 def test_multi_element(artifact_sige):
     atoms = bulk("Si", "diamond", a=5.5, cubic=True)
     atoms.symbols[[1, 3, 6]] = "Ge"

@@ -122,3 +122,23 @@ def test_kernel_errors():
         _call(bad, np.eye(3) * 5.43, [True] * 3)
     with pytest.raises(RuntimeError, match="cutoff must be positive"):
         _call(pos, np.eye(3) * 5.43, [True] * 3, cutoff=0.0)
+
+
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["kernel", "vesin"])
+def test_joined_list_is_the_lists_renumbered(monkeypatch, use_kernel):
+    """joined_neighbor_list: every structure's pairs, atoms numbered across the structures,
+    Cartesian shifts of each structure's own cell."""
+    if not use_kernel:
+        monkeypatch.setattr(neighbors, "_pair_kernel", lambda: False)
+    structures = [s for s in _structures() if s[0] != "big"]
+    args = ([s[1] for s in structures], [s[2] for s in structures], [s[3] for s in structures], CUTOFF)
+    index, shifts = neighbors.joined_neighbor_list(*args)
+    start = np.cumsum([0] + [len(s[1]) for s in structures])
+    rows = []
+    for k, ((_, positions, cell, pbc), edges) in enumerate(zip(structures, neighbors.neighbor_lists(*args))):
+        rows.append(np.column_stack([edges.index.T + start[k], edges.shifts(cell)]))
+    expected = np.concatenate(rows)
+    got = np.column_stack([index.T, shifts])
+    order = lambda a: a[np.lexsort(a.T[::-1])]  # noqa: E731
+    np.testing.assert_allclose(order(got), order(expected), atol=1e-12)
+    assert np.all(np.diff(index[0]) >= 0)

@@ -89,6 +89,32 @@ Lattice make_lattice(const double* cell, const bool* pbc, double cutoff, int64_t
   return L;
 }
 
+// Cells at least twice the cutoff wide along every periodic direction (reach < 1/2): the window
+// [-reach - f, reach - f] holds at most one integer, the rounded -f, so each pair has at most
+// one candidate image and the loop over j is straight-line code.
+void wide_cell_edges(const double* x, const std::vector<Vec3>& frac, int64_t n, const Lattice& L, double rc2,
+                     std::vector<Edge>& out) {
+  std::vector<double> r2(n);
+  std::vector<int32_t> m(3 * n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double* xi = x + 3 * i;
+    for (int64_t j = 0; j < n; ++j) {
+      int32_t mk[3];
+      for (int k = 0; k < 3; ++k) mk[k] = L.periodic[k] ? int32_t(-ifloor(frac[j][k] - frac[i][k] + 0.5)) : 0;
+      double d2 = 0;
+      for (int k = 0; k < 3; ++k) {
+        const double dk = x[3 * j + k] - xi[k] + mk[0] * L.rows[0][k] + mk[1] * L.rows[1][k] + mk[2] * L.rows[2][k];
+        d2 += dk * dk;
+      }
+      r2[j] = d2;
+      m[3 * j] = mk[0], m[3 * j + 1] = mk[1], m[3 * j + 2] = mk[2];
+    }
+    for (int64_t j = 0; j < n; ++j)
+      if (r2[j] < rc2 && (j != i || m[3 * j] != 0 || m[3 * j + 1] != 0 || m[3 * j + 2] != 0))
+        out.push_back({int32_t(i), int32_t(j), {m[3 * j], m[3 * j + 1], m[3 * j + 2]}});
+  }
+}
+
 void structure_edges(const double* x, int64_t n, const Lattice& L, double cutoff, std::vector<Edge>& out) {
   std::vector<Vec3> frac(n);
   for (int64_t i = 0; i < n; ++i) {
@@ -96,6 +122,8 @@ void structure_edges(const double* x, int64_t n, const Lattice& L, double cutoff
     for (int k = 0; k < 3; ++k) frac[i][k] = dot(p, L.inverse_cols[k]);
   }
   const double rc2 = cutoff * cutoff;
+  out.reserve(out.size() + 32 * n);
+  if (L.reach[0] < 0.5 && L.reach[1] < 0.5 && L.reach[2] < 0.5) return wide_cell_edges(x, frac, n, L, rc2, out);
   int64_t lo[3], hi[3];
   for (int64_t i = 0; i < n; ++i) {
     const double* xi = x + 3 * i;
