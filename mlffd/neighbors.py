@@ -68,16 +68,20 @@ def _pair_kernel() -> bool:
     return kernels.available()
 
 
+def _starts(positions: Sequence[np.ndarray]) -> np.ndarray:
+    """Each structure's first atom when they are numbered in order, and the total (``S + 1``)."""
+    return np.concatenate([[0], np.cumsum([len(p) for p in positions], dtype=np.int64)]).astype(np.int64)
+
+
 def joined_neighbor_list(positions: Sequence[np.ndarray], cells: Sequence[np.ndarray], pbcs: Sequence,
                          cutoff: float) -> tuple[np.ndarray, np.ndarray]:
     """The lists of several structures as one graph, atoms numbered across the structures in
     order: ``edge_index [2, E]`` (grouped by centre) and Cartesian shifts ``[E, 3]`` (Å). One
     kernel call and no per-structure arrays when every structure is small (see
     :func:`neighbor_lists`), the per-structure lists joined otherwise."""
-    counts = np.array([len(p) for p in positions], dtype=np.int64)
-    start = np.concatenate([[0], np.cumsum(counts)])
-    if _pair_kernel() and counts.max(initial=0) <= SMALL_SYSTEM:
-        index, shift_cells, bounds = _kernel_call(positions, cells, pbcs, counts, cutoff)
+    start = _starts(positions)
+    if _pair_kernel() and np.diff(start).max(initial=0) <= SMALL_SYSTEM:
+        index, shift_cells, bounds = _kernel_call(positions, cells, pbcs, start, cutoff)
     else:
         lists = neighbor_lists(positions, cells, pbcs, cutoff)
         index = np.concatenate([e.index + start[s] for s, e in enumerate(lists)] or [np.zeros((2, 0), np.int64)], axis=1)
@@ -89,10 +93,11 @@ def joined_neighbor_list(positions: Sequence[np.ndarray], cells: Sequence[np.nda
     return index, shifts
 
 
-def _kernel_call(positions: Sequence[np.ndarray], cells: Sequence[np.ndarray], pbcs: Sequence, counts: np.ndarray,
+def _kernel_call(positions: Sequence[np.ndarray], cells: Sequence[np.ndarray], pbcs: Sequence, start: np.ndarray,
                  cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``mlffd_kernels::neighbor_lists`` on numpy arrays: global edge index, integer shifts and
-    each structure's first edge (``S + 1`` bounds)."""
+    """``mlffd_kernels::neighbor_lists`` on numpy arrays (``start``: each structure's first atom,
+    ``S + 1`` entries): global edge index, integer shifts and each structure's first edge
+    (``S + 1`` bounds)."""
     import torch
 
     from mlffd import kernels
@@ -101,18 +106,16 @@ def _kernel_call(positions: Sequence[np.ndarray], cells: Sequence[np.ndarray], p
         torch.from_numpy(np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p in positions])),
         torch.from_numpy(np.stack([np.asarray(c, dtype=np.float64).reshape(3, 3) for c in cells])),
         torch.from_numpy(np.stack([np.broadcast_to(np.asarray(p, dtype=bool), (3,)) for p in pbcs])),
-        torch.from_numpy(counts),
+        torch.from_numpy(np.diff(start)),
         float(cutoff),
     )
     index, shift_cells = index.numpy(), shift_cells.numpy()
-    start = np.concatenate([[0], np.cumsum(counts)])
     return index, shift_cells, np.searchsorted(index[0], start)  # edges grouped by centre, centres ascending
 
 
 def _kernel_lists(positions: Sequence[np.ndarray], cells: Sequence[np.ndarray], pbcs: Sequence, cutoff: float) -> list[Edges]:
-    counts = np.array([len(p) for p in positions], dtype=np.int64)
-    index, shift_cells, bounds = _kernel_call(positions, cells, pbcs, counts, cutoff)
-    start = np.concatenate([[0], np.cumsum(counts)])
+    start = _starts(positions)
+    index, shift_cells, bounds = _kernel_call(positions, cells, pbcs, start, cutoff)
     return [
         Edges(index=index[:, bounds[s] : bounds[s + 1]] - start[s], shift_cells=shift_cells[bounds[s] : bounds[s + 1]])
         for s in range(len(positions))
