@@ -48,6 +48,9 @@
 using namespace LAMMPS_NS;
 
 static constexpr int MLFFD_FORMAT_VERSION = 1;
+// evaluation blocks, as mlffd.artifact: CUDA_BLOCK_ATOMS and ONE_GRAPH_EDGES
+static constexpr long MLFFD_CUDA_BLOCK_ATOMS = 65536;
+static constexpr long MLFFD_ONE_GRAPH_EDGES = 262144;
 static const char *MLFFD_FORMAT = "mlffd-artifact";
 static const char *MLFFD_METADATA = "mlffd_metadata.json";
 
@@ -301,8 +304,8 @@ void PairMLFFD::load_model(const std::string &path)
 
 /* ----------------------------------------------------------------------
    centre atoms per block of the model's bounded-memory evaluation, as mlffd.artifact.block_atoms
-   does in Python: 'block N' if given; CUDA: 65536 (keeps the GPU busy); CPU: the exported
-   chunk_atoms per thread, or one graph for graphs of up to 262144 edges (ONE_GRAPH_EDGES there)
+   does in Python: 'block N' if given; CUDA: MLFFD_CUDA_BLOCK_ATOMS (keeps the GPU busy); CPU: the
+   exported chunk_atoms per thread, or one graph for graphs of up to MLFFD_ONE_GRAPH_EDGES edges
    without ghost nodes (one rank, images folded): with ghost nodes, the blocks are faster for
    tiny and original (blocks of ghosts skip the last layer; 2 ranks, 4,096 atoms: tiny 13.4 vs
    20.8 us per atom-step with one graph)
@@ -313,9 +316,9 @@ void PairMLFFD::configure_blocks(long nnodes, long nlocal, long nedges)
   if (chunk_per_thread <= 0 || !model.hasattr("chunk_atoms")) return;
   long wanted = block_atoms_arg;
   if (wanted <= 0) {
-    wanted = device.is_cuda() ? std::max(chunk_per_thread, 65536L)
+    wanted = device.is_cuda() ? std::max(chunk_per_thread, MLFFD_CUDA_BLOCK_ATOMS)
                               : chunk_per_thread * std::max(1, at::get_num_threads());
-    if (!device.is_cuda() && nedges <= 262144 && nnodes == nlocal) wanted = std::max(wanted, nnodes);
+    if (!device.is_cuda() && nedges <= MLFFD_ONE_GRAPH_EDGES && nnodes == nlocal) wanted = std::max(wanted, nnodes);
   }
   if (wanted == block_atoms_set) return;
   model.setattr("chunk_atoms", (int64_t) wanted);
