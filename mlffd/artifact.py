@@ -17,9 +17,7 @@ from typing import Any, Mapping
 
 import torch
 
-FORMAT = "mlffd-artifact"
-FORMAT_VERSION = 1
-METADATA_FILE = "mlffd_metadata.json"
+from mlffd.contract import FORMAT, FORMAT_VERSION, METADATA_FILE  # one definition, shared with C++
 
 #: field -> accepted Python types
 REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {

@@ -7,9 +7,12 @@ name or a path into a verified path.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from mlffd.contract import REGISTRY_FILE
 
 
 @dataclass(frozen=True)
@@ -22,31 +25,17 @@ class NamedModel:
     description: str = ""
 
 
-def _entries(*models: NamedModel) -> dict[str, NamedModel]:
-    return {m.name: m for m in models}
+def _shipped() -> dict[str, NamedModel]:
+    """The shipped models from ``registry_models/registry.json`` (the file the LAMMPS plugin reads too)."""
+    raw = json.loads(resources.files("mlffd.registry_models").joinpath(REGISTRY_FILE).read_text())
+    return {
+        name: NamedModel(name, entry["file"], entry["sha256"], entry.get("description", ""))
+        for name, entry in raw["models"].items()
+    }
 
 
 #: The shipped students (docs/models/); sha256 of each file as shipped.
-REGISTRY: dict[str, NamedModel] = _entries(
-    NamedModel(
-        "original",
-        "original.mlffd.pt",
-        "65e0d68e32faaa23b4c691f0650fbc49aa540f600c8785ea91c8930bf3dc530b",
-        "Si, ≈437K parameters, distilled from SevenNet 7net-0 (largest)",
-    ),
-    NamedModel(
-        "tiny",
-        "tiny.mlffd.pt",
-        "f6ee9817e55b64f6fbaf2cac0c64f6faa10d1a837f20066860e91f17f214bffb",
-        "Si, ≈78K parameters, distilled from SevenNet 7net-0 (default)",
-    ),
-    NamedModel(
-        "ultra-tiny",
-        "ultra-tiny.mlffd.pt",
-        "499c4508b2730b6927ac8a719ffa3c91c38cc68728f9a6b7ef7addbec05984a3",
-        "Si, ≈21K parameters, distilled from SevenNet 7net-0 (fastest)",
-    ),
-)
+REGISTRY: dict[str, NamedModel] = _shipped()
 
 DEFAULT_MODEL = "tiny"
 
