@@ -17,26 +17,13 @@ from typing import Any, Mapping
 
 import torch
 
-from mlffd.contract import FORMAT, FORMAT_VERSION, METADATA_FILE  # one definition, shared with C++
+from mlffd.contract import FORMAT, FORMAT_VERSION, METADATA_FIELDS, METADATA_FILE  # one definition, shared with C++
 
-#: field -> accepted Python types
-REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
-    "format": (str,),
-    "format_version": (int,),
-    "mlffd_version": (str,),
-    "torch_version": (str,),
-    "elements": (list,),
-    "cutoff": (float, int),
-    "num_interactions": (int,),
-    "interaction_range": (float, int),
-    "dtype": (str,),
-    "num_parameters": (int,),
-    "model": (dict,),
-    "teacher": (str,),
-    "dataset_sha256": (str,),
-    "metrics": (dict,),
-    "created": (str,),
-}
+_JSON_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (float, int), "array": (list,),
+                                            "object": (dict,)}
+
+#: field -> accepted Python types (from the contract's JSON types)
+REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {field: _JSON_TYPES[kind] for field, kind in METADATA_FIELDS.items()}
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -40,6 +40,12 @@ FORMAT: str = _RAW["artifact"]["format"]
 FORMAT_VERSION: int = int(_RAW["artifact"]["format_version"])
 METADATA_FILE: str = _RAW["artifact"]["metadata_file"]
 REGISTRY_FILE: str = _RAW["artifact"]["registry_file"]
+#: metadata field -> JSON type ("string", "integer", "number", "array", "object"); all required
+METADATA_FIELDS: dict[str, str] = dict(_RAW["artifact"]["metadata_fields"])
+#: the floating-point dtypes an artifact may declare
+DTYPES: tuple[str, ...] = tuple(_RAW["artifact"]["dtypes"])
+#: the keys of the dictionary every artifact's forward returns
+OUTPUTS: tuple[str, ...] = tuple(_RAW["artifact"]["outputs"])
 GEOMETRY = GeometryLimits(**_RAW["geometry"])
 
 
