@@ -168,19 +168,49 @@ def export(module: torch.nn.Module, path: str | Path, metadata: Mapping[str, Any
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """Read and validate only the metadata of an artifact (no TorchScript load)."""
+def read_metadata(path: str | Path, verify: bool = False) -> dict[str, Any]:
+    """Read and validate only the metadata of an artifact (no TorchScript load); with ``verify``,
+    first check every member of the archive against its CRC-32 (a damaged file is an error
+    naming the member, not a model that returns NaN)."""
     path = Path(path)
     _check_file(path)
     try:
         with zipfile.ZipFile(path) as zf:
+            if verify:
+                damaged = zf.testzip()
+                if damaged is not None:
+                    raise ArtifactError(f"{path}: damaged file: archive member {damaged} fails its CRC-32 check")
             names = [n for n in zf.namelist() if n.endswith("/extra/" + METADATA_FILE)]
             if not names:
                 raise ArtifactError(f"{path}: a TorchScript file without mlffd metadata ({METADATA_FILE}); not an mlffd artifact")
             raw = zf.read(names[0])
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
         raise ArtifactError(f"{path}: corrupt or not a TorchScript archive ({exc})") from exc
     return _parse_metadata(raw, path)
+
+
+def check_module(module: torch.jit.ScriptModule, meta: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`ArtifactError` (naming ``source`` and the field) unless the metadata
+    describes ``module``: its ``cutoff`` (required), ``num_elements`` (number of elements),
+    the length of ``interactions`` (``num_interactions``) where the module has them, and the
+    dtype of its floating-point parameters and buffers. The LAMMPS plugin applies the same rules."""
+    if not hasattr(module, "cutoff"):
+        raise ArtifactError(f"{source}: the TorchScript module has no 'cutoff' attribute: not an mlffd model")
+    found = float(module.cutoff)
+    if abs(found - float(meta["cutoff"])) > 1e-9 * max(1.0, abs(found)):
+        raise ArtifactError(f"{source}: metadata 'cutoff' is {meta['cutoff']} but the module's cutoff is {found}")
+    if hasattr(module, "num_elements") and int(module.num_elements) != len(meta["elements"]):
+        raise ArtifactError(f"{source}: metadata 'elements' lists {len(meta['elements'])} element(s) "
+                            f"but the module has {int(module.num_elements)}")
+    if hasattr(module, "interactions"):
+        layers = len(list(module.interactions.children()))
+        if layers != meta["num_interactions"]:
+            raise ArtifactError(f"{source}: metadata 'num_interactions' is {meta['num_interactions']} "
+                                f"but the module has {layers} interaction layers")
+    dtypes = {t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()}
+    if dtypes and dtypes != {_DTYPES[meta["dtype"]]}:
+        names = ", ".join(sorted(dtype_name(d) if d in _DTYPES.values() else str(d) for d in dtypes))
+        raise ArtifactError(f"{source}: metadata 'dtype' is {meta['dtype']!r} but the module's parameters are {names}")
 
 
 def _check_file(path: Path) -> None:
@@ -245,7 +275,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
     path = Path(path)
     _check_file(path)
     check_device(device)
-    meta = read_metadata(path)  # validated before TorchScript: it says which kernels to load first
+    meta = read_metadata(path, verify=True)  # validated before TorchScript: it says which kernels to load first
     require_kernels(meta, str(path))
     try:
         with _quiet_jit():
@@ -257,6 +287,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
                                 f"does not have ({next((ln for ln in lines if 'mlffd_kernels::' in ln), '')}); "
                                 f"re-export it with this mlffd or install the kernels it was exported with") from exc
         raise ArtifactError(f"{path}: corrupt or not a TorchScript archive ({type(exc).__name__}: {lines[0] if lines else ''})") from exc
+    check_module(module, meta, str(path))
     module.eval()
     for p in module.parameters():  # evaluation only (artifacts are exported so): no weight gradients in backward passes
         p.requires_grad_(False)

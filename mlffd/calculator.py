@@ -15,6 +15,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mlffd import artifact as _artifact
 from mlffd import kernels
 from mlffd.allocator import configure_allocator
+from mlffd.contract import OUTPUTS
+from mlffd.geometry import check_cell, check_edges, check_positions, far_images, lattice_inverse
 from mlffd.neighbors import joined_neighbor_list, neighbor_list
 from mlffd.registry import DEFAULT_MODEL, resolve
 
@@ -32,6 +34,12 @@ class _Inputs:
 
 class DistilledCalculator(Calculator):
     """ASE calculator backed by an ``NAME.mlffd.pt`` artifact.
+
+    Like ASE's own calculators it holds the last structure, its results and a cached neighbour
+    list, so it is not thread-safe: use one calculator per thread (two threads sharing one can
+    get each other's results). Structures are checked against the geometry limits of
+    :mod:`mlffd.geometry` before any list is built, and non-finite results are an error naming
+    the atoms (docs/calculator.md, "Errors").
 
     Args:
         model: a shipped model name (``"tiny"``, ...) or a path to an artifact file.
@@ -115,25 +123,16 @@ class DistilledCalculator(Calculator):
             )
         return species
 
-    @staticmethod
-    def _check_finite(atoms: Atoms) -> None:
-        pos = atoms.positions
-        if not np.isfinite(pos).all():
-            bad = np.unique(np.nonzero(~np.isfinite(pos))[0])
-            raise ValueError(f"positions of atom(s) {bad[:10].tolist()} are NaN or infinite; expected finite coordinates in Å")
-        if not np.isfinite(atoms.cell.array).all():
-            raise ValueError(f"cell {atoms.cell.array.tolist()} contains NaN or infinite entries")
-
     # -- neighbour lists ----------------------------------------------------------------------
 
-    def _edges(self, atoms: Atoms) -> tuple[torch.Tensor, torch.Tensor]:
+    def _edges(self, atoms: Atoms) -> tuple[tuple[torch.Tensor, torch.Tensor], np.ndarray | float]:
         """The neighbour list within ``cutoff + skin`` as device tensors: edge index [2, E] and
         the edges' periodic shifts in Å [E, 3] (model dtype; the cell is part of the cache key),
-        cached. Rebuilt only when an atom moved more than ``skin / 2`` or the cell, pbc or atoms
+        cached, with the lattice translations of far atoms it was built for (:meth:`_offset`). Rebuilt only when an atom moved more than ``skin / 2`` or the cell, pbc or atoms
         changed."""
         pos, cell, pbc, numbers = atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers
         if self._nl_cache is not None:
-            pos0, cell0, pbc0, numbers0, edges = self._nl_cache
+            pos0, cell0, pbc0, numbers0, edges, offset = self._nl_cache
             if (
                 self.skin > 0
                 and pos.shape == pos0.shape
@@ -142,16 +141,26 @@ class DistilledCalculator(Calculator):
                 and np.array_equal(numbers, numbers0)
                 and np.max(np.linalg.norm(pos - pos0, axis=1), initial=0.0) < 0.5 * self.skin
             ):
-                return edges
-        found = neighbor_list(pos, cell, pbc, self.cutoff + self.skin)
+                return edges, offset
+        check_cell(cell, pbc, self.cutoff + self.skin, len(pos))
+        offset = self._offset(pos, cell, pbc, lattice_inverse(cell))
+        found = neighbor_list(pos - offset, cell, pbc, self.cutoff + self.skin)
+        check_edges(pos - offset, found.index, found.shifts(cell), len(pos))
         self.nl_builds += 1
         t = dict(dtype=self.dtype, device=self.device)
         edges = (
             torch.as_tensor(found.index, dtype=torch.int64, device=self.device),
             torch.as_tensor(found.shift_cells, **t) @ torch.as_tensor(cell, **t),
         )
-        self._nl_cache = (pos.copy(), cell.copy(), pbc.copy(), numbers.copy(), edges)
-        return edges
+        self._nl_cache = (pos.copy(), cell.copy(), pbc.copy(), numbers.copy(), edges, offset)
+        return edges, offset
+
+    @staticmethod
+    def _offset(pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray, inverse: np.ndarray) -> np.ndarray | float:
+        """Lattice translations (Å) that bring atoms far outside a periodic box back next to it
+        (:func:`mlffd.geometry.far_images`), fixed while a list is reused; 0 when there is none."""
+        n = far_images(pos, inverse, pbc)
+        return 0.0 if n is None else n @ np.asarray(cell, dtype=np.float64)
 
     def _inputs(self, structures: Sequence[Atoms], cache: bool) -> tuple[_Inputs, list[int]]:
         """Model inputs on the device and the atom count of each structure.
@@ -164,19 +173,35 @@ class DistilledCalculator(Calculator):
         """
         if cache and len(structures) == 1:
             return self._cached_inputs(structures[0]), [len(structures[0])]
-        positions = np.concatenate([atoms.positions for atoms in structures])
+        moved, cells_seen = [], {}
+        for k, atoms in enumerate(structures):  # before any list is built; the structure at fault named
+            try:
+                check_positions(atoms.positions)
+                key = (atoms.cell.array.tobytes(), atoms.pbc.tobytes(), len(atoms))
+                if key not in cells_seen:  # batches often share a cell
+                    check_cell(atoms.cell.array, atoms.pbc, self.cutoff, len(atoms))
+                    cells_seen[key] = lattice_inverse(atoms.cell.array)
+                self.species_of(atoms)
+            except ValueError as exc:
+                raise type(exc)(f"structure {k} of {len(structures)}: {exc}") from None
+            moved.append(atoms.positions - self._offset(atoms.positions, atoms.cell.array, atoms.pbc, cells_seen[key]))
+        positions = np.concatenate(moved)
         cells = [atoms.cell.array for atoms in structures]
         species = self._z_to_species[np.concatenate([atoms.numbers for atoms in structures])]
-        if not (np.isfinite(positions).all() and np.isfinite(cells).all()) or (species < 0).any():
-            for k, atoms in enumerate(structures):  # the structure at fault, named
-                try:
-                    self._check_finite(atoms)
-                    self.species_of(atoms)
-                except ValueError as exc:
-                    raise ValueError(f"structure {k} of {len(structures)}: {exc}") from None
         counts = [len(atoms) for atoms in structures]
-        index, shifts = joined_neighbor_list([atoms.positions for atoms in structures], cells,
-                                             [atoms.pbc for atoms in structures], self.cutoff)
+        index, shifts = joined_neighbor_list(moved, cells, [atoms.pbc for atoms in structures], self.cutoff)
+        try:
+            check_edges(positions, index, shifts, len(positions))
+        except ValueError:  # again, per structure, to name the one at fault
+            start = np.concatenate([[0], np.cumsum(counts)])
+            bounds = np.searchsorted(index[0], start)
+            for k in range(len(structures)):
+                e = slice(bounds[k], bounds[k + 1])
+                try:
+                    check_edges(positions, index[:, e], shifts[e], counts[k], first_atom=int(start[k]))
+                except ValueError as exc:
+                    raise type(exc)(f"structure {k} of {len(structures)}: {exc}") from None
+            raise
         t = dict(dtype=self.dtype, device=self.device)
         inputs = _Inputs(
             positions=torch.as_tensor(positions, **t),
@@ -190,10 +215,10 @@ class DistilledCalculator(Calculator):
     def _cached_inputs(self, atoms: Atoms) -> _Inputs:
         """Inputs of one structure from the (skin-)cached device neighbour list."""
         t = dict(dtype=self.dtype, device=self.device)
-        self._check_finite(atoms)
+        check_positions(atoms.positions)  # every step; the cell where a list is built (it rebuilds when the cell changes)
         spec = self.species_of(atoms)
-        ij, vec_shift = self._edges(atoms)
-        pos = torch.as_tensor(atoms.positions, **t)
+        (ij, vec_shift), offset = self._edges(atoms)
+        pos = torch.as_tensor(atoms.positions - offset, **t)
         if self.skin > 0 and ij.shape[1]:  # the skin list's edges within the cutoff, in centre order
             if self._select_on_cpu:  # one pass of mlffd's kernel (512 atoms: ~0.5 ms per step less)
                 ij, vec_shift = kernels.select_edges(pos, ij, vec_shift, self.cutoff)
@@ -219,7 +244,25 @@ class DistilledCalculator(Calculator):
             _artifact.configure_blocks(self.module, self.metadata, self.device, self.block_atoms, n_atoms=inputs.positions.shape[0],
                                        n_edges=inputs.edge_index.shape[1])  # follows torch's thread count and the graph's size
             out = self.module(*args)
-        return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
+        missing = [k for k in OUTPUTS if k not in out]
+        if missing:
+            raise _artifact.ArtifactError(f"{self.artifact.path}: the model returned no {', '.join(missing)}; "
+                                          f"an mlffd artifact returns {', '.join(OUTPUTS)}")
+        result = {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
+        self._check_outputs(result, inputs)
+        return result
+
+    def _check_outputs(self, out: dict[str, np.ndarray], inputs: _Inputs) -> None:
+        """Non-finite energies, forces or virials are an error naming the atoms, never a result."""
+        bad = ~np.isfinite(out["atom_energies"]).reshape(len(out["atom_energies"]), -1).all(1)
+        bad |= ~np.isfinite(out["forces"]).all(1) | ~np.isfinite(out["atom_virial"]).reshape(len(bad), -1).all(1)
+        if not bad.any() and np.isfinite(out["energy"]).all():
+            return
+        atoms = np.nonzero(bad)[0]
+        raise FloatingPointError(
+            f"{self.artifact.path}: non-finite energy, forces or virial on atom(s) {atoms[:10].tolist()}"
+            f"{' and more' if len(atoms) > 10 else ''} ({len(atoms)} of {len(bad)}); the structure is outside what "
+            "this model can evaluate, or the file is damaged")
 
     @staticmethod
     def _results(atoms: Atoms, atom_energies: np.ndarray, forces: np.ndarray, atom_virial: np.ndarray) -> dict:
