@@ -3,30 +3,88 @@
 from __future__ import annotations
 
 import contextlib
+import math
+from pathlib import Path
 
 import click
 
+from mlffd.cli.options import (
+    DEVICE,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    OUTPUT_DIR,
+    POSITIVE,
+    POSITIVE_INT,
+    OneLineErrorGroup,
+    debug_option,
+)
 from mlffd.registry import DEFAULT_MODEL
 
-from md_validation.units import format_time, parse_time
+from md_validation.units import format_time, parse_time, steps_for
 
 
 class TimeType(click.ParamType):
-    """A duration such as ``50ps``, ``500fs`` or ``1fs`` (bare numbers are fs) -> femtoseconds."""
+    """A duration such as ``50ps``, ``500fs`` or ``1fs`` (bare numbers are fs) -> femtoseconds.
+
+    ``positive`` refuses 0 (a timestep, a window); every time must be finite.
+    """
 
     name = "time"
 
+    def __init__(self, positive: bool = False) -> None:
+        self.positive = positive
+
     def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
         try:
-            return parse_time(value)
+            fs = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else parse_time(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        if not math.isfinite(fs) or fs < 0 or (self.positive and fs == 0):
+            self.fail(f"{value!r} is not a {'positive' if self.positive else 'non-negative'} finite time", param, ctx)
+        return fs
 
 
 TIME = TimeType()
+POSITIVE_TIME = TimeType(positive=True)
 ENGINE = click.Choice(["ase", "lammps"], case_sensitive=False)
+#: temperatures in K: finite and >= 0
+TEMPERATURE = NON_NEGATIVE
+#: RDF bins: enough for any grid a figure can show, bounded so the histograms stay small
+NBINS = click.IntRange(1, 100_000)
+
+
+class FramesFile(click.ParamType):
+    """An existing file, optionally with an ASE frame selection: ``FILE`` or ``FILE@SELECTION``."""
+
+    name = "file[@selection]"
+
+    def convert(self, value, param, ctx):
+        from md_validation.inputs import split_selection
+
+        path, _ = split_selection(value)
+        p = Path(path)
+        if not p.exists():
+            self.fail(f"{path!r} does not exist", param, ctx)
+        if not p.is_file():
+            self.fail(f"{path!r} is not a file", param, ctx)
+        return str(value)
+
+
+FRAMES_FILE = FramesFile()
+
+
+def _num(value: float, spec: str = ".4g") -> str:
+    """``value`` formatted, or ``n/a`` when there was nothing to measure it on (NaN is never printed)."""
+    return format(value, spec) if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+
+
+def _check_steps(option: str, time_fs: float, dt_fs: float, interval: int, what: str) -> None:
+    """A run of ``time_fs`` must hold at least one recorded interval (two frames)."""
+    steps = steps_for(time_fs, dt_fs)
+    if steps < interval:
+        raise click.BadParameter(
+            f"{format_time(time_fs)} is {steps} step(s) at dt {format_time(dt_fs)}; {what} needs at least "
+            f"--interval {interval} steps ({format_time(interval * dt_fs)})", param_hint=option)
 
 
 def _student_engine(model: str, engine: str, device: str):
@@ -60,7 +118,7 @@ def _structure(path: str | None):
     try:
         return load_structure(path)
     except Exception as exc:  # noqa: BLE001 - any reader error becomes a clean CLI message
-        raise click.ClickException(f"cannot read structure {path!r}: {exc}") from exc
+        raise click.ClickException(f"cannot read structure: {exc}") from exc
 
 
 #: below this many atoms intra-op threading costs more than it gains (and a busy machine makes
@@ -89,11 +147,12 @@ def _threads(n_atoms: int):
         torch.set_num_threads(before)
 
 
-@click.group()
+@click.group(cls=OneLineErrorGroup)
 @click.version_option(package_name="mlffd")
-@click.option("--threads", type=int, default=None,
+@click.option("--threads", type=POSITIVE_INT, default=None,
               help=f"torch CPU threads; default: 1 below {SMALL_SYSTEM_ATOMS} atoms (fastest for small cells, "
                    "above all on a busy machine), else torch's default")
+@debug_option
 def cli(threads: int | None) -> None:
     """Validate a student potential in MD: NVE drift, force parity, RDFs and teacher-vs-student MD."""
 
@@ -101,18 +160,18 @@ def cli(threads: int | None) -> None:
 @cli.command("nve")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="shipped model name or artifact path")
 @click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure (ASE-readable); default: 64-atom diamond Si")
-@click.option("--temperature", type=float, default=1000.0, show_default=True, help="K")
-@click.option("--time", "time_fs", type=TIME, default="2ps", show_default=True, help="NVE length")
+@click.option("--temperature", type=TEMPERATURE, default=1000.0, show_default=True, help="K")
+@click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="NVE length")
 @click.option("--thermalise", "thermalise_fs", type=TIME, default="0.5ps", show_default=True, help="Langevin length before NVE")
-@click.option("--dt", "dt_fs", type=TIME, default="1fs", show_default=True)
+@click.option("--dt", "dt_fs", type=POSITIVE_TIME, default="1fs", show_default=True)
 @click.option("--engine", type=ENGINE, default="ase", show_default=True)
-@click.option("--threshold", type=float, default=1.0, show_default=True, help="max |drift| in meV/atom/ps to pass")
-@click.option("--max-deviation", type=float, default=None, help="also fail when max |E(t)-E(0)|/N exceeds this (meV/atom)")
-@click.option("--interval", type=int, default=10, show_default=True, help="record a frame every N steps")
-@click.option("--friction", type=float, default=0.01, show_default=True, help="Langevin friction (1/fs)")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="validation-nve", show_default=True)
+@click.option("--threshold", type=NON_NEGATIVE, default=1.0, show_default=True, help="max |drift| in meV/atom/ps to pass")
+@click.option("--max-deviation", type=NON_NEGATIVE, default=None, help="also fail when max |E(t)-E(0)|/N exceeds this (meV/atom)")
+@click.option("--interval", type=POSITIVE_INT, default=10, show_default=True, help="record a frame every N steps")
+@click.option("--friction", type=NON_NEGATIVE, default=0.01, show_default=True, help="Langevin friction (1/fs)")
+@click.option("--seed", type=NON_NEGATIVE_INT, default=0, show_default=True)
+@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
+@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-nve", show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def nve_cmd(model, structure, temperature, time_fs, thermalise_fs, dt_fs, engine, threshold, max_deviation,
             interval, friction, seed, device, out_dir, quiet) -> None:
@@ -122,11 +181,12 @@ def nve_cmd(model, structure, temperature, time_fs, thermalise_fs, dt_fs, engine
     """
     from md_validation.nve import NVESettings, validate_nve, write_nve_report
 
-    atoms = _structure(structure)
-    eng, cid, _ = _student_engine(model, engine, device)
+    _check_steps("--time", time_fs, dt_fs, interval, "an NVE drift")
     settings = NVESettings(temperature_K=temperature, time_fs=time_fs, thermalise_fs=thermalise_fs, dt_fs=dt_fs,
                            interval=interval, friction_per_fs=friction, seed=seed, threshold=threshold,
                            max_deviation=max_deviation)
+    atoms = _structure(structure)
+    eng, cid, _ = _student_engine(model, engine, device)
     try:
         with _threads(len(atoms)):
             result = validate_nve(atoms, eng, cid, settings, out_dir, progress=not quiet)
@@ -138,8 +198,8 @@ def nve_cmd(model, structure, temperature, time_fs, thermalise_fs, dt_fs, engine
     for key, unit in (("drift_meV_per_atom_per_ps", "meV/atom/ps"), ("fluctuation_meV_per_atom", "meV/atom"),
                       ("max_deviation_meV_per_atom", "meV/atom"), ("mean_temperature_K", "K")):
         if key in m:
-            click.echo(f"  {key:30s} {m[key]: .4g} {unit}")
-    click.echo(f"  speed {m['speed']['s_per_step']:.4g} s/step, {m['speed']['us_per_atom_step']:.4g} µs/atom/step")
+            click.echo(f"  {key:30s} {_num(m[key], ' .4g')} {unit}")
+    click.echo(f"  speed {_num(m['speed']['s_per_step'])} s/step, {_num(m['speed']['us_per_atom_step'])} µs/atom/step")
     click.echo(f"report: {files['html']}  metrics: {files['json']}")
     if result.passed:
         click.echo(f"PASS (|drift| <= {threshold:g} meV/atom/ps)")
@@ -151,21 +211,23 @@ def nve_cmd(model, structure, temperature, time_fs, thermalise_fs, dt_fs, engine
 @cli.command("forces")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="shipped model name or artifact path")
 @click.option("--teacher", default=None, help="teacher spec (emt, sevennet:7net-0, orb:NAME, model:PATH) for frames without labels")
-@click.option("--data", "data", required=True, type=click.Path(exists=True, dir_okay=False), help="extxyz (or ASE-readable) frames")
-@click.option("--index", default=":", show_default=True, help="ASE frame selection")
-@click.option("--stride", type=int, default=1, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--min-force", type=float, default=0.05, show_default=True, help="eV/Å; smaller forces are left out of the angular error")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="validation-forces", show_default=True)
+@click.option("--data", "data", required=True, type=FRAMES_FILE, help="extxyz (or ASE-readable) frames; FILE@SELECTION picks frames")
+@click.option("--index", default=":", show_default=True, help="ASE frame selection (3, -1, 0:10, :)")
+@click.option("--stride", type=POSITIVE_INT, default=1, show_default=True)
+@click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
+@click.option("--min-force", type=NON_NEGATIVE, default=0.05, show_default=True, help="eV/Å; smaller forces are left out of the angular error")
+@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
+@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-forces", show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def forces_cmd(model, teacher, data, index, stride, batch_size, min_force, device, out_dir, quiet) -> None:
     """Force / energy / stress parity of MODEL against reference labels (stored or from --teacher)."""
-    from md_validation.forces import read_frames
+    from md_validation.forces import NonFiniteError, forces_report, read_frames
     from md_validation.inputs import load_student
-    from md_validation.forces import forces_report
 
-    frames = read_frames(data, index=index, stride=stride)
+    try:
+        frames = read_frames(data, index=index, stride=stride)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--data") from exc
     try:
         calc = load_student(model, device=device)
     except (ValueError, FileNotFoundError) as exc:
@@ -175,23 +237,27 @@ def forces_cmd(model, teacher, data, index, stride, batch_size, min_force, devic
         with _threads(sum(len(a) for a in frames[:batch_size])):
             metrics, files = forces_report(calc, frames, ref, out_dir, batch_size=batch_size, min_force=min_force,
                                            progress=not quiet, labels={"model": str(model), "teacher": teacher, "data": str(data)})
+    except NonFiniteError as exc:
+        raise click.ClickException(f"model {model!r} on {data}: {exc}") from exc
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     ov = metrics["overall"]
     click.echo(f"{len(frames)} frames, {ov['n_atoms']} atoms")
     for key in ("force_r2", "force_rmse", "force_mae", "force_max_error", "force_p95_error", "force_angular_error_deg",
                 "energy_mae_meV_per_atom", "stress_mae_GPa"):
-        click.echo(f"  {key:26s} {ov[key]: .4g}")
+        # a metric without data (no stress labels, no force above --min-force) is n/a, not NaN
+        click.echo(f"  {key:26s} {_num(ov.get(key, float('nan')), ' .4g')}")
     click.echo(f"report: {files['html']}  metrics: {files['json']}")
 
 
 @cli.command("rdf")
 @click.argument("trajectories", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--r-max", type=float, default=6.0, show_default=True, help="Å")
-@click.option("--nbins", type=int, default=120, show_default=True)
-@click.option("--start", type=int, default=0, show_default=True, help="first frame used")
-@click.option("--stride", type=int, default=1, show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="validation-rdf", show_default=True)
+@click.option("--r-max", type=POSITIVE, default=6.0, show_default=True,
+              help="Å; bounded by memory (the cell is replicated beyond half its width)")
+@click.option("--nbins", type=NBINS, default=120, show_default=True)
+@click.option("--start", type=NON_NEGATIVE_INT, default=0, show_default=True, help="first frame used")
+@click.option("--stride", type=POSITIVE_INT, default=1, show_default=True)
+@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-rdf", show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def rdf_cmd(trajectories, r_max, nbins, start, stride, out_dir, quiet) -> None:
     """Partial RDFs of TRAJECTORIES (MDAnalysis InterRDF); RDF error of each against the first."""
@@ -204,10 +270,11 @@ def rdf_cmd(trajectories, r_max, nbins, start, stride, out_dir, quiet) -> None:
         raise click.ClickException(str(exc)) from exc
     for name, summary in metrics["rdf"].items():
         for pair, s in summary.items():
-            click.echo(f"{name}: {pair} first peak {s['first_peak_A']:.3f} Å, coordination {s['coordination']:.2f}")
+            click.echo(f"{name}: {pair} first peak {_num(s['first_peak_A'], '.3f')} Å, coordination {_num(s['coordination'], '.2f')}")
     for name, errs in metrics.get("rdf_error", {}).items():
         for pair, e in errs.items():
-            click.echo(f"RDF error {name} vs {metrics['reference']}: {pair} mean|Δg| {e['mean']:.4f}, ∫|Δg|dr {e['integral']:.4f} Å")
+            click.echo(f"RDF error {name} vs {metrics['reference']}: {pair} mean|Δg| {_num(e['mean'], '.4f')}, "
+                       f"∫|Δg|dr {_num(e.get('integral', float('nan')), '.4f')} Å")
     click.echo(f"report: {files['html']}  metrics: {files['json']}")
 
 
@@ -215,22 +282,22 @@ def rdf_cmd(trajectories, r_max, nbins, start, stride, out_dir, quiet) -> None:
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="student: shipped model name or artifact path")
 @click.option("--teacher", required=True, help="teacher spec (emt, sevennet:7net-0, orb:NAME, model:PATH)")
 @click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure; default: 64-atom diamond Si")
-@click.option("--temperature", type=float, default=1000.0, show_default=True, help="K")
-@click.option("--time", "time_fs", type=TIME, default="2ps", show_default=True, help="Langevin NVT length")
+@click.option("--temperature", type=TEMPERATURE, default=1000.0, show_default=True, help="K")
+@click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="Langevin NVT length")
 @click.option("--equilibration", "equil_fs", type=TIME, default="0.2ps", show_default=True, help="start of NVT left out of distributions")
 @click.option("--nve-time", "nve_fs", type=TIME, default="1ps", show_default=True, help="NVE length after NVT (0 for none)")
-@click.option("--dt", "dt_fs", type=TIME, default="1fs", show_default=True)
+@click.option("--dt", "dt_fs", type=POSITIVE_TIME, default="1fs", show_default=True)
 @click.option("--engine", type=ENGINE, default="ase", show_default=True, help="engine for the student (the teacher runs in ASE)")
-@click.option("--interval", type=int, default=10, show_default=True, help="record a frame every N steps")
-@click.option("--friction", type=float, default=0.01, show_default=True, help="Langevin friction (1/fs)")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--r-max", type=float, default=6.0, show_default=True, help="RDF range (Å)")
-@click.option("--nbins", type=int, default=120, show_default=True)
-@click.option("--angle-cutoff", type=float, default=None, help="bond cutoff for angles (Å); default: first minimum of the teacher's g(r)")
-@click.option("--rdf-threshold", type=float, default=1.5, show_default=True, help="stability: max ∫|Δg|dr over a window (Å)")
-@click.option("--window", "window_fs", type=TIME, default="0.5ps", show_default=True, help="stability window")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="validation-compare", show_default=True)
+@click.option("--interval", type=POSITIVE_INT, default=10, show_default=True, help="record a frame every N steps")
+@click.option("--friction", type=NON_NEGATIVE, default=0.01, show_default=True, help="Langevin friction (1/fs)")
+@click.option("--seed", type=NON_NEGATIVE_INT, default=0, show_default=True)
+@click.option("--r-max", type=POSITIVE, default=6.0, show_default=True, help="RDF range (Å)")
+@click.option("--nbins", type=NBINS, default=120, show_default=True)
+@click.option("--angle-cutoff", type=POSITIVE, default=None, help="bond cutoff for angles (Å); default: first minimum of the teacher's g(r)")
+@click.option("--rdf-threshold", type=POSITIVE, default=1.5, show_default=True, help="stability: max ∫|Δg|dr over a window (Å)")
+@click.option("--window", "window_fs", type=POSITIVE_TIME, default="0.5ps", show_default=True, help="stability window")
+@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
+@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-compare", show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def compare_cmd(model, teacher, structure, temperature, time_fs, equil_fs, nve_fs, dt_fs, engine, interval, friction,
                 seed, r_max, nbins, angle_cutoff, rdf_threshold, window_fs, device, out_dir, quiet) -> None:
@@ -238,9 +305,21 @@ def compare_cmd(model, teacher, structure, temperature, time_fs, equil_fs, nve_f
     from md_validation.compare import CompareSettings, compare
     from md_validation.inputs import calculator_id, calculator_label
     from md_validation.md import AseEngine
+    from md_validation.rdf import check_rdf_grid
     from md_validation.structure_metrics import StabilityCriteria
 
+    _check_steps("--time", time_fs, dt_fs, interval, "the NVT run")
+    if equil_fs >= time_fs:
+        raise click.BadParameter(f"{format_time(equil_fs)} leaves nothing of the {format_time(time_fs)} NVT run (--time) "
+                                 "for the distributions; it must be shorter", param_hint="--equilibration")
+    if nve_fs > 0:
+        _check_steps("--nve-time", nve_fs, dt_fs, interval, "an NVE drift")
     atoms = _structure(structure)
+    try:  # the RDFs come after the MD: check their size on the start structure before any step
+        check_rdf_grid(atoms, r_max, nbins, n_frames=steps_for(time_fs, dt_fs) // interval + 1,
+                       source=structure or "the default structure")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--r-max") from exc
     s_engine, s_id, s_label = _student_engine(model, engine, device)
     t_calc = _teacher(teacher, device)
     t_engine = AseEngine(t_calc)

@@ -94,6 +94,11 @@ class ParityData:
         return self.config_type[self.atom_frame]
 
 
+class NonFiniteError(ValueError):
+    """A model (or a reference) gave NaN or infinite energies, forces or stresses: no metrics
+    are computed from them."""
+
+
 def _stored_labels(atoms: Atoms) -> dict[str, Any] | None:
     calc = atoms.calc
     if calc is None or "forces" not in getattr(calc, "results", {}):
@@ -125,13 +130,20 @@ def predict(calc: Calculator, frames: Sequence[Atoms], batch_size: int = 16, pro
         if hasattr(calc, "calculate_batch"):
             for start in range(0, len(frames), batch_size):
                 chunk = list(frames[start: start + batch_size])
-                for res, atoms in zip(calc.calculate_batch(chunk), chunk):
+                try:
+                    results = calc.calculate_batch(chunk)
+                except FloatingPointError as exc:  # a calculator that refuses to return NaN says so
+                    raise NonFiniteError(f"frames {start}..{start + len(chunk) - 1}: {' '.join(str(exc).split())}") from exc
+                for res, atoms in zip(results, chunk):
                     stress = res.get("stress") if atoms.pbc.all() else None
                     out.append({"energy": res["energy"], "forces": res["forces"], "stress": stress})
                 bar.update(len(chunk))
         else:
-            for atoms in frames:
-                out.append(_single(calc, atoms))
+            for k, atoms in enumerate(frames):
+                try:
+                    out.append(_single(calc, atoms))
+                except FloatingPointError as exc:
+                    raise NonFiniteError(f"frame {k}: {' '.join(str(exc).split())}") from exc
                 bar.update(1)
     finally:
         bar.close()
@@ -151,6 +163,42 @@ def reference_labels(frames: Sequence[Atoms], teacher: Calculator | None, progre
     return labels  # type: ignore[return-value]
 
 
+def _frames_text(frames: Sequence[int], limit: int = 8) -> str:
+    shown = ", ".join(str(i) for i in frames[:limit])
+    return shown + (f", ... ({len(frames)} frames)" if len(frames) > limit else "")
+
+
+def nonfinite_report(labels: Sequence[dict], what: str) -> str | None:
+    """None when every energy, force and stress in ``labels`` is finite (or absent), else a
+    one-line description naming the frames and atoms (``what``: who gave the labels)."""
+    bad_energy = [i for i, lab in enumerate(labels)
+                  if lab.get("energy") is not None and not np.isfinite(float(lab["energy"]))]
+    bad_force_frames: list[int] = []
+    bad_atoms = 0
+    first: tuple[int, int] | None = None
+    for i, lab in enumerate(labels):
+        f = np.asarray(lab["forces"], float).reshape(-1, 3)
+        rows = np.nonzero(~np.isfinite(f).all(axis=1))[0]
+        if len(rows):
+            bad_force_frames.append(i)
+            bad_atoms += len(rows)
+            first = first or (i, int(rows[0]))
+    bad_stress = [i for i, lab in enumerate(labels)
+                  if lab.get("stress") is not None and not np.isfinite(np.asarray(lab["stress"], float)).all()]
+    if not (bad_energy or bad_force_frames or bad_stress):
+        return None
+    parts = []
+    if bad_energy:
+        parts.append(f"energies of frames {_frames_text(bad_energy)}")
+    if bad_force_frames:
+        assert first is not None
+        parts.append(f"forces on {bad_atoms} atom(s) in frames {_frames_text(bad_force_frames)} "
+                     f"(first: frame {first[0]}, atom {first[1]})")
+    if bad_stress:
+        parts.append(f"stresses of frames {_frames_text(bad_stress)}")
+    return f"{what} gave non-finite (NaN/inf) " + "; ".join(parts)
+
+
 def evaluate(
     calc: Calculator,
     frames: Sequence[Atoms],
@@ -162,8 +210,16 @@ def evaluate(
     frames = list(frames)
     if not frames:
         raise ValueError("no frames to evaluate")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     ref = reference_labels(frames, teacher, progress=progress)
+    bad = nonfinite_report(ref, "the reference labels (stored or from the teacher)")
+    if bad:
+        raise NonFiniteError(bad)
     pred = predict(calc, frames, batch_size=batch_size, progress=progress, desc="student")
+    bad = nonfinite_report(pred, "the model")
+    if bad:
+        raise NonFiniteError(bad + "; no metrics from non-finite predictions")
 
     def stress(lab: dict) -> np.ndarray:
         s = lab.get("stress")
@@ -220,25 +276,22 @@ def parity_metrics(data: ParityData, min_force: float = DEFAULT_MIN_FORCE) -> di
 
 
 def read_frames(path: str, index: str = ":", stride: int = 1) -> list[Atoms]:
-    """Frames of an extxyz (or any ASE-readable) file, every ``stride``-th.
+    """Frames ``index`` (an ASE selection; ``FILE@SELECTION`` works too) of an extxyz (or any
+    ASE-readable, ``.xz``/``.gz``/``.bz2`` compressed) file, every ``stride``-th.
 
-    Compressed files (``.xz``, ``.gz``, ``.bz2``) are decompressed into memory first: ASE's
-    extxyz reader seeks frame by frame, which would re-decompress from the start each time.
+    ValueError naming the file when it is missing, empty, unreadable or truncated, when the
+    selection is out of range, or when ``stride`` < 1.
     """
-    import importlib
-    import io
-    from pathlib import Path
+    from md_validation.inputs import read_any, split_selection
 
-    from ase.io import read
-
-    opener = {".xz": "lzma", ".gz": "gzip", ".bz2": "bz2"}.get(Path(path).suffix)
-    if opener is None:
-        frames = read(path, index=index)
-    else:
-        with importlib.import_module(opener).open(path, "rt") as fh:
-            frames = read(io.StringIO(fh.read()), index=index, format="extxyz")
-    frames = frames if isinstance(frames, list) else [frames]
-    return frames[::stride]
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"{path}: stride must be an integer >= 1, got {stride!r}")
+    path, at = split_selection(path)
+    if at is not None:
+        if index not in (":", None):
+            raise ValueError(f"{path}: a selection both after '@' ({at!r}) and as index ({index!r}); give one")
+        index = at
+    return read_any(path, index=":" if index is None else index)[::stride]
 
 
 def forces_report(

@@ -22,15 +22,106 @@ def default_structure() -> Atoms:
     return bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2)
 
 
-def load_structure(path: str | Path | None = None, index: int | str = 0) -> Atoms:
-    """Read frame ``index`` of ``path`` with ``ase.io.read`` (the built-in silicon when ``None``)."""
-    if path is None:
-        return default_structure()
+#: compressed files are decompressed into memory first: ASE's extxyz reader seeks frame by
+#: frame, which would re-decompress from the start each time
+_OPENERS = {".xz": "lzma", ".gz": "gzip", ".bz2": "bz2"}
+
+
+def split_selection(spec: str | Path) -> tuple[str, str | None]:
+    """``FILE@SELECTION`` (ASE's notation, e.g. ``data.xyz@100`` or ``data.xyz@0:10``) ->
+    ``(FILE, SELECTION)``; ``(spec, None)`` when ``spec`` is an existing file or has no ``@``."""
+    text = str(spec)
+    if Path(text).exists() or "@" not in text:
+        return text, None
+    path, _, selection = text.rpartition("@")
+    return path, selection
+
+
+def _selection(index: str | int, source: str) -> int | slice:
+    from ase.io.formats import string2index
+
+    try:
+        sel = string2index(index) if isinstance(index, str) else int(index)
+    except (ValueError, TypeError):
+        sel = None
+    if not isinstance(sel, (int, slice)) or isinstance(sel, bool):
+        raise ValueError(f"{source}: cannot read frame selection {index!r}; expected e.g. '3', '-1', '0:10' or ':'")
+    return sel
+
+
+def _read(path: Path, index: int | slice) -> list[Atoms]:
+    import importlib
+    import io
+
     from ase.io import read
 
-    atoms = read(str(path), index=index)
-    if isinstance(atoms, list):  # pragma: no cover - index slices
-        atoms = atoms[0]
+    opener = _OPENERS.get(path.suffix)
+    if opener is None:
+        frames = read(str(path), index=index)
+    else:
+        with importlib.import_module(opener).open(path, "rt") as fh:
+            frames = read(io.StringIO(fh.read()), index=index, format="extxyz")
+    return frames if isinstance(frames, list) else [frames]
+
+
+def read_any(path: str | Path, index: str | int = ":") -> list[Atoms]:
+    """Frames of any ASE-readable file (``.xz``/``.gz``/``.bz2`` extxyz too), selected by an ASE
+    selection ``index`` (``"3"``, ``"-1"``, ``"0:10:2"``, ``":"``).
+
+    Every problem is a ValueError that names the file: missing, empty, unreadable (binary,
+    truncated, unknown format), holding no frames, an index out of range or a selection of
+    nothing, or frames without atoms or with non-finite positions or cell.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"{path}: no such file")
+    if not p.is_file():
+        raise ValueError(f"{path}: not a file")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty")
+    sel = _selection(index, str(path))
+
+    def unreadable(exc: BaseException) -> ValueError:
+        detail = " ".join(str(exc).split())[:200]
+        return ValueError(f"{path}: cannot read frames ({type(exc).__name__}: {detail}); "
+                          "expected a complete file that ASE reads (extxyz, traj, ...)")
+
+    def out_of_range(n: int) -> ValueError:
+        return ValueError(f"{path}: frame index {sel} is out of range; the file holds {n} frame(s)")
+
+    try:
+        # a negative index is resolved here: ASE's readers wrap around silently
+        frames = _read(p, slice(None) if isinstance(sel, int) and sel < 0 else sel)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure (format, truncation, encoding) names the file
+        if isinstance(sel, int) and isinstance(exc, (IndexError, StopIteration)):
+            try:
+                n = len(_read(p, slice(None)))
+            except Exception as inner:  # noqa: BLE001 - the file itself is broken
+                raise unreadable(inner) from inner
+            raise out_of_range(n) from exc
+        raise unreadable(exc) from exc
+    if isinstance(sel, int) and sel < 0:
+        if sel < -len(frames):
+            raise out_of_range(len(frames))
+        frames = [frames[sel]]
+    if not frames:
+        raise ValueError(f"{path}: selection {index!r} holds no frames")
+    for k, atoms in enumerate(frames):
+        if len(atoms) == 0:
+            raise ValueError(f"{path}: frame {k} of selection {index!r} has no atoms")
+        if not np.isfinite(atoms.positions).all() or not np.isfinite(atoms.cell.array).all():
+            raise ValueError(f"{path}: frame {k} of selection {index!r} has non-finite positions or cell")
+    return frames
+
+
+def load_structure(path: str | Path | None = None, index: int | str = 0) -> Atoms:
+    """Read frame ``index`` of ``path`` (the built-in silicon when ``None``); ValueError naming the
+    file when it cannot be read or is no usable MD start (no atoms, non-finite numbers)."""
+    if path is None:
+        return default_structure()
+    atoms = read_any(path, index=index)[0]
     atoms.calc = None
     return atoms
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -34,6 +35,8 @@ CACHE_VERSION = 1
 
 Recorder = Callable[[Atoms, int], None]
 
+_log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -47,6 +50,10 @@ class Stage:
     def __post_init__(self) -> None:
         if self.ensemble not in ("nvt", "nve"):
             raise ValueError(f"stage {self.name!r}: ensemble must be 'nvt' or 'nve', got {self.ensemble!r}")
+        for name in ("steps", "interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"stage {self.name!r}: {name} must be an integer, got {value!r}")
         if self.steps < 0 or self.interval < 1:
             raise ValueError(f"stage {self.name!r}: steps must be >= 0 and interval >= 1")
 
@@ -63,10 +70,21 @@ class MDPlan:
     max_temperature_factor: float = 10.0  #: stop a run whose temperature exceeds this × target
 
     def __post_init__(self) -> None:
+        # NaN passes every ``<`` test, so finiteness is checked first
+        for name in ("temperature_K", "dt_fs", "friction_per_fs", "max_temperature_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.dt_fs <= 0:
             raise ValueError(f"timestep must be positive, got {self.dt_fs} fs")
         if self.temperature_K < 0:
             raise ValueError(f"temperature must be >= 0 K, got {self.temperature_K}")
+        if self.friction_per_fs < 0:
+            raise ValueError(f"friction must be >= 0 per fs, got {self.friction_per_fs}")
+        if self.max_temperature_factor <= 0:
+            raise ValueError(f"max_temperature_factor must be positive, got {self.max_temperature_factor}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         object.__setattr__(self, "stages", tuple(self.stages))
 
     def settings(self, upto: int) -> dict:
@@ -304,6 +322,25 @@ def _snapshot(atoms: Atoms, time_fs: float, step: int) -> Atoms:
     return snap
 
 
+def _read_cached(path: Path, meta_path: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
+    """The sidecar and time series of a finished stage, or None (with a warning naming the
+    files) when either is damaged, e.g. truncated by a kill or a full disk: the stage then runs
+    again and both files are rewritten, so a damaged cache never blocks a rerun."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict) or not isinstance(meta.get("steps_done"), int) or \
+                not isinstance(meta.get("wall_s"), (int, float)):
+            raise ValueError("missing or mistyped 'steps_done'/'wall_s'")
+        series = read_series(path)
+        if len(series["time_fs"]) == 0:
+            raise ValueError("no frames")
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+        _log.warning("md_validation: cached MD %s (sidecar %s) is unreadable (%s: %s); running this stage again "
+                     "and rewriting both", path, meta_path, type(exc).__name__, " ".join(str(exc).split())[:160])
+        return None
+    return meta, series
+
+
 def run_md(
     start: Atoms,
     plan: MDPlan,
@@ -341,12 +378,13 @@ def run_md(
         key = _stage_key(start, calc_id, engine.name, plan, index)
         path = stage_path(directory, label, stage, key)
         meta_path = path.with_suffix(".json")
-        if reuse and path.exists() and meta_path.exists():
-            meta = json.loads(meta_path.read_text())
+        cached = _read_cached(path, meta_path) if reuse and path.exists() and meta_path.exists() else None
+        if cached is not None:
+            meta, series = cached
             result = StageResult(
                 name=stage.name, ensemble=stage.ensemble, path=path, n_atoms=len(start),
                 steps_done=meta["steps_done"], steps_planned=stage.steps, wall_s=meta["wall_s"],
-                cached=True, error=meta.get("error"), series=read_series(path),
+                cached=True, error=meta.get("error"), series=series,
             )
         else:
             partial = path.with_name(path.stem + ".partial.traj")

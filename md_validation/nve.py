@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,26 @@ class NVESettings:
     seed: int = 0
     threshold: float = DEFAULT_DRIFT_THRESHOLD  #: max |drift| (meV/atom/ps) to pass
     max_deviation: float | None = None  #: optional max |E(t)-E(0)|/N (meV/atom) to pass
+
+    def __post_init__(self) -> None:
+        # a NaN threshold would pass every run (no comparison with NaN is true): check them all here
+        numbers = {"temperature_K": (self.temperature_K, 0.0, True), "time_fs": (self.time_fs, 0.0, False),
+                   "thermalise_fs": (self.thermalise_fs, 0.0, True), "dt_fs": (self.dt_fs, 0.0, False),
+                   "friction_per_fs": (self.friction_per_fs, 0.0, True), "threshold": (self.threshold, 0.0, True)}
+        if self.max_deviation is not None:
+            numbers["max_deviation"] = (self.max_deviation, 0.0, True)
+        for name, (value, low, closed) in numbers.items():
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or value < low or (not closed and value == low):
+                raise ValueError(f"{name} = {value!r}: expected a finite number {'>=' if closed else '>'} {low:g}")
+        for name in ("interval", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "interval" else 0):
+                raise ValueError(f"{name} = {value!r}: expected an integer >= {1 if name == 'interval' else 0}")
+        steps = steps_for(self.time_fs, self.dt_fs)
+        if steps < self.interval:
+            raise ValueError(f"time_fs = {self.time_fs:g} gives {steps} NVE step(s) at dt_fs = {self.dt_fs:g}; a drift "
+                             f"needs at least two frames, i.e. interval = {self.interval} steps ({self.interval * self.dt_fs:g} fs)")
 
     def plan(self) -> MDPlan:
         stages = []

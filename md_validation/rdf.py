@@ -29,6 +29,11 @@ from ase.cell import Cell
 #: default grid: 0 .. 6 Å in 0.05 Å bins
 DEFAULT_R_MAX = 6.0
 DEFAULT_NBINS = 120
+#: largest grid accepted: finer bins hold too few pairs to mean anything
+MAX_NBINS = 100_000
+#: memory an RDF may take (replicated frames held by MDAnalysis plus the pair search of one
+#: frame); a larger r_max is refused before anything is allocated, with the largest that fits
+MAX_RDF_MEMORY_BYTES = 2 * 2**30
 
 
 @dataclass
@@ -79,6 +84,58 @@ def replication_for(atoms: Atoms, r_max: float) -> tuple[int, int, int]:
         width = volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3]))
         reps.append(max(1, math.floor(2.0 * r_max / width) + 1) if atoms.pbc[i] else 1)
     return tuple(reps)  # type: ignore[return-value]
+
+
+def rdf_memory_bytes(atoms: Atoms, r_max: float, n_frames: int) -> float:
+    """Estimated peak memory (bytes) of :func:`partial_rdfs` on ``n_frames`` frames like ``atoms``.
+
+    Counted: the replicated frames in the in-memory Universe (float32 positions) and one
+    replicated ASE copy while it is built; the pair search of one frame, which MDAnalysis does by
+    brute force (a float64 distance matrix, centres x partners) for small sets and with a grid
+    otherwise (int64 pair indices and float64 distances of every pair within ``r_max``, counted
+    twice for the copies made on the way).
+    """
+    reps = replication_for(atoms, r_max)
+    n_cell = len(atoms)
+    n_total = n_cell * int(np.prod(reps))
+    volume = abs(float(np.linalg.det(atoms.cell.array))) * float(np.prod(reps))
+    frames = n_frames * n_total * 3 * 4.0
+    build = n_total * 200.0  # ASE Atoms arrays (positions, numbers, momenta, ...) of one replicated frame
+    pairs = n_cell * (n_total / volume) * 4.0 / 3.0 * math.pi * r_max**3
+    search = max(n_cell * n_total * 8.0 if n_cell * n_total < 1e8 else 0.0, pairs * 24.0 * 2)
+    return frames + build + search
+
+
+def max_r_max(atoms: Atoms, n_frames: int, budget: float = MAX_RDF_MEMORY_BYTES) -> float:
+    """The largest r_max (Å, to 0.1 Å) whose :func:`rdf_memory_bytes` stays within ``budget``."""
+    low, high = 0.0, max(min_width(atoms.cell.array), 1.0)
+    while rdf_memory_bytes(atoms, high, n_frames) <= budget and high < 1e4:
+        low, high = high, 2.0 * high
+    while high - low > 0.05:
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if rdf_memory_bytes(atoms, mid, n_frames) <= budget else (low, mid)
+    return math.floor(low * 10.0) / 10.0
+
+
+def check_rdf_grid(atoms: Atoms, r_max: float, nbins: int, n_frames: int = 1, source: str = "frames",
+                   budget: float = MAX_RDF_MEMORY_BYTES) -> None:
+    """ValueError, before anything is allocated, when ``r_max``/``nbins`` are not usable on
+    ``n_frames`` frames like ``atoms``: not finite and positive, or needing more than ``budget``
+    bytes (the message gives the estimate and the largest r_max that fits)."""
+    if isinstance(r_max, bool) or not isinstance(r_max, (int, float, np.floating)) or not math.isfinite(r_max) or r_max <= 0:
+        raise ValueError(f"r_max {r_max!r}: expected a finite distance > 0 Å")
+    if isinstance(nbins, bool) or not isinstance(nbins, (int, np.integer)) or not 1 <= nbins <= MAX_NBINS:
+        raise ValueError(f"nbins {nbins!r}: expected an integer from 1 to {MAX_NBINS}")
+    if not atoms.pbc.all() or atoms.cell.rank != 3:
+        raise ValueError(f"{source}: RDFs here need fully periodic frames with a 3-D cell")
+    need = rdf_memory_bytes(atoms, r_max, n_frames)
+    if need > budget:
+        reps = replication_for(atoms, r_max)
+        raise ValueError(
+            f"r_max {r_max:g} Å is too large for {source}: the {len(atoms)}-atom cell (smallest width "
+            f"{min_width(atoms.cell.array):.3g} Å) would be replicated {reps[0]}x{reps[1]}x{reps[2]} over {n_frames} frame(s), "
+            f"about {need / 2**30:.3g} GiB (limit {budget / 2**30:.3g} GiB); use r_max <= {max_r_max(atoms, n_frames, budget):g} Å"
+        )
 
 
 def _standard_frame(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +198,9 @@ def partial_rdfs(
     from MDAnalysis.analysis.rdf import InterRDF
 
     frames = list(frames)
+    if not frames:
+        raise ValueError("no frames to compute an RDF from")
+    check_rdf_grid(frames[0], r_max, nbins, len(frames))
     u = universe_from_frames(frames, r_max)
     symbols = frames[0].get_chemical_symbols()
     pairs = list(pairs) if pairs is not None else element_pairs(symbols)
@@ -252,11 +312,16 @@ def rdf_summary(res: RDFResult) -> dict[str, dict[str, float]]:
 
 
 def read_trajectory(path: str | Path, start: int = 0, stride: int = 1) -> list[Atoms]:
-    """Frames ``start::stride`` of any ASE-readable trajectory."""
-    from ase.io import read
+    """Frames ``start::stride`` of any ASE-readable trajectory; ValueError naming the file when
+    it cannot be read, is empty or holds no frame from ``start`` on."""
+    from md_validation.inputs import read_any
 
-    frames = read(str(path), index=f"{start}::{stride}")
-    return frames if isinstance(frames, list) else [frames]
+    if start < 0 or stride < 1:
+        raise ValueError(f"{path}: start must be >= 0 and stride >= 1, got start={start}, stride={stride}")
+    frames = read_any(path, index=f"{start}::{stride}")
+    if not frames:
+        raise ValueError(f"{path}: no frames from start={start} with stride={stride}")
+    return frames
 
 
 def rdf_report(
@@ -274,13 +339,16 @@ def rdf_report(
 
     names: list[str] = []
     results: dict[str, RDFResult] = {}
+    # every file is read and checked before the first RDF is computed
+    loaded: list[tuple[str, list[Atoms]]] = []
     for p in paths:
         name = Path(p).name
-        while name in results:
+        while name in [n for n, _ in loaded]:
             name += "'"
         frames = read_trajectory(p, start, stride)
-        if not frames:
-            raise ValueError(f"{p}: no frames after start={start}, stride={stride}")
+        check_rdf_grid(frames[0], r_max, nbins, len(frames), source=str(p))
+        loaded.append((name, frames))
+    for name, frames in loaded:
         results[name] = partial_rdfs(frames, r_max, nbins, progress=progress)
         names.append(name)
     ref = names[0]

@@ -44,7 +44,11 @@ __all__ = [
 
 
 def read_frames(paths: str | Path | Sequence[str | Path]) -> list[Atoms]:
-    """All frames of one or more extxyz files (``.xz``/``.gz``/``.bz2`` compressed or not)."""
+    """All frames of one or more extxyz files (``.xz``/``.gz``/``.bz2`` compressed or not).
+
+    A missing file is a FileNotFoundError; an empty, unreadable (binary, truncated) or frameless
+    file a ValueError; both name the file.
+    """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     frames: list[Atoms] = []
@@ -52,7 +56,18 @@ def read_frames(paths: str | Path | Sequence[str | Path]) -> list[Atoms]:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"dataset file {path} does not exist")
-        got = _read_extxyz(path)
+        if not path.is_file():
+            raise ValueError(f"dataset file {path} is not a file")
+        if path.stat().st_size == 0:
+            raise ValueError(f"dataset file {path} is empty")
+        try:
+            got = _read_extxyz(path)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any reader failure (format, truncation, encoding) names the file
+            detail = " ".join(str(exc).split())[:200]
+            raise ValueError(f"dataset file {path}: cannot read frames ({type(exc).__name__}: {detail}); "
+                             "expected a complete extxyz file") from exc
         if not got:
             raise ValueError(f"dataset file {path} holds no frames")
         frames.extend(got if isinstance(got, list) else [got])
@@ -176,6 +191,10 @@ def to_graphs(frames: Iterable[Atoms], elements: Sequence[str], cutoff: float) -
             unknown = sorted(set(atoms.symbols[species < 0]))
             raise ValueError(f"frame {n}: element(s) {', '.join(unknown)} not in the model's elements {list(elements)}")
         energy, forces, stress = _labels(atoms)
+        if not (np.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(atoms.positions).all()):
+            bad = "energy" if not np.isfinite(energy) else "forces" if not np.isfinite(forces).all() else "positions"
+            raise ValueError(f"frame {n} ({atoms.get_chemical_formula()}, trajectory {atoms.info.get('trajectory')!r}): "
+                             f"non-finite {bad}; a label or input that is NaN or infinite is never used")
         edges = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
         volume = float(atoms.get_volume()) if atoms.cell.rank == 3 else 0.0
         graphs.append(

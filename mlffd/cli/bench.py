@@ -6,14 +6,19 @@ from pathlib import Path
 
 import click
 
+from mlffd.cli.options import DEVICE, NON_NEGATIVE_INT, OUTPUT_DIR, POSITIVE, POSITIVE_INT
 
-def _ints(value: str | None) -> tuple[int, ...] | None:
+
+def _ints(value: str | None, option: str = "") -> tuple[int, ...] | None:
     if value is None:
         return None
     try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
+        numbers = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError as exc:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from exc
+        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}", param_hint=option or None) from exc
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}", param_hint=option or None)
+    return numbers
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:
@@ -24,11 +29,11 @@ def _options(f):
     opts = [
         click.option("--sizes", help="atom counts, comma-separated (diamond-Si supercells of 8 n^3 atoms) [64,512,4096,32768]"),
         click.option("--models", help="students: shipped names or size presets [ultra-tiny,tiny,original]"),
-        click.option("--threads", type=int, default=None, help="torch threads; LAMMPS: 1 rank x THREADS or R ranks x THREADS/R [2]"),
-        click.option("--repeats", type=int, default=None, help="timed repeats per measurement (median and IQR over them) [5]"),
-        click.option("--rounds", type=int, default=None, help="repeat the main measurements in this many rounds; each ratio is the median over rounds of the ratio within a round (robust to a machine whose speed drifts) [1]"),
-        click.option("--warmup", type=int, default=None, help="untimed calls before timing [3]"),
-        click.option("--min-time", type=float, default=None, help="seconds per timed repeat (several calls when one is shorter) [0.5]"),
+        click.option("--threads", type=POSITIVE_INT, default=None, help="torch threads; LAMMPS: 1 rank x THREADS or R ranks x THREADS/R [2]"),
+        click.option("--repeats", type=POSITIVE_INT, default=None, help="timed repeats per measurement (median and IQR over them) [5]"),
+        click.option("--rounds", type=POSITIVE_INT, default=None, help="repeat the main measurements in this many rounds; each ratio is the median over rounds of the ratio within a round (robust to a machine whose speed drifts) [1]"),
+        click.option("--warmup", type=NON_NEGATIVE_INT, default=None, help="untimed calls before timing [3]"),
+        click.option("--min-time", type=POSITIVE, default=None, help="seconds per timed repeat (several calls when one is shorter) [0.5]"),
         click.option("--students/--no-students", default=None, help="students: raw artifact call and DistilledCalculator [on]"),
         click.option("--compiled/--no-compiled", default=None, help="also DistilledCalculator(compile=True) (torch.compile, compile time excluded) [off]"),
         click.option("--teachers/--no-teachers", default=None, help="SevenNet 7net-0 and Orb-v3 (random weights) through ASE [on]"),
@@ -38,17 +43,17 @@ def _options(f):
         click.option("--pairs", help="LAMMPS pair styles: mlffd (the students), sw, tersoff [mlffd,sw,tersoff]"),
         click.option("--side-by-side/--no-side-by-side", default=None,
                      help="flatness (largest size vs 512 atoms) and plugin overhead (4,096 atoms) also with both costs alternating in one process [on]"),
-        click.option("--side-by-side-pairs", type=int, default=None, help="alternations per side-by-side measurement [5]"),
+        click.option("--side-by-side-pairs", type=POSITIVE_INT, default=None, help="alternations per side-by-side measurement [5]"),
         click.option("--batch/--no-batch", default=None, help="many small cells: calculate_batch vs one by one [on]"),
-        click.option("--batch-count", type=int, default=None, help="number of 64-atom cells in the batch [64]"),
+        click.option("--batch-count", type=POSITIVE_INT, default=None, help="number of 64-atom cells in the batch [64]"),
         click.option("--allocator/--no-allocator", default=None, help="glibc defaults vs mlffd's malloc settings [on]"),
         click.option("--allocator-sizes", help="atom counts for the allocator comparison [512,4096]"),
         click.option("--allocator-methods", help="paths for the allocator comparison: artifact, calculator, lammps (pair_style mlffd, 1 rank; settings via GLIBC_TUNABLES) [artifact]"),
         click.option("--allocator-model", default=None, help="student for the allocator comparison [tiny]"),
-        click.option("--allocator-rounds", type=int, default=None, help="interleaved default/mlffd pairs per size, pooled by median [1]"),
-        click.option("--device", default=None, help="students and teachers on cpu, cuda or cuda:N (LAMMPS: pair_style mlffd device D) [cpu]"),
-        click.option("--block-atoms", type=int, default=None, help="centre atoms per evaluation block of the students; 0: the device's default [0]"),
-        click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"), show_default=True,
+        click.option("--allocator-rounds", type=POSITIVE_INT, default=None, help="interleaved default/mlffd pairs per size, pooled by median [1]"),
+        click.option("--device", type=DEVICE, default=None, help="students and teachers on cpu, cuda or cuda:N (LAMMPS: pair_style mlffd device D) [cpu]"),
+        click.option("--block-atoms", type=NON_NEGATIVE_INT, default=None, help="centre atoms per evaluation block of the students; 0: the device's default [0]"),
+        click.option("--out", "out", type=OUTPUT_DIR, default="bench-results", show_default=True,
                      help="output folder: bench.json, bench.md, bench_cost.png"),
         click.option("--quick", is_flag=True, help="small and fast: 64 atoms, ultra-tiny, 2 repeats (for tests and smoke checks)"),
     ]
@@ -61,13 +66,13 @@ def _config(only: str | None, **kw):
     from mlffd.bench import BenchConfig
 
     quick = kw.pop("quick")
-    out = kw.pop("out")
+    out = Path(kw.pop("out"))
     mapped = {
-        "sizes": _ints(kw.pop("sizes")),
+        "sizes": _ints(kw.pop("sizes"), "--sizes"),
         "models": _names(kw.pop("models")),
-        "teacher_sizes": _ints(kw.pop("teacher_sizes")),
-        "ranks": _ints(kw.pop("ranks")),
-        "allocator_sizes": _ints(kw.pop("allocator_sizes")),
+        "teacher_sizes": _ints(kw.pop("teacher_sizes"), "--teacher-sizes"),
+        "ranks": _ints(kw.pop("ranks"), "--ranks"),
+        "allocator_sizes": _ints(kw.pop("allocator_sizes"), "--allocator-sizes"),
     }
     pairs = _names(kw.pop("pairs"))
     if pairs is not None:

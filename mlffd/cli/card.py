@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from mlffd.cli.options import OUTPUT_DIR
+
 
 @click.command("card")
 @click.argument("model")
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="Held-out labelled extxyz (teacher frames).")
 @click.option("--teacher", default=None, help="Teacher spec for the speed comparison (default: the model's teacher).")
-@click.option("--out-dir", default="docs/models", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out-dir", default="docs/models", show_default=True, type=OUTPUT_DIR)
 @click.option("--name", default=None, help="Card name (default: the artifact's file name).")
 @click.option("--no-speed", is_flag=True, help="Skip the student-vs-teacher timing.")
 def card_command(model: str, data: str, teacher: str | None, out_dir: str, name: str | None, no_speed: bool) -> None:

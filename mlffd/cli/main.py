@@ -6,11 +6,17 @@ import json
 
 import click
 
+from mlffd.cli.options import OneLineErrorGroup, debug_option
 
-@click.group()
+
+@click.group(cls=OneLineErrorGroup)
 @click.version_option(package_name="mlffd")
+@debug_option
 def cli() -> None:
-    """mlffd: distil foundation-model potentials into small, fast students."""
+    """mlffd: distil foundation-model potentials into small, fast students.
+
+    An error is one line naming the value or file; --debug shows its traceback.
+    """
 
 
 @cli.command("info")

@@ -6,14 +6,16 @@ import json
 
 import click
 
+from mlffd.cli.options import DEVICE, OUTPUT_DIR, POSITIVE_INT, check_output_dir
+
 
 @click.command("sample")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
-@click.option("--output-dir", "-o", type=click.Path(file_okay=False), default=None, help="Override the config's output_dir.")
+@click.option("--output-dir", "-o", type=OUTPUT_DIR, default=None, help="Override the config's output_dir.")
 @click.option("--teacher", default=None, help="Override the config's teacher spec (e.g. emt, sevennet:7net-0).")
-@click.option("--device", default=None, help="Override the config's device (cpu, cuda).")
-@click.option("--threads", type=int, default=None, help="torch threads for the teacher (overrides the config).")
-@click.option("--max-trajectories", type=int, default=None, help="Stop after this many trajectories (resume later).")
+@click.option("--device", type=DEVICE, default=None, help="Override the config's device (cpu, cuda, cuda:N).")
+@click.option("--threads", type=POSITIVE_INT, default=None, help="torch threads for the teacher (overrides the config).")
+@click.option("--max-trajectories", type=POSITIVE_INT, default=None, help="Stop after this many trajectories (resume later).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (trajectories, teacher evaluations) and exit.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--snapshot", type=click.Choice(["xz", "gz", "none"]), default=None,
@@ -32,6 +34,17 @@ def sample(config, output_dir, teacher, device, threads, max_trajectories, dry_r
     overrides = {k: v for k, v in (("teacher", teacher), ("device", device), ("threads", threads)) if v is not None}
     if overrides:
         cfg = dataclasses.replace(cfg, **overrides)
+    if not dry_run:  # before the teacher is loaded: the device it runs on and where the frames go
+        from mlffd.cli.options import check_device
+
+        try:
+            check_device(cfg.device)
+        except ValueError as exc:
+            raise click.ClickException(f"sampling config {config}: device: {exc}") from exc
+        try:
+            check_output_dir(output_dir or cfg.output_dir)
+        except ValueError as exc:
+            raise click.ClickException(f"sampling config {config}: output_dir: {exc}") from exc
     if snapshot is not None:
         for split, path in make_snapshot(output_dir or cfg.output_dir, cfg, compress=snapshot).items():
             click.echo(f"{split}: {path}")

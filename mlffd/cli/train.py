@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-
 import click
+
+from mlffd.cli.options import check_output_dir
 
 
 @click.command("train")
@@ -14,11 +15,17 @@ def train_command(config: str, resume: bool) -> None:
 
     Launch with ``torchrun --nproc_per_node N -m mlffd.training CONFIG`` for data-parallel training.
     """
-    from mlffd.training.config import load_config
+    from mlffd.training.config import check_runnable, load_config
     from mlffd.training.evaluate import format_metrics
     from mlffd.training.trainer import train
 
-    summary = train(load_config(config), resume=resume)
+    cfg = load_config(config)
+    try:  # before any data is read or a step is taken
+        check_runnable(cfg)
+        check_output_dir(cfg.output)
+    except ValueError as exc:
+        raise click.ClickException(f"training config {config}: {exc}") from exc
+    summary = train(cfg, resume=resume)
     if summary:
         click.echo(f"artifact: {summary['artifact']}")
         click.echo(f"{summary['metrics']['split']} metrics (best step {summary['metrics']['best_step']}):")

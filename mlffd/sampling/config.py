@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlffd.fieldcheck import check_types, coerce_numbers
+
 
 FORMAT_VERSION = 1
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 CONFIG_TYPES_BY_SURFACE = {(1, 0, 0): "surface100", (1, 1, 0): "surface110", (1, 1, 1): "surface111"}
 
 
@@ -128,6 +132,23 @@ class SampleConfig:
             raise ValueError(f"task names must be unique, got {task_names}")
         if not self.tasks:
             raise ValueError("sample config has no tasks")
+        if not self.seeds:
+            raise ValueError("sample config has no seeds")
+        if not _DEVICE_RE.match(self.device):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        for ok, message in (
+            (self.random_seed >= 0, f"random_seed must be >= 0, got {self.random_seed}"),
+            (self.threads is None or self.threads >= 1, f"threads must be >= 1 (or absent), got {self.threads}"),
+            (self.descriptor_cutoff > 0, f"descriptor_cutoff must be > 0 Å, got {self.descriptor_cutoff}"),
+            (self.max_force > 0, f"max_force must be > 0 eV/Å, got {self.max_force}"),
+        ):
+            if not ok:
+                raise ValueError(message)
+        for s in self.seeds:
+            if s.a is not None and s.a <= 0:
+                raise ValueError(f"seed {s.name!r}: a must be > 0 Å, got {s.a}")
+            if min(s.supercell) < 1:
+                raise ValueError(f"seed {s.name!r}: supercell entries must be >= 1, got {list(s.supercell)}")
         if self.order not in ("interleave", "listed"):
             raise ValueError(f"order must be 'interleave' or 'listed', got {self.order!r}")
         if Path(self.train_file).name == Path(self.test_file).name:
@@ -148,6 +169,19 @@ class SampleConfig:
                 raise ValueError(f"{where}: temperatures is empty")
             if t.timestep_fs <= 0:
                 raise ValueError(f"{where}: timestep_fs must be > 0")
+            if min(t.temperatures) < 0 or t.melt_temperature < 0 or t.quench_temperature < 0:
+                raise ValueError(f"{where}: temperatures must be >= 0 K")
+            for name in ("friction_per_fs", "strain", "rattle", "vacuum", "min_distance", "copy_rattle", "copy_strain",
+                         "vacancies", "interstitials", "melt_steps", "quench_steps", "anneal_steps", "copies"):
+                if getattr(t, name) < 0:
+                    raise ValueError(f"{where}: {name} must be >= 0, got {getattr(t, name)}")
+            for name in ("taut_fs", "taup_fs", "bulk_modulus_gpa", "surface_layers"):
+                if getattr(t, name) <= 0:
+                    raise ValueError(f"{where}: {name} must be > 0, got {getattr(t, name)}")
+            if min(t.surface_repeat) < 1:
+                raise ValueError(f"{where}: surface_repeat entries must be >= 1, got {list(t.surface_repeat)}")
+            if t.max_frames is not None and t.max_frames < 1:
+                raise ValueError(f"{where}: max_frames must be >= 1 (or absent), got {t.max_frames}")
             if t.surface is not None and len(t.surface) != 3:
                 raise ValueError(f"{where}: surface must be three Miller indices")
 
@@ -167,23 +201,34 @@ def _from_dict(cls, data: Any, where: str):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         kwargs[key] = value
     try:
-        return cls(**kwargs)
+        obj = cls(**coerce_numbers(cls, kwargs))
     except TypeError as exc:
         raise ValueError(f"{where}: {exc}") from exc
+    name = kwargs.get("name")
+    item = {"tasks[]": "task", "seeds[]": "seed"}.get(where)
+    # the type of every value before any range check compares it
+    check_types(obj, f"{item} {name!r}: " if item and isinstance(name, str) else f"{where}: ")
+    return obj
 
 
 def load_config(path: str | Path) -> SampleConfig:
-    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) sampling config."""
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) sampling config; every problem is a
+    ValueError naming the file (and the key)."""
     path = Path(path)
-    text = path.read_text()
-    if path.suffix == ".toml":
-        import tomllib
+    try:
+        text = path.read_text()
+        if path.suffix == ".toml":
+            import tomllib
 
-        data = tomllib.loads(text)
-    else:
-        import yaml
+            data = tomllib.loads(text)
+        else:
+            import yaml
 
-        data = yaml.safe_load(text)
+            data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # tomllib and yaml errors are ValueErrors or YAMLError
+        raise ValueError(f"{path}: cannot read the config ({' '.join(str(exc).split())})") from exc
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and its kin
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     data = data.get("sample", data)  # allow a [sample] section inside a larger config

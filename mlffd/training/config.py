@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
+
+from ase.data import chemical_symbols
+
+from mlffd.fieldcheck import check_types, coerce_numbers
 
 SCHEDULES = ("cosine", "plateau", "constant")
 OPTIMIZERS = ("adam", "adamw")
 LOSSES = ("mse", "huber")
 DTYPES = ("float32", "float64")
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_SYMBOLS = frozenset(chemical_symbols[1:])
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,16 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, (str, Path)):
                 value = (value,)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, Path)) for v in value):
+                raise ValueError(f"{name}: expected a list of strings, got {value!r}")
             object.__setattr__(self, name, tuple(str(v) for v in value))
-        object.__setattr__(self, "model_overrides", dict(self.model_overrides or {}))
+        if self.model_overrides is None:
+            object.__setattr__(self, "model_overrides", {})
+        if not isinstance(self.model_overrides, Mapping):
+            raise ValueError(f"model_overrides: expected a mapping of ModelConfig fields, got {self.model_overrides!r}")
+        object.__setattr__(self, "model_overrides", dict(self.model_overrides))
+        # types first: every range check below may then compare numbers
+        check_types(self)
         unknown = [f for f in self.val_from if f not in self.train]
         if unknown:
             raise ValueError(f"val_from: {unknown} are not among the training files {list(self.train)}")
@@ -83,15 +98,41 @@ class TrainConfig:
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"),
             (self.ddp in ("wrapper", "allreduce"), f"ddp must be 'wrapper' or 'allreduce', got {self.ddp!r}"),
+            (_DEVICE_RE.match(self.device) is not None, f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"),
+            (0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.huber_delta > 0, f"huber_delta must be positive, got {self.huber_delta}"),
+            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (0.0 < self.plateau_factor < 1.0, f"plateau_factor must be in (0, 1), got {self.plateau_factor}"),
+            (self.plateau_patience >= 0, f"plateau_patience must be >= 0, got {self.plateau_patience}"),
+            (self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}"),
+            (self.max_epochs >= 0, f"max_epochs must be >= 0, got {self.max_epochs}"),
+            (self.max_steps >= 0, f"max_steps must be >= 0 (0: max_epochs decides), got {self.max_steps}"),
+            (self.max_steps > 0 or self.max_epochs > 0, "max_steps and max_epochs are both 0: the run would take no step"),
             (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+            (self.eval_every >= 0, f"eval_every must be >= 0 (0: every epoch), got {self.eval_every}"),
+            (self.patience >= 0, f"patience must be >= 0 (0 disables early stopping), got {self.patience}"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (self.threads >= 0, f"threads must be >= 0 (0: torch's default), got {self.threads}"),
             (min(self.energy_weight, self.forces_weight, self.stress_weight) >= 0, "loss weights must be >= 0"),
+            (max(self.energy_weight, self.forces_weight, self.stress_weight) > 0, "loss weights are all 0: nothing to learn"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        bad = [e for e in self.elements if e not in _SYMBOLS]
+        if bad:
+            raise ValueError(f"elements: {bad} are not chemical symbols (expected e.g. ['Si', 'O'])")
+        if len(set(self.elements)) != len(self.elements):
+            raise ValueError(f"elements: {list(self.elements)} lists an element twice")
+        from mlffd.models.config import PRESETS
+
+        if self.model not in PRESETS:
+            raise ValueError(f"model: unknown size preset {self.model!r}; expected one of {sorted(PRESETS)}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -103,11 +144,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """Strict mapping (unknown keys are errors); numeric strings such as YAML's ``1e-3``
+        become numbers for number fields."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown training options {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(**d)
+        return cls(**coerce_numbers(cls, d))
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return type(self).from_dict({**self.to_dict(), **changes})
@@ -122,17 +165,22 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        import tomllib
-
-        data = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    else:
+    if path.suffix not in (".toml", ".yaml", ".yml"):
         raise ValueError(f"config file {path}: expected a .yaml, .yml or .toml file")
+    try:
+        text = path.read_text()
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"config file {path}: cannot read it ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - tomllib.TOMLDecodeError, yaml.YAMLError: a syntax error in the file
+        raise ValueError(f"config file {path}: not valid {path.suffix.lstrip('.').upper()} ({' '.join(str(exc).split())})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -142,16 +190,48 @@ def resolve_paths(d: Mapping[str, Any], base: Path) -> dict[str, Any]:
     """Make the relative data and output paths of a training mapping relative to ``base``."""
     out = dict(d)
     for key in ("train", "val", "test"):
-        if key in out:
-            value = out[key]
-            value = [value] if isinstance(value, str) else list(value)
+        value = out.get(key)
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             out[key] = [str(base / v) if not Path(v).is_absolute() else v for v in value]
-    if "output" in out and not Path(out["output"]).is_absolute():
+        # anything else is left for TrainConfig to refuse with the key's name
+    if isinstance(out.get("output"), str) and not Path(out["output"]).is_absolute():
         out["output"] = str(base / out["output"])
     return out
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Load a :class:`TrainConfig` from YAML or TOML; relative paths are relative to the file."""
+    """Load a :class:`TrainConfig` from YAML or TOML; relative paths are relative to the file.
+
+    Every problem with the file's contents is a ValueError that names the file and the key.
+    """
     path = Path(path)
-    return TrainConfig.from_dict(resolve_paths(read_mapping(path), path.resolve().parent))
+    data = read_mapping(path)
+    try:
+        return TrainConfig.from_dict(resolve_paths(data, path.resolve().parent))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"training config {path}: {exc}") from exc
+
+
+def check_runnable(config: TrainConfig) -> None:
+    """What a run needs before its first step, checked up front: the training, validation and
+    test files and ``init_from`` exist, and ``device`` is one this torch can use. ValueError
+    naming the key otherwise."""
+    if not config.train:
+        raise ValueError("train: no training files given")
+    for key in ("train", "val", "test"):
+        for f in getattr(config, key):
+            p = Path(f)
+            if not p.is_file():
+                raise ValueError(f"{key}: {f} {'is not a file' if p.exists() else 'does not exist'}")
+    if config.init_from and not Path(config.init_from).is_file():
+        raise ValueError(f"init_from: {config.init_from} does not exist")
+    if config.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {config.device!r}, but torch {torch.__version__} sees no CUDA GPU; use device: cpu")
+        index = int(config.device.split(":")[1]) if ":" in config.device else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device: {config.device!r}, but only {torch.cuda.device_count()} CUDA device(s) are visible")

@@ -41,6 +41,38 @@ def collect_predictions(
     }
 
 
+class NonFiniteError(ValueError):
+    """A model gave NaN or infinite energies, forces or stresses: no metrics are computed."""
+
+
+def check_finite(graphs: Sequence[Graph], pred: dict[str, Any], what: str = "the model") -> None:
+    """:class:`NonFiniteError` naming the frames and atoms where ``pred`` is not finite (a metric
+    averaged over a NaN is NaN, and a NaN metric is never a result)."""
+    n_atoms = np.array([g.num_atoms for g in graphs])
+    starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
+    bad_e = np.nonzero(~np.isfinite(pred["energy"]))[0]
+    bad_rows = np.nonzero(~np.isfinite(pred["forces"]).all(axis=1))[0]
+    bad_s = [k for k, g in enumerate(graphs) if g.stress is not None and not np.isfinite(pred["stress"][k]).all()]
+    if not (len(bad_e) or len(bad_rows) or bad_s):
+        return
+    parts = []
+    if len(bad_e):
+        parts.append(f"energies of frames {_listing(bad_e.tolist())}")
+    if len(bad_rows):
+        frames = np.searchsorted(starts, bad_rows, side="right") - 1
+        f0, a0 = int(frames[0]), int(bad_rows[0] - starts[frames[0]])
+        parts.append(f"forces on {len(bad_rows)} atom(s) in frames {_listing(sorted(set(frames.tolist())))} "
+                     f"(first: frame {f0}, atom {a0})")
+    if bad_s:
+        parts.append(f"stresses of frames {_listing(bad_s)}")
+    raise NonFiniteError(f"{what} gave non-finite (NaN/inf) " + "; ".join(parts) + "; no metrics from non-finite predictions")
+
+
+def _listing(items: Sequence[int], limit: int = 8) -> str:
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
 def compute_metrics(graphs: Sequence[Graph], pred: dict[str, Any]) -> dict[str, Any]:
     """Held-out metrics of predictions ``pred`` (from :func:`collect_predictions`) vs the labels.
 
@@ -51,6 +83,9 @@ def compute_metrics(graphs: Sequence[Graph], pred: dict[str, Any]) -> dict[str, 
     """
     from ase.units import GPa
 
+    if not graphs:
+        raise ValueError("no frames to evaluate")
+    check_finite(graphs, pred)
     n_atoms = np.array([g.num_atoms for g in graphs])
     e_ref = np.array([g.energy for g in graphs])
     de = (pred["energy"] - e_ref) / n_atoms
@@ -111,9 +146,20 @@ def evaluate(model: str | Path, data: str | Path | Sequence[str | Path], batch_s
     from mlffd import artifact as _artifact
     from mlffd.registry import resolve
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    files = [data] if isinstance(data, (str, Path)) else list(data)
     art = _artifact.load(resolve(model), device=torch.device(device))
-    graphs = to_graphs(read_frames(data), art.elements, art.cutoff)
-    metrics = evaluate_model(art.module, graphs, batch_size=batch_size, device=device)
+    graphs: list[Graph] = []
+    for path in files:  # per file, so that a bad frame's message names its file
+        try:
+            graphs.extend(to_graphs(read_frames(path), art.elements, art.cutoff))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+    try:
+        metrics = evaluate_model(art.module, graphs, batch_size=batch_size, device=device)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"{art.path} on {', '.join(map(str, files))}: {exc}") from exc
     metrics["model"] = str(art.path)
     return metrics
 
@@ -130,7 +176,10 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         ("force err max", metrics.get("force_error_max"), "eV/Å"),
         ("stress MAE", metrics.get("stress_mae_gpa"), "GPa"),
     ]
-    return "\n".join(f"{name:14s} {value:10.4f} {unit}" for name, value, unit in rows if value is not None)
+    # a metric with nothing to measure (R² of all-zero forces, angles without forces) is n/a, never NaN
+    return "\n".join(f"{name:14s} {value:10.4f} {unit}" if np.isfinite(value) else f"{name:14s} {'n/a':>10s} {unit}"
+                     for name, value, unit in rows if value is not None)
 
 
-__all__ = ["collect_predictions", "compute_metrics", "evaluate", "evaluate_model", "format_metrics", "voigt_to_matrix"]
+__all__ = ["NonFiniteError", "check_finite", "collect_predictions", "compute_metrics", "evaluate", "evaluate_model",
+           "format_metrics", "voigt_to_matrix"]
