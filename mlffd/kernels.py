@@ -10,18 +10,20 @@ so that loaders (Python and the LAMMPS plugin) know they need it.
 from __future__ import annotations
 
 import functools
+import json
 from typing import List, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["KernelsMissingError", "available", "load", "VERSION"]
+__all__ = ["KernelsMissingError", "available", "contract", "load", "VERSION"]
 
 #: operator-set version this code calls (``mlffd_kernels.VERSION`` of the installed library):
 #: 1 moment_density (+ backward), moment_invariants, add_edge_gradients; 2 adds
 #: edge_geometry, moment_density_geometry, moment_density_backward_into and select_edges; 3 adds
-#: neighbor_lists. A library serves artifacts of its own and older sets.
-VERSION = 3
+#: neighbor_lists; 4 adds contract (the contract.json values it was built with) and the geometry
+#: limits in neighbor_lists. A library serves artifacts of its own and older sets.
+VERSION = 4
 
 #: the operator set the students' scripted code calls, recorded in the artifacts they export
 #: (the newer sets add only host-side operators, so those artifacts load with set-2 libraries too)
@@ -147,3 +149,11 @@ def neighbor_lists(positions: Tensor, cells: Tensor, pbc: Tensor, counts: Tensor
     ``cutoff`` (O(N^2) per structure; :func:`mlffd.neighbors.neighbor_lists` uses it for small ones)."""
     load()
     return torch.ops.mlffd_kernels.neighbor_lists(positions, cells, pbc, counts, cutoff)
+
+
+def contract() -> dict:
+    """``mlffd_kernels::contract`` (operator set 4): the :mod:`mlffd.contract` values the installed
+    library was compiled with (``{"artifact": {format, format_version, metadata_file}, "geometry":
+    {...}}``), to compare with what Python reads from ``contract.json``."""
+    load()
+    return json.loads(torch.ops.mlffd_kernels.contract())

@@ -118,9 +118,9 @@ def test_kernel_errors():
         _call(pos, np.eye(3) * 5.43, [True] * 3, counts=7)
     bad = pos.copy()
     bad[3, 1] = np.nan
-    with pytest.raises(RuntimeError, match="position of atom 3 is not finite"):
+    with pytest.raises(ValueError, match="position of atom 3 is not finite"):  # bad values: ValueError
         _call(bad, np.eye(3) * 5.43, [True] * 3)
-    with pytest.raises(RuntimeError, match="cutoff must be positive"):
+    with pytest.raises(ValueError, match="cutoff must be positive"):
         _call(pos, np.eye(3) * 5.43, [True] * 3, cutoff=0.0)
 
 

@@ -22,11 +22,14 @@
 #include <ATen/Parallel.h>
 #include <ATen/Dispatch.h>
 
+#include "mlffd_contract.h"  // generated from mlffd/contract.json (CMakeLists.txt)
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #endif
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -163,28 +166,44 @@ inline bool all_in_range(const int64_t* idx, int64_t count, int64_t n) {
   return ok;
 }
 
+// The radial basis' parameters (every operator that evaluates it): the kernels divide by the
+// cutoff, size their buffers by num_basis and raise r / rc to the power envelope_p by p - 1
+// multiplications (p < 1 is not that polynomial). The bounds lie far beyond any useful basis.
+constexpr int64_t kMaxNumBasis = 1024;
+constexpr int64_t kMaxEnvelopeP = 64;
+
+void check_radial(const char* op, double cutoff, int64_t num_basis, int64_t envelope_p) {
+  TORCH_CHECK_VALUE(std::isfinite(cutoff) && cutoff > 0, op, ": cutoff ", cutoff,
+                    " Å: expected a finite positive number");
+  TORCH_CHECK_VALUE(num_basis >= 1 && num_basis <= kMaxNumBasis, op, ": num_basis ", num_basis, ": expected 1..",
+                    kMaxNumBasis);
+  TORCH_CHECK_VALUE(envelope_p >= 1 && envelope_p <= kMaxEnvelopeP, op, ": envelope_p ", envelope_p, ": expected 1..",
+                    kMaxEnvelopeP);
+}
+
 // The density operators' inputs, checked and contiguous, with their sizes (n centres, B basis
-// functions, D message features).
+// functions, D message features); op names the operator in errors.
 struct DensityInputs {
   at::Tensor vectors, messages, neighbor, offsets;
   int64_t n, B, D, BD;
 
-  DensityInputs(const at::Tensor& vectors_in, const at::Tensor& messages_in, const at::Tensor& neighbor_in,
-                const at::Tensor& offsets_in, int64_t num_basis) {
-    TORCH_CHECK(vectors_in.device().is_cpu(), "mlffd_kernels::moment_density runs on the CPU; got vectors on ",
+  DensityInputs(const char* op, const at::Tensor& vectors_in, const at::Tensor& messages_in, const at::Tensor& neighbor_in,
+                const at::Tensor& offsets_in, double cutoff, int64_t num_basis, int64_t envelope_p, double scale) {
+    TORCH_CHECK(vectors_in.device().is_cpu(), "mlffd_kernels::", op, " runs on the CPU; got vectors on ",
                 vectors_in.device());
-    TORCH_CHECK(vectors_in.dim() == 2 && vectors_in.size(1) == 3, "moment_density: vectors must be [E, 3], got ",
+    TORCH_CHECK(vectors_in.dim() == 2 && vectors_in.size(1) == 3, op, ": vectors must be [E, 3], got ",
                 vectors_in.sizes());
-    TORCH_CHECK(messages_in.dim() == 2, "moment_density: messages must be [N, D], got ", messages_in.sizes());
-    TORCH_CHECK(messages_in.scalar_type() == vectors_in.scalar_type(), "moment_density: messages dtype ",
+    TORCH_CHECK(messages_in.dim() == 2, op, ": messages must be [N, D], got ", messages_in.sizes());
+    TORCH_CHECK(messages_in.scalar_type() == vectors_in.scalar_type(), op, ": messages dtype ",
                 messages_in.scalar_type(), " differs from vectors dtype ", vectors_in.scalar_type());
     TORCH_CHECK(neighbor_in.dim() == 1 && neighbor_in.size(0) == vectors_in.size(0) &&
                     neighbor_in.scalar_type() == at::kLong,
-                "moment_density: neighbor must be int64 [E] like vectors; got ", neighbor_in.sizes(), " ",
+                op, ": neighbor must be int64 [E] like vectors; got ", neighbor_in.sizes(), " ",
                 neighbor_in.scalar_type());
     TORCH_CHECK(offsets_in.dim() == 1 && offsets_in.size(0) >= 1 && offsets_in.scalar_type() == at::kLong,
-                "moment_density: offsets must be int64 [N + 1]; got ", offsets_in.sizes(), " ", offsets_in.scalar_type());
-    TORCH_CHECK(num_basis >= 1, "moment_density: num_basis must be >= 1, got ", num_basis);
+                op, ": offsets must be int64 [N + 1]; got ", offsets_in.sizes(), " ", offsets_in.scalar_type());
+    check_radial(op, cutoff, num_basis, envelope_p);
+    TORCH_CHECK_VALUE(std::isfinite(scale), op, ": scale ", scale, ": expected a finite number");
     vectors = vectors_in.contiguous();
     messages = messages_in.contiguous();
     neighbor = neighbor_in.contiguous();
@@ -196,14 +215,14 @@ struct DensityInputs {
     // the kernels index with these: check them (one pass, ~1% of the kernel) instead of crashing
     const int64_t* o = offsets.data_ptr<int64_t>();
     const int64_t n_edges = vectors.size(0);
-    TORCH_CHECK(o[0] == 0 && o[n] == n_edges, "moment_density: offsets must run from 0 to the edge count ", n_edges,
+    TORCH_CHECK(o[0] == 0 && o[n] == n_edges, op, ": offsets must run from 0 to the edge count ", n_edges,
                 ", got ", o[0], " .. ", o[n]);
     for (int64_t i = 0; i < n; ++i)
-      TORCH_CHECK(o[i] <= o[i + 1], "moment_density: offsets must not decrease (edges sorted by centre); offsets[", i,
+      TORCH_CHECK(o[i] <= o[i + 1], op, ": offsets must not decrease (edges sorted by centre); offsets[", i,
                   "] = ", o[i], " > offsets[", i + 1, "] = ", o[i + 1]);
     const int64_t* j = neighbor.data_ptr<int64_t>();
     const int64_t n_msg = messages.size(0);
-    TORCH_CHECK(all_in_range(j, n_edges, n_msg), "moment_density: neighbor indices must lie in 0..", n_msg - 1,
+    TORCH_CHECK(all_in_range(j, n_edges, n_msg), op, ": neighbor indices must lie in 0..", n_msg - 1,
                 " (rows of messages)");
   }
 };
@@ -240,7 +259,8 @@ const T* geometry_data(const at::Tensor& geometry, const DensityInputs& in) {
 std::vector<at::Tensor> density_forward(const at::Tensor& vectors_in, const at::Tensor& geometry, const at::Tensor& messages_in,
                                         const at::Tensor& neighbor_in, const at::Tensor& offsets_in, double cutoff,
                                         int64_t num_basis, int64_t envelope_p, double scale) {
-  const DensityInputs in(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
+  const DensityInputs in(geometry.defined() ? "moment_density_geometry" : "moment_density", vectors_in, messages_in,
+                         neighbor_in, offsets_in, cutoff, num_basis, envelope_p, scale);
   const at::Tensor &vectors = in.vectors, &messages = in.messages, &neighbor = in.neighbor, &offsets = in.offsets;
   const int64_t n = in.n, B = in.B, D = in.D, BD = in.BD;
   // every row is written
@@ -277,7 +297,7 @@ std::vector<at::Tensor> moment_density_geometry_cpu(const at::Tensor& vectors, c
 at::Tensor edge_geometry_cpu(const at::Tensor& vectors_in, double cutoff, int64_t num_basis, int64_t envelope_p) {
   TORCH_CHECK(vectors_in.device().is_cpu() && vectors_in.dim() == 2 && vectors_in.size(1) == 3,
               "edge_geometry: vectors must be CPU [E, 3], got ", vectors_in.sizes());
-  TORCH_CHECK(num_basis >= 1, "edge_geometry: num_basis must be >= 1, got ", num_basis);
+  check_radial("edge_geometry", cutoff, num_basis, envelope_p);
   const auto vectors = vectors_in.contiguous();
   auto out = at::empty({vectors.size(0), geometry_width(num_basis)}, vectors.options());
   AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "edge_geometry", [&] {
@@ -324,7 +344,10 @@ std::vector<at::Tensor> density_backward(at::TensorList grads_in, const at::Tens
                                          const at::Tensor& offsets_in, double cutoff, int64_t num_basis,
                                          int64_t envelope_p, double scale, bool messages_grad,
                                          const EdgeSums* sums = nullptr) {
-  const DensityInputs in(vectors_in, messages_in, neighbor_in, offsets_in, num_basis);
+  const char* op = sums != nullptr ? "moment_density_backward_into" : "moment_density_backward";
+  TORCH_CHECK_VALUE(grads_in.size() == 3, op, ": grads must hold 3 tensors (the gradients of the rank 0, 1 and 2 "
+                    "densities), got ", grads_in.size());
+  const DensityInputs in(op, vectors_in, messages_in, neighbor_in, offsets_in, cutoff, num_basis, envelope_p, scale);
   if (sums != nullptr) check_centre_rows(*sums, in);
   const at::Tensor &vectors = in.vectors, &messages = in.messages, &neighbor = in.neighbor, &offsets = in.offsets;
   const int64_t n = in.n, B = in.B, D = in.D, BD = in.BD;
@@ -334,8 +357,9 @@ std::vector<at::Tensor> density_backward(at::TensorList grads_in, const at::Tens
   for (int q = 0; q < 3; ++q) {
     const auto shape = q == 0 ? std::vector<int64_t>{n, BD} : std::vector<int64_t>{ranks[q], n, BD};
     grad[q] = grads_in[q].defined() ? grads_in[q].contiguous() : at::zeros(shape, vectors.options());
-    TORCH_CHECK(grad[q].sizes() == at::IntArrayRef(shape), "moment_density_backward: gradient ", q, " must be ", shape,
-                ", got ", grad[q].sizes());
+    TORCH_CHECK(grad[q].sizes() == at::IntArrayRef(shape) && grad[q].scalar_type() == vectors.scalar_type(), op,
+                ": gradient ", q, " must be ", at::IntArrayRef(shape), " of the vectors' dtype ", vectors.scalar_type(),
+                ", got ", grad[q].sizes(), " ", grad[q].scalar_type());
   }
   auto grad_v = at::zeros_like(vectors);
   auto grad_m = messages_grad ? at::zeros({vectors.size(0), D}, vectors.options()) : at::empty({0, D}, vectors.options());
@@ -548,25 +572,36 @@ at::Tensor moment_invariants_autograd(const at::Tensor& a1, const at::Tensor& a2
 // W -= r_e (x) g_e (summed in double), half of each edge's W_e to each end. PyTorch reference:
 // mlffd.models.outputs.add_edge_gradients. One pass over the edges, no per-edge temporaries.
 
-// The checks of the edge-gradient sums' tensors (add_edge_gradients, backward_into); center and
-// neighbor contiguous.
+// The checks of the edge-gradient sums' tensors (add_edge_gradients, backward_into; op names the
+// operator in errors), indices included; center and neighbor contiguous.
 struct EdgeSumInputs {
   at::Tensor center, neighbor;
-  EdgeSumInputs(const at::Tensor& forces, const at::Tensor& virial, const at::Tensor& atom_virial, const at::Tensor& vectors,
-                const at::Tensor& center_in, const at::Tensor& neighbor_in) {
+  EdgeSumInputs(const char* op, const at::Tensor& forces, const at::Tensor& virial, const at::Tensor& atom_virial,
+                const at::Tensor& vectors, const at::Tensor& center_in, const at::Tensor& neighbor_in) {
+    TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == 3, op, ": vectors must be [E, 3], got ", vectors.sizes());
     const int64_t n_edges = vectors.size(0);
     TORCH_CHECK(center_in.scalar_type() == at::kLong && neighbor_in.scalar_type() == at::kLong &&
                     center_in.numel() == n_edges && neighbor_in.numel() == n_edges,
-                "add_edge_gradients: center and neighbor must be int64 [E]");
+                op, ": center and neighbor must be int64 [E]");
     TORCH_CHECK(forces.is_contiguous() && forces.dim() == 2 && forces.size(1) == 3 && forces.scalar_type() == vectors.scalar_type(),
-                "add_edge_gradients: forces must be contiguous [N, 3] of the vectors' dtype");
+                op, ": forces must be contiguous [N, 3] of the vectors' dtype");
     TORCH_CHECK(atom_virial.is_contiguous() && atom_virial.dim() == 2 && atom_virial.size(1) == 9 &&
                     atom_virial.size(0) == forces.size(0) && atom_virial.scalar_type() == vectors.scalar_type(),
-                "add_edge_gradients: atom_virial must be contiguous [N, 9] like forces");
+                op, ": atom_virial must be contiguous [N, 9] like forces");
     TORCH_CHECK(virial.numel() == 9 && virial.is_contiguous() && virial.scalar_type() == vectors.scalar_type(),
-                "add_edge_gradients: virial must be a contiguous 3x3 tensor");
+                op, ": virial must be a contiguous 3x3 tensor");
     center = center_in.contiguous();
     neighbor = neighbor_in.contiguous();
+    // before anything is added: an error leaves forces and virials as they were
+    const int64_t n_atoms = forces.size(0);
+    const int64_t* ci = center.data_ptr<int64_t>();
+    const int64_t* nj = neighbor.data_ptr<int64_t>();
+    if (!all_in_range(ci, n_edges, n_atoms) || !all_in_range(nj, n_edges, n_atoms)) {
+      int64_t e = 0;
+      while (ci[e] >= 0 && ci[e] < n_atoms && nj[e] >= 0 && nj[e] < n_atoms) ++e;
+      TORCH_CHECK(false, op, ": edge ", e, " (center ", ci[e], ", neighbor ", nj[e], ") outside 0..", n_atoms - 1,
+                  "; center indices must lie in 0..", n_atoms - 1, ", neighbor indices too (rows of forces)");
+    }
   }
 };
 
@@ -576,7 +611,6 @@ struct EdgeSumInputs {
 void add_edge_gradients_impl(at::Tensor& forces, at::Tensor& virial, at::Tensor& atom_virial, const at::Tensor& vectors,
                              const at::Tensor& grad, const EdgeSumInputs& in, bool centre_side) {
   const int64_t n_edges = vectors.size(0);
-  const int64_t n_atoms = forces.size(0);
   AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "add_edge_gradients", [&] {
     using T = scalar_t;
     const T* r = vectors.data_ptr<T>();
@@ -587,9 +621,7 @@ void add_edge_gradients_impl(at::Tensor& forces, at::Tensor& virial, at::Tensor&
     T* av = atom_virial.data_ptr<T>();
     double w[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int64_t e = 0; e < n_edges; ++e) {
-      const int64_t i = ci[e], j = nj[e];
-      TORCH_CHECK(i >= 0 && i < n_atoms && j >= 0 && j < n_atoms, "add_edge_gradients: edge ", e, " (", i, ", ", j,
-                  ") outside 0..", n_atoms - 1);
+      const int64_t i = ci[e], j = nj[e];  // checked by EdgeSumInputs
       const T* re = r + 3 * e;
       const T* ge = g + 3 * e;
       T* avj = av + 9 * j;
@@ -625,7 +657,7 @@ void add_edge_gradients_cpu(at::Tensor& forces, at::Tensor& virial, at::Tensor& 
   const auto grad = grad_in.contiguous();
   TORCH_CHECK(vectors.device().is_cpu() && vectors.dim() == 2 && vectors.size(1) == 3 && grad.sizes() == vectors.sizes(),
               "add_edge_gradients: vectors and grad must be CPU [E, 3]; got ", vectors.sizes(), " and ", grad.sizes());
-  const EdgeSumInputs in(forces, virial, atom_virial, vectors, center_in, neighbor_in);
+  const EdgeSumInputs in("add_edge_gradients", forces, virial, atom_virial, vectors, center_in, neighbor_in);
   add_edge_gradients_impl(forces, virial, atom_virial, vectors, grad, in, true);
 }
 
@@ -647,7 +679,7 @@ void moment_density_backward_into_cpu(at::TensorList grads, const at::Tensor& ve
                     messages_grad.scalar_type() == messages.scalar_type(),
                 "moment_density_backward_into: messages_grad must be contiguous ", messages.sizes(), " like messages (or empty); got ",
                 messages_grad.sizes());
-  const EdgeSumInputs sum_in(forces, virial, atom_virial, vectors, center, neighbor);
+  const EdgeSumInputs sum_in("moment_density_backward_into", forces, virial, atom_virial, vectors, center, neighbor);
   const EdgeSums sums{forces, virial, atom_virial, sum_in.center};
   const auto out = density_backward(grads, vectors, geometry.has_value() ? *geometry : at::Tensor(), messages, neighbor,
                                     offsets, cutoff, num_basis, envelope_p, scale, want_m, &sums);
@@ -667,6 +699,8 @@ std::vector<at::Tensor> select_edges_cpu(const at::Tensor& positions_in, const a
               "select_edges: positions must be CPU [N, 3], got ", positions_in.sizes());
   TORCH_CHECK(index_in.dim() == 2 && index_in.size(0) == 2 && index_in.scalar_type() == at::kLong,
               "select_edges: edge_index must be int64 [2, E], got ", index_in.sizes(), " ", index_in.scalar_type());
+  TORCH_CHECK_VALUE(std::isfinite(cutoff) && cutoff > 0, "select_edges: cutoff ", cutoff,
+                    " Å: expected a finite positive number");
   TORCH_CHECK(shifts_in.dim() == 2 && shifts_in.size(1) == 3 && shifts_in.size(0) == index_in.size(1) &&
                   shifts_in.scalar_type() == positions_in.scalar_type(),
               "select_edges: shifts must be [E, 3] of the positions' dtype, got ", shifts_in.sizes(), " ",
@@ -698,6 +732,26 @@ std::vector<at::Tensor> select_edges_cpu(const at::Tensor& positions_in, const a
 
 std::string kernels_isa() { return use_avx2() ? "avx2" : "base"; }
 
+// A double as JSON: the shortest text that reads back as the same double.
+std::string json_number(double v) {
+  char buf[32];
+  const auto res = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, res.ptr);
+}
+
+// mlffd_kernels::contract (operator set 4): the mlffd/contract.json values this library was
+// built with, as JSON, so that a test can prove them equal to what Python reads.
+std::string kernels_contract() {
+  namespace c = mlffd_contract;
+  return std::string("{\"artifact\": {\"format\": \"") + c::kFormat + "\", \"format_version\": " +
+         std::to_string(c::kFormatVersion) + ", \"metadata_file\": \"" + c::kMetadataFile +
+         "\"}, \"geometry\": {\"max_abs_coordinate_A\": " + json_number(c::kMaxAbsCoordinateA) +
+         ", \"min_pair_distance_A\": " + json_number(c::kMinPairDistanceA) +
+         ", \"max_neighbors_per_atom\": " + std::to_string(c::kMaxNeighborsPerAtom) +
+         ", \"max_periodic_images\": " + std::to_string(c::kMaxPeriodicImages) +
+         ", \"max_edges\": " + std::to_string(c::kMaxEdges) + "}}";
+}
+
 }  // namespace
 
 TORCH_LIBRARY(mlffd_kernels, m) {
@@ -716,6 +770,7 @@ TORCH_LIBRARY(mlffd_kernels, m) {
   m.def("add_edge_gradients(Tensor(a!) forces, Tensor(b!) virial, Tensor(c!) atom_virial, Tensor vectors, "
         "Tensor grad, Tensor center, Tensor neighbor) -> ()");
   m.def("isa() -> str", &kernels_isa);
+  m.def("contract() -> str", &kernels_contract);
 }
 
 TORCH_LIBRARY_IMPL(mlffd_kernels, CPU, m) {
