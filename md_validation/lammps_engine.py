@@ -32,18 +32,27 @@ class LammpsEngine:
     last_loop_s: float | None = None
 
     def __init__(self, model: str | Path, nprocs: int = 1, threads: int = 1, skin: float = 1.0, timeout: float = 3600.0) -> None:
+        from mlffd.lammps import deck_number, lammps_quote
         from mlffd.registry import resolve
 
         self.model = Path(resolve(model)).resolve()
-        self.nprocs = int(nprocs)
-        self.threads = int(threads)
-        self.skin = float(skin)
+        # the path goes into the deck as one quoted word: refused here, before any MD, when that
+        # cannot be done safely (a newline in it would start another LAMMPS command)
+        lammps_quote(self.model, "model path")
+        self.nprocs = int(deck_number(nprocs, "nprocs", positive=True, integer=True))
+        self.threads = int(deck_number(threads, "threads", positive=True, integer=True))
+        self.skin = float(deck_number(skin, "skin", positive=True))
         self.timeout = float(timeout)
 
     def deck(self, stage: Stage, plan: MDPlan, seed: int, elements: list[str]) -> str:
-        """The LAMMPS input for one stage (reads ``atoms.data``; writes ``traj.dump``)."""
-        from mlffd.lammps import mlffd_pair
+        """The LAMMPS input for one stage (reads ``atoms.data``; writes ``traj.dump``).
 
+        Every value is checked before it is written (:class:`ValueError` naming it): the model
+        path is one quoted word, numbers are finite, counts are integers.
+        """
+        from mlffd.lammps import deck_number, mlffd_pair
+
+        interval = deck_number(stage.interval, "stage interval", positive=True, integer=True)
         lines = [
             "units metal",
             "atom_style atomic",
@@ -51,22 +60,24 @@ class LammpsEngine:
             "boundary p p p",
             "read_data atoms.data",
             *mlffd_pair(self.model, elements),
-            f"neighbor {self.skin} bin",
-            f"timestep {plan.dt_fs / 1000.0}",
+            f"neighbor {deck_number(self.skin, 'skin', positive=True)} bin",
+            f"timestep {deck_number(float(deck_number(plan.dt_fs, 'dt_fs', positive=True)) / 1000.0, 'dt_fs')}",
             "compute mlffd_p all pressure NULL virial",
             "thermo_style custom step temp pe ke etotal press "
             + " ".join(f"c_mlffd_p[{k}]" for k in range(1, 7)),
             "thermo_modify format float %.17g norm no",
-            f"thermo {stage.interval}",
-            f"dump mlffd_traj all custom {stage.interval} traj.dump id x y z vx vy vz fx fy fz",
+            f"thermo {interval}",
+            f"dump mlffd_traj all custom {interval} traj.dump id x y z vx vy vz fx fy fz",
             "dump_modify mlffd_traj sort id format float %.17g",
             "fix mlffd_nve all nve",
         ]
         if stage.ensemble == "nvt":
-            damp_ps = 1.0 / (plan.friction_per_fs * 1000.0)
-            lseed = int(seed) % 900_000_000 + 1
-            lines.append(f"fix mlffd_lgv all langevin {plan.temperature_K} {plan.temperature_K} {damp_ps} {lseed} zero yes")
-        lines.append(f"run {stage.steps}")
+            temperature = deck_number(plan.temperature_K, "temperature_K")
+            friction = float(deck_number(plan.friction_per_fs, "friction_per_fs", positive=True))
+            damp_ps = deck_number(1.0 / (friction * 1000.0), "Langevin damping time")
+            lseed = int(deck_number(seed, "seed", integer=True)) % 900_000_000 + 1
+            lines.append(f"fix mlffd_lgv all langevin {temperature} {temperature} {damp_ps} {lseed} zero yes")
+        lines.append(f"run {deck_number(stage.steps, 'stage steps', integer=True)}")
         return "\n".join(lines) + "\n"
 
     def run_stage(self, atoms: Atoms, stage: Stage, plan: MDPlan, seed: int, record: Recorder, progress) -> Atoms:

@@ -14,11 +14,15 @@ virial), ``stress`` is ASE's Voigt stress ``-W / V`` (eV/Å^3, xx yy zz yz xz xy
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +39,74 @@ VELOCITY_ASE_TO_METAL = units.fs * 1000.0
 
 class LammpsError(RuntimeError):
     """LAMMPS failed; the message holds its ERROR lines."""
+
+
+# -- text written into input decks ------------------------------------------------------------
+#
+# LAMMPS reads a deck line by line, strips '#' comments, substitutes '$x', '${x}' and '$(...)'
+# and splits words at white space -- except inside single, double or triple quotes, which it
+# removes (docs.lammps.org/Commands_parse.html). A line ending in '&' continues on the next, and
+# an odd number of triple quotes on a line makes LAMMPS read on. So a file name or other user
+# text goes into a deck as one quoted word, and what a quote cannot protect is refused.
+
+
+def lammps_quote(value: str | os.PathLike, what: str = "value") -> str:
+    """``value`` as one word of a LAMMPS input line, quoted so that LAMMPS reads it back verbatim.
+
+    Single quotes unless ``value`` holds one, else double quotes. :class:`ValueError` naming
+    ``what`` and the value when no quoting is safe: a newline or another control character (it
+    would end the command and start another), a triple quote, both kinds of quote, or an empty
+    value.
+    """
+    text = os.fspath(value)
+    if not isinstance(text, str):
+        raise ValueError(f"{what} {text!r} is not text")
+    if not text:
+        raise ValueError(f"{what} is empty")
+    control = sorted({c for c in text if unicodedata.category(c) == "Cc"})
+    if control:
+        raise ValueError(f"{what} {text!r} holds the control character(s) {', '.join(repr(c) for c in control)}; "
+                         "a LAMMPS input line cannot carry them (a newline would start another command)")
+    if '"""' in text:
+        raise ValueError(f"{what} {text!r} holds a triple quote, which LAMMPS would read as the start of a multi-line word")
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise ValueError(f"{what} {text!r} holds both single and double quotes; LAMMPS cannot quote it as one word")
+
+
+_SYMBOL = re.compile(r"[A-Z][a-z]{0,2}")
+
+
+def _elements(symbols: Sequence[str], what: str = "elements") -> list[str]:
+    """``symbols`` as a list if each is a chemical symbol ASE knows (they are written into decks
+    and data files as bare words); :class:`ValueError` naming the first that is not."""
+    if isinstance(symbols, str):
+        raise ValueError(f"{what} must be a list of chemical symbols, got the string {symbols!r}")
+    out = list(symbols)
+    for symbol in out:
+        if not isinstance(symbol, str) or not _SYMBOL.fullmatch(symbol) or symbol not in atomic_numbers or symbol == "X":
+            raise ValueError(f"{what}: {symbol!r} is not a chemical symbol (e.g. 'Si', 'Ge')")
+    if not out:
+        raise ValueError(f"{what} is empty; expected one chemical symbol per atom type")
+    return out
+
+
+def deck_number(value: float, what: str, *, positive: bool = False, integer: bool = False) -> str:
+    """``value`` as a LAMMPS number: finite (and positive, an integer, when asked), else
+    :class:`ValueError` naming ``what``. Never 'nan' or 'inf' in a deck."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} is {value!r}, expected a number") from None
+    if not math.isfinite(number) or (positive and number <= 0):
+        raise ValueError(f"{what} is {value!r}, expected a finite{' positive' if positive else ''} number")
+    if integer:
+        if isinstance(value, bool) or number != int(number):
+            raise ValueError(f"{what} is {value!r}, expected an integer")
+        return str(int(number))
+    return repr(number)
 
 
 # -- environment ----------------------------------------------------------------------------
@@ -84,6 +156,22 @@ def plugin_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     except metadata.PackageNotFoundError:
         pass
     return env
+
+
+def write_models_registry(folder: str | Path) -> Path:
+    """List every ``NAME.mlffd.pt`` in ``folder`` with its sha256 in ``folder/registry.json``, the
+    file through which ``pair_style mlffd`` resolves shipped names when ``MLFFD_MODELS_DIR`` is
+    ``folder`` (the format of ``mlffd/registry_models/registry.json``); returns its path."""
+    from mlffd.contract import REGISTRY_FILE
+    from mlffd.registry import sha256_file
+
+    folder = Path(folder)
+    suffix = ".mlffd.pt"
+    models = {p.name[: -len(suffix)]: {"file": p.name, "sha256": sha256_file(p)}
+              for p in sorted(folder.glob("*" + suffix)) if p.is_file()}
+    path = folder / REGISTRY_FILE
+    path.write_text(json.dumps({"models": models}, indent=2) + "\n")
+    return path
 
 
 def lmp_command(nprocs: int = 1) -> list[str]:
@@ -142,11 +230,19 @@ def write_data(atoms: Atoms, path: str | Path, specorder: Sequence[str], velocit
     Type ``t`` is element ``specorder[t-1]``; atom ids follow the ASE order (id = index + 1).
     Velocities (if any and ``velocities``) are written in metal units (Å/ps).
     """
-    specorder = list(specorder)
+    specorder = _elements(specorder, "specorder")
+    if len(set(specorder)) != len(specorder):
+        raise ValueError(f"specorder {specorder} names an element twice; one element per atom type")
     symbols = atoms.get_chemical_symbols()
     missing = sorted(set(symbols) - set(specorder))
     if missing:
         raise ValueError(f"elements {missing} are not in specorder {specorder}")
+    # a data file holds numbers only: 'nan' or 'inf' would be read as garbage or refused late
+    for name, values in (("cell", atoms.cell.array), ("positions", atoms.positions)):
+        finite = np.isfinite(np.asarray(values, dtype=np.float64)).reshape(len(values), -1).all(1)
+        if not finite.all():
+            raise ValueError(f"{name} of {'cell vector' if name == 'cell' else 'atom'}(s) "
+                             f"{np.nonzero(~finite)[0][:10].tolist()} are NaN or infinite")
     prism = Prism.from_cell(atoms.cell.array)
     lo = prism.lower
     pos = prism.to_lammps(atoms.positions)
@@ -168,6 +264,8 @@ def write_data(atoms: Atoms, path: str | Path, specorder: Sequence[str], velocit
     lines += ["", "Atoms # atomic", ""]
     lines += [f"{k + 1} {t} {x} {y} {z}" for k, (t, (x, y, z)) in enumerate(zip(types, pos))]
     vel = atoms.get_velocities()
+    if velocities and vel is not None and not np.isfinite(vel).all():
+        raise ValueError(f"velocities of atom(s) {np.nonzero(~np.isfinite(vel).all(1))[0][:10].tolist()} are NaN or infinite")
     if velocities and vel is not None and np.any(vel):
         v = prism.to_lammps(vel) * VELOCITY_ASE_TO_METAL
         lines += ["", "Velocities", ""]
@@ -245,10 +343,21 @@ def _read_dump(path: Path, n: int) -> np.ndarray:
     return data[np.argsort(data[:, 0])]
 
 
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
+
+
 def mlffd_pair(model: str | Path, elements: Sequence[str], device: str | None = None) -> list[str]:
-    """The two lines that select ``pair_style mlffd`` with ``model`` for types ``elements``."""
+    """The two lines that select ``pair_style mlffd`` with ``model`` for types ``elements``.
+
+    ``model`` (a shipped name or a path, spaces and all) is written as one quoted word
+    (:func:`lammps_quote`); :class:`ValueError` naming the value for a model, element or device
+    that cannot be written into a deck safely.
+    """
+    if device is not None and (not isinstance(device, str) or not _DEVICE.fullmatch(device)):
+        raise ValueError(f"device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
     style = "pair_style mlffd" + (f" device {device}" if device else "")
-    return [style, f"pair_coeff * * {model} {' '.join(elements)}"]
+    model_word = lammps_quote(model, "model")
+    return [style, f"pair_coeff * * {model_word} {' '.join(_elements(elements))}"]
 
 
 def run_deck(
@@ -310,6 +419,15 @@ def run_lammps(
     Raises :class:`LammpsError` with LAMMPS' ERROR lines when it fails.
     """
     n = len(atoms)
+    pair = list(pair)
+    commands = list(commands)
+    for line in (*pair, *commands):
+        if not isinstance(line, str) or any(c in line for c in "\n\r\0"):
+            raise ValueError(f"LAMMPS command {line!r}: expected one line of text per command")
+    if processors is not None and not re.fullmatch(r"[A-Za-z0-9_*:.]+( [A-Za-z0-9_*:.]+)*", str(processors)):
+        raise ValueError(f"processors {processors!r}: expected words of letters, digits and '*' (e.g. '2 1 1')")
+    thermo_every = deck_number(thermo_every, "thermo_every", positive=True, integer=True)
+    timestep_ps = repr(float(deck_number(timestep_fs, "timestep_fs", positive=True)) / 1000.0) if timestep_fs else None
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="mlffd-lammps-")
@@ -328,13 +446,13 @@ def run_lammps(
             *( [f"processors {processors}"] if processors else [] ),
             "read_data atoms.data",
             *pair,
-            *( [f"timestep {timestep_fs / 1000.0}"] if timestep_fs else [] ),
+            *( [f"timestep {timestep_ps}"] if timestep_ps else [] ),
             "compute mlffd_pe all pe/atom",
             "compute mlffd_st all stress/atom NULL virial",
             "compute mlffd_p all pressure NULL virial",
             thermo,
             "thermo_modify format float %.17g norm no",
-            f"thermo {int(thermo_every)}",
+            f"thermo {thermo_every}",
             *commands,
             'print "MLFFD-FINAL-EVALUATION"',
             "thermo_style custom step temp pe ke etotal press vol c_mlffd_p[1] c_mlffd_p[2] c_mlffd_p[3] "

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from mlffd.calculator import DistilledCalculator
-from mlffd.lammps import mlffd_pair, plugin_environment, run_deck, run_lammps, write_data
+from mlffd.lammps import mlffd_pair, plugin_environment, run_deck, run_lammps, write_data, write_models_registry
 from mlffd.models import ModelConfig
 from mlffd.testing import random_artifact, silicon, triclinic_silicon
 
@@ -151,6 +151,7 @@ def test_shipped_name_resolves_through_models_dir(models, tmp_path, monkeypatch)
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     (shipped / "mymodel.mlffd.pt").write_bytes(Path(models["f64"]).read_bytes())
+    write_models_registry(shipped)
     monkeypatch.setenv("MLFFD_MODELS_DIR", str(shipped))
     atoms = sige(silicon(1, rattle=0.05))
     got = run_lammps(atoms, mlffd_pair("mymodel", SIGE), SIGE)
@@ -267,6 +268,7 @@ def test_example_decks_run(deck, tmp_path, monkeypatch):
     """The shipped decks, with a random small model standing in for 'tiny', run a few steps."""
     cfg = ModelConfig(elements=("Si",), cutoff=3.0, features=8, channels=8, hidden=8, readout_hidden=8, num_basis=4)
     random_artifact(tmp_path / "tiny.mlffd.pt", config=cfg)
+    write_models_registry(tmp_path)
     monkeypatch.setenv("MLFFD_MODELS_DIR", str(tmp_path))
     text = (Path(__file__).parents[1] / "examples" / "lammps" / deck).read_text()
     assert "variable        steps index" in text

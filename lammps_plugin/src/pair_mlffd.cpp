@@ -23,6 +23,7 @@
 
 #include "atom.h"
 #include "comm.h"
+#include "domain.h"
 #include "error.h"
 #include "force.h"
 #include "json.h"
@@ -32,27 +33,32 @@
 #include "update.h"
 #include "utils.h"
 
+#include "archive_check.h"
+#include "mlffd_contract.h"    // generated from mlffd/contract.json by CMakeLists.txt
+#include "sha256.h"
+
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <limits>
+#include <set>
 #include <sys/stat.h>
 #include <unordered_map>
 
 using namespace LAMMPS_NS;
 
-static constexpr int MLFFD_FORMAT_VERSION = 1;
 // evaluation blocks, as mlffd.artifact: CUDA_BLOCK_ATOMS and ONE_GRAPH_EDGES
 static constexpr long MLFFD_CUDA_BLOCK_ATOMS = 65536;
 static constexpr long MLFFD_ONE_GRAPH_EDGES = 262144;
-static const char *MLFFD_FORMAT = "mlffd-artifact";
-static const char *MLFFD_METADATA = "mlffd_metadata.json";
 
 static bool is_regular_file(const std::string &path)
 {
@@ -64,6 +70,49 @@ static std::string first_line(const std::string &text)
 {
   auto pos = text.find('\n');
   return pos == std::string::npos ? text : text.substr(0, pos);
+}
+
+// a metadata value as JSON text for a message, shortened: metadata are untrusted input
+static std::string json_repr(const json &value)
+{
+  std::string text = value.dump();
+  return text.size() > 80 ? text.substr(0, 77) + "..." : text;
+}
+
+// whether value has the contract's JSON type (booleans are not numbers, 3.0 is not an integer)
+static bool json_is(const json &value, const std::string &kind)
+{
+  if (kind == "string") return value.is_string();
+  if (kind == "integer") return value.is_number_integer();
+  if (kind == "number") return value.is_number();
+  if (kind == "array") return value.is_array();
+  if (kind == "object") return value.is_object();
+  if (kind == "boolean") return value.is_boolean();
+  return false;
+}
+
+static std::string dtype_name(c10::ScalarType t)
+{
+  switch (t) {
+    case torch::kFloat64: return "float64";
+    case torch::kFloat32: return "float32";
+    case torch::kFloat16: return "float16";
+    case torch::kBFloat16: return "bfloat16";
+    default: return c10::toString(t);
+  }
+}
+
+// up to 'most' atom IDs (LAMMPS tags; indices when the atoms have no IDs) of 'atoms', unique
+static std::string atom_ids(Atom *atom, const std::vector<int> &atoms, size_t most = 10)
+{
+  std::vector<tagint> ids;
+  for (int i : atoms) ids.push_back(atom->tag_enable ? atom->tag[i] : (tagint) i);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::string text;
+  for (size_t k = 0; k < ids.size() && k < most; k++) text += (k ? ", " : "") + std::to_string(ids[k]);
+  if (ids.size() > most) text += fmt::format(" and {} more", ids.size() - most);
+  return text;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -184,32 +233,87 @@ void PairMLFFD::settings(int narg, char **arg)
 }
 
 /* ----------------------------------------------------------------------
-   a path to NAME.mlffd.pt, or a shipped model name looked up in $MLFFD_MODELS_DIR
+   MODEL of pair_coeff, resolved as mlffd.registry.resolve does in Python: a name listed in
+   $MLFFD_MODELS_DIR/registry.json is that shipped file, sha256-checked against the registry
+   (a registry name wins over a file of that name in the working directory); anything else is a
+   path to an existing file
 ------------------------------------------------------------------------- */
 
 std::string PairMLFFD::resolve_model(const std::string &arg)
 {
-  if (is_regular_file(arg)) return arg;
   const char *env = std::getenv("MLFFD_MODELS_DIR");
-  std::string dir = env ? env : "";
-  bool is_name = arg.find('/') == std::string::npos;
-  if (is_name && !dir.empty()) {
-    for (const auto &candidate : {dir + "/" + arg + ".mlffd.pt", dir + "/" + arg})
-      if (is_regular_file(candidate)) return candidate;
+  const std::string dir = env ? env : "";
+  const std::string registry_path = dir + "/" + mlffd_contract::kRegistryFile;
+  std::string names;    // the registry's model names, for the error message
+  if (!dir.empty() && is_regular_file(registry_path)) {
+    json registry;
+    try {
+      std::ifstream in(registry_path);
+      registry = json::parse(in);
+    } catch (const std::exception &e) {
+      error->all(FLERR, "pair_coeff mlffd: {} (the shipped models' registry) is not valid JSON ({})",
+                 registry_path, first_line(e.what()));
+    }
+    if (!registry.is_object() || !registry.contains("models") || !registry["models"].is_object())
+      error->all(FLERR, "pair_coeff mlffd: {} has no 'models' object (name -> file and sha256)", registry_path);
+    for (const auto &item : registry["models"].items()) names += (names.empty() ? "" : ", ") + item.key();
+    if (registry["models"].contains(arg)) {
+      const json &entry = registry["models"][arg];
+      const bool ok = entry.is_object() && entry.contains("file") && entry["file"].is_string() &&
+          entry.contains("sha256") && entry["sha256"].is_string();
+      const std::string file = ok ? entry["file"].get<std::string>() : "";
+      const std::string expected = ok ? entry["sha256"].get<std::string>() : "";
+      // a file name inside the registry's folder, never a path out of it
+      if (!ok || file.empty() || file == "." || file == ".." || file.find('/') != std::string::npos ||
+          expected.size() != 64 || expected.find_first_not_of("0123456789abcdef") != std::string::npos)
+        error->all(FLERR,
+                   "pair_coeff mlffd: {}: entry '{}' must be {{\"file\": a file name in that folder, "
+                   "\"sha256\": 64 lower-case hex digits}}, got {}",
+                   registry_path, arg, json_repr(entry));
+      const std::string path = dir + "/" + file;
+      if (!is_regular_file(path))
+        error->all(FLERR, "pair_coeff mlffd: shipped model '{}': file {} is missing (listed in {})", arg, path,
+                   registry_path);
+      std::string digest, why;
+      if (!mlffd_sha256::file_digest(path, digest, why))
+        error->all(FLERR, "pair_coeff mlffd: shipped model '{}': cannot read {} ({})", arg, path, why);
+      if (digest != expected)
+        error->all(FLERR,
+                   "pair_coeff mlffd: shipped model '{}': {} has sha256 {}, expected {} (listed in {}): "
+                   "file damaged or replaced",
+                   arg, path, digest, expected, registry_path);
+      return path;
+    }
   }
-  if (is_name)
-    error->all(FLERR,
-               "pair_coeff mlffd: model '{}' is neither an existing file nor a shipped model name "
-               "(looked for {}.mlffd.pt in MLFFD_MODELS_DIR='{}'; the lammps.plugins entry point "
-               "of mlffd-lammps sets it when lmp starts)",
-               arg, arg, dir);
+  if (is_regular_file(arg)) return arg;
+  if (arg.find('/') == std::string::npos) {
+    std::string where = dir.empty()
+        ? "MLFFD_MODELS_DIR is not set; the lammps.plugins entry point of mlffd-lammps sets it when lmp starts"
+        : names.empty() ? fmt::format("MLFFD_MODELS_DIR='{}' has no {} listing models", dir, mlffd_contract::kRegistryFile)
+                        : fmt::format("shipped models in MLFFD_MODELS_DIR='{}': {}", dir, names);
+    error->all(FLERR, "pair_coeff mlffd: model '{}' is neither an existing file nor a shipped model name ({})",
+               arg, where);
+  }
   error->all(FLERR, "pair_coeff mlffd: model file {} does not exist", arg);
   return arg;
 }
 
+/* ----------------------------------------------------------------------
+   the artifact at path: its metadata checked as mlffd.artifact.validate_metadata does in Python
+   (every field of the contract with its JSON type), then against the module itself as
+   mlffd.artifact.check_module does, so a file that one engine refuses the other refuses too
+------------------------------------------------------------------------- */
+
 void PairMLFFD::load_model(const std::string &path)
 {
-  torch::jit::ExtraFilesMap extra{{MLFFD_METADATA, ""}};
+  using namespace mlffd_contract;
+  model_loaded = false;
+  std::string detail;
+  const std::string damaged = mlffd_archive::damaged_member(path, detail);
+  if (!damaged.empty())
+    error->all(FLERR, "pair_coeff mlffd: {}: damaged file: archive member {} fails its CRC-32 check ({})", path,
+               damaged, detail);
+  torch::jit::ExtraFilesMap extra{{kMetadataFile, ""}};
   try {
     model = torch::jit::load(path, device, extra);
   } catch (const std::exception &e) {
@@ -221,77 +325,98 @@ void PairMLFFD::load_model(const std::string &path)
     error->all(FLERR, "pair_coeff mlffd: cannot load {}: corrupt or not a TorchScript archive ({})",
                path, first_line(e.what()));
   }
-  const std::string &raw = extra[MLFFD_METADATA];
+  const std::string &raw = extra[kMetadataFile];
   if (raw.empty())
-    error->all(FLERR,
-               "pair_coeff mlffd: {} is a TorchScript file without {}: not an mlffd artifact",
-               path, MLFFD_METADATA);
+    error->all(FLERR, "pair_coeff mlffd: {} is a TorchScript file without {}: not an mlffd artifact", path,
+               kMetadataFile);
   json meta;
   try {
     meta = json::parse(raw);
   } catch (const std::exception &e) {
-    error->all(FLERR, "pair_coeff mlffd: {}: metadata {} is not valid JSON ({})", path,
-               MLFFD_METADATA, first_line(e.what()));
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata {} is not valid JSON ({})", path, kMetadataFile,
+               first_line(e.what()));
   }
-  if (!meta.is_object() || !meta.contains("format") || !meta["format"].is_string() ||
-      meta["format"].get<std::string>() != MLFFD_FORMAT)
-    error->all(FLERR, "pair_coeff mlffd: {}: not an mlffd artifact (metadata 'format' is not '{}')",
-               path, MLFFD_FORMAT);
+  if (!meta.is_object())
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata {} is not a JSON object", path, kMetadataFile);
+  if (!meta.contains("format") || !meta["format"].is_string() || meta["format"].get<std::string>() != kFormat)
+    error->all(FLERR, "pair_coeff mlffd: {}: not an mlffd artifact (metadata 'format' is {}, expected '{}')", path,
+               meta.contains("format") ? json_repr(meta["format"]) : "missing", kFormat);
   if (!meta.contains("format_version") || !meta["format_version"].is_number_integer())
-    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'format_version' missing or not an integer", path);
-  int version = meta["format_version"].get<int>();
-  if (version > MLFFD_FORMAT_VERSION)
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'format_version' is {}, expected an integer", path,
+               meta.contains("format_version") ? json_repr(meta["format_version"]) : "missing");
+  const int64_t version = meta["format_version"].get<int64_t>();
+  if (version > kFormatVersion)
     error->all(FLERR,
                "pair_coeff mlffd: {}: format_version {} is newer than this pair style supports ({}); "
                "upgrade mlffd-lammps",
-               path, version, MLFFD_FORMAT_VERSION);
+               path, version, kFormatVersion);
   if (version < 1)
-    error->all(FLERR, "pair_coeff mlffd: {}: format_version {} is invalid", path, version);
-  // artifacts exported with mlffd's fused CPU kernels name the operator set they call; the
-  // plugin links the kernels library it was built with (its operators load with the plugin)
-  if (meta.contains("kernels")) {
-    if (!meta["kernels"].is_number_integer() || meta["kernels"].get<int>() < 1)
-      error->all(FLERR, "pair_coeff mlffd: {}: metadata 'kernels' is not a positive integer", path);
-    if (meta["kernels"].get<int>() > MLFFD_KERNELS_VERSION)
-      error->all(FLERR,
-                 "pair_coeff mlffd: {}: needs mlffd's fused kernels operator set {}, this plugin "
-                 "was built with {}; rebuild mlffd-kernels and mlffd-lammps",
-                 path, meta["kernels"].get<int>(), MLFFD_KERNELS_VERSION);
-  }
-  for (const char *field : {"cutoff", "interaction_range"})
-    if (!meta.contains(field) || !meta[field].is_number() || !(meta[field].get<double>() > 0.0))
-      error->all(FLERR, "pair_coeff mlffd: {}: metadata '{}' missing or not a positive number", path,
-                 field);
-  if (!meta.contains("elements") || !meta["elements"].is_array() || meta["elements"].empty())
-    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'elements' missing or empty", path);
-  if (!meta.contains("dtype") || !meta["dtype"].is_string())
-    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'dtype' missing", path);
+    error->all(FLERR, "pair_coeff mlffd: {}: format_version {} is invalid (expected 1..{})", path, version,
+               kFormatVersion);
 
+  // every field of the contract, with its JSON type
+  static const json fields = json::parse(kMetadataFieldsJson);
+  for (const auto &item : fields.items()) {
+    const std::string &field = item.key();
+    const std::string kind = item.value().get<std::string>();
+    if (!meta.contains(field)) error->all(FLERR, "pair_coeff mlffd: {}: metadata lacks the field '{}'", path, field);
+    if (!json_is(meta[field], kind))
+      error->all(FLERR, "pair_coeff mlffd: {}: metadata field '{}' is {}, expected a JSON {}", path, field,
+                 json_repr(meta[field]), kind);
+  }
   elements.clear();
   for (const auto &el : meta["elements"]) {
     if (!el.is_string())
-      error->all(FLERR, "pair_coeff mlffd: {}: metadata 'elements' holds a non-string entry", path);
+      error->all(FLERR, "pair_coeff mlffd: {}: metadata 'elements' must be a non-empty list of symbols, got {}", path,
+                 json_repr(meta["elements"]));
     elements.push_back(el.get<std::string>());
   }
-  cutoff = meta["cutoff"].get<double>();
-  interaction_range = std::max(meta["interaction_range"].get<double>(), cutoff);
-  if (meta.contains("num_interactions") && meta["num_interactions"].is_number_integer() &&
-      meta["num_interactions"].get<int>() >= 1)
-    num_interactions = meta["num_interactions"].get<int>();
-  else
-    num_interactions = (int) std::ceil(interaction_range / cutoff - 1e-9);
-  std::string dt = meta["dtype"].get<std::string>();
+  if (elements.empty())
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'elements' must be a non-empty list of symbols, got []", path);
+  static const json dtypes = json::parse(kDtypesJson);
+  const std::string dt = meta["dtype"].get<std::string>();
+  if (std::find(dtypes.begin(), dtypes.end(), json(dt)) == dtypes.end())
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'dtype' is {}, expected one of {}", path,
+               json_repr(meta["dtype"]), dtypes.dump());
   if (dt == "float64")
     dtype = torch::kFloat64;
   else if (dt == "float32")
     dtype = torch::kFloat32;
   else
-    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'dtype' is '{}', expected float32 or float64",
+    error->all(FLERR, "pair_coeff mlffd: {}: dtype '{}' is not supported by this pair style (float32, float64)",
                path, dt);
+  cutoff = meta["cutoff"].get<double>();
+  if (!(cutoff > 0.0) || !std::isfinite(cutoff))
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'cutoff' is {}, expected a positive number (Angstrom)", path,
+               json_repr(meta["cutoff"]));
+  const int64_t layers = meta["num_interactions"].get<int64_t>();
+  if (layers < 1)
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'num_interactions' is {}, expected a positive integer", path,
+               json_repr(meta["num_interactions"]));
+  num_interactions = (int) std::min<int64_t>(layers, std::numeric_limits<int>::max());
+  // the ghost shell must cover L hops of r_c whatever 'interaction_range' says
+  interaction_range = std::max(meta["interaction_range"].get<double>(), num_interactions * cutoff);
+  if (!std::isfinite(interaction_range))
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'interaction_range' is {}, expected a finite number", path,
+               json_repr(meta["interaction_range"]));
+
+  // artifacts exported with mlffd's fused CPU kernels name the operator set they call; the
+  // plugin links the kernels library it was built with (its operators load with the plugin)
+  if (meta.contains("kernels")) {
+    if (!meta["kernels"].is_number_integer() || meta["kernels"].get<int64_t>() < 1)
+      error->all(FLERR, "pair_coeff mlffd: {}: metadata 'kernels' is {}, expected a positive integer", path,
+                 json_repr(meta["kernels"]));
+    if (meta["kernels"].get<int64_t>() > MLFFD_KERNELS_VERSION)
+      error->all(FLERR,
+                 "pair_coeff mlffd: {}: needs mlffd's fused kernels operator set {}, this plugin "
+                 "was built with {}; rebuild mlffd-kernels and mlffd-lammps",
+                 path, meta["kernels"].get<int64_t>(), MLFFD_KERNELS_VERSION);
+  }
+  check_module(path, meta);
+
   chunk_per_thread = 0;
-  if (meta.contains("model") && meta["model"].is_object() && meta["model"].contains("chunk_atoms") &&
-      meta["model"]["chunk_atoms"].is_number_integer())
-    chunk_per_thread = meta["model"]["chunk_atoms"].get<long>();
+  if (meta["model"].contains("chunk_atoms") && meta["model"]["chunk_atoms"].is_number_integer())
+    chunk_per_thread = std::max<int64_t>(0, meta["model"]["chunk_atoms"].get<int64_t>());
   block_atoms_set = -1;
   graph_valid = false;
   model.eval();
@@ -300,6 +425,70 @@ void PairMLFFD::load_model(const std::string &path)
   for (auto p : model.parameters()) p.set_requires_grad(false);
   model_loaded = true;
   model_path = path;
+}
+
+/* ----------------------------------------------------------------------
+   the metadata against the scripted module, the rules of mlffd.artifact.check_module: its
+   'cutoff' attribute (required) equals metadata 'cutoff'; 'num_elements' (when present) the
+   number of 'elements'; the length of the 'interactions' module list (when present)
+   'num_interactions'; the dtype of its floating-point parameters and buffers 'dtype'
+------------------------------------------------------------------------- */
+
+void PairMLFFD::check_module(const std::string &path, const json &meta)
+{
+  // a number held as a float, an int or a one-element tensor attribute
+  auto number = [&](const char *name, double &value) {
+    const c10::IValue v = model.attr(name);
+    if (v.isDouble())
+      value = v.toDouble();
+    else if (v.isInt())
+      value = (double) v.toInt();
+    else if (v.isTensor() && v.toTensor().numel() == 1)
+      value = v.toTensor().item<double>();
+    else
+      error->all(FLERR, "pair_coeff mlffd: {}: the module's '{}' attribute is a {}, expected a number", path, name,
+                 v.tagKind());
+  };
+  if (!model.hasattr("cutoff"))
+    error->all(FLERR, "pair_coeff mlffd: {}: the TorchScript module has no 'cutoff' attribute: not an mlffd model",
+               path);
+  double found = 0.0;
+  number("cutoff", found);
+  if (!(std::fabs(found - cutoff) <= 1e-9 * std::max(1.0, std::fabs(found))))
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'cutoff' is {} but the module's cutoff is {}", path,
+               json_repr(meta["cutoff"]), json(found).dump());
+  if (model.hasattr("num_elements")) {
+    double n = 0.0;
+    number("num_elements", n);
+    if (n != (double) elements.size())
+      error->all(FLERR, "pair_coeff mlffd: {}: metadata 'elements' lists {} element(s) but the module has {}", path,
+                 elements.size(), n == std::floor(n) && std::fabs(n) < 1e15 ? json((int64_t) n).dump() : json(n).dump());
+  }
+  if (model.hasattr("interactions") && model.attr("interactions").isModule()) {
+    size_t n = 0;
+    for (const auto &child : model.attr("interactions").toModule().children()) {
+      (void) child;
+      n++;
+    }
+    if ((int64_t) n != meta["num_interactions"].get<int64_t>())
+      error->all(FLERR, "pair_coeff mlffd: {}: metadata 'num_interactions' is {} but the module has {} interaction layers",
+                 path, json_repr(meta["num_interactions"]), n);
+  }
+  std::set<std::string> found_dtypes;
+  auto note = [&](const torch::Tensor &t) {
+    if (t.is_floating_point()) found_dtypes.insert(dtype_name(t.scalar_type()));
+  };
+  for (const auto &p : model.parameters(true)) note(p);
+  for (const auto &b : model.buffers(true)) note(b);
+  const std::string declared = meta["dtype"].get<std::string>();
+  if (!found_dtypes.empty() && !(found_dtypes.size() == 1 && *found_dtypes.begin() == declared)) {
+    std::string names;
+    for (const auto &n : found_dtypes) names += (names.empty() ? "" : ", ") + n;
+    error->all(FLERR, "pair_coeff mlffd: {}: metadata 'dtype' is {} but the module's parameters are {}", path,
+               json_repr(meta["dtype"]), names);
+  }
+  if (!model.find_method("forward"))
+    error->all(FLERR, "pair_coeff mlffd: {}: the TorchScript module has no forward method: not an mlffd model", path);
 }
 
 /* ----------------------------------------------------------------------
@@ -343,6 +532,9 @@ void PairMLFFD::coeff(int narg, char **arg)
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR, "pair_style mlffd requires 'units metal' (eV, Angstrom, ps); this input uses 'units {}'",
                update->unit_style);
+  if (domain->dimension != 3)
+    error->all(FLERR, "pair_style mlffd requires a 3-D box (dimension 3); this input uses 'dimension {}'",
+               domain->dimension);
 
   load_model(resolve_model(arg[2]));
 
@@ -373,6 +565,7 @@ void PairMLFFD::coeff(int narg, char **arg)
 void PairMLFFD::init_style()
 {
   if (!model_loaded) error->all(FLERR, "{}", "pair_style mlffd: pair_coeff * * MODEL El... is missing");
+  check_box();
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR, "pair_style mlffd requires 'units metal' (eV, Angstrom, ps); this input uses 'units {}'",
                update->unit_style);
@@ -392,6 +585,40 @@ void PairMLFFD::init_style()
   // which atoms move between neighbour-list builds
   double needed = interaction_range + neighbor->skin;
   if (comm->cutghostuser < needed) comm->cutghostuser = needed;
+}
+
+/* ----------------------------------------------------------------------
+   the box: 3-D (the models are), and a ghost shell R + skin that LAMMPS can build from a
+   bounded number of periodic images of the box (geometry.max_periodic_images): an interaction
+   range far beyond the box would make LAMMPS copy the box without end
+------------------------------------------------------------------------- */
+
+void PairMLFFD::check_box()
+{
+  if (domain->dimension != 3)
+    error->all(FLERR, "pair_style mlffd requires a 3-D box (dimension 3); this input uses 'dimension {}'",
+               domain->dimension);
+  const double shell = interaction_range + neighbor->skin;
+  // rows a, b, c of LAMMPS' restricted triclinic box (xy, xz, yz are zero for an orthogonal one)
+  const double a[3] = {domain->xprd, 0.0, 0.0}, b[3] = {domain->xy, domain->yprd, 0.0},
+               c[3] = {domain->xz, domain->yz, domain->zprd};
+  auto cross_norm = [](const double *u, const double *v) {
+    const double w[3] = {u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]};
+    return std::sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2]);
+  };
+  const double volume = domain->xprd * domain->yprd * domain->zprd;
+  const double heights[3] = {volume / cross_norm(b, c), volume / cross_norm(c, a), volume / cross_norm(a, b)};
+  const int periodic[3] = {domain->xperiodic, domain->yperiodic, domain->zperiodic};
+  double images = 1.0;
+  for (int k = 0; k < 3; k++)
+    if (periodic[k]) images *= 2.0 * std::ceil(shell / heights[k]) + 1.0;
+  if (!(images <= (double) mlffd_contract::kMaxPeriodicImages))
+    error->all(FLERR,
+               "pair_style mlffd: the ghost shell of {:g} A (interaction range {:g} A of model {} + skin {:g} A) "
+               "spans {:.3g} periodic images of this box (heights {:.4g}, {:.4g}, {:.4g} A); mlffd accepts at "
+               "most {} (geometry.max_periodic_images of contract.json)",
+               shell, interaction_range, model_path, neighbor->skin, images, heights[0], heights[1], heights[2],
+               mlffd_contract::kMaxPeriodicImages);
 }
 
 double PairMLFFD::init_one(int i, int j)
@@ -459,14 +686,19 @@ void fill_edges(double **x, const std::vector<int> &node_atom, const std::vector
    the pairs of every atom in 'frontier' appended to adj_j (adj_first, adj_count): within r_c,
    or all of the r_c + skin list (skin_pairs). In parallel over atoms, each writing at the offset
    its full list length allows (adj_j keeps the unused tail of each atom's range).
+   Within r_c, the distances computed here also check the geometry limits at no extra pass: true
+   when an atom has a pair closer than min_pair_distance_A or more than max_neighbors_per_atom
+   neighbours (report_geometry says which).
 ------------------------------------------------------------------------- */
 
-void PairMLFFD::gather_pairs(bool skin_pairs)
+bool PairMLFFD::gather_pairs(bool skin_pairs)
 {
   const double *x = atom->x[0];    // LAMMPS' per-atom arrays are contiguous
   int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
   const double rcsq = cutoff * cutoff;
+  const double closesq = mlffd_contract::kMinPairDistanceA * mlffd_contract::kMinPairDistanceA;
+  std::atomic<bool> outside{false};
   size_t total = adj_j.size();
   for (int a : frontier) {
     adj_first[a] = (int) total;
@@ -474,6 +706,7 @@ void PairMLFFD::gather_pairs(bool skin_pairs)
   }
   adj_j.resize(total);
   at::parallel_for(0, (int64_t) frontier.size(), 256, [&](int64_t begin, int64_t end) {
+    bool bad = false;
     for (int64_t q = begin; q < end; q++) {
       const int i = frontier[q];
       const double *xi = x + 3 * i;
@@ -486,17 +719,111 @@ void PairMLFFD::gather_pairs(bool skin_pairs)
       } else {
         // branch-free: every candidate is written, the count advances for those within r_c
         // (about a third of the r_c + skin list: a branch on it would mispredict half the time)
+        double nearest = rcsq;
         for (int jj = 0; jj < jnum; jj++) {
           const int j = jlist[jj] & NEIGHMASK;
           const double *xj = x + 3 * j;
           const double dx = xj[0] - xi[0], dy = xj[1] - xi[1], dz = xj[2] - xi[2];
+          const double rsq = dx * dx + dy * dy + dz * dz;
           out[count] = j;
-          count += dx * dx + dy * dy + dz * dz < rcsq;
+          count += rsq < rcsq;
+          nearest = std::min(nearest, rsq);
         }
+        bad |= nearest < closesq || count > mlffd_contract::kMaxNeighborsPerAtom;
       }
       adj_count[i] = count;
     }
+    if (bad) outside.store(true, std::memory_order_relaxed);
   });
+  return outside.load();
+}
+
+/* ----------------------------------------------------------------------
+   the error for atoms whose pairs break the geometry limits: pairs closer than
+   min_pair_distance_A (an atom and another, or an image of itself) or more than
+   max_neighbors_per_atom neighbours within r_c. Scans the lists of 'atoms' again: only after a
+   check found a problem.
+------------------------------------------------------------------------- */
+
+void PairMLFFD::report_geometry(const std::vector<int> &atoms)
+{
+  using namespace mlffd_contract;
+  double **x = atom->x;
+  const double rcsq = cutoff * cutoff;
+  const double closesq = kMinPairDistanceA * kMinPairDistanceA;
+  std::set<std::pair<tagint, tagint>> seen;    // each pair once: the full list holds both directions
+  std::string pairs, crowded;
+  int ncrowded = 0;
+  auto id = [&](int i) { return atom->tag_enable ? atom->tag[i] : (tagint) i; };
+  for (int i : atoms) {
+    const int *jlist = list->firstneigh[i];
+    int count = 0;
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      const double rsq = dx * dx + dy * dy + dz * dz;
+      count += rsq < rcsq;
+      if (rsq < closesq && seen.insert(std::minmax(id(i), id(j))).second && seen.size() <= 5) {
+        const std::string what = id(i) == id(j) ? fmt::format("atom {} and a periodic image of itself", id(i))
+                                                : fmt::format("atoms {} and {}", std::min(id(i), id(j)), std::max(id(i), id(j)));
+        pairs += fmt::format("{}{} are {:.4g} A apart", pairs.empty() ? "" : "; ", what, std::sqrt(rsq));
+      }
+    }
+    if (count > kMaxNeighborsPerAtom && ncrowded++ < 5)
+      crowded += fmt::format("{}atom {} has {}", crowded.empty() ? "" : "; ", id(i), count);
+  }
+  if (!seen.empty())
+    fail(fmt::format("pair mlffd: step {}: {}{}; mlffd accepts no pair closer than {} A "
+                     "(geometry.min_pair_distance_A of contract.json): overlapping atoms, the simulation is unstable",
+                     update->ntimestep, pairs, seen.size() > 5 ? fmt::format(" (and {} more pairs)", seen.size() - 5) : "",
+                     kMinPairDistanceA));
+  if (ncrowded)
+    fail(fmt::format("pair mlffd: step {}: {} neighbours within the cutoff {} A{}; mlffd accepts at most {} "
+                     "(geometry.max_neighbors_per_atom of contract.json)",
+                     update->ntimestep, crowded, cutoff, ncrowded > 5 ? fmt::format(" (and {} more atoms)", ncrowded - 5) : "",
+                     kMaxNeighborsPerAtom));
+  fail(fmt::format("pair mlffd: step {}: the geometry check failed for atom(s) {} (overlapping or too many neighbours)",
+                   update->ntimestep, atom_ids(atom, atoms)));
+}
+
+/* ----------------------------------------------------------------------
+   an error from the rank that found the problem: other ranks need not reach the same point.
+   On one rank error->all, whose 'ERROR:' line ends the run the usual way.
+------------------------------------------------------------------------- */
+
+void PairMLFFD::fail(const std::string &message)
+{
+  if (comm->nprocs == 1) error->all(FLERR, message);
+  error->one(FLERR, message);
+}
+
+/* ----------------------------------------------------------------------
+   every coordinate of the rank's atoms (ghosts included, so every rank names the same atoms)
+   finite and within max_abs_coordinate_A: one pass over 3 (nlocal + nghost) numbers per step
+------------------------------------------------------------------------- */
+
+void PairMLFFD::check_positions(int nall)
+{
+  const double limit = mlffd_contract::kMaxAbsCoordinateA;
+  const double *x = atom->x[0];
+  bool bad = false;
+  for (int64_t k = 0; k < 3 * (int64_t) nall; k++) bad |= !(std::fabs(x[k]) <= limit);    // NaN fails too
+  if (!bad) return;
+  std::vector<int> nonfinite, far;
+  for (int i = 0; i < nall; i++) {
+    const double *xi = x + 3 * i;
+    if (!std::isfinite(xi[0]) || !std::isfinite(xi[1]) || !std::isfinite(xi[2]))
+      nonfinite.push_back(i);
+    else if (!(std::max({std::fabs(xi[0]), std::fabs(xi[1]), std::fabs(xi[2])}) <= limit))
+      far.push_back(i);
+  }
+  if (!nonfinite.empty())
+    fail(fmt::format("pair mlffd: step {}: NaN or infinite coordinates of atom(s) {}: the simulation is unstable "
+                     "(a time step too large, overlapping atoms, or bad input)",
+                     update->ntimestep, atom_ids(atom, nonfinite)));
+  fail(fmt::format("pair mlffd: step {}: coordinates of atom(s) {} beyond {:g} A "
+                   "(geometry.max_abs_coordinate_A of contract.json)",
+                   update->ntimestep, atom_ids(atom, far), limit));
 }
 
 /* ----------------------------------------------------------------------
@@ -549,7 +876,8 @@ void PairMLFFD::build_graph(bool skin_pairs)
       const int a = bfs_order[q];
       if (!fold || first.get(tag[a]) == a) frontier.push_back(a);    // a later copy: expanded through the first
     }
-    gather_pairs(skin_pairs);
+    if (frontier.empty()) break;    // nothing further is in reach
+    if (gather_pairs(skin_pairs)) report_geometry(frontier);
     for (int a : frontier)
       for (int k = adj_first[a]; k < adj_first[a] + adj_count[a]; k++) {
         const int j = adj_j[k];
@@ -593,6 +921,10 @@ void PairMLFFD::build_graph(bool skin_pairs)
     node_edges[n + 1] = node_edges[n] + (level[i] <= max_level ? adj_count[i] : 0);
   }
   const int64_t ne = node_edges[nnodes];
+  if (!skin_pairs && ne > mlffd_contract::kMaxEdges)
+    fail(fmt::format("pair mlffd: step {}: the graph of this rank has {} edges, mlffd accepts at most {} "
+                     "(geometry.max_edges of contract.json); use more MPI ranks",
+                     update->ntimestep, ne, mlffd_contract::kMaxEdges));
   auto i64 = torch::TensorOptions().dtype(torch::kInt64);
   torch::Tensor edge_index = torch::empty({2, ne}, i64);
   int64_t *src = edge_index.data_ptr<int64_t>(), *dst = src + ne;
@@ -640,9 +972,110 @@ torch::jit::IValue PairMLFFD::evaluate(const torch::Tensor &positions, const tor
     std::vector<torch::jit::IValue> inputs{positions, species, edge_index, shifts, energy_mask};
     return model.forward(inputs);
   } catch (const std::exception &e) {
-    error->one(FLERR, "pair mlffd: evaluating model {} failed: {}", model_path, first_line(e.what()));
+    fail(fmt::format("pair mlffd: step {}: evaluating model {} failed: {}", update->ntimestep, model_path,
+                     first_line(e.what())));
   }
-  return {};
+}
+
+/* ----------------------------------------------------------------------
+   'graph reuse': the geometry limits checked on the device from the squared distances of every
+   candidate pair (d2_all, computed anyway to pick the edges within r_c) and the kept edges: one
+   reduction each and one small copy after the selection of the edges, which waits for the
+   device already. The atoms are named from the host lists only when a limit is broken.
+------------------------------------------------------------------------- */
+
+void PairMLFFD::check_edges(const torch::Tensor &d2_all, const torch::Tensor &edge_index, int64_t nnodes)
+{
+  using namespace mlffd_contract;
+  const int64_t ne = edge_index.size(1);
+  if (ne > kMaxEdges)
+    fail(fmt::format("pair mlffd: step {}: the graph of this rank has {} edges, mlffd accepts at most {} "
+                     "(geometry.max_edges of contract.json); use more MPI ranks",
+                     update->ntimestep, ne, kMaxEdges));
+  if (d2_all.size(0) == 0) return;
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(d2_all.device());
+  torch::Tensor most = ne ? torch::bincount(edge_index[0], {}, nnodes).max().to(torch::kFloat64)
+                          : torch::zeros({}, f64);
+  torch::Tensor stats = torch::stack({d2_all.min(), most}).cpu();
+  const double nearest = stats[0].item<double>(), crowded = stats[1].item<double>();
+  if (nearest >= kMinPairDistanceA * kMinPairDistanceA && crowded <= (double) kMaxNeighborsPerAtom) return;
+  std::vector<int> expanded;    // the atoms whose pairs the graph holds
+  for (int i : node_atom)
+    if (level[i] <= num_interactions - 1) expanded.push_back(i);
+  report_geometry(expanded);
+}
+
+/* ----------------------------------------------------------------------
+   the model's outputs on the host: a dictionary with every key of the contract, tensors of the
+   sizes of the graph. forces and energy every step, the others when LAMMPS asks for them this
+   step (undefined tensors otherwise); a non-finite value in any of them is an error naming the
+   atoms, never a result.
+------------------------------------------------------------------------- */
+
+PairMLFFD::Outputs PairMLFFD::check_outputs(const torch::jit::IValue &result, int64_t nnodes)
+{
+  if (!result.isGenericDict())
+    fail(fmt::format("pair mlffd: model {}: forward returned a {}, expected a dictionary of tensors", model_path,
+                     result.tagKind()));
+  const auto out = result.toGenericDict();
+  static const json keys = json::parse(mlffd_contract::kOutputsJson);
+  std::string missing;
+  for (const auto &key : keys)
+    if (!out.contains(c10::IValue(key.get<std::string>())))
+      missing += (missing.empty() ? "" : ", ") + key.get<std::string>();
+  if (!missing.empty())
+    fail(fmt::format("pair mlffd: model {}: forward returned no {}; an mlffd artifact returns {}", model_path,
+                     missing, keys.dump()));
+  auto sized = [&](const char *key, int64_t numel) {
+    const c10::IValue v = out.at(c10::IValue(std::string(key)));
+    if (!v.isTensor())
+      fail(fmt::format("pair mlffd: model {}: output '{}' is a {}, expected a tensor", model_path, key, v.tagKind()));
+    const torch::Tensor t = v.toTensor();
+    if (t.numel() != numel || !t.is_floating_point()) {
+      std::string shape;
+      for (int64_t size : t.sizes()) shape += (shape.empty() ? "" : ", ") + std::to_string(size);
+      fail(fmt::format("pair mlffd: model {}: output '{}' has shape [{}] and dtype {} for a graph of {} atoms, "
+                       "expected {} floating-point values",
+                       model_path, key, shape, dtype_name(t.scalar_type()), nnodes, numel));
+    }
+    return t.detach();
+  };
+  auto host = [](const torch::Tensor &t) { return t.to(torch::kCPU, torch::kFloat64).contiguous(); };
+  const torch::Tensor forces = sized("forces", 3 * nnodes), energy = sized("energy", 1),
+                      atom_energies = sized("atom_energies", nnodes), virial = sized("virial", 9),
+                      atom_virial = sized("atom_virial", 9 * nnodes);
+  Outputs o;
+  o.forces = host(forces);
+  o.energy = host(energy).item<double>();
+  if (vflag_global) o.virial = host(virial);
+  if (eflag_atom) o.atom_energies = host(atom_energies);
+  if (vflag_atom) o.atom_virial = host(atom_virial);
+
+  bool bad = !std::isfinite(o.energy);
+  for (const torch::Tensor *t : {&o.forces, &o.virial, &o.atom_energies, &o.atom_virial}) {
+    if (!t->defined()) continue;
+    const double *p = t->data_ptr<double>();
+    for (int64_t k = 0; k < t->numel(); k++) bad |= !std::isfinite(p[k]);
+  }
+  if (!bad) return o;
+
+  // which atoms: the nodes with a non-finite per-atom output
+  torch::Tensor per_node = torch::cat({o.forces.view({nnodes, 3}), host(atom_energies).view({nnodes, 1}),
+                                       host(atom_virial).view({nnodes, 9})}, 1);
+  torch::Tensor rows = torch::isfinite(per_node).all(1).logical_not().nonzero().view(-1);
+  std::vector<int> atoms;
+  for (int64_t k = 0; k < rows.size(0); k++) atoms.push_back(node_atom[rows[k].item<int64_t>()]);
+  std::string what;
+  for (const auto &[key, t] : {std::make_pair("energy", energy), std::make_pair("atom_energies", atom_energies),
+                               std::make_pair("forces", forces), std::make_pair("virial", virial),
+                               std::make_pair("atom_virial", atom_virial)})
+    if (!torch::isfinite(t).all().item<bool>()) what += (what.empty() ? "" : ", ") + std::string(key);
+  fail(fmt::format("pair mlffd: step {}: model {} returned non-finite values ({}){}; the positions are finite "
+                   "and no pair is closer than {} A: the model fails on this structure",
+                   update->ntimestep, model_path, what,
+                   atoms.empty() ? std::string(", its per-atom values are finite")
+                                 : fmt::format(" for atom(s) {}", atom_ids(atom, atoms)),
+                   mlffd_contract::kMinPairDistanceA));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -656,13 +1089,16 @@ void PairMLFFD::compute(int eflag, int vflag)
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
   if (nall == 0) return;
+  check_positions(nall);
 
-  // the graph: rebuilt every step ('graph rebuild': pairs within r_c now), or only when LAMMPS
-  // rebuilt its lists ('graph reuse': atoms keep their indices between builds; all pairs of the
-  // r_c + skin list, those beyond r_c dropped on the device each step)
+  // the graph: rebuilt every step ('graph rebuild': pairs within r_c now; the distances check
+  // the geometry limits), or only when LAMMPS rebuilt its lists ('graph reuse': atoms keep their
+  // indices between builds; all pairs of the r_c + skin list, those beyond r_c dropped on the
+  // device each step, where the limits are checked)
   const bool reuse = graph_reuse();
   if (!reuse || !graph_valid || neighbor->ago == 0 || nall != graph_nall || nlocal != graph_nlocal)
     build_graph(reuse);
+  const int64_t nnodes = (int64_t) node_atom.size();
   // coordinates in float64 on the device; edge shifts x[image] - x[rep] are lattice vectors of
   // the current box (followed when it changes)
   auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
@@ -672,38 +1108,31 @@ void PairMLFFD::compute(int eflag, int vflag)
   if (reuse) {
     torch::Tensor shift64 = xall.index_select(0, g_image) - xall.index_select(0, g_rep);
     torch::Tensor d = pos64.index_select(0, edge_index[1]) - pos64.index_select(0, edge_index[0]) + shift64;
-    torch::Tensor keep = d.mul(d).sum(1).lt(cutoff * cutoff).nonzero().squeeze(1);
+    torch::Tensor d2 = d.mul(d).sum(1);
+    torch::Tensor keep = d2.lt(cutoff * cutoff).nonzero().squeeze(1);
     edge_index = edge_index.index_select(1, keep);
     shifts = shift64.index_select(0, keep).to(dtype);
+    check_edges(d2, edge_index, nnodes);
   }
-  torch::jit::IValue result = evaluate(pos64.to(dtype), g_species, edge_index, shifts, g_mask);
-  const int nnodes = (int) node_atom.size();
-
-  auto out = result.toGenericDict();
-  auto host = [&](const char *key) {
-    return out.at(c10::IValue(std::string(key))).toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
-  };
+  const Outputs out = check_outputs(evaluate(pos64.to(dtype), g_species, edge_index, shifts, g_mask), nnodes);
 
   // forces on ghost atoms too: LAMMPS' reverse communication adds them to their owners
-  torch::Tensor forces = host("forces");
-  const double *fp = forces.data_ptr<double>();
-  for (int n = 0; n < nnodes; n++) {
+  const double *fp = out.forces.data_ptr<double>();
+  for (int64_t n = 0; n < nnodes; n++) {
     const int i = node_atom[n];
     f[i][0] += fp[3 * n + 0];
     f[i][1] += fp[3 * n + 1];
     f[i][2] += fp[3 * n + 2];
   }
 
-  if (eflag_global) eng_vdwl += host("energy").item<double>();
+  if (eflag_global) eng_vdwl += out.energy;
   if (eflag_atom) {
-    torch::Tensor ae = host("atom_energies");
-    const double *ep = ae.data_ptr<double>();
+    const double *ep = out.atom_energies.data_ptr<double>();
     for (int i = 0; i < nlocal; i++) eatom[i] += ep[i];
   }
   // LAMMPS Voigt order xx, yy, zz, xy, xz, yz; off-diagonals symmetrised
   if (vflag_global) {
-    torch::Tensor w = host("virial");
-    const double *wp = w.data_ptr<double>();
+    const double *wp = out.virial.data_ptr<double>();
     virial[0] += wp[0];
     virial[1] += wp[4];
     virial[2] += wp[8];
@@ -712,9 +1141,8 @@ void PairMLFFD::compute(int eflag, int vflag)
     virial[5] += 0.5 * (wp[5] + wp[7]);
   }
   if (vflag_atom) {
-    torch::Tensor av = host("atom_virial");
-    const double *vp = av.data_ptr<double>();
-    for (int n = 0; n < nnodes; n++) {
+    const double *vp = out.atom_virial.data_ptr<double>();
+    for (int64_t n = 0; n < nnodes; n++) {
       const int i = node_atom[n];
       const double *w = vp + 9 * n;
       vatom[i][0] += w[0];

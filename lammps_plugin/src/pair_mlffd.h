@@ -5,6 +5,7 @@
 #ifndef LMP_PAIR_MLFFD_H
 #define LMP_PAIR_MLFFD_H
 
+#include "json_fwd.h"
 #include "pair.h"
 
 #include <torch/script.h>
@@ -31,6 +32,20 @@ class PairMLFFD : public Pair {
   static void configure_allocator();
   std::string resolve_model(const std::string &arg);
   void load_model(const std::string &path);
+  void check_module(const std::string &path, const json &meta);
+  void check_box();
+
+  // run-time checks of every step (docs/lammps.md, "Errors"): an error from the rank that
+  // finds the problem (error->one), naming the atoms and the step
+  [[noreturn]] void fail(const std::string &message);
+  void check_positions(int nall);
+  void report_geometry(const std::vector<int> &atoms);
+  void check_edges(const torch::Tensor &d2_all, const torch::Tensor &edge_index, int64_t nnodes);
+  struct Outputs {    // on the host, float64
+    torch::Tensor forces, virial, atom_energies, atom_virial;
+    double energy = 0.0;
+  };
+  Outputs check_outputs(const torch::jit::IValue &result, int64_t nnodes);
 
   torch::jit::Module model;
   bool model_loaded;
@@ -55,7 +70,7 @@ class PairMLFFD : public Pair {
   long chunk_per_thread = 0;      // metadata model.chunk_atoms (0: no blocked evaluation)
   long block_atoms_set = -1;      // value last written to the module's chunk_atoms
   void configure_blocks(long nnodes, long nlocal, long nedges);
-  void gather_pairs(bool skin_pairs);
+  bool gather_pairs(bool skin_pairs);
 
   // the rank's graph on the device (build_graph). 'graph reuse': built from the r_c + skin list
   // at neighbour-list builds only, the edges within r_c picked each step from the copies'
