@@ -121,7 +121,11 @@ def test_potential_files(tmp_path):
     assert "2.1683" in (tmp_path / "Si.sw").read_text()
     bench.lammps_pair("tersoff", tmp_path)
     assert "3264.7" in (tmp_path / "Si.tersoff").read_text()
-    assert bench.lammps_pair("mlffd", tmp_path, "x.pt") == ["pair_style mlffd", "pair_coeff * * x.pt Si"]
+    assert bench.lammps_pair("mlffd", tmp_path, "x.pt") == ["pair_style mlffd", "pair_coeff * * 'x.pt' Si"]
+    # a path with a space stays one word; one with a newline would start a second command
+    assert bench.lammps_pair("mlffd", tmp_path, "my models/x.pt")[1] == "pair_coeff * * 'my models/x.pt' Si"
+    with pytest.raises(ValueError, match="control character"):
+        bench.lammps_pair("mlffd", tmp_path, "x.pt\nshell touch X")
     assert bench.lammps_pair("mlffd", tmp_path, "x.pt", device="cuda:1")[0] == "pair_style mlffd device cuda:1"
     assert bench.lammps_pair("mlffd", tmp_path, "x.pt", "cuda", "graph rebuild")[0] == "pair_style mlffd device cuda graph rebuild"
 

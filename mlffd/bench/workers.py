@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from mlffd.bench.config import LATTICE_SI, RESULT_MARKER, SI_SW, SI_TERSOFF, TEACHERS
 from mlffd.bench.records import _jsonable
+from mlffd.lammps import lammps_quote
 
 
 
@@ -320,7 +321,7 @@ def lammps_pair(pair: str, workdir: Path, model_path: str | None = None, device:
     ``graph rebuild``), ``sw`` or ``tersoff`` (potential files written to ``workdir``)."""
     if pair == "mlffd":
         style = "pair_style mlffd" + (f" device {device}" if device != "cpu" else "") + (f" {options}" if options else "")
-        return [style, f"pair_coeff * * {model_path} Si"]
+        return [style, f"pair_coeff * * {lammps_quote(model_path, 'model path')} Si"]
     if pair == "sw":
         (workdir / "Si.sw").write_text(SI_SW)
         return ["pair_style sw", "pair_coeff * * Si.sw Si"]
