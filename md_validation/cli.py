@@ -341,6 +341,105 @@ def compare_cmd(model, teacher, structure, temperature, time_fs, equil_fs, nve_f
     click.echo(f"report: {metrics['files']['html']}  metrics: {metrics['files']['json']}  summary: {metrics['files']['markdown']}")
 
 
+def _key_values(values: tuple[str, ...], option: str) -> dict[str, float]:
+    """``NAME=VALUE`` options -> dict; BadParameter naming the malformed one."""
+    out: dict[str, float] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected NAME=NUMBER", param_hint=option) from None
+    return out
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+@cli.command("properties")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="student: shipped model name or artifact path")
+@click.option("--teacher", required=True, help="reference: teacher spec (emt, sevennet:7net-0, orb:NAME) or model:PATH (a second student)")
+@click.option("--structure", "structures", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="crystal structure file (repeatable): the first is the ground state, the others competing phases; "
+                   "default: built-in recipes for the model's element")
+@click.option("--element", default=None, help="element of the built-in recipes; default: the model's (one-element models)")
+@click.option("--phases", default=None, help="built-in prototypes to compare, comma-separated; default: all")
+@click.option("--sections", default=None, help="sections to run, comma-separated (eos, elastic, phonons, defects, surfaces, short_range, liquid); default: all")
+@click.option("--tolerance", "tolerances", multiple=True, metavar="NAME=VALUE", help="override a default tolerance (repeatable), e.g. bulk_modulus_pct=5")
+@click.option("--melting-K", "melting_k", type=POSITIVE, default=None, help="melting temperature for the liquid section; default: tabulated for the element")
+@click.option("--seeds", type=POSITIVE_INT, default=3, show_default=True, help="MD runs per liquid / hot-solid property")
+@click.option("--liquid-time", "liquid_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="length of each liquid run")
+@click.option("--hot-time", "hot_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="length of each hot-solid run")
+@click.option("--supercell-atoms", type=POSITIVE_INT, default=64, show_default=True, help="approximate size of defect, phonon and liquid cells")
+@click.option("--fmax", type=POSITIVE, default=0.005, show_default=True, help="force threshold of relaxations (eV/Å)")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="student precision")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="teacher results cache; default: ~/.cache/mlffd/properties or $MLFFD_CACHE")
+@click.option("--no-cache", is_flag=True, help="recompute the teacher's results")
+@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
+@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-properties", show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def properties_cmd(model, teacher, structures, element, phases, sections, tolerances, melting_k, seeds, liquid_fs, hot_fs,
+                   supercell_atoms, fmax, dtype, cache_dir, no_cache, device, out_dir, quiet) -> None:
+    """Physical properties of MODEL against TEACHER: equations of state of competing phases,
+    elastic constants, phonons, point defects, surfaces, short range, liquid and hot solid.
+
+    Exits with status 0 only when every scored property is within its tolerance.
+    """
+    from md_validation.inputs import calculator_id, calculator_label, load_student, read_any
+    from md_validation.properties import PropertiesConfig, Side, Tolerances, element_system, run_properties, structures_system
+    from md_validation.properties.cache import ResultCache, default_cache_dir
+    from md_validation.properties.report import verdict_line, write_properties_report
+
+    try:
+        config = PropertiesConfig(
+            sections=_names(sections) or PropertiesConfig.sections, phases=_names(phases), fmax=fmax, seeds=seeds,
+            liquid_time_fs=liquid_fs, hot_time_fs=hot_fs, melting_K=melting_k, supercell_atoms=supercell_atoms,
+            tolerances=Tolerances().with_overrides(_key_values(tolerances, "--tolerance")))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        student = load_student(model, device=device, dtype=dtype)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(f"cannot load model {model!r}: {exc}") from exc
+    try:
+        if structures:
+            frames = []
+            for path in structures:
+                atoms = read_any(path, index=0)[0]
+                atoms.calc = None
+                atoms.info.setdefault("phase", Path(path).stem)
+                frames.append(atoms)
+            system = structures_system(frames, melting_K=melting_k)
+        else:
+            symbols = [element] if element else list(getattr(student, "elements", []))
+            if len(symbols) != 1:
+                raise ValueError(f"the built-in recipes are for one element; this model has {', '.join(symbols) or 'none'}: "
+                                 "give --element or the crystals with --structure")
+            system = element_system(symbols[0], config.phases, melting_k)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    t_calc = _teacher(teacher, device)
+    cache = None if no_cache else ResultCache(cache_dir or default_cache_dir())
+    t_side = Side(t_calc, calculator_label(t_calc, teacher), calculator_id(t_calc, teacher))
+    s_side = Side(student, calculator_label(student, str(model)), None)
+    with _threads(config.supercell_atoms):
+        result = run_properties(t_side, s_side, system, config, cache=cache, progress=not quiet)
+    meta = {"model": str(model), "teacher": teacher, "elements": ",".join(system.elements), "ground": system.ground,
+            "phases": ",".join(system.phases), "student_dtype": dtype, "seeds": seeds,
+            "cache": str(cache.directory) if cache else "off"}
+    files = write_properties_report(result, out_dir, config, meta)
+    click.echo(files["markdown"].read_text(encoding="utf-8"))
+    click.echo(f"report: {files['html']}  json: {files['json']}  summary: {files['markdown']}")
+    if cache is not None:
+        click.echo(f"teacher cache: {cache.hits} reused, {cache.misses} computed ({cache.directory})")
+    click.echo(verdict_line(result))
+    if not result.passed:
+        raise SystemExit(1)
+
+
 def main() -> None:  # pragma: no cover
     cli()
 

@@ -17,12 +17,14 @@ import numpy as np
 
 @dataclass
 class Section:
-    """A report section: a heading, optional text, a metrics table and figures (name -> PNG bytes)."""
+    """A report section: a heading, optional text, a metrics table, figures (name -> PNG bytes)
+    and ``html``: markup built by md_validation itself (every value in it already escaped)."""
 
     title: str
     text: str = ""
     metrics: Mapping[str, Any] = field(default_factory=dict)
     figures: Mapping[str, bytes] = field(default_factory=dict)
+    html: str = ""
 
 
 def figure_png(fig, dpi: int = 110) -> bytes:
@@ -121,6 +123,8 @@ def render_html(title: str, sections: list[Section]) -> str:
             parts.append(f'<p class="{cls}">{html.escape(sec.text)}</p>')
         if sec.metrics:
             parts.append(metrics_table(sec.metrics))
+        if sec.html:
+            parts.append(sec.html)
         for name, png in sec.figures.items():
             data = base64.b64encode(png).decode("ascii")
             parts.append(f'<figure><img id="fig-{html.escape(name)}" alt="{html.escape(name)}" '

@@ -1,0 +1,128 @@
+"""Settings of ``mlffd-validate properties``: what to compute and the default tolerances.
+
+Tolerances are floors for a student that is fit to replace its teacher in MD: they follow what
+the field accepts between a machine-learned potential and its reference (docs/validation.md,
+"Properties", explains each one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+#: every section, in the order they run (later ones use the ground state relaxed first)
+SECTIONS: tuple[str, ...] = ("eos", "elastic", "phonons", "defects", "surfaces", "short_range", "liquid")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Default pass/fail tolerances (student against teacher)."""
+
+    a0_pct: float = 0.2  #: lattice constant / equilibrium volume^(1/3), relative %
+    bulk_modulus_pct: float = 3.0  #: B, relative %
+    bulk_modulus_derivative: float = 0.5  #: B', absolute
+    phase_energy_meV: float = 15.0  #: energy of a phase relative to the ground state, meV/atom
+    eos_curve_meV: float = 20.0  #: largest E-V deviation over 70-120 % of V0, meV/atom (after aligning minima)
+    elastic_pct: float = 5.0  #: each Cij, relative %
+    phonon_pct: float = 3.0  #: frequencies at high-symmetry points, relative %
+    phonon_abs_THz: float = 0.2  #: ... or absolute THz, whichever is looser (near-zero acoustic modes)
+    defect_eV: float = 0.1  #: formation energies, eV
+    surface_pct: float = 5.0  #: surface energies, relative %
+    rdf_peak_A: float = 0.05  #: liquid first-peak position, Å (or the teacher's run-to-run noise, if larger)
+    rdf_height_pct: float = 10.0  #: liquid first-peak height, relative % (or noise)
+    coordination: float = 0.3  #: liquid coordination number (or noise)
+    diffusion_pct: float = 30.0  #: liquid self-diffusion, relative % (or noise)
+    elastic_abs_GPa: float = 3.0  #: ... or absolute GPa, whichever is looser (constants near zero)
+    surface_abs_J_m2: float = 0.05  #: ... or absolute J/m^2, whichever is looser
+    spurious_minimum_volume_pct: float = 5.0  #: a student E-V minimum farther than this (% of V0) from every teacher minimum is spurious
+    collapse_fraction: float = 0.85  #: a relaxation ending with atoms closer than this x the teacher's shortest bond collapsed
+    hot_collapse_fraction: float = 0.6  #: a hot-solid run reaching atoms closer than this x the teacher's shortest bond is unstable
+
+    def with_overrides(self, overrides: Mapping[str, float]) -> "Tolerances":
+        """A copy with ``overrides`` (field -> value); unknown names are a ValueError naming them."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown tolerance(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for name, value in overrides.items():
+            if not (isinstance(value, (int, float)) and value >= 0 and value == value and value != float("inf")):
+                raise ValueError(f"tolerance {name}={value!r}: expected a finite number >= 0")
+        return replace(self, **{k: float(v) for k, v in overrides.items()})
+
+
+@dataclass(frozen=True)
+class PropertiesConfig:
+    """What ``mlffd-validate properties`` computes.
+
+    Attributes:
+        sections: the sections to run (a subset of :data:`SECTIONS`).
+        phases: built-in prototypes to compare for an element (``recipes.PROTOTYPES``); the
+            lowest in the teacher's energy is the ground state unless structures are given.
+        eos_points: E-V points from ``eos_range[0]`` to ``eos_range[1]`` times V0.
+        fmax: force threshold of every relaxation (eV/Å).
+        relax_steps: most optimiser steps per relaxation.
+        seeds: MD runs per liquid / hot-solid property (averaged, with their spread).
+        liquid_time_fs, hot_time_fs: length of each liquid and hot-solid run.
+        timestep_fs: MD timestep.
+        melting_K: melting temperature of the system (liquid at ``liquid_factor`` x, hot solid
+            stability at ``hot_factor`` x); ``None``: from the element (``recipes``).
+        supercell_atoms: approximate size of defect and phonon supercells.
+    """
+
+    sections: tuple[str, ...] = SECTIONS
+    phases: tuple[str, ...] = ()
+    eos_points: int = 11
+    eos_range: tuple[float, float] = (0.70, 1.20)
+    fmax: float = 0.005
+    relax_steps: int = 300
+    seeds: int = 3
+    liquid_time_fs: float = 2000.0
+    hot_time_fs: float = 2000.0
+    timestep_fs: float = 1.0
+    melting_K: float | None = None
+    liquid_factor: float = 1.1
+    hot_factor: float = 2.0
+    supercell_atoms: int = 64
+    tolerances: Tolerances = field(default_factory=Tolerances)
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sections if s not in SECTIONS]
+        if unknown or not self.sections:
+            raise ValueError(f"unknown section(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SECTIONS)}")
+        for name in ("eos_points", "relax_steps", "seeds", "supercell_atoms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: expected a positive integer")
+        if self.eos_points < 5:
+            raise ValueError(f"eos_points={self.eos_points}: an equation-of-state fit needs at least 5 points")
+        lo, hi = self.eos_range
+        if not (0.3 <= lo < 1.0 < hi <= 2.0):
+            raise ValueError(f"eos_range={self.eos_range}: expected (low, high) with 0.3 <= low < 1 < high <= 2")
+        for name in ("fmax", "liquid_time_fs", "hot_time_fs", "timestep_fs", "liquid_factor", "hot_factor"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise ValueError(f"{name}={value!r}: expected a finite positive number")
+        if self.melting_K is not None and not (0 < self.melting_K < 1e5):
+            raise ValueError(f"melting_K={self.melting_K!r}: expected a temperature in K")
+
+    def settings(self, section: str) -> dict[str, Any]:
+        """The settings a section's numbers depend on (part of its cache key): changing the
+        liquid's length does not recompute the teacher's equation of state."""
+        if section not in _SETTINGS:
+            raise ValueError(f"unknown section {section!r}")
+        return {name: getattr(self, name) for name in _SETTINGS[section]} | {"section": section}
+
+
+_RELAX = ("fmax", "relax_steps")
+#: the settings each section (and the ground-state relaxation) reads
+_SETTINGS: dict[str, tuple[str, ...]] = {
+    "ground": _RELAX,
+    "eos": _RELAX + ("phases", "eos_points", "eos_range"),
+    "elastic": _RELAX,
+    "phonons": _RELAX + ("supercell_atoms",),
+    "defects": _RELAX + ("supercell_atoms",),
+    "surfaces": _RELAX,
+    "short_range": (),
+    "liquid": ("seeds", "liquid_time_fs", "hot_time_fs", "timestep_fs", "melting_K", "liquid_factor", "hot_factor",
+               "supercell_atoms"),
+}

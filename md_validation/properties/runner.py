@@ -1,0 +1,117 @@
+"""Run the property sections for a teacher and a student, side by side.
+
+Each section is a module (``eos``, ``elastic``, ...) with three functions:
+
+- ``compute(calc, system, ground, config) -> dict``: the section's numbers for ONE calculator
+  (JSON-able; the teacher's are cached), ``ground`` being that calculator's own relaxed ground state;
+- ``compare(teacher, student, tolerances) -> list[PropertyRecord]``: the scored rows;
+- ``figures(teacher, student, labels) -> dict[str, bytes]``: PNG figures (``report.figure_png``).
+
+Data flows one way: structures -> per-calculator results -> records and figures -> report.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from ase.calculators.calculator import Calculator
+from tqdm.auto import tqdm
+
+from md_validation.properties.cache import ResultCache, cache_key
+from md_validation.properties.config import PropertiesConfig
+from md_validation.properties.records import PropertyRecord
+from md_validation.properties.relax import relax
+from md_validation.properties.system import System, atoms_from_dict, atoms_to_dict
+
+
+@dataclass(frozen=True)
+class Side:
+    """One calculator of the comparison: the calculator, its cache identity (``None``: not
+    cached, e.g. the student under test) and its label in reports."""
+
+    calc: Calculator
+    label: str
+    cache_id: str | None = None
+
+
+@dataclass
+class PropertiesResult:
+    """Everything a report shows: scored rows, each section's figures (section -> name -> PNG
+    bytes) and raw numbers."""
+
+    records: list[PropertyRecord]
+    figures: dict[str, dict[str, bytes]]
+    raw: dict[str, dict[str, Any]]
+    labels: dict[str, str]
+    timings: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> list[PropertyRecord]:
+        return [r for r in self.records if r.passed is not None]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.scored)
+
+
+def section_module(name: str) -> ModuleType:
+    return importlib.import_module(f"md_validation.properties.{name}")
+
+
+def ground_state(side: Side, system: System, config: PropertiesConfig, cache: ResultCache | None) -> dict[str, Any]:
+    """``side``'s relaxed ground state as JSON: structure, energy per atom, convergence."""
+
+    def compute() -> dict[str, Any]:
+        r = relax(system.ground_atoms, side.calc, fmax=config.fmax, steps=config.relax_steps)
+        return {"atoms": atoms_to_dict(r.atoms), "energy_per_atom": r.energy_per_atom, "converged": r.converged,
+                "error": r.error, "min_distance": r.min_distance}
+
+    return _cached(side, "ground", system, config, cache, compute)
+
+
+def _cached(side: Side, section: str, system: System, config: PropertiesConfig, cache: ResultCache | None, compute):
+    if side.cache_id is None or cache is None:
+        return compute()
+    key = cache_key(side.cache_id, section, config.settings(section), system.hashes())
+    return cache.get_or_compute(key, compute)
+
+
+def run_properties(teacher: Side, student: Side, system: System, config: PropertiesConfig,
+                   cache: ResultCache | None = None, progress: bool = True) -> PropertiesResult:
+    """Every section of ``config`` for ``teacher`` and ``student``; see the module docstring."""
+    records: list[PropertyRecord] = []
+    figures: dict[str, dict[str, bytes]] = {}
+    raw: dict[str, dict[str, Any]] = {}
+    timings: dict[str, float] = {}
+    labels = {"teacher": teacher.label, "student": student.label}
+    units = [("ground", side) for side in (teacher, student)] + [(s, side) for s in config.sections for side in (teacher, student)]
+    grounds: dict[str, Any] = {}
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    with tqdm(total=len(units), desc="properties", unit="step", disable=not progress, leave=False) as bar:
+        for section, side in units:
+            role = "teacher" if side is teacher else "student"
+            bar.set_postfix_str(f"{section} / {role}")
+            t0 = time.perf_counter()
+            if section == "ground":
+                grounds[role] = ground_state(side, system, config, cache)
+            else:
+                module = section_module(section)
+                ground = atoms_from_dict(grounds[role]["atoms"])
+                results[(section, role)] = _cached(side, section, system, config, cache,
+                                                   lambda m=module, g=ground, c=side.calc: m.compute(c, system, g, config))
+            timings[f"{section}/{role}"] = time.perf_counter() - t0
+            bar.update(1)
+    raw["ground"] = grounds
+    for section in config.sections:
+        module = section_module(section)
+        t, s = results[(section, "teacher")], results[(section, "student")]
+        raw[section] = {"teacher": t, "student": s}
+        records.extend(module.compare(t, s, config.tolerances))
+        figures[section] = module.figures(t, s, labels)
+    counts = {"hits": cache.hits, "misses": cache.misses} if cache is not None else {}
+    return PropertiesResult(records, figures, raw, labels, timings, counts)

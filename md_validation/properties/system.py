@@ -1,0 +1,84 @@
+"""What a property run is about: the elements, the ground-state structure, the competing
+phases and the melting temperature, from built-in recipes or the user's files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers, reference_states
+
+from md_validation.properties.recipes import PROTOTYPES, melting_temperature, prototype
+
+#: ASE reference-state symmetries that name a built-in prototype
+_GROUND = {"diamond": "diamond", "fcc": "fcc", "bcc": "bcc", "hcp": "hcp", "sc": "sc"}
+
+
+@dataclass(frozen=True)
+class System:
+    """The structures of a property run (unrelaxed starts; each calculator relaxes its own).
+
+    ``ground`` is the reference phase (energies of the others are relative to it); ``phases``
+    maps every phase name, the ground state's included, to its start; ``prototype`` is the
+    ground state's built-in prototype name when it has one (defect and surface recipes need it).
+    """
+
+    elements: tuple[str, ...]
+    ground: str
+    phases: dict[str, Atoms] = field(hash=False, compare=False)
+    prototype: str | None = None
+    melting_K: float | None = None
+
+    @property
+    def ground_atoms(self) -> Atoms:
+        return self.phases[self.ground].copy()
+
+    def hashes(self) -> list[str]:
+        """One hash per phase start (cache keys)."""
+        from md_validation.inputs import structure_hash
+
+        return [f"{name}:{structure_hash(atoms)}" for name, atoms in sorted(self.phases.items())]
+
+
+def ground_prototype(symbol: str) -> str:
+    """The built-in prototype of an element's ground state (ASE's reference state), diamond if unknown."""
+    ref = reference_states[atomic_numbers[symbol]] or {}
+    return _GROUND.get(ref.get("symmetry", ""), "diamond")
+
+
+def element_system(symbol: str, phases: Sequence[str] = (), melting_K: float | None = None) -> System:
+    """Built-in recipes for an element: its ground state and the competing ``phases`` (default: every prototype)."""
+    if symbol not in atomic_numbers:
+        raise ValueError(f"unknown element {symbol!r}")
+    ground = ground_prototype(symbol)
+    names = list(dict.fromkeys([ground, *(phases or PROTOTYPES)]))
+    return System((symbol,), ground, {name: prototype(name, symbol) for name in names}, ground,
+                  melting_K if melting_K is not None else melting_temperature([symbol]))
+
+
+def structures_system(structures: Sequence[Atoms], names: Sequence[str] | None = None,
+                      melting_K: float | None = None) -> System:
+    """User structures: the first is the ground state, the others competing phases."""
+    if not structures:
+        raise ValueError("no structures given")
+    names = list(names or [a.info.get("phase") or f"structure_{k}" for k, a in enumerate(structures)])
+    if len(set(names)) != len(names):
+        raise ValueError(f"structure names must be unique, got {names}")
+    for name, atoms in zip(names, structures):
+        if not atoms.pbc.all() or atoms.cell.rank != 3:
+            raise ValueError(f"structure {name!r}: properties need a periodic crystal (pbc on in 3 directions)")
+    elements = tuple(sorted(set(structures[0].get_chemical_symbols())))
+    melting = melting_K if melting_K is not None else melting_temperature(list(elements))
+    return System(elements, names[0], {n: a.copy() for n, a in zip(names, structures)}, None, melting)
+
+
+def atoms_to_dict(atoms: Atoms) -> dict[str, Any]:
+    """An Atoms as plain JSON (numbers, positions, cell, pbc)."""
+    return {"numbers": atoms.numbers.tolist(), "positions": atoms.positions.tolist(), "cell": atoms.cell.array.tolist(),
+            "pbc": atoms.pbc.tolist()}
+
+
+def atoms_from_dict(d: dict[str, Any]) -> Atoms:
+    return Atoms(numbers=d["numbers"], positions=np.asarray(d["positions"], float), cell=d["cell"], pbc=d["pbc"])
