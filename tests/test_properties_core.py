@@ -148,7 +148,7 @@ def test_runner_caches_the_teacher_not_the_student(tmp_path, monkeypatch):
         return {"e": atoms.get_potential_energy() / len(atoms)}
 
     fake = types.SimpleNamespace(compute=compute, compare=lambda t, s, tol: [absolute("eos", "e", "eV", t["e"], s["e"], 0.01)],
-                                 figures=lambda t, s, labels: {})
+                                 figures=lambda t, s, labels: {}, __file__=__file__)
     monkeypatch.setattr(runner, "section_module", lambda name: fake)
 
     class Student(EMT):
@@ -160,6 +160,23 @@ def test_runner_caches_the_teacher_not_the_student(tmp_path, monkeypatch):
         result = run_properties(Side(EMT(), "emt", "emt"), Side(Student(), "student"), system, config,
                                 cache=ResultCache(tmp_path), progress=False)
     assert calls == ["EMT", "Student", "Student"] and result.passed and result.cache == {"hits": 2, "misses": 0}
+
+
+def test_cache_key_follows_the_section_code(tmp_path, monkeypatch):
+    """Editing a section's source changes its cache key: old teacher results are not reused."""
+    import types
+
+    from md_validation.properties import runner
+
+    source = tmp_path / "section.py"
+    real = runner.section_module
+    monkeypatch.setattr(runner, "section_module",
+                        lambda name: types.SimpleNamespace(__file__=str(source)) if name == "fake" else real(name))
+    source.write_text("A = 1\n")
+    before = runner.code_version("fake")
+    source.write_text("A = 2\n")
+    assert runner.code_version("fake") != before
+    assert runner.code_version("ground") == runner.code_version("ground")
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

@@ -12,9 +12,11 @@ Data flows one way: structures -> per-calculator results -> records and figures 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -74,10 +76,20 @@ def ground_state(side: Side, system: System, config: PropertiesConfig, cache: Re
     return _cached(side, "ground", system, config, cache, compute)
 
 
+def code_version(section: str) -> str:
+    """sha256 of the source a section's numbers come from (its module and the shared
+    relaxations), so that a cached teacher result is never reused after that code changed."""
+    names = ["relax", "recipes"] + ([] if section == "ground" else [section])
+    h = hashlib.sha256()
+    for name in names:
+        h.update(Path(section_module(name).__file__).read_bytes())
+    return h.hexdigest()
+
+
 def _cached(side: Side, section: str, system: System, config: PropertiesConfig, cache: ResultCache | None, compute):
     if side.cache_id is None or cache is None:
         return compute()
-    key = cache_key(side.cache_id, section, config.settings(section), system.hashes())
+    key = cache_key(side.cache_id, section, config.settings(section) | {"code": code_version(section)}, system.hashes())
     return cache.get_or_compute(key, compute)
 
 
