@@ -63,8 +63,39 @@ def measure_speed(model: str | Path, teacher: str, atoms=None, repeats: int = 5,
     }
 
 
-def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: dict[str, Any] | None, data: str) -> str:
-    """The Markdown card of one model."""
+def _value(record: dict[str, Any], key: str) -> str:
+    v = record.get(key)
+    if record.get("tolerance_kind") == "flag" and key in ("teacher", "student"):
+        return "–" if v is None else ("yes" if v else "no")
+    return "–" if v is None else f"{v:.4g}"
+
+
+def properties_section(report: dict[str, Any], source: str) -> str:
+    """The card's property table from a ``properties.json`` of ``mlffd-validate properties``:
+    the verdict, every scored row, and the failures listed first (where the student fails)."""
+    records = [r for r in report.get("records", []) if r.get("passed") is not None]
+    failed = [r for r in records if not r["passed"]]
+    lines = [f"## Physical properties against the teacher (`{source}`)\n\n",
+             f"`mlffd-validate properties --model {report.get('student')} --teacher {report.get('teacher')}`: "
+             f"**{report.get('verdict', '')}**.\n\n"]
+    if failed:
+        lines.append("Where it fails: " + ", ".join(f"`{r['property']}`" for r in failed) + ".\n\n")
+    lines.append("| section | property | unit | teacher | student | error | tolerance | |\n"
+                 "| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    for r in failed + [r for r in records if r["passed"]]:
+        kind = r.get("tolerance_kind")
+        error = "" if kind == "flag" or r.get("error") is None else (
+            f"{r['error']:+.3g} %" if kind == "rel_%" else f"{r['error']:+.4g}")
+        tol = "must not occur" if kind == "flag" else ("" if r.get("tolerance") is None else (
+            f"±{r['tolerance']:g} %" if kind == "rel_%" else f"±{r['tolerance']:g}"))
+        lines.append(f"| {r['section']} | {r['property']} | {r['unit']} | {_value(r, 'teacher')} | {_value(r, 'student')} "
+                     f"| {error} | {tol} | {'PASS' if r['passed'] else 'FAIL'} |\n")
+    return "".join(lines) + "\n"
+
+
+def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: dict[str, Any] | None, data: str,
+           properties: tuple[dict[str, Any], str] | None = None) -> str:
+    """The Markdown card of one model (``properties``: a properties.json and its path)."""
     targets = TARGETS.get(name, {})
 
     def row(label: str, key: str, unit: str, fmt: str = "{:.4f}", lower_is_better: bool = True) -> str:
@@ -110,6 +141,13 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
     ]
     for ctype, m in sorted(metrics.get("by_config_type", {}).items()):
         lines.append(f"| {ctype} | {m['frames']} | {m['energy_mae_mev_per_atom']:.2f} | {m['force_rmse']:.4f} |\n")
+    lines.append("\n")
+    if properties is not None:
+        lines.append(properties_section(*properties))
+    else:
+        lines.append("## Physical properties against the teacher\n\nNot measured for this card: run "
+                     f"`mlffd-validate properties --model {name} --teacher {metadata['teacher']}` and pass its "
+                     "`properties.json` to `mlffd card --properties`.\n\n")
     lines.append("\n## Speed\n\n")
     if speed:
         lines.append(
@@ -136,9 +174,10 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
 
 def write_card(
     model: str | Path, data: str | Path, teacher: str | None = None, out_dir: str | Path = "docs/models", name: str | None = None,
-    speed: bool = True,
+    speed: bool = True, properties: str | Path | None = None,
 ) -> Path:
-    """Measure and write ``out_dir/NAME.md``; returns its path."""
+    """Measure and write ``out_dir/NAME.md``; returns its path. ``properties``: the
+    ``properties.json`` of ``mlffd-validate properties`` for this model (its table goes in the card)."""
     from mlffd.artifact import read_metadata
     from mlffd.registry import resolve
     from mlffd.training.evaluate import evaluate
@@ -149,7 +188,23 @@ def write_card(
     metrics = evaluate(path, data)
     teacher = teacher or metadata["teacher"]
     timing = measure_speed(path, teacher) if speed else None
+    table = None
+    if properties is not None:
+        table = (_read_properties(properties, path), str(properties))
     out = Path(out_dir) / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(name, metadata, metrics, timing, str(data)))
+    out.write_text(render(name, metadata, metrics, timing, str(data), table))
     return out
+
+
+def _read_properties(path: str | Path, model_path: Path) -> dict[str, Any]:
+    """A properties.json; ValueError naming the file when it is unreadable or not a properties report."""
+    import json
+
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read properties report {path}: {exc}") from exc
+    if not isinstance(report, dict) or not isinstance(report.get("records"), list):
+        raise ValueError(f"{path} is not a properties.json of mlffd-validate properties (no 'records' list)")
+    return report

@@ -187,3 +187,18 @@ def test_cli_bad_input_is_one_line(tmp_path):
                        (["--model", str(tmp_path / "none.pt")], "cannot load model")):
         res = runner.invoke(cli, ["properties", "--teacher", "emt", "--out", str(tmp_path / "o"), *args])
         assert res.exit_code != 0 and text in res.output, (args, res.output)
+
+
+def test_model_card_property_table_lists_failures_first(tmp_path):
+    from mlffd.modelcard import _read_properties, properties_section
+
+    files = write_properties_report(_fake_result(False), tmp_path, PropertiesConfig(sections=("elastic", "short_range")))
+    report = _read_properties(files["json"], tmp_path)
+    text = properties_section(report, "properties.json")
+    assert "Where it fails: `C11_GPa`" in text
+    rows = [line for line in text.splitlines() if line.startswith("| elastic") or line.startswith("| short_range")]
+    assert rows[0].startswith("| elastic | C11_GPa | GPa | 100 | 80 | -20 % | ±5 % | FAIL")
+    assert rows[1].endswith("| no | no |  | must not occur | PASS |")
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="junk.json is not a properties.json"):
+        _read_properties(tmp_path / "junk.json", tmp_path)
