@@ -19,6 +19,7 @@ class Tolerances:
     """Default pass/fail tolerances (student against teacher)."""
 
     a0_pct: float = 0.2  #: lattice constant / equilibrium volume^(1/3), relative %
+    volume_pct: float = 0.6  #: equilibrium volume per atom (non-cubic ground state, competing phases), relative %
     bulk_modulus_pct: float = 3.0  #: B, relative %
     bulk_modulus_derivative: float = 0.5  #: B', absolute
     phase_energy_meV: float = 15.0  #: energy of a phase relative to the ground state, meV/atom
@@ -34,6 +35,7 @@ class Tolerances:
     diffusion_pct: float = 30.0  #: liquid self-diffusion, relative % (or noise)
     elastic_abs_GPa: float = 3.0  #: ... or absolute GPa, whichever is looser (constants near zero)
     surface_abs_J_m2: float = 0.05  #: ... or absolute J/m^2, whichever is looser
+    below_ground_meV: float = 1.0  #: a phase lower than the ground state by more than this (meV/atom) is flagged; phases degenerate with it (lonsdaleite in SW) must not flip on noise
     spurious_minimum_volume_pct: float = 5.0  #: a student E-V minimum farther than this (% of V0) from every teacher minimum is spurious
     collapse_fraction: float = 0.85  #: a relaxation ending with atoms closer than this x the teacher's shortest bond collapsed
     hot_collapse_fraction: float = 0.6  #: a hot-solid run reaching atoms closer than this x the teacher's shortest bond is unstable

@@ -50,9 +50,6 @@ FIT_POINTS = 7
 MIN_FIT_POINTS = 5
 #: energy steps smaller than this (eV/atom) are flat when looking for minima (relaxation noise)
 CURVE_TOL_eV = 1e-4
-#: a phase counts as below the ground state only when lower by more than this (meV/atom):
-#: phases degenerate with the ground state (lonsdaleite in Stillinger-Weber) must not flip on noise
-BELOW_GROUND_MARGIN_meV = 1.0
 #: the figure shows this much (eV/atom) above the highest phase minimum
 EOS_PLOT_HEADROOM_eV = 0.6
 _FAILURES = (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgError)
@@ -273,7 +270,7 @@ def _spurious(t_entry: dict[str, Any], s_entry: dict[str, Any], tol_pct: float) 
     return False, bool(far), note
 
 
-def _below_ground(result: dict[str, Any], name: str) -> tuple[bool | None, float]:
+def _below_ground(result: dict[str, Any], name: str, margin_meV: float) -> tuple[bool | None, float]:
     """Whether phase ``name``'s lowest energy on its curve (or its relaxed energy) lies more than
     the margin below the ground state's zero-pressure energy; None when it cannot be told."""
     ground = result.get("phases", {}).get(result.get("ground"), {})
@@ -284,7 +281,7 @@ def _below_ground(result: dict[str, Any], name: str) -> tuple[bool | None, float
     if not values or not math.isfinite(e_ground):
         return None, math.nan
     depth = (min(values) - e_ground) * 1000.0
-    return depth < -BELOW_GROUND_MARGIN_meV, depth
+    return depth < -margin_meV, depth
 
 
 def _flag_row(prop: str, teacher_bad: bool | None, student_bad: bool | None, note: str) -> PropertyRecord:
@@ -314,7 +311,7 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
         rows.append(relative(SECTION, "a0_A", "Å", _num(teacher.get("a0_A")), _num(student.get("a0_A")), tol.a0_pct, note))
     else:
         rows.append(relative(SECTION, "V0_A3_per_atom", "Å^3/atom", _num(tfit.get("V0")), _num(sfit.get("V0")),
-                             3.0 * tol.a0_pct, note or "V ~ a^3: 3 x the a0 tolerance"))
+                             tol.volume_pct, note))
     rows.append(relative(SECTION, "bulk_modulus_GPa", "GPa", _num(tfit.get("B_GPa")), _num(sfit.get("B_GPa")),
                          tol.bulk_modulus_pct, note))
     rows.append(absolute(SECTION, "bulk_modulus_derivative", "", _num(tfit.get("Bprime")), _num(sfit.get("Bprime")),
@@ -325,7 +322,7 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
         note = "; ".join(x for x in (_note(t, s), _note(tf, sf)) if x)
         if name != ground:
             rows.append(relative(SECTION, f"V0_{name}_A3_per_atom", "Å^3/atom", _num(tf.get("V0")), _num(sf.get("V0")),
-                                 3.0 * tol.a0_pct, note))
+                                 tol.volume_pct, note))
             rows.append(relative(SECTION, f"bulk_modulus_{name}_GPa", "GPa", _num(tf.get("B_GPa")), _num(sf.get("B_GPa")),
                                  None, note or "reported, not scored: competing phases can be soft at zero pressure"))
             de_t = (_num(t.get("relaxed_energy")) - _num(tg.get("relaxed_energy"))) * 1000.0
@@ -337,8 +334,8 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
                              why or "largest |ΔE| on V/V0 grid, each curve relative to its own zero-pressure minimum"))
         tb, sb, why = _spurious(t, s, tol.spurious_minimum_volume_pct) if t and s else (None, None, "missing phase")
         rows.append(_flag_row(f"spurious_minimum_{name}", tb, sb, why))
-        tb, dt = _below_ground(teacher, name)
-        sb, ds = _below_ground(student, name)
+        tb, dt = _below_ground(teacher, name, tol.below_ground_meV)
+        sb, ds = _below_ground(student, name, tol.below_ground_meV)
         rows.append(_flag_row(f"below_ground_{name}", tb, sb,
                               f"lowest point vs ground state: teacher {dt:+.1f}, student {ds:+.1f} meV/atom"))
     return rows
