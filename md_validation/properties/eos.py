@@ -356,7 +356,7 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     fig = Figure(figsize=(7.5, 5.5))
     ax = fig.subplots()
     names = list(dict.fromkeys([*(teacher.get("phases") or {}), *(student.get("phases") or {})]))
-    lows: list[float] = []
+    lows: list[float] = []  # the teacher's phase minima set the view; a collapsing student runs off its bottom
     for i, name in enumerate(names):
         for res, style, marker in ((teacher, "-", "o"), (student, "--", "x")):
             entry = (res.get("phases") or {}).get(name)
@@ -367,11 +367,12 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
             e = (np.array([_num(x) for x in entry.get("energies", [])]) - _num(ground.get("relaxed_energy")))
             ok = np.isfinite(v) & np.isfinite(e)
             if ok.any():
-                lows.append(float(e[ok].min()))
+                if res is teacher:
+                    lows.append(float(e[ok].min()))
                 ax.plot(v[ok], e[ok], style, marker=marker, ms=4, color=f"C{i % 10}", lw=1.2,
                         label=name if style == "-" else None)
     if lows:  # the compressed ends rise by eV: keep every phase's minimum region readable
-        ax.set_ylim(min(lows) - 0.05, max(lows) + EOS_PLOT_HEADROOM_eV)
+        ax.set_ylim(min(min(lows), 0.0) - 0.3, max(lows) + EOS_PLOT_HEADROOM_eV)
     ax.axhline(0.0, color="0.7", lw=0.6)
     ax.set_xlabel("volume (Å³/atom)")
     ax.set_ylabel("E − E(ground state) (eV/atom)")
