@@ -14,7 +14,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 
 from md_validation.properties import PropertiesConfig, Tolerances, element_system
-from md_validation.properties import phonons
+from md_validation.properties import phonons, recipes
 from md_validation.properties.relax import relax
 from property_refs import sw_artifact_calc
 
@@ -113,10 +113,10 @@ def test_emt_copper_matches_direct_phonopy():
 
 
 def test_diagonal_repeats():
-    assert phonons.diagonal_repeats(bulk("Si", "diamond", a=5.43, cubic=True), 64) == (2, 2, 2)
-    assert phonons.diagonal_repeats(bulk("Mg", "hcp", a=3.2, c=5.2), 64) == (4, 4, 2)
+    assert recipes.diagonal_repeats(bulk("Si", "diamond", a=5.43, cubic=True), 64) == (2, 2, 2)
+    assert recipes.diagonal_repeats(bulk("Mg", "hcp", a=3.2, c=5.2), 64) == (4, 4, 2)
     with pytest.raises(ValueError, match="volume"):
-        phonons.diagonal_repeats(Atoms("H", cell=np.zeros((3, 3))), 64)
+        recipes.diagonal_repeats(Atoms("H", cell=np.zeros((3, 3))), 64)
 
 
 def _synthetic(points: dict[str, list[float]], min_f: float = 0.0) -> dict:

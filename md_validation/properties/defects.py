@@ -41,8 +41,7 @@ from ase.calculators.calculator import Calculator
 from ase.geometry import find_mic
 
 from md_validation.properties.config import PropertiesConfig, Tolerances
-from md_validation.properties.phonons import diagonal_repeats
-from md_validation.properties.recipes import nearest_distance
+from md_validation.properties.recipes import diagonal_repeats, nearest_distance
 from md_validation.properties.records import PropertyRecord, absolute, flag
 from md_validation.properties.relax import energy_at, relax
 from md_validation.properties.system import System

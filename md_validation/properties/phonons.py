@@ -29,6 +29,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from md_validation.properties.config import PropertiesConfig, Tolerances
+from md_validation.properties.recipes import diagonal_repeats
 from md_validation.properties.records import PropertyRecord, absolute, flag, relative
 from md_validation.properties.system import System
 
@@ -54,18 +55,6 @@ def _num(x: Any) -> float:
         return float(x) if x is not None else math.nan
     except (TypeError, ValueError):
         return math.nan
-
-
-def diagonal_repeats(atoms: Atoms, target: int) -> tuple[int, int, int]:
-    """Repeats (n1, n2, n3) of ``atoms``' cell giving about ``target`` atoms in a supercell of
-    roughly equal widths (each cell's height across its face, so oblique cells work too)."""
-    volume = abs(atoms.cell.volume)
-    if volume <= 0 or len(atoms) == 0:
-        raise ValueError(f"cannot repeat a cell of volume {volume} with {len(atoms)} atoms")
-    a = atoms.cell.array
-    heights = [volume / np.linalg.norm(np.cross(a[(i + 1) % 3], a[(i + 2) % 3])) for i in range(3)]
-    width = (volume * target / len(atoms)) ** (1.0 / 3.0)
-    return tuple(max(1, int(round(width / h))) for h in heights)  # type: ignore[return-value]
 
 
 def _label(name: str) -> str:

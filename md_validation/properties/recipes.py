@@ -98,6 +98,18 @@ def bond_length(symbol: str) -> float:
     return 2.0 * float(covalent_radii[z])
 
 
+def diagonal_repeats(atoms: Atoms, target: int) -> tuple[int, int, int]:
+    """Repeats (n1, n2, n3) of ``atoms``' cell giving about ``target`` atoms in a supercell of
+    roughly equal widths (each cell's height across its face, so oblique cells work too)."""
+    volume = abs(atoms.cell.volume)
+    if volume <= 0 or len(atoms) == 0:
+        raise ValueError(f"cannot repeat a cell of volume {volume} with {len(atoms)} atoms")
+    a = atoms.cell.array
+    heights = [volume / np.linalg.norm(np.cross(a[(i + 1) % 3], a[(i + 2) % 3])) for i in range(3)]
+    width = (volume * target / len(atoms)) ** (1.0 / 3.0)
+    return tuple(max(1, int(round(width / h))) for h in heights)  # type: ignore[return-value]
+
+
 def prototype(name: str, symbol: str) -> Atoms:
     """Prototype ``name`` of element ``symbol``, scaled so its shortest bond is the element's
     bond length (denser prototypes start a little longer: coordination lengthens bonds)."""
@@ -121,5 +133,5 @@ def unit_cell_counts() -> dict[str, int]:
     return {name: len(builder("Si")) for name, builder in PROTOTYPES.items()}
 
 
-__all__ = ["PROTOTYPES", "MELTING_K", "prototype", "nearest_distance", "bond_length", "melting_temperature",
+__all__ = ["PROTOTYPES", "MELTING_K", "prototype", "diagonal_repeats", "nearest_distance", "bond_length", "melting_temperature",
            "unit_cell_counts", "np"]
