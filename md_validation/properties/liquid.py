@@ -70,6 +70,8 @@ from md_validation.properties.records import PropertyRecord, absolute, flag, rel
 from md_validation.properties.system import System
 
 SECTION = "liquid"
+#: modules outside this package its numbers depend on (part of the teacher cache key)
+DEPENDS = ("md_validation.md", "md_validation.structure_metrics", "md_validation.rdf")
 #: Langevin friction (1/fs): a 100 fs coupling time, gentle on the dynamics, firm on the temperature
 FRICTION_PER_FS = 0.01
 #: friction of the melt (1/fs): a 20 fs coupling time drains the energy the random start releases

@@ -77,12 +77,14 @@ def ground_state(side: Side, system: System, config: PropertiesConfig, cache: Re
 
 
 def code_version(section: str) -> str:
-    """sha256 of the source a section's numbers come from (its module and the shared
-    relaxations), so that a cached teacher result is never reused after that code changed."""
-    names = ["relax", "recipes"] + ([] if section == "ground" else [section])
+    """sha256 of the source a section's numbers come from (its module, the shared relaxations
+    and recipes, and the modules it names in ``DEPENDS``), so that a cached teacher result is never reused after that code changed."""
+    modules = [section_module(name) for name in ["relax", "recipes"] + ([] if section == "ground" else [section])]
+    # code outside the package a section's numbers depend on (MD helpers, RDF analysis)
+    modules += [importlib.import_module(name) for name in getattr(modules[-1], "DEPENDS", ())]
     h = hashlib.sha256()
-    for name in names:
-        h.update(Path(section_module(name).__file__).read_bytes())
+    for module in modules:
+        h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()
 
 
