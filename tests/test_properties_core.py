@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -202,3 +203,33 @@ def test_model_card_property_table_lists_failures_first(tmp_path):
     (tmp_path / "junk.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="junk.json is not a properties.json"):
         _read_properties(tmp_path / "junk.json", tmp_path)
+
+
+def test_documented_tolerances_are_the_defaults():
+    """docs/validation.md's table of default tolerances lists every Tolerances field with its value."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "validation.md").read_text(encoding="utf-8")
+    table = text.split("### Default tolerances", 1)[1].split("\n## ", 1)[0]
+    documented = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\| `(\w+)` \| ([0-9.]+) \|", table, re.M)}
+    defaults = {f.name: float(getattr(Tolerances(), f.name)) for f in fields(Tolerances)}
+    assert documented == defaults
+
+
+def test_cache_key_code_covers_a_sections_dependencies():
+    """The liquid's teacher results depend on the MD and RDF modules: their source is in its code hash."""
+    import hashlib
+    import importlib
+    from pathlib import Path
+
+    from md_validation.properties import liquid
+    from md_validation.properties.runner import code_version, section_module
+
+    modules = [section_module("relax"), section_module("recipes"), liquid] + [importlib.import_module(m) for m in liquid.DEPENDS]
+    h = hashlib.sha256()
+    for module in modules:
+        h.update(Path(module.__file__).read_bytes())
+    assert "md_validation.md" in liquid.DEPENDS
+    assert code_version("liquid") == h.hexdigest()
+    assert code_version("liquid") != code_version("short_range")

@@ -24,20 +24,20 @@ class Tolerances:
     bulk_modulus_derivative: float = 0.5  #: B', absolute
     phase_energy_meV: float = 15.0  #: energy of a phase relative to the ground state, meV/atom
     eos_curve_meV: float = 20.0  #: largest E-V deviation over 70-120 % of V0, meV/atom (after aligning minima)
+    below_ground_meV: float = 1.0  #: a phase lower than the ground state by more than this (meV/atom) is flagged; phases degenerate with it (lonsdaleite in SW) must not flip on noise
+    spurious_minimum_volume_pct: float = 5.0  #: a student E-V minimum farther than this (% of V0) from every teacher minimum is spurious
     elastic_pct: float = 5.0  #: each Cij, relative %
+    elastic_abs_GPa: float = 3.0  #: ... or absolute GPa, whichever is looser (constants near zero)
     phonon_pct: float = 3.0  #: frequencies at high-symmetry points, relative %
     phonon_abs_THz: float = 0.2  #: ... or absolute THz, whichever is looser (near-zero acoustic modes)
     defect_eV: float = 0.1  #: formation energies, eV
+    collapse_fraction: float = 0.85  #: a relaxation ending with atoms closer than this x the teacher's shortest bond collapsed
     surface_pct: float = 5.0  #: surface energies, relative %
-    rdf_peak_A: float = 0.05  #: liquid first-peak position, Å (or the teacher's run-to-run noise, if larger)
+    surface_abs_J_m2: float = 0.05  #: ... or absolute J/m^2, whichever is looser
+    rdf_peak_A: float = 0.05  #: liquid first-peak position, Å (or twice the combined standard error over seeds, if larger)
     rdf_height_pct: float = 10.0  #: liquid first-peak height, relative % (or noise)
     coordination: float = 0.3  #: liquid coordination number (or noise)
     diffusion_pct: float = 30.0  #: liquid self-diffusion, relative % (or noise)
-    elastic_abs_GPa: float = 3.0  #: ... or absolute GPa, whichever is looser (constants near zero)
-    surface_abs_J_m2: float = 0.05  #: ... or absolute J/m^2, whichever is looser
-    below_ground_meV: float = 1.0  #: a phase lower than the ground state by more than this (meV/atom) is flagged; phases degenerate with it (lonsdaleite in SW) must not flip on noise
-    spurious_minimum_volume_pct: float = 5.0  #: a student E-V minimum farther than this (% of V0) from every teacher minimum is spurious
-    collapse_fraction: float = 0.85  #: a relaxation ending with atoms closer than this x the teacher's shortest bond collapsed
     hot_collapse_fraction: float = 0.6  #: a hot-solid run reaching atoms closer than this x the teacher's shortest bond is unstable
 
     def with_overrides(self, overrides: Mapping[str, float]) -> "Tolerances":
