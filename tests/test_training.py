@@ -262,3 +262,19 @@ def test_val_from_holds_out_only_those_files(tmp_path, dataset):
     assert any(k < len(old) for k in plain.val_index)
     with pytest.raises(ValueError, match="val_from"):
         small_config(dataset, tmp_path / "o3", val_from=["other.extxyz"])
+
+
+def test_non_finite_loss_stops_with_an_error_and_exports_nothing(tmp_path, dataset):
+    """A loss that becomes NaN stops the run at that step, weights untouched, no artifact written."""
+    trainer = Trainer(small_config(dataset, tmp_path / "nan", max_steps=6, eval_every=0))
+    trainer.run(callback=lambda t: t.step >= 2)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with torch.no_grad():
+        next(trainer.model.readout.parameters()).view(-1)[0] = float("nan")
+    poisoned = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(FloatingPointError, match="non-finite at step 3"):
+        trainer.run()
+    after = trainer.model.state_dict()
+    assert all(torch.equal(after[k].nan_to_num(), poisoned[k].nan_to_num()) for k in after)  # no optimiser step taken
+    assert any(not torch.equal(before[k].nan_to_num(), poisoned[k].nan_to_num()) for k in before)
+    assert not list((tmp_path / "nan").glob("*.mlffd.pt"))

@@ -389,6 +389,12 @@ class Trainer:
         else:
             for p, g in zip(self.params, grads):
                 p.grad = g
+        # checked after the reduction, so every rank stops at the same step, and before the
+        # optimiser, so the weights (and the last checkpoint) keep their last finite values
+        if not bool(torch.isfinite(monitor).all()):
+            raise FloatingPointError(
+                f"training loss became non-finite at step {self.step + 1} (loss {float(monitor[0]):g}); nothing is "
+                f"exported and the last checkpoint in {c.output} is kept: lower lr or check the training data")
         if c.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
         self.optimizer.step()
