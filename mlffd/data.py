@@ -181,6 +181,19 @@ def species_index(elements: Sequence[str]) -> np.ndarray:
     return table
 
 
+def shortest_pair_distances(graphs: Sequence[Graph], num_species: int) -> np.ndarray:
+    """The shortest distance (Å) between atoms of each species pair ``[S, S]`` over ``graphs``
+    (``inf`` for a pair never within the cutoff): where the short-range prior must be off."""
+    out = np.full((num_species, num_species), np.inf)
+    for g in graphs:
+        if g.num_edges == 0:
+            continue
+        i, j = g.edge_index
+        d = np.linalg.norm(g.positions[j] - g.positions[i] + g.shifts, axis=1)
+        np.minimum.at(out, (g.species[i], g.species[j]), d)
+    return np.minimum(out, out.T)
+
+
 def to_graphs(frames: Iterable[Atoms], elements: Sequence[str], cutoff: float) -> list[Graph]:
     """Graphs (edges within ``cutoff``, Cartesian shifts) for labelled frames."""
     table = species_index(elements)

@@ -131,3 +131,25 @@ def test_reexport_keeps_weights_and_metadata(tmp_path, monkeypatch):
     np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-12)
     assert b.calc.module.chunk_atoms == 7 * torch.get_num_threads()  # < 64 atoms: the blocked path ran
     assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-10)
+
+
+def test_student_from_before_the_short_range_prior_keeps_its_numbers(tmp_path):
+    """A shipped student exported before the prior existed (no ``repulsion`` buffers or field)
+    rebuilds without a prior and re-exports to the same numbers, even for a pushed-in pair."""
+    from mlffd.models import load_student
+    from mlffd.registry import resolve
+
+    src = resolve("ultra-tiny")
+    assert "repulsion" not in read_metadata(src)["model"]
+    assert not any(k.startswith("repulsion.") for k in torch.jit.load(str(src)).state_dict())
+    model, config, _ = load_student(src)
+    assert config.repulsion is False and not model.use_repulsion
+    dst = reexport(src, tmp_path / "again.mlffd.pt")
+    assert read_metadata(dst)["model"]["repulsion"] is False
+    atoms = silicon_germanium(2, rattle=0.1, seed=0)
+    atoms.set_chemical_symbols(["Si"] * len(atoms))
+    atoms.positions[1] = atoms.positions[0] + [1.0, 0.4, 0.2]  # far inside any prior's reach
+    a, b = atoms.copy(), atoms.copy()
+    a.calc, b.calc = DistilledCalculator(str(src)), DistilledCalculator(str(dst))
+    np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-10)
+    assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-8)

@@ -50,6 +50,7 @@ def models(tmp_path_factory):
     return {
         "f64": random_artifact(d / "sige64.mlffd.pt", config=cfg, dtype=torch.float64),
         "f32": random_artifact(d / "sige32.mlffd.pt", config=cfg, dtype=torch.float32),
+        "prior": random_artifact(d / "sige-prior.mlffd.pt", config=cfg, dtype=torch.float64, repulsion_outer=2.2),
         "dir": d,
     }
 
@@ -113,6 +114,27 @@ def test_parity_triclinic_two_elements(models):
 
 def test_parity_slab_with_vacuum(models):
     check_parity(slab(), models["f64"])
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_parity_with_the_short_range_prior(models, nprocs):
+    """The ZBL prior is part of the TorchScript artifact: LAMMPS (1 and 2 ranks, pairs across
+    the domain boundary as ghosts) computes what ASE does, for Si-Si, Si-Ge and Ge-Ge pairs
+    pushed deep into it."""
+    atoms = sige(silicon(2, rattle=0.05, seed=8))
+    for i, j, r in ((0, 1, 1.1), (3, 4, 1.4), (16, 40, 1.7)):
+        d = atoms.get_distance(i, j, mic=True, vector=True)
+        atoms.positions[j] = atoms.positions[i] + d / np.linalg.norm(d) * r
+    atoms.wrap()
+    got = run_lammps(atoms, mlffd_pair(models["prior"], SIGE), SIGE, nprocs=nprocs)
+    ase_atoms = atoms.copy()
+    ase_atoms.calc = DistilledCalculator(models["prior"])
+    assert abs(got.energy - ase_atoms.get_potential_energy()) / len(atoms) < 1e-9
+    np.testing.assert_allclose(got.forces, ase_atoms.get_forces(), atol=1e-8)
+    assert rel(got.stress, ase_atoms.get_stress()) < 1e-8
+    no_prior = atoms.copy()
+    no_prior.calc = DistilledCalculator(models["f64"])
+    assert np.abs(ase_atoms.get_forces() - no_prior.get_forces()).max() > 10.0  # the prior acted
 
 
 def test_parity_float32(models):

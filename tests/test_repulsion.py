@@ -36,9 +36,9 @@ class PriorCalculator(Calculator):
         vectors = torch.tensor(d, dtype=torch.float64)
         edges = torch.tensor(np.stack([i, j]), dtype=torch.long)
         mask = torch.ones(len(self.atoms), dtype=torch.bool)
-        e, g = self.prior(vectors, species, edges, mask)
+        e, close, g = self.prior(vectors, species, edges, mask)
         forces = torch.zeros(len(self.atoms), 3, dtype=torch.float64)
-        forces.index_add_(0, edges[0], g).index_add_(0, edges[1], -g)
+        forces.index_add_(0, edges[0, close], g).index_add_(0, edges[1, close], -g)
         self.results = {"energy": float(e.sum()), "forces": forces.numpy()}
 
 
@@ -135,10 +135,79 @@ def test_energy_mask_counts_each_pair_once_per_owner():
     v = torch.tensor([[0.8, 0.0, 0.0], [-0.8, 0.0, 0.0]], dtype=torch.float64)
     edges = torch.tensor([[0, 1], [1, 0]])
     species = torch.zeros(2, dtype=torch.long)
-    e_all, _ = prior(v, species, edges, torch.tensor([True, True]))
-    e_one, g_one = prior(v, species, edges, torch.tensor([True, False]))
+    e_all, close_all, _ = prior(v, species, edges, torch.tensor([True, True]))
+    e_one, close_one, g_one = prior(v, species, edges, torch.tensor([True, False]))
     full = zbl(torch.tensor([0.8], dtype=torch.float64), torch.tensor(14.0, dtype=torch.float64),
                torch.tensor(14.0, dtype=torch.float64))[0]
     torch.testing.assert_close(e_all.sum(), full[0])
     torch.testing.assert_close(e_one.sum(), 0.5 * full[0])
-    assert float(g_one[1].abs().sum()) == 0.0
+    assert close_all.tolist() == [0, 1] and close_one.tolist() == [0]  # the ghost's edge is left out
+    assert g_one.shape == (1, 3)
+
+
+# -- the prior inside a student ----------------------------------------------------------------
+
+
+def _pushed_silicon(distance: float, seed: int = 3) -> Atoms:
+    """A rattled 64-atom Si crystal with one atom pushed to ``distance`` Å from a neighbour."""
+    from mlffd.testing import silicon
+
+    atoms = silicon(2, rattle=0.05, seed=seed)
+    d = atoms.get_distances(0, range(1, len(atoms)), mic=True, vector=True)
+    k = int(np.argmin(np.linalg.norm(d, axis=1)))
+    atoms.positions[k + 1] = atoms.positions[0] + d[k] / np.linalg.norm(d[k]) * distance
+    return atoms
+
+
+def _outputs(model, atoms, cutoff: float = 5.0):
+    from mlffd.testing import model_inputs
+
+    out = model(*model_inputs(atoms, torch.float64, cutoff))
+    return {k: v.detach().numpy() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("path", ["one graph", "fused", "blocks"])
+def test_student_adds_exactly_the_prior_on_every_evaluation_path(path):
+    """Student with the prior minus the same student without it is the prior alone (the
+    calculator above, itself checked against LAMMPS' zbl), whichever way the student evaluates."""
+    from mlffd import kernels
+    from mlffd.models import preset
+    from mlffd.testing import random_student
+
+    if path == "fused" and not kernels.available():
+        pytest.fail("the mlffd kernels are not installed (make setup)")
+    config = preset("tiny", chunk_atoms=5 if path == "blocks" else 512)
+    model, config = random_student(config, repulsion_outer=2.2)
+    model.eval()
+    model.fused = path == "fused"
+    atoms = _pushed_silicon(1.3)
+    on = _outputs(model, atoms)
+    model.use_repulsion = False
+    off = _outputs(model, atoms)
+    prior = PriorCalculator(["Si"], 0.6 * 2.2, 2.2)
+    e_prior = prior.get_potential_energy(atoms.copy())
+    assert e_prior > 5.0  # the pushed pair is well inside the prior
+    np.testing.assert_allclose(on["energy"] - off["energy"], e_prior, rtol=1e-10)
+    np.testing.assert_allclose(on["forces"] - off["forces"], prior.get_forces(atoms.copy()), atol=1e-9)
+    np.testing.assert_allclose(on["atom_energies"].sum(), on["energy"], rtol=1e-12)
+    np.testing.assert_allclose(on["atom_virial"].sum(0), on["virial"], atol=1e-9)
+
+
+def test_student_with_prior_is_conservative_in_ase_and_torchscript(tmp_path):
+    """The exported artifact (TorchScript) gives the eager numbers; forces and stress are the
+    finite-difference derivatives of its energy, across the switch region too."""
+    from mlffd.calculator import DistilledCalculator
+    from mlffd.testing import check_forces_fd, check_stress_fd, random_artifact, random_student
+
+    path = random_artifact(tmp_path / "rep.mlffd.pt", "tiny", repulsion_outer=2.2)
+    model, _ = random_student("tiny", repulsion_outer=2.2)
+    calc = DistilledCalculator(str(path))
+    for distance in (1.0, 1.5, 1.9):  # below, inside and near the top of the switch window
+        atoms = _pushed_silicon(distance)
+        eager = _outputs(model.eval(), atoms)
+        a = atoms.copy()
+        a.calc = calc
+        np.testing.assert_allclose(a.get_potential_energy(), eager["energy"], rtol=1e-12)
+        np.testing.assert_allclose(a.get_forces(), eager["forces"], atol=1e-9)
+        check_forces_fd(atoms, calc, indices=[0, 1, 2, 3, 4, 5, 6, 7, 8], atol=1e-5)
+    check_stress_fd(_pushed_silicon(1.5), calc, atol=1e-5)

@@ -278,3 +278,38 @@ def test_non_finite_loss_stops_with_an_error_and_exports_nothing(tmp_path, datas
     assert all(torch.equal(after[k].nan_to_num(), poisoned[k].nan_to_num()) for k in after)  # no optimiser step taken
     assert any(not torch.equal(before[k].nan_to_num(), poisoned[k].nan_to_num()) for k in before)
     assert not list((tmp_path / "nan").glob("*.mlffd.pt"))
+
+
+def test_short_range_prior_starts_where_the_data_end(tmp_path, dataset):
+    """Training puts the prior's outer switch distance at the shortest distance in its data
+    (found here independently with ASE), so the prior adds nothing to any training frame; below
+    the switch the trained student repels a Cu dimer monotonically."""
+    from ase import Atoms
+    from ase.neighborlist import neighbor_list
+
+    from mlffd.data import read_frames
+    from mlffd.models.repulsion import INNER_FRACTION
+
+    trainer = Trainer(small_config(dataset, tmp_path / "out", max_epochs=2, eval_every=0))
+    frames = read_frames(dataset["train"])
+    shortest = min(float(neighbor_list("d", f, SMALL_MODEL["cutoff"]).min()) for f in frames)
+    prior = trainer.model.repulsion
+    assert float(prior.r_outer[0, 0]) == pytest.approx(shortest, rel=1e-6)
+    assert float(prior.r_inner[0, 0]) == pytest.approx(INNER_FRACTION * shortest, rel=1e-6)
+    assert trainer.data.stats["shortest_pair_distance_A"] == {"Cu-Cu": pytest.approx(shortest, rel=1e-6)}
+
+    trainer.run()
+    model = trainer.best_model().double().eval()
+    from mlffd.testing import model_inputs
+
+    for frame in frames[:: max(1, len(frames) // 6)]:
+        inputs = model_inputs(frame, torch.float64, SMALL_MODEL["cutoff"])
+        vectors = inputs[0][inputs[2][1]] - inputs[0][inputs[2][0]] + inputs[3]
+        e, close, _ = prior.double()(vectors, inputs[1], inputs[2], inputs[4])
+        assert float(e.abs().sum()) == 0.0 and close.numel() == 0
+
+    energies = []
+    for r in np.linspace(0.5, INNER_FRACTION * shortest, 25):
+        dimer = Atoms("Cu2", positions=[[0, 0, 0], [r, 0, 0]], cell=[30, 30, 30], pbc=False)
+        energies.append(float(model(*model_inputs(dimer, torch.float64, SMALL_MODEL["cutoff"]))["energy"].detach()))
+    assert np.all(np.diff(energies) < 0.0), energies

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mlffd.models.config import PRESETS, ModelConfig, preset
 from mlffd.models.potential import StudentPotential
 
-__all__ = ["ModelConfig", "PRESETS", "StudentPotential", "build", "export_student", "num_parameters", "preset"]
+__all__ = ["ModelConfig", "PRESETS", "StudentPotential", "build", "export_student", "load_weights", "num_parameters", "preset"]
 
 
 def num_parameters(model) -> int:
@@ -20,6 +20,14 @@ def build(config: ModelConfig, dtype=None) -> StudentPotential:
 
     model = StudentPotential(config)
     return model.to(dtype or torch.float32)
+
+
+def load_weights(model: StudentPotential, state) -> None:
+    """Load ``state`` (a state dict) into ``model``; a state saved before the short-range prior
+    existed lacks only its ``repulsion.*`` buffers, which then keep the model's values."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("repulsion.") for k in missing):
+        model.load_state_dict(state)  # raises, naming every mismatched key
 
 
 def export_student(model: StudentPotential, config: ModelConfig, path, **metadata):
@@ -66,9 +74,11 @@ def load_student(path, **overrides):
     artifact = path if isinstance(path, Artifact) else load(path)
     meta = dict(artifact.metadata)
     hyper = {k: v for k, v in meta["model"].items() if k != "architecture"}
+    # an artifact from before the short-range prior ran without one, and keeps running so
+    hyper.setdefault("repulsion", False)
     config = ModelConfig.from_dict({**hyper, **overrides})
     model = build(config, artifact.dtype)
-    model.load_state_dict(artifact.module.state_dict())
+    load_weights(model, artifact.module.state_dict())
     return model.eval(), config, meta
 
 

@@ -21,6 +21,7 @@ class ModelConfig:
     num_interactions: int = 2  #: message-passing layers
     envelope_p: int = 6  #: polynomial envelope exponent
     avg_num_neighbors: float = 20.0  #: normalisation of the neighbour sums
+    repulsion: bool = True  #: the ZBL short-range prior (``mlffd.models.repulsion``), acting only below the training data's shortest distances
     chunk_atoms: int = 512  #: evaluation only, per torch thread: above this many atoms, forces are computed in blocks of this many centres (bounded memory)
 
     def __post_init__(self) -> None:

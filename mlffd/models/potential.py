@@ -24,11 +24,13 @@ import math
 from typing import Dict, List, Optional
 
 import torch
+from ase.data import atomic_numbers
 from torch import Tensor, nn
 
 from mlffd import kernels
 from mlffd.models.config import ModelConfig
 from mlffd.models.outputs import add_edge_gradients, conservative_outputs, edge_vectors, output_dict
+from mlffd.models.repulsion import PairRepulsion
 
 
 def polynomial_envelope(x: Tensor, p: int) -> Tensor:
@@ -258,6 +260,10 @@ class StudentPotential(nn.Module):
         self.register_buffer("reference_energies", torch.zeros(self.num_elements, dtype=torch.get_default_dtype()))
         self.register_buffer("scale", torch.ones((), dtype=torch.get_default_dtype()))
         self.register_buffer("shift", torch.zeros((), dtype=torch.get_default_dtype()))
+        #: the ZBL short-range prior; its switch distances are set by training from the data
+        #: (all zero: off), and ``repulsion=False`` skips it
+        self.repulsion = PairRepulsion([atomic_numbers[e] for e in config.elements])
+        self.use_repulsion: bool = bool(config.repulsion)
         #: evaluation (not training) of more atoms than this runs :meth:`chunked_outputs`
         self.chunk_atoms = int(config.chunk_atoms)
         self.envelope_p = int(config.envelope_p)
@@ -563,9 +569,33 @@ class StudentPotential(nn.Module):
         energy_mask: Tensor,
     ) -> Dict[str, Tensor]:
         if not self.training and positions.shape[0] > self.chunk_atoms and edge_index.shape[1] > 0:
-            return self.chunked_outputs(positions, species, edge_index, shifts, energy_mask)
-        if self.use_fused(positions.device):
-            return self.fused_outputs(positions, species, edge_index, shifts, energy_mask)
-        vectors = edge_vectors(positions, edge_index, shifts)
-        atom_energies = self.atomic_energies(vectors, species, edge_index)
-        return conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, self.training)
+            out = self.chunked_outputs(positions, species, edge_index, shifts, energy_mask)
+        elif self.use_fused(positions.device):
+            out = self.fused_outputs(positions, species, edge_index, shifts, energy_mask)
+        else:
+            vectors = edge_vectors(positions, edge_index, shifts)
+            atom_energies = self.atomic_energies(vectors, species, edge_index)
+            out = conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, self.training)
+        if self.use_repulsion:
+            self.add_repulsion(out, positions, species, edge_index, shifts, energy_mask)
+        return out
+
+    def add_repulsion(self, out: Dict[str, Tensor], positions: Tensor, species: Tensor, edge_index: Tensor,
+                      shifts: Tensor, energy_mask: Tensor) -> None:
+        """Add the short-range prior to ``out`` in place: closed forms with no parameters, so
+        every evaluation path gets the same numbers and training fits the network to the rest."""
+        vectors = (positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0]) + shifts).detach()
+        pair = self.repulsion(vectors, species, edge_index, energy_mask)
+        close = pair[1]
+        if close.shape[0] == 0:
+            return
+        forces = out["forces"].clone()
+        virial = out["virial"].clone()
+        atom_virial = out["atom_virial"].reshape(-1, 9).clone()
+        add_edge_gradients(forces, virial, atom_virial, vectors.index_select(0, close), pair[2],
+                           edge_index[0].index_select(0, close), edge_index[1].index_select(0, close))
+        out["energy"] = out["energy"] + pair[0].sum()
+        out["atom_energies"] = out["atom_energies"] + pair[0]
+        out["forces"] = forces
+        out["virial"] = virial
+        out["atom_virial"] = atom_virial.view(-1, 3, 3)

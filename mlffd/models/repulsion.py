@@ -27,28 +27,21 @@ from typing import List
 import torch
 from torch import Tensor, nn
 
-#: ZBL screening function phi(x) = sum_k C_k exp(-D_k x)
-ZBL_C = (0.18175, 0.50986, 0.28022, 0.02817)
-ZBL_D = (3.19980, 0.94229, 0.40290, 0.20162)
-#: 0.8854 Bohr radii (Å): the ZBL screening length is this over (Z_i^0.23 + Z_j^0.23)
-ZBL_SCREENING_A = 0.46850
-ZBL_EXPONENT = 0.23
-#: e^2 / (4 pi eps0) in eV Å (CODATA 2018; LAMMPS metal units use the same to 7 digits)
-COULOMB_EV_A = 14.3996454784
-
-
 def zbl(r: Tensor, zi: Tensor, zj: Tensor) -> List[Tensor]:
     """ZBL energy (eV) and its derivative dE/dr (eV/Å) at distances ``r`` (Å) between atoms of
     atomic numbers ``zi`` and ``zj`` (tensors broadcasting with ``r``)."""
-    a = ZBL_SCREENING_A / (torch.pow(zi, ZBL_EXPONENT) + torch.pow(zj, ZBL_EXPONENT))
+    # the ZBL constants of the module docstring, written as literals because TorchScript compiles
+    # no Python globals; 0.46850 Å = 0.8854 Bohr radii, 14.3996454784 eV Å = e^2 / (4 pi eps0)
+    # (CODATA 2018; LAMMPS metal units agree to 7 digits)
+    a = 0.46850 / (torch.pow(zi, 0.23) + torch.pow(zj, 0.23))
     x = r / a
-    phi = torch.zeros_like(r)
-    dphi = torch.zeros_like(r)
-    for c, d in zip(ZBL_C, ZBL_D):
-        term = c * torch.exp(-d * x)
-        phi = phi + term
-        dphi = dphi - d * term
-    coulomb = COULOMB_EV_A * zi * zj / r
+    e1 = 0.18175 * torch.exp(-3.19980 * x)
+    e2 = 0.50986 * torch.exp(-0.94229 * x)
+    e3 = 0.28022 * torch.exp(-0.40290 * x)
+    e4 = 0.02817 * torch.exp(-0.20162 * x)
+    phi = e1 + e2 + e3 + e4
+    dphi = -(3.19980 * e1 + 0.94229 * e2 + 0.40290 * e3 + 0.20162 * e4)
+    coulomb = 14.3996454784 * zi * zj / r
     energy = coulomb * phi
     # d/dr [k phi(r/a) / r] = k (phi'(x) / a - phi(x) / r) / r
     return [energy, coulomb * (dphi / a - phi / r)]
@@ -80,31 +73,54 @@ class PairRepulsion(nn.Module):
         self.register_buffer("r_outer", torch.zeros(n, n, dtype=torch.get_default_dtype()))
 
     def forward(self, vectors: Tensor, species: Tensor, edge_index: Tensor, energy_mask: Tensor) -> List[Tensor]:
-        """Per-atom energies ``[N]`` and ``dE/dr_ij [E, 3]`` of edge vectors ``[E, 3]``.
+        """Per-atom energies ``[N]``, the indices ``[K]`` of the edges the prior acts on and their
+        ``dE/dr_ij [K, 3]``, for edge vectors ``[E, 3]``.
 
         Each directed edge carries half the pair's energy, on its centre atom: a full neighbour
         list holds every pair twice, and an atom outside ``energy_mask`` (a LAMMPS ghost) counts
-        nothing, as its owner counts it."""
-        n_atoms = species.shape[0]
-        atom_energies = torch.zeros(n_atoms, dtype=vectors.dtype, device=vectors.device)
-        grad = torch.zeros_like(vectors)
-        if edge_index.shape[1] == 0:
-            return [atom_energies, grad]
-        with torch.no_grad():
-            si = species.index_select(0, edge_index[0])
-            sj = species.index_select(0, edge_index[1])
-            outer = self.r_outer[si, sj]
-            r2 = (vectors.detach() * vectors.detach()).sum(1)
-            close = torch.nonzero((r2 < outer * outer) & energy_mask.index_select(0, edge_index[0])).squeeze(1)
+        nothing, as its owner counts it. Only the few edges inside the prior's reach are
+        returned, so an evaluation without close contacts pays one distance test per edge."""
+        atom_energies = torch.zeros(species.shape[0], dtype=vectors.dtype, device=vectors.device)
+        # closed forms on detached vectors: nothing here needs autograd (no ``torch.no_grad``
+        # block either: TorchScript mishandles values defined in one and used after it)
+        vectors = vectors.detach()
+        reach = self.r_outer.max().to(vectors.dtype)
+        close = torch.nonzero((vectors * vectors).sum(1) < reach * reach).squeeze(1)
         if close.shape[0] == 0:
-            return [atom_energies, grad]
-        v = vectors.detach().index_select(0, close)
-        r = torch.linalg.vector_norm(v, dim=1)
-        a, b = si.index_select(0, close), sj.index_select(0, close)
+            return [atom_energies, close, torch.zeros(0, 3, dtype=vectors.dtype, device=vectors.device)]
+        # the reach is the largest pair's: keep the edges inside their own pair's r_outer,
+        # centred on atoms that count energy
+        centre = edge_index[0].index_select(0, close)
+        a = species.index_select(0, centre)
+        b = species.index_select(0, edge_index[1].index_select(0, close))
+        r = torch.linalg.vector_norm(vectors.index_select(0, close), dim=1)
+        keep = torch.nonzero((r < self.r_outer[a, b].to(r.dtype)) & energy_mask.index_select(0, centre)).squeeze(1)
+        close = close.index_select(0, keep)
+        centre = centre.index_select(0, keep)
+        a = a.index_select(0, keep)
+        b = b.index_select(0, keep)
+        r = r.index_select(0, keep)
+        v = vectors.index_select(0, close)
         e, de = zbl(r, self.atomic_numbers[a].to(v.dtype), self.atomic_numbers[b].to(v.dtype))
         s, ds = switch(r, self.r_inner[a, b].to(v.dtype), self.r_outer[a, b].to(v.dtype))
-        half_e = 0.5 * e * s
-        half_de = 0.5 * (de * s + e * ds)
-        atom_energies.index_add_(0, edge_index[0].index_select(0, close), half_e)
-        grad.index_copy_(0, close, (half_de / r).unsqueeze(1) * v)
-        return [atom_energies, grad]
+        atom_energies.index_add_(0, centre, 0.5 * e * s)
+        grad = (0.5 * (de * s + e * ds) / r).unsqueeze(1) * v
+        return [atom_energies, close, grad]
+
+
+#: the switch starts (``r_inner``) at this fraction of ``r_outer``: a wide window keeps the
+#: switch's own force term (E ds/dr, at most 1.875 E / width) small next to the wall it joins
+INNER_FRACTION = 0.6
+
+
+def switch_distances(shortest: Tensor) -> List[Tensor]:
+    """``r_inner`` and ``r_outer`` ``[S, S]`` from the shortest distance of each element pair in
+    the training data (``inf`` for a pair never seen within the cutoff).
+
+    ``r_outer`` is that distance, so the prior is exactly zero on every training frame; a pair
+    the data never brought close takes the shortest distance of any pair (the network knows no
+    more about it), and with no pair seen at all the prior stays off."""
+    seen = torch.isfinite(shortest)
+    fallback = shortest[seen].min() if bool(seen.any()) else torch.zeros((), dtype=shortest.dtype)
+    outer = torch.where(seen, shortest, fallback)
+    return [INNER_FRACTION * outer, outer]

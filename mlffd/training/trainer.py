@@ -24,7 +24,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -37,10 +37,12 @@ from mlffd.data import (
     fit_reference_energies,
     force_rms,
     read_frames,
+    shortest_pair_distances,
     split_by_group,
     to_graphs,
 )
-from mlffd.models import ModelConfig, StudentPotential, build, export_student, num_parameters, preset
+from mlffd.models import ModelConfig, StudentPotential, build, export_student, load_weights, num_parameters, preset
+from mlffd.models.repulsion import switch_distances
 from mlffd.training.config import TrainConfig
 from mlffd.training.evaluate import evaluate_model
 from mlffd.training.loss import LossWeights, combine, counts, loss_sums, predict
@@ -212,6 +214,8 @@ def prepare(config: TrainConfig) -> Prepared:
         "num_val_frames": len(val),
         "num_test_frames": len(test),
         "num_train_atoms": int(sum(g.num_atoms for g in train)),
+        # where the short-range prior must vanish: the closest approach of each pair in the data
+        "shortest_pair_distance_A": _pair_table(shortest_pair_distances(train + val, len(mc.elements)), mc.elements),
     }
     return Prepared(mc, train, val, test, train_index, val_index, stats, dataset_sha256(config.train))
 
@@ -264,7 +268,8 @@ class Trainer:
         self.model: StudentPotential = build(self.model_config, self.dtype).to(self.device)
         self._init_buffers()
         if source is not None:
-            self.model.load_state_dict(source.to(self.device, self.dtype).state_dict())
+            load_weights(self.model, source.to(self.device, self.dtype).state_dict())
+            self._init_repulsion()
         self.ema = copy.deepcopy(self.model).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -316,7 +321,8 @@ class Trainer:
         if not path.is_file():
             raise FileNotFoundError(f"init_from: {path} does not exist (expected an mlffd artifact, *.mlffd.pt)")
         source, source_config, _ = load_student(path)
-        free = {"chunk_atoms", "avg_num_neighbors"}
+        # the prior has no weights: a student fine-tuned on new data gets the prior of that data
+        free = {"chunk_atoms", "avg_num_neighbors", "repulsion"}
         mine, theirs = self.model_config.to_dict(), source_config.to_dict()
         diff = sorted(k for k in set(mine) | set(theirs) if k not in free and mine.get(k) != theirs.get(k))
         if diff:
@@ -331,6 +337,15 @@ class Trainer:
             self.model.reference_energies.copy_(ref)
             self.model.scale.fill_(max(s["force_rms"], 1e-3))
             self.model.shift.fill_(0.0)
+        self._init_repulsion()
+
+    def _init_repulsion(self) -> None:
+        """The short-range prior's switch distances from this run's data (zero on all of it)."""
+        shortest = _pair_matrix(self.data.stats["shortest_pair_distance_A"], self.model_config.elements, self.dtype)
+        inner, outer = switch_distances(shortest)
+        with torch.no_grad():
+            self.model.repulsion.r_inner.copy_(inner)
+            self.model.repulsion.r_outer.copy_(outer)
 
     # -- data order
 
@@ -504,9 +519,10 @@ class Trainer:
             raise ValueError(f"{path}: the training data changed since the checkpoint (sha256 differs)")
         if _model_differs(state["model_config"], self.model_config):
             raise ValueError(f"{path}: model configuration differs from the checkpoint's")
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.best_ema = state["best_ema"]
+        load_weights(self.model, state["model"])
+        load_weights(self.ema, state["ema"])
+        # a checkpoint from before the short-range prior: its best weights get this run's prior
+        self.best_ema = {**self.ema.state_dict(), **state["best_ema"]}
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         _set_rng_state(state["rng"])
@@ -706,6 +722,24 @@ def _changed_options(old: dict[str, Any], config: TrainConfig) -> list[str]:
         k for k in new
         if k not in RESUMABLE_CHANGES and k != "train" and old.get(k, defaults[k]) != new[k]
     )
+
+
+def _pair_table(d: np.ndarray, elements: Sequence[str]) -> dict[str, float | None]:
+    """``{"A-B": value}`` for each unordered element pair (``None`` where ``d`` is not finite)."""
+    n = len(elements)
+    return {f"{elements[i]}-{elements[j]}": (float(d[i, j]) if np.isfinite(d[i, j]) else None) for i in range(n) for j in range(i, n)}
+
+
+def _pair_matrix(table: dict[str, float | None], elements: Sequence[str], dtype: torch.dtype) -> torch.Tensor:
+    """The symmetric ``[S, S]`` matrix of a :func:`_pair_table` (``inf`` for ``None``)."""
+    n = len(elements)
+    out = torch.full((n, n), math.inf, dtype=dtype)
+    for i in range(n):
+        for j in range(i, n):
+            v = table[f"{elements[i]}-{elements[j]}"]
+            if v is not None:
+                out[i, j] = out[j, i] = v
+    return out
 
 
 def _model_differs(old: dict[str, Any], config: ModelConfig) -> bool:
