@@ -70,16 +70,55 @@ def _value(record: dict[str, Any], key: str) -> str:
     return "–" if v is None else f"{v:.4g}"
 
 
+#: what a failed flag of ``mlffd-validate properties`` means for a user, by key prefix
+FLAG_MEANINGS = {
+    "spurious_minimum": "false energy minima in compressed or expanded phases",
+    "below_ground": "competing phases falling below the ground state",
+    "collapse": "atoms collapsing onto each other in relaxations from tight starts",
+    "short_range_attractive": "no repulsive wall at short range (pairs pushed together attract)",
+    "short_range_nonmonotonic": "a non-monotonic short-range wall",
+    "elastic_instability": "a mechanically unstable ground state",
+    "phonon_imaginary_modes": "imaginary phonon modes",
+    "liquid_unstable": "unstable liquid MD",
+    "hot_solid_unstable": "hot-solid MD (twice the melting temperature) leaving the physical regime",
+}
+
+
+def failed_behaviours(report: dict[str, Any]) -> list[str]:
+    """The unphysical behaviours (failed flags) of a properties report, in words, with the
+    cases each was seen in (e.g. the phases)."""
+    seen: dict[str, list[str]] = {}
+    for r in report.get("records", []):
+        if r.get("tolerance_kind") != "flag" or r.get("passed") is not False:
+            continue
+        for prefix in sorted(FLAG_MEANINGS, key=len, reverse=True):
+            if r["property"] == prefix or r["property"].startswith(prefix + "_"):
+                seen.setdefault(prefix, []).append(r["property"][len(prefix) + 1:])
+                break
+    return [FLAG_MEANINGS[k] + (f" ({', '.join(c for c in cases if c)})" if any(cases) else "")
+            for k, cases in seen.items()]
+
+
 def properties_section(report: dict[str, Any], source: str) -> str:
     """The card's property table from a ``properties.json`` of ``mlffd-validate properties``:
-    the verdict, every scored row, and the failures listed first (where the student fails)."""
+    the verdict, the failures by section and in words, then every scored row, failures first."""
     records = [r for r in report.get("records", []) if r.get("passed") is not None]
     failed = [r for r in records if not r["passed"]]
     lines = [f"## Physical properties against the teacher (`{source}`)\n\n",
              f"`mlffd-validate properties --model {report.get('student')} --teacher {report.get('teacher')}`: "
              f"**{report.get('verdict', '')}**.\n\n"]
     if failed:
-        lines.append("Where it fails: " + ", ".join(f"`{r['property']}`" for r in failed) + ".\n\n")
+        lines.append("Where it fails:\n\n")
+        sections = list(dict.fromkeys(r["section"] for r in records))
+        for section in sections:
+            bad = [r["property"] for r in failed if r["section"] == section]
+            total = sum(r["section"] == section for r in records)
+            if bad:
+                lines.append(f"- **{section}** ({len(bad)} of {total} rows): " + ", ".join(f"`{b}`" for b in bad) + "\n")
+        behaviours = failed_behaviours(report)
+        if behaviours:
+            lines.append("\nUnphysical behaviour found: " + "; ".join(behaviours) + ".\n")
+        lines.append("\n")
     lines.append("| section | property | unit | teacher | student | error | tolerance | |\n"
                  "| --- | --- | --- | --- | --- | --- | --- | --- |\n")
     for r in failed + [r for r in records if r["passed"]]:
@@ -160,16 +199,32 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
         lines.append("Not measured for this card; see `docs/performance.md`.\n")
     lines.append(
         "\n## Reproduce\n\n```bash\nmlffd distill examples/si/distill.yaml --student "
-        f"{name}\nmlffd card {name} --data {data} --teacher {metadata['teacher']}\n```\n\n"
+        f"{name}\nmlffd card {name} --data {data} --teacher {metadata['teacher']}"
+        + ("" if properties is None else f" --properties {properties[1]}\nmlffd-validate properties --model "
+           f"{properties[0].get('student')} --teacher {properties[0].get('teacher')}")
+        + "\n```\n\n"
         "## Intended use and limits\n\n"
         "Molecular dynamics and relaxations of elemental silicon in the phases above, in ASE "
         "(`DistilledCalculator(\"" + name + "\")`) or LAMMPS (`pair_coeff * * " + name + " Si`). "
         "Not for other elements, for pressures far beyond ±3 % strain, or for properties the teacher "
         "itself gets wrong: a student is at best as good as its teacher. Check your use with "
         "`mlffd-validate compare --model " + name + " --teacher " + metadata["teacher"] + "`.\n\n"
+        + _limits_from_properties(properties) +
         "Choosing among the shipped students: see [README.md](README.md).\n"
     )
     return "".join(lines)
+
+
+def _limits_from_properties(properties: tuple[dict[str, Any], str] | None) -> str:
+    """The card's warning drawn from its property table: what not to use the student for."""
+    if properties is None:
+        return ""
+    behaviours = failed_behaviours(properties[0])
+    if not behaviours:
+        return "Its property table against the teacher shows no unphysical behaviour.\n\n"
+    return ("**Where it must not be trusted** (property table above): " + "; ".join(behaviours) + ". "
+            "Runs that reach such configurations (high pressure, close contacts, strongly distorted "
+            "starts, very hot MD) need a check against the teacher first.\n\n")
 
 
 def write_card(

@@ -196,13 +196,38 @@ def test_model_card_property_table_lists_failures_first(tmp_path):
     files = write_properties_report(_fake_result(False), tmp_path, PropertiesConfig(sections=("elastic", "short_range")))
     report = _read_properties(files["json"], tmp_path)
     text = properties_section(report, "properties.json")
-    assert "Where it fails: `C11_GPa`" in text
+    assert "- **elastic** (1 of 1 rows): `C11_GPa`" in text and "**short_range**" not in text
+    assert "Unphysical behaviour" not in text  # the one flag passed
     rows = [line for line in text.splitlines() if line.startswith("| elastic") or line.startswith("| short_range")]
     assert rows[0].startswith("| elastic | C11_GPa | GPa | 100 | 80 | -20 % | ±5 % | FAIL")
     assert rows[1].endswith("| no | no |  | must not occur | PASS |")
     (tmp_path / "junk.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="junk.json is not a properties.json"):
         _read_properties(tmp_path / "junk.json", tmp_path)
+
+
+def test_model_card_names_unphysical_behaviour_in_words(tmp_path):
+    """Failed flags become sentences in the table's summary and the card's limits, each with
+    the cases it was seen in; passed flags and failed values do not."""
+    from mlffd.modelcard import _limits_from_properties, failed_behaviours
+
+    rows = [relative("elastic", "C11_GPa", "GPa", 100.0, 80.0, 5.0),
+            flag("short_range", "short_range_attractive_Si-Si", False, True),
+            flag("short_range", "short_range_nonmonotonic_Si-Si", False, False),
+            flag("eos", "spurious_minimum_fcc", False, True), flag("eos", "spurious_minimum_bcc", False, True),
+            flag("defects", "collapse_vacancy_tight", False, True)]
+    result = PropertiesResult(rows, {}, {}, {"teacher": "T", "student": "S"})
+    files = write_properties_report(result, tmp_path, PropertiesConfig(sections=("eos", "elastic", "defects", "short_range")))
+    report = json.loads(files["json"].read_text())
+    words = failed_behaviours(report)
+    assert words == ["no repulsive wall at short range (pairs pushed together attract) (Si-Si)",
+                     "false energy minima in compressed or expanded phases (fcc, bcc)",
+                     "atoms collapsing onto each other in relaxations from tight starts (vacancy_tight)"]
+    assert "non-monotonic" not in " ".join(words)
+    limits = _limits_from_properties((report, "properties.json"))
+    assert limits.startswith("**Where it must not be trusted**") and "(fcc, bcc)" in limits
+    clean = json.loads(write_properties_report(_fake_result(True), tmp_path / "ok", PropertiesConfig(sections=("elastic", "short_range")))["json"].read_text())
+    assert "no unphysical behaviour" in _limits_from_properties((clean, "p.json"))
 
 
 def test_documented_tolerances_are_the_defaults():
@@ -233,3 +258,33 @@ def test_cache_key_code_covers_a_sections_dependencies():
     assert "md_validation.md" in liquid.DEPENDS
     assert code_version("liquid") == h.hexdigest()
     assert code_version("liquid") != code_version("short_range")
+
+
+def test_card_carries_the_table_the_limits_and_the_command(tmp_path):
+    """`mlffd card --properties` on a real (random) student and Stillinger-Weber-labelled data:
+    the card has the table, the limits drawn from it and the command that reproduces it."""
+    from ase.io import write
+
+    from mlffd.calculator import DistilledCalculator
+    from mlffd.modelcard import write_card
+    from mlffd.reference.sw import export_sw
+    from mlffd.testing import random_artifact, silicon
+
+    model = random_artifact(tmp_path / "m.mlffd.pt", "ultra-tiny")
+    sw = DistilledCalculator(str(export_sw(tmp_path / "sw.mlffd.pt")))
+    frames = []
+    for seed in range(2):
+        atoms = silicon(1, rattle=0.1, seed=seed)
+        atoms.calc = sw
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        frames.append(atoms)
+    write(tmp_path / "data.extxyz", frames)
+    rows = [flag("short_range", "short_range_attractive_Si-Si", False, True)]
+    files = write_properties_report(PropertiesResult(rows, {}, {}, {"teacher": "sw", "student": str(model)}), tmp_path / "p",
+                                    PropertiesConfig(sections=("short_range",)))
+    card = write_card(model, tmp_path / "data.extxyz", teacher="sw", out_dir=tmp_path / "cards", speed=False,
+                      properties=files["json"]).read_text()
+    assert "| short_range | short_range_attractive_Si-Si | flag | no | yes |  | must not occur | FAIL |" in card
+    assert "**Where it must not be trusted** (property table above): no repulsive wall at short range" in card
+    assert f"mlffd-validate properties --model {model} --teacher sw" in card
+    assert f"--properties {files['json']}" in card
