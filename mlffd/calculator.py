@@ -60,7 +60,14 @@ class DistilledCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
-    default_parameters: dict = {}
+    #: the constructor's settings, kept in ``self.parameters`` as ASE's calculators keep theirs
+    #: (``todict()`` lists those that differ from these; ``DistilledCalculator(**calc.todict())``
+    #: builds an equal calculator). They are fixed once the model is loaded: :meth:`set` refuses
+    #: to change them.
+    default_parameters: dict = {
+        "model": DEFAULT_MODEL, "device": "cpu", "dtype": None, "skin": 0.5, "block_atoms": None,
+        "compile": False, "compile_max_atoms": None,
+    }
 
     def __init__(
         self,
@@ -93,6 +100,11 @@ class DistilledCalculator(Calculator):
         if block_atoms is not None and int(block_atoms) < 1:
             raise ValueError(f"block_atoms must be >= 1, got {block_atoms}")
         self.block_atoms = block_atoms
+        self.parameters.update(
+            model=str(model), device=str(self.device), dtype=None if dtype is None else str(self.dtype).removeprefix("torch."),
+            skin=float(skin), block_atoms=None if block_atoms is None else int(block_atoms), compile=bool(compile),
+            compile_max_atoms=None if compile_max_atoms is None else int(compile_max_atoms),
+        )
         self.compiled = None
         if compile:
             from mlffd.compiled import COMPILED_MAX_ATOMS, CompiledStudent
@@ -108,6 +120,14 @@ class DistilledCalculator(Calculator):
             self._z_to_species[atomic_numbers[symbol]] = index
         self._nl_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[torch.Tensor, torch.Tensor]] | None = None
         self.nl_builds = 0  #: how many neighbour lists were built (for tests and diagnostics)
+
+    def set(self, **kwargs):
+        """ASE's ``set``: the constructor's settings cannot change (the model is loaded and
+        compiled for them); a ValueError names those that would, and nothing changes."""
+        fixed = sorted(k for k, v in kwargs.items() if k in self.default_parameters and not equal(v, self.parameters.get(k)))
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} cannot change after the calculator is made; create a new DistilledCalculator")
+        return super().set(**kwargs)
 
     # -- input checks -------------------------------------------------------------------------
 

@@ -424,3 +424,25 @@ def test_state_checks_agree_with_ase(artifact64, monkeypatch):
     assert calc.check_state(other) == compare_atoms(calc.atoms, other) == []
     other.positions[1, 2] = np.nan  # NaN is a change, as for ASE
     assert calc.check_state(other) == compare_atoms(calc.atoms, other) == ["positions"]
+
+
+def test_settings_live_in_parameters_as_in_ase(artifact64):
+    """Like ASE's own calculators: settings in ``self.parameters``, ``todict()`` lists the
+    non-default ones and rebuilds an equal calculator; ``set`` refuses to change them and
+    leaves everything as it was."""
+    from ase.calculators.lj import LennardJones
+
+    calc = DistilledCalculator(artifact64, skin=0.3, dtype="float32", block_atoms=7)
+    assert calc.todict() == {"model": artifact64, "dtype": "float32", "skin": 0.3, "block_atoms": 7}
+    assert set(calc.todict(skip_default=False)) == set(DistilledCalculator.default_parameters)
+    assert LennardJones(epsilon=2.0).todict()["epsilon"] == 2.0  # the ASE convention followed here
+    again = DistilledCalculator(**calc.todict())
+    assert again.todict() == calc.todict() and again.dtype == torch.float32 and again.skin == 0.3
+    atoms = silicon(1, rattle=0.05)
+    a, b = atoms.copy(), atoms.copy()
+    a.calc, b.calc = calc, again
+    assert a.get_potential_energy() == b.get_potential_energy()
+    with pytest.raises(ValueError, match="skin cannot change"):
+        calc.set(skin=1.0)
+    assert calc.parameters["skin"] == 0.3 and calc.skin == 0.3 and calc.results  # nothing lost
+    assert DistilledCalculator().todict() == {}  # the shipped default model, default settings
