@@ -7,7 +7,9 @@ Definitions (eV, Å; ``ΔF = F_pred - F_ref`` per atom):
 - ``force_max_error``, ``force_p90_error``, ``force_p95_error``: max / 90th / 95th percentile of
   the per-atom error norm |ΔF| (eV/Å)
 - ``force_angular_error_deg``: mean angle between F_pred and F_ref (degrees), over atoms whose
-  reference and predicted forces both exceed ``min_force`` (a direction needs a length)
+  reference force exceeds ``min_force`` (a direction needs a length; a zero prediction counts 90°)
+
+The force metrics are :mod:`mlffd.metrics`' (``mlffd evaluate`` computes the same numbers).
 - ``energy_mae_meV_per_atom``: mean over frames of |E_pred - E_ref| / N (meV/atom)
 - ``stress_mae_GPa``: mean absolute error of the six Voigt stress components (GPa)
 """
@@ -23,52 +25,26 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError
 
 from md_validation.units import EV_PER_A3_TO_GPA
+from mlffd.metrics import ANGLE_MIN_FORCE, angular_errors, force_errors
 
-#: atoms with |F| below this (eV/Å) in either prediction or reference are left out of the angular error
-DEFAULT_MIN_FORCE = 0.05
-
-
-# -- elementary metrics ----------------------------------------------------------------------
-
-
-def angular_errors(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Angle (degrees) between each pair of vectors; NaN where either has zero length."""
-    pred, ref = np.asarray(pred, float).reshape(-1, 3), np.asarray(ref, float).reshape(-1, 3)
-    norm = np.linalg.norm(pred, axis=1) * np.linalg.norm(ref, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.einsum("ij,ij->i", pred, ref) / norm
-    cos = np.clip(cos, -1.0, 1.0)
-    return np.where(norm > 0, np.degrees(np.arccos(cos)), np.nan)
-
-
-def r2_score(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Coefficient of determination 1 - SS_res / SS_tot (flattened)."""
-    pred, ref = np.asarray(pred, float).ravel(), np.asarray(ref, float).ravel()
-    ss_tot = np.sum((ref - ref.mean()) ** 2)
-    ss_res = np.sum((pred - ref) ** 2)
-    if ss_tot == 0:
-        return 1.0 if ss_res == 0 else float("nan")
-    return float(1.0 - ss_res / ss_tot)
+#: atoms whose reference |F| is below this (eV/Å) are left out of the angular error
+DEFAULT_MIN_FORCE = ANGLE_MIN_FORCE
 
 
 def force_metrics(pred: np.ndarray, ref: np.ndarray, min_force: float = DEFAULT_MIN_FORCE) -> dict[str, float]:
-    """The force metrics of the module docstring for (N, 3) arrays."""
-    pred, ref = np.asarray(pred, float).reshape(-1, 3), np.asarray(ref, float).reshape(-1, 3)
-    if not len(ref):
+    """The force metrics of the module docstring for (N, 3) arrays (empty for no atoms)."""
+    if not np.asarray(ref).size:
         return {}
-    diff = pred - ref
-    norms = np.linalg.norm(diff, axis=1)
-    ok = (np.linalg.norm(ref, axis=1) > min_force) & (np.linalg.norm(pred, axis=1) > min_force)
-    ang = angular_errors(pred[ok], ref[ok])
+    m = force_errors(pred, ref, min_force)
     return {
-        "n_atoms": int(len(ref)),
-        "force_r2": r2_score(pred, ref),
-        "force_rmse": float(np.sqrt(np.mean(diff**2))),
-        "force_mae": float(np.mean(np.abs(diff))),
-        "force_max_error": float(norms.max()),
-        "force_p90_error": float(np.percentile(norms, 90)),
-        "force_p95_error": float(np.percentile(norms, 95)),
-        "force_angular_error_deg": float(np.mean(ang)) if len(ang) else float("nan"),
+        "n_atoms": m["atoms"],
+        "force_r2": m["r2"],
+        "force_rmse": m["rmse"],
+        "force_mae": m["mae"],
+        "force_max_error": m["error_max"],
+        "force_p90_error": m["error_p90"],
+        "force_p95_error": m["error_p95"],
+        "force_angular_error_deg": m["angle_mean_deg"],
     }
 
 

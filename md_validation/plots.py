@@ -7,7 +7,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from md_validation.forces import ParityData, angular_errors
+from md_validation.forces import ParityData
+from mlffd.metrics import angular_errors
 
 _COLORS = {"teacher": "#1f5fa8", "student": "#d9641e"}
 
@@ -91,7 +92,7 @@ def forces_figure(data: ParityData, metrics: Mapping[str, Any], min_force: float
         ax[1].axvline(q, color="k", ls=ls, lw=0.8)
     ax[1].set(xlabel="|ΔF| (eV/Å)", ylabel="atoms", title="force error norm (p90 --, p95 ··)")
     # (c) angular error distribution
-    ok = (mag > min_force) & (np.linalg.norm(pred, axis=1) > min_force)
+    ok = mag > min_force  # the atoms the metric scores (mlffd.metrics)
     ang = angular_errors(pred[ok], ref[ok])
     ax[2].hist(ang, bins=np.linspace(0, 180, 61), color="C2")
     ax[2].set(xlabel="angle between F_pred and F_ref (°)", ylabel="atoms",

@@ -11,7 +11,8 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from md_validation.forces import angular_errors, evaluate, force_metrics, forces_report, parity_metrics, r2_score
+from md_validation.forces import evaluate, force_metrics, forces_report, parity_metrics
+from mlffd.metrics import angular_errors, force_errors
 from mlffd import DistilledCalculator
 from mlffd.testing import random_artifact
 
@@ -48,14 +49,15 @@ def test_angles_by_hand():
     np.testing.assert_allclose(angular_errors(-v, v), 180.0, atol=1e-6)
     np.testing.assert_allclose(angular_errors(v * 7.0, v), 0.0, atol=1e-6)  # length does not matter
     assert angular_errors([[0, 1.0, 0]], [[1.0, 0, 0]])[0] == pytest.approx(90.0)
-    assert np.isnan(angular_errors([[0, 0, 0.0]], [[1.0, 0, 0]])[0])
+    assert angular_errors([[0, 0, 0.0]], [[1.0, 0, 0]])[0] == 90.0  # a zero prediction gives no direction
+    assert np.isnan(angular_errors([[1.0, 0, 0]], [[0, 0, 0.0]])[0])  # nor does a zero reference
 
 
 def test_r2_by_hand():
-    ref = np.array([1.0, 2.0, 3.0, 4.0])
-    assert r2_score(ref, ref) == 1.0
-    assert r2_score(np.full(4, ref.mean()), ref) == pytest.approx(0.0)
-    assert r2_score(ref + 1.0, ref) == pytest.approx(1.0 - 4.0 / 5.0)
+    ref = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).reshape(2, 3)
+    assert force_errors(ref, ref)["r2"] == 1.0
+    assert force_errors(np.full((2, 3), ref.mean()), ref)["r2"] == pytest.approx(0.0)
+    assert force_errors(ref + 1.0, ref)["r2"] == pytest.approx(1.0 - 6.0 / 17.5)
 
 
 def test_force_metrics_by_hand():
@@ -126,3 +128,34 @@ def test_forces_report_has_figure_and_every_metric(tmp_path):
     html = files["html"].read_text()
     assert 'id="fig-forces"' in html and "data:image/png;base64," in html
     assert files["forces"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_and_validate_forces_give_the_same_numbers(tmp_path):
+    """`mlffd evaluate` and `mlffd-validate forces` share one definition of every force metric:
+    on the same two-element data they agree, overall and per element."""
+    from ase.io import write
+
+    from mlffd.calculator import DistilledCalculator
+    from mlffd.testing import random_artifact, silicon_germanium
+    from mlffd.training.evaluate import evaluate as mlffd_evaluate
+
+    teacher = DistilledCalculator(str(random_artifact(tmp_path / "t.mlffd.pt", "ultra-tiny", seed=1, elements=("Si", "Ge"))))
+    student_path = random_artifact(tmp_path / "s.mlffd.pt", "ultra-tiny", seed=2, elements=("Si", "Ge"))
+    frames = []
+    for seed in range(3):
+        atoms = silicon_germanium(1, rattle=0.1, seed=seed)
+        atoms.calc = teacher
+        atoms.get_forces(), atoms.get_stress()
+        frames.append(atoms)
+    write(tmp_path / "data.extxyz", frames)
+    ours = mlffd_evaluate(student_path, tmp_path / "data.extxyz")
+    theirs = parity_metrics(evaluate(DistilledCalculator(str(student_path)), frames))
+    for mine, other in (("force_rmse", "force_rmse"), ("force_mae", "force_mae"), ("force_r2", "force_r2"),
+                        ("force_angle_mean_deg", "force_angular_error_deg"), ("force_error_p95", "force_p95_error"),
+                        ("force_error_max", "force_max_error")):
+        assert ours[mine] == pytest.approx(theirs["overall"][other], rel=1e-6), mine
+    assert set(ours["by_element"]) == set(theirs["per_element"]) == {"Si", "Ge"}
+    for element, m in ours["by_element"].items():
+        assert m["rmse"] == pytest.approx(theirs["per_element"][element]["force_rmse"], rel=1e-6)
+        assert m["angle_mean_deg"] == pytest.approx(theirs["per_element"][element]["force_angular_error_deg"], rel=1e-6)
+        assert m["atoms"] == theirs["per_element"][element]["n_atoms"] > 0

@@ -9,10 +9,8 @@ import numpy as np
 import torch
 
 from mlffd.data import Graph, collate, read_frames, to_graphs, voigt_to_matrix
+from mlffd.metrics import force_errors, force_errors_by_element
 from mlffd.training.loss import predict
-
-#: atoms whose reference force is below this (eV/Å) are left out of the angle statistics
-ANGLE_MIN_FORCE = 1e-3
 
 
 def collect_predictions(
@@ -73,13 +71,14 @@ def _listing(items: Sequence[int], limit: int = 8) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
-def compute_metrics(graphs: Sequence[Graph], pred: dict[str, Any]) -> dict[str, Any]:
+def compute_metrics(graphs: Sequence[Graph], pred: dict[str, Any], elements: Sequence[str] | None = None) -> dict[str, Any]:
     """Held-out metrics of predictions ``pred`` (from :func:`collect_predictions`) vs the labels.
 
-    Energy MAE/RMSE in meV/atom; force RMSE, MAE (per component, eV/Å), R² (over components),
-    mean angular error (degrees, atoms with |F_ref| > 1e-3 eV/Å), p95 and max of the per-atom
-    force error norm |F - F_ref| (eV/Å); stress MAE (Voigt components, eV/Å³ and GPa) over
-    frames with a stress label; and energy/force errors per ``config_type``.
+    Energy MAE/RMSE in meV/atom; the force metrics of :func:`mlffd.metrics.force_errors` (RMSE,
+    MAE per component in eV/Å, R², mean angular error in degrees, p95 and max of |F - F_ref|),
+    also per element when ``elements`` (the model's, indexed by the graphs' species) are given;
+    stress MAE (Voigt components, eV/Å³ and GPa) over frames with a stress label; and
+    energy/force errors per ``config_type``.
     """
     from ase.units import GPa
 
@@ -92,27 +91,23 @@ def compute_metrics(graphs: Sequence[Graph], pred: dict[str, Any]) -> dict[str, 
     f_ref = np.concatenate([g.forces for g in graphs])
     f = pred["forces"]
     df = f - f_ref
-    err_norm = np.linalg.norm(df, axis=1)
-    ss_res = float(np.sum(df**2))
-    ss_tot = float(np.sum((f_ref - f_ref.mean()) ** 2))
-    nref = np.linalg.norm(f_ref, axis=1)
-    npred = np.linalg.norm(f, axis=1)
-    ok = nref > ANGLE_MIN_FORCE
-    cos = np.sum(f[ok] * f_ref[ok], axis=1) / np.maximum(npred[ok] * nref[ok], 1e-12)
-    angles = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    forces = force_errors(f, f_ref)
     metrics: dict[str, Any] = {
         "num_frames": len(graphs),
         "num_atoms": int(n_atoms.sum()),
         "energy_mae_mev_per_atom": float(np.mean(np.abs(de)) * 1000),
         "energy_rmse_mev_per_atom": float(np.sqrt(np.mean(de**2)) * 1000),
-        "force_rmse": float(np.sqrt(np.mean(df**2))),
-        "force_mae": float(np.mean(np.abs(df))),
-        "force_r2": float(1.0 - ss_res / ss_tot) if ss_tot > 0 else float("nan"),
-        "force_angle_mean_deg": float(np.mean(angles)) if angles.size else float("nan"),
-        "force_error_p95": float(np.percentile(err_norm, 95)),
-        "force_error_max": float(np.max(err_norm)),
+        "force_rmse": forces["rmse"],
+        "force_mae": forces["mae"],
+        "force_r2": forces["r2"],
+        "force_angle_mean_deg": forces["angle_mean_deg"],
+        "force_error_p95": forces["error_p95"],
+        "force_error_max": forces["error_max"],
         "force_ref_rms": float(np.sqrt(np.mean(f_ref**2))),
     }
+    if elements is not None:
+        symbols = np.asarray(list(elements))[np.concatenate([g.species for g in graphs])]
+        metrics["by_element"] = force_errors_by_element(f, f_ref, symbols)
     with_stress = [k for k, g in enumerate(graphs) if g.stress is not None]
     if with_stress:
         iu = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
@@ -136,9 +131,11 @@ def compute_metrics(graphs: Sequence[Graph], pred: dict[str, Any]) -> dict[str, 
     return metrics
 
 
-def evaluate_model(model: torch.nn.Module, graphs: Sequence[Graph], batch_size: int = 8, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Metrics of an in-memory model (eager or scripted) on labelled graphs."""
-    return compute_metrics(graphs, collect_predictions(model, graphs, batch_size=batch_size, device=device))
+def evaluate_model(model: torch.nn.Module, graphs: Sequence[Graph], batch_size: int = 8, device: str | torch.device = "cpu",
+                   elements: Sequence[str] | None = None) -> dict[str, Any]:
+    """Metrics of an in-memory model (eager or scripted) on labelled graphs (per element too
+    when its ``elements`` are given)."""
+    return compute_metrics(graphs, collect_predictions(model, graphs, batch_size=batch_size, device=device), elements)
 
 
 def evaluate(model: str | Path, data: str | Path | Sequence[str | Path], batch_size: int = 8, device: str = "cpu") -> dict[str, Any]:
@@ -157,7 +154,7 @@ def evaluate(model: str | Path, data: str | Path | Sequence[str | Path], batch_s
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
     try:
-        metrics = evaluate_model(art.module, graphs, batch_size=batch_size, device=device)
+        metrics = evaluate_model(art.module, graphs, batch_size=batch_size, device=device, elements=art.elements)
     except NonFiniteError as exc:
         raise NonFiniteError(f"{art.path} on {', '.join(map(str, files))}: {exc}") from exc
     metrics["model"] = str(art.path)
@@ -177,6 +174,9 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         ("stress MAE", metrics.get("stress_mae_gpa"), "GPa"),
     ]
     # a metric with nothing to measure (R² of all-zero forces, angles without forces) is n/a, never NaN
+    by_element = metrics.get("by_element") or {}
+    if len(by_element) > 1:
+        rows += [(f"force RMSE {e}", m["rmse"], "eV/Å") for e, m in by_element.items()]
     return "\n".join(f"{name:14s} {value:10.4f} {unit}" if np.isfinite(value) else f"{name:14s} {'n/a':>10s} {unit}"
                      for name, value, unit in rows if value is not None)
 

@@ -657,7 +657,7 @@ class Trainer:
         if self.dist.is_main:
             model = self.best_model()
             graphs = self.data.test or self.data.val
-            metrics = evaluate_model(model, graphs, batch_size=2 * self.config.batch_size, device=self.device)
+            metrics = evaluate_model(model, graphs, batch_size=2 * self.config.batch_size, device=self.device, elements=self.model_config.elements)
             metrics["split"] = "test" if self.data.test else "val"
             metrics["best_step"] = self.best_step
             metrics["steps"] = self.step
