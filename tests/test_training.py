@@ -313,3 +313,24 @@ def test_short_range_prior_starts_where_the_data_end(tmp_path, dataset):
         dimer = Atoms("Cu2", positions=[[0, 0, 0], [r, 0, 0]], cell=[30, 30, 30], pbc=False)
         energies.append(float(model(*model_inputs(dimer, torch.float64, SMALL_MODEL["cutoff"]))["energy"].detach()))
     assert np.all(np.diff(energies) < 0.0), energies
+
+
+def test_artifact_names_the_teacher_that_labelled_the_data(tmp_path, dataset):
+    """The artifact records the teacher written in the frames by the sampler; a config naming
+    another teacher, or data from two teachers, is an error naming them, before any training."""
+    from mlffd.data import read_frames
+    from mlffd.training.trainer import labelling_teacher, prepare
+
+    assert prepare(small_config(dataset, tmp_path / "a", teacher="unknown")).stats["teacher"] == "emt"
+    with pytest.raises(ValueError, match="config says 'sevennet:7net-0' but the data were labelled by 'emt'"):
+        prepare(small_config(dataset, tmp_path / "b", teacher="sevennet:7net-0"))
+    frames = read_frames(dataset["train"])
+    other = [a.copy() for a in frames[:2]]
+    for a in other:
+        a.info["teacher"] = "orb:orb-v3"
+    with pytest.raises(ValueError, match=r"several teachers \['emt', 'orb:orb-v3'\]"):
+        labelling_teacher("emt", {"train": frames, "test": other})
+    untagged = [a.copy() for a in frames[:2]]
+    for a in untagged:
+        a.info.pop("teacher")
+    assert labelling_teacher("my-dft", {"train": untagged}) == "my-dft"  # untagged data: the config's word

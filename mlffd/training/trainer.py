@@ -168,12 +168,33 @@ class Prepared:
     dataset_sha256: str
 
 
+def labelling_teacher(configured: str, frames: dict[str, list]) -> str:
+    """The teacher that labelled ``frames`` (their ``info['teacher']``, as the sampler writes it),
+    checked against the ``configured`` one (``"unknown"``: take the data's).
+
+    ValueError when the data name several teachers (a student learns one potential energy
+    surface) or another teacher than the config: an artifact must say who labelled its data."""
+    named = {str(a.info["teacher"]) for part in frames.values() for a in part if "teacher" in a.info}
+    if len(named) > 1:
+        where = {split: sorted({str(a.info["teacher"]) for a in part if "teacher" in a.info}) for split, part in frames.items()}
+        raise ValueError(f"the data were labelled by several teachers {sorted(named)} ({where}); train on one teacher's labels")
+    if not named:
+        return configured
+    data_teacher = named.pop()
+    if configured not in ("unknown", data_teacher):
+        raise ValueError(f"teacher: the config says {configured!r} but the data were labelled by {data_teacher!r} "
+                         "(the frames' info['teacher']); set teacher to the data's")
+    return data_teacher
+
+
 def prepare(config: TrainConfig) -> Prepared:
     """Read the data, split it by trajectory, build graphs and compute the model's statistics."""
     if not config.train:
         raise ValueError("no training data: set 'train' to one or more labelled extxyz files")
     per_file = [read_frames([f]) for f in config.train]
     frames = [a for part in per_file for a in part]
+    test_frames = read_frames(config.test) if config.test else []
+    teacher = labelling_teacher(config.teacher, {"train": frames, "test": test_frames})
     elements = config.elements or _elements_of(frames)
     overrides = dict(config.model_overrides)
     overrides.setdefault("elements", tuple(elements))
@@ -197,7 +218,7 @@ def prepare(config: TrainConfig) -> Prepared:
     train_frames = [frames[k] for k in train_index]
     train = to_graphs(train_frames, mc.elements, mc.cutoff)
     val = to_graphs(val_frames, mc.elements, mc.cutoff)
-    test = to_graphs(read_frames(config.test), mc.elements, mc.cutoff) if config.test else []
+    test = to_graphs(test_frames, mc.elements, mc.cutoff)
     if not val:
         raise ValueError("the validation set is empty")
     if "avg_num_neighbors" not in config.model_overrides:
@@ -206,6 +227,7 @@ def prepare(config: TrainConfig) -> Prepared:
     species_of = [np.bincount(g.species, minlength=len(mc.elements)) @ ref for g in train]
     residual = np.array([(g.energy - s) / g.num_atoms for g, s in zip(train, species_of)])
     stats = {
+        "teacher": teacher,
         "reference_energies": {e: float(v) for e, v in zip(mc.elements, ref)},
         "avg_num_neighbors": mc.avg_num_neighbors,
         "force_rms": force_rms(train),
@@ -665,7 +687,7 @@ class Trainer:
                 model.to("cpu"),
                 self.model_config,
                 self.out / f"{self.config.name}.mlffd.pt",
-                teacher=self.config.teacher,
+                teacher=self.data.stats.get("teacher", self.config.teacher),
                 dataset_sha256=self.data.dataset_sha256,
                 metrics=_json_safe(metrics),
             )
