@@ -40,12 +40,13 @@ def _median_seconds(calc, atoms, repeats: int) -> float:
 
 
 def measure_speed(model: str | Path, teacher: str, atoms=None, repeats: int = 5, threads: int = 1) -> dict[str, Any]:
-    """Student vs teacher cost per atom-step on the same structure, in this process."""
+    """Student vs teacher cost per atom-step on the same structure (default: a structure of the
+    model's own training data, :func:`speed_structure`), in this process."""
     from mlffd.calculator import DistilledCalculator
     from mlffd.teachers import load_teacher
-    from mlffd.testing import silicon
 
-    atoms = silicon(2, rattle=0.05) if atoms is None else atoms
+    if atoms is None:
+        raise ValueError("measure_speed needs a structure of the model's chemistry (see speed_structure)")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -61,6 +62,22 @@ def measure_speed(model: str | Path, teacher: str, atoms=None, repeats: int = 5,
         "teacher_us_per_atom_step": reference / n * 1e6,
         "speedup": reference / student,
     }
+
+
+def speed_structure(frames, min_atoms: int = 64):
+    """The structure a card times: the largest of ``frames`` (the held-out data, so of the
+    model's own chemistry), a periodic one repeated to at least ``min_atoms`` atoms."""
+    import numpy as np
+
+    atoms = max(frames, key=len).copy()
+    atoms.calc = None
+    if atoms.pbc.all() and len(atoms) < min_atoms:
+        lengths = atoms.cell.lengths()
+        reps = np.ones(3, dtype=int)
+        while len(atoms) * int(np.prod(reps)) < min_atoms:  # grow the shortest side first
+            reps[int(np.argmin(lengths * reps))] += 1
+        atoms = atoms * tuple(int(r) for r in reps)
+    return atoms
 
 
 def _value(record: dict[str, Any], key: str) -> str:
@@ -132,6 +149,14 @@ def properties_section(report: dict[str, Any], source: str) -> str:
     return "".join(lines) + "\n"
 
 
+def _coverage(metrics: dict[str, Any], data: str) -> str:
+    """What the student was shown: the configuration types of its held-out data."""
+    types = metrics.get("by_config_type", {})
+    listed = ", ".join(f"{t} ({m['frames']})" for t, m in sorted(types.items()))
+    return (f"Configuration types of the held-out frames (`{data}`, frames of each): {listed}. The training data "
+            "come from the same sampling; the property table below shows how the student does away from it.\n\n")
+
+
 def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: dict[str, Any] | None, data: str,
            properties: tuple[dict[str, Any], str] | None = None) -> str:
     """The Markdown card of one model (``properties``: a properties.json and its path)."""
@@ -148,11 +173,13 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
             verdict = f"{'≤' if lower_is_better else '≥'} {target:g} — {'met' if ok else 'NOT met'}"
         return f"| {label} | {fmt.format(value)} {unit} | {verdict} |\n"
 
+    elements = list(metadata["elements"])
+    stand_in = ("SevenNet 7net-0 is the offline stand-in for Orb v3 here: its weights ship inside the `sevenn` "
+                "wheel, Orb's cannot be downloaded on the machines that trained this model. Re-run `mlffd distill` "
+                "with an `orb:` teacher where Orb weights are available.") if str(metadata["teacher"]).startswith("sevennet") else ""
     lines = [
         f"# Model card: `{name}`\n\n",
-        f"Silicon student distilled from **{metadata['teacher']}**. SevenNet 7net-0 is the offline stand-in "
-        "for Orb v3 here: its weights ship inside the `sevenn` wheel, Orb's cannot be downloaded on the "
-        "machines that trained this model. Re-run `mlffd distill` with an `orb:` teacher where Orb weights are available.\n\n",
+        f"Student potential for {'-'.join(elements)} distilled from **{metadata['teacher']}**. {stand_in}\n\n",
         "| | |\n| --- | --- |\n",
         f"| file | `mlffd/registry_models/{name}.mlffd.pt` |\n",
         f"| parameters | {metadata['num_parameters']:,} |\n",
@@ -163,9 +190,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
         f"| training data sha256 | `{metadata['dataset_sha256'][:16]}…` |\n",
         f"| created | {metadata['created']} |\n\n",
         "## Coverage\n\n",
-        "Diamond crystal 300–1500 K (NVT, NPT) including ±3 % strain; liquid (1800–2600 K); amorphous "
-        "(fast melt-quench: closer to frozen liquid than to relaxed a-Si); vacancies and interstitials; "
-        "(100) and (111) surfaces. 64-atom cells (48–65 atoms). See `examples/si/sample.yaml`.\n\n",
+        _coverage(metrics, data),
         f"## Accuracy on held-out teacher frames (`{data}`, {metrics.get('num_frames')} frames from separate teacher trajectories)\n\n",
         "| metric | value | target |\n| --- | --- | --- |\n",
         row("energy MAE", "energy_mae_mev_per_atom", "meV/atom", "{:.2f}"),
@@ -190,7 +215,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
     lines.append("\n## Speed\n\n")
     if speed:
         lines.append(
-            f"On a {speed['atoms']}-atom diamond cell through ASE ({speed['threads']} thread, energy + forces + stress, "
+            f"On a {speed['atoms']}-atom structure of the held-out data through ASE ({speed['threads']} thread, energy + forces + stress, "
             f"median, same process): student {speed['student_us_per_atom_step']:.0f} µs/atom-step, teacher "
             f"{speed['teacher_us_per_atom_step']:.0f} µs/atom-step: **{speed['speedup']:.0f}× faster**. "
             "Larger systems and LAMMPS: `docs/performance.md`.\n"
@@ -204,9 +229,9 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
            f"{properties[0].get('student')} --teacher {properties[0].get('teacher')}")
         + "\n```\n\n"
         "## Intended use and limits\n\n"
-        "Molecular dynamics and relaxations of elemental silicon in the phases above, in ASE "
-        "(`DistilledCalculator(\"" + name + "\")`) or LAMMPS (`pair_coeff * * " + name + " Si`). "
-        "Not for other elements, for pressures far beyond ±3 % strain, or for properties the teacher "
+        "Molecular dynamics and relaxations of " + "-".join(elements) + " in the configurations above, in ASE "
+        "(`DistilledCalculator(\"" + name + "\")`) or LAMMPS (`pair_coeff * * " + name + " " + " ".join(elements) + "`). "
+        "Not for other elements, for configurations far from those, or for properties the teacher "
         "itself gets wrong: a student is at best as good as its teacher. Check your use with "
         "`mlffd-validate compare --model " + name + " --teacher " + metadata["teacher"] + "`.\n\n"
         + _limits_from_properties(properties) +
@@ -242,7 +267,11 @@ def write_card(
     name = name or Path(path).name.split(".")[0]
     metrics = evaluate(path, data)
     teacher = teacher or metadata["teacher"]
-    timing = measure_speed(path, teacher) if speed else None
+    timing = None
+    if speed:
+        from mlffd.data import read_frames
+
+        timing = measure_speed(path, teacher, atoms=speed_structure(read_frames(data)))
     table = None
     if properties is not None:
         table = (_read_properties(properties, path), str(properties))
