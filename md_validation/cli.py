@@ -112,9 +112,15 @@ def _teacher(spec: str, device: str):
         raise click.ClickException(f"cannot load teacher {spec!r}: {exc}") from exc
 
 
-def _structure(path: str | None):
-    from md_validation.inputs import load_structure
+def _structure(path: str | None, model: str):
+    from md_validation.inputs import default_structure, load_structure
 
+    if path is None:  # the model's own structure: its errors are the model's
+        try:
+            return default_structure(model)
+        except Exception as exc:  # noqa: BLE001 - a missing or unreadable model, or no structure to default to
+            what = "" if "give one with --structure" in str(exc) else "cannot load model: "
+            raise click.ClickException(f"{what}{' '.join(str(exc).split())}") from exc
     try:
         return load_structure(path)
     except Exception as exc:  # noqa: BLE001 - any reader error becomes a clean CLI message
@@ -159,7 +165,7 @@ def cli(threads: int | None) -> None:
 
 @cli.command("nve")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="shipped model name or artifact path")
-@click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure (ASE-readable); default: 64-atom diamond Si")
+@click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure (ASE-readable); default: the structure the model records (a frame of its training data, >= 64 atoms), else its element's reference crystal")
 @click.option("--temperature", type=TEMPERATURE, default=1000.0, show_default=True, help="K")
 @click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="NVE length")
 @click.option("--thermalise", "thermalise_fs", type=TIME, default="0.5ps", show_default=True, help="Langevin length before NVE")
@@ -185,7 +191,7 @@ def nve_cmd(model, structure, temperature, time_fs, thermalise_fs, dt_fs, engine
     settings = NVESettings(temperature_K=temperature, time_fs=time_fs, thermalise_fs=thermalise_fs, dt_fs=dt_fs,
                            interval=interval, friction_per_fs=friction, seed=seed, threshold=threshold,
                            max_deviation=max_deviation)
-    atoms = _structure(structure)
+    atoms = _structure(structure, model)
     eng, cid, _ = _student_engine(model, engine, device)
     try:
         with _threads(len(atoms)):
@@ -281,7 +287,7 @@ def rdf_cmd(trajectories, r_max, nbins, start, stride, out_dir, quiet) -> None:
 @cli.command("compare")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="student: shipped model name or artifact path")
 @click.option("--teacher", required=True, help="teacher spec (emt, sevennet:7net-0, orb:NAME, model:PATH)")
-@click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure; default: 64-atom diamond Si")
+@click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure; default: the structure the model records, else its element's reference crystal")
 @click.option("--temperature", type=TEMPERATURE, default=1000.0, show_default=True, help="K")
 @click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="Langevin NVT length")
 @click.option("--equilibration", "equil_fs", type=TIME, default="0.2ps", show_default=True, help="start of NVT left out of distributions")
@@ -314,7 +320,7 @@ def compare_cmd(model, teacher, structure, temperature, time_fs, equil_fs, nve_f
                                  "for the distributions; it must be shorter", param_hint="--equilibration")
     if nve_fs > 0:
         _check_steps("--nve-time", nve_fs, dt_fs, interval, "an NVE drift")
-    atoms = _structure(structure)
+    atoms = _structure(structure, model)
     try:  # the RDFs come after the MD: check their size on the start structure before any step
         check_rdf_grid(atoms, r_max, nbins, n_frames=steps_for(time_fs, dt_fs) // interval + 1,
                        source=structure or "the default structure")

@@ -15,11 +15,15 @@ from ase.calculators.calculator import Calculator
 MODEL_PREFIX = "model:"
 
 
-def default_structure() -> Atoms:
-    """The built-in start: 64-atom diamond silicon (2×2×2 conventional cells, a = 5.43 Å)."""
-    from ase.build import bulk
+def default_structure(model: str | Path) -> Atoms:
+    """The start a model stands for when none is given: the structure its artifact records (a
+    frame of its training data, repeated to >= 64 atoms), else its element's reference crystal
+    (:func:`mlffd.representative.default_structure`; for the shipped Si students, 64-atom diamond)."""
+    from mlffd.artifact import read_metadata
+    from mlffd.registry import resolve
+    from mlffd.representative import default_structure as model_default
 
-    return bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2)
+    return model_default(read_metadata(resolve(model)))
 
 
 #: compressed files are decompressed into memory first: ASE's extxyz reader seeks frame by
@@ -116,11 +120,14 @@ def read_any(path: str | Path, index: str | int = ":") -> list[Atoms]:
     return frames
 
 
-def load_structure(path: str | Path | None = None, index: int | str = 0) -> Atoms:
-    """Read frame ``index`` of ``path`` (the built-in silicon when ``None``); ValueError naming the
-    file when it cannot be read or is no usable MD start (no atoms, non-finite numbers)."""
+def load_structure(path: str | Path | None = None, index: int | str = 0, model: str | Path | None = None) -> Atoms:
+    """Read frame ``index`` of ``path`` (``model``'s :func:`default_structure` when ``None``);
+    ValueError naming the file when it cannot be read or is no usable MD start (no atoms,
+    non-finite numbers)."""
     if path is None:
-        return default_structure()
+        if model is None:
+            raise ValueError("no structure given and no model to take one from")
+        return default_structure(model)
     atoms = read_any(path, index=index)[0]
     atoms.calc = None
     return atoms

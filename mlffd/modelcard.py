@@ -67,17 +67,9 @@ def measure_speed(model: str | Path, teacher: str, atoms=None, repeats: int = 5,
 def speed_structure(frames, min_atoms: int = 64):
     """The structure a card times: the largest of ``frames`` (the held-out data, so of the
     model's own chemistry), a periodic one repeated to at least ``min_atoms`` atoms."""
-    import numpy as np
+    from mlffd.representative import grown, pick_structure
 
-    atoms = max(frames, key=len).copy()
-    atoms.calc = None
-    if atoms.pbc.all() and len(atoms) < min_atoms:
-        lengths = atoms.cell.lengths()
-        reps = np.ones(3, dtype=int)
-        while len(atoms) * int(np.prod(reps)) < min_atoms:  # grow the shortest side first
-            reps[int(np.argmin(lengths * reps))] += 1
-        atoms = atoms * tuple(int(r) for r in reps)
-    return atoms
+    return grown(pick_structure(list(frames)), min_atoms)
 
 
 def _value(record: dict[str, Any], key: str) -> str:

@@ -334,3 +334,26 @@ def test_artifact_names_the_teacher_that_labelled_the_data(tmp_path, dataset):
     for a in untagged:
         a.info.pop("teacher")
     assert labelling_teacher("my-dft", {"train": untagged}) == "my-dft"  # untagged data: the config's word
+
+
+def test_artifact_records_a_structure_of_its_data_and_validation_starts_from_it(tmp_path, dataset):
+    """Training stores its largest periodic training frame in the artifact; `mlffd-validate`
+    starts from it (grown to >= 64 atoms) when no --structure is given, not from silicon."""
+    from mlffd.artifact import read_metadata
+    from mlffd.data import read_frames
+    from mlffd.representative import default_structure
+    from md_validation.inputs import load_structure
+
+    summary = train(small_config(dataset, tmp_path / "out", max_epochs=1, eval_every=0))
+    record = read_metadata(summary["artifact"])["structure"]
+    train_frames = read_frames(dataset["train"])
+    largest = max((a for a in train_frames if a.pbc.all()), key=len)
+    assert len(record["numbers"]) == len(largest) and set(record["numbers"]) == {29}
+    start = load_structure(None, model=summary["artifact"])
+    assert len(start) >= 64 and set(start.get_chemical_symbols()) == {"Cu"} and start.pbc.all()
+    assert len(start) % len(largest) == 0
+    # a shipped student from before the record: its element's reference crystal (diamond Si, 64)
+    si = load_structure(None, model="tiny")
+    assert len(si) == 64 and abs(si.cell.lengths()[0] - 2 * 5.43) < 1e-9
+    with pytest.raises(ValueError, match="records no structure and has no reference crystal"):
+        default_structure({"elements": ["H", "O"]})

@@ -43,6 +43,7 @@ from mlffd.data import (
 )
 from mlffd.models import ModelConfig, StudentPotential, build, export_student, load_weights, num_parameters, preset
 from mlffd.models.repulsion import switch_distances
+from mlffd.representative import pick_structure, structure_record
 from mlffd.training.config import TrainConfig
 from mlffd.training.evaluate import evaluate_model
 from mlffd.training.loss import LossWeights, combine, counts, loss_sums, predict
@@ -237,6 +238,8 @@ def prepare(config: TrainConfig) -> Prepared:
         "num_test_frames": len(test),
         "num_train_atoms": int(sum(g.num_atoms for g in train)),
         # where the short-range prior must vanish: the closest approach of each pair in the data
+        # what tools run for this model when the user names no structure (mlffd/representative.py)
+        "structure": structure_record(pick_structure(train_frames)),
         "shortest_pair_distance_A": _pair_table(shortest_pair_distances(train + val, len(mc.elements)), mc.elements),
     }
     return Prepared(mc, train, val, test, train_index, val_index, stats, dataset_sha256(config.train))
@@ -690,6 +693,7 @@ class Trainer:
                 teacher=self.data.stats.get("teacher", self.config.teacher),
                 dataset_sha256=self.data.dataset_sha256,
                 metrics=_json_safe(metrics),
+                structure=self.data.stats.get("structure"),
             )
             summary = {
                 "artifact": str(path),
