@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -272,3 +274,53 @@ def test_orb_v06_layout_by_inspection(tmp_path, monkeypatch):
     assert atoms.get_potential_energy() == 1.0
     assert seen["dtype_during_call"] == torch.float32
     assert teacher_info(calc)["checkpoint_sha256"] == sha256_file(ckpt)
+
+
+def test_ase_class_spec_builds_the_named_calculator_with_literal_arguments():
+    """``ase:MODULE:CLASS?k=v``: the same numbers as the class built directly; arguments are
+    JSON literals; the spec's provenance has one spelling."""
+    from ase.calculators.lj import LennardJones
+
+    from mlffd.teachers import canonical_spec
+
+    spec = "ase:ase.calculators.lj:LennardJones?sigma=2.1&epsilon=0.0103&rc=6.0&smooth=true"
+    atoms = _si(1, rattle=0.1)
+    ours, direct = atoms.copy(), atoms.copy()
+    ours.calc = load_teacher(spec)
+    direct.calc = LennardJones(sigma=2.1, epsilon=0.0103, rc=6.0, smooth=True)
+    assert ours.get_potential_energy() == direct.get_potential_energy()
+    np.testing.assert_array_equal(ours.get_forces(), direct.get_forces())
+    assert canonical_spec(spec) == canonical_spec("ase:ase.calculators.lj:LennardJones?rc=6&smooth=true&epsilon=0.0103&sigma=2.1")
+    assert teacher_info(spec)["spec"] == canonical_spec(spec)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("ase:/tmp/evil.py:Calc", "expected 'ase:package.module:CalculatorClass'"),
+    ("ase:os:system", "is not an ASE calculator class"),
+    ("ase:no_such_module_here:Calc", "cannot import 'no_such_module_here'"),
+    ("ase:ase.calculators.lj:LennardJones?sigma", "is not 'name=value'"),
+    ("ase:ase.calculators.lj:LennardJones?__import__('os')=1", "is not 'name=value'"),
+    ("ase:ase.calculators.emt:EMT?nonsense=1", "does not take these arguments"),
+    ("xtb:GFN9-xTB", "unknown xTB method 'GFN9-xTB'"),
+])
+def test_bad_teacher_specs_are_refused_naming_the_problem(spec, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_teacher(spec)
+
+
+def test_xtb_teacher_is_gfn2_xtb_with_consistent_forces():
+    """``xtb`` is tblite's GFN2-xTB: the energy of water equals tblite's own, and the forces are
+    the finite-difference derivative of the energy (for a molecule in vacuum)."""
+    pytest.importorskip("tblite", reason="the xtb extra (make setup installs it)")
+    from ase.build import molecule
+    from ase.calculators.fd import calculate_numerical_forces
+    from tblite.ase import TBLite
+
+    water = molecule("H2O")
+    water.positions[0] += [0.05, -0.03, 0.02]
+    ours, direct = water.copy(), water.copy()
+    ours.calc = load_teacher("xtb")
+    direct.calc = TBLite(method="GFN2-xTB", verbosity=0)
+    assert ours.get_potential_energy() == pytest.approx(direct.get_potential_energy(), abs=1e-10)
+    np.testing.assert_allclose(ours.get_forces(), calculate_numerical_forces(ours, eps=1e-4), atol=1e-4)
+    assert teacher_info("xtb")["spec"] == "xtb:GFN2-xTB" and teacher_info("xtb")["versions"]["tblite"]

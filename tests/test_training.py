@@ -357,3 +357,14 @@ def test_artifact_records_a_structure_of_its_data_and_validation_starts_from_it(
     assert len(si) == 64 and abs(si.cell.lengths()[0] - 2 * 5.43) < 1e-9
     with pytest.raises(ValueError, match="records no structure and has no reference crystal"):
         default_structure({"elements": ["H", "O"]})
+
+
+def test_teacher_specs_compare_by_meaning():
+    """The sampler writes a teacher's canonical spec; a config may spell it otherwise."""
+    from mlffd.training.trainer import _same_teacher
+
+    assert _same_teacher("xtb", "xtb:GFN2-xTB") and _same_teacher("xtb:gfn2-xtb", "xtb:GFN2-xTB")
+    assert _same_teacher("ase:ase.calculators.lj:LennardJones?sigma=2.1&rc=6",
+                         "ase:ase.calculators.lj:LennardJones?rc=6.0&sigma=2.1")
+    assert not _same_teacher("xtb", "xtb:GFN1-xTB") and not _same_teacher("emt", "sevennet:7net-0")
+    assert _same_teacher("my-dft-run", "my-dft-run") and not _same_teacher("my-dft-run", "other")

@@ -11,6 +11,10 @@ Specs:
 - ``sevennet:NAME`` (``7net-0`` ships inside the ``sevenn`` wheel), ``sevennet:NAME@/path.pth``.
 - ``chgnet`` / ``chgnet:VERSION`` (optional package).
 - ``emt`` (ASE's EMT, for fast tests).
+- ``xtb`` / ``xtb:GFN2-xTB`` (``GFN1-xTB``, ``IPEA1-xTB``): tblite's tight binding, the ``xtb``
+  extra; the molecular teacher that runs offline.
+- ``ase:MODULE:CLASS?key=value&...``: any installed ASE calculator class with JSON-literal
+  arguments (:mod:`mlffd.teachers.ase_class`; nothing in the spec is evaluated).
 - an ASE ``Calculator`` object is returned unchanged.
 """
 
@@ -23,7 +27,7 @@ from ase.calculators.calculator import BaseCalculator
 
 from mlffd.teachers._common import TeacherSpec, package_versions, parse_spec
 
-__all__ = ["KNOWN_PREFIXES", "TeacherSpec", "load_teacher", "parse_spec", "teacher_info"]
+__all__ = ["KNOWN_PREFIXES", "TeacherSpec", "canonical_spec", "load_teacher", "parse_spec", "teacher_info"]
 
 #: spec prefix -> adapter module inside mlffd.teachers
 _ADAPTERS: dict[str, str] = {
@@ -31,6 +35,8 @@ _ADAPTERS: dict[str, str] = {
     "sevennet": "mlffd.teachers.sevennet",
     "chgnet": "mlffd.teachers.chgnet",
     "emt": "mlffd.teachers.emt",
+    "xtb": "mlffd.teachers.xtb",
+    "ase": "mlffd.teachers.ase_class",
 }
 KNOWN_PREFIXES: tuple[str, ...] = tuple(_ADAPTERS)
 
@@ -40,7 +46,7 @@ def _adapter(spec: TeacherSpec):
         raise ValueError(
             f"unknown teacher spec {spec.raw!r}: prefix {spec.prefix!r} is not one of "
             f"{', '.join(KNOWN_PREFIXES)} (e.g. 'orb:orb-v3-conservative-inf-omat', 'sevennet:7net-0', "
-            "'chgnet', 'emt'), and it is not an ASE Calculator object"
+            "'chgnet', 'emt', 'xtb', 'ase:ase.calculators.lj:LennardJones'), and it is not an ASE Calculator object"
         )
     return importlib.import_module(_ADAPTERS[spec.prefix])
 
@@ -53,6 +59,15 @@ def load_teacher(spec: str | BaseCalculator, device: str = "cpu", **kwargs: Any)
         raise TypeError(f"teacher must be a spec string or an ASE Calculator, got {type(spec).__name__}")
     parsed = parse_spec(spec)
     return _adapter(parsed).load(parsed, device=device, **kwargs)
+
+
+def canonical_spec(spec: str) -> str:
+    """One spelling of a teacher spec (``xtb`` and ``xtb:gfn2-xtb`` are ``xtb:GFN2-xTB``; an
+    ``ase:`` spec's arguments sorted), without loading anything: how the data's teacher and a
+    config's are compared."""
+    parsed = parse_spec(spec)
+    canonical = getattr(_adapter(parsed), "canonical", None)
+    return canonical(parsed) if canonical is not None else parsed.raw
 
 
 def teacher_info(spec: str | BaseCalculator) -> dict[str, Any]:

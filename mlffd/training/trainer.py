@@ -182,10 +182,20 @@ def labelling_teacher(configured: str, frames: dict[str, list]) -> str:
     if not named:
         return configured
     data_teacher = named.pop()
-    if configured not in ("unknown", data_teacher):
+    if configured != "unknown" and not _same_teacher(configured, data_teacher):
         raise ValueError(f"teacher: the config says {configured!r} but the data were labelled by {data_teacher!r} "
                          "(the frames' info['teacher']); set teacher to the data's")
     return data_teacher
+
+
+def _same_teacher(a: str, b: str) -> bool:
+    """Whether two teacher specs name the same teacher (specs mlffd cannot read compare as text)."""
+    from mlffd.teachers import canonical_spec
+
+    try:
+        return canonical_spec(a) == canonical_spec(b)
+    except ValueError:
+        return a.strip() == b.strip()
 
 
 def prepare(config: TrainConfig) -> Prepared:
