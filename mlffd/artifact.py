@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from ase.data import atomic_masses, atomic_numbers
 
 from mlffd.contract import FORMAT, FORMAT_VERSION, METADATA_FIELDS, METADATA_FILE  # one definition, shared with C++
 
@@ -106,6 +107,8 @@ def build_metadata(
         "mlffd_version": _mlffd_version(),
         "torch_version": torch.__version__,
         "elements": list(elements),
+        # standard atomic masses (amu) of the elements: LAMMPS checks a data file's type masses against them
+        "masses": [float(atomic_masses[atomic_numbers[e]]) for e in elements],
         "cutoff": float(cutoff),
         "num_interactions": int(num_interactions),
         "interaction_range": float(num_interactions * cutoff),
@@ -144,6 +147,10 @@ def validate_metadata(meta: Mapping[str, Any], source: str) -> None:
             raise ArtifactError(f"{source}: metadata field {field!r} is {value!r}, expected {names}")
     if not meta["elements"] or not all(isinstance(e, str) for e in meta["elements"]):
         raise ArtifactError(f"{source}: metadata 'elements' must be a non-empty list of symbols, got {meta['elements']!r}")
+    masses = meta.get("masses")
+    if masses is not None and (not isinstance(masses, list) or len(masses) != len(meta["elements"])
+                               or not all(isinstance(m, (int, float)) and not isinstance(m, bool) and m > 0 for m in masses)):
+        raise ArtifactError(f"{source}: metadata 'masses' is {masses!r}, expected one positive number (amu) per element")
     if meta["dtype"] not in _DTYPES:
         raise ArtifactError(f"{source}: metadata 'dtype' is {meta['dtype']!r}, expected one of {sorted(_DTYPES)}")
     if not meta["cutoff"] > 0:

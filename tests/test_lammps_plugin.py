@@ -258,6 +258,9 @@ BAD = {
     "newton off": (lambda d, m: m, "Si Ge", "metal", "off", r"requires 'newton on'"),
     "bad keyword": (lambda d, m: m, "Si Ge", "metal", "on", r"Illegal pair_style mlffd command: 'images twice'"),
     "bad block": (lambda d, m: m, "Si Ge", "metal", "on", r"block '0' is not a positive integer"),
+    "swapped elements": (lambda d, m: m, "Ge Si", "metal", "on",
+                         r"atom type 1 has mass 28\.09, that of Si, but pair_coeff maps it to Ge \(mass 72\.63\): "
+                         r"list the elements in the order of the atom types"),
 }
 
 
@@ -282,7 +285,38 @@ run 0
     assert re.search(pattern, errors), errors
 
 
+def test_masses_off_the_elements_warn_but_run(models, tmp_path):
+    """A type mass far from its element's and from every other element's (isotopes, mass
+    repartitioning) is a warning, not an error; a data file whose masses fit says nothing."""
+    write_data(sige(silicon(1)), tmp_path / "atoms.data", SIGE)
+    base = f"""
+units metal
+atom_style atomic
+read_data atoms.data
+{{mass}}
+pair_style mlffd
+pair_coeff * * {models['f64']} Si Ge
+run 0
+"""
+    heavy = run_deck(base.format(mass="mass 1 31.0"), tmp_path, timeout=120)
+    assert "WARNING: pair mlffd: atom type 1 (Si) has mass 31, 28.09 for Si" in heavy and "ERROR" not in heavy
+    plain = run_deck(base.format(mass=""), tmp_path, timeout=120)
+    assert "has mass" not in plain and "ERROR" not in plain
+
+
 # -- example decks ----------------------------------------------------------------------------
+
+
+def test_two_element_deck_runs_and_refuses_a_swapped_order(models, tmp_path):
+    """examples/lammps/in.sige.nve with a random Si-Ge student: runs on 1 and 2 ranks; the same
+    deck with 'Ge Si' is an error naming the types."""
+    text = (Path(__file__).parents[1] / "examples" / "lammps" / "in.sige.nve").read_text()
+    deck = f"variable model index {models['f64']}\nvariable steps index 20\n" + text
+    for n in (1, 2):
+        output = run_deck(deck, tmp_path / f"run{n}", nprocs=n, timeout=300)
+        assert "Created 216 atoms" in output and "Loop time" in output and "ERROR" not in output
+    swapped = run_deck(deck.replace("${model} Si Ge", "${model} Ge Si"), tmp_path / "swapped", check=False, timeout=120)
+    assert "atom type 1 has mass 28.09, that of Si, but pair_coeff maps it to Ge" in swapped
 
 
 @pytest.mark.parametrize("deck", ["in.si.nve", "in.si.npt", "in.si.million"])

@@ -576,3 +576,25 @@ run 0
     rc, out = lmp(text, tmp_path)
     assert rc != 0
     assert "pair_style mlffd requires a 3-D box (dimension 3); this input uses 'dimension 2'" in errors(out), out[-2000:]
+
+
+_MASS_CASES = {
+    "not a list": {"masses": 28.0855},
+    "one too many": {"masses": [28.0855, 72.63]},
+    "negative": {"masses": [-28.0855]},
+    "boolean": {"masses": [True]},
+    "a string": {"masses": ["28"]},
+}
+
+
+def test_bad_masses_are_refused_on_both_sides(tmp_path):
+    """The optional 'masses' field (one positive number per element): the plugin and
+    mlffd.artifact.load refuse the same bad values, each naming the field."""
+    models = {name: _replant(tmp_path / f"m{k}.mlffd.pt", {**_tiny_meta(), **change})
+              for k, (name, change) in enumerate(_MASS_CASES.items())}
+    got = pair_coeff_errors(models, tmp_path / "run")
+    for name in _MASS_CASES:
+        assert got[name] is not None and "metadata 'masses' is" in got[name] and "one positive number (amu) per element" in got[name], (name, got[name])
+    _python_refuses_too(models)
+    good = _replant(tmp_path / "good.mlffd.pt", {**_tiny_meta(), "masses": [28.0855]})
+    assert pair_coeff_errors({"good": good}, tmp_path / "run2")["good"] is None

@@ -373,6 +373,18 @@ void PairMLFFD::load_model(const std::string &path)
   }
   if (elements.empty())
     error->all(FLERR, "pair_coeff mlffd: {}: metadata 'elements' must be a non-empty list of symbols, got []", path);
+  // optional: the elements' standard masses (amu), to check the data file's type masses against
+  element_masses.clear();
+  if (meta.contains("masses")) {
+    const json &masses = meta["masses"];
+    bool ok = masses.is_array() && masses.size() == elements.size();
+    if (ok)
+      for (const auto &m : masses) ok = ok && m.is_number() && !m.is_boolean() && m.get<double>() > 0.0;
+    if (!ok)
+      error->all(FLERR, "pair_coeff mlffd: {}: metadata 'masses' is {}, expected one positive number (amu) per element",
+                 path, json_repr(masses));
+    for (const auto &m : masses) element_masses.push_back(m.get<double>());
+  }
   static const json dtypes = json::parse(kDtypesJson);
   const std::string dt = meta["dtype"].get<std::string>();
   if (std::find(dtypes.begin(), dtypes.end(), json(dt)) == dtypes.end())
@@ -566,6 +578,7 @@ void PairMLFFD::init_style()
 {
   if (!model_loaded) error->all(FLERR, "{}", "pair_style mlffd: pair_coeff * * MODEL El... is missing");
   check_box();
+  check_masses();
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR, "pair_style mlffd requires 'units metal' (eV, Angstrom, ps); this input uses 'units {}'",
                update->unit_style);
@@ -585,6 +598,32 @@ void PairMLFFD::init_style()
   // which atoms move between neighbour-list builds
   double needed = interaction_range + neighbor->skin;
   if (comm->cutghostuser < needed) comm->cutghostuser = needed;
+}
+
+/* ----------------------------------------------------------------------
+   the elements of pair_coeff against the type masses of the data file: a type whose mass is
+   another element's of the model (within 1 %) while pair_coeff maps it to one whose mass is
+   more than 5 % away is an error (the element order does not follow the types); any other
+   mass more than 5 % from the element's is a warning (isotopes, hydrogen mass repartitioning)
+------------------------------------------------------------------------- */
+
+void PairMLFFD::check_masses()
+{
+  if (element_masses.empty() || atom->rmass_flag || atom->mass == nullptr) return;
+  for (int t = 1; t <= atom->ntypes; t++) {
+    if (atom->mass_setflag && !atom->mass_setflag[t]) continue;
+    const double m = atom->mass[t];
+    const long s = type_species[t];
+    const double expected = element_masses[s];
+    if (std::fabs(m - expected) <= 0.05 * expected) continue;
+    for (size_t k = 0; k < elements.size(); k++)
+      if ((long) k != s && std::fabs(m - element_masses[k]) <= 0.01 * element_masses[k])
+        error->all(FLERR, "pair_coeff mlffd: atom type {} has mass {:.4g}, that of {}, but pair_coeff maps it to {} "
+                   "(mass {:.4g}): list the elements in the order of the atom types", t, m, elements[k], elements[s], expected);
+    if (comm->me == 0)
+      error->warning(FLERR, "pair mlffd: atom type {} ({}) has mass {:.4g}, {:.4g} for {}: fine for isotopes or "
+                     "mass repartitioning, otherwise check pair_coeff's element order", t, elements[s], m, expected, elements[s]);
+  }
 }
 
 /* ----------------------------------------------------------------------

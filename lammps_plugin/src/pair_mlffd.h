@@ -34,6 +34,7 @@ class PairMLFFD : public Pair {
   void load_model(const std::string &path);
   void check_module(const std::string &path, const json &meta);
   void check_box();
+  void check_masses();
 
   // run-time checks of every step (docs/lammps.md, "Errors"): an error from the rank that
   // finds the problem (error->one), naming the atoms and the step
@@ -56,6 +57,7 @@ class PairMLFFD : public Pair {
   double interaction_range;    // num_interactions * r_c (A): what the ghost shell must cover
   int num_interactions;        // message-passing steps L: edges are needed up to L-1 hops
   std::vector<std::string> elements;    // model species order
+  std::vector<double> element_masses;   // metadata 'masses' (amu) in species order; empty when absent
   std::vector<long> type_species;       // LAMMPS type (1..ntypes) -> model species index
 
   // reused host buffers of build_graph()
