@@ -29,7 +29,8 @@ from md_validation.structure_metrics import (
 from md_validation.units import steps_for
 
 
-#: teacher diffusion coefficients below this (Å²/ps) mean a solid: no D ratio is reported
+#: teacher diffusion coefficients below this (Å²/ps), or a teacher MSD below (half a bond)², mean
+#: a solid: no D ratio is reported
 D_RATIO_MIN = 1e-3
 
 
@@ -116,6 +117,11 @@ def analyse_run(
             msd = (tp, m)
             metrics["msd_final_A2"] = float(m[-1])
             metrics.update(diffusion_coefficient(tp, m))
+            elements = sorted(set(frames[0].get_chemical_symbols()))
+            if len(elements) > 1:  # each species diffuses at its own rate
+                for el in elements:
+                    d = diffusion_coefficient(tp, mean_square_displacement(frames, symbol=el))
+                    metrics[f"D_A2_per_ps_{el}"] = d["D_A2_per_ps"]
         sel = nvt.series
         for key, label in (("temperature", "temperature_K"), ("pressure_GPa", "pressure_GPa")):
             v = sel[key][keep] if keep.any() else sel[key]
@@ -134,6 +140,23 @@ def analyse_run(
     if nve is not None and len(nve.series["time_fs"]) >= 2:
         metrics["nve"] = drift_metrics(nve.series["time_fs"], nve.series["etot"], nve.n_atoms, nve.series["temperature"])
     return RunAnalysis(name, stages, metrics, rdf, total, angles, msd)
+
+
+def diffusion_comparison(teacher: dict[str, Any], student: dict[str, Any], bond: float | None) -> dict[str, Any]:
+    """``teacher_diffusive`` and, for a diffusive teacher run, the student/teacher D ratios (all
+    atoms and per element) from the two runs' metrics.
+
+    A D ratio means something for a liquid only: the teacher's atoms must have moved more than
+    half a ``bond`` (a hot solid's MSD plateaus well below that and its fitted D is noise)."""
+    diffusive = (abs(teacher.get("D_A2_per_ps", 0.0)) > D_RATIO_MIN
+                 and (bond is None or teacher.get("msd_final_A2", 0.0) > (0.5 * bond) ** 2))
+    out: dict[str, Any] = {"teacher_diffusive": bool(diffusive)}
+    if diffusive and student.get("D_A2_per_ps") is not None:
+        out["D_ratio"] = float(student["D_A2_per_ps"] / teacher["D_A2_per_ps"])
+        for key in [k for k in teacher if k.startswith("D_A2_per_ps_")]:
+            if abs(teacher[key]) > D_RATIO_MIN and key in student:
+                out[f"D_ratio_{key.removeprefix('D_A2_per_ps_')}"] = float(student[key] / teacher[key])
+    return out
 
 
 def compare(
@@ -174,8 +197,7 @@ def compare(
     for key in ("D_A2_per_ps", "temperature_K_mean", "pressure_GPa_mean"):
         if key in tm and key in sm:
             comparison[f"{key}_difference"] = float(sm[key] - tm[key])
-    if abs(tm.get("D_A2_per_ps", 0.0)) > D_RATIO_MIN and sm.get("D_A2_per_ps") is not None:
-        comparison["D_ratio"] = float(sm["D_A2_per_ps"] / tm["D_A2_per_ps"])
+    comparison.update(diffusion_comparison(tm, sm, ref_nn))
     ts, ss = tm["speed"]["s_per_step"], sm["speed"]["s_per_step"]
     comparison["speedup"] = float(ts / ss) if ss and np.isfinite(ss) and ss > 0 else float("nan")
     metrics: dict[str, Any] = {

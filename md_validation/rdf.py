@@ -190,6 +190,10 @@ def partial_rdfs(
 ) -> RDFResult:
     """g(r) of every element pair (and ``all`` when there are several elements) with ``InterRDF``.
 
+    Pairs are ordered: ``"A-B"`` is g(r) of B atoms around an A atom, and its coordination the
+    number of B neighbours of an A atom; for A ≠ B both ``"A-B"`` and ``"B-A"`` are given (the
+    same g(r), the two coordinations).
+
     ``InterRDF`` counts the pairs (centres in the original cell, partners in the replicated box);
     the normalisation is the periodic one of the module docstring.
 
@@ -231,6 +235,12 @@ def partial_rdfs(
         shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
         g[label] = count / (len(frames) * len(ga) * (n_b / volume) * shell)
         density[label] = n_b / volume
+        if a != b and "*" not in (a, b):
+            # g_AB = g_BA (each pair counted once from each side); only the partner density
+            # differs, so "B-A" gives the A neighbours of a B atom (the other coordination)
+            n_a = sum(1 for s_ in symbols if s_ == a)
+            g[pair_label(b, a)] = g[label]
+            density[pair_label(b, a)] = n_a / volume
     assert r is not None
     return RDFResult(r=r, g=g, r_max=r_max, nbins=nbins, n_frames=len(frames), density=density)
 

@@ -73,15 +73,20 @@ def unwrapped_positions(frames: Sequence[Atoms]) -> np.ndarray:
     return out
 
 
-def mean_square_displacement(frames: Sequence[Atoms], max_origins: int = 20) -> np.ndarray:
-    """MSD(lag) in Å², averaged over atoms and over up to ``max_origins`` time origins.
+def mean_square_displacement(frames: Sequence[Atoms], max_origins: int = 20, symbol: str | None = None) -> np.ndarray:
+    """MSD(lag) in Å², averaged over atoms (those of element ``symbol`` only, when given) and
+    over up to ``max_origins`` time origins.
 
-    The centre-of-mass displacement is removed first.
+    The displacement of the centre of all atoms is removed first (the frame's drift).
     """
     pos = unwrapped_positions(frames)
     if len(pos) == 0:
         return np.empty(0)
     pos = pos - pos.mean(axis=1, keepdims=True)
+    if symbol is not None:
+        pos = pos[:, np.asarray(frames[0].get_chemical_symbols()) == symbol]
+        if pos.shape[1] == 0:
+            raise ValueError(f"no {symbol} atoms in the frames")
     n = len(pos)
     msd = np.zeros(n)
     counts = np.zeros(n)

@@ -74,13 +74,27 @@ def test_crystal_first_peak_and_coordination(atoms, r1, cn, r2):
 def test_rocksalt_partials():
     nacl = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
     res = partial_rdfs([nacl], r_max=6.0, nbins=240)
-    assert set(res.g) == {"Cl-Cl", "Cl-Na", "Na-Na", "all"}
+    assert set(res.g) == {"Cl-Cl", "Cl-Na", "Na-Cl", "Na-Na", "all"}
     r_nacl, _ = first_peak(res.r, res.g["Cl-Na"])
     r_nana, _ = first_peak(res.r, res.g["Na-Na"])
     assert r_nacl == pytest.approx(2.82, abs=0.03)
     assert r_nana == pytest.approx(5.64 / np.sqrt(2), abs=0.03)
     assert res.coordination("Cl-Na", first_minimum(res.r, res.g["Cl-Na"])) == pytest.approx(6, abs=0.1)
     assert res.coordination("Na-Na", 4.5) == pytest.approx(12, abs=0.2)
+
+
+def test_ordered_pairs_give_both_coordinations():
+    """L1_2 Cu3Au: every Au has 12 Cu neighbours, every Cu 4 Au and 8 Cu (the structure's counts)."""
+    cu3au = bulk("Cu", "fcc", a=3.75, cubic=True)  # 4 atoms: the corner site is Au's
+    cu3au.symbols[0] = "Au"
+    cu3au = cu3au * (2, 2, 2)
+    res = partial_rdfs([cu3au], r_max=5.0, nbins=200)
+    np.testing.assert_array_equal(res.g["Au-Cu"], res.g["Cu-Au"])
+    cut = 3.2  # between the first (2.65 Å) and second (3.75 Å) shells
+    assert res.coordination("Au-Cu", cut) == pytest.approx(12, abs=0.05)
+    assert res.coordination("Cu-Au", cut) == pytest.approx(4, abs=0.05)
+    assert res.coordination("Cu-Cu", cut) == pytest.approx(8, abs=0.05)
+    assert res.coordination("Au-Au", cut) == pytest.approx(0, abs=0.05)
 
 
 def test_agrees_with_independent_histogram():

@@ -46,6 +46,35 @@ def test_msd_and_diffusion_known_answers():
     assert d["D_A2_per_ps"] == pytest.approx(0.25) and d["D_cm2_per_s"] == pytest.approx(0.25e-4)
 
 
+def test_msd_per_element_and_the_d_ratio_only_for_a_liquid():
+    """Cu atoms moving ballistically in opposite pairs (centre fixed) while Au stays put: the Cu
+    MSD is (v t)², the Au MSD zero; a D ratio is given for a diffusive teacher run only."""
+    from md_validation.compare import diffusion_comparison
+
+    base = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1)  # 8 atoms
+    base.symbols[[0, 1]] = "Au"
+    cu = [k for k, s in enumerate(base.get_chemical_symbols()) if s == "Cu"]  # 6 atoms
+    direction = np.zeros((len(base), 3))
+    direction[cu[0::2], 0], direction[cu[1::2], 0] = 1.0, -1.0  # momentum-free: centre stays put
+    frames = []
+    for k in range(20):
+        f = base.copy()
+        f.positions += 0.1 * k * direction
+        f.wrap()
+        frames.append(f)
+    lags = 0.1 * np.arange(20)
+    np.testing.assert_allclose(mean_square_displacement(frames, symbol="Cu"), lags**2, atol=1e-9)
+    np.testing.assert_allclose(mean_square_displacement(frames, symbol="Au"), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="no Ag atoms"):
+        mean_square_displacement(frames, symbol="Ag")
+    liquid = {"D_A2_per_ps": 2.0, "msd_final_A2": 5.0, "D_A2_per_ps_Cu": 3.0, "D_A2_per_ps_Au": 0.5}
+    student = {"D_A2_per_ps": 1.0, "D_A2_per_ps_Cu": 1.5, "D_A2_per_ps_Au": 1.0}
+    out = diffusion_comparison(liquid, student, bond=2.5)
+    assert out == {"teacher_diffusive": True, "D_ratio": 0.5, "D_ratio_Cu": 0.5, "D_ratio_Au": 2.0}
+    hot_solid = {"D_A2_per_ps": 0.02, "msd_final_A2": 0.3}  # plateau below (half a bond)² = 1.56
+    assert diffusion_comparison(hot_solid, student, bond=2.5) == {"teacher_diffusive": False}
+
+
 def test_nearest_neighbours_match_ase():
     for atoms in (bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2), bulk("Cu", "fcc", a=3.6), bulk("Si", "diamond", a=5.43)):
         atoms = atoms.copy()
