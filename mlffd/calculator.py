@@ -32,6 +32,14 @@ class _Inputs:
     energy_mask: torch.Tensor
 
 
+class UncertaintyWarning(UserWarning):
+    """A structure's force uncertainty exceeded ``uncertainty_threshold`` (``action="warn"``)."""
+
+
+class UncertaintyError(ValueError):
+    """A structure's force uncertainty exceeded ``uncertainty_threshold`` (``action="raise"``)."""
+
+
 class DistilledCalculator(Calculator):
     """ASE calculator backed by an ``NAME.mlffd.pt`` artifact.
 
@@ -57,16 +65,26 @@ class DistilledCalculator(Calculator):
             faster without it (docs/performance.md); it pays only for artifacts without them.
         compile_max_atoms: the largest system the compiled path evaluates in one graph (fastest,
             memory grows with the system); larger ones run its bounded-memory blocked evaluation.
+        uncertainty: add ``energy_uncertainty`` (eV), ``energies_uncertainty`` (eV per atom) and
+            ``forces_uncertainty`` (eV/Å per atom) to the results, from the student's calibrated
+            ensemble heads (:mod:`mlffd.models.uncertainty`; same call, same cost); an artifact
+            without them is a ValueError.
+        uncertainty_threshold: largest acceptable per-atom force uncertainty (eV/Å); above it
+            ``action`` happens (implies ``uncertainty``).
+        action: ``"warn"`` (an :class:`UncertaintyWarning` naming the atoms, results kept) or
+            ``"raise"`` (an :class:`UncertaintyError`, no results kept) when the threshold is exceeded.
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses",
+                              "energy_uncertainty", "energies_uncertainty", "forces_uncertainty"]
     #: the constructor's settings, kept in ``self.parameters`` as ASE's calculators keep theirs
     #: (``todict()`` lists those that differ from these; ``DistilledCalculator(**calc.todict())``
     #: builds an equal calculator). They are fixed once the model is loaded: :meth:`set` refuses
     #: to change them.
     default_parameters: dict = {
         "model": DEFAULT_MODEL, "device": "cpu", "dtype": None, "skin": 0.5, "block_atoms": None,
-        "compile": False, "compile_max_atoms": None,
+        "compile": False, "compile_max_atoms": None, "uncertainty": False, "uncertainty_threshold": None,
+        "action": "warn",
     }
 
     def __init__(
@@ -78,6 +96,9 @@ class DistilledCalculator(Calculator):
         block_atoms: int | None = None,
         compile: bool = False,
         compile_max_atoms: int | None = None,
+        uncertainty: bool = False,
+        uncertainty_threshold: float | None = None,
+        action: str = "warn",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -100,7 +121,20 @@ class DistilledCalculator(Calculator):
         if block_atoms is not None and int(block_atoms) < 1:
             raise ValueError(f"block_atoms must be >= 1, got {block_atoms}")
         self.block_atoms = block_atoms
+        if action not in ("warn", "raise"):
+            raise ValueError(f"action must be 'warn' or 'raise', got {action!r}")
+        if uncertainty_threshold is not None and not (np.isfinite(uncertainty_threshold) and uncertainty_threshold > 0):
+            raise ValueError(f"uncertainty_threshold must be a positive number of eV/Å, got {uncertainty_threshold!r}")
+        self.uncertainty = bool(uncertainty) or uncertainty_threshold is not None
+        self.uncertainty_threshold = None if uncertainty_threshold is None else float(uncertainty_threshold)
+        self.action = action
+        if self.uncertainty and "uncertainty" not in self.metadata:
+            raise ValueError(f"{self.artifact.path} carries no calibrated uncertainty (a student trained with "
+                             "model_overrides ensemble >= 2 has one); use uncertainty=False")
+        if self.uncertainty and compile:
+            raise ValueError("uncertainty needs the artifact's own evaluation; use compile=False")
         self.parameters.update(
+            uncertainty=self.uncertainty, uncertainty_threshold=self.uncertainty_threshold, action=action,
             model=str(model), device=str(self.device), dtype=None if dtype is None else str(self.dtype).removeprefix("torch."),
             skin=float(skin), block_atoms=None if block_atoms is None else int(block_atoms), compile=bool(compile),
             compile_max_atoms=None if compile_max_atoms is None else int(compile_max_atoms),
@@ -327,7 +361,11 @@ class DistilledCalculator(Calculator):
             raise PropertyNotImplementedError("stress needs a cell with three independent vectors (cell rank 3)")
         inputs, _ = self._inputs([self.atoms], cache=True)
         out = self._run(inputs)
-        self.results = self._results(self.atoms, out["atom_energies"], out["forces"], out["atom_virial"])
+        results = self._results(self.atoms, out["atom_energies"], out["forces"], out["atom_virial"])
+        if self.uncertainty:
+            results.update(self._uncertainty(out, slice(0, len(self.atoms))))
+            self._check_threshold(results["forces_uncertainty"], self.atoms)
+        self.results = results
 
     def calculate_batch(self, structures: Sequence[Atoms]) -> list[dict]:
         """Evaluate several structures in one model call; one results dict per structure.
@@ -343,6 +381,37 @@ class DistilledCalculator(Calculator):
         results, start = [], 0
         for atoms, n in zip(structures, counts):
             sl = slice(start, start + n)
-            results.append(self._results(atoms, out["atom_energies"][sl], out["forces"][sl], out["atom_virial"][sl]))
+            res = self._results(atoms, out["atom_energies"][sl], out["forces"][sl], out["atom_virial"][sl])
+            if self.uncertainty:
+                res.update(self._uncertainty(out, sl))
+                self._check_threshold(res["forces_uncertainty"], atoms)
+            results.append(res)
             start += n
         return results
+
+    @staticmethod
+    def _uncertainty(out: dict[str, np.ndarray], atoms: slice) -> dict:
+        """The uncertainty results of the atoms ``atoms`` of one call (one structure)."""
+        deviations = out["atom_energy_deviations"][atoms].sum(0)
+        return {
+            "energy_uncertainty": float(np.sqrt(np.mean(deviations**2))),
+            "energies_uncertainty": out["atom_energy_uncertainty"][atoms].copy(),
+            "forces_uncertainty": np.sqrt(out["force_variance"][atoms]),
+        }
+
+    def _check_threshold(self, forces_uncertainty: np.ndarray, atoms: Atoms) -> None:
+        if self.uncertainty_threshold is None:
+            return
+        over = np.nonzero(forces_uncertainty > self.uncertainty_threshold)[0]
+        if not len(over):
+            return
+        worst = int(over[np.argmax(forces_uncertainty[over])])
+        message = (f"force uncertainty above {self.uncertainty_threshold:g} eV/Å on {len(over)} of {len(atoms)} atoms "
+                   f"(largest {forces_uncertainty[worst]:.3g} eV/Å on atom {worst}; atoms {over[:10].tolist()}"
+                   f"{' ...' if len(over) > 10 else ''}): {atoms.get_chemical_formula()} is outside what "
+                   f"{self.artifact.path.name} was trained on")
+        if self.action == "raise":
+            raise UncertaintyError(message)
+        import warnings
+
+        warnings.warn(message, UncertaintyWarning, stacklevel=3)

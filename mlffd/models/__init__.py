@@ -24,9 +24,10 @@ def build(config: ModelConfig, dtype=None) -> StudentPotential:
 
 def load_weights(model: StudentPotential, state) -> None:
     """Load ``state`` (a state dict) into ``model``; a state saved before the short-range prior
-    existed lacks only its ``repulsion.*`` buffers, which then keep the model's values."""
+    or the uncertainty calibration existed lacks only their buffers (``repulsion.*``,
+    ``uncertainty_scale``), which then keep the model's values."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("repulsion.") for k in missing):
+    if unexpected or any(not (k.startswith("repulsion.") or k == "uncertainty_scale") for k in missing):
         model.load_state_dict(state)  # raises, naming every mismatched key
 
 

@@ -21,6 +21,7 @@ class ModelConfig:
     num_interactions: int = 2  #: message-passing layers
     envelope_p: int = 6  #: polynomial envelope exponent
     avg_num_neighbors: float = 20.0  #: normalisation of the neighbour sums
+    ensemble: int = 0  #: readout heads of a shallow ensemble (0: one head, no uncertainty; >= 2: uncertainties from their spread, ``mlffd.models.uncertainty``)
     repulsion: bool = True  #: the ZBL short-range prior (``mlffd.models.repulsion``), acting only below the training data's shortest distances
     chunk_atoms: int = 512  #: evaluation only, per torch thread: above this many atoms, forces are computed in blocks of this many centres (bounded memory)
 
@@ -32,6 +33,8 @@ class ModelConfig:
         for name in ("features", "channels", "hidden", "readout_hidden", "num_basis", "message_dim", "num_interactions", "chunk_atoms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.ensemble < 0 or self.ensemble == 1:
+            raise ValueError(f"ModelConfig.ensemble must be 0 (no ensemble) or >= 2 heads, got {self.ensemble}")
         object.__setattr__(self, "elements", tuple(self.elements))
 
     @property

@@ -31,6 +31,7 @@ from mlffd import kernels
 from mlffd.models.config import ModelConfig
 from mlffd.models.outputs import add_edge_gradients, conservative_outputs, edge_vectors, output_dict
 from mlffd.models.repulsion import PairRepulsion
+from mlffd.models.uncertainty import add_uncertainty
 
 
 def polynomial_envelope(x: Tensor, p: int) -> Tensor:
@@ -256,7 +257,12 @@ class StudentPotential(nn.Module):
                 for t in range(config.num_interactions)
             ]
         )
-        self.readout = MLP([config.features, config.readout_hidden, 1])
+        #: readout heads: one, or the ``ensemble`` heads of a shallow ensemble whose mean is the
+        #: energy and whose spread the uncertainty (heads share everything but the last layer)
+        self.ensemble = int(config.ensemble)
+        self.readout = MLP([config.features, config.readout_hidden, max(1, self.ensemble)])
+        #: calibration of the ensemble's spread (energy, force), fitted on validation data at export
+        self.register_buffer("uncertainty_scale", torch.ones(2, dtype=torch.get_default_dtype()))
         self.register_buffer("reference_energies", torch.zeros(self.num_elements, dtype=torch.get_default_dtype()))
         self.register_buffer("scale", torch.ones((), dtype=torch.get_default_dtype()))
         self.register_buffer("shift", torch.zeros((), dtype=torch.get_default_dtype()))
@@ -341,12 +347,21 @@ class StudentPotential(nn.Module):
         """Whether evaluation on ``device`` runs the fused CPU kernel (see :attr:`fused`)."""
         return self.fused and not self.training and device.type == "cpu"
 
-    def atom_energy_from_features(self, h: Tensor, species: Tensor) -> Tensor:
-        """Readout, scale and shift, plus per-element reference energies."""
-        out = self.readout(h).squeeze(-1)
+    def atom_energy_from_features(self, h: Tensor, species: Tensor, heads: Optional[List[Tensor]] = None) -> Tensor:
+        """Readout, scale and shift, plus per-element reference energies. With an ensemble the
+        energy is the heads' mean, and ``heads`` (when given) receives their per-atom energies
+        ``[N, K]`` without shift and references (they cancel in the spread); detached unless
+        training, where the loss fits every head."""
+        out = self.readout(h)
+        if self.ensemble > 1:
+            if heads is not None:
+                heads.append(out * self.scale if self.training else (out * self.scale).detach())
+            out = out.mean(1)
+        else:
+            out = out.squeeze(-1)
         return out * self.scale + self.shift + self.reference_energies.index_select(0, species)
 
-    def atomic_energies(self, vectors: Tensor, species: Tensor, edge_index: Tensor) -> Tensor:
+    def atomic_energies(self, vectors: Tensor, species: Tensor, edge_index: Tensor, heads: Optional[List[Tensor]] = None) -> Tensor:
         """Per-atom energies ``[N]`` from edge vectors ``[E, 3]`` (``r_j - r_i``), in one graph."""
         center = edge_index[0]
         neighbor = edge_index[1]
@@ -356,7 +371,7 @@ class StudentPotential(nn.Module):
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(vectors.dtype)
         h = self.embedding(species)
         if fused:
-            return self.fused_energies(in_centre_order(vectors, order), species, in_centre_order(neighbor, order), offsets)
+            return self.fused_energies(in_centre_order(vectors, order), species, in_centre_order(neighbor, order), offsets, heads)
         # padded neighbour layout: edge e -> (centre, slot); the sums over neighbours become
         # batched matrix products that never materialise per-edge x channel tensors
         max_nbrs = max_neighbours(offsets)
@@ -366,9 +381,10 @@ class StudentPotential(nn.Module):
         for layer in self.interactions:
             z_nb = layer.messages(h, onehot).index_select(0, neighbor)
             h = layer(h, z_nb, ang_t, radial, pad_index)
-        return self.atom_energy_from_features(h, species)
+        return self.atom_energy_from_features(h, species, heads)
 
-    def fused_energies(self, vectors: Tensor, species: Tensor, neighbor: Tensor, offsets: Tensor) -> Tensor:
+    def fused_energies(self, vectors: Tensor, species: Tensor, neighbor: Tensor, offsets: Tensor,
+                       heads: Optional[List[Tensor]] = None) -> Tensor:
         """Per-atom energies by the fused CPU kernels from edges sorted by centre (centre ``i``
         owns edges ``offsets[i]:offsets[i + 1]``; ``neighbor`` and ``vectors`` in that order).
         The edges' geometry (distances, angular components, radial basis and its derivative) is
@@ -381,10 +397,11 @@ class StudentPotential(nn.Module):
             rho = layer.fused_density(vectors, layer.messages(h, onehot), neighbor, offsets, self.cutoff, self.envelope_p,
                                       geometry)
             h = layer.mix(h, rho, True)
-        return self.atom_energy_from_features(h, species)
+        return self.atom_energy_from_features(h, species, heads)
 
     def fused_outputs(
-        self, positions: Tensor, species: Tensor, edge_index: Tensor, shifts: Tensor, energy_mask: Tensor
+        self, positions: Tensor, species: Tensor, edge_index: Tensor, shifts: Tensor, energy_mask: Tensor,
+        heads: Optional[List[Tensor]] = None,
     ) -> Dict[str, Tensor]:
         """:func:`conservative_outputs` in one graph by the fused CPU kernels: the edge vectors,
         sorted by centre, are the autograd leaf (no scatter back to the caller's edge order)."""
@@ -395,7 +412,7 @@ class StudentPotential(nn.Module):
         with torch.no_grad():
             v = positions.index_select(0, nj) - positions.index_select(0, ci) + in_centre_order(shifts, order)
         v.requires_grad_(True)
-        energies = self.fused_energies(v, species, nj, offsets)
+        energies = self.fused_energies(v, species, nj, offsets, heads)
         return conservative_outputs(positions, v, energies, energy_mask, sorted_index, False, True)
 
     def chunked_outputs(
@@ -405,6 +422,7 @@ class StudentPotential(nn.Module):
         edge_index: Tensor,
         shifts: Tensor,
         energy_mask: Tensor,
+        heads: Optional[List[Tensor]] = None,
     ) -> Dict[str, Tensor]:
         """The outputs of :func:`conservative_outputs` evaluated in blocks of centre atoms.
 
@@ -478,6 +496,7 @@ class StudentPotential(nn.Module):
         virial = torch.zeros(3, 3, dtype=dtype, device=device)
         atom_virial = torch.zeros(n_atoms, 9, dtype=dtype, device=device)
         g_h = torch.zeros(0, dtype=dtype, device=device)
+        head_energies = torch.zeros(n_atoms, max(1, self.ensemble), dtype=dtype, device=device)
         no_messages = torch.zeros(0, dtype=dtype, device=device)  # the first layer's messages are constants
         for t in range(n_layers - 1, -1, -1):
             # TorchScript cannot index a ModuleList with a variable: pick layer t by enumerating
@@ -524,7 +543,10 @@ class StudentPotential(nn.Module):
                             leaves.append(h_c)
                         block_grad: List[Optional[Tensor]] = []
                         if t == n_layers - 1:
-                            e_c = self.atom_energy_from_features(out, species[a0:a1])
+                            block_heads: List[Tensor] = []
+                            e_c = self.atom_energy_from_features(out, species[a0:a1], block_heads)
+                            if len(block_heads) > 0:
+                                head_energies[a0:a1] = block_heads[0].detach()
                             e_c = torch.where(energy_mask[a0:a1], e_c, torch.zeros_like(e_c))
                             atom_energies[a0:a1] = e_c.detach()
                             target = e_c.sum()
@@ -558,6 +580,8 @@ class StudentPotential(nn.Module):
                     if not blayer.first:
                         g_prev = g_prev + torch.matmul(g_z, blayer.project.weight)
                     g_h = g_prev
+        if heads is not None and self.ensemble > 1:
+            heads.append(head_energies)
         return output_dict(atom_energies.sum(), atom_energies, forces, virial, atom_virial)
 
     def forward(
@@ -568,16 +592,19 @@ class StudentPotential(nn.Module):
         shifts: Tensor,
         energy_mask: Tensor,
     ) -> Dict[str, Tensor]:
+        heads: List[Tensor] = []
         if not self.training and positions.shape[0] > self.chunk_atoms and edge_index.shape[1] > 0:
-            out = self.chunked_outputs(positions, species, edge_index, shifts, energy_mask)
+            out = self.chunked_outputs(positions, species, edge_index, shifts, energy_mask, heads)
         elif self.use_fused(positions.device):
-            out = self.fused_outputs(positions, species, edge_index, shifts, energy_mask)
+            out = self.fused_outputs(positions, species, edge_index, shifts, energy_mask, heads)
         else:
             vectors = edge_vectors(positions, edge_index, shifts)
-            atom_energies = self.atomic_energies(vectors, species, edge_index)
+            atom_energies = self.atomic_energies(vectors, species, edge_index, heads)
             out = conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, self.training)
         if self.use_repulsion:
             self.add_repulsion(out, positions, species, edge_index, shifts, energy_mask)
+        if self.ensemble > 1 and len(heads) > 0:
+            add_uncertainty(out, heads[0], edge_index, energy_mask, self.uncertainty_scale, self.training)
         return out
 
     def add_repulsion(self, out: Dict[str, Tensor], positions: Tensor, species: Tensor, edge_index: Tensor,

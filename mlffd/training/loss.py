@@ -25,7 +25,13 @@ def predict(model: torch.nn.Module, batch: Batch) -> Dict[str, Tensor]:
     virial = torch.zeros(b, 9, dtype=out["atom_virial"].dtype, device=batch.positions.device)
     virial = virial.index_add(0, batch.batch, out["atom_virial"].reshape(-1, 9)).view(b, 3, 3)
     stress = -virial / batch.volume.view(-1, 1, 1)
-    return {"energy": energy, "forces": out["forces"], "stress": stress}
+    pred = {"energy": energy, "forces": out["forces"], "stress": stress}
+    if "atom_energy_heads" in out:  # a shallow ensemble in training: each head's structure energy
+        heads = out["atom_energy_heads"]
+        deviation = heads - heads.mean(1, keepdim=True)
+        sums = torch.zeros(b, heads.shape[1], dtype=heads.dtype, device=heads.device).index_add(0, batch.batch, deviation)
+        pred["energy_heads"] = energy.unsqueeze(1) + sums
+    return pred
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ def loss_sums(pred: Dict[str, Tensor], batch: Batch, weights: LossWeights) -> Di
     # stress error as virial per atom (eV): volume-independent, commensurate with energy per atom
     ds = (pred["stress"] - batch.stress) * (batch.volume / n).view(-1, 1, 1)
     ds = ds[mask]
-    return {
+    sums = {
         "energy": _penalty(de, weights).sum(),
         "forces": _penalty(df, weights).sum(),
         "stress": _penalty(ds, weights).sum(),
@@ -66,6 +72,12 @@ def loss_sums(pred: Dict[str, Tensor], batch: Batch, weights: LossWeights) -> Di
         "forces_sq": (df.detach() ** 2).sum(),
         "stress_abs": (pred["stress"] - batch.stress)[mask].detach().abs().sum(),
     }
+    if "energy_heads" in pred:
+        # every head fitted to the energies (their mean is fitted by the energy term): where the
+        # data are the heads agree, away from them nothing holds them together
+        dh = (pred["energy_heads"] - batch.energy.unsqueeze(1)) / n.unsqueeze(1)
+        sums["energy_heads"] = _penalty(dh, weights).mean(1).sum()
+    return sums
 
 
 def counts(batch: Batch) -> Dict[str, int]:
@@ -80,6 +92,8 @@ def counts(batch: Batch) -> Dict[str, int]:
 def combine(sums: Dict[str, Tensor], n: Dict[str, int], weights: LossWeights) -> Tensor:
     """Weighted loss: mean penalty per term (over the counts ``n``), weighted and added."""
     loss = weights.energy * sums["energy"] / max(n["structures"], 1)
+    if "energy_heads" in sums:
+        loss = loss + weights.energy * sums["energy_heads"] / max(n["structures"], 1)
     loss = loss + weights.forces * sums["forces"] / max(n["components"], 1)
     if n["stress_components"] > 0:
         loss = loss + weights.stress * sums["stress"] / n["stress_components"]

@@ -696,6 +696,12 @@ class Trainer:
             metrics["split"] = "test" if self.data.test else "val"
             metrics["best_step"] = self.best_step
             metrics["steps"] = self.step
+            extra: dict[str, Any] = {}
+            if self.model_config.ensemble > 1:  # the heads' spread in eV and eV/Å, from held-out frames
+                from mlffd.training.calibration import calibrate
+
+                extra["uncertainty"] = _json_safe(calibrate(model, self.data.val, self.device))
+                metrics["uncertainty"] = extra["uncertainty"]
             path = export_student(
                 model.to("cpu"),
                 self.model_config,
@@ -704,6 +710,7 @@ class Trainer:
                 dataset_sha256=self.data.dataset_sha256,
                 metrics=_json_safe(metrics),
                 structure=self.data.stats.get("structure"),
+                **extra,
             )
             summary = {
                 "artifact": str(path),
