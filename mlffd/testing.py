@@ -68,9 +68,13 @@ def random_artifact(
     elements: Sequence[str] | None = None,
     repulsion_outer: float = 0.0,
 ) -> Path:
-    """Export a random student (see :func:`random_student`) to ``path``."""
+    """Export a random student (see :func:`random_student`) to ``path``; one with ensemble heads
+    gets an uncertainty record with unit scales (uncalibrated: nothing to calibrate it on)."""
     model, config = random_student(config, dtype=dtype, seed=seed, elements=elements, repulsion_outer=repulsion_outer)
-    return export_student(model, config, path, teacher="none")
+    extra = {}
+    if config.ensemble > 1:
+        extra["uncertainty"] = {"heads": config.ensemble, "energy_scale": 1.0, "force_scale": 1.0, "frames": 0}
+    return export_student(model, config, path, teacher="none", **extra)
 
 
 def model_inputs(

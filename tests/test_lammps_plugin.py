@@ -258,6 +258,7 @@ BAD = {
     "newton off": (lambda d, m: m, "Si Ge", "metal", "off", r"requires 'newton on'"),
     "bad keyword": (lambda d, m: m, "Si Ge", "metal", "on", r"Illegal pair_style mlffd command: 'images twice'"),
     "bad block": (lambda d, m: m, "Si Ge", "metal", "on", r"block '0' is not a positive integer"),
+    "bad uncertainty": (lambda d, m: m, "Si Ge", "metal", "on", r"uncertainty '-1' is not a positive number"),
     "swapped elements": (lambda d, m: m, "Ge Si", "metal", "on",
                          r"atom type 1 has mass 28\.09, that of Si, but pair_coeff maps it to Ge \(mass 72\.63\): "
                          r"list the elements in the order of the atom types"),
@@ -268,7 +269,8 @@ BAD = {
 def test_bad_input_gives_clear_error(case, models, tmp_path):
     make, elements, units, newton, pattern = BAD[case]
     model = make(tmp_path, Path(models["f64"]))
-    style = {"bad keyword": "pair_style mlffd images twice", "bad block": "pair_style mlffd block 0"}.get(case, "pair_style mlffd")
+    style = {"bad keyword": "pair_style mlffd images twice", "bad block": "pair_style mlffd block 0",
+             "bad uncertainty": "pair_style mlffd uncertainty -1"}.get(case, "pair_style mlffd")
     write_data(sige(silicon(1)), tmp_path / "atoms.data", SIGE)
     deck = f"""
 units {units}
@@ -302,6 +304,90 @@ run 0
     assert "WARNING: pair mlffd: atom type 1 (Si) has mass 31, 28.09 for Si" in heavy and "ERROR" not in heavy
     plain = run_deck(base.format(mass=""), tmp_path, timeout=120)
     assert "has mass" not in plain and "ERROR" not in plain
+
+
+# -- uncertainty ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    """A random two-element student with 4 ensemble heads (unit calibration) and its structure."""
+    d = tmp_path_factory.mktemp("lmp-ensemble")
+    cfg = ModelConfig(elements=("Si", "Ge"), cutoff=4.0, features=24, channels=16, hidden=24, readout_hidden=16, ensemble=4)
+    atoms = sige(silicon(2, rattle=0.1, seed=3))
+    write_data(atoms, d / "atoms.data", SIGE)
+    return {"model": random_artifact(d / "ens.mlffd.pt", config=cfg, dtype=torch.float64), "atoms": atoms, "dir": d}
+
+
+def _uncertainty_deck(data: Path, model, style: str = "pair_style mlffd", steps: int = 0) -> str:
+    return f"""
+units metal
+atom_style atomic
+read_data {data}
+{style}
+pair_coeff * * {model} Si Ge
+fix u all pair 1 mlffd uncertainty 1
+compute umax all reduce max f_u
+thermo_style custom step pe c_umax
+thermo_modify format float %.12g
+dump d all custom 1 u.dump id f_u
+dump_modify d sort id format float %.12g
+velocity all create 300 1
+fix nve all nve
+run {steps}
+"""
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_per_atom_uncertainty_in_dump_and_thermo_equals_ase(ensemble, nprocs, tmp_path):
+    """'fix pair ... mlffd uncertainty 1' gives each atom's force uncertainty to dump and
+    compute reduce: the numbers of DistilledCalculator(uncertainty=True), on 1 and 2 ranks
+    (ghost contributions summed onto their owners)."""
+    output = run_deck(_uncertainty_deck(ensemble["dir"] / "atoms.data", ensemble["model"]), tmp_path, nprocs=nprocs, timeout=120)
+    lines = (tmp_path / "u.dump").read_text().splitlines()
+    rows = np.array([[float(x) for x in line.split()] for line in lines[lines.index("ITEM: ATOMS id f_u") + 1:]])
+    atoms = ensemble["atoms"].copy()
+    calc = DistilledCalculator(str(ensemble["model"]), uncertainty=True)
+    atoms.calc = calc
+    atoms.get_forces()
+    expected = calc.results["forces_uncertainty"]
+    assert expected.max() > 1.0  # a random model: far from agreeing heads
+    np.testing.assert_allclose(rows[:, 1], expected[rows[:, 0].astype(int) - 1], rtol=1e-9)
+    thermo = next(line for line in output.splitlines() if line.split()[:1] == ["0"])
+    assert float(thermo.split()[2]) == pytest.approx(expected.max(), rel=1e-9)
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_uncertainty_threshold_stops_or_warns(ensemble, nprocs, tmp_path):
+    atoms = ensemble["atoms"].copy()
+    atoms.calc = DistilledCalculator(str(ensemble["model"]), uncertainty=True)
+    atoms.get_forces()
+    worst = int(np.argmax(atoms.calc.results["forces_uncertainty"])) + 1
+    data = ensemble["dir"] / "atoms.data"
+    stop = run_deck(_uncertainty_deck(data, ensemble["model"], "pair_style mlffd uncertainty 0.5 action stop", 5),
+                    tmp_path / "stop", nprocs=nprocs, check=False, timeout=120)
+    errors = [line for line in stop.splitlines() if "ERROR" in line]
+    assert errors and re.search(rf"step 0: force uncertainty [0-9.]+ eV/A on atom {worst} exceeds 0.5 eV/A "
+                                r"\(\d+ atom\(s\) above it\).*outside what model .* was trained on", errors[0]), errors
+    warn = run_deck(_uncertainty_deck(data, ensemble["model"], "pair_style mlffd uncertainty 0.5 every 2", 5),
+                    tmp_path / "warn", nprocs=nprocs, timeout=120)
+    warnings = [line for line in warn.splitlines() if line.startswith("WARNING: pair mlffd: step")]
+    assert [int(line.split()[4].rstrip(":")) for line in warnings] == [0, 2, 4], warnings
+    assert "Loop time" in warn
+
+
+def test_uncertainty_of_a_model_without_heads_is_refused(models, tmp_path):
+    write_data(sige(silicon(1)), tmp_path / "atoms.data", SIGE)
+    deck = f"""
+units metal
+atom_style atomic
+read_data atoms.data
+pair_style mlffd uncertainty 0.3
+pair_coeff * * {models['f64']} Si Ge
+run 0
+"""
+    out = run_deck(deck, tmp_path, check=False, timeout=120)
+    assert "carries no calibrated uncertainty" in out
 
 
 # -- example decks ----------------------------------------------------------------------------

@@ -128,6 +128,7 @@ PairMLFFD::PairMLFFD(LAMMPS *lmp) :
   ghostneigh = 1;                    // neighbour lists for ghost atoms too
   no_virial_fdotr_compute = 1;       // the artifact returns the virial
   centroidstressflag = CENTROID_NOTAVAIL;
+  comm_reverse = 1;                  // per-atom force variances of ghosts onto their owners
   configure_allocator();
 }
 
@@ -159,6 +160,7 @@ void PairMLFFD::configure_allocator()
 
 PairMLFFD::~PairMLFFD()
 {
+  memory->destroy(force_uncertainty);
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -191,8 +193,13 @@ void PairMLFFD::settings(int narg, char **arg)
   block_atoms_set = -1;
   graph_mode_arg = -1;
   graph_valid = false;
+  uncertainty_threshold = 0.0;
+  uncertainty_stop = false;
+  uncertainty_every = 100;
+  last_warning = -1;
   const std::string usage =
-      "expected 'pair_style mlffd [device cpu|cuda|cuda:N] [images fold|copy] [block N] [graph reuse|rebuild]'";
+      "expected 'pair_style mlffd [device cpu|cuda|cuda:N] [images fold|copy] [block N] [graph reuse|rebuild] "
+      "[uncertainty X] [action warn|stop] [every N]'";
   int iarg = 0;
   if (narg % 2 == 1) dev = arg[iarg++];    // bare device name
   while (iarg < narg) {
@@ -204,6 +211,21 @@ void PairMLFFD::settings(int narg, char **arg)
       fold_images = (value == "fold");
     else if (key == "graph" && (value == "reuse" || value == "rebuild"))
       graph_mode_arg = (value == "reuse") ? 1 : 0;
+    else if (key == "action" && (value == "warn" || value == "stop"))
+      uncertainty_stop = (value == "stop");
+    else if (key == "uncertainty") {
+      char *end = nullptr;
+      double x = std::strtod(value.c_str(), &end);
+      if (end == value.c_str() || *end != '\0' || !std::isfinite(x) || x <= 0.0)
+        error->all(FLERR, "Illegal pair_style mlffd command: uncertainty '{}' is not a positive number (eV/A)", value);
+      uncertainty_threshold = x;
+    } else if (key == "every") {
+      char *end = nullptr;
+      long n = std::strtol(value.c_str(), &end, 10);
+      if (end == value.c_str() || *end != '\0' || n < 1)
+        error->all(FLERR, "Illegal pair_style mlffd command: every '{}' is not a positive integer", value);
+      uncertainty_every = n;
+    }
     else if (key == "block") {
       char *end = nullptr;
       long n = std::strtol(value.c_str(), &end, 10);
@@ -385,6 +407,7 @@ void PairMLFFD::load_model(const std::string &path)
                  path, json_repr(masses));
     for (const auto &m : masses) element_masses.push_back(m.get<double>());
   }
+  has_uncertainty = meta.contains("uncertainty") && meta["uncertainty"].is_object();
   static const json dtypes = json::parse(kDtypesJson);
   const std::string dt = meta["dtype"].get<std::string>();
   if (std::find(dtypes.begin(), dtypes.end(), json(dt)) == dtypes.end())
@@ -579,6 +602,9 @@ void PairMLFFD::init_style()
   if (!model_loaded) error->all(FLERR, "{}", "pair_style mlffd: pair_coeff * * MODEL El... is missing");
   check_box();
   check_masses();
+  if ((uncertainty_threshold > 0.0 || uncertainty_flag) && !has_uncertainty)
+    error->all(FLERR, "pair_style mlffd: model {} carries no calibrated uncertainty (train it with model_overrides "
+               "ensemble >= 2); remove 'uncertainty' from pair_style and 'fix pair ... uncertainty'", model_path);
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR, "pair_style mlffd requires 'units metal' (eV, Angstrom, ps); this input uses 'units {}'",
                update->unit_style);
@@ -624,6 +650,100 @@ void PairMLFFD::check_masses()
       error->warning(FLERR, "pair mlffd: atom type {} ({}) has mass {:.4g}, {:.4g} for {}: fine for isotopes or "
                      "mass repartitioning, otherwise check pair_coeff's element order", t, elements[s], m, expected, elements[s]);
   }
+}
+
+/* ----------------------------------------------------------------------
+   uncertainty of an ensemble student (mlffd/models/uncertainty.py): each node's force variance
+   added to its LAMMPS atom, ghosts summed onto their owners by reverse communication (the
+   variances add, so the result equals one process's), the square root per local atom; the
+   energy deviations of the heads summed over ranks. Then the threshold: a warning at most
+   every N steps, or an error on every rank naming the step and the worst atom.
+------------------------------------------------------------------------- */
+
+void PairMLFFD::uncertainty(const Outputs &out, int nall)
+{
+  if (atom->nmax > nmax_uncertainty) {
+    memory->destroy(force_uncertainty);
+    nmax_uncertainty = atom->nmax;
+    memory->create(force_uncertainty, nmax_uncertainty, "pair:force_uncertainty");
+  }
+  std::fill(force_uncertainty, force_uncertainty + nall, 0.0);
+  const double *fv = out.force_variance.data_ptr<double>();
+  for (size_t n = 0; n < node_atom.size(); n++) force_uncertainty[node_atom[n]] += fv[n];
+  comm->reverse_comm(this);
+  const int nlocal = atom->nlocal;
+  double worst[2] = {0.0, -1.0};    // value, atom ID (as a double for MPI_MAXLOC-free reduction)
+  int above = 0;
+  for (int i = 0; i < nlocal; i++) {
+    if (!std::isfinite(force_uncertainty[i]))
+      fail(fmt::format("pair mlffd: step {}: model {} returned a non-finite force uncertainty for atom {}",
+                       update->ntimestep, model_path, (tagint) atom->tag[i]));
+    force_uncertainty[i] = std::sqrt(std::max(force_uncertainty[i], 0.0));
+    if (force_uncertainty[i] > worst[0]) {
+      worst[0] = force_uncertainty[i];
+      worst[1] = (double) atom->tag[i];
+    }
+    if (uncertainty_threshold > 0.0 && force_uncertainty[i] > uncertainty_threshold) above++;
+  }
+  // energy: the heads' deviations summed over ranks, their root mean square
+  const int64_t k = out.energy_deviations.numel();
+  std::vector<double> mine(out.energy_deviations.data_ptr<double>(), out.energy_deviations.data_ptr<double>() + k),
+      all(k, 0.0);
+  MPI_Allreduce(mine.data(), all.data(), (int) k, MPI_DOUBLE, MPI_SUM, world);
+  double sq = 0.0;
+  for (double d : all) sq += d * d;
+  energy_uncertainty = k ? std::sqrt(sq / (double) k) : 0.0;
+  struct { double value; int rank; } in{worst[0], comm->me}, top{};
+  MPI_Allreduce(&in, &top, 1, MPI_DOUBLE_INT, MPI_MAXLOC, world);
+  double worst_id = worst[1];
+  MPI_Bcast(&worst_id, 1, MPI_DOUBLE, top.rank, world);
+  max_force_uncertainty = top.value;
+  int total_above = 0;
+  MPI_Allreduce(&above, &total_above, 1, MPI_INT, MPI_SUM, world);
+  if (total_above == 0) return;
+  const std::string what = fmt::format(
+      "pair mlffd: step {}: force uncertainty {:.3g} eV/A on atom {} exceeds {:g} eV/A ({} atom(s) above it); "
+      "energy uncertainty {:.3g} eV: the structure is outside what model {} was trained on",
+      update->ntimestep, max_force_uncertainty, (tagint) worst_id, uncertainty_threshold, total_above,
+      energy_uncertainty, model_path);
+  if (uncertainty_stop) error->all(FLERR, "{}", what);
+  if (last_warning < 0 || update->ntimestep - last_warning >= uncertainty_every) {
+    last_warning = update->ntimestep;
+    if (comm->me == 0) error->warning(FLERR, "{}", what);
+  }
+}
+
+int PairMLFFD::pack_reverse_comm(int n, int first, double *buf)
+{
+  for (int i = first; i < first + n; i++) buf[i - first] = force_uncertainty[i];
+  return n;
+}
+
+void PairMLFFD::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  for (int k = 0; k < n; k++) force_uncertainty[list[k]] += buf[k];
+}
+
+/* ----------------------------------------------------------------------
+   'fix pair N mlffd uncertainty 1' makes the per-atom force uncertainty (eV/A) a per-atom
+   vector for dump, compute reduce and variables; 'energy_uncertainty' and
+   'max_force_uncertainty' (eV, eV/A) are global scalars for library callers
+------------------------------------------------------------------------- */
+
+void *PairMLFFD::extract(const char *name, int &dim)
+{
+  dim = 0;
+  if (strcmp(name, "uncertainty_flag") == 0) return (void *) &uncertainty_flag;
+  if (strcmp(name, "energy_uncertainty") == 0) return (void *) &energy_uncertainty;
+  if (strcmp(name, "max_force_uncertainty") == 0) return (void *) &max_force_uncertainty;
+  return nullptr;
+}
+
+void *PairMLFFD::extract_peratom(const char *name, int &ncol)
+{
+  ncol = 0;
+  if (strcmp(name, "uncertainty") == 0) return (void *) force_uncertainty;
+  return nullptr;
 }
 
 /* ----------------------------------------------------------------------
@@ -1089,6 +1209,15 @@ PairMLFFD::Outputs PairMLFFD::check_outputs(const torch::jit::IValue &result, in
   if (vflag_global) o.virial = host(virial);
   if (eflag_atom) o.atom_energies = host(atom_energies);
   if (vflag_atom) o.atom_virial = host(atom_virial);
+  if (has_uncertainty && (uncertainty_threshold > 0.0 || uncertainty_flag)) {
+    if (!out.contains(c10::IValue(std::string("force_variance"))) ||
+        !out.contains(c10::IValue(std::string("energy_deviations"))))
+      fail(fmt::format("pair mlffd: model {}: its metadata promises uncertainty but forward returned no "
+                       "force_variance / energy_deviations", model_path));
+    o.force_variance = host(sized("force_variance", nnodes));
+    const c10::IValue dev = out.at(c10::IValue(std::string("energy_deviations")));
+    o.energy_deviations = host(dev.toTensor().detach());
+  }
 
   bool bad = !std::isfinite(o.energy);
   for (const torch::Tensor *t : {&o.forces, &o.virial, &o.atom_energies, &o.atom_virial}) {
@@ -1163,6 +1292,8 @@ void PairMLFFD::compute(int eflag, int vflag)
     f[i][1] += fp[3 * n + 1];
     f[i][2] += fp[3 * n + 2];
   }
+
+  if (out.force_variance.defined()) uncertainty(out, nall);
 
   if (eflag_global) eng_vdwl += out.energy;
   if (eflag_atom) {

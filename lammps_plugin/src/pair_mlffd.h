@@ -26,6 +26,10 @@ class PairMLFFD : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  void *extract(const char *, int &) override;
+  void *extract_peratom(const char *, int &) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
 
  protected:
   void allocate();
@@ -44,8 +48,23 @@ class PairMLFFD : public Pair {
   void check_edges(const torch::Tensor &d2_all, const torch::Tensor &edge_index, int64_t nnodes);
   struct Outputs {    // on the host, float64
     torch::Tensor forces, virial, atom_energies, atom_virial;
+    torch::Tensor force_variance, energy_deviations;    // ensemble students, when asked for
     double energy = 0.0;
   };
+  void uncertainty(const Outputs &out, int nall);
+
+  // uncertainty of ensemble students (docs/lammps.md, "Uncertainty"): 'uncertainty X' threshold
+  // (eV/A, 0: none), 'action warn|stop', 'every N' steps between warnings
+  bool has_uncertainty = false;       // the model carries calibrated ensemble heads
+  double uncertainty_threshold = 0.0;
+  bool uncertainty_stop = false;
+  long uncertainty_every = 100;
+  bigint last_warning = -1;
+  int uncertainty_flag = 0;           // set by 'fix pair ... uncertainty 1'
+  double *force_uncertainty = nullptr;    // per atom (eV/A), local atoms valid after compute
+  int nmax_uncertainty = 0;
+  double energy_uncertainty = 0.0;    // eV, of the whole system
+  double max_force_uncertainty = 0.0;
   Outputs check_outputs(const torch::jit::IValue &result, int64_t nnodes);
 
   torch::jit::Module model;
