@@ -284,6 +284,70 @@ def rdf_cmd(trajectories, r_max, nbins, start, stride, out_dir, quiet) -> None:
     click.echo(f"report: {files['html']}  metrics: {files['json']}")
 
 
+class _TrustError(click.ClickException):
+    """Any failure of ``trust`` other than a FAIL verdict: exit status 2 (1 means FAIL)."""
+
+    exit_code = 2
+
+
+@cli.command("trust")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="shipped model name or artifact path")
+@click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure; default: the structure the model records, else its element's reference crystal")
+@click.option("--temperature", type=TEMPERATURE, required=True, help="K, of the intended MD")
+@click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="length of the intended MD (Langevin NVT)")
+@click.option("--teacher", default=None, help="teacher spec for spot checks (emt, sevennet:7net-0, xtb, ...); without it the verdict rests on uncertainty and stability")
+@click.option("--teacher-calls", type=NON_NEGATIVE_INT, default=20, show_default=True, help="at most this many teacher evaluations")
+@click.option("--engine", type=ENGINE, default="ase", show_default=True)
+@click.option("--threshold", type=POSITIVE, default=None, help="eV/Å, largest per-atom force uncertainty; default: 4 × the model's calibrated force RMSE")
+@click.option("--max-fraction", type=NON_NEGATIVE, default=0.05, show_default=True, help="allowed fraction of frames over the threshold")
+@click.option("--force-tolerance", type=POSITIVE, default=None, help="eV/Å, spot-check force RMSE; default: 2 × the model's held-out force RMSE")
+@click.option("--nve-time", "nve_fs", type=TIME, default="0", show_default=True, help="NVE after the NVT run, for the drift check (0: none)")
+@click.option("--dt", "dt_fs", type=POSITIVE_TIME, default="1fs", show_default=True)
+@click.option("--interval", type=POSITIVE_INT, default=10, show_default=True, help="judge a frame every N steps")
+@click.option("--seed", type=NON_NEGATIVE_INT, default=0, show_default=True)
+@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N (teacher)")
+@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-trust", show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def trust_cmd(model, structure, temperature, time_fs, teacher, teacher_calls, engine, threshold, max_fraction,
+              force_tolerance, nve_fs, dt_fs, interval, seed, device, out_dir, quiet) -> None:
+    """May I use MODEL for this MD job? Runs it with uncertainty monitoring, teacher spot checks
+    and stability checks; PASS (exit 0) or FAIL (exit 1) with each reason; 2 on error."""
+    from md_validation.trust import TrustSettings, run_trust, write_trust_report
+
+    try:
+        _check_steps("--time", time_fs, dt_fs, interval, "the trust run")
+        settings = TrustSettings(temperature_K=temperature, time_fs=time_fs, dt_fs=dt_fs, interval=interval, seed=seed,
+                                 nve_fs=nve_fs, teacher_calls=teacher_calls, threshold=threshold,
+                                 max_fraction_over=max_fraction, force_tolerance=force_tolerance)
+        atoms = _structure(structure, model)
+        ref = _teacher(teacher, device) if teacher else None
+        with _threads(len(atoms)):
+            result = run_trust(model, atoms, settings, out_dir, teacher=ref, engine=engine, progress=not quiet)
+        files = write_trust_report(result, out_dir)
+    except click.ClickException as exc:
+        raise _TrustError(exc.format_message()) from exc
+    except Exception as exc:  # noqa: BLE001 - an error is exit 2, never a verdict
+        raise _TrustError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+    m = result.metrics
+    click.echo(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms), {temperature:g} K, {format_time(time_fs)}, engine {engine}")
+    if "uncertainty" in m:
+        u = m["uncertainty"]
+        click.echo(f"  uncertainty: {100 * u['fraction_over']:.1f} % of frames over {u['threshold']:.3g} eV/Å (largest {u['max']:.3g})")
+    if "spot_checks" in m:
+        sc = m["spot_checks"]
+        click.echo(f"  spot checks: {sc['teacher_calls']} teacher calls, force RMSE {sc['force_rmse']:.3g} eV/Å "
+                   f"(tolerance {sc['tolerance']:.3g})")
+    click.echo(f"  stability: {'stable' if m['stability']['stable'] else m['stability']['reason']}")
+    for note in result.notes:
+        click.echo(f"  note: {note}")
+    click.echo(f"report: {files['html']}  metrics: {files['json']}")
+    if result.passed:
+        click.echo("PASS")
+    else:
+        click.echo("FAIL: " + "; ".join(result.reasons))
+        raise SystemExit(1)
+
+
 @cli.command("compare")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="student: shipped model name or artifact path")
 @click.option("--teacher", required=True, help="teacher spec (emt, sevennet:7net-0, orb:NAME, model:PATH)")
