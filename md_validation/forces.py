@@ -251,6 +251,54 @@ def parity_metrics(data: ParityData, min_force: float = DEFAULT_MIN_FORCE) -> di
     return {"overall": overall, "per_element": per_element, "per_config_type": per_config}
 
 
+def predicted_uncertainty(calc: Calculator, frames: Sequence[Atoms], batch_size: int = 16) -> np.ndarray | None:
+    """Per-atom force uncertainty (eV/Å) of a student with ensemble heads on ``frames`` (all
+    atoms in order), ``None`` for any other calculator."""
+    metadata = getattr(calc, "metadata", None)
+    if not isinstance(metadata, dict) or "uncertainty" not in metadata:
+        return None
+    from mlffd.calculator import DistilledCalculator
+
+    monitor = DistilledCalculator(calc.artifact.path, device=calc.device, uncertainty=True)
+    out: list[np.ndarray] = []
+    for start in range(0, len(frames), batch_size):
+        out += [r["forces_uncertainty"] for r in monitor.calculate_batch(list(frames[start:start + batch_size]))]
+    return np.concatenate(out)
+
+
+def uncertainty_calibration(data: ParityData, predicted: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """How the predicted per-atom force uncertainty ``predicted`` (eV/Å) matches the true error:
+    Spearman rank correlation per structure (RMS uncertainty vs force RMSE) and per atom
+    (uncertainty vs |ΔF|/√3), and a reliability table: atoms binned by predicted uncertainty
+    (quantile bins), each bin's RMS predicted uncertainty next to its observed RMS error per
+    component (a calibrated model lies on the diagonal)."""
+    from scipy.stats import spearmanr
+
+    err = np.linalg.norm(data.f_pred - data.f_ref, axis=1) / np.sqrt(3.0)
+    frames = np.unique(data.atom_frame)
+    per_frame_err = np.array([np.sqrt(np.mean(err[data.atom_frame == k] ** 2)) for k in frames])
+    per_frame_unc = np.array([np.sqrt(np.mean(predicted[data.atom_frame == k] ** 2)) for k in frames])
+
+    def rho(x: np.ndarray, y: np.ndarray) -> float:
+        return float(spearmanr(x, y).statistic) if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
+
+    edges = np.unique(np.quantile(predicted, np.linspace(0.0, 1.0, bins + 1)))
+    which = np.clip(np.searchsorted(edges, predicted, side="right") - 1, 0, max(len(edges) - 2, 0))
+    table = []
+    for b in range(max(len(edges) - 1, 1)):
+        sel = which == b
+        if sel.any():
+            table.append({"predicted_rms": float(np.sqrt(np.mean(predicted[sel] ** 2))),
+                          "observed_rms": float(np.sqrt(np.mean(err[sel] ** 2))), "atoms": int(sel.sum())})
+    return {
+        "spearman_structure": rho(per_frame_unc, per_frame_err),
+        "spearman_atom": rho(predicted, err),
+        "rms_predicted": float(np.sqrt(np.mean(predicted**2))),
+        "rms_observed": float(np.sqrt(np.mean(err**2))),
+        "reliability": table,
+    }
+
+
 def read_frames(path: str, index: str = ":", stride: int = 1) -> list[Atoms]:
     """Frames ``index`` (an ASE selection; ``FILE@SELECTION`` works too) of an extxyz (or any
     ASE-readable, ``.xz``/``.gz``/``.bz2`` compressed) file, every ``stride``-th.
@@ -288,9 +336,15 @@ def forces_report(
     metrics["inputs"] = {**(labels or {}), "n_frames": len(data.e_ref), "min_force": min_force}
     out = Path(out_dir)
     figures = {"forces": report.figure_png(plots.forces_figure(data, metrics, min_force=min_force))}
+    predicted = predicted_uncertainty(calc, frames, batch_size)
+    if predicted is not None:
+        metrics["uncertainty"] = uncertainty_calibration(data, predicted)
+        figures["uncertainty"] = report.figure_png(plots.reliability_figure(metrics["uncertainty"], data, predicted))
     files = report.write_figures(figures, out)
     files["json"] = report.write_json(metrics, out / "forces.json")
     sections = [report.Section("Overall", metrics=metrics["overall"], figures=figures),
+                *([report.Section("Uncertainty against the true error", metrics=metrics["uncertainty"])]
+                  if "uncertainty" in metrics else []),
                 report.Section("Per element", metrics=metrics["per_element"]),
                 report.Section("Per config_type", metrics=metrics["per_config_type"]),
                 report.Section("Inputs", metrics=metrics["inputs"])]

@@ -171,3 +171,24 @@ def series_plot(series: Mapping[str, tuple[np.ndarray, np.ndarray]], xlabel: str
 
 
 __all__ = ["energy_plot", "rdf_plot", "forces_figure", "distribution_plot", "histograms", "series_plot"]
+
+
+def reliability_figure(calibration: Mapping[str, Any], data: ParityData, predicted: np.ndarray) -> Figure:
+    """Predicted per-atom force uncertainty against the true error: the atoms (log-log) and the
+    reliability diagram (binned RMS predicted vs observed, the diagonal is perfect calibration)."""
+    err = np.linalg.norm(data.f_pred - data.f_ref, axis=1) / np.sqrt(3.0)
+    fig = Figure(figsize=(10, 4.2))
+    ax = fig.subplots(1, 2)
+    ax[0].loglog(np.maximum(predicted, 1e-6), np.maximum(err, 1e-6), ".", ms=2, alpha=0.4)
+    ax[0].set(xlabel="predicted force uncertainty (eV/Å)", ylabel="|ΔF| / √3 (eV/Å)",
+              title=f"atoms: Spearman {calibration['spearman_atom']:.2f}")
+    table = calibration["reliability"]
+    x = [row["predicted_rms"] for row in table]
+    y = [row["observed_rms"] for row in table]
+    top = max(max(x, default=1e-3), max(y, default=1e-3))
+    ax[1].plot([0, top], [0, top], color="k", lw=0.7)
+    ax[1].plot(x, y, "o-")
+    ax[1].set(xlabel="predicted RMS (eV/Å)", ylabel="observed RMS error (eV/Å)",
+              title=f"reliability; structures: Spearman {calibration['spearman_structure']:.2f}")
+    fig.tight_layout()
+    return fig

@@ -141,6 +141,20 @@ def properties_section(report: dict[str, Any], source: str) -> str:
     return "".join(lines) + "\n"
 
 
+def _uncertainty_section(record: dict[str, Any] | None) -> str:
+    """What the student says about its own errors (ensemble heads, calibrated at export)."""
+    if not record:
+        return ("## Uncertainty\n\nThis student has no ensemble heads: it cannot say when it is outside its data "
+                "(train with `model_overrides: {ensemble: 4}`); use `mlffd-validate trust` with a teacher.\n\n")
+    return ("## Uncertainty\n\n"
+            f"{record['heads']} ensemble heads, calibrated on {record['frames']} validation frames (predicted RMS = "
+            f"observed RMS: force {record['force_rmse']:.3g} eV/Å, energy {record['energy_rmse_eV']:.3g} eV per "
+            f"structure). On those frames the predicted force uncertainty ranks the true force error with Spearman "
+            f"ρ = {record['spearman_structure_force']:.2f} per structure and {record['spearman_atom_force']:.2f} per "
+            "atom. `DistilledCalculator(..., uncertainty=True)`, `pair_style mlffd uncertainty X` and "
+            "`mlffd-validate trust` use it; `mlffd-validate forces` shows it against the true error on any data.\n\n")
+
+
 def _coverage(metrics: dict[str, Any], data: str) -> str:
     """What the student was shown: the configuration types of its held-out data."""
     types = metrics.get("by_config_type", {})
@@ -198,6 +212,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
     for ctype, m in sorted(metrics.get("by_config_type", {}).items()):
         lines.append(f"| {ctype} | {m['frames']} | {m['energy_mae_mev_per_atom']:.2f} | {m['force_rmse']:.4f} |\n")
     lines.append("\n")
+    lines.append(_uncertainty_section(metadata.get("uncertainty")))
     if properties is not None:
         lines.append(properties_section(*properties))
     else:

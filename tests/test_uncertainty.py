@@ -12,6 +12,7 @@ import pytest
 import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from ase.io import write
 from ase.neighborlist import neighbor_list
 from cu_frames import SMALL_MODEL, cu_frames, write_frames
 
@@ -184,3 +185,52 @@ def test_bad_uncertainty_settings_are_refused(trained):
             DistilledCalculator(trained["artifact"], uncertainty_threshold=bad)
     with pytest.raises(ValueError, match="ensemble must be 0"):
         preset("tiny", ensemble=1)
+
+
+def test_validate_forces_reports_uncertainty_against_the_true_error(trained, tmp_path):
+    """`mlffd-validate forces` on an ensemble student: Spearman per structure and per atom,
+    computed independently here with scipy from the same predictions, and a reliability table
+    whose bins hold every atom; a model without heads has no such section."""
+    from scipy.stats import spearmanr
+
+    from md_validation.forces import forces_report
+
+    frames = []
+    for k, (scale, rattle) in enumerate([(1.0, 0.08)] * 4 + [(0.88, 0.05), (1.12, 0.05), (1.0, 0.3)]):
+        atoms = _cu(scale, rattle, k)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        frames.append(atoms)
+    calc = DistilledCalculator(trained["artifact"])
+    metrics, files = forces_report(calc, frames, None, tmp_path)
+    u = metrics["uncertainty"]
+    assert sum(row["atoms"] for row in u["reliability"]) == 16 * len(frames)
+    mine = DistilledCalculator(trained["artifact"], uncertainty=True)
+    unc = [mine.calculate_batch([a])[0] for a in frames]
+    err = [np.sqrt(np.mean((r["forces"] - a.get_forces()) ** 2)) for r, a in zip(unc, frames)]
+    pred = [np.sqrt(np.mean(r["forces_uncertainty"] ** 2)) for r in unc]
+    assert u["spearman_structure"] == pytest.approx(spearmanr(pred, err).statistic, abs=1e-9)
+    assert u["spearman_structure"] >= 0.6
+    assert "Uncertainty against the true error" in files["html"].read_text()
+    plain, _ = forces_report(DistilledCalculator("ultra-tiny"), [bulk("Si", "diamond", a=5.43, cubic=True)],
+                             DistilledCalculator("tiny"), tmp_path / "plain")
+    assert "uncertainty" not in plain
+
+
+def test_model_card_shows_the_calibration(trained, tmp_path):
+    from mlffd.modelcard import write_card
+
+    data = tmp_path / "test.extxyz"
+    write(data, [_labelled(_cu(1.0, 0.05, k)) for k in range(3)])
+    card = write_card(trained["artifact"], data, teacher="emt", out_dir=tmp_path, name="cu", speed=False).read_text()
+    assert "## Uncertainty" in card and "4 ensemble heads, calibrated on" in card and "Spearman" in card
+
+
+def _labelled(atoms):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms.calc = EMT()
+    e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
+    atoms.info["teacher"] = "emt"
+    return atoms
