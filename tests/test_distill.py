@@ -19,6 +19,7 @@ def _config(tmp_path) -> dict:
         "sample": {
             "teacher": "emt",
             "random_seed": 3,
+            "coverage": False,  # a toy run: the coverage recipe would multiply its cost
             "seeds": [{"name": "cu", "symbol": "Cu", "crystal": "fcc", "a": 3.61, "cubic": True, "supercell": [2, 1, 1]}],
             "tasks": [
                 {"name": "hot", "seed": "cu", "temperatures": [300, 900], "repeats": 2, "test_repeats": 1,

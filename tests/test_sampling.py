@@ -25,6 +25,7 @@ def _config(out, **over) -> SampleConfig:
         teacher="emt",
         output_dir=str(out),
         random_seed=7,
+        coverage=False,  # these tests are about the sampler's own kinds; tests/test_sampling_coverage.py covers the recipe
         seeds=[dict(name="cu", symbol="Cu", crystal="fcc", a=3.61, cubic=True, supercell=[2, 2, 2]),
                dict(name="cu1", symbol="Cu", crystal="fcc", a=3.61, cubic=True)],
         tasks=[

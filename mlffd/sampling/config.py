@@ -24,15 +24,19 @@ CONFIG_TYPES_BY_SURFACE = {(1, 0, 0): "surface100", (1, 1, 0): "surface110", (1,
 
 @dataclass(frozen=True)
 class SeedConfig:
-    """A seed structure: a file readable by ``ase.io.read`` or a bulk crystal from ``ase.build.bulk``."""
+    """A seed structure: a file readable by ``ase.io.read``, a bulk crystal from ``ase.build.bulk``
+    or one of the prototypes of :mod:`mlffd.prototypes` (``prototype``)."""
 
     name: str
     file: str | None = None  #: path (relative to the current directory), read with ase.io.read
     symbol: str | None = None  #: element(s) for ase.build.bulk, e.g. "Si"
     crystal: str = "diamond"  #: crystalstructure for ase.build.bulk
-    a: float | None = None  #: lattice constant (Å); None uses ASE's reference value
+    a: float | None = None  #: lattice constant (Å); None uses ASE's reference value (a prototype: its bond-length scale)
     cubic: bool = True
     supercell: tuple[int, int, int] = (1, 1, 1)
+    #: a name of mlffd.prototypes.PROTOTYPES (beta_sn, bc8, ...) built for the one element ``symbol``
+    #: instead of ase.build.bulk (``crystal`` and ``cubic`` are then unused; ``a`` is the first cell vector's length)
+    prototype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,21 @@ class TaskConfig:
         ``temperatures`` for ``steps`` (``liquid``), quench linearly to ``quench_temperature`` over
         ``quench_steps`` and anneal ``anneal_steps`` there (both ``amorphous``).
         ``single``: ``steps`` randomly rattled/strained copies of the start structure, no MD.
+        ``cluster``: ``steps`` dimers and trimers (alternating) of the seed's elements, ``vacuum``
+        Å of empty space around them, distances in ``contact_range`` (``dimer``, ``trimer``).
+        ``random_search``: a random cell of the seed's atoms at its density (times a draw from
+        ``volume_range``), no two atoms closer than ``min_separation``, relaxed by the teacher
+        (positions and cell) for ``steps`` optimizer steps, every ``sample_every``-th kept (``random``).
+
+    See docs/sampling.md for every key, its units and default.
     """
 
     name: str
     seed: str  #: name of a SeedConfig
     kind: str = "md"
-    config_type: str | None = None  #: default: crystal/strained/vacancy/interstitial/surfaceHKL/liquid/amorphous
+    #: default: crystal/strained/compressed/expanded/vacancy/interstitial/surfaceHKL/liquid/amorphous/
+    #: contact/dimer/trimer/random, from the kind and the modifiers (docs/sampling.md)
+    config_type: str | None = None
     ensemble: str = "nvt"  #: nvt (Langevin) | npt (anisotropic Berendsen)
     temperatures: tuple[float, ...] = (300.0,)
     repeats: int = 1  #: training trajectories per temperature
@@ -72,7 +85,7 @@ class TaskConfig:
     surface: tuple[int, int, int] | None = None  #: Miller indices; cut a slab from the seed
     surface_layers: int = 2  #: ase.build.surface layers (of the seed cell)
     surface_repeat: tuple[int, int] = (1, 1)
-    vacuum: float = 8.0  #: Å on each side of the slab (the cell stays periodic)
+    vacuum: float = 8.0  #: Å on each side of a slab or cluster (the cell stays periodic)
     # melt-quench
     melt_temperature: float = 3000.0
     melt_steps: int = 100
@@ -87,6 +100,18 @@ class TaskConfig:
     copy_rattle: float = 0.03  #: Å
     copy_strain: float = 0.03  #: random strain components in ±copy_strain
     copy_config_type: str | None = None  #: default: "strained" for crystal frames with copy_strain > 0, else parent's
+    # teacher relaxation of the seed's cell (before its supercell and any modifier; once per cell and settings in a run)
+    relax: bool = False  #: relax the seed's positions and cell with the teacher (BFGS, symmetry kept)
+    relax_steps: int = 200  #: optimizer steps at most
+    relax_fmax: float = 0.01  #: eV/Å; stop when every force (and the cell's generalised force) is below
+    #: isotropic volume scales relative to the (relaxed) seed, laid out evenly over the task's trajectories
+    #: (kind single: over its points); strains then change only the cell's shape
+    volume_range: tuple[float, float] | None = None
+    # close contacts
+    contact_range: tuple[float, float] | None = None  #: Å; cluster and pushed-pair distances (default from bond lengths)
+    push_pairs: int = 0  #: pairs pushed together in every perturbed copy (and kind single's points) -> "contact"
+    # random search
+    min_separation: float | None = None  #: Å; shortest distance in a random start (default ~0.75 x bond length)
 
 
 @dataclass(frozen=True)
@@ -105,6 +130,9 @@ class SampleConfig:
     order: str = "interleave"  #: interleave tasks round-robin (coverage early) or "listed"
     descriptor_cutoff: float = 5.0  #: Å, for the frame-selection descriptor
     max_force: float = 50.0  #: eV/Å; frames with a larger (or non-finite) force or energy are dropped
+    #: append mlffd.sampling.coverage's recipe (prototypes, volumes, close contacts, random search,
+    #: slabs, liquid, slow quench) for every one-element crystal seed given by ``symbol``
+    coverage: bool = True
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SampleConfig":
@@ -119,20 +147,29 @@ class SampleConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def expanded(self) -> "SampleConfig":
+        """The config that runs: with ``coverage`` on, the recipe's seeds and tasks appended
+        (:func:`mlffd.sampling.coverage.expand_coverage`) and ``coverage`` off; else itself."""
+        if not self.coverage:
+            return self
+        from mlffd.sampling.coverage import expand_coverage
+
+        return expand_coverage(self)
+
     def validate(self) -> None:
-        """ValueError on inconsistent settings (names, kinds, counts)."""
-        seed_names = [s.name for s in self.seeds]
+        """ValueError on inconsistent settings (names, kinds, counts), of the expanded config."""
+        _check_seeds(self.seeds)
+        cfg = self.expanded()
+        seed_names = [s.name for s in cfg.seeds]
         if len(set(seed_names)) != len(seed_names):
             raise ValueError(f"seed names must be unique, got {seed_names}")
-        for s in self.seeds:
-            if (s.file is None) == (s.symbol is None):
-                raise ValueError(f"seed {s.name!r}: give exactly one of 'file' or 'symbol'")
-        task_names = [t.name for t in self.tasks]
+        _check_seeds(cfg.seeds)
+        task_names = [t.name for t in cfg.tasks]
         if len(set(task_names)) != len(task_names):
             raise ValueError(f"task names must be unique, got {task_names}")
-        if not self.tasks:
+        if not cfg.tasks:
             raise ValueError("sample config has no tasks")
-        if not self.seeds:
+        if not cfg.seeds:
             raise ValueError("sample config has no seeds")
         if not _DEVICE_RE.match(self.device):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
@@ -144,46 +181,116 @@ class SampleConfig:
         ):
             if not ok:
                 raise ValueError(message)
-        for s in self.seeds:
-            if s.a is not None and s.a <= 0:
-                raise ValueError(f"seed {s.name!r}: a must be > 0 Å, got {s.a}")
-            if min(s.supercell) < 1:
-                raise ValueError(f"seed {s.name!r}: supercell entries must be >= 1, got {list(s.supercell)}")
         if self.order not in ("interleave", "listed"):
             raise ValueError(f"order must be 'interleave' or 'listed', got {self.order!r}")
         if Path(self.train_file).name == Path(self.test_file).name:
             raise ValueError("train_file and test_file must differ")
-        for t in self.tasks:
-            where = f"task {t.name!r}"
-            if t.seed not in seed_names:
-                raise ValueError(f"{where}: unknown seed {t.seed!r}; seeds are {seed_names}")
-            if t.kind not in ("md", "melt_quench", "single"):
-                raise ValueError(f"{where}: kind must be md, melt_quench or single, got {t.kind!r}")
-            if t.ensemble not in ("nvt", "npt"):
-                raise ValueError(f"{where}: ensemble must be nvt or npt, got {t.ensemble!r}")
-            if t.kind == "melt_quench" and t.ensemble != "nvt":
-                raise ValueError(f"{where}: melt_quench runs NVT")
-            if t.sample_every < 1 or t.steps < 0 or t.equilibrate < 0 or t.repeats < 0 or t.test_repeats < 0:
-                raise ValueError(f"{where}: sample_every >= 1 and steps, equilibrate, repeats, test_repeats >= 0")
-            if not t.temperatures:
-                raise ValueError(f"{where}: temperatures is empty")
-            if t.timestep_fs <= 0:
-                raise ValueError(f"{where}: timestep_fs must be > 0")
-            if min(t.temperatures) < 0 or t.melt_temperature < 0 or t.quench_temperature < 0:
-                raise ValueError(f"{where}: temperatures must be >= 0 K")
-            for name in ("friction_per_fs", "strain", "rattle", "vacuum", "min_distance", "copy_rattle", "copy_strain",
-                         "vacancies", "interstitials", "melt_steps", "quench_steps", "anneal_steps", "copies"):
-                if getattr(t, name) < 0:
-                    raise ValueError(f"{where}: {name} must be >= 0, got {getattr(t, name)}")
-            for name in ("taut_fs", "taup_fs", "bulk_modulus_gpa", "surface_layers"):
-                if getattr(t, name) <= 0:
-                    raise ValueError(f"{where}: {name} must be > 0, got {getattr(t, name)}")
-            if min(t.surface_repeat) < 1:
-                raise ValueError(f"{where}: surface_repeat entries must be >= 1, got {list(t.surface_repeat)}")
-            if t.max_frames is not None and t.max_frames < 1:
-                raise ValueError(f"{where}: max_frames must be >= 1 (or absent), got {t.max_frames}")
-            if t.surface is not None and len(t.surface) != 3:
-                raise ValueError(f"{where}: surface must be three Miller indices")
+        for t in cfg.tasks:
+            _check_task(t, seed_names)
+
+
+#: task kinds; each builds its structures and spends its teacher evaluations its own way
+KINDS = ("md", "melt_quench", "single", "cluster", "random_search")
+
+#: keys added after the first release: at their defaults they are left out of the config hash, so a
+#: config written before they existed keeps its hash and a started run of it resumes
+ADDED_KEYS = {
+    "seeds": {"prototype": None},
+    "tasks": {"relax": False, "relax_steps": 200, "relax_fmax": 0.01, "volume_range": None, "contact_range": None,
+              "push_pairs": 0, "min_separation": None},
+}
+
+
+def _check_seeds(seeds: tuple[SeedConfig, ...]) -> None:
+    from ase.data import chemical_symbols
+    from ase.symbols import string2symbols
+
+    from mlffd.prototypes import PROTOTYPES
+
+    for s in seeds:
+        where = f"seed {s.name!r}"
+        if (s.file is None) == (s.symbol is None):
+            raise ValueError(f"{where}: give exactly one of 'file' or 'symbol'")
+        if s.a is not None and s.a <= 0:
+            raise ValueError(f"{where}: a must be > 0 Å, got {s.a}")
+        if len(s.supercell) != 3 or min(s.supercell) < 1:
+            raise ValueError(f"{where}: supercell entries must be >= 1, got {list(s.supercell)}")
+        if s.symbol is not None:
+            try:
+                elements = set(string2symbols(s.symbol))
+            except (ValueError, KeyError) as exc:
+                raise ValueError(f"{where}: symbol {s.symbol!r} is not a chemical formula") from exc
+            unknown = sorted(elements - set(chemical_symbols[1:]))
+            if unknown or not elements:
+                raise ValueError(f"{where}: symbol {s.symbol!r} names no element {unknown or ''}".rstrip())
+        if s.prototype is not None:
+            if s.prototype not in PROTOTYPES:
+                raise ValueError(f"{where}: prototype must be one of {', '.join(PROTOTYPES)}, got {s.prototype!r}")
+            if s.symbol is None or len(elements) != 1:
+                raise ValueError(f"{where}: prototype needs 'symbol' to be one element, got {s.symbol!r}")
+
+
+def _check_range(t: TaskConfig, key: str) -> None:
+    value = getattr(t, key)
+    if value is not None and (len(value) != 2 or not 0 < value[0] <= value[1]):
+        raise ValueError(f"task {t.name!r}: {key} must be [low, high] with 0 < low <= high, got {list(value)}")
+
+
+def _check_task(t: TaskConfig, seed_names: list[str]) -> None:
+    where = f"task {t.name!r}"
+    if t.seed not in seed_names:
+        raise ValueError(f"{where}: unknown seed {t.seed!r}; seeds are {seed_names}")
+    if t.kind not in KINDS:
+        raise ValueError(f"{where}: kind must be one of {', '.join(KINDS)}, got {t.kind!r}")
+    if t.ensemble not in ("nvt", "npt"):
+        raise ValueError(f"{where}: ensemble must be nvt or npt, got {t.ensemble!r}")
+    if t.kind == "melt_quench" and t.ensemble != "nvt":
+        raise ValueError(f"{where}: melt_quench runs NVT")
+    if t.sample_every < 1 or t.steps < 0 or t.equilibrate < 0 or t.repeats < 0 or t.test_repeats < 0:
+        raise ValueError(f"{where}: sample_every >= 1 and steps, equilibrate, repeats, test_repeats >= 0")
+    if not t.temperatures:
+        raise ValueError(f"{where}: temperatures is empty")
+    if t.timestep_fs <= 0:
+        raise ValueError(f"{where}: timestep_fs must be > 0")
+    if min(t.temperatures) < 0 or t.melt_temperature < 0 or t.quench_temperature < 0:
+        raise ValueError(f"{where}: temperatures must be >= 0 K")
+    for name in ("friction_per_fs", "strain", "rattle", "vacuum", "min_distance", "copy_rattle", "copy_strain",
+                 "vacancies", "interstitials", "melt_steps", "quench_steps", "anneal_steps", "copies", "push_pairs"):
+        if getattr(t, name) < 0:
+            raise ValueError(f"{where}: {name} must be >= 0, got {getattr(t, name)}")
+    for name in ("taut_fs", "taup_fs", "bulk_modulus_gpa", "surface_layers", "relax_steps", "relax_fmax"):
+        if getattr(t, name) <= 0:
+            raise ValueError(f"{where}: {name} must be > 0, got {getattr(t, name)}")
+    if len(t.surface_repeat) != 2 or min(t.surface_repeat) < 1:
+        raise ValueError(f"{where}: surface_repeat entries must be >= 1, got {list(t.surface_repeat)}")
+    if t.max_frames is not None and t.max_frames < 1:
+        raise ValueError(f"{where}: max_frames must be >= 1 (or absent), got {t.max_frames}")
+    if t.surface is not None and len(t.surface) != 3:
+        raise ValueError(f"{where}: surface must be three Miller indices")
+    _check_range(t, "volume_range")
+    _check_range(t, "contact_range")
+    if t.min_separation is not None and t.min_separation <= 0:
+        raise ValueError(f"{where}: min_separation must be > 0 Å, got {t.min_separation}")
+    # combinations that have no meaning are refused, not ignored
+    if t.volume_range is not None and t.surface is not None:
+        raise ValueError(f"{where}: volume_range scales a bulk cell; a slab (surface) has vacuum in it")
+    if t.volume_range is not None and t.ensemble == "npt":
+        raise ValueError(f"{where}: volume_range fixes the volume, npt lets it relax; give pressure_gpa instead")
+    if t.push_pairs and t.kind in ("md", "melt_quench", "random_search") and not t.copies:
+        raise ValueError(f"{where}: push_pairs acts on the perturbed copies of the kept frames; give copies >= 1")
+    if t.min_separation is not None and t.kind != "random_search":
+        raise ValueError(f"{where}: min_separation is for kind random_search")
+    if t.contact_range is not None and t.kind != "cluster" and not t.push_pairs:
+        raise ValueError(f"{where}: contact_range is for kind cluster or push_pairs")
+    if t.kind in ("cluster", "random_search"):
+        builds = "clusters of the seed's elements" if t.kind == "cluster" else "random cells of the seed's atoms"
+        unused = ["surface", "vacancies", "interstitials", "strain", "rattle"]
+        unused += ["volume_range", "relax", "push_pairs", "copies"] if t.kind == "cluster" else []
+        for name in unused:
+            if getattr(t, name):
+                raise ValueError(f"{where}: kind {t.kind} builds {builds}; {name} does not apply")
+        if t.ensemble != "nvt":
+            raise ValueError(f"{where}: kind {t.kind} runs no MD; remove ensemble")
 
 
 def _from_dict(cls, data: Any, where: str):

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 from ase import Atoms
 
-from mlffd.sampling.config import FORMAT_VERSION, SampleConfig
-from mlffd.sampling.structures import build_seed, plan
+from mlffd.sampling.config import ADDED_KEYS, FORMAT_VERSION, SampleConfig
+from mlffd.sampling.structures import Trajectory, build_seed, plan, relax_key, repeat
 from mlffd.sampling.trajectory import run_trajectory
 
 @dataclass
@@ -36,17 +36,24 @@ class SampleResult:
 
 
 def config_hash(config: SampleConfig) -> str:
-    """sha256 of the config minus the parts that cannot change the data (threads, device, output_dir)."""
-    d = config.to_dict()
-    for k in ("threads", "device", "output_dir"):
+    """sha256 of the expanded config (coverage recipe included) minus the parts that cannot change
+    the data (threads, device, output_dir) and the later-added keys at their defaults (:data:`ADDED_KEYS`)."""
+    d = config.expanded().to_dict()
+    for k in ("threads", "device", "output_dir", "coverage"):
         d.pop(k, None)
+    for group, added in ADDED_KEYS.items():
+        for item in d[group]:
+            for key, default in added.items():
+                if key in item and item[key] == default:
+                    del item[key]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-def _read_progress(path: Path) -> tuple[dict | None, list[dict]]:
+def _read_progress(path: Path) -> tuple[dict | None, list[dict], dict[str, dict]]:
+    """The header, the finished trajectories and the teacher-relaxed seeds (by :func:`relax_key`)."""
     if not path.exists():
-        return None, []
-    header, done = None, []
+        return None, [], {}
+    header, done, relaxed = None, [], {}
     with open(path) as fh:
         for line in fh:
             line = line.strip()
@@ -60,7 +67,9 @@ def _read_progress(path: Path) -> tuple[dict | None, list[dict]]:
                 header = rec
             elif rec.get("type") == "done":
                 done.append(rec)
-    return header, done
+            elif rec.get("type") == "relaxed":
+                relaxed[rec["key"]] = rec
+    return header, done, relaxed
 
 
 def _append_line(path: Path, record: dict) -> None:
@@ -123,7 +132,7 @@ def run_sampling(
     progress_path = out / "progress.jsonl"
     chash = config_hash(config)
 
-    header, done = _read_progress(progress_path)
+    header, done, relaxed = _read_progress(progress_path)
     if header is None:
         existing = [str(p) for p in files.values() if p.exists() and p.stat().st_size > 0]
         if existing:
@@ -167,7 +176,8 @@ def run_sampling(
     todo = [t for t in trajectories if t.id not in finished]
     if max_trajectories is not None:
         todo = todo[: int(max_trajectories)]
-    seeds = {s.name: build_seed(s) for s in config.seeds}
+    seed_configs = {s.name: s for s in config.expanded().seeds}
+    seeds = {name: build_seed(s) for name, s in seed_configs.items()}
 
     counts: dict[str, dict[str, int]] = {"train": {}, "test": {}}
     for rec in done:
@@ -183,7 +193,7 @@ def run_sampling(
                     "file": files[split].name,
                     "split": split,
                     "teacher": tinfo,
-                    "config": config.to_dict(),
+                    "config": config.expanded().to_dict(),  # the tasks that ran, coverage recipe spelled out (same hash)
                     "config_sha256": chash,
                     "frames": sum(counts[split].values()),
                     "config_types": dict(sorted(counts[split].items())),
@@ -194,10 +204,34 @@ def run_sampling(
                     "schema": {
                         "arrays": ["forces (eV/Å)"],
                         "calc": ["energy (eV)", "free_energy (eV)", "stress (eV/Å^3, Voigt xx yy zz yz xz xy, ASE sign)"],
-                        "info": ["config_type", "trajectory", "teacher", "teacher_sha256", "temperature (K)", "step", "copy"],
+                        "info": ["config_type", "trajectory", "teacher", "teacher_sha256", "temperature (K)", "step", "copy",
+                             "contact_distance (Å, pushed pairs only)"],
                     },
                 },
             )
+
+    def seed_of(traj: Trajectory) -> Atoms:
+        """The trajectory's seed; when the task asks, its cell relaxed by the teacher (once per run,
+        kept in the progress record so that a resumed run starts from the very same structure)
+        and then repeated to the seed's supercell."""
+        from mlffd.sampling.relax import RelaxedSeed, relax_seed
+
+        task = traj.task
+        if not task.relax:
+            return seeds[task.seed]
+        seed = seed_configs[task.seed]
+        key = relax_key(task, seed)
+        if key not in relaxed:
+            result = relax_seed(build_seed(seed, unit=True), calc, task.relax_steps, task.relax_fmax, on_evaluation=bar.update)
+            if result.error:
+                import warnings
+
+                warnings.warn(f"seed {task.seed!r}: the teacher's relaxation failed ({result.error}); "
+                              "using the unrelaxed seed", RuntimeWarning, stacklevel=3)
+            rec = {"type": "relaxed", "key": key, "seed": task.seed, **result.to_record()}
+            _append_line(progress_path, rec)
+            relaxed[key] = rec
+        return repeat(RelaxedSeed.from_record(relaxed[key]).atoms, seed.supercell)
 
     total_evals = sum(t.evaluations for t in todo)
     bar = tqdm(total=total_evals, unit="eval", desc="teacher", disable=not progress, dynamic_ncols=True, smoothing=0.05)
@@ -206,7 +240,7 @@ def run_sampling(
         for k, traj in enumerate(todo):
             bar.set_postfix_str(f"{len(finished) + k + 1}/{len(trajectories)} {traj.id}")
             frames = run_trajectory(
-                traj, seeds[traj.task.seed], calc, tags, config.random_seed, config.descriptor_cutoff, config.max_force,
+                traj, seed_of(traj), calc, tags, config.random_seed, config.descriptor_cutoff, config.max_force,
                 on_evaluation=bar.update,
             )
             size = _append_frames(files[traj.split], frames) if frames else (files[traj.split].stat().st_size if files[traj.split].exists() else 0)
@@ -253,7 +287,7 @@ def snapshot(output_dir: str | Path, config: SampleConfig | None = None, dest_di
     dest = Path(dest_dir) if dest_dir is not None else out
     dest.mkdir(parents=True, exist_ok=True)
     names = {"train": (config.train_file if config else "train.extxyz"), "test": (config.test_file if config else "test.extxyz")}
-    _, done = _read_progress(out / "progress.jsonl")
+    _, done, _ = _read_progress(out / "progress.jsonl")
     opener = {"xz": lambda p: lzma.open(p, "wb", preset=9), "gz": lambda p: gzip.open(p, "wb", compresslevel=9),
               "none": lambda p: open(p, "wb")}
     if compress not in opener:

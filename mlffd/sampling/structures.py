@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,27 +22,43 @@ class Trajectory:
     temperature: float
     repeat: int
     split: str  #: "train" | "test"
+    index: int = 0  #: position among the task's trajectories of this split (where its volume_range stratum lies)
+    count: int = 1  #: the task's trajectories in this split
+    relaxes: bool = False  #: the run's first trajectory to need its seed's teacher relaxation (which it pays for)
 
     @property
     def evaluations(self) -> int:
-        """Teacher evaluations this trajectory will cost (upper bound for the copies)."""
+        """Teacher evaluations this trajectory will cost (upper bound for relaxations and copies)."""
         t = self.task
-        if t.kind == "single":
-            return t.steps
+        relax = t.relax_steps + 1 if self.relaxes else 0
+        if t.kind in ("single", "cluster"):
+            return relax + t.steps
+        if t.kind == "random_search":
+            return relax + t.steps + 1 + t.copies * self.max_kept
         md = t.equilibrate + t.steps + 1
         if t.kind == "melt_quench":
             md += t.melt_steps + t.quench_steps + t.anneal_steps
-        return md + t.copies * self.max_kept
+        return relax + md + t.copies * self.max_kept
 
     @property
     def max_kept(self) -> int:
         t = self.task
-        if t.kind == "single":
+        if t.kind in ("single", "cluster"):
             return t.steps
-        n = t.steps // t.sample_every
+        if t.kind == "random_search":
+            n = t.steps // t.sample_every + 1
+        else:
+            n = t.steps // t.sample_every
         if t.kind == "melt_quench":
             n += (t.quench_steps + t.anneal_steps) // t.sample_every
         return min(n, t.max_frames) if t.max_frames is not None else n
+
+
+def relax_key(task: TaskConfig, seed: SeedConfig) -> str:
+    """What identifies a teacher relaxation: the seed's cell (without its supercell, which the
+    relaxed cell is then repeated to) and the settings; tasks and seeds sharing it share one relaxation."""
+    cell = {k: v for k, v in asdict(seed).items() if k not in ("name", "supercell")}
+    return json.dumps({**cell, "relax_steps": task.relax_steps, "relax_fmax": task.relax_fmax}, sort_keys=True)
 
 
 def _spread(values: Sequence[float]) -> list[float]:
@@ -67,26 +84,39 @@ def _spread(values: Sequence[float]) -> list[float]:
 
 
 def plan(config: SampleConfig) -> list[Trajectory]:
-    """All trajectories of a run, in execution order (deterministic).
+    """All trajectories of a run (coverage recipe included), in execution order (deterministic).
 
     ``order: interleave`` runs the tasks round-robin and each temperature ladder ends-first
-    (see :func:`_spread`), so an early stop still covers every task and temperature range.
+    (see :func:`_spread`), so an early stop still covers every task and temperature range. The
+    first trajectory of a task with ``relax`` on a seed not yet relaxed carries that relaxation's cost.
     """
+    config = config.expanded()
     per_task: list[list[Trajectory]] = []
     for task in config.tasks:
         units = []
+        n_t = len(task.temperatures)
+        order = _spread(list(range(n_t))) if config.order == "interleave" else list(range(n_t))
         for r in range(max(task.repeats, task.test_repeats)):
-            for temp in _spread(task.temperatures) if config.order == "interleave" else task.temperatures:
+            for k in order:
+                temp = task.temperatures[k]
                 for split, n in (("train", task.repeats), ("test", task.test_repeats)):
                     if r < n:
                         tid = f"{task.name}/{split}{r}/T{float(temp):g}"
-                        units.append(Trajectory(tid, task, float(temp), r, split))
+                        units.append(Trajectory(tid, task, float(temp), r, split, index=r * n_t + k, count=n * n_t))
         per_task.append(units)
     if config.order == "listed":
-        return [u for units in per_task for u in units]
-    out: list[Trajectory] = []
-    for k in range(max((len(u) for u in per_task), default=0)):
-        out.extend(units[k] for units in per_task if k < len(units))
+        out = [u for units in per_task for u in units]
+    else:
+        out = []
+        for k in range(max((len(u) for u in per_task), default=0)):
+            out.extend(units[k] for units in per_task if k < len(units))
+    seeds = {s.name: s for s in config.seeds}
+    relaxed: set[str] = set()
+    for i, traj in enumerate(out):
+        key = relax_key(traj.task, seeds[traj.task.seed]) if traj.task.relax else None
+        if key is not None and key not in relaxed:
+            relaxed.add(key)
+            out[i] = replace(traj, relaxes=True)
     return out
 
 
@@ -95,12 +125,18 @@ def plan(config: SampleConfig) -> list[Trajectory]:
 # ---------------------------------------------------------------------------------------------
 
 
-def build_seed(seed: SeedConfig) -> Atoms:
-    """The seed structure (supercell applied), periodic in all directions unless read from a file."""
+def build_seed(seed: SeedConfig, unit: bool = False) -> Atoms:
+    """The seed structure (supercell applied unless ``unit``), periodic in all directions unless read from a file."""
     if seed.file is not None:
         from ase.io import read
 
         atoms = read(seed.file)
+    elif seed.prototype is not None:
+        from mlffd.prototypes import prototype
+
+        atoms = prototype(seed.prototype, seed.symbol)
+        if seed.a is not None:
+            atoms.set_cell(atoms.cell.array * (seed.a / atoms.cell.lengths()[0]), scale_atoms=True)
     else:
         from ase.build import bulk
 
@@ -108,7 +144,12 @@ def build_seed(seed: SeedConfig) -> Atoms:
         if seed.a is not None:
             kw["a"] = seed.a
         atoms = bulk(seed.symbol, **kw)
-    atoms = atoms * tuple(int(n) for n in seed.supercell)
+    return atoms if unit else repeat(atoms, seed.supercell)
+
+
+def repeat(atoms: Atoms, supercell: Sequence[int]) -> Atoms:
+    """``atoms`` repeated ``supercell`` times, as a clean Atoms (no info, constraints or calculator)."""
+    atoms = atoms * tuple(int(n) for n in supercell)
     return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
 
 
@@ -121,6 +162,18 @@ def random_strain(rng: np.random.Generator, amplitude: float) -> np.ndarray:
 def apply_strain(atoms: Atoms, strain: np.ndarray) -> None:
     """Deform the cell by ``1 + strain``, positions scaled with it (in place)."""
     atoms.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
+
+
+def set_volume(atoms: Atoms, volume: float) -> None:
+    """Scale the cell isotropically (positions with it) to ``volume`` Å^3 (in place)."""
+    atoms.set_cell(atoms.cell.array * (volume / abs(atoms.cell.volume)) ** (1.0 / 3.0), scale_atoms=True)
+
+
+def volume_scale(task: TaskConfig, index: int, count: int, rng: np.random.Generator) -> float:
+    """A draw from stratum ``index`` of ``count`` equal strata of ``task.volume_range``, so that
+    ``count`` draws cover the range evenly."""
+    lo, hi = task.volume_range
+    return lo + (index + float(rng.random())) / max(count, 1) * (hi - lo)
 
 
 def _largest_void(atoms: Atoms, rng: np.random.Generator, n_trial: int = 2000) -> np.ndarray:
@@ -142,9 +195,12 @@ def _largest_void(atoms: Atoms, rng: np.random.Generator, n_trial: int = 2000) -
     return pts[int(np.argmax(nearest))]
 
 
-def default_config_type(task: TaskConfig) -> str:
+def default_config_type(task: TaskConfig, volume_scale: float | None = None) -> str:
+    """The frames' config_type unless the task names one (``volume_scale``: the start's, if drawn)."""
     if task.config_type:
         return task.config_type
+    if task.kind == "random_search":
+        return "random"
     if task.surface is not None:
         hkl = tuple(int(abs(h)) for h in task.surface)
         return CONFIG_TYPES_BY_SURFACE.get(hkl, "surface" + "".join(map(str, hkl)))
@@ -152,13 +208,16 @@ def default_config_type(task: TaskConfig) -> str:
         return "interstitial"
     if task.vacancies:
         return "vacancy"
+    if volume_scale is not None:
+        return "compressed" if volume_scale < 1.0 else "expanded"
     if task.strain > 0:
         return "strained"
     return "crystal"
 
 
-def start_structure(task: TaskConfig, seed: Atoms, rng: np.random.Generator) -> Atoms:
-    """Apply the task's modifiers (surface, defects, strain, rattle) to a copy of the seed."""
+def start_structure(task: TaskConfig, seed: Atoms, rng: np.random.Generator, volume: float | None = None) -> Atoms:
+    """Apply the task's modifiers (surface, defects, strain, rattle) to a copy of the seed; with
+    ``volume`` (Å^3) the cell is scaled to it after the strain, which then changes only its shape."""
     atoms = seed.copy()
     if task.surface is not None:
         from ase.build import surface
@@ -173,6 +232,8 @@ def start_structure(task: TaskConfig, seed: Atoms, rng: np.random.Generator) -> 
         atoms += Atoms(numbers=[int(rng.choice(atoms.numbers))], positions=[pos])
     if task.strain > 0:
         apply_strain(atoms, random_strain(rng, task.strain))
+    if volume is not None:
+        set_volume(atoms, volume)
     if task.rattle > 0:
         atoms.positions += rng.normal(0.0, task.rattle, size=atoms.positions.shape)
     return atoms

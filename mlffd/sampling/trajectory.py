@@ -1,4 +1,5 @@
-"""One teacher trajectory: MD (NVT/NPT, melt-quench) or single points, frames selected and perturbed."""
+"""One teacher trajectory: MD (NVT/NPT, melt-quench), single points, clusters or a random-search
+relaxation; frames selected and perturbed."""
 
 
 from __future__ import annotations
@@ -11,8 +12,17 @@ import numpy as np
 from ase import Atoms, units
 
 from mlffd.sampling.config import TaskConfig
+from mlffd.sampling.contacts import cluster, push_pair
 from mlffd.sampling.frames import _sane, _sane_results, descriptor, evaluate, labelled_frame, select_frames
-from mlffd.sampling.structures import Trajectory, apply_strain, default_config_type, random_strain, start_structure
+from mlffd.sampling.structures import (
+    Trajectory,
+    apply_strain,
+    default_config_type,
+    random_strain,
+    set_volume,
+    start_structure,
+    volume_scale,
+)
 
 def _make_dynamics(atoms: Atoms, task: TaskConfig, temperature: float, rng: np.random.Generator):
     dt = task.timestep_fs * units.fs
@@ -38,13 +48,25 @@ def _set_temperature(dyn, temperature: float) -> None:
 
 
 
-def _perturbed_copy(trial: Atoms, task, rng) -> Atoms:
-    """``trial`` strained (random, up to ``task.copy_strain``) and rattled (``task.copy_rattle`` Å)."""
+def _perturbed_copy(trial: Atoms, task: TaskConfig, rng: np.random.Generator, volume: float | None = None) -> tuple[Atoms, float | None]:
+    """``trial`` strained (random, up to ``task.copy_strain``; then scaled back to ``volume`` Å^3 if
+    given, so the strain only changes the shape), rattled (``task.copy_rattle`` Å) and with
+    ``task.push_pairs`` pairs pushed together; returns it and the shortest pushed distance (Å) or None."""
     if task.copy_strain > 0:
         apply_strain(trial, random_strain(rng, task.copy_strain))
+    if volume is not None:
+        set_volume(trial, volume)
     if task.copy_rattle > 0:
         trial.positions += rng.normal(0.0, task.copy_rattle, size=trial.positions.shape)
-    return trial
+    pushed: list[tuple[int, int]] = []
+    distances = [push_pair(trial, rng, task.contact_range, pushed) for _ in range(int(task.push_pairs))]
+    distances = [d for d in distances if d is not None]
+    return trial, (min(distances) if distances else None)
+
+
+def _copy_info(contact: float | None) -> dict[str, Any]:
+    return {} if contact is None else {"contact_distance": float(contact)}
+
 
 class TrajectoryUnstable(RuntimeError):
     """The teacher's MD left the physical range (force above ``max_force`` or not finite)."""
@@ -66,10 +88,23 @@ def run_trajectory(
     task = traj.task
     rng = np.random.default_rng([int(random_seed), zlib.crc32(traj.id.encode())])
     tick = on_evaluation or (lambda n: None)
-    atoms = start_structure(task, seed_atoms, rng)
-    base_type = default_config_type(task)
     base_info = {"trajectory": traj.id, **teacher_tags}
     candidates: list[Atoms] = []
+    seed_volume = abs(seed_atoms.cell.volume) if seed_atoms.cell.rank == 3 else None
+    if seed_volume is None and (task.volume_range is not None or task.kind == "random_search"):
+        raise ValueError(f"task {task.name!r}: volume_range and kind random_search need a seed with a 3-D cell")
+    scale = None  # this trajectory's volume scale (kinds with one start structure)
+    if task.volume_range is not None and task.kind in ("md", "melt_quench", "random_search"):
+        scale = volume_scale(task, traj.index, traj.count, rng)
+    if task.kind == "random_search":
+        from mlffd.sampling.relax import default_min_separation, random_structure
+
+        volume = seed_volume * (scale or 1.0)
+        min_sep = task.min_separation or default_min_separation(seed_atoms.get_chemical_symbols(), volume / len(seed_atoms))
+        atoms = random_structure(seed_atoms.numbers, volume, min_sep, rng)
+    elif task.kind != "cluster":
+        atoms = start_structure(task, seed_atoms, rng, None if scale is None else scale * seed_volume)
+    base_type = default_config_type(task, scale)
 
     def snap(config_type: str, temperature: float, step: int) -> None:
         if atoms.calc.check_state(atoms) or "forces" not in atoms.calc.results:
@@ -81,16 +116,40 @@ def run_trajectory(
             labelled_frame(atoms, res, {**base_info, "config_type": config_type, "temperature": float(temperature), "step": int(step)})
         )
 
-    if task.kind == "single":
+    if task.kind in ("single", "cluster"):
         for k in range(task.steps):
-            trial = _perturbed_copy(atoms.copy(), task, rng)
+            contact, point_scale = None, None
+            if task.kind == "cluster":
+                trial = cluster(k, task.steps, seed_atoms.numbers.tolist(), task.contact_range, task.vacuum, rng)
+                ctype = task.config_type or ("dimer" if len(trial) == 2 else "trimer")
+            else:
+                if task.volume_range is not None:
+                    point_scale = volume_scale(task, k, task.steps, rng)
+                volume = None if point_scale is None else point_scale * seed_volume
+                trial, contact = _perturbed_copy(atoms.copy(), task, rng, volume)
+                ptype = default_config_type(task, point_scale)
+                ctype = task.config_type or ("contact" if contact is not None else
+                                             "strained" if task.copy_strain > 0 and ptype == "crystal" else ptype)
             res = evaluate(trial, calc)
             tick(1)
             if not _sane_results(res, max_force):
                 continue
-            ctype = task.config_type or ("strained" if task.copy_strain > 0 and base_type == "crystal" else base_type)
-            candidates.append(labelled_frame(trial, res, {**base_info, "config_type": ctype, "temperature": 0.0, "step": k}))
+            info = {**base_info, "config_type": ctype, "temperature": 0.0, "step": k, **_copy_info(contact)}
+            candidates.append(labelled_frame(trial, res, info))
         return candidates
+
+    if task.kind == "random_search":
+        from mlffd.sampling.relax import relax_path
+
+        def on_step(step: int) -> None:
+            tick(1)
+            if step % task.sample_every == 0:
+                snap(base_type, 0.0, step)
+
+        error = relax_path(atoms, calc, task.steps, on_step)
+        if error:
+            warnings.warn(f"{traj.id}: the teacher's relaxation {error}; keeping the frames before", RuntimeWarning, stacklevel=2)
+        return _select_and_copy(candidates, task, calc, base_info, descriptor_cutoff, max_force, rng, tick)
 
     atoms.calc = calc
     if task.kind == "melt_quench":
@@ -148,6 +207,12 @@ def run_trajectory(
     except TrajectoryUnstable as exc:
         warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
 
+    return _select_and_copy(candidates, task, calc, base_info, descriptor_cutoff, max_force, rng, tick)
+
+
+def _select_and_copy(candidates: list[Atoms], task: TaskConfig, calc, base_info: dict[str, Any],
+                     descriptor_cutoff: float, max_force: float, rng: np.random.Generator, tick: Callable[[int], None]) -> list[Atoms]:
+    """Drop insane frames, select the most distinct ones, add the perturbed copies of each."""
     candidates = [f for f in candidates if _sane(f, max_force)]
     # near-duplicate removal / subsampling (farthest-point on the descriptor)
     if candidates and (task.max_frames is not None or task.min_distance > 0):
@@ -159,14 +224,16 @@ def run_trajectory(
     for parent in candidates:
         ptype = parent.info["config_type"]
         ctype = task.copy_config_type or ("strained" if task.copy_strain > 0 and ptype == "crystal" else ptype)
+        volume = abs(parent.cell.volume) if task.volume_range is not None else None
         for c in range(task.copies):
             bare = Atoms(numbers=parent.numbers, positions=parent.positions.copy(), cell=parent.cell.array.copy(), pbc=parent.pbc)
-            trial = _perturbed_copy(bare, task, rng)
+            trial, contact = _perturbed_copy(bare, task, rng, volume)
             res = evaluate(trial, calc)
             tick(1)
             if not _sane_results(res, max_force):
                 continue
-            info = {**base_info, "config_type": ctype, "temperature": parent.info["temperature"], "step": parent.info["step"], "copy": c + 1}
+            info = {**base_info, "config_type": (task.copy_config_type or "contact") if contact is not None else ctype,
+                    "temperature": parent.info["temperature"], "step": parent.info["step"], "copy": c + 1, **_copy_info(contact)}
             frames.append(labelled_frame(trial, res, info))
     for f in frames:
         f.info.setdefault("copy", 0)
