@@ -243,7 +243,8 @@ def test_documented_tolerances_are_the_defaults():
 
 
 def test_cache_key_code_covers_a_sections_dependencies():
-    """The liquid's teacher results depend on the MD and RDF modules: their source is in its code hash."""
+    """The liquid's teacher results depend on the MD and RDF modules and on the prototypes: their
+    source is in its code hash."""
     import hashlib
     import importlib
     from pathlib import Path
@@ -251,7 +252,8 @@ def test_cache_key_code_covers_a_sections_dependencies():
     from md_validation.properties import liquid
     from md_validation.properties.runner import code_version, section_module
 
-    modules = [section_module("relax"), section_module("recipes"), liquid] + [importlib.import_module(m) for m in liquid.DEPENDS]
+    modules = [section_module("relax"), section_module("recipes"), importlib.import_module("mlffd.prototypes"), liquid]
+    modules += [importlib.import_module(m) for m in liquid.DEPENDS]
     h = hashlib.sha256()
     for module in modules:
         h.update(Path(module.__file__).read_bytes())
