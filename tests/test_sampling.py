@@ -241,3 +241,27 @@ def test_unstable_teacher_md_is_stopped_and_keeps_earlier_frames(tmp_path):
     frames = read(tmp_path / "run" / "train.extxyz", ":")
     assert 1 <= len(frames) <= 6  # only the frames from before the blow-up
     assert max(np.abs(f.get_forces()).max() for f in frames) < 50
+
+
+def test_frames_without_atoms_or_with_non_finite_numbers_are_never_written():
+    """The last gate before a dataset: atoms, finite positions, cell and labels."""
+    from ase import Atoms
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from mlffd.sampling.run import writable
+
+    def labelled(atoms, energy=-1.0, forces=None):
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=np.zeros((len(atoms), 3)) if forces is None else forces)
+        return atoms
+
+    good = labelled(bulk("Cu", "fcc", a=3.6))
+    assert writable(good)
+    nan_pos = bulk("Cu", "fcc", a=3.6)
+    nan_pos.positions[0, 0] = np.nan
+    assert not writable(labelled(nan_pos))
+    assert not writable(labelled(Atoms()))
+    assert not writable(labelled(bulk("Cu", "fcc", a=3.6), energy=np.inf))
+    assert not writable(labelled(bulk("Cu", "fcc", a=3.6), forces=np.full((1, 3), np.nan)))
+    unlabelled = bulk("Cu", "fcc", a=3.6)
+    assert not writable(unlabelled)

@@ -96,6 +96,18 @@ def _append_frames(path: Path, frames: Sequence[Atoms]) -> int:
     return path.stat().st_size
 
 
+def writable(frame: Atoms) -> bool:
+    """Whether a frame may enter a dataset: atoms, finite positions and cell, and finite teacher
+    labels (a frame from a run that broke down never does)."""
+    import numpy as np
+
+    if len(frame) == 0 or not np.isfinite(frame.positions).all() or not np.isfinite(frame.cell.array).all():
+        return False
+    res = getattr(frame.calc, "results", None) or {}
+    values = [res.get(k) for k in ("energy", "forces", "stress") if res.get(k) is not None]
+    return "energy" in res and "forces" in res and all(np.isfinite(np.asarray(v, float)).all() for v in values)
+
+
 def _teacher_tags(info: dict[str, Any]) -> dict[str, Any]:
     tags: dict[str, Any] = {"teacher": str(info["spec"])}
     if info.get("checkpoint_sha256"):
@@ -243,6 +255,7 @@ def run_sampling(
                 traj, seed_of(traj), calc, tags, config.random_seed, config.descriptor_cutoff, config.max_force,
                 on_evaluation=bar.update,
             )
+            frames = [f for f in frames if writable(f)]
             size = _append_frames(files[traj.split], frames) if frames else (files[traj.split].stat().st_size if files[traj.split].exists() else 0)
             ctypes: dict[str, int] = {}
             for f in frames:
