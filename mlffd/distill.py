@@ -1,4 +1,4 @@
-"""``mlffd distill CONFIG``: sample -> label -> train -> export -> evaluate, skipping finished stages.
+"""``mlffd distill CONFIG``: sample -> label -> train -> (active) -> export -> evaluate, skipping finished stages.
 
 A distill config (YAML or TOML) names the teacher, a sampling config, the dataset files, the
 training options shared by all students and one entry per student::
@@ -13,6 +13,7 @@ training options shared by all students and one entry per student::
       tiny: {model: tiny, max_epochs: 100}        # TrainConfig options of one student
       big: {model: original, extra_train: [more.extxyz.xz], init_from: runs/si/models/tiny.mlffd.pt}
     export_dir: runs/si/models                     # where NAME.mlffd.pt and NAME.metrics.json go
+    active: {students: [tiny], committee: 4, ...}  # optional: active distillation (mlffd.active.ActiveConfig keys)
 
 Stages and what marks them finished (``WORKDIR/stages/STAGE.json`` holds the hash of the inputs
 that decide the stage's output):
@@ -23,6 +24,9 @@ that decide the stage's output):
 - ``label``: every frame carries teacher labels; the sampled files are written to the dataset
   paths (``.xz``/``.gz`` compressed when the path says so) and their sha256 recorded.
 - ``train:NAME``: a student trained to its end (resumes its checkpoint when killed).
+- ``active:NAME``: for the students the ``active`` section names (all when it names none), the
+  active-distillation loop of :mod:`mlffd.active` in ``WORKDIR/active/NAME`` (resumes after a
+  kill); its final member 0 is the artifact the export and evaluate stages then use.
 - ``export:NAME``: the artifact copied to ``export_dir`` and checked to load.
 - ``evaluate:NAME``: held-out metrics written to ``export_dir/NAME.metrics.json``.
 
@@ -43,7 +47,7 @@ from typing import Any, Callable, Mapping
 
 from mlffd.training.config import TrainConfig, read_mapping
 
-STAGES = ("sample", "label", "train", "export", "evaluate")
+STAGES = ("sample", "label", "train", "active", "export", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class DistillConfig:
     train: Mapping[str, Any] = field(default_factory=dict)
     export_dir: str = ""  #: default WORKDIR/models
     root: str = "."
+    active: Mapping[str, Any] | None = None  #: ActiveConfig keys plus ``students`` (names; empty: all)
 
     def student_config(self, name: str) -> TrainConfig:
         """The full :class:`TrainConfig` of student ``name``."""
@@ -76,6 +81,18 @@ class DistillConfig:
         )
         return TrainConfig.from_dict(options)
 
+    def active_config(self, name: str):
+        """The :class:`~mlffd.active.ActiveConfig` of student ``name``, None when it has no active stage."""
+        if self.active is None:
+            return None
+        from mlffd.active import ActiveConfig
+
+        options = dict(self.active)
+        names = options.pop("students", None) or list(self.students)
+        if name not in names:
+            return None
+        return ActiveConfig.from_dict(options)
+
     @property
     def models_dir(self) -> Path:
         return Path(self.export_dir) if self.export_dir else Path(self.workdir) / "models"
@@ -85,7 +102,7 @@ def load_distill_config(path: str | Path) -> DistillConfig:
     """Read a distill config; paths are relative to ``root`` (itself relative to the file)."""
     path = Path(path)
     d = read_mapping(path)
-    known = {"root", "workdir", "teacher", "sample", "data", "train", "students", "export_dir"}
+    known = {"root", "workdir", "teacher", "sample", "data", "train", "students", "export_dir", "active"}
     unknown = set(d) - known
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
@@ -106,6 +123,7 @@ def load_distill_config(path: str | Path) -> DistillConfig:
     sample = d.get("sample")
     if isinstance(sample, str):
         sample = p(sample)
+    active = _active_section(d.get("active"), students, path)
     return DistillConfig(
         teacher=str(d["teacher"]),
         train_data=p(data["train"]),
@@ -116,7 +134,34 @@ def load_distill_config(path: str | Path) -> DistillConfig:
         train=dict(d.get("train") or {}),
         export_dir=p(d["export_dir"]) if d.get("export_dir") else "",
         root=str(root),
+        active=active,
     )
+
+
+def _active_section(active: Any, students: Mapping[str, Any], path: Path) -> dict[str, Any] | None:
+    """The ``active`` mapping, checked now (its keys and the students it names) rather than
+    after hours of training."""
+    if active is None:
+        return None
+    if not isinstance(active, dict):
+        raise ValueError(f"{path}: 'active' must be a mapping of active-distillation options")
+    from mlffd.active import ActiveConfig
+
+    active = dict(active)
+    names = active.get("students") or []
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{path}: active: students: expected a list of student names, got {names!r}")
+    unknown = [n for n in names if n not in students]
+    if unknown:
+        raise ValueError(f"{path}: active: students: {unknown} are not students of the config ({sorted(students)})")
+    active["students"] = names
+    try:
+        ActiveConfig.from_dict({k: v for k, v in active.items() if k != "students"})
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return active
 
 
 def _student_paths(options: dict[str, Any], p: Callable[[str], str]) -> dict[str, Any]:
@@ -160,6 +205,13 @@ class Stages:
             return json.loads(path.read_text()).get("hash") == key
         except json.JSONDecodeError:
             return False
+
+    def read(self, stage: str) -> dict[str, Any]:
+        """A stage's marker record (empty when there is none)."""
+        try:
+            return json.loads(self._path(stage).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
 
     def mark(self, stage: str, key: str, **info: Any) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +270,8 @@ def run_distill(
     Args:
         students: only these students (default: all in the config).
         stages: only these stages (others are skipped; their outputs must exist when needed).
-        teacher: an ASE calculator to use instead of loading ``config.teacher`` for sampling.
+        teacher: an ASE calculator to use instead of loading ``config.teacher`` for sampling and
+            for the active stage's labels.
     """
     workdir = Path(config.workdir)
     markers = Stages(workdir)
@@ -288,6 +341,9 @@ def run_distill(
                 log(f"[{stage}] training {tcfg.model} into {tcfg.output}")
                 summary = train(tcfg, resume=True)
                 markers.mark(stage, train_key, artifact=summary.get("artifact"), metrics=summary.get("metrics"))
+        active = config.active_config(name)
+        if active is not None and {"active", "export", "evaluate"} & set(stages):
+            artifact = _active_stage(config, name, active, tcfg, train_key, artifact, markers, "active" in stages, teacher, log)
         if not {"export", "evaluate"} & set(stages):
             continue
         if not artifact.exists():
@@ -327,6 +383,30 @@ def run_distill(
                 log(f"[{stage}] {name}:\n{format_metrics(metrics)}")
                 results[name] = metrics
     return results
+
+
+def _active_stage(config: DistillConfig, name: str, active, tcfg: TrainConfig, train_key: str, artifact: Path, markers: Stages,
+                  run: bool, teacher, log: Callable[[str], None]) -> Path:
+    """The ``active:NAME`` stage (run, resumed or skipped); the artifact the later stages use."""
+    stage = f"active:{name}"
+    key = _hash({"train": train_key, "active": active.to_dict(), "teacher": config.teacher})
+    record = markers.read(stage)
+    if markers.done(stage, key) and Path(record.get("artifact", "")).is_file():
+        if run:
+            log(f"[{stage}] done, skipped")
+        return Path(record["artifact"])
+    if not run:
+        raise FileNotFoundError(f"the active stage of student {name!r} has not finished: run it (--stage active)")
+    if not artifact.exists():
+        raise FileNotFoundError(f"{artifact} is missing: run the train stage for {name!r}")
+    from mlffd.active import run_active
+
+    log(f"[{stage}] active distillation in {Path(config.workdir) / 'active' / name}")
+    summary = run_active(active, tcfg, Path(config.workdir) / "active" / name, artifact,
+                         teacher=teacher if teacher is not None else config.teacher, log=log)
+    markers.mark(stage, key, artifact=summary["artifact"], rounds=len(summary["rounds"]), teacher_calls=summary["teacher_calls"],
+                 stop_reason=summary["stop_reason"], report=summary["report"].get("html"))
+    return Path(summary["artifact"])
 
 
 def _check_labels(paths: Mapping[str, Path]) -> None:

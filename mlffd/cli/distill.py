@@ -1,4 +1,4 @@
-"""``mlffd distill CONFIG``: sample -> label -> train -> export -> evaluate, skipping finished stages."""
+"""``mlffd distill CONFIG``: sample -> label -> train -> active -> export -> evaluate, skipping finished stages."""
 
 from __future__ import annotations
 
