@@ -967,22 +967,37 @@ void PairMLFFD::check_positions(int nall)
   const double *x = atom->x[0];
   bool bad = false;
   for (int64_t k = 0; k < 3 * (int64_t) nall; k++) bad |= !(std::fabs(x[k]) <= limit);    // NaN fails too
-  if (!bad) return;
-  std::vector<int> nonfinite, far;
-  for (int i = 0; i < nall; i++) {
-    const double *xi = x + 3 * i;
-    if (!std::isfinite(xi[0]) || !std::isfinite(xi[1]) || !std::isfinite(xi[2]))
-      nonfinite.push_back(i);
-    else if (!(std::max({std::fabs(xi[0]), std::fabs(xi[1]), std::fabs(xi[2])}) <= limit))
-      far.push_back(i);
+  // collective: every rank learns whether any rank found a bad coordinate, and all stop
+  // together with the first such rank's message (error->one on several ranks at once races
+  // MPI_Abort against their output, which can then be lost)
+  int mine = bad ? comm->me : comm->nprocs, first = mine;
+  if (comm->nprocs > 1) MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world);
+  if (first == comm->nprocs) return;
+  std::string message;
+  if (bad) {
+    std::vector<int> nonfinite, far;
+    for (int i = 0; i < nall; i++) {
+      const double *xi = x + 3 * i;
+      if (!std::isfinite(xi[0]) || !std::isfinite(xi[1]) || !std::isfinite(xi[2]))
+        nonfinite.push_back(i);
+      else if (!(std::max({std::fabs(xi[0]), std::fabs(xi[1]), std::fabs(xi[2])}) <= limit))
+        far.push_back(i);
+    }
+    message = !nonfinite.empty()
+                  ? fmt::format("pair mlffd: step {}: NaN or infinite coordinates of atom(s) {}: the simulation is "
+                                "unstable (a time step too large, overlapping atoms, or bad input)",
+                                update->ntimestep, atom_ids(atom, nonfinite))
+                  : fmt::format("pair mlffd: step {}: coordinates of atom(s) {} beyond {:g} A "
+                                "(geometry.max_abs_coordinate_A of contract.json)",
+                                update->ntimestep, atom_ids(atom, far), limit);
   }
-  if (!nonfinite.empty())
-    fail(fmt::format("pair mlffd: step {}: NaN or infinite coordinates of atom(s) {}: the simulation is unstable "
-                     "(a time step too large, overlapping atoms, or bad input)",
-                     update->ntimestep, atom_ids(atom, nonfinite)));
-  fail(fmt::format("pair mlffd: step {}: coordinates of atom(s) {} beyond {:g} A "
-                   "(geometry.max_abs_coordinate_A of contract.json)",
-                   update->ntimestep, atom_ids(atom, far), limit));
+  if (comm->nprocs > 1) {
+    int length = (int) message.size();
+    MPI_Bcast(&length, 1, MPI_INT, first, world);
+    message.resize(length);
+    MPI_Bcast(message.data(), length, MPI_CHAR, first, world);
+  }
+  error->all(FLERR, message);
 }
 
 /* ----------------------------------------------------------------------
