@@ -325,3 +325,13 @@ def test_recipe_run_resumes_after_an_interruption(recipe_run, tmp_path):
         a, b = read(ref_out / name, ":"), read(tmp_path / name, ":")
         assert [f.info["trajectory"] for f in a] == [f.info["trajectory"] for f in b]
         np.testing.assert_allclose(np.concatenate([f.positions for f in a]), np.concatenate([f.positions for f in b]))
+
+
+def test_committed_coverage_run_is_a_prefix_of_its_config_plan():
+    """data/si-coverage (a run in progress) belongs to examples/si/sample-coverage.yaml: same
+    config hash, and its finished trajectories are the plan's first ones, so it resumes."""
+    cfg = load_config(ROOT / "examples" / "si" / "sample-coverage.yaml")
+    records = [json.loads(line) for line in (ROOT / "data" / "si-coverage" / "progress.jsonl").read_text().splitlines()]
+    assert config_hash(cfg) == records[0]["config_sha256"]
+    done = [r["id"] for r in records if r["type"] == "done"]
+    assert done and done == [t.id for t in plan(cfg)][: len(done)]
