@@ -340,6 +340,10 @@ def run_distill(
                     log(f"[{stage}] options {conflicts} changed: moved the old run to {moved}")
                 log(f"[{stage}] training {tcfg.model} into {tcfg.output}")
                 summary = train(tcfg, resume=True)
+                if summary.get("metrics", {}).get("under_trained"):
+                    from mlffd.training.trainer import UNDER_TRAINED
+
+                    log(f"[{stage}] warning: {UNDER_TRAINED}")
                 markers.mark(stage, train_key, artifact=summary.get("artifact"), metrics=summary.get("metrics"))
         active = config.active_config(name)
         if active is not None and {"active", "export", "evaluate"} & set(stages):

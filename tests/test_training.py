@@ -368,3 +368,20 @@ def test_teacher_specs_compare_by_meaning():
                          "ase:ase.calculators.lj:LennardJones?rc=6.0&sigma=2.1")
     assert not _same_teacher("xtb", "xtb:GFN1-xTB") and not _same_teacher("emt", "sevennet:7net-0")
     assert _same_teacher("my-dft-run", "my-dft-run") and not _same_teacher("my-dft-run", "other")
+
+
+def test_a_run_still_improving_at_its_end_is_flagged_under_trained(tmp_path, dataset):
+    """The summary says when the best validation came at the last evaluation (more steps would
+    help), and not when the loss had levelled off before the end."""
+    from mlffd.training.trainer import under_trained
+
+    trainer = Trainer(small_config(dataset, tmp_path / "short", max_epochs=6, eval_every=3, lr=1e-3))
+    trainer.run()
+    summary = trainer.finish()
+    assert summary["metrics"]["under_trained"] == under_trained(trainer.history)
+    assert summary["metrics"]["under_trained"]  # a low learning rate for a few epochs: still falling at the end
+    history = [{"step": s, "val_loss": v, "best": b} for s, v, b in ((3, 1.0, True), (6, 0.5, True), (9, 0.4, True))]
+    assert under_trained(history)
+    assert not under_trained(history[:2])  # too few evaluations to say
+    history.append({"step": 12, "val_loss": 0.41, "best": False})
+    assert not under_trained(history)

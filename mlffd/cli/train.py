@@ -30,3 +30,7 @@ def train_command(config: str, resume: bool) -> None:
         click.echo(f"artifact: {summary['artifact']}")
         click.echo(f"{summary['metrics']['split']} metrics (best step {summary['metrics']['best_step']}):")
         click.echo(format_metrics(summary["metrics"]))
+        if summary["metrics"].get("under_trained"):
+            from mlffd.training.trainer import UNDER_TRAINED
+
+            click.echo(f"warning: {UNDER_TRAINED}")

@@ -696,6 +696,7 @@ class Trainer:
             metrics["split"] = "test" if self.data.test else "val"
             metrics["best_step"] = self.best_step
             metrics["steps"] = self.step
+            metrics["under_trained"] = under_trained(self.history)
             extra: dict[str, Any] = {}
             if self.model_config.ensemble > 1:  # the heads' spread in eV and eV/Å, from held-out frames
                 from mlffd.training.calibration import calibrate
@@ -765,6 +766,17 @@ def _changed_options(old: dict[str, Any], config: TrainConfig) -> list[str]:
         k for k in new
         if k not in RESUMABLE_CHANGES and k != "train" and old.get(k, defaults[k]) != new[k]
     )
+
+
+def under_trained(history: list[dict[str, Any]]) -> bool:
+    """Whether the best validation loss came at the run's last evaluation (of at least three):
+    it was still falling when training stopped, so more steps would likely help."""
+    evals = [h for h in history if "val_loss" in h]
+    return len(evals) >= 3 and bool(evals[-1].get("best"))
+
+
+UNDER_TRAINED = ("the best validation loss came at the last evaluation: the student was still improving when "
+                 "training stopped; train longer (max_steps / max_epochs) or fine-tune it (init_from)")
 
 
 def _pair_table(d: np.ndarray, elements: Sequence[str]) -> dict[str, float | None]:
