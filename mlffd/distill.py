@@ -229,7 +229,8 @@ def _sample_config(config: DistillConfig):
 
     if isinstance(config.sample, str):
         return sampling.load_config(config.sample)
-    return sampling.SampleConfig.from_dict(dict(config.sample))
+    # an inline sampling config's relative seed files are relative to root, like every other path
+    return sampling.SampleConfig.from_dict({"base_dir": config.root, **dict(config.sample)})
 
 
 def _sample_dir(config: DistillConfig, scfg) -> Path:

@@ -265,3 +265,27 @@ def test_frames_without_atoms_or_with_non_finite_numbers_are_never_written():
     assert not writable(labelled(bulk("Cu", "fcc", a=3.6), forces=np.full((1, 3), np.nan)))
     unlabelled = bulk("Cu", "fcc", a=3.6)
     assert not writable(unlabelled)
+
+
+def test_seed_files_are_read_from_the_config_files_folder(tmp_path, monkeypatch):
+    """Like every other path of a config, a relative seed file is relative to the config file,
+    whatever the current directory; the folder is not part of the config hash."""
+    from ase.build import bulk
+    from ase.io import write
+
+    from mlffd.sampling import build_seed, config_hash, load_config
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    write(folder / "seed.xyz", bulk("Cu", "fcc", a=3.6, cubic=True), format="extxyz")
+    text = "teacher: emt\ncoverage: false\nseeds: [{name: s, file: seed.xyz}]\ntasks: [{name: t, seed: s, kind: single, steps: 1}]\n"
+    (folder / "sample.yaml").write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(folder / "sample.yaml")
+    assert len(build_seed(cfg.seeds[0], base_dir=cfg.base_dir)) == 4
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "sample.yaml").write_text(text)
+    assert config_hash(load_config(moved / "sample.yaml")) == config_hash(cfg)

@@ -28,7 +28,7 @@ class SeedConfig:
     or one of the prototypes of :mod:`mlffd.prototypes` (``prototype``)."""
 
     name: str
-    file: str | None = None  #: path (relative to the current directory), read with ase.io.read
+    file: str | None = None  #: path, read with ase.io.read; relative to the config file's folder (``SampleConfig.base_dir``)
     symbol: str | None = None  #: element(s) for ase.build.bulk, e.g. "Si"
     crystal: str = "diamond"  #: crystalstructure for ase.build.bulk
     a: float | None = None  #: lattice constant (Å); None uses ASE's reference value (a prototype: its bond-length scale)
@@ -122,6 +122,7 @@ class SampleConfig:
     seeds: tuple[SeedConfig, ...]
     tasks: tuple[TaskConfig, ...]
     output_dir: str = "data"
+    base_dir: str = ""  #: relative seed ``file`` paths are read from here (a config file's own folder; not part of the config hash)
     train_file: str = "train.extxyz"
     test_file: str = "test.extxyz"
     device: str = "cpu"
@@ -340,7 +341,7 @@ def load_config(path: str | Path) -> SampleConfig:
         raise ValueError(f"{path}: expected a mapping at the top level")
     data = data.get("sample", data)  # allow a [sample] section inside a larger config
     try:
-        return SampleConfig.from_dict(data)
+        return SampleConfig.from_dict({"base_dir": str(path.resolve().parent), **data})
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
 

@@ -37,9 +37,9 @@ class SampleResult:
 
 def config_hash(config: SampleConfig) -> str:
     """sha256 of the expanded config (coverage recipe included) minus the parts that cannot change
-    the data (threads, device, output_dir) and the later-added keys at their defaults (:data:`ADDED_KEYS`)."""
+    the data (threads, device, output_dir, base_dir) and the later-added keys at their defaults (:data:`ADDED_KEYS`)."""
     d = config.expanded().to_dict()
-    for k in ("threads", "device", "output_dir", "coverage"):
+    for k in ("threads", "device", "output_dir", "coverage", "base_dir"):
         d.pop(k, None)
     for group, added in ADDED_KEYS.items():
         for item in d[group]:
@@ -189,7 +189,7 @@ def run_sampling(
     if max_trajectories is not None:
         todo = todo[: int(max_trajectories)]
     seed_configs = {s.name: s for s in config.expanded().seeds}
-    seeds = {name: build_seed(s) for name, s in seed_configs.items()}
+    seeds = {name: build_seed(s, base_dir=config.base_dir) for name, s in seed_configs.items()}
 
     counts: dict[str, dict[str, int]] = {"train": {}, "test": {}}
     for rec in done:
@@ -234,7 +234,7 @@ def run_sampling(
         seed = seed_configs[task.seed]
         key = relax_key(task, seed)
         if key not in relaxed:
-            result = relax_seed(build_seed(seed, unit=True), calc, task.relax_steps, task.relax_fmax, on_evaluation=bar.update)
+            result = relax_seed(build_seed(seed, unit=True, base_dir=config.base_dir), calc, task.relax_steps, task.relax_fmax, on_evaluation=bar.update)
             if result.error:
                 import warnings
 

@@ -125,12 +125,16 @@ def plan(config: SampleConfig) -> list[Trajectory]:
 # ---------------------------------------------------------------------------------------------
 
 
-def build_seed(seed: SeedConfig, unit: bool = False) -> Atoms:
-    """The seed structure (supercell applied unless ``unit``), periodic in all directions unless read from a file."""
+def build_seed(seed: SeedConfig, unit: bool = False, base_dir: str = "") -> Atoms:
+    """The seed structure (supercell applied unless ``unit``), periodic in all directions unless
+    read from a file (a relative ``file`` is read from ``base_dir``, the config file's folder)."""
     if seed.file is not None:
+        from pathlib import Path
+
         from ase.io import read
 
-        atoms = read(seed.file)
+        path = Path(seed.file)
+        atoms = read(path if path.is_absolute() or not base_dir else Path(base_dir) / path)
     elif seed.prototype is not None:
         from mlffd.prototypes import prototype
 
