@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mlffd.jsonable import jsonable
+
 
 @dataclass
 class Section:
@@ -43,26 +45,6 @@ def write_figures(figures: Mapping[str, bytes], directory: str | Path) -> dict[s
         paths[name] = directory / f"{name}.png"
         paths[name].write_bytes(png)
     return paths
-
-
-def jsonable(obj: Any) -> Any:
-    """numpy scalars/arrays, Paths and non-finite floats -> plain JSON (NaN/inf become null)."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def write_json(data: Mapping[str, Any], path: str | Path) -> Path:

@@ -36,6 +36,7 @@ import numpy as np
 from ase import Atoms
 
 from mlffd.active.config import ActiveConfig
+from mlffd.jsonable import jsonable
 from mlffd.training.config import TrainConfig
 
 LABELLED = "labelled.extxyz"
@@ -47,28 +48,12 @@ LABELLED = "labelled.extxyz"
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(jsonable(data), indent=1, sort_keys=True, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    return obj
 
 
 def _write_frames(path: Path, frames: Sequence[Atoms]) -> None:
@@ -308,7 +293,7 @@ class ActiveLoop:
         data = {"config": self.config.to_dict(), "student": self.student.name, "initial": str(self.initial), "rounds": rounds,
                 "teacher_calls": used, "teacher_calls_total_budget": self.config.teacher_calls_total,
                 "stop_reason": stop_reason, "finished": stop_reason is not None, "artifact": members[0], "members": members}
-        return {k: str(v) for k, v in write_report(_jsonable(data), self.dir).items()}
+        return {k: str(v) for k, v in write_report(jsonable(data), self.dir).items()}
 
     def _active_frames_before(self, r: int) -> list[Atoms]:
         return _read_frames(self.dir / f"round-{r - 1:03d}" / "active.extxyz") if r > 1 else []

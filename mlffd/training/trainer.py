@@ -43,6 +43,7 @@ from mlffd.data import (
 )
 from mlffd.models import ModelConfig, StudentPotential, build, export_student, load_weights, num_parameters, preset
 from mlffd.models.repulsion import switch_distances
+from mlffd.jsonable import jsonable
 from mlffd.representative import pick_structure, structure_record
 from mlffd.training.config import TrainConfig
 from mlffd.training.evaluate import evaluate_model
@@ -701,7 +702,7 @@ class Trainer:
             if self.model_config.ensemble > 1:  # the heads' spread in eV and eV/Å, from held-out frames
                 from mlffd.training.calibration import calibrate
 
-                extra["uncertainty"] = _json_safe(calibrate(model, self.data.val, self.device))
+                extra["uncertainty"] = jsonable(calibrate(model, self.data.val, self.device))
                 metrics["uncertainty"] = extra["uncertainty"]
             path = export_student(
                 model.to("cpu"),
@@ -709,7 +710,7 @@ class Trainer:
                 self.out / f"{self.config.name}.mlffd.pt",
                 teacher=self.data.stats.get("teacher", self.config.teacher),
                 dataset_sha256=self.data.dataset_sha256,
-                metrics=_json_safe(metrics),
+                metrics=jsonable(metrics),
                 structure=self.data.stats.get("structure"),
                 **extra,
             )
@@ -722,7 +723,7 @@ class Trainer:
                 "stop_reason": self.stop_reason,
             }
             tmp = self.out / "metrics.json.tmp"
-            tmp.write_text(json.dumps(_json_safe(summary), indent=2))
+            tmp.write_text(json.dumps(jsonable(summary), indent=2))
             os.replace(tmp, self.out / "metrics.json")
         if self.dist.active:
             import torch.distributed as dist
@@ -824,18 +825,6 @@ def counts_of(graphs: list[Graph]) -> dict[str, int]:
         "components": 3 * sum(g.num_atoms for g in graphs),
         "stress_components": 9 * sum(g.stress is not None for g in graphs),
     }
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return obj
 
 
 def train(config: TrainConfig, resume: bool = False, callback: Callable[[Trainer], bool] | None = None) -> dict[str, Any]:
