@@ -39,14 +39,12 @@ def _median_seconds(calc, atoms, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure_speed(model: str | Path, teacher: str, atoms=None, repeats: int = 5, threads: int = 1) -> dict[str, Any]:
-    """Student vs teacher cost per atom-step on the same structure (default: a structure of the
-    model's own training data, :func:`speed_structure`), in this process."""
+def measure_speed(model: str | Path, teacher: str, atoms, repeats: int = 5, threads: int = 1) -> dict[str, Any]:
+    """Student vs teacher cost per atom-step on the same structure ``atoms`` (the card uses one
+    of the model's own held-out data, :func:`speed_structure`), in this process."""
     from mlffd.calculator import DistilledCalculator
     from mlffd.teachers import load_teacher
 
-    if atoms is None:
-        raise ValueError("measure_speed needs a structure of the model's chemistry (see speed_structure)")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
