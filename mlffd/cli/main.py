@@ -54,3 +54,7 @@ def _register() -> None:
 
 
 _register()
+
+
+if __name__ == "__main__":  # python -m mlffd.cli.main (an interpreter whose console scripts point elsewhere)
+    cli()

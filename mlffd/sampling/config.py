@@ -37,6 +37,24 @@ class SeedConfig:
     #: a name of mlffd.prototypes.PROTOTYPES (beta_sn, bc8, ...) built for the one element ``symbol``
     #: instead of ase.build.bulk (``crystal`` and ``cubic`` are then unused; ``a`` is the first cell vector's length)
     prototype: str | None = None
+    # molecules (the ``molecules`` extra: RDKit)
+    smiles: str | None = None  #: a gas-phase molecule (no cell, pbc False), conformers by RDKit ETKDG + MMFF
+    conformers: int = 1  #: distinct conformers of a ``smiles`` seed; trajectories start from them in turn
+    molecules: tuple[str, ...] | None = None  #: SMILES of the molecules of a periodic box (with ``counts``, ``density``)
+    counts: tuple[int, ...] | None = None  #: how many of each of ``molecules``
+    density: float | None = None  #: g/cm³ of the box
+    packing_distance: float = 2.0  #: Å; no two atoms of different molecules closer in the packed box
+
+    @property
+    def kind(self) -> str:
+        """``file``, ``smiles``, ``box`` (``molecules``) or ``crystal`` (``symbol``)."""
+        if self.file is not None:
+            return "file"
+        if self.smiles is not None:
+            return "smiles"
+        if self.molecules is not None:
+            return "box"
+        return "crystal"
 
 
 @dataclass(frozen=True)
@@ -59,7 +77,7 @@ class TaskConfig:
     """
 
     name: str
-    seed: str  #: name of a SeedConfig
+    seed: str = ""  #: name of a SeedConfig (or give ``seeds``)
     kind: str = "md"
     #: default: crystal/strained/compressed/expanded/vacancy/interstitial/surfaceHKL/liquid/amorphous/
     #: contact/dimer/trimer/random, from the kind and the modifiers (docs/sampling.md)
@@ -112,6 +130,12 @@ class TaskConfig:
     push_pairs: int = 0  #: pairs pushed together in every perturbed copy (and kind single's points) -> "contact"
     # random search
     min_separation: float | None = None  #: Å; shortest distance in a random start (default ~0.75 x bond length)
+    #: run the task on each of these seeds instead of ``seed`` (``["*"]``: every molecule seed, i.e. every
+    #: ``smiles`` seed); it becomes one task per seed, named ``NAME_SEED``
+    seeds: tuple[str, ...] = ()
+    #: molecules: rotate this many random rotatable bonds of the start molecule by random angles
+    #: (torsion coverage; frames ``torsion``)
+    twist: int = 0
 
 
 @dataclass(frozen=True)
@@ -149,17 +173,20 @@ class SampleConfig:
         return dataclasses.asdict(self)
 
     def expanded(self) -> "SampleConfig":
-        """The config that runs: with ``coverage`` on, the recipe's seeds and tasks appended
-        (:func:`mlffd.sampling.coverage.expand_coverage`) and ``coverage`` off; else itself."""
-        if not self.coverage:
-            return self
+        """The config that runs: tasks over several ``seeds`` split into one task per seed; with
+        ``coverage`` on, the recipe's seeds and tasks appended
+        (:func:`mlffd.sampling.coverage.expand_coverage`) and ``coverage`` off."""
+        cfg = _expand_seed_lists(self)
+        if not cfg.coverage:
+            return cfg
         from mlffd.sampling.coverage import expand_coverage
 
-        return expand_coverage(self)
+        return expand_coverage(cfg)
 
     def validate(self) -> None:
         """ValueError on inconsistent settings (names, kinds, counts), of the expanded config."""
         _check_seeds(self.seeds)
+        _check_seed_lists(self)
         cfg = self.expanded()
         seed_names = [s.name for s in cfg.seeds]
         if len(set(seed_names)) != len(seed_names):
@@ -186,8 +213,10 @@ class SampleConfig:
             raise ValueError(f"order must be 'interleave' or 'listed', got {self.order!r}")
         if Path(self.train_file).name == Path(self.test_file).name:
             raise ValueError("train_file and test_file must differ")
+        seeds = {s.name: s for s in cfg.seeds}
         for t in cfg.tasks:
             _check_task(t, seed_names)
+            _check_molecule_task(t, seeds[t.seed])
 
 
 #: task kinds; each builds its structures and spends its teacher evaluations its own way
@@ -196,10 +225,68 @@ KINDS = ("md", "melt_quench", "single", "cluster", "random_search")
 #: keys added after the first release: at their defaults they are left out of the config hash, so a
 #: config written before they existed keeps its hash and a started run of it resumes
 ADDED_KEYS = {
-    "seeds": {"prototype": None},
+    "seeds": {"prototype": None, "smiles": None, "conformers": 1, "molecules": None, "counts": None, "density": None,
+              "packing_distance": 2.0},
     "tasks": {"relax": False, "relax_steps": 200, "relax_fmax": 0.01, "volume_range": None, "contact_range": None,
-              "push_pairs": 0, "min_separation": None},
+              "push_pairs": 0, "min_separation": None, "seeds": (), "twist": 0},
 }
+
+#: what a seed of each kind may not be combined with: (task key, why)
+_NOT_FOR_MOLECULES = (
+    ("surface", "a molecule has no crystal to cut"),
+    ("vacancies", "removing atoms changes the molecule"),
+    ("interstitials", "adding atoms changes the molecule"),
+    ("strain", "a molecule has no cell to strain"),
+    ("volume_range", "a molecule has no cell volume"),
+    ("relax", "molecules from SMILES are MMFF pre-optimised; relax acts on periodic cells"),
+)
+
+
+def _expand_seed_lists(config: "SampleConfig") -> "SampleConfig":
+    """Each task with ``seeds`` as one task per seed (``NAME_SEED``), in the listed order."""
+    if not any(t.seeds for t in config.tasks):
+        return config
+    molecules = [s.name for s in config.seeds if s.smiles is not None]
+    tasks: list[TaskConfig] = []
+    for t in config.tasks:
+        if not t.seeds:
+            tasks.append(t)
+            continue
+        names = molecules if tuple(t.seeds) == ("*",) else list(t.seeds)
+        tasks += [dataclasses.replace(t, name=f"{t.name}_{n}", seed=n, seeds=()) for n in names]
+    return dataclasses.replace(config, tasks=tuple(tasks))
+
+
+def _check_seed_lists(config: "SampleConfig") -> None:
+    names = [s.name for s in config.seeds]
+    for t in config.tasks:
+        where = f"task {t.name!r}"
+        if bool(t.seed) == bool(t.seeds):
+            raise ValueError(f"{where}: give exactly one of 'seed' or 'seeds'")
+        if t.seeds and tuple(t.seeds) != ("*",):
+            unknown = [n for n in t.seeds if n not in names]
+            if unknown or len(set(t.seeds)) != len(t.seeds):
+                raise ValueError(f"{where}: seeds must be distinct seed names (or ['*']), got {list(t.seeds)}; seeds are {names}")
+        if tuple(t.seeds) == ("*",) and not any(s.smiles is not None for s in config.seeds):
+            raise ValueError(f"{where}: seeds ['*'] means every 'smiles' seed, and there is none")
+
+
+def _check_molecule_task(t: TaskConfig, seed: SeedConfig) -> None:
+    where = f"task {t.name!r}"
+    if t.twist < 0:
+        raise ValueError(f"{where}: twist must be >= 0, got {t.twist}")
+    if seed.kind == "smiles":
+        for key, why in _NOT_FOR_MOLECULES:
+            if getattr(t, key):
+                raise ValueError(f"{where}: {key} does not apply to the molecule seed {seed.name!r} ({why})")
+        if t.kind not in ("md", "single"):
+            raise ValueError(f"{where}: kind {t.kind} does not apply to the molecule seed {seed.name!r}; use md or single")
+        if t.ensemble != "nvt":
+            raise ValueError(f"{where}: a gas-phase molecule has no pressure; use ensemble nvt")
+    if t.twist and seed.kind in ("box", "crystal"):
+        raise ValueError(f"{where}: twist rotates bonds of one molecule; seed {seed.name!r} is a {seed.kind}")
+    if seed.kind == "box" and t.relax:
+        raise ValueError(f"{where}: relax does not apply to the box seed {seed.name!r} (its molecules are MMFF pre-optimised)")
 
 
 def _check_seeds(seeds: tuple[SeedConfig, ...]) -> None:
@@ -210,8 +297,10 @@ def _check_seeds(seeds: tuple[SeedConfig, ...]) -> None:
 
     for s in seeds:
         where = f"seed {s.name!r}"
-        if (s.file is None) == (s.symbol is None):
-            raise ValueError(f"{where}: give exactly one of 'file' or 'symbol'")
+        given = [k for k in ("file", "symbol", "smiles", "molecules") if getattr(s, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"{where}: give exactly one of 'file', 'symbol', 'smiles' or 'molecules', got {given or 'none'}")
+        _check_molecule_seed(s, where)
         if s.a is not None and s.a <= 0:
             raise ValueError(f"{where}: a must be > 0 Å, got {s.a}")
         if len(s.supercell) != 3 or min(s.supercell) < 1:
@@ -229,6 +318,37 @@ def _check_seeds(seeds: tuple[SeedConfig, ...]) -> None:
                 raise ValueError(f"{where}: prototype must be one of {', '.join(PROTOTYPES)}, got {s.prototype!r}")
             if s.symbol is None or len(elements) != 1:
                 raise ValueError(f"{where}: prototype needs 'symbol' to be one element, got {s.symbol!r}")
+
+
+def _check_molecule_seed(s: SeedConfig, where: str) -> None:
+    if s.conformers < 1:
+        raise ValueError(f"{where}: conformers must be >= 1, got {s.conformers}")
+    if s.conformers != 1 and s.smiles is None:
+        raise ValueError(f"{where}: conformers is for a 'smiles' seed")
+    if s.packing_distance <= 0:
+        raise ValueError(f"{where}: packing_distance must be > 0 Å, got {s.packing_distance}")
+    box_keys = [k for k in ("counts", "density") if getattr(s, k) is not None]
+    if s.molecules is None:
+        if box_keys:
+            raise ValueError(f"{where}: {', '.join(box_keys)} belong(s) to a box seed ('molecules')")
+    else:
+        if not s.molecules:
+            raise ValueError(f"{where}: molecules is empty")
+        if s.counts is None or len(s.counts) != len(s.molecules) or min(s.counts) < 0 or sum(s.counts) < 1:
+            raise ValueError(f"{where}: counts must give a number >= 0 for each of the {len(s.molecules)} molecules "
+                             f"(at least one molecule in all), got {None if s.counts is None else list(s.counts)}")
+        if s.density is None or s.density <= 0:
+            raise ValueError(f"{where}: density must be > 0 g/cm³ for a box of molecules, got {s.density}")
+    if s.smiles is not None or s.molecules is not None:
+        for key in ("prototype", "a"):
+            if getattr(s, key) is not None:
+                raise ValueError(f"{where}: {key} is for crystal seeds ('symbol')")
+        if tuple(s.supercell) != (1, 1, 1):
+            raise ValueError(f"{where}: supercell is for crystal and file seeds")
+        from mlffd.sampling.molecules import parse_smiles
+
+        for k, smi in enumerate([s.smiles] if s.smiles is not None else list(s.molecules)):
+            parse_smiles(smi, where + ("" if s.smiles is not None else f": molecules[{k}]"))
 
 
 def _check_range(t: TaskConfig, key: str) -> None:

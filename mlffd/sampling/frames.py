@@ -29,12 +29,18 @@ def labelled_frame(atoms: Atoms, calc_results: dict[str, Any], info: dict[str, A
     return frame
 
 
+def has_stress(atoms: Atoms) -> bool:
+    """Whether a stress means anything for ``atoms``: a cell of rank 3, periodic in every direction
+    (a molecule in a box with free boundaries has no pressure)."""
+    return atoms.cell.rank == 3 and bool(np.all(atoms.pbc))
+
+
 def evaluate(atoms: Atoms, calc) -> dict[str, Any]:
-    """Teacher energy, forces and stress of ``atoms`` (one evaluation; stress only for 3-D cells)."""
+    """Teacher energy, forces and stress of ``atoms`` (one evaluation; stress only for periodic 3-D cells)."""
     atoms.calc = calc
     out: dict[str, Any] = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
     out["free_energy"] = calc.results.get("free_energy", out["energy"])
-    if atoms.cell.rank == 3:
+    if has_stress(atoms):
         out["stress"] = atoms.get_stress(voigt=True)
     return out
 

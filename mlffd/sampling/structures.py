@@ -127,7 +127,25 @@ def plan(config: SampleConfig) -> list[Trajectory]:
 
 def build_seed(seed: SeedConfig, unit: bool = False, base_dir: str = "") -> Atoms:
     """The seed structure (supercell applied unless ``unit``), periodic in all directions unless
-    read from a file (a relative ``file`` is read from ``base_dir``, the config file's folder)."""
+    read from a file (a relative ``file`` is read from ``base_dir``, the config file's folder) or a
+    molecule from ``smiles`` (no cell, not periodic; ``info['conformers']`` and ``info['bonds']``).
+    ``info['seed_kind']`` is the seed's :attr:`SeedConfig.kind`."""
+    if seed.smiles is not None:
+        from mlffd.sampling.molecules import molecule_from_smiles
+
+        atoms = molecule_from_smiles(seed.smiles, seed.conformers, f"seed {seed.name!r}")
+        atoms.info["seed_kind"] = "smiles"
+        return atoms
+    if seed.molecules is not None:
+        import zlib
+
+        from mlffd.sampling.boxes import pack_box
+
+        # the packing is a function of the seed alone, so a resumed run starts from the same box
+        rng = np.random.default_rng(zlib.crc32(json.dumps(asdict(seed), sort_keys=True).encode()))
+        atoms = pack_box(seed.molecules, seed.counts, seed.density, seed.packing_distance, rng, f"seed {seed.name!r}")
+        atoms.info["seed_kind"] = "box"
+        return atoms
     if seed.file is not None:
         from pathlib import Path
 
@@ -148,7 +166,9 @@ def build_seed(seed: SeedConfig, unit: bool = False, base_dir: str = "") -> Atom
         if seed.a is not None:
             kw["a"] = seed.a
         atoms = bulk(seed.symbol, **kw)
-    return atoms if unit else repeat(atoms, seed.supercell)
+    atoms = atoms if unit else repeat(atoms, seed.supercell)
+    atoms.info["seed_kind"] = seed.kind
+    return atoms
 
 
 def repeat(atoms: Atoms, supercell: Sequence[int]) -> Atoms:
@@ -199,10 +219,18 @@ def _largest_void(atoms: Atoms, rng: np.random.Generator, n_trial: int = 2000) -
     return pts[int(np.argmax(nearest))]
 
 
-def default_config_type(task: TaskConfig, volume_scale: float | None = None) -> str:
-    """The frames' config_type unless the task names one (``volume_scale``: the start's, if drawn)."""
+def default_config_type(task: TaskConfig, volume_scale: float | None = None, seed_kind: str = "crystal",
+                        periodic: bool = True) -> str:
+    """The frames' config_type unless the task names one (``volume_scale``: the start's, if drawn;
+    ``seed_kind`` and ``periodic``: the seed's)."""
     if task.config_type:
         return task.config_type
+    if task.twist:
+        return "torsion"
+    if seed_kind == "box":
+        return "molecular_box"
+    if seed_kind == "smiles" or not periodic:
+        return "molecule"
     if task.kind == "random_search":
         return "random"
     if task.surface is not None:

@@ -13,7 +13,7 @@ from ase import Atoms, units
 
 from mlffd.sampling.config import TaskConfig
 from mlffd.sampling.contacts import cluster, push_pair
-from mlffd.sampling.frames import _sane, _sane_results, descriptor, evaluate, labelled_frame, select_frames
+from mlffd.sampling.frames import _sane, _sane_results, descriptor, evaluate, has_stress, labelled_frame, select_frames
 from mlffd.sampling.structures import (
     Trajectory,
     apply_strain,
@@ -52,7 +52,7 @@ def _perturbed_copy(trial: Atoms, task: TaskConfig, rng: np.random.Generator, vo
     """``trial`` strained (random, up to ``task.copy_strain``; then scaled back to ``volume`` Å^3 if
     given, so the strain only changes the shape), rattled (``task.copy_rattle`` Å) and with
     ``task.push_pairs`` pairs pushed together; returns it and the shortest pushed distance (Å) or None."""
-    if task.copy_strain > 0:
+    if task.copy_strain > 0 and has_stress(trial):  # a molecule has no cell to strain
         apply_strain(trial, random_strain(rng, task.copy_strain))
     if volume is not None:
         set_volume(trial, volume)
@@ -66,6 +66,27 @@ def _perturbed_copy(trial: Atoms, task: TaskConfig, rng: np.random.Generator, vo
 
 def _copy_info(contact: float | None) -> dict[str, Any]:
     return {} if contact is None else {"contact_distance": float(contact)}
+
+
+def _molecule_start(traj: Trajectory, seed_atoms: Atoms, rng: np.random.Generator) -> Atoms:
+    """A molecule seed's start: the conformer of this trajectory (:func:`conformer_index`), with
+    ``task.twist`` rotatable bonds turned (torsion coverage); other seeds unchanged."""
+    from mlffd.sampling.molecules import conformer_index, perceive_bonds
+
+    task = traj.task
+    confs = seed_atoms.info.get("conformers")
+    atoms = seed_atoms
+    if confs is not None:
+        k = conformer_index(traj.repeat, traj.index % len(task.temperatures), len(confs))
+        atoms = Atoms(numbers=seed_atoms.numbers, positions=confs[k], cell=seed_atoms.cell, pbc=seed_atoms.pbc)
+    if task.twist:
+        from mlffd.sampling.torsions import twist
+
+        bonds = seed_atoms.info.get("bonds")
+        if bonds is None:
+            bonds = perceive_bonds(atoms, where=f"task {task.name!r}: seed {task.seed!r}")
+        atoms, _ = twist(atoms, bonds, task.twist, rng, seed_atoms.info.get("bond_orders"))
+    return atoms
 
 
 class TrajectoryUnstable(RuntimeError):
@@ -103,14 +124,14 @@ def run_trajectory(
         min_sep = task.min_separation or default_min_separation(seed_atoms.get_chemical_symbols(), volume / len(seed_atoms))
         atoms = random_structure(seed_atoms.numbers, volume, min_sep, rng)
     elif task.kind != "cluster":
-        atoms = start_structure(task, seed_atoms, rng, None if scale is None else scale * seed_volume)
-    base_type = default_config_type(task, scale)
+        atoms = start_structure(task, _molecule_start(traj, seed_atoms, rng), rng, None if scale is None else scale * seed_volume)
+    base_type = default_config_type(task, scale, seed_atoms.info.get("seed_kind", "crystal"), bool(np.any(seed_atoms.pbc)))
 
     def snap(config_type: str, temperature: float, step: int) -> None:
         if atoms.calc.check_state(atoms) or "forces" not in atoms.calc.results:
             atoms.get_forces()  # results must belong to these positions and this cell
         res = dict(atoms.calc.results)
-        if "stress" not in res and atoms.cell.rank == 3:
+        if "stress" not in res and has_stress(atoms):
             res["stress"] = atoms.get_stress(voigt=True)
         candidates.append(
             labelled_frame(atoms, res, {**base_info, "config_type": config_type, "temperature": float(temperature), "step": int(step)})
@@ -158,6 +179,10 @@ def run_trajectory(
         start_t = traj.temperature
     MaxwellBoltzmannDistribution(atoms, temperature_K=start_t, rng=rng)
     Stationary(atoms)
+    if not np.any(atoms.pbc):
+        from ase.md.velocitydistribution import ZeroRotation
+
+        ZeroRotation(atoms)  # a free molecule's tumbling is no sampled configuration
     dyn = _make_dynamics(atoms, task, start_t, rng)
     dyn.attach(lambda: tick(1), interval=1)
 

@@ -1,0 +1,27 @@
+#!/bin/bash
+# Produce (or resume) the drug-like datasets labelled by GFN2-xTB: first the training molecules
+# (examples/druglike/sample.yaml -> data/druglike/train-run), then the held-out molecules
+# (examples/druglike/sample-heldout.yaml -> data/druglike/heldout-run); after each, the finished
+# part is compressed to data/druglike/train.extxyz.xz and heldout.extxyz.xz (committed).
+# Resumable: re-running continues after the last finished trajectory of each run, also from a
+# fresh clone (the committed .xz files are unpacked into the run folders first).
+#   nohup data/druglike/run_sample.sh > data/druglike/sample.log 2>&1 &
+# PYTHON selects the interpreter (default .venv/bin/python of the repository).
+cd "$(dirname "$0")/../.." || exit 1
+PYTHON=${PYTHON:-.venv/bin/python}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONWARNINGS=ignore
+status=0
+for part in train:sample.yaml:train heldout:sample-heldout.yaml:heldout; do
+  IFS=: read -r run config file <<< "$part"
+  dir=data/druglike/$run-run
+  mkdir -p "$dir"
+  if [ ! -f "$dir/progress.jsonl" ] && [ -f "data/druglike/$run.progress.jsonl" ] && [ -f "data/druglike/$file.extxyz.xz" ]; then
+    cp "data/druglike/$run.progress.jsonl" "$dir/progress.jsonl"
+    xz -dkc "data/druglike/$file.extxyz.xz" > "$dir/$file.extxyz"
+  fi
+  "$PYTHON" -m mlffd.cli.main sample "examples/druglike/$config" || status=$?
+  "$PYTHON" -c "from mlffd.sampling import snapshot; print(snapshot('$dir', dest_dir='data/druglike', compress='xz'))"
+  cp -f "$dir/progress.jsonl" "data/druglike/$run.progress.jsonl"
+  [ $status -eq 0 ] || exit $status
+done
+exit $status
