@@ -29,6 +29,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError
 
 from md_validation.inputs import structure_hash
 from md_validation.units import EV_PER_A3_TO_GPA
+from mlffd.geometry import reports_stress
 
 #: bump when the file layout or the meaning of a setting changes (invalidates caches)
 CACHE_VERSION = 1
@@ -257,7 +258,7 @@ def _frame_thermo(atoms: Atoms) -> dict[str, float]:
     dof = max(3 * n - 3, 1)  # centre-of-mass motion is removed at the start and kept at rest
     out = {"epot": epot, "ekin": ekin, "etot": epot + ekin, "temperature": 2.0 * ekin / (dof * units.kB)}
     stress = calc.results.get("stress") if calc is not None else None
-    if stress is not None and atoms.cell.rank == 3:
+    if stress is not None and atoms.cell.rank == 3 and atoms.pbc.all():
         p_virial = -float(np.mean(np.asarray(stress)[:3]))
         p_kin = n * units.kB * out["temperature"] / atoms.get_volume()
         out["pressure_GPa"] = (p_virial + p_kin) * EV_PER_A3_TO_GPA
@@ -291,7 +292,7 @@ def _read_last(path: Path) -> Atoms:
 def _ensure_results(atoms: Atoms) -> None:
     if atoms.calc is not None and "energy" not in atoms.calc.results:
         atoms.get_potential_energy()
-    if atoms.cell.rank == 3 and atoms.calc is not None and "stress" not in atoms.calc.results:
+    if reports_stress(atoms.cell.rank, atoms.pbc) and atoms.calc is not None and "stress" not in atoms.calc.results:
         try:
             atoms.get_stress()
         except (PropertyNotImplementedError, NotImplementedError):

@@ -16,7 +16,7 @@ from mlffd import artifact as _artifact
 from mlffd import kernels
 from mlffd.allocator import configure_allocator
 from mlffd.contract import OUTPUTS
-from mlffd.geometry import check_cell, check_edges, check_positions, far_images, lattice_inverse
+from mlffd.geometry import check_cell, check_edges, check_positions, far_images, lattice_inverse, reports_stress
 from mlffd.neighbors import joined_neighbor_list, neighbor_list
 from mlffd.registry import DEFAULT_MODEL, resolve
 
@@ -327,7 +327,7 @@ class DistilledCalculator(Calculator):
             "energies": atom_energies.copy(),
             "forces": forces.copy(),
         }
-        if atoms.cell.rank == 3:
+        if reports_stress(atoms.cell.rank, atoms.pbc):
             volume = atoms.get_volume()
             res["stress"] = full_3x3_to_voigt_6_stress(-atom_virial.sum(0) / volume)
             res["stresses"] = full_3x3_to_voigt_6_stress(-atom_virial / volume)
@@ -357,8 +357,9 @@ class DistilledCalculator(Calculator):
         if properties is None:
             properties = self.implemented_properties
         super().calculate(atoms, properties, system_changes)
-        if ("stress" in properties or "stresses" in properties) and self.atoms.cell.rank != 3:
-            raise PropertyNotImplementedError("stress needs a cell with three independent vectors (cell rank 3)")
+        if ("stress" in properties or "stresses" in properties) and not reports_stress(self.atoms.cell.rank, self.atoms.pbc):
+            raise PropertyNotImplementedError("stress needs a cell with three independent vectors (cell rank 3), periodic "
+                                              f"along at least one of them; this structure has pbc={self.atoms.pbc.tolist()}")
         inputs, _ = self._inputs([self.atoms], cache=True)
         out = self._run(inputs)
         results = self._results(self.atoms, out["atom_energies"], out["forces"], out["atom_virial"])
@@ -370,8 +371,8 @@ class DistilledCalculator(Calculator):
     def calculate_batch(self, structures: Sequence[Atoms]) -> list[dict]:
         """Evaluate several structures in one model call; one results dict per structure.
 
-        Each dict holds energy, free_energy, energies, forces and, for cells of rank 3, stress
-        and stresses, exactly as :meth:`calculate` would give for that structure alone.
+        Each dict holds energy, free_energy, energies, forces and, for cells of rank 3 periodic
+        along some direction, stress and stresses, exactly as :meth:`calculate` would give for that structure alone.
         """
         structures = list(structures)
         if not structures:

@@ -166,3 +166,10 @@ def far_images(positions: np.ndarray, inverse: np.ndarray, pbc) -> np.ndarray | 
         return None
     far = (frac < -1.0) | (frac >= 2.0)
     return np.where(far, np.floor(frac), 0.0).astype(np.int64)
+
+
+def reports_stress(cell_rank: int, pbc) -> bool:
+    """Whether a stress is reported for a structure: a cell of rank 3, periodic along at least one
+    direction (a slab's stress is its in-plane response; a molecule, periodic nowhere, has none
+    even when a box is set around it)."""
+    return int(cell_rank) == 3 and bool(np.any(pbc))

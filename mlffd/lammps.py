@@ -217,6 +217,25 @@ class Prism:
         return np.einsum("ai,...ab,bj->...ij", self.rotation, t, self.rotation)
 
 
+#: Å of empty space around a molecule written without a cell (more than any model cutoff, so a
+#: fixed ``f`` boundary sees no atom leave in a short run)
+MOLECULE_PADDING_A = 20.0
+
+
+def molecule_box(atoms: Atoms) -> tuple[Atoms, np.ndarray]:
+    """``atoms`` unchanged when periodic along some direction or with a cell of rank 3; else a copy
+    in an orthorhombic box around its atoms (:data:`MOLECULE_PADDING_A` each side) and the shift added
+    to its positions."""
+    if np.any(atoms.pbc) or atoms.cell.rank == 3 or len(atoms) == 0:
+        return atoms, np.zeros(3)
+    lo, hi = atoms.positions.min(0), atoms.positions.max(0)
+    shift = MOLECULE_PADDING_A - lo
+    boxed = atoms.copy()
+    boxed.positions = atoms.positions + shift
+    boxed.cell = np.diag(hi - lo + 2 * MOLECULE_PADDING_A)
+    return boxed, shift
+
+
 def voigt6_to_3x3(v: np.ndarray) -> np.ndarray:
     """LAMMPS order xx, yy, zz, xy, xz, yz -> symmetric 3x3 (works on ``[..., 6]``)."""
     v = np.asarray(v, dtype=np.float64)
@@ -409,15 +428,22 @@ def run_lammps(
     env: dict[str, str] | None = None,
     timeout: float = 600.0,
     threads: int = 1,
+    nonperiodic: str = "m",
 ) -> LammpsResult:
     """Run ``commands`` (e.g. ``fix 1 all nve`` / ``run 100``) on ``atoms`` with ``pair``.
 
     After ``commands`` a ``run 0`` evaluates the final state; its energy, forces, virial and
     per-atom energies/virials are returned. ``thermo`` holds the thermo columns (step, pe, ke,
     etotal, press, temp) of the last run in ``commands`` (or of the final ``run 0``).
-    Non-periodic directions of ``atoms`` become ``m`` (shrink-wrapped, minimum box) boundaries.
+    Non-periodic directions of ``atoms`` become ``nonperiodic`` boundaries: ``m`` (shrink-wrapped,
+    minimum box) or ``f`` (fixed). A structure periodic in no direction needs no cell: it is
+    written in its bounding box widened by :data:`MOLECULE_PADDING_A` on each side (positions and
+    forces come back in the caller's frame).
     Raises :class:`LammpsError` with LAMMPS' ERROR lines when it fails.
     """
+    if nonperiodic not in ("m", "f", "s"):
+        raise ValueError(f"nonperiodic {nonperiodic!r}: expected a LAMMPS boundary letter m, f or s")
+    atoms, shift = molecule_box(atoms)
     n = len(atoms)
     pair = list(pair)
     commands = list(commands)
@@ -436,7 +462,7 @@ def run_lammps(
     work.mkdir(parents=True, exist_ok=True)
     try:
         prism = write_data(atoms, work / "atoms.data", specorder)
-        boundary = " ".join("p" if p else "m" for p in atoms.pbc)
+        boundary = " ".join("p" if p else nonperiodic for p in atoms.pbc)
         thermo = "thermo_style custom step temp pe ke etotal press vol"
         deck = [
             "units metal",
@@ -481,7 +507,7 @@ def run_lammps(
             volume=volume,
             energies=dump[:, 7].copy(),
             atom_virial=prism.tensor_to_ase(atom_w_lmp),
-            positions=prism.to_ase(dump[:, 1:4]),
+            positions=prism.to_ase(dump[:, 1:4]) - shift,
             thermo=md_thermo or final,
             log=log,
         )
