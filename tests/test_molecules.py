@@ -153,3 +153,27 @@ def test_sampling_from_smiles_gives_valid_gas_phase_frames(tmp_path):
         assert f.info["teacher"] == "xtb:GFN2-xTB"
     assert {f.info["config_type"] for f in frames} == {"molecule", "torsion"}
     assert {f.info["trajectory"] for f in frames} == {"md_propanol/train0/T300", "md_propanol/train0/T900", "tor/train0/T300"}
+
+
+def test_druglike_recipe_lists_and_holds_out_its_molecules():
+    """examples/druglike: every training and held-out SMILES is documented in its README, the
+    held-out molecules are not in the training list (canonical SMILES), and the elements are H, C,
+    N, O, F, S, Cl."""
+    from pathlib import Path
+
+    from rdkit import Chem
+
+    from mlffd.sampling import load_config
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "druglike"
+    readme = (root / "README.md").read_text()
+    canon = {}
+    for name in ("sample.yaml", "sample-heldout.yaml"):
+        cfg = load_config(root / name)
+        smiles = [s.smiles for s in cfg.seeds if s.smiles is not None]
+        assert smiles and all(f"`{s}`" in readme for s in smiles)
+        canon[name] = {Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in smiles}
+        for s in smiles:
+            assert {a.GetSymbol() for a in Chem.AddHs(Chem.MolFromSmiles(s)).GetAtoms()} <= {"H", "C", "N", "O", "F", "S", "Cl"}
+    assert len(canon["sample-heldout.yaml"]) >= 8
+    assert not canon["sample.yaml"] & canon["sample-heldout.yaml"]
