@@ -177,3 +177,22 @@ def test_druglike_recipe_lists_and_holds_out_its_molecules():
             assert {a.GetSymbol() for a in Chem.AddHs(Chem.MolFromSmiles(s)).GetAtoms()} <= {"H", "C", "N", "O", "F", "S", "Cl"}
     assert len(canon["sample-heldout.yaml"]) >= 8
     assert not canon["sample.yaml"] & canon["sample-heldout.yaml"]
+
+
+def test_an_xyz_molecule_gets_torsions_from_perceived_bonds_and_single_points(tmp_path):
+    """A molecule from an xyz file (no cell) is sampled like a SMILES seed: twisted MD (bonds from
+    RDKit's perception) and rattled single points, all non-periodic and without stress."""
+    pytest.importorskip("tblite")
+    from ase.io import read, write
+
+    write(tmp_path / "butanol.xyz", molecule_from_smiles("CCCCO", 1))
+    cfg = SampleConfig.from_dict({
+        "teacher": "xtb", "coverage": False, "output_dir": str(tmp_path / "out"), "threads": 1,
+        "seeds": [{"name": "butanol", "file": str(tmp_path / "butanol.xyz")}],
+        "tasks": [{"name": "tor", "seed": "butanol", "twist": 2, "equilibrate": 1, "steps": 4, "sample_every": 2, "timestep_fs": 0.5},
+                  {"name": "pts", "seed": "butanol", "kind": "single", "steps": 2, "copy_rattle": 0.05}],
+    })
+    result = run_sampling(cfg, progress=False)
+    frames = read(result.files["train"], ":")
+    assert [f.info["config_type"] for f in frames] == ["torsion", "torsion", "molecule", "molecule"]
+    assert all(not f.pbc.any() and "stress" not in f.calc.results for f in frames)

@@ -125,7 +125,8 @@ def run_trajectory(
         atoms = random_structure(seed_atoms.numbers, volume, min_sep, rng)
     elif task.kind != "cluster":
         atoms = start_structure(task, _molecule_start(traj, seed_atoms, rng), rng, None if scale is None else scale * seed_volume)
-    base_type = default_config_type(task, scale, seed_atoms.info.get("seed_kind", "crystal"), bool(np.any(seed_atoms.pbc)))
+    seed_kind, periodic = seed_atoms.info.get("seed_kind", "crystal"), bool(np.any(seed_atoms.pbc))
+    base_type = default_config_type(task, scale, seed_kind, periodic)
 
     def snap(config_type: str, temperature: float, step: int) -> None:
         if atoms.calc.check_state(atoms) or "forces" not in atoms.calc.results:
@@ -148,7 +149,7 @@ def run_trajectory(
                     point_scale = volume_scale(task, k, task.steps, rng)
                 volume = None if point_scale is None else point_scale * seed_volume
                 trial, contact = _perturbed_copy(atoms.copy(), task, rng, volume)
-                ptype = default_config_type(task, point_scale)
+                ptype = default_config_type(task, point_scale, seed_kind, periodic)
                 ctype = task.config_type or ("contact" if contact is not None else
                                              "strained" if task.copy_strain > 0 and ptype == "crystal" else ptype)
             res = evaluate(trial, calc)
