@@ -20,7 +20,7 @@ for part in train:sample.yaml:train heldout:sample-heldout.yaml:heldout; do
     xz -dkc "data/druglike/$file.extxyz.xz" > "$dir/$file.extxyz"
   fi
   "$PYTHON" -m mlffd.cli.main sample "examples/druglike/$config" || status=$?
-  "$PYTHON" -c "from mlffd.sampling import snapshot; print(snapshot('$dir', dest_dir='data/druglike', compress='xz'))"
+  "$PYTHON" -c "from mlffd.sampling import load_config, snapshot; print(snapshot('$dir', load_config('examples/druglike/$config'), dest_dir='data/druglike', compress='xz'))"
   cp -f "$dir/progress.jsonl" "data/druglike/$run.progress.jsonl"
   [ $status -eq 0 ] || exit $status
 done
