@@ -21,7 +21,9 @@ trajectory and continues with the next one when started again.
 Modules: :mod:`~mlffd.sampling.config` (settings), :mod:`~mlffd.sampling.structures` (plan, start
 structures, volumes), :mod:`~mlffd.sampling.contacts` (pushed pairs, clusters),
 :mod:`~mlffd.sampling.relax` (teacher relaxations, random cells), :mod:`~mlffd.sampling.coverage`
-(the default recipe), :mod:`~mlffd.sampling.frames` (labels, descriptor, selection),
+(the default recipe), :mod:`~mlffd.sampling.molecules` (molecules from SMILES or xyz: conformers,
+bonds), :mod:`~mlffd.sampling.torsions` (rotatable bonds, twisted starts),
+:mod:`~mlffd.sampling.boxes` (periodic boxes of molecules), :mod:`~mlffd.sampling.frames` (labels, descriptor, selection),
 :mod:`~mlffd.sampling.trajectory` (one teacher run), :mod:`~mlffd.sampling.run` (the resumable run).
 """
 
