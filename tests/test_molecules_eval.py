@@ -173,3 +173,11 @@ def test_molecule_example_deck_runs_and_conserves_energy(artifact, tmp_path, npr
     thermo = parse_thermo(output)
     etot = np.asarray(thermo["TotEng"])
     assert len(etot) == 11 and np.ptp(etot) / 20 < 1e-3  # eV per atom
+
+
+def test_card_speed_of_a_molecule_model_needs_no_stress(artifact):
+    """``mlffd card`` times energy + forces on a molecule (no stress to ask for)."""
+    from mlffd.modelcard import measure_speed
+
+    speed = measure_speed(artifact, "ase:ase.calculators.lj:LennardJones?rc=6.0", drug_like(), repeats=2)
+    assert speed["atoms"] == len(drug_like()) and speed["stress"] is False and speed["speedup"] > 0
