@@ -9,16 +9,9 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
-
-#: per-preset accuracy targets of the distillation issue (force RMSE eV/Å, R², angle °, energy MAE meV/atom)
-TARGETS: dict[str, dict[str, float]] = {
-    "original": {"force_rmse": 0.08, "force_r2": 0.995, "force_angle_mean_deg": 5.0, "energy_mae_mev_per_atom": 3.0},
-    "tiny": {"force_rmse": 0.12, "force_r2": 0.99, "force_angle_mean_deg": 8.0, "energy_mae_mev_per_atom": 5.0},
-    "ultra-tiny": {"force_rmse": 0.20, "force_r2": 0.97, "force_angle_mean_deg": 12.0, "energy_mae_mev_per_atom": 8.0},
-}
 
 
 def _median_seconds(calc, atoms, repeats: int) -> float:
@@ -162,20 +155,22 @@ def _coverage(metrics: dict[str, Any], data: str) -> str:
 
 
 def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: dict[str, Any] | None, data: str,
-           properties: tuple[dict[str, Any], str] | None = None) -> str:
-    """The Markdown card of one model (``properties``: a properties.json and its path)."""
-    targets = TARGETS.get(name, {})
+           properties: tuple[dict[str, Any], str] | None = None, targets: tuple[Mapping[str, float], str] | None = None) -> str:
+    """The Markdown card of one model (``properties``: a properties.json and its path;
+    ``targets``: bounds on the accuracy metrics, e.g. ``{"force_rmse": 0.12}``, and the file
+    they came from, shown as a column with each verdict)."""
+    bounds = targets[0] if targets else {}
 
     def row(label: str, key: str, unit: str, fmt: str = "{:.4f}", lower_is_better: bool = True) -> str:
         value = metrics.get(key)
         if value is None:
             return ""
-        target = targets.get(key)
+        target = bounds.get(key)
         verdict = ""
         if target is not None:
             ok = value <= target if lower_is_better else value >= target
             verdict = f"{'≤' if lower_is_better else '≥'} {target:g} — {'met' if ok else 'NOT met'}"
-        return f"| {label} | {fmt.format(value)} {unit} | {verdict} |\n"
+        return f"| {label} | {fmt.format(value)} {unit} |" + (f" {verdict} |\n" if targets else "\n")
 
     elements = list(metadata["elements"])
     stand_in = ("SevenNet 7net-0 is the offline stand-in for Orb v3 here: its weights ship inside the `sevenn` "
@@ -196,7 +191,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
         "## Coverage\n\n",
         _coverage(metrics, data),
         f"## Accuracy on held-out teacher frames (`{data}`, {metrics.get('num_frames')} frames from separate teacher trajectories)\n\n",
-        "| metric | value | target |\n| --- | --- | --- |\n",
+        "| metric | value | target |\n| --- | --- | --- |\n" if targets else "| metric | value |\n| --- | --- |\n",
         row("energy MAE", "energy_mae_mev_per_atom", "meV/atom", "{:.2f}"),
         row("force RMSE", "force_rmse", "eV/Å"),
         row("force MAE", "force_mae", "eV/Å"),
@@ -230,6 +225,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
     lines.append(
         "\n## Reproduce\n\n```bash\nmlffd distill examples/si/distill.yaml --student "
         f"{name}\nmlffd card {name} --data {data} --teacher {metadata['teacher']}"
+        + ("" if targets is None else f" --targets {targets[1]}")
         + ("" if properties is None else f" --properties {properties[1]}\nmlffd-validate properties --model "
            f"{properties[0].get('student')} --teacher {properties[0].get('teacher')}")
         + "\n```\n\n"
@@ -259,10 +255,12 @@ def _limits_from_properties(properties: tuple[dict[str, Any], str] | None) -> st
 
 def write_card(
     model: str | Path, data: str | Path, teacher: str | None = None, out_dir: str | Path = "docs/models", name: str | None = None,
-    speed: bool = True, properties: str | Path | None = None,
+    speed: bool = True, properties: str | Path | None = None, targets: str | Path | None = None,
 ) -> Path:
     """Measure and write ``out_dir/NAME.md``; returns its path. ``properties``: the
-    ``properties.json`` of ``mlffd-validate properties`` for this model (its table goes in the card)."""
+    ``properties.json`` of ``mlffd-validate properties`` for this model (its table goes in the card);
+    ``targets``: a JSON file of bounds on the accuracy metrics (``{"force_rmse": 0.12, ...}``)
+    to state met or not next to each metric."""
     from mlffd.artifact import read_metadata
     from mlffd.registry import resolve
     from mlffd.training.evaluate import evaluate
@@ -280,9 +278,10 @@ def write_card(
     table = None
     if properties is not None:
         table = (_read_properties(properties, path), str(properties))
+    bounds = None if targets is None else (_read_targets(targets), str(targets))
     out = Path(out_dir) / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(name, metadata, metrics, timing, str(data), table))
+    out.write_text(render(name, metadata, metrics, timing, str(data), table, bounds))
     return out
 
 
@@ -297,3 +296,16 @@ def _read_properties(path: str | Path, model_path: Path) -> dict[str, Any]:
     if not isinstance(report, dict) or not isinstance(report.get("records"), list):
         raise ValueError(f"{path} is not a properties.json of mlffd-validate properties (no 'records' list)")
     return report
+
+
+def _read_targets(path: str | Path) -> dict[str, float]:
+    """A JSON object of metric name -> bound; ValueError naming the file otherwise."""
+    import json
+
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read targets {path}: {exc}") from exc
+    if not isinstance(raw, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw.values()):
+        raise ValueError(f"{path}: expected a JSON object of metric name -> number (e.g. {{\"force_rmse\": 0.12}})")
+    return {str(k): float(v) for k, v in raw.items()}

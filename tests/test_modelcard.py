@@ -47,3 +47,23 @@ def test_speed_structure_is_the_data_grown_to_size():
     assert len(atoms) % len(frames[0]) == 0 and atoms.calc is None
     lengths = atoms.cell.lengths()
     assert lengths.max() / lengths.min() < 2.1  # grown along the short sides, not one long rod
+
+
+def test_card_states_targets_only_when_given(tmp_path):
+    """A card holds the model's numbers; bounds on them (an issue's targets) come from the caller."""
+    import json
+
+    from mlffd.modelcard import render
+
+    from issue_targets import ACCURACY
+
+    meta = {"elements": ["Si"], "teacher": "emt", "num_parameters": 10, "model": {}, "num_interactions": 2, "cutoff": 5.0,
+            "interaction_range": 10.0, "dtype": "float32", "dataset_sha256": "0" * 64, "created": "now"}
+    metrics = {"num_frames": 3, "force_rmse": 0.1, "force_r2": 0.995}
+    plain = render("tiny", meta, metrics, None, "test.extxyz")
+    assert "| metric | value |\n" in plain and "target" not in plain.split("## Speed")[0] and "--targets" not in plain
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(ACCURACY["tiny"]))
+    with_targets = render("tiny", meta, metrics, None, "test.extxyz", targets=(ACCURACY["tiny"], str(path)))
+    assert "| force RMSE | 0.1000 eV/Å | ≤ 0.12 — met |" in with_targets
+    assert "| force R² | 0.99500  | ≥ 0.99 — met |" in with_targets and f"--targets {path}" in with_targets

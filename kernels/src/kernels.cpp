@@ -107,7 +107,7 @@ struct CentreSums {
 };
 
 // The density kernels, compiled twice: baseline and AVX2 + FMA (the same source; the loops over
-// B * D vectorise twice as wide with FMA: forward density 1.3x faster on this CPU).
+// B * D vectorise twice as wide with AVX2, so one binary uses them where the CPU has them).
 #define MLFFD_ISA isa_base
 #define MLFFD_ISA_AVX2 0
 #include "density.h"
@@ -212,7 +212,7 @@ struct DensityInputs {
     B = num_basis;
     D = messages.size(1);
     BD = B * D;
-    // the kernels index with these: check them (one pass, ~1% of the kernel) instead of crashing
+    // the kernels index with these: check them (one cheap pass) instead of crashing
     const int64_t* o = offsets.data_ptr<int64_t>();
     const int64_t n_edges = vectors.size(0);
     TORCH_CHECK(o[0] == 0 && o[n] == n_edges, op, ": offsets must run from 0 to the edge count ", n_edges,
@@ -228,8 +228,8 @@ struct DensityInputs {
 };
 
 // out[index[e]] += rows[e] for every edge e (rows [E, D], out [N, D], both contiguous, index checked
-// by the caller): one serial pass (rows of different edges may share a target; ~10x faster than
-// index_add_ for these short rows).
+// by the caller): one serial pass (rows of different edges may share a target; for rows this
+// short, index_add_'s per-row dispatch costs more than the additions).
 void add_rows(at::Tensor& out, const at::Tensor& rows, const at::Tensor& index) {
   const int64_t E = rows.size(0), D = rows.size(1);
   AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "add_rows", [&] {

@@ -16,19 +16,6 @@ def _num(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-# -- ratios and targets ----------------------------------------------------------------------
-
-
 def _ok(m: dict | None) -> bool:
     return bool(m) and not m.get("error") and m["us_per_atom_step"]["median"] == m["us_per_atom_step"]["median"]
 

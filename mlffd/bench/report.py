@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Callable
 
 from mlffd.bench.analysis import SIDE_BY_SIDE_KINDS
-from mlffd.bench.records import _cost, _jsonable, _ok
+from mlffd.bench.records import _cost, _ok
 from mlffd.bench.workers import summarize
+from mlffd.jsonable import jsonable
 
 
 
@@ -134,15 +135,14 @@ def markdown_report(result: dict) -> str:
                 rounds = f"; median over {r['rounds'][0]} rounds, per round {', '.join(_fmt(v) for v in r['per_round'])}" if r.get("per_round") and len(r["per_round"]) > 1 else ""
                 lines.append(f"- {r['description']}: **{_fmt(r['value'])}** ({r['numerator']} / {r['denominator']}{rounds})")
         lines.append("")
-    targets = result.get("targets", [])
-    if any(t["value"] is not None for t in targets):
-        lines.append("### Targets of the performance issue (this run)")
+    rows = result.get("headline", [])
+    if any(h["value"] is not None for h in rows):
+        lines.append("### Headline numbers (this run)")
         lines.append("")
-        lines.append("| model | target | value | limit | at atoms | pass |")
-        lines.append("| --- | --- | --- | --- | --- | --- |")
-        for t in targets:
-            verdict = "–" if t["pass"] is None else ("yes" if t["pass"] else "no")
-            lines.append(f"| {t['model']} | {t['target']} | {_fmt(t['value'])} | {t['op']} {_fmt(t['limit'])} | {t['atoms'] or '–'} | {verdict} |")
+        lines.append("| model | quantity | value | better | at atoms |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for h in rows:
+            lines.append(f"| {h['model']} | {h['quantity']} | {_fmt(h['value'])} | {h['better']} | {h['atoms'] or '–'} |")
         lines.append("")
     failed = [m for m in ms if m.get("error")]
     if failed:
@@ -260,7 +260,7 @@ def plot(result: dict, path: str | Path) -> Path:
 def write_outputs(result: dict, out: Path) -> dict[str, Path]:
     """``bench.json``, ``bench.md`` and ``bench_cost.png`` in ``out``."""
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "bench_cost.png"}
-    paths["json"].write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    paths["json"].write_text(json.dumps(jsonable(result), indent=1) + "\n")
     paths["markdown"].write_text(markdown_report(result) + "\n")
     plot(result, paths["plot"])
     return paths

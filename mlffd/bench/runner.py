@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from mlffd.allocator import GLIBC_TUNABLES
-from mlffd.bench.analysis import check_targets, compute_ratios, pool_rounds
+from mlffd.bench.analysis import compute_ratios, headline, pool_rounds
 from mlffd.bench.config import LATTICE_SI, RESULT_MARKER, SCHEMA, TEACHERS, BenchConfig
-from mlffd.bench.records import _jsonable, _num
+from mlffd.bench.records import _num
 from mlffd.bench.report import write_outputs
 from mlffd.bench.workers import summarize, supercell_reps
+from mlffd.jsonable import jsonable
 
 
 
@@ -41,7 +42,7 @@ def prepare_students(models: Iterable[str], directory: Path, dtype: str = "float
     from mlffd.artifact import read_metadata
     from mlffd.models import PRESETS, export_student
     from mlffd.registry import REGISTRY, resolve
-    from mlffd.testing import random_student
+    from mlffd.models.random_weights import random_student
 
     directory.mkdir(parents=True, exist_ok=True)
     out: dict[str, _Student] = {}
@@ -327,16 +328,16 @@ def run_bench(config: BenchConfig, out_dir: str | Path, progress: Callable[[str]
         "created": started.isoformat(timespec="seconds"),
         "duration_s": (finished - started).total_seconds(),
         "host": host,
-        "config": _jsonable(asdict(config)),
+        "config": jsonable(asdict(config)),
         "models": {k: asdict(v) for k, v in students.items()},
         "teachers": {k: {"spec": v["spec"], "weights": v["weights"]} for k, v in TEACHERS.items() if config.teachers and k in config.teacher_names},
         "measurements": measurements,
     }
-    if config.rounds > 1:  # tables and targets from the pooled measurements, ratios round by round
+    if config.rounds > 1:  # tables and headline numbers from the pooled measurements, ratios round by round
         result["round_measurements"] = measurements
         result["measurements"] = pool_rounds(measurements)
     result["ratios"] = compute_ratios(result)
-    result["targets"] = check_targets(result)
+    result["headline"] = headline(result)
     write_outputs(result, out)
     _rmtree(work)
     return result

@@ -16,10 +16,12 @@ from mlffd.cli.options import OUTPUT_DIR
 @click.option("--no-speed", is_flag=True, help="Skip the student-vs-teacher timing.")
 @click.option("--properties", type=click.Path(exists=True, dir_okay=False), default=None,
               help="properties.json of `mlffd-validate properties` for this model: its table goes in the card.")
+@click.option("--targets", type=click.Path(exists=True, dir_okay=False), default=None,
+              help='JSON of bounds on the accuracy metrics ({"force_rmse": 0.12, ...}): the card says met or not next to each.')
 def card_command(model: str, data: str, teacher: str | None, out_dir: str, name: str | None, no_speed: bool,
-                 properties: str | None) -> None:
+                 properties: str | None, targets: str | None) -> None:
     """Evaluate MODEL on DATA, time it against its teacher, and write OUT_DIR/NAME.md."""
     from mlffd.modelcard import write_card
 
     click.echo(str(write_card(model, data, teacher=teacher, out_dir=out_dir, name=name, speed=not no_speed,
-                              properties=properties)))
+                              properties=properties, targets=targets)))
