@@ -14,7 +14,7 @@ installed), so it only ever pays for MD, not for a single energy.
 
 Systems of up to ``max_atoms`` atoms are evaluated in one autograd graph (fastest; memory grows
 with the system). Larger ones run the student's bounded-memory blocked evaluation
-(:meth:`mlffd.models.potential.StudentPotential.chunked_outputs`, the artifact's path for large
+(:meth:`mlffd.models.blocked.BlockedEvaluation.chunked_outputs`, the artifact's path for large
 systems) on a copy whose per-block pieces (edge features, interaction layers, readout) are
 compiled: the same memory bound as the artifact.
 """

@@ -11,7 +11,7 @@
 //
 // with Y = (1, u, traceless u u^T as xx yy zz xy xz yz), R_b = sqrt(2/rc) env(r/rc) sin(b pi r/rc) / r
 // (b = 1..B, the polynomial envelope of DimeNet/NequIP), m the neighbours' messages. The
-// PyTorch reference is mlffd.models.potential (Interaction.density and RadialBasis); this file
+// PyTorch reference is mlffd.models.layers (Interaction.density and RadialBasis); this file
 // computes the same numbers without materialising any per-edge x basis x channel tensor, and
 // its backward gives dE/dr_e and dE/dm analytically (first derivatives only: evaluation, not
 // training). sin(b theta) and cos(b theta) come from the Chebyshev recurrence (one sin and one
@@ -458,7 +458,7 @@ std::vector<at::Tensor> moment_density_geometry_autograd(const at::Tensor& vecto
 // mlffd_kernels::moment_invariants: the rotation invariants of an interaction layer's moments,
 // per atom n and channel k, from a1 [3, N, K] (vector) and a2 [6, N, K] (traceless symmetric
 // tensor stored xx yy zz xy xz yz): out[n] = (|a1|^2 | |A2|^2 | a1.A2.a1 | tr(A2^3)) as [N, 4K].
-// PyTorch reference: mlffd.models.potential.Interaction.mix (cubic_invariants).
+// PyTorch reference: mlffd.models.layers.Interaction.mix (cubic_invariants).
 
 template <typename T>
 void invariants_kernel(const T* a1, const T* a2, int64_t n, int64_t K, T* out) {
