@@ -274,17 +274,36 @@ def run_distill(
         teacher: an ASE calculator to use instead of loading ``config.teacher`` for sampling and
             for the active stage's labels.
     """
-    workdir = Path(config.workdir)
-    markers = Stages(workdir)
+    markers = Stages(Path(config.workdir))
     names = list(config.students) if students is None else list(students)
     for name in names:
         if name not in config.students:
             raise ValueError(f"unknown student {name!r}; the config has {sorted(config.students)}")
-    train_path, test_path = Path(config.train_data), Path(config.test_data)
+    data_key = _data_stages(config, stages, markers, teacher, log)
+    results: dict[str, Any] = {}
+    for name in names:
+        tcfg = config.student_config(name)
+        train_key, artifact = _train_stage(name, tcfg, data_key, markers, "train" in stages, log)
+        active = config.active_config(name)
+        if active is not None and {"active", "export", "evaluate"} & set(stages):
+            artifact = _active_stage(config, name, active, tcfg, train_key, artifact, markers, "active" in stages, teacher, log)
+        if not {"export", "evaluate"} & set(stages):
+            continue
+        if not artifact.exists():
+            raise FileNotFoundError(f"{artifact} is missing: run the train stage for {name!r}")
+        exported = config.models_dir / f"{name}.mlffd.pt"
+        if "export" in stages:
+            _export_stage(name, artifact, exported, train_key, markers, log)
+        if "evaluate" in stages:
+            source = exported if exported.exists() else artifact
+            results[name] = _evaluate_stage(name, source, Path(config.test_data), config.models_dir, data_key, markers, log)
+    return results
 
-    # sample + label
-    data_exist = train_path.exists() and test_path.exists()
-    if not data_exist:
+
+def _data_stages(config: DistillConfig, stages: tuple[str, ...], markers: Stages, teacher, log: Callable[[str], None]) -> dict[str, str]:
+    """The ``sample`` and ``label`` stages (run, or skipped when done); the datasets' sha256 by split."""
+    train_path, test_path = Path(config.train_data), Path(config.test_data)
+    if not (train_path.exists() and test_path.exists()):
         if config.sample is None:
             raise FileNotFoundError(f"{train_path} / {test_path} do not exist and the config has no 'sample' section")
         scfg = _sample_config(config)
@@ -314,80 +333,79 @@ def run_distill(
         markers.mark("label", _hash(data_key), **data_key)
     else:
         log("[label] done, skipped")
+    return data_key
 
-    results: dict[str, Any] = {}
-    models_dir = config.models_dir
-    for name in names:
-        tcfg = config.student_config(name)
-        inputs = [Path(f) for f in tcfg.train[1:]] + ([Path(tcfg.init_from)] if tcfg.init_from else [])
-        missing = [str(f) for f in inputs if not f.exists()]
-        if missing and "train" in stages:
-            raise FileNotFoundError(f"student {name!r}: {', '.join(missing)} missing (extra_train data or the init_from artifact)")
-        train_key = _hash({"config": tcfg.to_dict(), "data": data_key, "inputs": {str(f): _file_sha(f) for f in inputs if f.exists()}})
-        artifact = Path(tcfg.output) / f"{name}.mlffd.pt"
-        stage = f"train:{name}"
-        if "train" in stages:
-            if markers.done(stage, train_key) and artifact.exists():
-                log(f"[{stage}] done, skipped")
-            else:
-                from mlffd.training.trainer import checkpoint_conflicts, train
 
-                conflicts = checkpoint_conflicts(tcfg)
-                if conflicts:
-                    old = Path(tcfg.output)
-                    moved = old.with_name(f"{old.name}.previous-{train_key[:8]}")
-                    shutil.rmtree(moved, ignore_errors=True)
-                    os.replace(old, moved)
-                    log(f"[{stage}] options {conflicts} changed: moved the old run to {moved}")
-                log(f"[{stage}] training {tcfg.model} into {tcfg.output}")
-                summary = train(tcfg, resume=True)
-                if summary.get("metrics", {}).get("under_trained"):
-                    from mlffd.training.trainer import UNDER_TRAINED
+def _train_stage(name: str, tcfg: TrainConfig, data_key: dict[str, str], markers: Stages, run: bool,
+                 log: Callable[[str], None]) -> tuple[str, Path]:
+    """The ``train:NAME`` stage (run, resumed or skipped when ``run`` is false or it is done);
+    its key (config, data and inputs) and the artifact it writes."""
+    inputs = [Path(f) for f in tcfg.train[1:]] + ([Path(tcfg.init_from)] if tcfg.init_from else [])
+    missing = [str(f) for f in inputs if not f.exists()]
+    if missing and run:
+        raise FileNotFoundError(f"student {name!r}: {', '.join(missing)} missing (extra_train data or the init_from artifact)")
+    train_key = _hash({"config": tcfg.to_dict(), "data": data_key, "inputs": {str(f): _file_sha(f) for f in inputs if f.exists()}})
+    artifact = Path(tcfg.output) / f"{name}.mlffd.pt"
+    stage = f"train:{name}"
+    if not run:
+        return train_key, artifact
+    if markers.done(stage, train_key) and artifact.exists():
+        log(f"[{stage}] done, skipped")
+        return train_key, artifact
+    from mlffd.training.trainer import UNDER_TRAINED, checkpoint_conflicts, train
 
-                    log(f"[{stage}] warning: {UNDER_TRAINED}")
-                markers.mark(stage, train_key, artifact=summary.get("artifact"), metrics=summary.get("metrics"))
-        active = config.active_config(name)
-        if active is not None and {"active", "export", "evaluate"} & set(stages):
-            artifact = _active_stage(config, name, active, tcfg, train_key, artifact, markers, "active" in stages, teacher, log)
-        if not {"export", "evaluate"} & set(stages):
-            continue
-        if not artifact.exists():
-            raise FileNotFoundError(f"{artifact} is missing: run the train stage for {name!r}")
-        exported = models_dir / f"{name}.mlffd.pt"
-        export_key = _hash({"train": train_key, "artifact": _file_sha(artifact)})
-        stage = f"export:{name}"
-        if "export" in stages:
-            if markers.done(stage, export_key) and exported.exists() and _file_sha(exported) == _file_sha(artifact):
-                log(f"[{stage}] done, skipped")
-            else:
-                from mlffd.artifact import load
+    conflicts = checkpoint_conflicts(tcfg)
+    if conflicts:
+        old = Path(tcfg.output)
+        moved = old.with_name(f"{old.name}.previous-{train_key[:8]}")
+        shutil.rmtree(moved, ignore_errors=True)
+        os.replace(old, moved)
+        log(f"[{stage}] options {conflicts} changed: moved the old run to {moved}")
+    log(f"[{stage}] training {tcfg.model} into {tcfg.output}")
+    summary = train(tcfg, resume=True)
+    if summary.get("metrics", {}).get("under_trained"):
+        log(f"[{stage}] warning: {UNDER_TRAINED}")
+    markers.mark(stage, train_key, artifact=summary.get("artifact"), metrics=summary.get("metrics"))
+    return train_key, artifact
 
-                models_dir.mkdir(parents=True, exist_ok=True)
-                tmp = exported.with_name(exported.name + ".tmp")
-                shutil.copyfile(artifact, tmp)
-                os.replace(tmp, exported)
-                load(exported)  # fails loudly on a bad file
-                markers.mark(stage, export_key, path=str(exported), sha256=_file_sha(exported))
-                log(f"[{stage}] {exported}")
-        metrics_path = models_dir / f"{name}.metrics.json"
-        eval_key = _hash({"artifact": _file_sha(exported if exported.exists() else artifact), "test": data_key["test"]})
-        stage = f"evaluate:{name}"
-        if "evaluate" in stages:
-            if markers.done(stage, eval_key) and metrics_path.exists():
-                log(f"[{stage}] done, skipped")
-                results[name] = json.loads(metrics_path.read_text())
-            else:
-                from mlffd.training.evaluate import evaluate, format_metrics
 
-                metrics = evaluate(exported if exported.exists() else artifact, test_path)
-                models_dir.mkdir(parents=True, exist_ok=True)
-                tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-                tmp.write_text(json.dumps(metrics, indent=2))
-                os.replace(tmp, metrics_path)
-                markers.mark(stage, eval_key, metrics=str(metrics_path))
-                log(f"[{stage}] {name}:\n{format_metrics(metrics)}")
-                results[name] = metrics
-    return results
+def _export_stage(name: str, artifact: Path, exported: Path, train_key: str, markers: Stages, log: Callable[[str], None]) -> None:
+    """The ``export:NAME`` stage: ``artifact`` copied atomically to ``exported`` and loaded once."""
+    export_key = _hash({"train": train_key, "artifact": _file_sha(artifact)})
+    stage = f"export:{name}"
+    if markers.done(stage, export_key) and exported.exists() and _file_sha(exported) == _file_sha(artifact):
+        log(f"[{stage}] done, skipped")
+        return
+    from mlffd.artifact import load
+
+    exported.parent.mkdir(parents=True, exist_ok=True)
+    tmp = exported.with_name(exported.name + ".tmp")
+    shutil.copyfile(artifact, tmp)
+    os.replace(tmp, exported)
+    load(exported)  # fails loudly on a bad file
+    markers.mark(stage, export_key, path=str(exported), sha256=_file_sha(exported))
+    log(f"[{stage}] {exported}")
+
+
+def _evaluate_stage(name: str, model: Path, test_path: Path, models_dir: Path, data_key: dict[str, str], markers: Stages,
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """The ``evaluate:NAME`` stage: ``model`` on the test data, metrics in ``models_dir/NAME.metrics.json``."""
+    metrics_path = models_dir / f"{name}.metrics.json"
+    eval_key = _hash({"artifact": _file_sha(model), "test": data_key["test"]})
+    stage = f"evaluate:{name}"
+    if markers.done(stage, eval_key) and metrics_path.exists():
+        log(f"[{stage}] done, skipped")
+        return json.loads(metrics_path.read_text())
+    from mlffd.training.evaluate import evaluate, format_metrics
+
+    metrics = evaluate(model, test_path)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, metrics_path)
+    markers.mark(stage, eval_key, metrics=str(metrics_path))
+    log(f"[{stage}] {name}:\n{format_metrics(metrics)}")
+    return metrics
 
 
 def _active_stage(config: DistillConfig, name: str, active, tcfg: TrainConfig, train_key: str, artifact: Path, markers: Stages,
