@@ -154,24 +154,39 @@ def _coverage(metrics: dict[str, Any], data: str) -> str:
             "come from the same sampling; the property table below shows how the student does away from it.\n\n")
 
 
-def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: dict[str, Any] | None, data: str,
-           properties: tuple[dict[str, Any], str] | None = None, targets: tuple[Mapping[str, float], str] | None = None) -> str:
-    """The Markdown card of one model (``properties``: a properties.json and its path;
-    ``targets``: bounds on the accuracy metrics, e.g. ``{"force_rmse": 0.12}``, and the file
-    they came from, shown as a column with each verdict)."""
-    bounds = targets[0] if targets else {}
+def _accuracy_table(metrics: dict[str, Any], data: str, bounds: Mapping[str, float] | None) -> str:
+    """The card's accuracy table; with ``bounds`` a column saying whether each metric meets its bound."""
 
     def row(label: str, key: str, unit: str, fmt: str = "{:.4f}", lower_is_better: bool = True) -> str:
         value = metrics.get(key)
         if value is None:
             return ""
-        target = bounds.get(key)
+        target = (bounds or {}).get(key)
         verdict = ""
         if target is not None:
             ok = value <= target if lower_is_better else value >= target
             verdict = f"{'≤' if lower_is_better else '≥'} {target:g} — {'met' if ok else 'NOT met'}"
-        return f"| {label} | {fmt.format(value)} {unit} |" + (f" {verdict} |\n" if targets else "\n")
+        return f"| {label} | {fmt.format(value)} {unit} |" + (f" {verdict} |\n" if bounds is not None else "\n")
 
+    return "".join([
+        f"## Accuracy on held-out teacher frames (`{data}`, {metrics.get('num_frames')} frames from separate teacher trajectories)\n\n",
+        "| metric | value | target |\n| --- | --- | --- |\n" if bounds is not None else "| metric | value |\n| --- | --- |\n",
+        row("energy MAE", "energy_mae_mev_per_atom", "meV/atom", "{:.2f}"),
+        row("force RMSE", "force_rmse", "eV/Å"),
+        row("force MAE", "force_mae", "eV/Å"),
+        row("force R²", "force_r2", "", "{:.5f}", lower_is_better=False),
+        row("mean angular error", "force_angle_mean_deg", "°", "{:.2f}"),
+        row("force error p95", "force_error_p95", "eV/Å"),
+        row("force error max", "force_error_max", "eV/Å"),
+        row("stress MAE", "stress_mae_gpa", "GPa"),
+    ])
+
+
+def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: dict[str, Any] | None, data: str,
+           properties: tuple[dict[str, Any], str] | None = None, targets: tuple[Mapping[str, float], str] | None = None) -> str:
+    """The Markdown card of one model (``properties``: a properties.json and its path;
+    ``targets``: bounds on the accuracy metrics, e.g. ``{"force_rmse": 0.12}``, and the file
+    they came from, shown as a column with each verdict)."""
     elements = list(metadata["elements"])
     stand_in = ("SevenNet 7net-0 is the offline stand-in for Orb v3 here: its weights ship inside the `sevenn` "
                 "wheel, Orb's cannot be downloaded on the machines that trained this model. Re-run `mlffd distill` "
@@ -190,16 +205,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
         f"| created | {metadata['created']} |\n\n",
         "## Coverage\n\n",
         _coverage(metrics, data),
-        f"## Accuracy on held-out teacher frames (`{data}`, {metrics.get('num_frames')} frames from separate teacher trajectories)\n\n",
-        "| metric | value | target |\n| --- | --- | --- |\n" if targets else "| metric | value |\n| --- | --- |\n",
-        row("energy MAE", "energy_mae_mev_per_atom", "meV/atom", "{:.2f}"),
-        row("force RMSE", "force_rmse", "eV/Å"),
-        row("force MAE", "force_mae", "eV/Å"),
-        row("force R²", "force_r2", "", "{:.5f}", lower_is_better=False),
-        row("mean angular error", "force_angle_mean_deg", "°", "{:.2f}"),
-        row("force error p95", "force_error_p95", "eV/Å"),
-        row("force error max", "force_error_max", "eV/Å"),
-        row("stress MAE", "stress_mae_gpa", "GPa"),
+        _accuracy_table(metrics, data, targets[0] if targets else None),
         "\nBy configuration type:\n\n| config_type | frames | energy MAE (meV/atom) | force RMSE (eV/Å) |\n| --- | --- | --- | --- |\n",
     ]
     for ctype, m in sorted(metrics.get("by_config_type", {}).items()):

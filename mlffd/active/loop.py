@@ -298,11 +298,38 @@ class ActiveLoop:
     def _active_frames_before(self, r: int) -> list[Atoms]:
         return _read_frames(self.dir / f"round-{r - 1:03d}" / "active.extxyz") if r > 1 else []
 
-    def _round(self, r: int, rdir: Path, members: list[str], budget: int) -> dict[str, Any]:
-        from mlffd.active.committee import Committee
+    def _explore(self, r: int, rdir: Path, members: list[str], reference) -> tuple[list[Atoms], list]:
+        """Round ``r``'s exploration MD with member 0 (or the frames a resumed round wrote)."""
         from mlffd.active.explore import explore, start_structure
-        from mlffd.active.sanity import reference_from_frames
+
+        explore_path = rdir / "explore.json"
+        if explore_path.exists():
+            return _read_frames(rdir / "explored.extxyz"), _read_json(explore_path)["runs"]
+        start = start_structure(self.train_frames, self.config.min_atoms)
+        with _threads(self.student.threads):
+            frames, runs = explore(self.config, members[0], start, reference, r, log=self.log)
+        _write_frames(rdir / "explored.extxyz", frames)
+        _write_json(explore_path, {"runs": runs, "frames": len(frames), "member": members[0]})
+        return frames, runs
+
+    def _select(self, r: int, rdir: Path, members: list[str], frames: list[Atoms], reference, budget: int) -> dict[str, Any]:
+        """The committee's flags on the explored frames and the frames chosen for the teacher
+        (or what a resumed round wrote)."""
+        from mlffd.active.committee import Committee
         from mlffd.active.select import choose, classify, counts, descriptors
+
+        c = self.config
+        select_path = rdir / "select.json"
+        if not select_path.exists():
+            with _threads(self.student.threads):
+                flags = classify(frames, Committee(members).predict(frames), reference, c) if frames else []
+            rng = np.random.default_rng([c.seed, r, 1])
+            chosen = choose(flags, descriptors(frames, c.descriptor_cutoff), budget, c.audit_frames, rng)
+            _write_json(select_path, {"flags": flags, "counts": counts(flags), "chosen": chosen, "budget": budget})
+        return _read_json(select_path)  # as a resumed round reads it (inf deviations are null)
+
+    def _round(self, r: int, rdir: Path, members: list[str], budget: int) -> dict[str, Any]:
+        from mlffd.active.sanity import reference_from_frames
 
         c = self.config
         rdir.mkdir(parents=True, exist_ok=True)
@@ -311,32 +338,11 @@ class ActiveLoop:
         # the teacher-labelled data so far decide what is "outside the data" for the sanity flags
         reference = reference_from_frames(self.train_frames + previous)
 
-        # explore
         t0 = time.perf_counter()
-        explore_path = rdir / "explore.json"
-        if explore_path.exists():
-            runs = _read_json(explore_path)["runs"]
-            frames = _read_frames(rdir / "explored.extxyz")
-        else:
-            start = start_structure(self.train_frames, c.min_atoms)
-            with _threads(self.student.threads):
-                frames, runs = explore(c, members[0], start, reference, r, log=self.log)
-            _write_frames(rdir / "explored.extxyz", frames)
-            _write_json(explore_path, {"runs": runs, "frames": len(frames), "member": members[0]})
+        frames, runs = self._explore(r, rdir, members, reference)
         timing["explore_s"] = time.perf_counter() - t0
-
-        # flag and choose
         t0 = time.perf_counter()
-        select_path = rdir / "select.json"
-        if select_path.exists():
-            selection = _read_json(select_path)
-        else:
-            with _threads(self.student.threads):
-                flags = classify(frames, Committee(members).predict(frames), reference, c) if frames else []
-            rng = np.random.default_rng([c.seed, r, 1])
-            chosen = choose(flags, descriptors(frames, c.descriptor_cutoff), budget, c.audit_frames, rng)
-            _write_json(select_path, {"flags": flags, "counts": counts(flags), "chosen": chosen, "budget": budget})
-            selection = _read_json(select_path)  # as a resumed round reads it (inf deviations are null)
+        selection = self._select(r, rdir, members, frames, reference, budget)
         timing["flag_s"] = time.perf_counter() - t0
         flags, tally, chosen = selection["flags"], selection["counts"], selection["chosen"][:budget]
         self.log(f"[active r{r}] explored {len(frames)} frames in {len(runs)} runs: {tally['accurate']} accurate, "
