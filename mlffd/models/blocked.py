@@ -7,7 +7,7 @@ layer from the last, each block of centre atoms rebuilds its own small graph (ed
 neighbour messages and its features as leaves) and back-propagates the incoming gradient
 ``dE/dh_{t+1}``. Edge gradients go straight into forces and virials, message gradients are
 scattered to the neighbours and joined with ``dE/dh_t``. Same numbers as the one-graph path
-(tests/test_model.py and tests/test_kernels.py compare them).
+(tests/model/test_model.py and tests/model/test_kernels.py compare them).
 
 Mirrors: the block size is chosen by ``mlffd/artifact.py`` ``block_atoms`` in Python and by
 ``lammps_plugin/src/pair_mlffd.cpp`` ``configure_blocks`` in LAMMPS (the same policy; blocks

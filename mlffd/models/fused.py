@@ -4,7 +4,7 @@ student's evaluation with the neighbour densities, invariants and edge sums comp
 Mirrors: ``kernels/src/kernels.cpp`` (the operators: ``edge_geometry``, ``moment_density``,
 ``moment_density_backward_into``, ``moment_invariants``) and ``kernels/src/density.h`` (the
 density loops), which compute what :class:`mlffd.models.layers.Interaction` computes in PyTorch
-(tests/test_kernels.py compares them); ``mlffd/kernels.py`` loads them and names the operator
+(tests/model/test_kernels.py compares them); ``mlffd/kernels.py`` loads them and names the operator
 set an artifact needs. The LAMMPS plugin runs the same scripted calls through the artifact.
 Mixed into :class:`mlffd.models.potential.StudentPotential`, whose attributes it reads.
 """

@@ -15,7 +15,7 @@ A1.A2.A1 and tr(A2^3) - feed a residual MLP update of the atom features.
 Mirrored in C++: ``kernels/src/density.h`` and ``kernels/src/kernels.cpp`` compute the same
 neighbour density (:meth:`Interaction.density`, :class:`RadialBasis`, :func:`polynomial_envelope`:
 ``moment_density``, ``edge_geometry``) and invariants (:func:`cubic_invariants`:
-``moment_invariants``); tests/test_kernels.py compares them. A change of the math here is a
+``moment_invariants``); tests/model/test_kernels.py compares them. A change of the math here is a
 change there, and a new kernel operator set (``mlffd/kernels.py``).
 """
 

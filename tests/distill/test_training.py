@@ -181,7 +181,7 @@ def test_ddp_two_processes_match_one(tmp_path, dataset, ddp):
     cfg = small_config(dataset, tmp_path / "two", ddp=ddp, **common)
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     proc = subprocess.run(
         [*torchrun, "-m", "mlffd.training", str(path)], env=env, capture_output=True, text=True, timeout=240

@@ -15,14 +15,9 @@ from ase.calculators.emt import EMT
 from md_validation.properties import PropertiesConfig, Tolerances, element_system, structures_system
 from md_validation.properties import elastic
 from md_validation.properties.relax import relax
-from property_refs import lammps_sw, lj_calc, lj_fcc_exact, sw_artifact_calc
+from property_refs import lammps_sw, lj_calc, lj_fcc_exact
 
 CONFIG = PropertiesConfig(sections=("elastic",))
-
-
-@pytest.fixture(scope="module")
-def sw_calc(tmp_path_factory):
-    return sw_artifact_calc(tmp_path_factory.mktemp("sw"))
 
 
 def test_stress_sign_convention_gives_positive_stiffness():

@@ -11,7 +11,7 @@ from mlffd import DistilledCalculator
 from mlffd.artifact import read_metadata
 from mlffd.registry import REGISTRY, DEFAULT_MODEL, ModelNotFoundError, NamedModel, resolve, sha256_file, shipped_path
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "si"
+DATA = Path(__file__).resolve().parents[2] / "data" / "si"
 
 
 def test_default_model_is_shipped():

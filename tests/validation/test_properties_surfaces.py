@@ -18,17 +18,11 @@ from md_validation.properties import PropertiesConfig, Tolerances, element_syste
 from md_validation.properties import surfaces
 from md_validation.properties.recipes import nearest_distance
 from md_validation.properties.relax import relax
-from property_refs import sw_artifact_calc
 
 CONFIG = PropertiesConfig(sections=("surfaces",))
 LABELS = {"teacher": "teacher", "student": "student"}
 EPSILON_SW = 2.1683
 J = surfaces.EV_PER_A2_TO_J_PER_M2
-
-
-@pytest.fixture(scope="module")
-def sw_calc(tmp_path_factory):
-    return sw_artifact_calc(tmp_path_factory.mktemp("sw"))
 
 
 def test_diamond_111_is_cut_between_bilayers():

@@ -235,7 +235,7 @@ def test_documented_tolerances_are_the_defaults():
     from dataclasses import fields
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "validation.md").read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[2] / "docs" / "validation.md").read_text(encoding="utf-8")
     table = text.split("### Default tolerances", 1)[1].split("\n## ", 1)[0]
     documented = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\| `(\w+)` \| ([0-9.]+) \|", table, re.M)}
     defaults = {f.name: float(getattr(Tolerances(), f.name)) for f in fields(Tolerances)}

@@ -25,7 +25,7 @@ def _config(out, **over) -> SampleConfig:
         teacher="emt",
         output_dir=str(out),
         random_seed=7,
-        coverage=False,  # these tests are about the sampler's own kinds; tests/test_sampling_coverage.py covers the recipe
+        coverage=False,  # these tests are about the sampler's own kinds; tests/distill/test_sampling_coverage.py covers the recipe
         seeds=[dict(name="cu", symbol="Cu", crystal="fcc", a=3.61, cubic=True, supercell=[2, 2, 2]),
                dict(name="cu1", symbol="Cu", crystal="fcc", a=3.61, cubic=True)],
         tasks=[
@@ -175,7 +175,7 @@ def test_config_files(tmp_path):
 def test_si_example_config_parses():
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "si" / "sample.yaml"
+    path = Path(__file__).resolve().parents[2] / "examples" / "si" / "sample.yaml"
     cfg = load_config(path)
     trajs = plan(cfg)
     assert cfg.teacher == "sevennet:7net-0"

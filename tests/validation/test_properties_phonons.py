@@ -16,15 +16,9 @@ from ase.calculators.emt import EMT
 from md_validation.properties import PropertiesConfig, Tolerances, element_system
 from md_validation.properties import phonons, recipes
 from md_validation.properties.relax import relax
-from property_refs import sw_artifact_calc
 
 CONFIG = PropertiesConfig(sections=("phonons",))
 LABELS = {"teacher": "teacher", "student": "student"}
-
-
-@pytest.fixture(scope="module")
-def sw_calc(tmp_path_factory):
-    return sw_artifact_calc(tmp_path_factory.mktemp("sw"))
 
 
 @pytest.fixture(scope="module")

@@ -39,21 +39,13 @@ from mlffd.lammps import (
 )
 from mlffd.testing import silicon
 
-pytestmark = pytest.mark.lammps
+pytestmark = [pytest.mark.lammps, pytest.mark.usefixtures("plugin_installed")]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "mlffd" / "registry_models"
 TINY = SHIPPED / "tiny.mlffd.pt"
 METADATA = contract.METADATA_FILE
 LIMIT = contract.GEOMETRY.min_pair_distance_A
-
-
-@pytest.fixture(scope="module", autouse=True)
-def plugin_installed():
-    from importlib import metadata
-
-    if not [ep for ep in metadata.entry_points(group="lammps.plugins") if ep.name == "mlffd"]:
-        pytest.fail("mlffd-lammps is not installed (no 'lammps.plugins' entry point 'mlffd'); run `make setup`")
 
 
 def lmp(deck: str, work: Path, nprocs: int = 1, env: dict[str, str] | None = None, timeout: float = 180) -> tuple[int, str]:
@@ -413,7 +405,7 @@ def test_every_contract_field_is_required_with_its_type(tmp_path):
     models = {}
     for field, kind in contract.METADATA_FIELDS.items():
         if field in ("format", "format_version"):
-            continue  # checked first, with their own messages (tests/test_lammps_plugin.py)
+            continue  # checked first, with their own messages (tests/lammps/test_lammps_plugin.py)
         models[f"missing {field}"] = _replant(tmp_path / f"missing-{field}.mlffd.pt", {k: v for k, v in meta.items() if k != field})
         models[f"wrong {field}"] = _replant(tmp_path / f"wrong-{field}.mlffd.pt", {**meta, field: _WRONG[kind]})
     models["bool cutoff"] = _replant(tmp_path / "bool.mlffd.pt", {**meta, "cutoff": True})

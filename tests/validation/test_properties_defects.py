@@ -20,16 +20,10 @@ from md_validation.properties import PropertiesConfig, Tolerances, element_syste
 from md_validation.properties import defects
 from md_validation.properties.recipes import nearest_distance
 from md_validation.properties.relax import relax
-from property_refs import sw_artifact_calc
 
 CONFIG = PropertiesConfig(sections=("defects",))
 LABELS = {"teacher": "teacher", "student": "student"}
 EPSILON_SW = 2.1683
-
-
-@pytest.fixture(scope="module")
-def sw_calc(tmp_path_factory):
-    return sw_artifact_calc(tmp_path_factory.mktemp("sw"))
 
 
 @pytest.fixture(scope="module")

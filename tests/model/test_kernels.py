@@ -296,7 +296,7 @@ def test_baseline_and_avx2_builds_agree(tmp_path):
     for isa in ("base", "auto"):
         env = dict(os.environ, MLFFD_KERNELS_ISA=isa)
         subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{isa}.pt")], env=env, check=True,
-                       cwd=os.path.dirname(os.path.dirname(__file__)))
+                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         out[isa] = torch.load(tmp_path / f"{isa}.pt")
     assert out["base"]["isa"] == "base"
     for a, b in zip(out["base"]["rho"] + [out["base"]["g"]], out["auto"]["rho"] + [out["auto"]["g"]]):

@@ -17,7 +17,7 @@ from ase.eos import EquationOfState
 from md_validation.properties import PropertiesConfig, Tolerances, element_system, structures_system
 from md_validation.properties import eos
 from md_validation.properties.relax import relax
-from property_refs import lammps_sw, lj_calc, lj_fcc_exact, sw_artifact_calc
+from property_refs import lammps_sw, lj_calc, lj_fcc_exact
 
 def test_lj_fcc_a0_and_bulk_modulus_match_lattice_sums():
     a0, b, bp = lj_fcc_exact()
@@ -40,11 +40,6 @@ def test_lj_fcc_a0_and_bulk_modulus_match_lattice_sums():
     # and a wrong answer is caught: a 1 % larger sigma is 1 % off in a0, 5x the tolerance
     rows = {r.property: r for r in eos.compare(res, res | {"a0_A": res["a0_A"] * 1.01}, Tolerances())}
     assert rows["a0_A"].passed is False and rows["bulk_modulus_GPa"].passed
-
-
-@pytest.fixture(scope="module")
-def sw_calc(tmp_path_factory):
-    return sw_artifact_calc(tmp_path_factory.mktemp("sw"))
 
 
 SI_CONFIG = PropertiesConfig(phases=("beta_sn",), eos_points=7)

@@ -22,7 +22,7 @@ from mlffd.lammps import mlffd_pair, plugin_environment, run_deck, run_lammps, w
 from mlffd.models import ModelConfig
 from mlffd.testing import random_artifact, silicon, triclinic_silicon
 
-pytestmark = pytest.mark.lammps
+pytestmark = [pytest.mark.lammps, pytest.mark.usefixtures("plugin_installed")]
 
 SIGE = ["Si", "Ge"]
 
@@ -30,16 +30,6 @@ SIGE = ["Si", "Ge"]
 def rel(a, b) -> float:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def plugin_installed():
-    from importlib import metadata
-
-    eps = [ep for ep in metadata.entry_points(group="lammps.plugins") if ep.name == "mlffd"]
-    if not eps:
-        pytest.fail("mlffd-lammps is not installed (no 'lammps.plugins' entry point 'mlffd'); run `make setup`")
-    return eps[0]
 
 
 @pytest.fixture(scope="module")
@@ -396,7 +386,7 @@ run 0
 def test_two_element_deck_runs_and_refuses_a_swapped_order(models, tmp_path):
     """examples/lammps/in.sige.nve with a random Si-Ge student: runs on 1 and 2 ranks; the same
     deck with 'Ge Si' is an error naming the types."""
-    text = (Path(__file__).parents[1] / "examples" / "lammps" / "in.sige.nve").read_text()
+    text = (Path(__file__).resolve().parents[2] / "examples" / "lammps" / "in.sige.nve").read_text()
     deck = f"variable model index {models['f64']}\nvariable steps index 20\n" + text
     for n in (1, 2):
         output = run_deck(deck, tmp_path / f"run{n}", nprocs=n, timeout=300)
@@ -412,7 +402,7 @@ def test_example_decks_run(deck, tmp_path, monkeypatch):
     random_artifact(tmp_path / "tiny.mlffd.pt", config=cfg)
     write_models_registry(tmp_path)
     monkeypatch.setenv("MLFFD_MODELS_DIR", str(tmp_path))
-    text = (Path(__file__).parents[1] / "examples" / "lammps" / deck).read_text()
+    text = (Path(__file__).resolve().parents[2] / "examples" / "lammps" / deck).read_text()
     assert "variable        steps index" in text
     # an index variable defined first wins over the deck's own definition (like -var steps 20)
     output = run_deck("variable steps index 20\nvariable n index 2\n" + text, tmp_path / "run", timeout=300)

@@ -20,7 +20,7 @@ from mlffd.prototypes import PROTOTYPES, bond_length, prototype
 from mlffd.sampling import SampleConfig, config_hash, coverage_tasks, load_config, plan, run_sampling
 from mlffd.sampling.structures import build_seed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CU = dict(name="cu", symbol="Cu", crystal="fcc", a=3.61, cubic=True, supercell=[2, 2, 2])
 
 

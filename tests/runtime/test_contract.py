@@ -1,6 +1,6 @@
 """contract.json is the one definition Python, the kernels and the plugin share: every side
-reads it and agrees. (The kernels' compiled values: tests/test_redteam_kernels.py; the plugin's
-metadata checks and sha256 resolution: tests/test_redteam_lammps.py.)"""
+reads it and agrees. (The kernels' compiled values: tests/model/test_redteam_kernels.py; the plugin's
+metadata checks and sha256 resolution: tests/lammps/test_redteam_lammps.py.)"""
 
 from __future__ import annotations
 
