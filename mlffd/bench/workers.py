@@ -523,8 +523,7 @@ def run_worker(case: dict) -> dict:
     return res
 
 
-# -- the orchestrator ------------------------------------------------------------------------
-
+# -- entry point of the worker processes ---------------------------------------------------
 
 
 def _main(argv: Sequence[str]) -> int:
