@@ -298,7 +298,7 @@ def _ensure_results(atoms: Atoms) -> None:
             pass
 
 
-def _thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+def thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
     """Maxwell–Boltzmann momenta (ASE >= 3.29 ``thermalize_momenta``, older ``MaxwellBoltzmannDistribution``)."""
     import ase.md.velocitydistribution as vd
 
@@ -426,7 +426,7 @@ def run_md(
     atoms = start.copy()
     atoms.calc = None
     if plan.temperature_K > 0:
-        _thermalize(atoms, plan.temperature_K, np.random.default_rng(plan.seed))
+        thermalize(atoms, plan.temperature_K, np.random.default_rng(plan.seed))
         Stationary(atoms)
     results: list[StageResult] = []
     elapsed_fs = 0.0

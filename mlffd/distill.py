@@ -436,12 +436,12 @@ def _check_labels(paths: Mapping[str, Path]) -> None:
     """Every frame has a finite energy and forces (the teacher labelled it)."""
     import numpy as np
 
-    from mlffd.data import _labels, read_frames
+    from mlffd.data import frame_labels, read_frames
 
     for split, path in paths.items():
         frames = read_frames(path)
         for k, atoms in enumerate(frames):
-            energy, forces, _ = _labels(atoms)
+            energy, forces, _ = frame_labels(atoms)
             if not (np.isfinite(energy) and np.isfinite(forces).all()):
                 raise ValueError(f"{path}: frame {k} ({split}) has non-finite teacher labels")
 

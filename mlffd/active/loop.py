@@ -481,11 +481,11 @@ class ActiveLoop:
         if path.exists():
             return _read_json(path)
         from mlffd.active.committee import Committee, force_errors_against
-        from mlffd.data import _labels
+        from mlffd.data import frame_labels
 
         with _threads(self.student.threads):
             pred = Committee(members).predict(labelled)
-        labels = [_labels(a) for a in labelled]
+        labels = [frame_labels(a) for a in labelled]
         err = force_errors_against(pred, [f for _, f, _ in labels])
         comps = max(int(err["components"]), 1)
         flagged = [i for i, a in enumerate(labelled) if a.info.get("config_type") != "active_audit"]

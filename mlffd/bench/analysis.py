@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from mlffd.bench.records import _cost, _index, _ok, _series_key
+from mlffd.bench.records import cost_of, index_measurements, succeeded, series_key
 from mlffd.jsonable import jsonable
 from mlffd.bench.workers import summarize
 
@@ -31,7 +31,7 @@ def compute_ratios(result: dict) -> list[dict]:
     drifts during a run.
     """
     threads = result["config"]["threads"]
-    ms = [m for m in result["measurements"] if _ok(m)]
+    ms = [m for m in result["measurements"] if succeeded(m)]
     sections = _allocator_ratios([m for m in ms if m.get("section") == "allocator"])
     sections += _side_by_side_ratios([m for m in ms if m.get("section") == "side-by-side"])
     raw = result.get("round_measurements")
@@ -39,7 +39,7 @@ def compute_ratios(result: dict) -> list[dict]:
         return [jsonable(r) for r in _main_ratios([m for m in ms if m.get("section", "main") == "main"], threads)] + sections
     # rounds: each ratio within each round (its two measurements minutes apart, not a whole run),
     # then the median over rounds
-    main_raw = [m for m in raw if _ok(m) and m.get("section", "main") == "main" and m.get("round") is not None]
+    main_raw = [m for m in raw if succeeded(m) and m.get("section", "main") == "main" and m.get("round") is not None]
     per_kind: dict[tuple, list[dict]] = {}
     for rnd in sorted({m["round"] for m in main_raw}):
         this_round = [dict(m, id=strip_round(m["id"])) for m in main_raw if m["round"] == rnd]
@@ -78,7 +78,7 @@ def pool_rounds(measurements: list[dict]) -> list[dict]:
             out.append(item)
             continue
         group = groups[item]
-        ok = [m for m in group if _ok(m)]
+        ok = [m for m in group if succeeded(m)]
         pooled = {k: v for k, v in (ok or group)[0].items() if k != "round"}
         pooled["id"] = item
         pooled["rounds"] = len(ok)
@@ -98,11 +98,11 @@ def pool_rounds(measurements: list[dict]) -> list[dict]:
 
 def _main_ratios(main: list[dict], threads: int) -> list[dict]:
     """The ratios between main-section measurements (see :func:`compute_ratios`)."""
-    idx = _index(main)
+    idx = index_measurements(main)
     ratios: list[dict] = []
 
     def add(kind: str, num: dict, den: dict, description: str, invert: bool = False, **extra) -> None:
-        a, b = (_cost(den), _cost(num)) if invert else (_cost(num), _cost(den))
+        a, b = (cost_of(den), cost_of(num)) if invert else (cost_of(num), cost_of(den))
         ratios.append({"kind": kind, "model": num["model"], "atoms": num["atoms"], "value": a / b if b > 0 else math.nan,
                        "numerator": (den if invert else num)["id"], "denominator": (num if invert else den)["id"], "description": description, **extra})
 
@@ -131,7 +131,7 @@ def _main_ratios(main: list[dict], threads: int) -> list[dict]:
     series: dict[str, list[dict]] = {}
     for m in main:
         if m["method"] not in ("batch", "one-by-one"):
-            series.setdefault(_series_key(m), []).append(m)
+            series.setdefault(series_key(m), []).append(m)
     for key, group in series.items():
         group = sorted(group, key=lambda m: m["atoms"])
         ref = next((m for m in group if m["atoms"] == 512), None) or next((m for m in group if m["atoms"] >= 512), None) or group[0]
@@ -178,7 +178,7 @@ def _allocator_ratios(ms: list[dict]) -> list[dict]:
         g = groups.get(key)
         if not g:
             return None
-        costs = [_cost(m) for m in g]
+        costs = [cost_of(m) for m in g]
         gid = strip_round(g[0]["id"])
         return summarize(costs)["median"], gid, costs
 
@@ -229,7 +229,7 @@ def headline(result: dict) -> list[dict]:
     follow in rows marked ``[compile=True]``.
     """
     ratios = result.get("ratios") or compute_ratios(result)
-    ms = {m["id"]: m for m in result["measurements"] if _ok(m)}
+    ms = {m["id"]: m for m in result["measurements"] if succeeded(m)}
     out: list[dict] = []
 
     def pick(kind: str, model: str, method: str | None = None, teacher: str | None = None) -> dict | None:

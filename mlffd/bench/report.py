@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from mlffd.bench.analysis import SIDE_BY_SIDE_KINDS
-from mlffd.bench.records import _cost, _ok
+from mlffd.bench.records import cost_of, succeeded
 from mlffd.bench.workers import summarize
 from mlffd.jsonable import jsonable
 
@@ -242,7 +242,7 @@ def plot(result: dict, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(11.0, 6.5))
     curves: dict[str, list[dict]] = {}
     for m in result["measurements"]:
-        if _ok(m) and m.get("section", "main") == "main" and m["method"] not in ("batch", "one-by-one"):
+        if succeeded(m) and m.get("section", "main") == "main" and m["method"] not in ("batch", "one-by-one"):
             curves.setdefault(_label(m), []).append(m)
     palette = {"ultra-tiny": "tab:blue", "tiny": "tab:orange", "original": "tab:green", "sw": "black", "tersoff": "dimgray",
                "sevennet-7net-0": "tab:red", "orb-v3-conservative": "tab:purple", "orb-v3-direct": "tab:brown"}
@@ -262,9 +262,9 @@ def plot(result: dict, path: str | Path) -> Path:
         if first["model"] not in palette:
             palette[first["model"]] = next(extra)
         x = [m["atoms"] for m in group]
-        y = [_cost(m) for m in group]
-        lo = [max(0.0, _cost(m) - m["us_per_atom_step"]["q1"]) for m in group]
-        hi = [max(0.0, m["us_per_atom_step"]["q3"] - _cost(m)) for m in group]
+        y = [cost_of(m) for m in group]
+        lo = [max(0.0, cost_of(m) - m["us_per_atom_step"]["q1"]) for m in group]
+        hi = [max(0.0, m["us_per_atom_step"]["q3"] - cost_of(m)) for m in group]
         ax.errorbar(x, y, yerr=[lo, hi], label=label, linestyle=style(first), color=palette[first["model"]],
                     marker=markers.get(first["method"], "o"), capsize=2, markersize=4,
                     fillstyle="none" if (first.get("ranks") or 1) > 1 else "full")

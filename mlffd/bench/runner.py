@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from mlffd.allocator import GLIBC_TUNABLES
 from mlffd.bench.analysis import compute_ratios, headline, pool_rounds
 from mlffd.bench.config import LATTICE_SI, RESULT_MARKER, SCHEMA, TEACHERS, BenchConfig
-from mlffd.bench.records import _num
+from mlffd.bench.records import as_number
 from mlffd.bench.report import write_outputs
 from mlffd.bench.workers import summarize, supercell_reps
 from mlffd.jsonable import jsonable
@@ -368,10 +368,10 @@ def _measured(res: dict, atoms_requested: int) -> dict:
             m[key] = res[key]
     if res.get("num_parameters") is not None:
         m["num_parameters"] = res["num_parameters"]
-    m["peak_rss_mb"] = _num(res.get("peak_rss_mb"))
-    m["rss_before_mb"] = _num(res.get("rss_before_mb"))
+    m["peak_rss_mb"] = as_number(res.get("peak_rss_mb"))
+    m["rss_before_mb"] = as_number(res.get("rss_before_mb"))
     m["peak_increment_mb"] = m["peak_rss_mb"] - m["rss_before_mb"]  # nan where unknown
-    m["peak_device_mb"] = _num(res.get("peak_device_mb"))  # GPU runs: peak allocated by torch
+    m["peak_device_mb"] = as_number(res.get("peak_device_mb"))  # GPU runs: peak allocated by torch
     return m
 
 

@@ -526,7 +526,7 @@ def run_worker(case: dict) -> dict:
 # -- entry point of the worker processes ---------------------------------------------------
 
 
-def _main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str]) -> int:
     if len(argv) == 2 and argv[0] == "worker":
         case = json.loads(argv[1])
         res = run_worker(case)

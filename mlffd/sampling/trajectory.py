@@ -13,7 +13,7 @@ from ase import Atoms, units
 
 from mlffd.sampling.config import TaskConfig
 from mlffd.sampling.contacts import cluster, push_pair
-from mlffd.sampling.frames import _sane, _sane_results, descriptor, evaluate, labelled_frame, select_frames
+from mlffd.sampling.frames import sane_frame, sane_results, descriptor, evaluate, labelled_frame, select_frames
 from mlffd.sampling.structures import (
     Trajectory,
     apply_strain,
@@ -155,7 +155,7 @@ class _TrajectoryRun:
                                              "strained" if task.copy_strain > 0 and ptype == "crystal" else ptype)
             res = evaluate(trial, self.calc)
             self.tick(1)
-            if not _sane_results(res, self.max_force):
+            if not sane_results(res, self.max_force):
                 continue
             info = {**self.base_info, "config_type": ctype, "temperature": 0.0, "step": k, **_copy_info(contact)}
             self.candidates.append(labelled_frame(trial, res, info))
@@ -242,7 +242,7 @@ class _TrajectoryRun:
 def _select_and_copy(candidates: list[Atoms], task: TaskConfig, calc, base_info: dict[str, Any],
                      descriptor_cutoff: float, max_force: float, rng: np.random.Generator, tick: Callable[[int], None]) -> list[Atoms]:
     """Drop insane frames, select the most distinct ones, add the perturbed copies of each."""
-    candidates = [f for f in candidates if _sane(f, max_force)]
+    candidates = [f for f in candidates if sane_frame(f, max_force)]
     # near-duplicate removal / subsampling (farthest-point on the descriptor)
     if candidates and (task.max_frames is not None or task.min_distance > 0):
         desc = np.stack([descriptor(f, descriptor_cutoff) for f in candidates])
@@ -259,7 +259,7 @@ def _select_and_copy(candidates: list[Atoms], task: TaskConfig, calc, base_info:
             trial, contact = _perturbed_copy(bare, task, rng, volume)
             res = evaluate(trial, calc)
             tick(1)
-            if not _sane_results(res, max_force):
+            if not sane_results(res, max_force):
                 continue
             info = {**base_info, "config_type": (task.copy_config_type or "contact") if contact is not None else ctype,
                     "temperature": parent.info["temperature"], "step": parent.info["step"], "copy": c + 1, **_copy_info(contact)}
