@@ -261,6 +261,44 @@ def test_distill_active_round_end_to_end(tmp_path, crystal):
     assert teacher.calls == rec["teacher_calls"]
 
 
+def test_committee_of_other_students_is_fine_tuned_and_exported(tmp_path, crystal):
+    """``committee_students``: the other students are members 1.. of the one loop (no seed copies
+    trained) and each exports its own final member."""
+    from mlffd.data import dataset_sha256
+    from mlffd.distill import load_distill_config, run_distill
+
+    path = _distill_config(tmp_path, crystal, committee_students=["other"])
+    cfg = yaml.safe_load(path.read_text())
+    cfg["active"].pop("committee")
+    cfg["students"]["other"] = {"model": "ultra-tiny", "seed": 5, "batch_size": 2}
+    path.write_text(yaml.safe_dump(cfg))
+    config = load_distill_config(path)
+    assert config.active_owner("other") == "small" and config.active_owner("plain") is None
+    assert config.active_config("other") is None and config.active_config("small").committee == 2
+
+    teacher = CountingEMT()
+    run_distill(config, teacher=teacher, log=lambda s: None)
+    active = tmp_path / "run" / "active" / "small"
+    report = json.loads((active / "report.json").read_text())
+    (rec,) = report["rounds"]
+    assert report["member_names"] == ["small", "other"]
+    assert not (active / "members").exists()  # no seed copies trained
+    assert dataset_sha256(rec["members_before"][1]) == dataset_sha256(tmp_path / "run" / "students" / "other" / "other.mlffd.pt")
+    # each member fine-tuned with its own options
+    tuned = [torch.load(active / "round-001" / "members" / f"m{k}" / "checkpoint.pt", weights_only=False)["config"] for k in range(2)]
+    assert [(c["name"], c["seed"], c["batch_size"]) for c in tuned] == [("small", 0, 4), ("other", 5, 2)]
+    for k, name in enumerate(["small", "other"]):
+        assert dataset_sha256(tmp_path / "run" / "models" / f"{name}.mlffd.pt") == dataset_sha256(rec["members_after"][k])
+    assert 0 < teacher.calls == report["teacher_calls"]
+
+    for bad, match in [({"committee": 3}, "committee"), ({"committee_students": ["nobody"]}, "nobody"),
+                       ({"students": ["small", "plain"]}, "exactly one"), ({"committee_students": ["small"]}, "exactly one")]:
+        cfg2 = {**cfg, "active": {**cfg["active"], **bad}}
+        path.write_text(yaml.safe_dump(cfg2))
+        with pytest.raises(ValueError, match=match):
+            load_distill_config(path)
+
+
 def test_distill_config_checks_the_active_section(tmp_path, crystal):
     from mlffd.distill import load_distill_config
 

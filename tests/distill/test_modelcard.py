@@ -67,3 +67,50 @@ def test_card_states_targets_only_when_given(tmp_path):
     with_targets = render("tiny", meta, metrics, None, "test.extxyz", targets=(ACCURACY["tiny"], str(path)))
     assert "| force RMSE | 0.1000 eV/Å | ≤ 0.12 — met |" in with_targets
     assert "| force R² | 0.99500  | ≥ 0.99 — met |" in with_targets and f"--targets {path}" in with_targets
+
+
+def test_card_carries_md_stability_active_record_and_merged_properties(tmp_path):
+    """`mlffd card --nve ... --active ... --properties A --properties B`: the stability table
+    counts the passing runs and names why one failed; the active rounds are listed; the rows
+    of two properties runs are merged under one verdict."""
+    import json
+
+    from md_validation.nve import NVESettings, drift_metrics, nve_verdict
+
+    model = random_artifact(tmp_path / "cuau.mlffd.pt", "ultra-tiny", elements=("Au", "Cu"))
+    write(tmp_path / "test.extxyz", _cuau_frames())
+    t = np.arange(0.0, 1001.0, 10.0)
+    nve = []
+    for seed, slope in ((0, 0.2), (1, 5.0)):  # meV/atom/ps: one conserves energy, one drifts
+        settings = NVESettings(temperature_K=3000.0, time_fs=1000.0, seed=seed)
+        metrics = {"settings": settings.__dict__, "n_atoms": 216, "engine": "lammps",
+                   **drift_metrics(t, -5.0 * 216 + slope * 1e-3 * 216 * t / 1000.0, 216)}
+        metrics["passed"], metrics["fail_reasons"] = nve_verdict(metrics, settings, completed=True)
+        path = tmp_path / f"nve{seed}.json"
+        path.write_text(json.dumps(metrics))
+        nve.append(path)
+    active = {"rounds": [{"round": 1, "explored": 120, "flags": {"failed": 30, "candidate": 20}, "labelled": 40,
+                          "selected_by_reason": {"failed_deviation": 25, "audit": 4}, "before": {"flagged_force_rmse_member0": 0.41},
+                          "after": {"flagged_force_rmse_member0": 0.12}, "spearman": 0.71}],
+              "teacher_calls": 40, "teacher_calls_total_budget": 100, "stop_reason": "max_rounds (1) reached",
+              "member_names": ["cuau", "cuau-big"]}
+    (tmp_path / "active.json").write_text(json.dumps(active))
+    reports = []
+    for k, ok in enumerate((True, False)):
+        rec = {"section": f"s{k}", "property": f"p{k}", "unit": "eV", "teacher": 1.0, "student": 1.0 if ok else 2.0,
+               "error": 0.0 if ok else 100.0, "tolerance": 5.0, "tolerance_kind": "rel_%", "passed": ok, "note": ""}
+        reports.append(tmp_path / f"p{k}.json")
+        reports[-1].write_text(json.dumps({"student": str(model), "teacher": "emt", "records": [rec], "verdict": "PASS"}))
+    card = write_card(model, tmp_path / "test.extxyz", teacher="emt", out_dir=tmp_path / "cards", name="cuau", speed=False,
+                      properties=reports, nve=nve, active=tmp_path / "active.json").read_text()
+    assert "**1 of 2 runs pass**" in card
+    assert "| lammps | 3000 | 0 | 216 | 500 | 1000 | +0.200 |" in card
+    assert "FAIL: |drift| 5 > threshold 1 meV/atom/ps" in card
+    assert "| 1 | 120 | 30 | 20 | 40 | audit 4, failed_deviation 25 | 0.410 | 0.120 | 0.710 |" in card
+    assert "Committee: `cuau`, `cuau-big`" in card
+    assert "FAIL: 1 of 2 scored properties outside tolerance" in card and "| s1 | p1 |" in card and "| s0 | p0 |" in card
+    (tmp_path / "bad.json").write_text("{}")
+    import pytest
+
+    with pytest.raises(ValueError, match="not a nve.json"):
+        write_card(model, tmp_path / "test.extxyz", teacher="emt", out_dir=tmp_path / "cards", speed=False, nve=[tmp_path / "bad.json"])
