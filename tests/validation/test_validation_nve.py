@@ -150,6 +150,21 @@ def test_lammps_engine_matches_ase_in_nve(tmp_path):
     np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-6)
 
 
+@pytest.mark.lammps
+@pytest.mark.skipif(not lammps_available(), reason="LAMMPS (mlffd.lammps + lmp) not available")
+def test_lammps_engine_finishes_a_run_whose_screen_output_exceeds_a_pipe(tmp_path):
+    """A thermo line every step for 1,500 steps is ~200 KB of screen output, more than a pipe
+    holds: the engine must not block LAMMPS on it (the timeout turns a hang into a failure)."""
+    from md_validation.lammps_engine import LammpsEngine
+    from mlffd.reference.sw import export_sw
+
+    path = export_sw(tmp_path / "sw.mlffd.pt")  # Stillinger-Weber: stable MD, unlike a random student
+    si = bulk("Si", "diamond", a=5.43, cubic=True)
+    plan = MDPlan(300.0, 1.0, stages=(Stage("nve", "nve", 1500, 1),))
+    run = run_md(si, plan, LammpsEngine(path, timeout=120.0), tmp_path, "lmp", "m", progress=False)[0]
+    assert run.completed and run.steps_done == 1500 and len(run.series["etot"]) == 1501
+
+
 def test_setup_failure_is_raised_not_cached(tmp_path):
     class Broken(EMT):
         def calculate(self, *args, **kwargs):
