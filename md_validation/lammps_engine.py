@@ -102,8 +102,12 @@ class LammpsEngine:
             (work / "in.mlffd").write_text(self.deck(stage, plan, seed, elements))
             env = dict(os.environ)
             env.setdefault("OMP_NUM_THREADS", str(self.threads))
+            # LAMMPS' screen output goes to a file, not a pipe: this loop only polls, and a pipe
+            # nobody drains fills up on long runs and blocks LAMMPS for ever
+            screen = open(work / "screen.txt", "w")
             proc = subprocess.Popen(lmp_command(self.nprocs) + ["-in", "in.mlffd", "-log", "log.lammps"], cwd=work, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                    stdout=screen, stderr=subprocess.STDOUT, text=True)
+            screen.close()  # the child has its own copy
             shown, start = 0, time.monotonic()
             log = work / "log.lammps"
             while proc.poll() is None:
@@ -116,7 +120,7 @@ class LammpsEngine:
                 if time.monotonic() - start > self.timeout:
                     proc.kill()
                     raise LammpsError(f"LAMMPS did not finish within {self.timeout:g} s")
-            output = proc.stdout.read() if proc.stdout else ""
+            output = (work / "screen.txt").read_text(errors="replace")
             text = log.read_text(errors="replace") if log.exists() else ""
             thermo = parse_thermo(text)
             loop = re.search(r"Loop time of ([0-9.eE+-]+)", text)

@@ -299,7 +299,7 @@ def _ensure_results(atoms: Atoms) -> None:
             pass
 
 
-def _thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+def thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
     """Maxwell–Boltzmann momenta (ASE >= 3.29 ``thermalize_momenta``, older ``MaxwellBoltzmannDistribution``)."""
     import ase.md.velocitydistribution as vd
 
@@ -342,6 +342,65 @@ def _read_cached(path: Path, meta_path: Path) -> tuple[dict, dict[str, np.ndarra
     return meta, series
 
 
+def _run_stage(atoms: Atoms, start: Atoms, plan: MDPlan, index: int, engine: MDEngine, path: Path, label: str, calc_id: str,
+               t0_fs: float, t_limit: float, progress: bool) -> StageResult:
+    """Run stage ``index`` of ``plan`` from ``atoms`` (moving them), writing its frames to
+    ``path`` (through a partial file) and its record next to it; stopped at the first frame
+    beyond ``t_limit`` K or with a non-finite energy."""
+    from ase.io.trajectory import Trajectory
+    from tqdm.auto import tqdm
+
+    stage = plan.stages[index]
+    meta_path = path.with_suffix(".json")
+    partial = path.with_name(path.stem + ".partial.traj")
+    writer = Trajectory(str(partial), "w")
+    state = {"steps": 0}
+
+    def record(frame: Atoms, step: int, _w=writer, _s=state, _t0=t0_fs) -> None:
+        _ensure_results(frame)
+        _w.write(_snapshot(frame, time_fs=_t0 + step * plan.dt_fs, step=step))
+        _s["steps"] = step
+        thermo = _frame_thermo(frame)
+        if not (math.isfinite(thermo["etot"]) and thermo["temperature"] < t_limit):
+            raise _Exploded(
+                f"left the physical regime at t = {_t0 + step * plan.dt_fs:.1f} fs "
+                f"(T = {thermo['temperature']:.0f} K, E = {thermo['etot']:.4g} eV)"
+            )
+
+    error = None
+    bar = tqdm(total=stage.steps, desc=f"{label} {stage.name} ({stage.ensemble})", unit="step",
+               disable=not progress, leave=False)
+    tic = time.perf_counter()
+    try:
+        engine.run_stage(atoms, stage, plan, seed=plan.seed * 1000 + index + 1, record=record, progress=bar)
+    except _Exploded as exc:
+        error = str(exc)
+    except (ValueError, FloatingPointError, RuntimeError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        wall = time.perf_counter() - tic
+        loop = getattr(engine, "last_loop_s", None)  # engine-measured time without start-up
+        if loop:
+            wall = float(loop)
+        bar.close()
+        writer.close()
+    if error is not None and state["steps"] == 0 and not error.startswith("left the physical"):
+        # failed before the first step: a set-up problem (engine, model, elements), not a
+        # property of the potential; do not cache it
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"{label} {stage.name}: MD could not start: {error}")
+    os.replace(partial, path)
+    meta = {"settings": plan.settings(index), "label": label, "engine": engine.name, "calculator": calc_id,
+            "steps_done": state["steps"], "wall_s": wall, "error": error}
+    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    result = StageResult(
+        name=stage.name, ensemble=stage.ensemble, path=path, n_atoms=len(start),
+        steps_done=state["steps"], steps_planned=stage.steps, wall_s=wall, cached=False,
+        error=error, series=read_series(path),
+    )
+    return result
+
+
 def run_md(
     start: Atoms,
     plan: MDPlan,
@@ -361,16 +420,14 @@ def run_md(
     says why, and later stages are skipped. An exception before the first step is a set-up
     problem: it is raised as ``RuntimeError`` and nothing is cached.
     """
-    from ase.io.trajectory import Trajectory
     from ase.md.velocitydistribution import Stationary
-    from tqdm.auto import tqdm
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     atoms = start.copy()
     atoms.calc = None
     if plan.temperature_K > 0:
-        _thermalize(atoms, plan.temperature_K, np.random.default_rng(plan.seed))
+        thermalize(atoms, plan.temperature_K, np.random.default_rng(plan.seed))
         Stationary(atoms)
     results: list[StageResult] = []
     elapsed_fs = 0.0
@@ -388,53 +445,7 @@ def run_md(
                 cached=True, error=meta.get("error"), series=series,
             )
         else:
-            partial = path.with_name(path.stem + ".partial.traj")
-            writer = Trajectory(str(partial), "w")
-            state = {"steps": 0}
-            t0_fs = elapsed_fs
-
-            def record(frame: Atoms, step: int, _w=writer, _s=state, _t0=t0_fs) -> None:
-                _ensure_results(frame)
-                _w.write(_snapshot(frame, time_fs=_t0 + step * plan.dt_fs, step=step))
-                _s["steps"] = step
-                thermo = _frame_thermo(frame)
-                if not (math.isfinite(thermo["etot"]) and thermo["temperature"] < t_limit):
-                    raise _Exploded(
-                        f"left the physical regime at t = {_t0 + step * plan.dt_fs:.1f} fs "
-                        f"(T = {thermo['temperature']:.0f} K, E = {thermo['etot']:.4g} eV)"
-                    )
-
-            error = None
-            bar = tqdm(total=stage.steps, desc=f"{label} {stage.name} ({stage.ensemble})", unit="step",
-                       disable=not progress, leave=False)
-            tic = time.perf_counter()
-            try:
-                engine.run_stage(atoms, stage, plan, seed=plan.seed * 1000 + index + 1, record=record, progress=bar)
-            except _Exploded as exc:
-                error = str(exc)
-            except (ValueError, FloatingPointError, RuntimeError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            finally:
-                wall = time.perf_counter() - tic
-                loop = getattr(engine, "last_loop_s", None)  # engine-measured time without start-up
-                if loop:
-                    wall = float(loop)
-                bar.close()
-                writer.close()
-            if error is not None and state["steps"] == 0 and not error.startswith("left the physical"):
-                # failed before the first step: a set-up problem (engine, model, elements), not a
-                # property of the potential; do not cache it
-                partial.unlink(missing_ok=True)
-                raise RuntimeError(f"{label} {stage.name}: MD could not start: {error}")
-            os.replace(partial, path)
-            meta = {"settings": plan.settings(index), "label": label, "engine": engine.name, "calculator": calc_id,
-                    "steps_done": state["steps"], "wall_s": wall, "error": error}
-            meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
-            result = StageResult(
-                name=stage.name, ensemble=stage.ensemble, path=path, n_atoms=len(start),
-                steps_done=state["steps"], steps_planned=stage.steps, wall_s=wall, cached=False,
-                error=error, series=read_series(path),
-            )
+            result = _run_stage(atoms, start, plan, index, engine, path, label, calc_id, elapsed_fs, t_limit, progress)
         results.append(result)
         elapsed_fs += stage.steps * plan.dt_fs
         if not result.completed:

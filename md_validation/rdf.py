@@ -138,7 +138,7 @@ def check_rdf_grid(atoms: Atoms, r_max: float, nbins: int, n_frames: int = 1, so
         )
 
 
-def _standard_frame(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+def standard_frame(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
     """Wrapped positions in MDAnalysis' box convention (a along x, b in the xy plane) and the cellpar."""
     cellpar = atoms.cell.cellpar()
     new_cell = Cell.new(cellpar)
@@ -170,7 +170,7 @@ def universe_from_frames(frames: Sequence[Atoms], r_max: float | None = None):
             atoms = atoms.copy()
             atoms.set_constraint()
         big = atoms * reps if reps != (1, 1, 1) else atoms
-        pos, cellpar = _standard_frame(big)
+        pos, cellpar = standard_frame(big)
         coords.append(pos)
         dims.append(cellpar)
     u = mda.Universe.empty(len(symbols), trajectory=False)

@@ -118,9 +118,9 @@ def nearest_neighbor_distances(atoms: Atoms, search: float = 6.0) -> np.ndarray:
 
     nn = np.full(len(atoms), np.inf)
     if atoms.pbc.all() and atoms.cell.rank == 3 and len(atoms) > 1:
-        from md_validation.rdf import _standard_frame
+        from md_validation.rdf import standard_frame
 
-        pos, cellpar = _standard_frame(atoms)  # minimum image, fast C search
+        pos, cellpar = standard_frame(atoms)  # minimum image, fast C search
         pairs, d = self_capped_distance(pos.astype(np.float32), search, box=cellpar.astype(np.float32))
         if len(d):
             np.minimum.at(nn, pairs[:, 0], d)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -115,8 +115,6 @@ def run_trust(
     from mlffd.calculator import DistilledCalculator
 
     from md_validation.md import MDPlan, Stage, get_engine, run_md
-    from md_validation.nve import drift_metrics
-    from md_validation.structure_metrics import stability
 
     meta = _model_record(model)
     calibration = meta.get("uncertainty")
@@ -145,22 +143,47 @@ def run_trust(
     if nvt.error:
         reasons.append(f"the MD left the physical regime: {nvt.error}")
 
-    # stability: distances, RDF drift, energy jumps
+    epot = _stability_checks(frames, time_fs, len(start), steps, nvt.error, settings, metrics, reasons)
+    series: dict[str, np.ndarray] = {"time_ps": (time_fs - time_fs[0]) / 1000.0 if len(time_fs) else np.zeros(0),
+                                     "epot_eV_per_atom": epot}
+    max_unc = _uncertainty_checks(model, frames, calibration, settings, series, metrics, reasons, notes)
+    spot = _spot_checks(frames, teacher, max_unc, meta, settings, metrics, reasons, notes)
+    _nve_checks(results, settings, metrics, reasons, notes)
+
+    order = np.argsort(-max_unc)[:3] if max_unc is not None else np.array([len(frames) - 1])
+    worst = [frames[int(k)] for k in order if len(frames)]
+    metrics["verdict"] = "PASS" if not reasons else "FAIL"
+    metrics["reasons"] = reasons
+    metrics["notes"] = notes
+    return TrustResult(not reasons, reasons, notes, metrics, series, spot, worst)
+
+
+def _stability_checks(frames: list[Atoms], time_fs: np.ndarray, n_atoms: int, steps: int, md_error: str | None,
+                      settings: TrustSettings, metrics: dict[str, Any], reasons: list[str]) -> np.ndarray:
+    """Stability (distances, RDF drift) and energy jumps of the MD's frames; returns the
+    potential energy per atom of each frame."""
+    from md_validation.structure_metrics import stability
+
     stab = stability(frames, time_fs, planned_fs=steps * settings.dt_fs, rdf_from_fs=min(500.0, 0.25 * settings.time_fs))
     metrics["stability"] = {k: stab[k] for k in ("stable", "stable_time_ps", "reason", "reference_nn_A")}
-    if not stab["stable"] and not nvt.error:
+    if not stab["stable"] and not md_error:
         reasons.append(f"unstable after {stab['stable_time_ps']:.3g} ps: {stab['reason']}")
-    epot = np.array([f.get_potential_energy() for f in frames]) / len(start)
+    epot = np.array([f.get_potential_energy() for f in frames]) / n_atoms
     jumps = np.abs(np.diff(epot)) if len(epot) > 1 else np.zeros(0)
     metrics["largest_energy_jump_eV_per_atom"] = float(jumps.max()) if len(jumps) else 0.0
     if len(jumps) and jumps.max() > settings.energy_jump_eV_per_atom:
         k = int(np.argmax(jumps))
         reasons.append(f"the potential energy jumps by {jumps[k]:.3g} eV/atom between {time_fs[k]:.0f} and "
                        f"{time_fs[k + 1]:.0f} fs (limit {settings.energy_jump_eV_per_atom:g})")
+    return epot
 
-    # uncertainty on every frame
-    series: dict[str, np.ndarray] = {"time_ps": (time_fs - time_fs[0]) / 1000.0 if len(time_fs) else np.zeros(0),
-                                     "epot_eV_per_atom": epot}
+
+def _uncertainty_checks(model: str | Path, frames: list[Atoms], calibration: dict[str, Any] | None, settings: TrustSettings,
+                        series: dict[str, np.ndarray], metrics: dict[str, Any], reasons: list[str], notes: list[str]) -> np.ndarray | None:
+    """The student's force uncertainty on every frame against the threshold (students with
+    ensemble heads); returns each frame's largest uncertainty, None without heads."""
+    from mlffd.calculator import DistilledCalculator
+
     max_unc = None
     if calibration:
         monitor = DistilledCalculator(model, uncertainty=True)
@@ -180,7 +203,12 @@ def run_trust(
     else:
         notes.append("the student has no ensemble heads: no uncertainty check (train with model_overrides ensemble >= 2)")
 
-    # teacher spot checks
+    return max_unc
+
+
+def _spot_checks(frames: list[Atoms], teacher: Calculator | None, max_unc: np.ndarray | None, meta: dict[str, Any],
+                 settings: TrustSettings, metrics: dict[str, Any], reasons: list[str], notes: list[str]) -> dict[str, np.ndarray]:
+    """Teacher forces on a few frames (the most uncertain first) against the student's."""
     spot: dict[str, np.ndarray] = {}
     if teacher is None:
         notes.append("no teacher: the verdict rests on uncertainty and stability alone")
@@ -212,6 +240,13 @@ def run_trust(
                            f"exceeds {tolerance:.3g} eV/Å ({settings.tolerance_factor:g} × the held-out "
                            f"{held_out:.3g} eV/Å)")
 
+    return spot
+
+
+def _nve_checks(results: list, settings: TrustSettings, metrics: dict[str, Any], reasons: list[str], notes: list[str]) -> None:
+    """Energy drift of the NVE stage, when there was one."""
+    from md_validation.nve import drift_metrics
+
     if len(results) > 1:
         nve = results[1]
         drift = drift_metrics(nve.series["time_fs"], nve.series["etot"], nve.n_atoms, nve.series["temperature"])
@@ -224,12 +259,6 @@ def run_trust(
     elif settings.nve_fs <= 0:
         notes.append("no NVE run (--nve-time 0): energy conservation not checked")
 
-    order = np.argsort(-max_unc)[:3] if max_unc is not None else np.array([len(frames) - 1])
-    worst = [frames[int(k)] for k in order if len(frames)]
-    metrics["verdict"] = "PASS" if not reasons else "FAIL"
-    metrics["reasons"] = reasons
-    metrics["notes"] = notes
-    return TrustResult(not reasons, reasons, notes, metrics, series, spot, worst)
 
 
 def write_trust_report(result: TrustResult, out_dir: str | Path) -> dict[str, Path]:

@@ -4,7 +4,7 @@ With glibc's default ``malloc``, every allocation above the (dynamic) mmap thres
 a fresh ``mmap`` and handed back with ``munmap`` when freed, and free memory at the top of the
 heap is trimmed back to the kernel. A force call on tens of thousands of atoms allocates and
 frees the same few hundred MB of tensors every MD step, so each step page-faults all of it
-again: per-atom cost then grows 2-3x from 512 to 32,768 atoms. :func:`configure_allocator` asks
+again: the per-atom cost then grows with the system. :func:`configure_allocator` asks
 glibc, through ``mallopt``, to keep that memory instead, the equivalent of
 
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736:glibc.malloc.top_pad=268435456

@@ -302,14 +302,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
 
 
 #: centre atoms per evaluation block on a GPU: large blocks keep the device busy (one kernel per
-#: layer over many atoms) while bounding memory; measured in docs/performance.md (CUDA section)
+#: layer over many atoms) while bounding memory (docs/performance.md)
 CUDA_BLOCK_ATOMS = 65536
 
-#: on the CPU, graphs of up to this many edges are evaluated whole, not in blocks: 1.1-1.5x
-#: faster for 2,048 to 8,192 silicon atoms at a 5 A cutoff (~28 edges per atom, 229,000 edges at
-#: 8,192 atoms) on 2 threads, for at most ~0.4 GB (original); at 16,384 atoms the gain is gone
-#: (docs/performance.md, tools/levers/one_graph.py). Memory and cache use follow the edges, so
-#: denser systems switch to blocks at fewer atoms.
+#: on the CPU, graphs of up to this many edges are evaluated whole, not in blocks: one graph
+#: skips the per-block fixed work and the repeated edge geometry, which pays while the graph
+#: still fits the caches (up to ~8,192 silicon atoms at a 5 A cutoff) at a bounded memory cost;
+#: beyond, blocks are as fast and use less memory (docs/performance.md). Edges, not atoms,
+#: because memory and cache use follow the edges: denser systems switch to blocks at fewer atoms.
 ONE_GRAPH_EDGES = 262144
 
 
@@ -319,9 +319,9 @@ def block_atoms(metadata: Mapping[str, Any], device: str | torch.device = "cpu",
     graph of ``n_atoms`` nodes and ``n_edges`` edges when given.
 
     CPU: the artifact's ``chunk_atoms`` PER torch thread (2 threads get blocks of 1,024 for a
-    model exported with 512: with the fused kernels each block carries ~1 ms of fixed work, so
-    blocks of 1,024 are 8-23 % faster than 512 at 32,768 atoms for ~20 MB more peak memory;
-    docs/performance.md), and ``n_atoms`` itself (one graph) for graphs of up to
+    model exported with 512: each block carries a fixed cost, so larger blocks spread it over
+    more atoms, for a little more peak memory; docs/performance.md), and ``n_atoms`` itself
+    (one graph) for graphs of up to
     :data:`ONE_GRAPH_EDGES` edges. CUDA: :data:`CUDA_BLOCK_ATOMS`. ``None`` for artifacts
     without blocked evaluation (e.g. the Stillinger-Weber reference).
     """

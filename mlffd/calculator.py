@@ -61,8 +61,9 @@ class DistilledCalculator(Calculator):
             262,144 edges on the CPU, e.g. 8,192 silicon atoms).
         compile: evaluate with a ``torch.compile``d copy of the student's PyTorch path
             (:mod:`mlffd.compiled`: same numbers to float rounding; tens of seconds to compile at
-            the first call, a C++ compiler needed). Artifacts with mlffd's fused CPU kernels are
-            faster without it (docs/performance.md); it pays only for artifacts without them.
+            the first call, a C++ compiler needed). Artifacts with mlffd's fused CPU kernels
+            already fuse the hot loops, so it pays only for artifacts without them
+            (docs/performance.md).
         compile_max_atoms: the largest system the compiled path evaluates in one graph (fastest,
             memory grows with the system); larger ones run its bounded-memory blocked evaluation.
         uncertainty: add ``energy_uncertainty`` (eV), ``energies_uncertainty`` (eV per atom) and
@@ -222,8 +223,8 @@ class DistilledCalculator(Calculator):
         One structure with ``cache`` (MD through ASE): the skin list stays on the device and
         its extra pairs are dropped there, each call (no per-edge work on the host: it
         dominated GPU runs of large systems). Otherwise (:meth:`calculate_batch`): lists at
-        the bare cutoff (a skin would only cost, e.g. 5x for a 64-atom cell whose half-width
-        it exceeds), joined on the host and copied to the device once.
+        the bare cutoff (a skin would only cost: a cell whose half-width it exceeds gets many
+        more images), joined on the host and copied to the device once.
         """
         if cache and len(structures) == 1:
             return self._cached_inputs(structures[0]), [len(structures[0])]
@@ -274,9 +275,9 @@ class DistilledCalculator(Calculator):
         (ij, vec_shift), offset = self._edges(atoms)
         pos = torch.as_tensor(atoms.positions - offset, **t)
         if self.skin > 0 and ij.shape[1]:  # the skin list's edges within the cutoff, in centre order
-            if self._select_on_cpu:  # one pass of mlffd's kernel (512 atoms: ~0.5 ms per step less)
+            if self._select_on_cpu:  # one pass of mlffd's kernel instead of several tensor ops over all edges
                 ij, vec_shift = kernels.select_edges(pos, ij, vec_shift, self.cutoff)
-            else:  # gathers and one list of kept edges (boolean-mask indexing costs ~3x more)
+            else:  # gathers and one list of kept edges (boolean-mask indexing would copy every edge tensor)
                 d = pos.index_select(0, ij[1]) - pos.index_select(0, ij[0]) + vec_shift
                 keep = ((d * d).sum(1) < self.cutoff**2).nonzero().squeeze(1)
                 ij, vec_shift = ij.index_select(1, keep), vec_shift.index_select(0, keep)
@@ -338,7 +339,7 @@ class DistilledCalculator(Calculator):
         per-atom arrays, each within ``tol``), with every property first compared for exact
         equality, the common case (nothing changed between the energy, forces and stress
         queries of one MD step; only positions changed between steps): the same answer without
-        ASE's element-wise tolerance test of every unchanged array (~0.3 ms per step at 512 atoms)."""
+        ASE's element-wise tolerance test of every unchanged array, which runs on every query."""
         old = self.atoms
         if old is None:
             return super().check_state(atoms, tol=tol)

@@ -6,15 +6,17 @@ weights (:func:`mlffd.models.load_student`) and its per-atom energy function is 
 dynamic shapes (atom and edge counts change between structures and steps without recompiling);
 forces and virials come from the same autograd contract as the artifact
 (:func:`mlffd.models.outputs.conservative_outputs`), so the numbers agree to float rounding.
-Inductor fuses the many small elementwise kernels of the invariants and MLPs: 1.9-2.8x faster
-than the TorchScript module through ASE at 4,096 atoms on 2 CPU threads (docs/performance.md). The first call compiles
-(tens of seconds; a C++ compiler must be installed), so it pays for MD, not for a single energy.
+Inductor fuses the many small elementwise kernels of the invariants and MLPs. The artifact's
+fused CPU kernels do the same for its hot loops, so on the CPU this path is no longer faster than
+the artifact (docs/performance.md); it stays for students exported without the fused kernels
+and for experiments. The first call compiles (tens of seconds; a C++ compiler must be
+installed), so it only ever pays for MD, not for a single energy.
 
 Systems of up to ``max_atoms`` atoms are evaluated in one autograd graph (fastest; memory grows
 with the system). Larger ones run the student's bounded-memory blocked evaluation
-(:meth:`mlffd.models.potential.StudentPotential.chunked_outputs`, the artifact's path for large
+(:meth:`mlffd.models.blocked.BlockedEvaluation.chunked_outputs`, the artifact's path for large
 systems) on a copy whose per-block pieces (edge features, interaction layers, readout) are
-compiled: the same memory bound as the artifact, about 1.4x faster (docs/performance.md).
+compiled: the same memory bound as the artifact.
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ class CompiledStudent:
         self.block_atoms = block_atoms
         # cpp.threads 1: Inductor's fused CPU kernels run single-threaded, torch's own ops keep
         # torch's threads. The kernels' OpenMP (the system's libgomp) is another runtime than the
-        # one inside the torch wheel; with both at 2 threads on 2 cores the spin-waiting runtimes
-        # fought (tiny, 4,096 atoms, 2 threads: 59 µs/atom-step, against 29 with this setting
-        # and 75 for TorchScript). A per-compile option: no global configuration is changed.
+        # one inside the torch wheel; two spin-waiting runtimes, each with a thread per core,
+        # oversubscribe the cores and stall each other. A per-compile option: no global
+        # configuration is changed.
         options = dict(dynamic=True, options={"cpp.threads": 1})
         self._energies: Callable[[Tensor, Tensor, Tensor], Tensor] = torch.compile(self.model.atomic_energies, **options)
         # the blocked path: the same eager code as the artifact's, its per-block pieces compiled

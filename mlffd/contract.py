@@ -2,7 +2,7 @@
 
 One file holds the values both languages need (the artifact's format marker and version, the
 metadata file name, the geometry limits). Python reads it here; the C++ builds generate a
-header from the same file, and ``tests/test_contract.py`` checks that every side agrees.
+header from the same file, and ``tests/runtime/test_contract.py`` checks that every side agrees.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def dataset_sha256(paths: str | Path | Sequence[str | Path]) -> str:
     return h.hexdigest()
 
 
-def _labels(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
+def frame_labels(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
     """(energy, forces, stress-or-None) of a frame, from its calculator or its info/arrays."""
     calc = atoms.calc
     energy = forces = stress = None
@@ -203,7 +203,7 @@ def to_graphs(frames: Iterable[Atoms], elements: Sequence[str], cutoff: float) -
         if (species < 0).any():
             unknown = sorted(set(atoms.symbols[species < 0]))
             raise ValueError(f"frame {n}: element(s) {', '.join(unknown)} not in the model's elements {list(elements)}")
-        energy, forces, stress = _labels(atoms)
+        energy, forces, stress = frame_labels(atoms)
         if not (np.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(atoms.positions).all()):
             bad = "energy" if not np.isfinite(energy) else "forces" if not np.isfinite(forces).all() else "positions"
             raise ValueError(f"frame {n} ({atoms.get_chemical_formula()}, trajectory {atoms.info.get('trajectory')!r}): "

@@ -14,6 +14,7 @@ training options shared by all students and one entry per student::
       big: {model: original, extra_train: [more.extxyz.xz], init_from: runs/si/models/tiny.mlffd.pt}
     export_dir: runs/si/models                     # where NAME.mlffd.pt and NAME.metrics.json go
     active: {students: [tiny], committee: 4, ...}  # optional: active distillation (mlffd.active.ActiveConfig keys)
+    # or: {students: [tiny], committee_students: [big], ...}: the other students are the committee
 
 Stages and what marks them finished (``WORKDIR/stages/STAGE.json`` holds the hash of the inputs
 that decide the stage's output):
@@ -26,7 +27,9 @@ that decide the stage's output):
 - ``train:NAME``: a student trained to its end (resumes its checkpoint when killed).
 - ``active:NAME``: for the students the ``active`` section names (all when it names none), the
   active-distillation loop of :mod:`mlffd.active` in ``WORKDIR/active/NAME`` (resumes after a
-  kill); its final member 0 is the artifact the export and evaluate stages then use.
+  kill); its final member 0 is the artifact the export and evaluate stages then use. With
+  ``committee_students``, those students are members 1.. of the one loop (each fine-tuned with
+  its own options) and their final members are their artifacts too.
 - ``export:NAME``: the artifact copied to ``export_dir`` and checked to load.
 - ``evaluate:NAME``: held-out metrics written to ``export_dir/NAME.metrics.json``.
 
@@ -88,10 +91,29 @@ class DistillConfig:
         from mlffd.active import ActiveConfig
 
         options = dict(self.active)
-        names = options.pop("students", None) or list(self.students)
+        others = options.pop("committee_students", None) or []
+        names = options.pop("students", None) or [n for n in self.students if n not in others]
         if name not in names:
             return None
+        if others:
+            options["committee"] = 1 + len(others)
         return ActiveConfig.from_dict(options)
+
+    def committee_students(self, name: str) -> list[str]:
+        """The students that are members 1.. of ``name``'s active loop (empty: seed copies of ``name``)."""
+        if self.active_config(name) is None:
+            return []
+        return list(self.active.get("committee_students") or [])
+
+    def active_owner(self, name: str) -> str | None:
+        """The student whose active loop decides ``name``'s artifact: ``name`` itself, the student
+        whose committee it is in, or None."""
+        if self.active_config(name) is not None:
+            return name
+        for owner in self.students:
+            if name in self.committee_students(owner):
+                return owner
+        return None
 
     @property
     def models_dir(self) -> Path:
@@ -157,8 +179,24 @@ def _active_section(active: Any, students: Mapping[str, Any], path: Path) -> dic
     if unknown:
         raise ValueError(f"{path}: active: students: {unknown} are not students of the config ({sorted(students)})")
     active["students"] = names
+    others = active.get("committee_students") or []
+    if isinstance(others, str):
+        others = [others]
+    if not isinstance(others, list) or not all(isinstance(n, str) for n in others):
+        raise ValueError(f"{path}: active: committee_students: expected a list of student names, got {others!r}")
+    if others:
+        unknown = [n for n in others if n not in students]
+        if unknown:
+            raise ValueError(f"{path}: active: committee_students: {unknown} are not students of the config ({sorted(students)})")
+        if len(names) != 1 or names[0] in others or len(set(others)) != len(others):
+            raise ValueError(f"{path}: active: committee_students: need exactly one other student in active: students "
+                             f"(the one that explores), got students {names} and committee_students {others}")
+        if "committee" in active and int(active["committee"]) != 1 + len(others):
+            raise ValueError(f"{path}: active: committee: {active['committee']} does not match 1 + {len(others)} committee_students")
+        active["committee_students"] = others
+        active["committee"] = 1 + len(others)
     try:
-        ActiveConfig.from_dict({k: v for k, v in active.items() if k != "students"})
+        ActiveConfig.from_dict({k: v for k, v in active.items() if k not in ("students", "committee_students")})
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     return active
@@ -274,17 +312,39 @@ def run_distill(
         teacher: an ASE calculator to use instead of loading ``config.teacher`` for sampling and
             for the active stage's labels.
     """
-    workdir = Path(config.workdir)
-    markers = Stages(workdir)
+    markers = Stages(Path(config.workdir))
     names = list(config.students) if students is None else list(students)
     for name in names:
         if name not in config.students:
             raise ValueError(f"unknown student {name!r}; the config has {sorted(config.students)}")
-    train_path, test_path = Path(config.train_data), Path(config.test_data)
+    data_key = _data_stages(config, stages, markers, teacher, log)
+    results: dict[str, Any] = {}
+    for name in names:
+        tcfg, train_key, artifact = _train_stage(config, name, stages, data_key, markers, log)
+        owner = config.active_owner(name)
+        if owner is not None and {"active", "export", "evaluate"} & set(stages):
+            team = [owner, *config.committee_students(owner)]
+            trained = [(tcfg, train_key, artifact) if n == name else _train_stage(config, n, stages, data_key, markers, log)
+                       for n in team]
+            members = _active_stage(config, owner, config.active_config(owner), trained, markers, "active" in stages, teacher, log)
+            artifact = members[team.index(name)]
+        if not {"export", "evaluate"} & set(stages):
+            continue
+        if not artifact.exists():
+            raise FileNotFoundError(f"{artifact} is missing: run the train stage for {name!r}")
+        exported = config.models_dir / f"{name}.mlffd.pt"
+        if "export" in stages:
+            _export_stage(name, artifact, exported, train_key, markers, log)
+        if "evaluate" in stages:
+            source = exported if exported.exists() else artifact
+            results[name] = _evaluate_stage(name, source, Path(config.test_data), config.models_dir, data_key, markers, log)
+    return results
 
-    # sample + label
-    data_exist = train_path.exists() and test_path.exists()
-    if not data_exist:
+
+def _data_stages(config: DistillConfig, stages: tuple[str, ...], markers: Stages, teacher, log: Callable[[str], None]) -> dict[str, str]:
+    """The ``sample`` and ``label`` stages (run, or skipped when done); the datasets' sha256 by split."""
+    train_path, test_path = Path(config.train_data), Path(config.test_data)
+    if not (train_path.exists() and test_path.exists()):
         if config.sample is None:
             raise FileNotFoundError(f"{train_path} / {test_path} do not exist and the config has no 'sample' section")
         scfg = _sample_config(config)
@@ -314,116 +374,125 @@ def run_distill(
         markers.mark("label", _hash(data_key), **data_key)
     else:
         log("[label] done, skipped")
-
-    results: dict[str, Any] = {}
-    models_dir = config.models_dir
-    for name in names:
-        tcfg = config.student_config(name)
-        inputs = [Path(f) for f in tcfg.train[1:]] + ([Path(tcfg.init_from)] if tcfg.init_from else [])
-        missing = [str(f) for f in inputs if not f.exists()]
-        if missing and "train" in stages:
-            raise FileNotFoundError(f"student {name!r}: {', '.join(missing)} missing (extra_train data or the init_from artifact)")
-        train_key = _hash({"config": tcfg.to_dict(), "data": data_key, "inputs": {str(f): _file_sha(f) for f in inputs if f.exists()}})
-        artifact = Path(tcfg.output) / f"{name}.mlffd.pt"
-        stage = f"train:{name}"
-        if "train" in stages:
-            if markers.done(stage, train_key) and artifact.exists():
-                log(f"[{stage}] done, skipped")
-            else:
-                from mlffd.training.trainer import checkpoint_conflicts, train
-
-                conflicts = checkpoint_conflicts(tcfg)
-                if conflicts:
-                    old = Path(tcfg.output)
-                    moved = old.with_name(f"{old.name}.previous-{train_key[:8]}")
-                    shutil.rmtree(moved, ignore_errors=True)
-                    os.replace(old, moved)
-                    log(f"[{stage}] options {conflicts} changed: moved the old run to {moved}")
-                log(f"[{stage}] training {tcfg.model} into {tcfg.output}")
-                summary = train(tcfg, resume=True)
-                if summary.get("metrics", {}).get("under_trained"):
-                    from mlffd.training.trainer import UNDER_TRAINED
-
-                    log(f"[{stage}] warning: {UNDER_TRAINED}")
-                markers.mark(stage, train_key, artifact=summary.get("artifact"), metrics=summary.get("metrics"))
-        active = config.active_config(name)
-        if active is not None and {"active", "export", "evaluate"} & set(stages):
-            artifact = _active_stage(config, name, active, tcfg, train_key, artifact, markers, "active" in stages, teacher, log)
-        if not {"export", "evaluate"} & set(stages):
-            continue
-        if not artifact.exists():
-            raise FileNotFoundError(f"{artifact} is missing: run the train stage for {name!r}")
-        exported = models_dir / f"{name}.mlffd.pt"
-        export_key = _hash({"train": train_key, "artifact": _file_sha(artifact)})
-        stage = f"export:{name}"
-        if "export" in stages:
-            if markers.done(stage, export_key) and exported.exists() and _file_sha(exported) == _file_sha(artifact):
-                log(f"[{stage}] done, skipped")
-            else:
-                from mlffd.artifact import load
-
-                models_dir.mkdir(parents=True, exist_ok=True)
-                tmp = exported.with_name(exported.name + ".tmp")
-                shutil.copyfile(artifact, tmp)
-                os.replace(tmp, exported)
-                load(exported)  # fails loudly on a bad file
-                markers.mark(stage, export_key, path=str(exported), sha256=_file_sha(exported))
-                log(f"[{stage}] {exported}")
-        metrics_path = models_dir / f"{name}.metrics.json"
-        eval_key = _hash({"artifact": _file_sha(exported if exported.exists() else artifact), "test": data_key["test"]})
-        stage = f"evaluate:{name}"
-        if "evaluate" in stages:
-            if markers.done(stage, eval_key) and metrics_path.exists():
-                log(f"[{stage}] done, skipped")
-                results[name] = json.loads(metrics_path.read_text())
-            else:
-                from mlffd.training.evaluate import evaluate, format_metrics
-
-                metrics = evaluate(exported if exported.exists() else artifact, test_path)
-                models_dir.mkdir(parents=True, exist_ok=True)
-                tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-                tmp.write_text(json.dumps(metrics, indent=2))
-                os.replace(tmp, metrics_path)
-                markers.mark(stage, eval_key, metrics=str(metrics_path))
-                log(f"[{stage}] {name}:\n{format_metrics(metrics)}")
-                results[name] = metrics
-    return results
+    return data_key
 
 
-def _active_stage(config: DistillConfig, name: str, active, tcfg: TrainConfig, train_key: str, artifact: Path, markers: Stages,
-                  run: bool, teacher, log: Callable[[str], None]) -> Path:
-    """The ``active:NAME`` stage (run, resumed or skipped); the artifact the later stages use."""
+
+def _export_stage(name: str, artifact: Path, exported: Path, train_key: str, markers: Stages, log: Callable[[str], None]) -> None:
+    """The ``export:NAME`` stage: ``artifact`` copied atomically to ``exported`` and loaded once."""
+    export_key = _hash({"train": train_key, "artifact": _file_sha(artifact)})
+    stage = f"export:{name}"
+    if markers.done(stage, export_key) and exported.exists() and _file_sha(exported) == _file_sha(artifact):
+        log(f"[{stage}] done, skipped")
+        return
+    from mlffd.artifact import load
+
+    exported.parent.mkdir(parents=True, exist_ok=True)
+    tmp = exported.with_name(exported.name + ".tmp")
+    shutil.copyfile(artifact, tmp)
+    os.replace(tmp, exported)
+    load(exported)  # fails loudly on a bad file
+    markers.mark(stage, export_key, path=str(exported), sha256=_file_sha(exported))
+    log(f"[{stage}] {exported}")
+
+
+def _evaluate_stage(name: str, model: Path, test_path: Path, models_dir: Path, data_key: dict[str, str], markers: Stages,
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """The ``evaluate:NAME`` stage: ``model`` on the test data, metrics in ``models_dir/NAME.metrics.json``."""
+    metrics_path = models_dir / f"{name}.metrics.json"
+    eval_key = _hash({"artifact": _file_sha(model), "test": data_key["test"]})
+    stage = f"evaluate:{name}"
+    if markers.done(stage, eval_key) and metrics_path.exists():
+        log(f"[{stage}] done, skipped")
+        return json.loads(metrics_path.read_text())
+    from mlffd.training.evaluate import evaluate, format_metrics
+
+    metrics = evaluate(model, test_path)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, metrics_path)
+    markers.mark(stage, eval_key, metrics=str(metrics_path))
+    log(f"[{stage}] {name}:\n{format_metrics(metrics)}")
+    return metrics
+
+
+def _train_stage(config: DistillConfig, name: str, stages: tuple[str, ...], data_key: Mapping[str, str], markers: Stages,
+                 log: Callable[[str], None]) -> tuple[TrainConfig, str, Path]:
+    """The ``train:NAME`` stage (run, resumed or skipped): the student's config, the hash of its
+    inputs and where its artifact is."""
+    tcfg = config.student_config(name)
+    inputs = [Path(f) for f in tcfg.train[1:]] + ([Path(tcfg.init_from)] if tcfg.init_from else [])
+    missing = [str(f) for f in inputs if not f.exists()]
+    if missing and "train" in stages:
+        raise FileNotFoundError(f"student {name!r}: {', '.join(missing)} missing (extra_train data or the init_from artifact)")
+    train_key = _hash({"config": tcfg.to_dict(), "data": data_key, "inputs": {str(f): _file_sha(f) for f in inputs if f.exists()}})
+    artifact = Path(tcfg.output) / f"{name}.mlffd.pt"
+    stage = f"train:{name}"
+    if "train" not in stages:
+        return tcfg, train_key, artifact
+    if markers.done(stage, train_key) and artifact.exists():
+        log(f"[{stage}] done, skipped")
+        return tcfg, train_key, artifact
+    from mlffd.training.trainer import UNDER_TRAINED, checkpoint_conflicts, train
+
+    conflicts = checkpoint_conflicts(tcfg)
+    if conflicts:
+        old = Path(tcfg.output)
+        moved = old.with_name(f"{old.name}.previous-{train_key[:8]}")
+        shutil.rmtree(moved, ignore_errors=True)
+        os.replace(old, moved)
+        log(f"[{stage}] options {conflicts} changed: moved the old run to {moved}")
+    log(f"[{stage}] training {tcfg.model} into {tcfg.output}")
+    summary = train(tcfg, resume=True)
+    if summary.get("metrics", {}).get("under_trained"):
+        log(f"[{stage}] warning: {UNDER_TRAINED}")
+    markers.mark(stage, train_key, artifact=summary.get("artifact"), metrics=summary.get("metrics"))
+    return tcfg, train_key, artifact
+
+
+def _active_stage(config: DistillConfig, name: str, active, trained: list[tuple[TrainConfig, str, Path]], markers: Stages,
+                  run: bool, teacher, log: Callable[[str], None]) -> list[Path]:
+    """The ``active:NAME`` stage (run, resumed or skipped) of student ``name`` with its committee
+    students (``trained``: config, train key and artifact of each member, ``name`` first); the
+    artifacts the later stages use, one per member."""
     stage = f"active:{name}"
-    key = _hash({"train": train_key, "active": active.to_dict(), "teacher": config.teacher})
+    key = _hash({"train": [k for _, k, _ in trained], "active": active.to_dict(), "teacher": config.teacher})
+    if len(trained) == 1:  # the marker key of loops without committee students, as before they existed
+        key = _hash({"train": trained[0][1], "active": active.to_dict(), "teacher": config.teacher})
     record = markers.read(stage)
-    if markers.done(stage, key) and Path(record.get("artifact", "")).is_file():
+    done = [Path(p) for p in record.get("members", [record.get("artifact", "")])][: len(trained)]
+    if markers.done(stage, key) and len(done) == len(trained) and all(p.is_file() for p in done):
         if run:
             log(f"[{stage}] done, skipped")
-        return Path(record["artifact"])
+        return done
     if not run:
         raise FileNotFoundError(f"the active stage of student {name!r} has not finished: run it (--stage active)")
-    if not artifact.exists():
-        raise FileNotFoundError(f"{artifact} is missing: run the train stage for {name!r}")
+    for member, (_, _, artifact) in zip([name, *config.committee_students(name)], trained):
+        if not artifact.exists():
+            raise FileNotFoundError(f"{artifact} is missing: run the train stage for {member!r}")
     from mlffd.active import run_active
 
     log(f"[{stage}] active distillation in {Path(config.workdir) / 'active' / name}")
+    tcfg, _, artifact = trained[0]
     summary = run_active(active, tcfg, Path(config.workdir) / "active" / name, artifact,
-                         teacher=teacher if teacher is not None else config.teacher, log=log)
-    markers.mark(stage, key, artifact=summary["artifact"], rounds=len(summary["rounds"]), teacher_calls=summary["teacher_calls"],
-                 stop_reason=summary["stop_reason"], report=summary["report"].get("html"))
-    return Path(summary["artifact"])
+                         teacher=teacher if teacher is not None else config.teacher, log=log,
+                         others=[(cfg, path) for cfg, _, path in trained[1:]])
+    markers.mark(stage, key, artifact=summary["artifact"], members=summary["members"], rounds=len(summary["rounds"]),
+                 teacher_calls=summary["teacher_calls"], stop_reason=summary["stop_reason"], report=summary["report"].get("html"))
+    return [Path(p) for p in summary["members"]]
 
 
 def _check_labels(paths: Mapping[str, Path]) -> None:
     """Every frame has a finite energy and forces (the teacher labelled it)."""
     import numpy as np
 
-    from mlffd.data import _labels, read_frames
+    from mlffd.data import frame_labels, read_frames
 
     for split, path in paths.items():
         frames = read_frames(path)
         for k, atoms in enumerate(frames):
-            energy, forces, _ = _labels(atoms)
+            energy, forces, _ = frame_labels(atoms)
             if not (np.isfinite(energy) and np.isfinite(forces).all()):
                 raise ValueError(f"{path}: frame {k} ({split}) has non-finite teacher labels")
 

@@ -2,7 +2,7 @@
 
 ``torch.ops.mlffd_kernels.moment_density`` computes an interaction layer's neighbour density
 and, in its backward, the edge gradients, without the per-edge tensors of the PyTorch path
-(:meth:`mlffd.models.potential.Interaction.density`); students evaluate with it on the CPU when
+(:meth:`mlffd.models.layers.Interaction.density`); students evaluate with it on the CPU when
 it is installed, and artifacts exported that way record ``"kernels": VERSION`` in their metadata
 so that loaders (Python and the LAMMPS plugin) know they need it.
 """
@@ -81,7 +81,7 @@ def _scriptable(fn):
 @_scriptable
 def moment_density(vectors: Tensor, messages: Tensor, neighbor: Tensor, offsets: Tensor, cutoff: float,
                    num_basis: int, envelope_p: int, scale: float) -> List[Tensor]:
-    """``mlffd_kernels::moment_density``: see :meth:`mlffd.models.potential.Interaction.fused_density`."""
+    """``mlffd_kernels::moment_density``: see :meth:`mlffd.models.layers.Interaction.fused_density`."""
     return torch.ops.mlffd_kernels.moment_density(vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale)
 
 

@@ -414,6 +414,40 @@ def run_deck(
     return output
 
 
+def _evaluation_deck(atoms: Atoms, pair: list[str], commands: list[str], processors: str | None, timestep_ps: str | None,
+                     thermo_every: int, nonperiodic: str = "m") -> list[str]:
+    """The deck of :func:`run_lammps`: ``atoms.data`` with ``pair``, the user's ``commands``,
+    then a ``run 0`` that dumps the final energies, forces and (per-atom) virials at full precision."""
+    boundary = " ".join("p" if p else nonperiodic for p in atoms.pbc)
+    thermo = "thermo_style custom step temp pe ke etotal press vol"
+    deck = [
+        "units metal",
+        "atom_style atomic",
+        "atom_modify map array",
+        f"boundary {boundary}",
+        *( [f"processors {processors}"] if processors else [] ),
+        "read_data atoms.data",
+        *pair,
+        *( [f"timestep {timestep_ps}"] if timestep_ps else [] ),
+        "compute mlffd_pe all pe/atom",
+        "compute mlffd_st all stress/atom NULL virial",
+        "compute mlffd_p all pressure NULL virial",
+        thermo,
+        "thermo_modify format float %.17g norm no",
+        f"thermo {thermo_every}",
+        *commands,
+        'print "MLFFD-FINAL-EVALUATION"',
+        "thermo_style custom step temp pe ke etotal press vol c_mlffd_p[1] c_mlffd_p[2] c_mlffd_p[3] "
+        "c_mlffd_p[4] c_mlffd_p[5] c_mlffd_p[6]",
+        "thermo_modify format float %.17g norm no",
+        "dump mlffd_final all custom 1 final.dump id x y z fx fy fz c_mlffd_pe "
+        "c_mlffd_st[1] c_mlffd_st[2] c_mlffd_st[3] c_mlffd_st[4] c_mlffd_st[5] c_mlffd_st[6]",
+        "dump_modify mlffd_final sort id format float %.17g",
+        "run 0",
+    ]
+    return deck
+
+
 def run_lammps(
     atoms: Atoms,
     pair: Sequence[str],
@@ -462,33 +496,7 @@ def run_lammps(
     work.mkdir(parents=True, exist_ok=True)
     try:
         prism = write_data(atoms, work / "atoms.data", specorder)
-        boundary = " ".join("p" if p else nonperiodic for p in atoms.pbc)
-        thermo = "thermo_style custom step temp pe ke etotal press vol"
-        deck = [
-            "units metal",
-            "atom_style atomic",
-            "atom_modify map array",
-            f"boundary {boundary}",
-            *( [f"processors {processors}"] if processors else [] ),
-            "read_data atoms.data",
-            *pair,
-            *( [f"timestep {timestep_ps}"] if timestep_ps else [] ),
-            "compute mlffd_pe all pe/atom",
-            "compute mlffd_st all stress/atom NULL virial",
-            "compute mlffd_p all pressure NULL virial",
-            thermo,
-            "thermo_modify format float %.17g norm no",
-            f"thermo {thermo_every}",
-            *commands,
-            'print "MLFFD-FINAL-EVALUATION"',
-            "thermo_style custom step temp pe ke etotal press vol c_mlffd_p[1] c_mlffd_p[2] c_mlffd_p[3] "
-            "c_mlffd_p[4] c_mlffd_p[5] c_mlffd_p[6]",
-            "thermo_modify format float %.17g norm no",
-            "dump mlffd_final all custom 1 final.dump id x y z fx fy fz c_mlffd_pe "
-            "c_mlffd_st[1] c_mlffd_st[2] c_mlffd_st[3] c_mlffd_st[4] c_mlffd_st[5] c_mlffd_st[6]",
-            "dump_modify mlffd_final sort id format float %.17g",
-            "run 0",
-        ]
+        deck = _evaluation_deck(atoms, pair, commands, processors, timestep_ps, thermo_every, nonperiodic)
         log = run_deck("\n".join(deck) + "\n", work, nprocs=nprocs, env=env, timeout=timeout, threads=threads)
         # thermo of the user's last run (the block before the final run 0), then the final one
         before, _, after = log.rpartition("MLFFD-FINAL-EVALUATION")

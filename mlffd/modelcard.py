@@ -9,16 +9,9 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
-
-#: per-preset accuracy targets of the distillation issue (force RMSE eV/Å, R², angle °, energy MAE meV/atom)
-TARGETS: dict[str, dict[str, float]] = {
-    "original": {"force_rmse": 0.08, "force_r2": 0.995, "force_angle_mean_deg": 5.0, "energy_mae_mev_per_atom": 3.0},
-    "tiny": {"force_rmse": 0.12, "force_r2": 0.99, "force_angle_mean_deg": 8.0, "energy_mae_mev_per_atom": 5.0},
-    "ultra-tiny": {"force_rmse": 0.20, "force_r2": 0.97, "force_angle_mean_deg": 12.0, "energy_mae_mev_per_atom": 8.0},
-}
 
 
 def _median_seconds(calc, atoms, repeats: int) -> float:
@@ -168,22 +161,41 @@ def _coverage(metrics: dict[str, Any], data: str) -> str:
             "come from the same sampling; the property table below shows how the student does away from it.\n\n")
 
 
-def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: dict[str, Any] | None, data: str,
-           properties: tuple[dict[str, Any], str] | None = None) -> str:
-    """The Markdown card of one model (``properties``: a properties.json and its path)."""
-    targets = TARGETS.get(name, {})
+def _accuracy_table(metrics: dict[str, Any], data: str, bounds: Mapping[str, float] | None) -> str:
+    """The card's accuracy table; with ``bounds`` a column saying whether each metric meets its bound."""
 
     def row(label: str, key: str, unit: str, fmt: str = "{:.4f}", lower_is_better: bool = True) -> str:
         value = metrics.get(key)
         if value is None:
             return ""
-        target = targets.get(key)
+        target = (bounds or {}).get(key)
         verdict = ""
         if target is not None:
             ok = value <= target if lower_is_better else value >= target
             verdict = f"{'≤' if lower_is_better else '≥'} {target:g} — {'met' if ok else 'NOT met'}"
-        return f"| {label} | {fmt.format(value)} {unit} | {verdict} |\n"
+        return f"| {label} | {fmt.format(value)} {unit} |" + (f" {verdict} |\n" if bounds is not None else "\n")
 
+    return "".join([
+        f"## Accuracy on held-out teacher frames (`{data}`, {metrics.get('num_frames')} frames from separate teacher trajectories)\n\n",
+        "| metric | value | target |\n| --- | --- | --- |\n" if bounds is not None else "| metric | value |\n| --- | --- |\n",
+        row("energy MAE", "energy_mae_mev_per_atom", "meV/atom", "{:.2f}"),
+        row("force RMSE", "force_rmse", "eV/Å"),
+        row("force MAE", "force_mae", "eV/Å"),
+        row("force R²", "force_r2", "", "{:.5f}", lower_is_better=False),
+        row("mean angular error", "force_angle_mean_deg", "°", "{:.2f}"),
+        row("force error p95", "force_error_p95", "eV/Å"),
+        row("force error max", "force_error_max", "eV/Å"),
+        row("stress MAE", "stress_mae_gpa", "GPa"),
+    ])
+
+
+def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: dict[str, Any] | None, data: str,
+           properties: tuple[dict[str, Any], str] | None = None, targets: tuple[Mapping[str, float], str] | None = None,
+           stability: Sequence[tuple[dict[str, Any], str]] = (), active: tuple[dict[str, Any] | None, str] = (None, "")) -> str:
+    """The Markdown card of one model (``properties``: a properties.json and its path;
+    ``targets``: bounds on the accuracy metrics, e.g. ``{"force_rmse": 0.12}``, and the file
+    they came from, shown as a column with each verdict; ``stability``: nve.json reports and
+    their paths; ``active``: its active loop's report and path)."""
     elements = list(metadata["elements"])
     stand_in = ("SevenNet 7net-0 is the offline stand-in for Orb v3 here: its weights ship inside the `sevenn` "
                 "wheel, Orb's cannot be downloaded on the machines that trained this model. Re-run `mlffd distill` "
@@ -202,16 +214,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
         f"| created | {metadata['created']} |\n\n",
         "## Coverage\n\n",
         _coverage(metrics, data),
-        f"## Accuracy on held-out teacher frames (`{data}`, {metrics.get('num_frames')} frames from separate teacher trajectories)\n\n",
-        "| metric | value | target |\n| --- | --- | --- |\n",
-        row("energy MAE", "energy_mae_mev_per_atom", "meV/atom", "{:.2f}"),
-        row("force RMSE", "force_rmse", "eV/Å"),
-        row("force MAE", "force_mae", "eV/Å"),
-        row("force R²", "force_r2", "", "{:.5f}", lower_is_better=False),
-        row("mean angular error", "force_angle_mean_deg", "°", "{:.2f}"),
-        row("force error p95", "force_error_p95", "eV/Å"),
-        row("force error max", "force_error_max", "eV/Å"),
-        row("stress MAE", "stress_mae_gpa", "GPa"),
+        _accuracy_table(metrics, data, targets[0] if targets else None),
         "\nBy configuration type:\n\n| config_type | frames | energy MAE (meV/atom) | force RMSE (eV/Å) |\n| --- | --- | --- | --- |\n",
     ]
     for ctype, m in sorted(metrics.get("by_config_type", {}).items()):
@@ -224,6 +227,8 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
         lines.append("## Physical properties against the teacher\n\nNot measured for this card: run "
                      f"`mlffd-validate properties --model {name} --teacher {metadata['teacher']}` and pass its "
                      "`properties.json` to `mlffd card --properties`.\n\n")
+    lines.append(stability_section(stability))
+    lines.append(active_section(*active))
     lines.append("\n## Speed\n\n")
     if speed:
         lines.append(
@@ -237,6 +242,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
     lines.append(
         "\n## Reproduce\n\n```bash\nmlffd distill examples/si/distill.yaml --student "
         f"{name}\nmlffd card {name} --data {data} --teacher {metadata['teacher']}"
+        + ("" if targets is None else f" --targets {targets[1]}")
         + ("" if properties is None else f" --properties {properties[1]}\nmlffd-validate properties --model "
            f"{properties[0].get('student')} --teacher {properties[0].get('teacher')}")
         + "\n```\n\n"
@@ -264,12 +270,88 @@ def _limits_from_properties(properties: tuple[dict[str, Any], str] | None) -> st
             "starts, very hot MD) need a check against the teacher first.\n\n")
 
 
+def stability_section(reports: Sequence[tuple[dict[str, Any], str]]) -> str:
+    """The card's MD-stability table from ``nve.json`` reports of ``mlffd-validate nve`` (one row each)."""
+    if not reports:
+        return ""
+    rows = []
+    for report, source in reports:
+        s = report.get("settings", {})
+        drift = report.get("drift_meV_per_atom_per_ps")
+        dev = report.get("max_deviation_meV_per_atom")
+        rows.append((report.get("engine", "?"), s.get("temperature_K"), s.get("seed"), report.get("n_atoms"),
+                     s.get("thermalise_fs"), s.get("time_fs"), drift, dev, bool(report.get("passed")),
+                     "; ".join(report.get("fail_reasons") or []), source))
+    passed = sum(r[8] for r in rows)
+    lines = ["## MD stability\n\n",
+             f"`mlffd-validate nve` (Langevin thermalisation, then NVE; drift threshold "
+             f"{reports[0][0].get('settings', {}).get('threshold', '?')} meV/atom/ps): **{passed} of {len(rows)} runs pass**.\n\n",
+             "| engine | T (K) | seed | atoms | thermalise (fs) | NVE (fs) | drift (meV/atom/ps) | max abs ΔE (meV/atom) | |\n",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"]
+
+    def num(v: Any, fmt: str) -> str:
+        return "–" if not isinstance(v, (int, float)) or v != v else fmt.format(v)
+
+    for engine, t, seed, n, therm, time_fs, drift, dev, ok, why, _ in sorted(rows, key=lambda r: (r[0], r[1] or 0, r[2] or 0)):
+        lines.append(f"| {engine} | {num(t, '{:g}')} | {seed} | {n} | {num(therm, '{:g}')} | {num(time_fs, '{:g}')} | "
+                     f"{num(drift, '{:+.3f}')} | {num(dev, '{:.2f}')} | {'PASS' if ok else 'FAIL: ' + why} |\n")
+    return "".join(lines) + "\n"
+
+
+def active_section(report: dict[str, Any] | None, source: str = "") -> str:
+    """The card's record of the active-distillation loop (``report.json`` of :mod:`mlffd.active`):
+    one row per round, the frames the teacher labelled and why, the errors before and after."""
+    if not report:
+        return ""
+    names = report.get("member_names") or []
+    lines = ["## Active distillation\n\n",
+             f"{len(report.get('rounds', []))} round(s), {report.get('teacher_calls')} teacher calls (budget "
+             f"{report.get('teacher_calls_total_budget')}); stopped: {report.get('stop_reason') or 'not finished'}. "
+             + (f"Committee: {', '.join(f'`{n}`' for n in names)}. " if names else "")
+             + "Flagged-frame force RMSE (eV/Å) of member 0 before and after the round's fine-tuning; Spearman: "
+             "committee deviation vs member 0's true largest force error on the labelled frames"
+             + (f" (`{source}`)" if source else "") + ".\n\n",
+             "| round | explored | failed | candidates | labelled | labelled by reason | flagged RMSE before | after | Spearman |\n",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"]
+
+    def num(v: Any) -> str:
+        return "–" if not isinstance(v, (int, float)) else f"{v:.3f}"
+
+    for rec in report.get("rounds", []):
+        flags = rec.get("flags", {})
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted((rec.get("selected_by_reason") or {}).items()) if v)
+        before, after = rec.get("before") or {}, rec.get("after") or {}
+        lines.append(f"| {rec.get('round')} | {rec.get('explored')} | {flags.get('failed')} | {flags.get('candidate')} | "
+                     f"{rec.get('labelled')} | {reasons} | {num(before.get('flagged_force_rmse_member0'))} | "
+                     f"{num(after.get('flagged_force_rmse_member0'))} | {num(rec.get('spearman'))} |\n")
+    return "".join(lines) + "\n"
+
+
+def merge_properties(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several ``properties.json`` of one student (e.g. sections run separately) as one report:
+    their rows together and the verdict over all of them."""
+    if not reports:
+        raise ValueError("no properties reports to merge")
+    merged = dict(reports[0])
+    merged["records"] = [r for rep in reports for r in rep.get("records", [])]
+    scored = [r for r in merged["records"] if r.get("passed") is not None]
+    bad = [r for r in scored if not r["passed"]]
+    merged["verdict"] = (f"FAIL: {len(bad)} of {len(scored)} scored properties outside tolerance" if bad
+                         else f"PASS: all {len(scored)} scored properties within tolerance")
+    return merged
+
+
 def write_card(
     model: str | Path, data: str | Path, teacher: str | None = None, out_dir: str | Path = "docs/models", name: str | None = None,
-    speed: bool = True, properties: str | Path | None = None,
+    speed: bool = True, properties: str | Path | Sequence[str | Path] | None = None, targets: str | Path | None = None,
+    nve: Sequence[str | Path] = (), active: str | Path | None = None,
 ) -> Path:
     """Measure and write ``out_dir/NAME.md``; returns its path. ``properties``: the
-    ``properties.json`` of ``mlffd-validate properties`` for this model (its table goes in the card)."""
+    ``properties.json`` of ``mlffd-validate properties`` for this model, or several merged (its
+    table goes in the card); ``targets``: a JSON file of bounds on the accuracy metrics
+    (``{"force_rmse": 0.12, ...}``) to state met or not next to each metric; ``nve``:
+    ``nve.json`` reports of ``mlffd-validate nve`` (the MD-stability table); ``active``: the
+    ``report.json`` of its active-distillation loop."""
     from mlffd.artifact import read_metadata
     from mlffd.registry import resolve
     from mlffd.training.evaluate import evaluate
@@ -286,10 +368,14 @@ def write_card(
         timing = measure_speed(path, teacher, atoms=speed_structure(read_frames(data)))
     table = None
     if properties is not None:
-        table = (_read_properties(properties, path), str(properties))
+        files = [properties] if isinstance(properties, (str, Path)) else list(properties)
+        table = (merge_properties([_read_properties(f, path) for f in files]), " --properties ".join(str(f) for f in files))
+    bounds = None if targets is None else (_read_targets(targets), str(targets))
+    stability = [(_read_report(f, "nve.json of mlffd-validate nve", "drift_meV_per_atom_per_ps"), str(f)) for f in nve]
+    loop = None if active is None else _read_report(active, "report.json of an active-distillation loop", "rounds")
     out = Path(out_dir) / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(name, metadata, metrics, timing, str(data), table))
+    out.write_text(render(name, metadata, metrics, timing, str(data), table, bounds, stability, (loop, str(active or ""))))
     return out
 
 
@@ -303,4 +389,30 @@ def _read_properties(path: str | Path, model_path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read properties report {path}: {exc}") from exc
     if not isinstance(report, dict) or not isinstance(report.get("records"), list):
         raise ValueError(f"{path} is not a properties.json of mlffd-validate properties (no 'records' list)")
+    return report
+
+
+def _read_targets(path: str | Path) -> dict[str, float]:
+    """A JSON object of metric name -> bound; ValueError naming the file otherwise."""
+    import json
+
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read targets {path}: {exc}") from exc
+    if not isinstance(raw, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw.values()):
+        raise ValueError(f"{path}: expected a JSON object of metric name -> number (e.g. {{\"force_rmse\": 0.12}})")
+    return {str(k): float(v) for k, v in raw.items()}
+
+
+def _read_report(path: str | Path, what: str, key: str) -> dict[str, Any]:
+    """A JSON report; ValueError naming the file when it is unreadable or lacks ``key``."""
+    import json
+
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(report, dict) or key not in report:
+        raise ValueError(f"{path} is not a {what} (no {key!r})")
     return report

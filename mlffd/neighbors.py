@@ -10,9 +10,9 @@ import vesin
 
 #: structures of at most this many atoms get their lists from mlffd's pair kernel
 #: (``mlffd_kernels::neighbor_lists``, O(N^2), all structures of a call in one pass over threads)
-#: when it is installed; larger ones from vesin. Measured on one core, silicon at 5 A: 64 atoms
-#: 0.06 ms against vesin's 0.14 (plus ~0.1 ms of Python around each vesin call), 216 atoms 0.42
-#: against 0.37, 512 atoms 2.1 against 0.71.
+#: when it is installed; larger ones from vesin. Small cells are dominated by vesin's fixed cost
+#: per call (and the Python around it), large ones by the pair kernel's O(N^2) work; the two
+#: cross over at a few hundred atoms (silicon at 5 A).
 SMALL_SYSTEM = 200
 
 
@@ -129,8 +129,8 @@ def vesin_neighbor_list(positions: np.ndarray, cell: np.ndarray, pbc, cutoff: fl
     cell is fine for an isolated molecule). Cells smaller than twice the cutoff give many images.
     The result is copied once out of vesin's buffers (28 bytes per edge; a 32,768-atom silicon
     cell has ~0.9 M edges), so large systems do not hold several copies at once, in centre
-    order (a stable sort on ``i``, ~40 ms per million edges, once per list build: the students
-    would otherwise sort on every call).
+    order (a stable sort on ``i`` once per list build: the students would otherwise sort on
+    every call).
     """
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     pbc3 = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))

@@ -19,46 +19,16 @@ from ase.build import bulk
 from ase.calculators.calculator import Calculator
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 
-from mlffd.models import ModelConfig, build, export_student, preset
 from mlffd.geometry import reports_stress
+from mlffd.models import ModelConfig, export_student
+# random-weight models live with the product code that times them (mlffd bench); re-exported here
+from mlffd.models.random_weights import random_student  # noqa: F401
+from mlffd.teachers.orb import random_checkpoint as random_orb_checkpoint  # noqa: F401
 
 CalcFactory = Callable[[], Calculator]
 
 
 # -- models and structures ------------------------------------------------------------------
-
-
-def random_student(
-    config: ModelConfig | str = "tiny",
-    dtype: torch.dtype = torch.float64,
-    seed: int = 0,
-    energy_scale: float = 20.0,
-    elements: Sequence[str] | None = None,
-    repulsion_outer: float = 0.0,
-):
-    """A randomly initialised student whose forces are O(0.1-1) eV/Å (not vanishing).
-
-    ``repulsion_outer`` > 0 switches the short-range prior on below that distance (Å) for every
-    pair, as if it were the shortest distance in training data (:func:`switch_distances`)."""
-    from mlffd.models.repulsion import switch_distances
-
-    if isinstance(config, str):
-        config = preset(config, **({"elements": tuple(elements)} if elements else {}))
-    gen_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = build(config, dtype)
-        with torch.no_grad():
-            model.scale.fill_(energy_scale)
-            model.reference_energies.copy_(-torch.arange(1, len(config.elements) + 1, dtype=dtype))
-            if repulsion_outer > 0:
-                n = len(config.elements)
-                inner, outer = switch_distances(torch.full((n, n), repulsion_outer, dtype=dtype))
-                model.repulsion.r_inner.copy_(inner)
-                model.repulsion.r_outer.copy_(outer)
-    finally:
-        torch.random.set_rng_state(gen_state)
-    return model, config
 
 
 def random_artifact(
@@ -277,30 +247,3 @@ def energy_drift_nve(atoms: Atoms, calc: Calculator, steps: int = 1000, dt_fs: f
         dyn.run(1)
         worst = max(worst, abs(atoms.get_total_energy() - e0))
     return worst / len(atoms)
-
-
-def random_orb_checkpoint(path: str | Path, variant: str = "conservative", max_num_neighbors: int = 120, seed: int = 0) -> Path:
-    """Save a random-weight Orb v3 checkpoint built by orb-models' own architecture builders.
-
-    Loaded through ``load_teacher("orb:NAME@PATH")`` it exercises the real Orb code path where
-    the published weights cannot be downloaded (values are meaningless, shapes and costs real).
-    Torch's RNG, default dtype and matmul precision are left as they were.
-    """
-    from orb_models.forcefield import pretrained
-    from orb_models.forcefield.atomic_system import SystemConfig
-
-    builders = {"conservative": pretrained.orb_v3_conservative_architecture, "direct": pretrained.orb_v3_direct_architecture}
-    if variant not in builders:
-        raise ValueError(f"unknown Orb variant {variant!r}; expected one of {sorted(builders)}")
-    path = Path(path)
-    dtype, matmul = torch.get_default_dtype(), torch.get_float32_matmul_precision()
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = builders[variant](system_config=SystemConfig(radius=6.0, max_num_neighbors=max_num_neighbors), device="cpu")
-        torch.save(model.state_dict(), path)
-    finally:
-        torch.random.set_rng_state(state)
-        torch.set_default_dtype(dtype)
-        torch.set_float32_matmul_precision(matmul)
-    return path

@@ -1,4 +1,7 @@
-"""Shared fixtures: random-weight student artifacts (physics tests need no training)."""
+"""Shared fixtures of every test folder (tests/<package>/ mirrors the package it tests):
+random-weight student artifacts (physics tests need no training), the Stillinger-Weber
+reference calculator and the LAMMPS plugin's presence. Helpers imported by several test files
+live beside this file (``cu_frames.py``, ``property_refs.py``, ``issue_targets.py``)."""
 
 from __future__ import annotations
 
@@ -37,3 +40,22 @@ def artifact_blocked(tmp_path_factory) -> str:
 
     config = preset("tiny", chunk_atoms=5)
     return str(random_artifact(tmp_path_factory.mktemp("models") / "blocked.mlffd.pt", config, dtype=torch.float64))
+
+
+@pytest.fixture(scope="module")
+def sw_calc(tmp_path_factory):
+    """Stillinger-Weber silicon as an mlffd artifact through ``DistilledCalculator`` (property tests' reference)."""
+    from property_refs import sw_artifact_calc
+
+    return sw_artifact_calc(tmp_path_factory.mktemp("sw"))
+
+
+@pytest.fixture(scope="module")
+def plugin_installed():
+    """The ``lammps.plugins`` entry point of mlffd-lammps; fails (not skips) when it is missing."""
+    from importlib import metadata
+
+    eps = [ep for ep in metadata.entry_points(group="lammps.plugins") if ep.name == "mlffd"]
+    if not eps:
+        pytest.fail("mlffd-lammps is not installed (no 'lammps.plugins' entry point 'mlffd'); run `make setup`")
+    return eps[0]

@@ -11,7 +11,7 @@
 //
 // with Y = (1, u, traceless u u^T as xx yy zz xy xz yz), R_b = sqrt(2/rc) env(r/rc) sin(b pi r/rc) / r
 // (b = 1..B, the polynomial envelope of DimeNet/NequIP), m the neighbours' messages. The
-// PyTorch reference is mlffd.models.potential (Interaction.density and RadialBasis); this file
+// PyTorch reference is mlffd.models.layers (Interaction.density and RadialBasis); this file
 // computes the same numbers without materialising any per-edge x basis x channel tensor, and
 // its backward gives dE/dr_e and dE/dm analytically (first derivatives only: evaluation, not
 // training). sin(b theta) and cos(b theta) come from the Chebyshev recurrence (one sin and one
@@ -107,7 +107,7 @@ struct CentreSums {
 };
 
 // The density kernels, compiled twice: baseline and AVX2 + FMA (the same source; the loops over
-// B * D vectorise twice as wide with FMA: forward density 1.3x faster on this CPU).
+// B * D vectorise twice as wide with AVX2, so one binary uses them where the CPU has them).
 #define MLFFD_ISA isa_base
 #define MLFFD_ISA_AVX2 0
 #include "density.h"
@@ -212,7 +212,7 @@ struct DensityInputs {
     B = num_basis;
     D = messages.size(1);
     BD = B * D;
-    // the kernels index with these: check them (one pass, ~1% of the kernel) instead of crashing
+    // the kernels index with these: check them (one cheap pass) instead of crashing
     const int64_t* o = offsets.data_ptr<int64_t>();
     const int64_t n_edges = vectors.size(0);
     TORCH_CHECK(o[0] == 0 && o[n] == n_edges, op, ": offsets must run from 0 to the edge count ", n_edges,
@@ -228,8 +228,8 @@ struct DensityInputs {
 };
 
 // out[index[e]] += rows[e] for every edge e (rows [E, D], out [N, D], both contiguous, index checked
-// by the caller): one serial pass (rows of different edges may share a target; ~10x faster than
-// index_add_ for these short rows).
+// by the caller): one serial pass (rows of different edges may share a target; for rows this
+// short, index_add_'s per-row dispatch costs more than the additions).
 void add_rows(at::Tensor& out, const at::Tensor& rows, const at::Tensor& index) {
   const int64_t E = rows.size(0), D = rows.size(1);
   AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "add_rows", [&] {
@@ -458,7 +458,7 @@ std::vector<at::Tensor> moment_density_geometry_autograd(const at::Tensor& vecto
 // mlffd_kernels::moment_invariants: the rotation invariants of an interaction layer's moments,
 // per atom n and channel k, from a1 [3, N, K] (vector) and a2 [6, N, K] (traceless symmetric
 // tensor stored xx yy zz xy xz yz): out[n] = (|a1|^2 | |A2|^2 | a1.A2.a1 | tr(A2^3)) as [N, 4K].
-// PyTorch reference: mlffd.models.potential.Interaction.mix (cubic_invariants).
+// PyTorch reference: mlffd.models.layers.Interaction.mix (cubic_invariants).
 
 template <typename T>
 void invariants_kernel(const T* a1, const T* a2, int64_t n, int64_t K, T* out) {

@@ -8,7 +8,7 @@
 // [-rc |b_k| - f_k, rc |b_k| - f_k] can give |r| < rc: one or two images per pair for cells wider
 // than 2 rc, however skewed, and every image for cells smaller than the cutoff. The cost is
 // O(N^2) per structure: what vesin's cell lists cost at a few hundred atoms, and without its
-// per-call overhead (~0.3 ms) for the 64-atom cells of a batch. mlffd uses it up to
+// fixed per-call overhead, which dominates the 64-atom cells of a batch. mlffd uses it up to
 // mlffd.neighbors.SMALL_SYSTEM atoms per structure and vesin above.
 //
 // Output, edges grouped by centre (ascending i, then j, then image), indices global (structure

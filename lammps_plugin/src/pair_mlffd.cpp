@@ -456,7 +456,7 @@ void PairMLFFD::load_model(const std::string &path)
   graph_valid = false;
   model.eval();
   // evaluation only: parameters that require grad make every backward also build weight
-  // gradients nobody reads (6-7% of a CPU step; artifacts are exported without it, this covers older ones)
+  // gradients nobody reads (artifacts are exported without it, this covers older ones)
   for (auto p : model.parameters()) p.set_requires_grad(false);
   model_loaded = true;
   model_path = path;
@@ -530,9 +530,8 @@ void PairMLFFD::check_module(const std::string &path, const json &meta)
    centre atoms per block of the model's bounded-memory evaluation, as mlffd.artifact.block_atoms
    does in Python: 'block N' if given; CUDA: MLFFD_CUDA_BLOCK_ATOMS (keeps the GPU busy); CPU: the
    exported chunk_atoms per thread, or one graph for graphs of up to MLFFD_ONE_GRAPH_EDGES edges
-   without ghost nodes (one rank, images folded): with ghost nodes, the blocks are faster for
-   tiny and original (blocks of ghosts skip the last layer; 2 ranks, 4,096 atoms: tiny 13.4 vs
-   20.8 us per atom-step with one graph)
+   without ghost nodes (one rank, images folded): with ghost nodes the blocks stay, because a
+   block of ghosts skips the last layer, work one graph would have to do for every ghost
 ------------------------------------------------------------------------- */
 
 void PairMLFFD::configure_blocks(long nnodes, long nlocal, long nedges)

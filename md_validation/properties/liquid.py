@@ -151,9 +151,9 @@ def thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> 
     """Maxwell-Boltzmann momenta at ``temperature_K`` from ``rng``, centre-of-mass motion removed."""
     from ase.md.velocitydistribution import Stationary
 
-    from md_validation.md import _thermalize
+    from md_validation.md import thermalize as maxwell_boltzmann
 
-    _thermalize(atoms, temperature_K, rng)
+    maxwell_boltzmann(atoms, temperature_K, rng)
     Stationary(atoms)
 
 

@@ -3,7 +3,8 @@
 Layout of the loop's directory ``DIR`` (``WORKDIR/active/NAME`` under ``mlffd distill``)::
 
     state.json               what the directory belongs to (a different loop moves it aside)
-    members/mK/              training runs of the initial committee members K >= 1 (done.json when exported)
+    members/mK/              training runs of the initial committee members K >= 1 (done.json when exported;
+                             none when other students of the distill config are the members)
     round-NNN/explore.json   the round's runs (written after explored.extxyz: the exploration is done)
     round-NNN/select.json    every explored frame's flags and the frames chosen for the teacher
     round-NNN/labels.jsonl   one line per teacher call, appended and fsynced as each returns
@@ -169,16 +170,26 @@ class ActiveLoop:
     ``initial`` (member 0 of round 0); see the module docstring."""
 
     def __init__(self, config: ActiveConfig, student: TrainConfig, workdir: str | Path, initial: str | Path,
-                 teacher: Any = None, log: Callable[[str], None] = print) -> None:
+                 teacher: Any = None, log: Callable[[str], None] = print,
+                 others: Sequence[tuple[TrainConfig, str | Path]] = ()) -> None:
         self.config = config
         self.student = student
         self.dir = Path(workdir)
         self.initial = Path(initial)
         self.teacher = _Teacher(teacher if teacher is not None else student.teacher)
         self.log = log
+        # other students as members 1..K-1 (each fine-tuned with its own options) instead of
+        # copies of the student trained with other seeds: a committee that costs no extra training
+        self.others = [(cfg, Path(path)) for cfg, path in others]
         self.train_frames: list[Atoms] = []
         if not self.initial.is_file():
             raise FileNotFoundError(f"the student's artifact {self.initial} does not exist: train it first")
+        for cfg, path in self.others:
+            if not path.is_file():
+                raise FileNotFoundError(f"committee student {cfg.name!r}: its artifact {path} does not exist: train it first")
+        if self.others and len(self.others) + 1 != config.committee:
+            raise ValueError(f"active: committee: {config.committee} members, but the student and {len(self.others)} "
+                             f"committee students make {len(self.others) + 1}")
 
     # -- identity and members
 
@@ -188,6 +199,8 @@ class ActiveLoop:
         skip = {"output", "progress", "threads", "device", "test"}
         student = {k: v for k, v in self.student.to_dict().items() if k not in skip}
         d = {"active": self.config.identity(), "student": student, "initial": _sha(self.initial), "teacher": self.teacher.tags()}
+        if self.others:
+            d["others"] = [({k: v for k, v in cfg.to_dict().items() if k not in skip}, _sha(path)) for cfg, path in self.others]
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
     def _claim(self) -> None:
@@ -207,6 +220,9 @@ class ActiveLoop:
         _write_json(state, {"identity": key, "config": self.config.to_dict(), "student": self.student.name, "initial": str(self.initial)})
 
     def _member_config(self, k: int, output: Path, **changes: Any) -> TrainConfig:
+        if k > 0 and self.others:
+            base = self.others[k - 1][0]
+            return base.replace(output=str(output), **changes)
         name = self.student.name if k == 0 else f"{self.student.name}-m{k}"
         return self.student.replace(output=str(output), name=name, seed=self.student.seed + k, **changes)
 
@@ -227,8 +243,11 @@ class ActiveLoop:
         return record
 
     def initial_members(self) -> list[str]:
-        """Member 0 is the student; members 1..K-1 are trained like it with seeds ``seed + k``."""
+        """Member 0 is the student; members 1..K-1 are the committee students when given, else
+        trained like the student with seeds ``seed + k``."""
         members = [str(self.initial)]
+        if self.others:
+            return members + [str(path) for _, path in self.others]
         for k in range(1, self.config.committee):
             out = self.dir / "members" / f"m{k}"
             if not (out / "done.json").exists():
@@ -292,17 +311,45 @@ class ActiveLoop:
 
         data = {"config": self.config.to_dict(), "student": self.student.name, "initial": str(self.initial), "rounds": rounds,
                 "teacher_calls": used, "teacher_calls_total_budget": self.config.teacher_calls_total,
-                "stop_reason": stop_reason, "finished": stop_reason is not None, "artifact": members[0], "members": members}
+                "stop_reason": stop_reason, "finished": stop_reason is not None, "artifact": members[0], "members": members,
+                "member_names": [self.student.name, *[self._member_config(k, self.dir).name for k in range(1, len(members))]]}
         return {k: str(v) for k, v in write_report(jsonable(data), self.dir).items()}
 
     def _active_frames_before(self, r: int) -> list[Atoms]:
         return _read_frames(self.dir / f"round-{r - 1:03d}" / "active.extxyz") if r > 1 else []
 
-    def _round(self, r: int, rdir: Path, members: list[str], budget: int) -> dict[str, Any]:
-        from mlffd.active.committee import Committee
+    def _explore(self, r: int, rdir: Path, members: list[str], reference) -> tuple[list[Atoms], list]:
+        """Round ``r``'s exploration MD with member 0 (or the frames a resumed round wrote)."""
         from mlffd.active.explore import explore, start_structure
-        from mlffd.active.sanity import reference_from_frames
+
+        explore_path = rdir / "explore.json"
+        if explore_path.exists():
+            return _read_frames(rdir / "explored.extxyz"), _read_json(explore_path)["runs"]
+        start = start_structure(self.train_frames, self.config.min_atoms)
+        with _threads(self.student.threads):
+            frames, runs = explore(self.config, members[0], start, reference, r, log=self.log)
+        _write_frames(rdir / "explored.extxyz", frames)
+        _write_json(explore_path, {"runs": runs, "frames": len(frames), "member": members[0]})
+        return frames, runs
+
+    def _select(self, r: int, rdir: Path, members: list[str], frames: list[Atoms], reference, budget: int) -> dict[str, Any]:
+        """The committee's flags on the explored frames and the frames chosen for the teacher
+        (or what a resumed round wrote)."""
+        from mlffd.active.committee import Committee
         from mlffd.active.select import choose, classify, counts, descriptors
+
+        c = self.config
+        select_path = rdir / "select.json"
+        if not select_path.exists():
+            with _threads(self.student.threads):
+                flags = classify(frames, Committee(members).predict(frames), reference, c) if frames else []
+            rng = np.random.default_rng([c.seed, r, 1])
+            chosen = choose(flags, descriptors(frames, c.descriptor_cutoff), budget, c.audit_frames, rng)
+            _write_json(select_path, {"flags": flags, "counts": counts(flags), "chosen": chosen, "budget": budget})
+        return _read_json(select_path)  # as a resumed round reads it (inf deviations are null)
+
+    def _round(self, r: int, rdir: Path, members: list[str], budget: int) -> dict[str, Any]:
+        from mlffd.active.sanity import reference_from_frames
 
         c = self.config
         rdir.mkdir(parents=True, exist_ok=True)
@@ -311,32 +358,11 @@ class ActiveLoop:
         # the teacher-labelled data so far decide what is "outside the data" for the sanity flags
         reference = reference_from_frames(self.train_frames + previous)
 
-        # explore
         t0 = time.perf_counter()
-        explore_path = rdir / "explore.json"
-        if explore_path.exists():
-            runs = _read_json(explore_path)["runs"]
-            frames = _read_frames(rdir / "explored.extxyz")
-        else:
-            start = start_structure(self.train_frames, c.min_atoms)
-            with _threads(self.student.threads):
-                frames, runs = explore(c, members[0], start, reference, r, log=self.log)
-            _write_frames(rdir / "explored.extxyz", frames)
-            _write_json(explore_path, {"runs": runs, "frames": len(frames), "member": members[0]})
+        frames, runs = self._explore(r, rdir, members, reference)
         timing["explore_s"] = time.perf_counter() - t0
-
-        # flag and choose
         t0 = time.perf_counter()
-        select_path = rdir / "select.json"
-        if select_path.exists():
-            selection = _read_json(select_path)
-        else:
-            with _threads(self.student.threads):
-                flags = classify(frames, Committee(members).predict(frames), reference, c) if frames else []
-            rng = np.random.default_rng([c.seed, r, 1])
-            chosen = choose(flags, descriptors(frames, c.descriptor_cutoff), budget, c.audit_frames, rng)
-            _write_json(select_path, {"flags": flags, "counts": counts(flags), "chosen": chosen, "budget": budget})
-            selection = _read_json(select_path)  # as a resumed round reads it (inf deviations are null)
+        selection = self._select(r, rdir, members, frames, reference, budget)
         timing["flag_s"] = time.perf_counter() - t0
         flags, tally, chosen = selection["flags"], selection["counts"], selection["chosen"][:budget]
         self.log(f"[active r{r}] explored {len(frames)} frames in {len(runs)} runs: {tally['accurate']} accurate, "
@@ -452,17 +478,18 @@ class ActiveLoop:
     def _finetune(self, r: int, rdir: Path, members: list[str], active_path: Path, n_active: int) -> list[str]:
         """Every member fine-tuned from its previous artifact on the student's data plus all active frames."""
         c = self.config
-        changes: dict[str, Any] = {
-            "train": [*self.student.train, str(active_path)], "max_steps": c.finetune_steps, "lr": c.finetune_lr,
-            "warmup_steps": c.finetune_warmup_steps, "val_fraction": c.finetune_val_fraction,
-        }
-        if not self.student.val:
-            # validation from the new frames only (each member its own draw): the old ones were
-            # fitted already, and holding them out afresh would leak. With fewer than two new
-            # frames there is nothing to split: hold out from all.
-            changes["val_from"] = [str(active_path)] if n_active >= 2 else []
         out = []
         for k, previous in enumerate(members):
+            base = self._member_config(k, rdir / "members" / f"m{k}")
+            changes: dict[str, Any] = {
+                "train": [*base.train, str(active_path)], "max_steps": c.finetune_steps, "lr": c.finetune_lr,
+                "warmup_steps": c.finetune_warmup_steps, "val_fraction": c.finetune_val_fraction,
+            }
+            if not base.val:
+                # validation from the new frames only (each member its own draw): the old ones were
+                # fitted already, and holding them out afresh would leak. With fewer than two new
+                # frames there is nothing to split: hold out from all.
+                changes["val_from"] = [str(active_path)] if n_active >= 2 else []
             cfg = self._member_config(k, rdir / "members" / f"m{k}", init_from=str(previous), **changes)
             if not (Path(cfg.output) / "done.json").exists():
                 self.log(f"[active r{r}] fine-tuning member {k} ({c.finetune_steps} steps) in {cfg.output}")
@@ -475,11 +502,11 @@ class ActiveLoop:
         if path.exists():
             return _read_json(path)
         from mlffd.active.committee import Committee, force_errors_against
-        from mlffd.data import _labels
+        from mlffd.data import frame_labels
 
         with _threads(self.student.threads):
             pred = Committee(members).predict(labelled)
-        labels = [_labels(a) for a in labelled]
+        labels = [frame_labels(a) for a in labelled]
         err = force_errors_against(pred, [f for _, f, _ in labels])
         comps = max(int(err["components"]), 1)
         flagged = [i for i, a in enumerate(labelled) if a.info.get("config_type") != "active_audit"]
@@ -525,9 +552,9 @@ def _fmt(v: float | None) -> str:
 
 
 def run_active(config: ActiveConfig, student: TrainConfig, workdir: str | Path, initial: str | Path, teacher: Any = None,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
+               log: Callable[[str], None] = print, others: Sequence[tuple[TrainConfig, str | Path]] = ()) -> dict[str, Any]:
     """Run or resume the active-distillation loop (see :class:`ActiveLoop`); its summary."""
-    return ActiveLoop(config, student, workdir, initial, teacher=teacher, log=log).run()
+    return ActiveLoop(config, student, workdir, initial, teacher=teacher, log=log, others=others).run()
 
 
 __all__ = ["ActiveLoop", "LABELLED", "run_active", "spearman"]

@@ -62,7 +62,8 @@ def markdown(data: Mapping[str, Any]) -> str:
     lines = [f"# Active distillation of `{data['student']}`", "",
              f"- teacher calls: {data['teacher_calls']} (budget {data['teacher_calls_total_budget']})",
              f"- rounds: {len(data['rounds'])}; stopped: {data.get('stop_reason') or 'not finished'}",
-             f"- final student (member 0): `{data['artifact']}`", "",
+             f"- final student (member 0): `{data['artifact']}`",
+             f"- committee: {', '.join(f'`{n}`' for n in data.get('member_names') or []) or data['config']['committee']}", "",
              "Force RMSE (eV/Å) of the committee's mean and of member 0 on the round's flagged frames (audit frames "
              "excluded), before and after fine-tuning; Spearman: rank correlation of the committee's max force deviation "
              "with member 0's largest per-atom force error over all labelled frames of the round, before fine-tuning; "
@@ -131,7 +132,8 @@ def render_html(data: Mapping[str, Any]) -> str:
              f"<p>Teacher calls: {int(data['teacher_calls'])} (budget {int(data['teacher_calls_total_budget'])}); rounds: "
              f"{len(data['rounds'])}; stopped: {e(str(data.get('stop_reason') or 'not finished'))}.<br>Final student (member 0): "
              f"<code>{e(str(data['artifact']))}</code></p>",
-             f"<p>Trust levels: force_lo {cfg['force_lo']} eV/Å, force_hi {cfg['force_hi']} eV/Å; committee of {cfg['committee']}.</p>",
+             f"<p>Trust levels: force_lo {cfg['force_lo']} eV/Å, force_hi {cfg['force_hi']} eV/Å; committee of {cfg['committee']}"
+             f"{': ' + e(', '.join(data.get('member_names') or [])) if data.get('member_names') else ''}.</p>",
              "<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in _COLUMNS) + "</tr>"]
     parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in round_row(rec)) + "</tr>" for rec in data["rounds"]]
     parts.append("</table>")

@@ -58,12 +58,12 @@ class Reference:
 
 def reference_from_frames(frames: Sequence[Atoms], cutoff: float = 6.0) -> Reference:
     """:class:`Reference` of labelled frames (energies from their calculators or info)."""
-    from mlffd.data import _labels
+    from mlffd.data import frame_labels
 
     numbers = tuple(sorted({int(z) for a in frames for z in a.numbers}))
     ref = Reference(numbers, np.full((len(numbers),) * 2, np.inf), np.zeros(len(numbers)), 0.0)
     counts = np.array([np.bincount(ref.index(a.numbers), minlength=len(numbers)) for a in frames], dtype=float)
-    energies = np.array([_labels(a)[0] for a in frames])
+    energies = np.array([frame_labels(a)[0] for a in frames])
     e_ref = np.linalg.lstsq(counts, energies, rcond=None)[0]
     shortest = np.full((len(numbers),) * 2, np.inf)
     for a in frames:

@@ -36,19 +36,18 @@ random-weight artifact of the same size preset (``weights`` in the output says w
 (vs SW, vs the teachers, plugin vs artifact, batched vs one-by-one, size scaling, allocator) are
 computed only from numbers of the same run.
 
-Modules: :mod:`~mlffd.bench.config` (settings, targets), :mod:`~mlffd.bench.workers` (one
+Modules: :mod:`~mlffd.bench.config` (settings), :mod:`~mlffd.bench.workers` (one
 measurement per process), :mod:`~mlffd.bench.runner` (:func:`run_bench`),
-:mod:`~mlffd.bench.analysis` (ratios, targets), :mod:`~mlffd.bench.report` (tables, plot, files).
+:mod:`~mlffd.bench.analysis` (ratios, headline numbers), :mod:`~mlffd.bench.report` (tables, plot, files).
 """
 
 from __future__ import annotations
 
-from mlffd.bench.analysis import RATIO_KINDS, check_targets, compute_ratios, pool_rounds
+from mlffd.bench.analysis import HEADLINE, RATIO_KINDS, compute_ratios, headline, pool_rounds
 from mlffd.bench.config import (
     MEASUREMENT_FIELDS,
     RESULT_FIELDS,
     SCHEMA,
-    TARGETS,
     TEACHERS,
     BenchConfig,
 )
@@ -57,8 +56,8 @@ from mlffd.bench.runner import measurement_id, prepare_students, run_bench
 from mlffd.bench.workers import lammps_pair, parse_loop_times, run_worker, si_supercell, summarize, supercell_reps
 
 __all__ = [
-    "BenchConfig", "MEASUREMENT_FIELDS", "RATIO_KINDS", "RESULT_FIELDS", "SCHEMA", "TARGETS", "TEACHERS",
-    "check_targets", "compute_ratios", "lammps_pair", "markdown_report", "measurement_id", "parse_loop_times",
+    "BenchConfig", "MEASUREMENT_FIELDS", "RATIO_KINDS", "RESULT_FIELDS", "SCHEMA", "TEACHERS",
+    "HEADLINE", "compute_ratios", "headline", "lammps_pair", "markdown_report", "measurement_id", "parse_loop_times",
     "plot", "pool_rounds", "prepare_students", "run_bench", "run_worker", "si_supercell", "summarize", "summary_table",
     "supercell_reps", "write_outputs",
 ]

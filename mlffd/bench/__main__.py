@@ -2,6 +2,6 @@
 
 import sys
 
-from mlffd.bench.workers import _main
+from mlffd.bench.workers import main
 
-sys.exit(_main(sys.argv[1:]))
+sys.exit(main(sys.argv[1:]))

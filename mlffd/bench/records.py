@@ -7,39 +7,26 @@ from typing import Any, Iterable
 
 
 
-def _series_key(m: dict) -> str:
+def series_key(m: dict) -> str:
     """Name of the curve a measurement belongs to (method, model, parallelism)."""
     return f"{m['method']}:{m['model']}:{m['parallel']}" + (f":{m['malloc']}" if m.get("section") == "allocator" else "")
 
 
-def _num(x: Any) -> float:
+def as_number(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-# -- ratios and targets ----------------------------------------------------------------------
-
-
-def _ok(m: dict | None) -> bool:
+def succeeded(m: dict | None) -> bool:
     return bool(m) and not m.get("error") and m["us_per_atom_step"]["median"] == m["us_per_atom_step"]["median"]
 
 
-def _cost(m: dict) -> float:
+def cost_of(m: dict) -> float:
     return float(m["us_per_atom_step"]["median"])
 
 
-def _index(measurements: Iterable[dict]) -> dict[tuple, dict]:
+def index_measurements(measurements: Iterable[dict]) -> dict[tuple, dict]:
     idx = {}
     for m in measurements:
-        if _ok(m):
+        if succeeded(m):
             idx[(m.get("section", "main"), m["method"], m["model"], m["atoms"], m["parallel"], m.get("malloc"))] = m
     return idx

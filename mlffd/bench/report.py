@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Callable
 
 from mlffd.bench.analysis import SIDE_BY_SIDE_KINDS
-from mlffd.bench.records import _cost, _jsonable, _ok
+from mlffd.bench.records import cost_of, succeeded
 from mlffd.bench.workers import summarize
+from mlffd.jsonable import jsonable
 
 
 
@@ -35,8 +36,16 @@ def _label(m: dict) -> str:
 
 
 def markdown_report(result: dict) -> str:
-    """Markdown tables of a results dict: cost, throughput, memory, ratios, allocator, targets."""
-    ms = [m for m in result["measurements"]]
+    """Markdown tables of a results dict: cost, throughput, memory, ratios, batch, side by side,
+    allocator, headline numbers and failures, each section where the run has its measurements."""
+    lines = _header_lines(result)
+    lines += summary_table(result)
+    for section in (_cost_tables, _ratio_lines, _batch_lines, _side_by_side_lines, _allocator_lines, _headline_lines, _failed_lines):
+        lines += section(result)
+    return "\n".join(lines)
+
+
+def _header_lines(result: dict) -> list[str]:
     cfg = result["config"]
     host = result["host"]
     lines = [
@@ -52,13 +61,29 @@ def markdown_report(result: dict) -> str:
     if models:
         lines.append("Students: " + "; ".join(f"{k} ({v['num_parameters']:,} params, {v['dtype']}, {v['weights']} weights)" for k, v in models.items()))
         lines.append("")
-    main = [m for m in ms if m.get("section", "main") == "main" and m["method"] not in ("batch", "one-by-one")]
+    return lines
+
+
+def _cost_cell(m: dict) -> str:
+    if m.get("error"):
+        return "failed"
+    s = m["us_per_atom_step"]
+    return f"{_fmt(s['median'])} ({_fmt(s['q1'])}–{_fmt(s['q3'])})"
+
+
+def _cost_tables(result: dict) -> list[str]:
+    """Cost, throughput and memory of the main measurements: one row per method, model and
+    parallelism, one column per atom count."""
+    main = [m for m in result["measurements"] if m.get("section", "main") == "main" and m["method"] not in ("batch", "one-by-one")]
+    if not main:
+        return []
     sizes = sorted({m["atoms"] for m in main})
     order = {"artifact": 0, "calculator": 1, "calculator-compiled": 1.5, "lammps-mlffd": 2, "lammps-sw": 3, "lammps-tersoff": 4, "teacher": 5}
     rows: dict[str, dict[int, dict]] = {}
-    model_order = {name: k for k, name in enumerate(models)}
+    model_order = {name: k for k, name in enumerate(result.get("models", {}))}
     for m in sorted(main, key=lambda m: (m.get("kind") != "student", order.get(m["method"], 9), model_order.get(m["model"], 99), m["model"], m.get("ranks") or 0)):
         rows.setdefault(_label(m), {})[m["atoms"]] = m
+    lines: list[str] = []
 
     def table(title: str, cell: Callable[[dict], str]) -> None:
         lines.append(f"### {title}")
@@ -69,89 +94,92 @@ def markdown_report(result: dict) -> str:
             lines.append(f"| {label} | " + " | ".join(cell(by[n]) if n in by else "" for n in sizes) + " |")
         lines.append("")
 
-    def cost_cell(m: dict) -> str:
-        if m.get("error"):
-            return "failed"
-        s = m["us_per_atom_step"]
-        return f"{_fmt(s['median'])} ({_fmt(s['q1'])}–{_fmt(s['q3'])})"
+    table("Cost, µs per atom-step: median (IQR)", _cost_cell)
+    table("Throughput, atom-steps per second (median)", lambda m: "failed" if m.get("error") else _fmt(m["atom_steps_per_s"]))
+    table("Peak memory, MB (ru_maxrss of the measuring process; LAMMPS: largest rank)", lambda m: "failed" if m.get("error") else _fmt(m["peak_rss_mb"]))
+    table(
+        "Peak memory of the evaluation, MB (peak minus the process's RSS before the first call: torch, the structure and its neighbour list excluded)",
+        lambda m: "failed" if m.get("error") else _fmt(m.get("peak_increment_mb")),
+    )
+    return lines
 
-    lines += summary_table(result)
-    if main:
-        table("Cost, µs per atom-step: median (IQR)", cost_cell)
-        table("Throughput, atom-steps per second (median)", lambda m: "failed" if m.get("error") else _fmt(m["atom_steps_per_s"]))
-        table("Peak memory, MB (ru_maxrss of the measuring process; LAMMPS: largest rank)", lambda m: "failed" if m.get("error") else _fmt(m["peak_rss_mb"]))
-        table(
-            "Peak memory of the evaluation, MB (peak minus the process's RSS before the first call: torch, the structure and its neighbour list excluded)",
-            lambda m: "failed" if m.get("error") else _fmt(m.get("peak_increment_mb")),
-        )
-    ratios = result.get("ratios", [])
-    if any(r["kind"] not in ("allocator_default_vs_mlffd", "allocator_growth") for r in ratios):
-        lines.append("### Ratios (same run)")
-        lines.append("")
-        lines.append("| kind | numerator | denominator | ratio |")
-        lines.append("| --- | --- | --- | --- |")
-        for r in ratios:
-            if r["kind"] in ("allocator_default_vs_mlffd", "allocator_growth"):
-                continue
-            per_round = f" (rounds: {', '.join(_fmt(v) for v in r['per_round'])})" if len(r.get("per_round") or []) > 1 else ""
-            lines.append(f"| {r['kind']} | {r['numerator']} | {r['denominator']} | {_fmt(r['value'])}{per_round} |")
-        lines.append("")
-    batch = [m for m in ms if m["method"] in ("batch", "one-by-one")]
-    if batch:
-        lines.append("### Many small structures")
-        lines.append("")
-        lines.append("| model | mode | structures × atoms | µs per atom-step (IQR) | atom-steps/s | peak MB |")
-        lines.append("| --- | --- | --- | --- | --- | --- |")
-        for m in batch:
-            lines.append(f"| {m['model']} | {m['method']} | {m.get('structures', '?')} × {m.get('atoms_per_structure', '?')} | {cost_cell(m)} | "
-                         f"{_fmt(m['atom_steps_per_s'])} | {_fmt(m['peak_rss_mb'])} |")
-        lines.append("")
-    side = [r for r in ratios if r["kind"] in SIDE_BY_SIDE_KINDS.values()]
-    if side:
-        by_id = {m["id"]: m for m in ms}
-        lines.append("### Side by side (both costs alternating in one process, immune to drift between processes)")
-        lines.append("")
-        lines.append("| model | ratio | µs per atom-step: numerator / denominator (medians) | ratio: median of alternations | per round |")
-        lines.append("| --- | --- | --- | --- | --- |")
-        for r in side:
-            group = [by_id[i] for i in r.get("measurements", []) if i in by_id]
-            num = summarize([x for m in group for x in m.get("samples_us", [])])["median"]
-            den = summarize([x for m in group for x in m.get("reference_samples_us", [])])["median"]
-            lines.append(f"| {r['model']} | {r['numerator']} / {r['denominator']} | {_fmt(num)} / {_fmt(den)} | **{_fmt(r['value'])}** "
-                         f"({len(r.get('pairs', []))} alternations) | {', '.join(_fmt(v) for v in r.get('per_round', []))} |")
-        lines.append("")
-    alloc = [m for m in ms if m.get("section") == "allocator"]
-    if alloc:
-        lines.append("### Allocator: glibc defaults (MLFFD_MALLOC=default) vs mlffd's settings")
-        lines.append("")
-        lines.append("| model | method | atoms | malloc | round | µs per atom-step (IQR) | peak MB |")
-        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
-        for m in alloc:
-            lines.append(f"| {m['model']} | {m['method']} | {m['atoms']:,} | {m['malloc']} | {m.get('round', 0)} | {cost_cell(m)} | {_fmt(m['peak_rss_mb'])} |")
-        lines.append("")
-        for r in ratios:
-            if r["kind"] in ("allocator_default_vs_mlffd", "allocator_growth"):
-                rounds = f"; median over {r['rounds'][0]} rounds, per round {', '.join(_fmt(v) for v in r['per_round'])}" if r.get("per_round") and len(r["per_round"]) > 1 else ""
-                lines.append(f"- {r['description']}: **{_fmt(r['value'])}** ({r['numerator']} / {r['denominator']}{rounds})")
-        lines.append("")
-    targets = result.get("targets", [])
-    if any(t["value"] is not None for t in targets):
-        lines.append("### Targets of the performance issue (this run)")
-        lines.append("")
-        lines.append("| model | target | value | limit | at atoms | pass |")
-        lines.append("| --- | --- | --- | --- | --- | --- |")
-        for t in targets:
-            verdict = "–" if t["pass"] is None else ("yes" if t["pass"] else "no")
-            lines.append(f"| {t['model']} | {t['target']} | {_fmt(t['value'])} | {t['op']} {_fmt(t['limit'])} | {t['atoms'] or '–'} | {verdict} |")
-        lines.append("")
-    failed = [m for m in ms if m.get("error")]
-    if failed:
-        lines.append("### Failed measurements")
-        lines.append("")
-        for m in failed:
-            lines.append(f"- {m['id']}: {m['error'].splitlines()[-1][:300]}")
-        lines.append("")
-    return "\n".join(lines)
+
+_ALLOCATOR_KINDS = ("allocator_default_vs_mlffd", "allocator_growth")
+
+
+def _ratio_lines(result: dict) -> list[str]:
+    ratios = [r for r in result.get("ratios", []) if r["kind"] not in _ALLOCATOR_KINDS]
+    if not ratios:
+        return []
+    lines = ["### Ratios (same run)", "", "| kind | numerator | denominator | ratio |", "| --- | --- | --- | --- |"]
+    for r in ratios:
+        per_round = f" (rounds: {', '.join(_fmt(v) for v in r['per_round'])})" if len(r.get("per_round") or []) > 1 else ""
+        lines.append(f"| {r['kind']} | {r['numerator']} | {r['denominator']} | {_fmt(r['value'])}{per_round} |")
+    return lines + [""]
+
+
+def _batch_lines(result: dict) -> list[str]:
+    batch = [m for m in result["measurements"] if m["method"] in ("batch", "one-by-one")]
+    if not batch:
+        return []
+    lines = ["### Many small structures", "",
+             "| model | mode | structures × atoms | µs per atom-step (IQR) | atom-steps/s | peak MB |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for m in batch:
+        lines.append(f"| {m['model']} | {m['method']} | {m.get('structures', '?')} × {m.get('atoms_per_structure', '?')} | {_cost_cell(m)} | "
+                     f"{_fmt(m['atom_steps_per_s'])} | {_fmt(m['peak_rss_mb'])} |")
+    return lines + [""]
+
+
+def _side_by_side_lines(result: dict) -> list[str]:
+    side = [r for r in result.get("ratios", []) if r["kind"] in SIDE_BY_SIDE_KINDS.values()]
+    if not side:
+        return []
+    by_id = {m["id"]: m for m in result["measurements"]}
+    lines = ["### Side by side (both costs alternating in one process, immune to drift between processes)", "",
+             "| model | ratio | µs per atom-step: numerator / denominator (medians) | ratio: median of alternations | per round |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in side:
+        group = [by_id[i] for i in r.get("measurements", []) if i in by_id]
+        num = summarize([x for m in group for x in m.get("samples_us", [])])["median"]
+        den = summarize([x for m in group for x in m.get("reference_samples_us", [])])["median"]
+        lines.append(f"| {r['model']} | {r['numerator']} / {r['denominator']} | {_fmt(num)} / {_fmt(den)} | **{_fmt(r['value'])}** "
+                     f"({len(r.get('pairs', []))} alternations) | {', '.join(_fmt(v) for v in r.get('per_round', []))} |")
+    return lines + [""]
+
+
+def _allocator_lines(result: dict) -> list[str]:
+    alloc = [m for m in result["measurements"] if m.get("section") == "allocator"]
+    if not alloc:
+        return []
+    lines = ["### Allocator: glibc defaults (MLFFD_MALLOC=default) vs mlffd's settings", "",
+             "| model | method | atoms | malloc | round | µs per atom-step (IQR) | peak MB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m in alloc:
+        lines.append(f"| {m['model']} | {m['method']} | {m['atoms']:,} | {m['malloc']} | {m.get('round', 0)} | {_cost_cell(m)} | {_fmt(m['peak_rss_mb'])} |")
+    lines.append("")
+    for r in result.get("ratios", []):
+        if r["kind"] in _ALLOCATOR_KINDS:
+            rounds = f"; median over {r['rounds'][0]} rounds, per round {', '.join(_fmt(v) for v in r['per_round'])}" if r.get("per_round") and len(r["per_round"]) > 1 else ""
+            lines.append(f"- {r['description']}: **{_fmt(r['value'])}** ({r['numerator']} / {r['denominator']}{rounds})")
+    return lines + [""]
+
+
+def _headline_lines(result: dict) -> list[str]:
+    rows = result.get("headline", [])
+    if not any(h["value"] is not None for h in rows):
+        return []
+    lines = ["### Headline numbers (this run)", "", "| model | quantity | value | better | at atoms |", "| --- | --- | --- | --- | --- |"]
+    for h in rows:
+        lines.append(f"| {h['model']} | {h['quantity']} | {_fmt(h['value'])} | {h['better']} | {h['atoms'] or '–'} |")
+    return lines + [""]
+
+
+def _failed_lines(result: dict) -> list[str]:
+    failed = [m for m in result["measurements"] if m.get("error")]
+    if not failed:
+        return []
+    return ["### Failed measurements", ""] + [f"- {m['id']}: {m['error'].splitlines()[-1][:300]}" for m in failed] + [""]
 
 
 def summary_table(result: dict) -> list[str]:
@@ -214,7 +242,7 @@ def plot(result: dict, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(11.0, 6.5))
     curves: dict[str, list[dict]] = {}
     for m in result["measurements"]:
-        if _ok(m) and m.get("section", "main") == "main" and m["method"] not in ("batch", "one-by-one"):
+        if succeeded(m) and m.get("section", "main") == "main" and m["method"] not in ("batch", "one-by-one"):
             curves.setdefault(_label(m), []).append(m)
     palette = {"ultra-tiny": "tab:blue", "tiny": "tab:orange", "original": "tab:green", "sw": "black", "tersoff": "dimgray",
                "sevennet-7net-0": "tab:red", "orb-v3-conservative": "tab:purple", "orb-v3-direct": "tab:brown"}
@@ -234,9 +262,9 @@ def plot(result: dict, path: str | Path) -> Path:
         if first["model"] not in palette:
             palette[first["model"]] = next(extra)
         x = [m["atoms"] for m in group]
-        y = [_cost(m) for m in group]
-        lo = [max(0.0, _cost(m) - m["us_per_atom_step"]["q1"]) for m in group]
-        hi = [max(0.0, m["us_per_atom_step"]["q3"] - _cost(m)) for m in group]
+        y = [cost_of(m) for m in group]
+        lo = [max(0.0, cost_of(m) - m["us_per_atom_step"]["q1"]) for m in group]
+        hi = [max(0.0, m["us_per_atom_step"]["q3"] - cost_of(m)) for m in group]
         ax.errorbar(x, y, yerr=[lo, hi], label=label, linestyle=style(first), color=palette[first["model"]],
                     marker=markers.get(first["method"], "o"), capsize=2, markersize=4,
                     fillstyle="none" if (first.get("ranks") or 1) > 1 else "full")
@@ -260,7 +288,7 @@ def plot(result: dict, path: str | Path) -> Path:
 def write_outputs(result: dict, out: Path) -> dict[str, Path]:
     """``bench.json``, ``bench.md`` and ``bench_cost.png`` in ``out``."""
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "bench_cost.png"}
-    paths["json"].write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    paths["json"].write_text(json.dumps(jsonable(result), indent=1) + "\n")
     paths["markdown"].write_text(markdown_report(result) + "\n")
     plot(result, paths["plot"])
     return paths

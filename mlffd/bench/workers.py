@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from mlffd.bench.config import LATTICE_SI, RESULT_MARKER, SI_SW, SI_TERSOFF, TEACHERS
-from mlffd.bench.records import _jsonable
+from mlffd.jsonable import jsonable
 from mlffd.lammps import lammps_quote
 
 
@@ -244,7 +244,7 @@ def _load_teacher_for_bench(name: str, workdir: Path, device: str = "cpu"):
     info = TEACHERS[name]
     if info["weights"] == "shipped":
         return load_teacher(info["spec"], device=device)
-    from mlffd.testing import random_orb_checkpoint
+    from mlffd.teachers.orb import random_checkpoint as random_orb_checkpoint
 
     variant = "conservative" if "conservative" in name else "direct"
     path = workdir / f"{info['spec'].split(':', 1)[1]}-random.ckpt"
@@ -374,9 +374,26 @@ def _worker_lammps(case: dict) -> dict:
         "peak_rss_mb": _maxrss_mb(resource.RUSAGE_CHILDREN),
         "peak_rss_scope": "largest single process (one MPI rank)",
         "lammps_version": version.group(1) if version else None,
-        "allocator": {"applied": "glibc.malloc." in env.get("GLIBC_TUNABLES", ""), "reason": "LAMMPS process: the plugin does not call mallopt; "
-                      f"GLIBC_TUNABLES={env.get('GLIBC_TUNABLES', '')!r}"},
+        "allocator": _lammps_allocator(case["pair"], env),
     }
+
+
+def _lammps_allocator(pair: str, env: dict[str, str]) -> dict:
+    """Which malloc settings a LAMMPS run had: pair_style mlffd applies mlffd's itself (as
+    :func:`mlffd.allocator.configure_allocator` does, with the same exceptions); the classical
+    styles only what ``GLIBC_TUNABLES`` sets."""
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc." in tunables:
+        return {"applied": True, "reason": f"GLIBC_TUNABLES={tunables!r}"}
+    if pair != "mlffd":
+        return {"applied": False, "reason": f"pair_style {pair}: mlffd not involved"}
+    if env.get("MLFFD_MALLOC") == "default":
+        return {"applied": False, "reason": "MLFFD_MALLOC=default"}
+    preload = env.get("LD_PRELOAD", "")
+    other = next((a for a in ("jemalloc", "tcmalloc", "mimalloc") if a in preload), None)
+    if other:
+        return {"applied": False, "reason": f"LD_PRELOAD loads {other}"}
+    return {"applied": True, "reason": "pair_style mlffd calls mallopt (glibc)"}
 
 
 def _artifact_step(module, args) -> Callable[[], float]:
@@ -506,15 +523,14 @@ def run_worker(case: dict) -> dict:
     return res
 
 
-# -- the orchestrator ------------------------------------------------------------------------
+# -- entry point of the worker processes ---------------------------------------------------
 
 
-
-def _main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str]) -> int:
     if len(argv) == 2 and argv[0] == "worker":
         case = json.loads(argv[1])
         res = run_worker(case)
-        sys.stdout.write(RESULT_MARKER + json.dumps(_jsonable(res)) + "\n")
+        sys.stdout.write(RESULT_MARKER + json.dumps(jsonable(res)) + "\n")
         sys.stdout.flush()
         return 0
     sys.stderr.write("usage: python -m mlffd.bench worker CASE_JSON (internal; use 'mlffd bench')\n")

@@ -14,12 +14,19 @@ from mlffd.cli.options import OUTPUT_DIR
 @click.option("--out-dir", default="docs/models", show_default=True, type=OUTPUT_DIR)
 @click.option("--name", default=None, help="Card name (default: the artifact's file name).")
 @click.option("--no-speed", is_flag=True, help="Skip the student-vs-teacher timing.")
-@click.option("--properties", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="properties.json of `mlffd-validate properties` for this model: its table goes in the card.")
+@click.option("--properties", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="properties.json of `mlffd-validate properties` for this model: its table goes in the card "
+                   "(repeatable: the rows of several runs are merged).")
+@click.option("--nve", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="nve.json of `mlffd-validate nve` for this model (repeatable): the MD-stability table.")
+@click.option("--active", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="report.json of the model's active-distillation loop: its per-round record.")
+@click.option("--targets", type=click.Path(exists=True, dir_okay=False), default=None,
+              help='JSON of bounds on the accuracy metrics ({"force_rmse": 0.12, ...}): the card says met or not next to each.')
 def card_command(model: str, data: str, teacher: str | None, out_dir: str, name: str | None, no_speed: bool,
-                 properties: str | None) -> None:
+                 properties: tuple[str, ...], nve: tuple[str, ...], active: str | None, targets: str | None) -> None:
     """Evaluate MODEL on DATA, time it against its teacher, and write OUT_DIR/NAME.md."""
     from mlffd.modelcard import write_card
 
     click.echo(str(write_card(model, data, teacher=teacher, out_dir=out_dir, name=name, speed=not no_speed,
-                              properties=properties)))
+                              properties=list(properties) or None, nve=nve, active=active, targets=targets)))

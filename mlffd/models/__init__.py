@@ -52,7 +52,7 @@ def export_student(model: StudentPotential, config: ModelConfig, path, **metadat
         **metadata,
     )
     # an artifact evaluates: parameters that require grad make every force call's backward also
-    # work towards weight gradients nobody reads (6-7 % of a CPU step; docs/performance.md)
+    # work towards weight gradients nobody reads
     for p in model.parameters():
         p.requires_grad_(False)
     if model.fused:  # the scripted code calls the fused CPU kernels: loaders must have them

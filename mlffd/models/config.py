@@ -58,8 +58,8 @@ class ModelConfig:
 #: Size presets matching the parameter budgets of the prior project's students.
 PRESETS: dict[str, dict[str, Any]] = {
     "ultra-tiny": dict(features=34, channels=34, hidden=34, readout_hidden=16, message_dim=4),  # ≈21K
-    # blocks of 1,024 atoms per thread where the memory limit allows (docs/performance.md: fewer
-    # blocks, less fixed work per atom); ultra-tiny keeps 512 to stay under 0.4 GB at 32,768 atoms
+    # blocks of 1,024 atoms per thread where memory allows: fewer blocks, less fixed work per
+    # atom; ultra-tiny keeps 512, its memory budget being the smallest
     "tiny": dict(features=66, channels=66, hidden=66, readout_hidden=32, message_dim=8, chunk_atoms=1024),  # ≈78K
     "original": dict(features=160, channels=160, hidden=160, readout_hidden=64, message_dim=16, chunk_atoms=1024),  # ≈437K
 }

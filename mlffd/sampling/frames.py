@@ -92,11 +92,11 @@ def select_frames(descriptors: np.ndarray, n: int | None = None, min_distance: f
 # ---------------------------------------------------------------------------------------------
 
 
-def _sane_results(res: dict[str, Any], max_force: float) -> bool:
+def sane_results(res: dict[str, Any], max_force: float) -> bool:
     forces = np.asarray(res["forces"], dtype=np.float64)
     ok = np.isfinite(res["energy"]) and np.isfinite(forces).all() and float(np.abs(forces).max(initial=0.0)) <= max_force
     return bool(ok and (res.get("stress") is None or np.isfinite(res["stress"]).all()))
 
 
-def _sane(frame: Atoms, max_force: float) -> bool:
-    return _sane_results(frame.calc.results, max_force)
+def sane_frame(frame: Atoms, max_force: float) -> bool:
+    return sane_results(frame.calc.results, max_force)

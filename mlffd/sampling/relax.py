@@ -20,7 +20,8 @@ RELAX_ERRORS = (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgEr
 @contextlib.contextmanager
 def _cell_filter_quiet() -> Iterator[None]:
     """Settings for ASE's FrechetCellFilter: its 3x3 matrix exponentials and logarithms run in one
-    BLAS thread (thread start-up costs them ~10x when the teacher keeps the cores busy), and
+    BLAS thread (for 3x3 matrices, starting threads on cores the teacher keeps busy costs more
+    than the work), and
     scipy's 'logm result may be inaccurate' at 1e-12 is not reported."""
     try:
         from threadpoolctl import threadpool_limits

@@ -115,6 +115,108 @@ def _teacher_tags(info: dict[str, Any]) -> dict[str, Any]:
     return tags
 
 
+def _resume(files: dict[str, Path], progress_path: Path, chash: str) -> tuple[dict[str, Any] | None, list[dict], dict[str, dict]]:
+    """The progress record of a run to resume (header, finished trajectories, relaxed seeds),
+    checked to belong to this config, with each output truncated to the size recorded after
+    its last finished trajectory (which drops a torn batch)."""
+    header, done, relaxed = _read_progress(progress_path)
+    if header is None:
+        existing = [str(p) for p in files.values() if p.exists() and p.stat().st_size > 0]
+        if existing:
+            raise FileExistsError(
+                f"{', '.join(existing)} exist(s) but {progress_path} does not: not a resumable run of this config; "
+                "remove the files or choose another output directory"
+            )
+    elif header.get("config_sha256") != chash:
+        raise ValueError(
+            f"{progress_path} belongs to a different sampling config (sha256 {header.get('config_sha256')}, "
+            f"this one {chash}); use another output directory or remove the old run"
+        )
+    for split, path in files.items():
+        sizes = [rec["size"] for rec in done if rec["split"] == split]
+        size = max(sizes) if sizes else 0
+        if path.exists() and path.stat().st_size != size:
+            with open(path, "r+b") as fh:
+                fh.truncate(size)
+        elif not path.exists() and size > 0:
+            raise FileNotFoundError(f"{path} is missing but {progress_path} records {len(sizes)} finished trajectories in it")
+    return header, done, relaxed
+
+
+def _provenance(config: SampleConfig, split: str, file_name: str, tinfo: dict[str, Any], chash: str, counts: dict[str, int],
+                done: list[dict], trajectories: list[Trajectory]) -> dict[str, Any]:
+    """The provenance record of one split's output file."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "file": file_name,
+        "split": split,
+        "teacher": tinfo,
+        "config": config.expanded().to_dict(),  # the tasks that ran, coverage recipe spelled out (same hash)
+        "config_sha256": chash,
+        "frames": sum(counts.values()),
+        "config_types": dict(sorted(counts.items())),
+        "trajectories_done": sum(1 for r in done if r["split"] == split),
+        "trajectories": [r["id"] for r in done if r["split"] == split],
+        "trajectories_total": sum(1 for t in trajectories if t.split == split),
+        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "schema": {
+            "arrays": ["forces (eV/Å)"],
+            "calc": ["energy (eV)", "free_energy (eV)", "stress (eV/Å^3, Voigt xx yy zz yz xz xy, ASE sign)"],
+            "info": ["config_type", "trajectory", "teacher", "teacher_sha256", "temperature (K)", "step", "copy",
+                     "contact_distance (Å, pushed pairs only)"],
+        },
+    }
+
+
+def _write_trajectory(traj: Trajectory, frames: list[Atoms], path: Path, progress_path: Path) -> dict[str, Any]:
+    """Append a finished trajectory's ``frames`` to its split's file and record it as done;
+    returns the record (its frame count per config_type and the file's size after it)."""
+    size = _append_frames(path, frames) if frames else (path.stat().st_size if path.exists() else 0)
+    ctypes: dict[str, int] = {}
+    for f in frames:
+        ctypes[f.info["config_type"]] = ctypes.get(f.info["config_type"], 0) + 1
+    rec = {"type": "done", "id": traj.id, "split": traj.split, "frames": len(frames), "size": size, "config_types": ctypes,
+           "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    _append_line(progress_path, rec)
+    return rec
+
+
+class _Seeds:
+    """The seed structures of a run's trajectories, built once each."""
+
+    def __init__(self, config: SampleConfig, calc, relaxed: dict[str, dict], progress_path: Path) -> None:
+        self.config = config
+        self.calc = calc
+        self.relaxed = relaxed
+        self.progress_path = progress_path
+        self.configs = {s.name: s for s in config.expanded().seeds}
+        self.built = {name: build_seed(s, base_dir=config.base_dir) for name, s in self.configs.items()}
+
+    def of(self, traj: Trajectory, on_evaluation) -> Atoms:
+        """The trajectory's seed; when the task asks, its cell relaxed by the teacher (once per run,
+        kept in the progress record so that a resumed run starts from the very same structure)
+        and then repeated to the seed's supercell."""
+        from mlffd.sampling.relax import RelaxedSeed, relax_seed
+
+        task = traj.task
+        if not task.relax:
+            return self.built[task.seed]
+        seed = self.configs[task.seed]
+        key = relax_key(task, seed)
+        if key not in self.relaxed:
+            result = relax_seed(build_seed(seed, unit=True, base_dir=self.config.base_dir), self.calc, task.relax_steps, task.relax_fmax,
+                                on_evaluation=on_evaluation)
+            if result.error:
+                import warnings
+
+                warnings.warn(f"seed {task.seed!r}: the teacher's relaxation failed ({result.error}); "
+                              "using the unrelaxed seed", RuntimeWarning, stacklevel=3)
+            rec = {"type": "relaxed", "key": key, "seed": task.seed, **result.to_record()}
+            _append_line(self.progress_path, rec)
+            self.relaxed[key] = rec
+        return repeat(RelaxedSeed.from_record(self.relaxed[key]).atoms, seed.supercell)
+
+
 def run_sampling(
     config: SampleConfig,
     teacher=None,
@@ -144,29 +246,7 @@ def run_sampling(
     progress_path = out / "progress.jsonl"
     chash = config_hash(config)
 
-    header, done, relaxed = _read_progress(progress_path)
-    if header is None:
-        existing = [str(p) for p in files.values() if p.exists() and p.stat().st_size > 0]
-        if existing:
-            raise FileExistsError(
-                f"{', '.join(existing)} exist(s) but {progress_path} does not: not a resumable run of this config; "
-                "remove the files or choose another output directory"
-            )
-    elif header.get("config_sha256") != chash:
-        raise ValueError(
-            f"{progress_path} belongs to a different sampling config (sha256 {header.get('config_sha256')}, "
-            f"this one {chash}); use another output directory or remove the old run"
-        )
-
-    # truncate each output to the size recorded after its last finished trajectory (drops a torn batch)
-    for split, path in files.items():
-        sizes = [rec["size"] for rec in done if rec["split"] == split]
-        size = max(sizes) if sizes else 0
-        if path.exists() and path.stat().st_size != size:
-            with open(path, "r+b") as fh:
-                fh.truncate(size)
-        elif not path.exists() and size > 0:
-            raise FileNotFoundError(f"{path} is missing but {progress_path} records {len(sizes)} finished trajectories in it")
+    header, done, relaxed = _resume(files, progress_path, chash)
 
     calc = load_teacher(teacher if teacher is not None else config.teacher, device=config.device)
     tinfo = teacher_info(calc)  # the adapters attach their provenance (incl. resolved checkpoint) to calc
@@ -188,8 +268,7 @@ def run_sampling(
     todo = [t for t in trajectories if t.id not in finished]
     if max_trajectories is not None:
         todo = todo[: int(max_trajectories)]
-    seed_configs = {s.name: s for s in config.expanded().seeds}
-    seeds = {name: build_seed(s, base_dir=config.base_dir) for name, s in seed_configs.items()}
+    seeds = _Seeds(config, calc, relaxed, progress_path)
 
     counts: dict[str, dict[str, int]] = {"train": {}, "test": {}}
     for rec in done:
@@ -198,52 +277,7 @@ def run_sampling(
 
     def write_provenance() -> None:
         for split, path in prov_paths.items():
-            _write_json_atomic(
-                path,
-                {
-                    "format_version": FORMAT_VERSION,
-                    "file": files[split].name,
-                    "split": split,
-                    "teacher": tinfo,
-                    "config": config.expanded().to_dict(),  # the tasks that ran, coverage recipe spelled out (same hash)
-                    "config_sha256": chash,
-                    "frames": sum(counts[split].values()),
-                    "config_types": dict(sorted(counts[split].items())),
-                    "trajectories_done": sum(1 for r in done if r["split"] == split),
-                    "trajectories": [r["id"] for r in done if r["split"] == split],
-                    "trajectories_total": sum(1 for t in trajectories if t.split == split),
-                    "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "schema": {
-                        "arrays": ["forces (eV/Å)"],
-                        "calc": ["energy (eV)", "free_energy (eV)", "stress (eV/Å^3, Voigt xx yy zz yz xz xy, ASE sign)"],
-                        "info": ["config_type", "trajectory", "teacher", "teacher_sha256", "temperature (K)", "step", "copy",
-                             "contact_distance (Å, pushed pairs only)"],
-                    },
-                },
-            )
-
-    def seed_of(traj: Trajectory) -> Atoms:
-        """The trajectory's seed; when the task asks, its cell relaxed by the teacher (once per run,
-        kept in the progress record so that a resumed run starts from the very same structure)
-        and then repeated to the seed's supercell."""
-        from mlffd.sampling.relax import RelaxedSeed, relax_seed
-
-        task = traj.task
-        if not task.relax:
-            return seeds[task.seed]
-        seed = seed_configs[task.seed]
-        key = relax_key(task, seed)
-        if key not in relaxed:
-            result = relax_seed(build_seed(seed, unit=True, base_dir=config.base_dir), calc, task.relax_steps, task.relax_fmax, on_evaluation=bar.update)
-            if result.error:
-                import warnings
-
-                warnings.warn(f"seed {task.seed!r}: the teacher's relaxation failed ({result.error}); "
-                              "using the unrelaxed seed", RuntimeWarning, stacklevel=3)
-            rec = {"type": "relaxed", "key": key, "seed": task.seed, **result.to_record()}
-            _append_line(progress_path, rec)
-            relaxed[key] = rec
-        return repeat(RelaxedSeed.from_record(relaxed[key]).atoms, seed.supercell)
+            _write_json_atomic(path, _provenance(config, split, files[split].name, tinfo, chash, counts[split], done, trajectories))
 
     total_evals = sum(t.evaluations for t in todo)
     bar = tqdm(total=total_evals, unit="eval", desc="teacher", disable=not progress, dynamic_ncols=True, smoothing=0.05)
@@ -252,19 +286,12 @@ def run_sampling(
         for k, traj in enumerate(todo):
             bar.set_postfix_str(f"{len(finished) + k + 1}/{len(trajectories)} {traj.id}")
             frames = run_trajectory(
-                traj, seed_of(traj), calc, tags, config.random_seed, config.descriptor_cutoff, config.max_force,
+                traj, seeds.of(traj, bar.update), calc, tags, config.random_seed, config.descriptor_cutoff, config.max_force,
                 on_evaluation=bar.update,
             )
-            frames = [f for f in frames if writable(f)]
-            size = _append_frames(files[traj.split], frames) if frames else (files[traj.split].stat().st_size if files[traj.split].exists() else 0)
-            ctypes: dict[str, int] = {}
-            for f in frames:
-                ctypes[f.info["config_type"]] = ctypes.get(f.info["config_type"], 0) + 1
-            rec = {"type": "done", "id": traj.id, "split": traj.split, "frames": len(frames), "size": size, "config_types": ctypes,
-                   "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-            _append_line(progress_path, rec)
+            rec = _write_trajectory(traj, [f for f in frames if writable(f)], files[traj.split], progress_path)
             done.append(rec)
-            for key, v in ctypes.items():
+            for key, v in rec["config_types"].items():
                 counts[traj.split][key] = counts[traj.split].get(key, 0) + v
             write_provenance()
             run_now += 1

@@ -13,7 +13,7 @@ from ase import Atoms, units
 
 from mlffd.sampling.config import TaskConfig
 from mlffd.sampling.contacts import cluster, push_pair
-from mlffd.sampling.frames import _sane, _sane_results, descriptor, evaluate, has_stress, labelled_frame, select_frames
+from mlffd.sampling.frames import descriptor, evaluate, has_stress, labelled_frame, sane_frame, sane_results, select_frames
 from mlffd.sampling.structures import (
     Trajectory,
     apply_strain,
@@ -104,142 +104,172 @@ def run_trajectory(
     on_evaluation: Callable[[int], None] | None = None,
 ) -> list[Atoms]:
     """Run one teacher trajectory and return its labelled, selected frames (plus perturbed copies)."""
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    run = _TrajectoryRun(traj, seed_atoms, calc, teacher_tags, random_seed, max_force, on_evaluation)
+    if run.task.kind in ("single", "cluster"):
+        return run.points()
+    if run.task.kind == "random_search":
+        run.relax()
+    else:
+        run.molecular_dynamics()
+    return _select_and_copy(run.candidates, run.task, calc, run.base_info, descriptor_cutoff, max_force, run.rng, run.tick)
 
-    task = traj.task
-    rng = np.random.default_rng([int(random_seed), zlib.crc32(traj.id.encode())])
-    tick = on_evaluation or (lambda n: None)
-    base_info = {"trajectory": traj.id, **teacher_tags}
-    candidates: list[Atoms] = []
-    seed_volume = abs(seed_atoms.cell.volume) if seed_atoms.cell.rank == 3 else None
-    if seed_volume is None and (task.volume_range is not None or task.kind == "random_search"):
-        raise ValueError(f"task {task.name!r}: volume_range and kind random_search need a seed with a 3-D cell")
-    scale = None  # this trajectory's volume scale (kinds with one start structure)
-    if task.volume_range is not None and task.kind in ("md", "melt_quench", "random_search"):
-        scale = volume_scale(task, traj.index, traj.count, rng)
-    if task.kind == "random_search":
-        from mlffd.sampling.relax import default_min_separation, random_structure
 
-        volume = seed_volume * (scale or 1.0)
-        min_sep = task.min_separation or default_min_separation(seed_atoms.get_chemical_symbols(), volume / len(seed_atoms))
-        atoms = random_structure(seed_atoms.numbers, volume, min_sep, rng)
-    elif task.kind != "cluster":
-        atoms = start_structure(task, _molecule_start(traj, seed_atoms, rng), rng, None if scale is None else scale * seed_volume)
-    seed_kind, periodic = seed_atoms.info.get("seed_kind", "crystal"), bool(np.any(seed_atoms.pbc))
-    base_type = default_config_type(task, scale, seed_kind, periodic)
+class _TrajectoryRun:
+    """One trajectory's state: its random stream (seeded by the run's seed and the trajectory's
+    id, so every trajectory is reproducible on its own), start structure and candidate frames."""
 
-    def snap(config_type: str, temperature: float, step: int) -> None:
+    def __init__(self, traj: Trajectory, seed_atoms: Atoms, calc, teacher_tags: dict[str, Any], random_seed: int,
+                 max_force: float, on_evaluation: Callable[[int], None] | None) -> None:
+        self.traj = traj
+        self.task = task = traj.task
+        self.seed_atoms = seed_atoms
+        self.calc = calc
+        self.max_force = max_force
+        self.rng = rng = np.random.default_rng([int(random_seed), zlib.crc32(traj.id.encode())])
+        self.tick = on_evaluation or (lambda n: None)
+        self.base_info = {"trajectory": traj.id, **teacher_tags}
+        self.candidates: list[Atoms] = []
+        self.seed_volume = abs(seed_atoms.cell.volume) if seed_atoms.cell.rank == 3 else None
+        if self.seed_volume is None and (task.volume_range is not None or task.kind == "random_search"):
+            raise ValueError(f"task {task.name!r}: volume_range and kind random_search need a seed with a 3-D cell")
+        scale = None  # this trajectory's volume scale (kinds with one start structure)
+        if task.volume_range is not None and task.kind in ("md", "melt_quench", "random_search"):
+            scale = volume_scale(task, traj.index, traj.count, rng)
+        self.atoms: Atoms | None = None  # clusters build each structure afresh
+        if task.kind == "random_search":
+            from mlffd.sampling.relax import default_min_separation, random_structure
+
+            volume = self.seed_volume * (scale or 1.0)
+            min_sep = task.min_separation or default_min_separation(seed_atoms.get_chemical_symbols(), volume / len(seed_atoms))
+            self.atoms = random_structure(seed_atoms.numbers, volume, min_sep, rng)
+        elif task.kind != "cluster":
+            self.atoms = start_structure(task, _molecule_start(traj, seed_atoms, rng), rng,
+                                         None if scale is None else scale * self.seed_volume)
+        self.seed_kind, self.periodic = seed_atoms.info.get("seed_kind", "crystal"), bool(np.any(seed_atoms.pbc))
+        self.base_type = default_config_type(task, scale, self.seed_kind, self.periodic)
+
+    def snap(self, config_type: str, temperature: float, step: int) -> None:
+        """Keep the current structure, labelled by the teacher, as a candidate frame."""
+        atoms = self.atoms
         if atoms.calc.check_state(atoms) or "forces" not in atoms.calc.results:
             atoms.get_forces()  # results must belong to these positions and this cell
         res = dict(atoms.calc.results)
         if "stress" not in res and has_stress(atoms):
             res["stress"] = atoms.get_stress(voigt=True)
-        candidates.append(
-            labelled_frame(atoms, res, {**base_info, "config_type": config_type, "temperature": float(temperature), "step": int(step)})
+        self.candidates.append(
+            labelled_frame(atoms, res, {**self.base_info, "config_type": config_type, "temperature": float(temperature), "step": int(step)})
         )
 
-    if task.kind in ("single", "cluster"):
+    def points(self) -> list[Atoms]:
+        """Kinds ``single`` and ``cluster``: independent structures, one teacher call each."""
+        task, rng = self.task, self.rng
         for k in range(task.steps):
             contact, point_scale = None, None
             if task.kind == "cluster":
-                trial = cluster(k, task.steps, seed_atoms.numbers.tolist(), task.contact_range, task.vacuum, rng)
+                trial = cluster(k, task.steps, self.seed_atoms.numbers.tolist(), task.contact_range, task.vacuum, rng)
                 ctype = task.config_type or ("dimer" if len(trial) == 2 else "trimer")
             else:
                 if task.volume_range is not None:
                     point_scale = volume_scale(task, k, task.steps, rng)
-                volume = None if point_scale is None else point_scale * seed_volume
-                trial, contact = _perturbed_copy(atoms.copy(), task, rng, volume)
-                ptype = default_config_type(task, point_scale, seed_kind, periodic)
+                volume = None if point_scale is None else point_scale * self.seed_volume
+                trial, contact = _perturbed_copy(self.atoms.copy(), task, rng, volume)
+                ptype = default_config_type(task, point_scale, self.seed_kind, self.periodic)
                 ctype = task.config_type or ("contact" if contact is not None else
                                              "strained" if task.copy_strain > 0 and ptype == "crystal" else ptype)
-            res = evaluate(trial, calc)
-            tick(1)
-            if not _sane_results(res, max_force):
+            res = evaluate(trial, self.calc)
+            self.tick(1)
+            if not sane_results(res, self.max_force):
                 continue
-            info = {**base_info, "config_type": ctype, "temperature": 0.0, "step": k, **_copy_info(contact)}
-            candidates.append(labelled_frame(trial, res, info))
-        return candidates
+            info = {**self.base_info, "config_type": ctype, "temperature": 0.0, "step": k, **_copy_info(contact)}
+            self.candidates.append(labelled_frame(trial, res, info))
+        return self.candidates
 
-    if task.kind == "random_search":
+    def relax(self) -> None:
+        """Kind ``random_search``: the teacher relaxes a random structure, sampled along the path."""
         from mlffd.sampling.relax import relax_path
 
         def on_step(step: int) -> None:
-            tick(1)
-            if step % task.sample_every == 0:
-                snap(base_type, 0.0, step)
+            self.tick(1)
+            if step % self.task.sample_every == 0:
+                self.snap(self.base_type, 0.0, step)
 
-        error = relax_path(atoms, calc, task.steps, on_step)
+        error = relax_path(self.atoms, self.calc, self.task.steps, on_step)
         if error:
-            warnings.warn(f"{traj.id}: the teacher's relaxation {error}; keeping the frames before", RuntimeWarning, stacklevel=2)
-        return _select_and_copy(candidates, task, calc, base_info, descriptor_cutoff, max_force, rng, tick)
+            warnings.warn(f"{self.traj.id}: the teacher's relaxation {error}; keeping the frames before", RuntimeWarning, stacklevel=3)
 
-    atoms.calc = calc
-    if task.kind == "melt_quench":
-        start_t = task.melt_temperature
-    else:
-        start_t = traj.temperature
-    MaxwellBoltzmannDistribution(atoms, temperature_K=start_t, rng=rng)
-    Stationary(atoms)
-    if not np.any(atoms.pbc):
-        from ase.md.velocitydistribution import ZeroRotation
+    def molecular_dynamics(self) -> None:
+        """Kinds ``md`` and ``melt_quench``: teacher MD, sampled every ``sample_every`` steps,
+        stopped (keeping the frames before) when the forces leave the physical range."""
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
-        ZeroRotation(atoms)  # a free molecule's tumbling is no sampled configuration
-    dyn = _make_dynamics(atoms, task, start_t, rng)
-    dyn.attach(lambda: tick(1), interval=1)
+        task, traj, atoms = self.task, self.traj, self.atoms
+        atoms.calc = self.calc
+        start_t = task.melt_temperature if task.kind == "melt_quench" else traj.temperature
+        MaxwellBoltzmannDistribution(atoms, temperature_K=start_t, rng=self.rng)
+        Stationary(atoms)
+        if not np.any(atoms.pbc):
+            from ase.md.velocitydistribution import ZeroRotation
 
-    def guard() -> None:
-        forces = atoms.calc.results.get("forces")
-        if forces is not None and not (np.isfinite(forces).all() and np.abs(forces).max(initial=0.0) <= max_force):
-            raise TrajectoryUnstable(
-                f"{traj.id}: teacher MD became unstable after {dyn.nsteps} steps (max |F| = {np.abs(forces).max():.3g} eV/Å "
-                f"> max_force {max_force:g}); stopped it, keeping the {len(candidates)} frames sampled before"
-            )
+            ZeroRotation(atoms)  # a free molecule's tumbling is no sampled configuration
+        dyn = _make_dynamics(atoms, task, start_t, self.rng)
+        dyn.attach(lambda: self.tick(1), interval=1)
 
-    dyn.attach(guard, interval=1)
-    try:
+        def guard() -> None:
+            forces = atoms.calc.results.get("forces")
+            if forces is not None and not (np.isfinite(forces).all() and np.abs(forces).max(initial=0.0) <= self.max_force):
+                raise TrajectoryUnstable(
+                    f"{traj.id}: teacher MD became unstable after {dyn.nsteps} steps (max |F| = {np.abs(forces).max():.3g} eV/Å "
+                    f"> max_force {self.max_force:g}); stopped it, keeping the {len(self.candidates)} frames sampled before"
+                )
+
+        dyn.attach(guard, interval=1)
+        try:
+            if task.kind == "melt_quench":
+                self.melt_quench(dyn)
+            else:
+                dyn.run(task.equilibrate)
+                step = 0
+                for _ in range(task.steps // task.sample_every):
+                    dyn.run(task.sample_every)
+                    step += task.sample_every
+                    self.snap(self.base_type, traj.temperature, step)
+                # remaining steps (if steps is not a multiple of sample_every) are not needed
+        except TrajectoryUnstable as exc:
+            warnings.warn(str(exc), RuntimeWarning, stacklevel=3)
+
+    def melt_quench(self, dyn) -> None:
+        """Melt, equilibrate and sample the liquid, quench linearly, anneal (amorphous frames)."""
+        task, traj = self.task, self.traj
         step = 0
-        if task.kind == "melt_quench":
-            dyn.run(task.melt_steps)
-            _set_temperature(dyn, traj.temperature)
-            dyn.run(task.equilibrate)
-            ctype_liquid = task.config_type or "liquid"
-            for _ in range(task.steps // task.sample_every):
-                dyn.run(task.sample_every)
-                step += task.sample_every
-                snap(ctype_liquid, traj.temperature, step)
-            dyn.run(task.steps % task.sample_every)
-            n_q = task.quench_steps
-            for k in range(n_q):
-                temp = traj.temperature + (task.quench_temperature - traj.temperature) * (k + 1) / n_q
-                _set_temperature(dyn, temp)
-                dyn.run(1)
-                step += 1
-                if (k + 1) % task.sample_every == 0:
-                    snap("amorphous", temp, step)
-            _set_temperature(dyn, task.quench_temperature)
-            for k in range(task.anneal_steps):
-                dyn.run(1)
-                step += 1
-                if (k + 1) % task.sample_every == 0:
-                    snap("amorphous", task.quench_temperature, step)
-        else:
-            dyn.run(task.equilibrate)
-            for _ in range(task.steps // task.sample_every):
-                dyn.run(task.sample_every)
-                step += task.sample_every
-                snap(base_type, traj.temperature, step)
-            # remaining steps (if steps is not a multiple of sample_every) are not needed
-
-    except TrajectoryUnstable as exc:
-        warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
-
-    return _select_and_copy(candidates, task, calc, base_info, descriptor_cutoff, max_force, rng, tick)
+        dyn.run(task.melt_steps)
+        _set_temperature(dyn, traj.temperature)
+        dyn.run(task.equilibrate)
+        ctype_liquid = task.config_type or "liquid"
+        for _ in range(task.steps // task.sample_every):
+            dyn.run(task.sample_every)
+            step += task.sample_every
+            self.snap(ctype_liquid, traj.temperature, step)
+        dyn.run(task.steps % task.sample_every)
+        n_q = task.quench_steps
+        for k in range(n_q):
+            temp = traj.temperature + (task.quench_temperature - traj.temperature) * (k + 1) / n_q
+            _set_temperature(dyn, temp)
+            dyn.run(1)
+            step += 1
+            if (k + 1) % task.sample_every == 0:
+                self.snap("amorphous", temp, step)
+        _set_temperature(dyn, task.quench_temperature)
+        for k in range(task.anneal_steps):
+            dyn.run(1)
+            step += 1
+            if (k + 1) % task.sample_every == 0:
+                self.snap("amorphous", task.quench_temperature, step)
 
 
 def _select_and_copy(candidates: list[Atoms], task: TaskConfig, calc, base_info: dict[str, Any],
                      descriptor_cutoff: float, max_force: float, rng: np.random.Generator, tick: Callable[[int], None]) -> list[Atoms]:
     """Drop insane frames, select the most distinct ones, add the perturbed copies of each."""
-    candidates = [f for f in candidates if _sane(f, max_force)]
+    candidates = [f for f in candidates if sane_frame(f, max_force)]
     # near-duplicate removal / subsampling (farthest-point on the descriptor)
     if candidates and (task.max_frames is not None or task.min_distance > 0):
         desc = np.stack([descriptor(f, descriptor_cutoff) for f in candidates])
@@ -256,7 +286,7 @@ def _select_and_copy(candidates: list[Atoms], task: TaskConfig, calc, base_info:
             trial, contact = _perturbed_copy(bare, task, rng, volume)
             res = evaluate(trial, calc)
             tick(1)
-            if not _sane_results(res, max_force):
+            if not sane_results(res, max_force):
                 continue
             info = {**base_info, "config_type": (task.copy_config_type or "contact") if contact is not None else ctype,
                     "temperature": parent.info["temperature"], "step": parent.info["step"], "copy": c + 1, **_copy_info(contact)}

@@ -167,3 +167,30 @@ def info(spec: TeacherSpec) -> dict[str, Any]:
     ckpt = _local_checkpoint(spec, name)
     rec = checkpoint_record(ckpt) if ckpt is not None else {"checkpoint": _default_url(loader), "checkpoint_sha256": None}
     return {"spec": spec.raw, "versions": package_versions(["orb-models", "torch", "ase"]), **rec}
+
+
+def random_checkpoint(path: str | Path, variant: str = "conservative", max_num_neighbors: int = 120, seed: int = 0) -> Path:
+    """Save a random-weight Orb v3 checkpoint built by orb-models' own architecture builders.
+
+    Loaded through ``load_teacher("orb:NAME@PATH")`` it exercises the real Orb code path where
+    the published weights cannot be downloaded (values are meaningless, shapes and costs real).
+    Torch's RNG, default dtype and matmul precision are left as they were.
+    """
+    from orb_models.forcefield import pretrained
+    from orb_models.forcefield.atomic_system import SystemConfig
+
+    builders = {"conservative": pretrained.orb_v3_conservative_architecture, "direct": pretrained.orb_v3_direct_architecture}
+    if variant not in builders:
+        raise ValueError(f"unknown Orb variant {variant!r}; expected one of {sorted(builders)}")
+    path = Path(path)
+    dtype, matmul = torch.get_default_dtype(), torch.get_float32_matmul_precision()
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = builders[variant](system_config=SystemConfig(radius=6.0, max_num_neighbors=max_num_neighbors), device="cpu")
+        torch.save(model.state_dict(), path)
+    finally:
+        torch.random.set_rng_state(state)
+        torch.set_default_dtype(dtype)
+        torch.set_float32_matmul_precision(matmul)
+    return path

@@ -73,7 +73,7 @@ stage "plugin build (background)"
 BUILD=$!
 
 stage "CUDA parity (ASE calculator, float64 random students)"
-want parity && run_for 60 python3 -m pytest -q -p no:cacheprovider tests/test_neighbors.py tests/test_calculator.py -k "(cuda or device or block or neighbors or lists or kernel) and not errors" 2>&1 | tail -5
+want parity && run_for 60 python3 -m pytest -q -p no:cacheprovider tests/runtime/test_neighbors.py tests/runtime/test_calculator.py -k "(cuda or device or block or neighbors or lists or kernel) and not errors" 2>&1 | tail -5
 
 B="--device cuda --threads 4 --repeats 3 --warmup 5 --min-time 0.3"
 stage "students on the GPU: artifact + DistilledCalculator, 4,096 to 1,000,000 atoms"
@@ -87,7 +87,7 @@ stage "LAMMPS pair_style mlffd device cuda"
 wait $BUILD
 tail -3 "$R/plugin_build.log"
 if (want lammps || want graph) && grep -q "rc=0" "$R/plugin_build.log"; then
-  run_for 60 python3 -m pytest -q -p no:cacheprovider tests/test_lammps_plugin.py -k "cuda or block" 2>&1 | tail -5
+  run_for 60 python3 -m pytest -q -p no:cacheprovider tests/lammps/test_lammps_plugin.py -k "cuda or block" 2>&1 | tail -5
   want lammps && run_for 90 mlffd bench lammps --device cuda --threads 1 --repeats 3 --min-time 0.3 --models "$(echo "$MODELS" | cut -d, -f2,3)" --sizes 4096,32768 --ranks 1 --pairs mlffd,sw --out "$R/lammps" | grep -E "µs/atom-step|FAILED|Error"
   # graph reuse (the default on CUDA) against rebuilding the graph every step, same run
   want graph && for spec in 32768:rebuild 32768:reuse 4096:rebuild 4096:reuse; do

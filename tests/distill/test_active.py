@@ -1,0 +1,358 @@
+"""Active distillation on EMT Cu: committee deviation, planted failures, selection, one round end to
+end through ``mlffd distill``, resumption without repeated teacher calls, config errors, report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from cu_frames import SMALL_MODEL, cu_frames, write_frames
+
+from mlffd.active import ActiveConfig, run_active
+from mlffd.active.committee import Committee, force_deviation
+from mlffd.active.report import ROUND_FIELDS
+from mlffd.active.sanity import reference_from_frames
+from mlffd.active.select import choose, classify
+from mlffd.data import read_frames
+from mlffd.training import TrainConfig, train
+
+#: a short loop: two temperatures, one random and three defected relaxations, small budgets
+LOOP = dict(committee=2, max_rounds=1, min_new_failures=1, teacher_calls_per_round=12, teacher_calls_total=30, audit_frames=2,
+            temperatures=[300, 1500], md_steps=60, sample_every=10, relax_random=1, relax_defected=3, relax_steps=30, min_atoms=16,
+            force_lo=0.1, force_hi=0.3, finetune_steps=100, finetune_lr=3e-3, finetune_warmup_steps=5, progress=False)
+
+
+class CountingEMT(EMT):
+    """EMT that counts its single points, recorded as the ``emt`` teacher; with ``fail_after``
+    it raises on the call after that many (a kill in the middle of labelling)."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        super().__init__()
+        self.calls = 0
+        self.fail_after = fail_after
+        self.mlffd_teacher_info = {"spec": "emt"}
+
+    def calculate(self, *args, **kwargs):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise RuntimeError("killed")
+        self.calls += 1
+        super().calculate(*args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = torch.get_num_threads()
+    yield
+    assert torch.get_num_threads() == n, "the loop left torch's thread count changed"
+
+
+@pytest.fixture(scope="module")
+def crystal(tmp_path_factory) -> dict:
+    """Rattled, strained Cu crystal cells only (no slab), and three students trained on them."""
+    d = tmp_path_factory.mktemp("active")
+    data = {"train": str(write_frames(d / "train.extxyz", cu_frames(n_traj=4, per_traj=5, seed=0, slab=False))),
+            "test": str(write_frames(d / "test.extxyz", cu_frames(n_traj=2, per_traj=2, seed=7, slab=False)))}
+    members = [train(student_config(data, d / f"m{k}", seed=k), resume=True)["artifact"] for k in range(3)]
+    return {"dir": d, **data, "members": members}
+
+
+def student_config(data: dict, output: Path, **changes) -> TrainConfig:
+    base = dict(train=[data["train"]], test=[data["test"]], output=str(output), name="cu", teacher="emt", model="ultra-tiny",
+                model_overrides=SMALL_MODEL, val_fraction=0.25, batch_size=4, max_steps=150, lr=5e-3, warmup_steps=4, threads=1,
+                progress=False)
+    return TrainConfig.from_dict({**base, **changes})
+
+
+def _cu(scale: float = 1.0, rattle: float = 0.05, seed: int = 0):
+    atoms = bulk("Cu", "fcc", a=3.61 * scale, cubic=True) * (2, 2, 1)
+    atoms.positions += np.random.default_rng(seed).normal(0.0, rattle, atoms.positions.shape)
+    return atoms
+
+
+# -- committee -------------------------------------------------------------------------------
+
+
+def test_force_deviation_is_numpy_std_and_zero_for_identical_members(crystal):
+    rng = np.random.default_rng(1)
+    forces = rng.normal(size=(4, 7, 3))
+    per_atom = np.sqrt(np.sum(np.std(forces, axis=0) ** 2, axis=-1))  # numpy's population std per component
+    assert force_deviation(forces) == pytest.approx((per_atom.max(), per_atom.mean()), rel=1e-12)
+    assert force_deviation(np.repeat(forces[:1], 3, axis=0)) == (0.0, 0.0)
+
+    frames = [_cu(seed=s) for s in range(3)]
+    same = Committee([crystal["members"][0]] * 3).predict(frames)
+    assert (same.max_devi_f == 0.0).all() and (same.devi_e == 0.0).all()
+    pred = Committee(crystal["members"]).predict(frames)
+    for i in range(len(frames)):
+        expect = np.sqrt(np.sum(np.std(pred.forces[i], axis=0) ** 2, axis=-1)).max()
+        assert pred.max_devi_f[i] == pytest.approx(expect, rel=1e-10) and pred.max_devi_f[i] > 0
+        e = pred.energy[:, i] / len(frames[i])
+        assert pred.devi_e[i] == pytest.approx(np.std(e), rel=1e-8, abs=1e-12)
+
+
+def test_planted_failures_are_flagged(crystal):
+    """Students that saw only near-ideal crystals disagree on a compressed and a hot, disordered
+    cell, agree on a crystal, and a pair at 0.8 Å is a sanity failure whatever they say."""
+    # sanity limits out of the way of the disordered cell (its closest pair is ~1.5 Å); the close pair is far below
+    config = ActiveConfig.from_dict({**LOOP, "force_lo": 0.15, "force_hi": 0.5, "max_force": 1000.0, "min_distance_A": 1.2})
+    close = _cu(rattle=0.0)
+    close.positions[1] = close.positions[0] + [0.8, 0.0, 0.0]
+    frames = [_cu(seed=1), _cu(seed=2), _cu(scale=0.85, seed=3), _cu(rattle=0.35, seed=4), close]
+    reference = reference_from_frames(read_frames(crystal["train"]))
+    flags = classify(frames, Committee(crystal["members"]).predict(frames), reference, config)
+    assert [f["status"] for f in flags[:2]] == ["accurate", "accurate"], flags[:2]
+    assert [f["status"] for f in flags[2:4]] == ["failed_deviation", "failed_deviation"], flags[2:4]
+    assert min(f["max_devi_f"] for f in flags[2:4]) > 5 * max(f["max_devi_f"] for f in flags[:2])
+    assert flags[4]["status"] == "failed_sanity" and flags[4]["reason"] == "short_distance"
+    committee = Committee(crystal["members"])
+    (flag,) = classify([close], committee.predict([close]), reference, ActiveConfig.from_dict(LOOP))  # 0.75 x the data's shortest
+    assert flag["reason"] == "short_distance" and reference.any_shortest * 0.75 > 0.8
+
+
+# -- exploration -----------------------------------------------------------------------------
+
+
+def test_exploration_keeps_the_failed_frame_and_never_raises(crystal):
+    """EMT stands in for the student: a calculator that blows up, a collapse, and NPT."""
+    from mlffd.active.explore import Run, run_one
+
+    class Exploding(EMT):
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            Exploding.calls += 1
+            if Exploding.calls > 8:
+                raise FloatingPointError("non-finite forces on atom(s) [3]")
+            super().calculate(*args, **kwargs)
+
+    config = ActiveConfig.from_dict(LOOP)
+    reference = reference_from_frames(read_frames(crystal["train"]))
+    rng = np.random.default_rng(0)
+    frames, record = run_one(Run("md-nvt-900K", "md", "crystal", 900.0), _cu(), Exploding(), config, reference, rng, 1)
+    assert record["stopped"] == "non_finite" and "FloatingPointError" in record["error"] and record["steps"] < config.md_steps
+    assert frames[-1].info["active_explore_reason"] == "non_finite" and frames[-1].info["active_step"] == record["steps"]
+
+    squeezed = _cu(rattle=0.0)
+    squeezed.positions[1] = squeezed.positions[0] + [1.2, 0.0, 0.0]
+    frames, record = run_one(Run("md-nvt-300K", "md", "crystal", 300.0), squeezed, EMT(), config, reference, rng, 1)
+    assert record["stopped"] == "short_distance" and record["steps"] == 0  # the start is checked too, and stops the run
+    assert frames[-1].info["active_explore_reason"].startswith("short_distance")
+
+    frames, record = run_one(Run("md-npt-300K-5GPa", "md", "crystal", 300.0, 5.0), _cu(), EMT(), config, reference, rng, 1)
+    assert record["stopped"] is None and len(frames) == config.md_steps // config.sample_every
+    assert frames[-1].get_volume() < _cu().get_volume() - 0.5  # compressed by the barostat
+
+
+# -- selection -------------------------------------------------------------------------------
+
+
+def _flag(status: str, dev: float, reason: str | None = None) -> dict:
+    return {"status": status, "reason": reason or {"failed_deviation": "deviation"}.get(status, status), "max_devi_f": dev}
+
+
+def test_selection_respects_budget_puts_sanity_first_and_spreads():
+    flags = ([_flag("failed_sanity", 0.05, "short_distance")] * 2 + [_flag("failed_deviation", d) for d in (0.9, 0.8, 0.7, 0.6)]
+             + [_flag("candidate", 0.2)] * 3 + [_flag("accurate", 0.01)] * 5)
+    desc = np.zeros((len(flags), 2))
+    desc[2:6, 0] = [0.0, 0.01, 5.0, 0.02]  # failures 2, 3 and 5 are near duplicates, 4 is elsewhere
+    rng = np.random.default_rng(0)
+    picked = choose(flags, desc, budget=6, audit=2, rng=rng)
+    assert len(picked) == 6
+    assert [p["index"] for p in picked[:2]] == [0, 1] and {p["reason"] for p in picked[:2]} == {"short_distance"}
+    assert [p["index"] for p in picked[2:4]] == [2, 4]  # highest deviation first, then the farthest, not the next highest
+    assert [p["reason"] for p in picked[4:]] == ["audit", "audit"] and all(flags[p["index"]]["status"] == "accurate" for p in picked[4:])
+    assert len(choose(flags, desc, budget=3, audit=0, rng=rng)) == 3
+    assert choose(flags, desc, budget=0, audit=1, rng=rng) == []
+    assert len({p["index"] for p in choose(flags, desc, budget=100, audit=2, rng=rng)}) == 2 + 4 + 3 + 2
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"committee": 1}, "committee"), ({"force_hi": 0.05, "force_lo": 0.1}, "force_hi"), ({"temperatures": [300, -5]}, "temperatures"),
+    ({"defects": ["vacancy", "dislocation"]}, "defects"), ({"teacher_calls_total": 0}, "teacher_calls_total"),
+    ({"finetune_lr": "fast"}, "finetune_lr"), ({"md_steps": 2.5}, "md_steps"), ({"audit_frames": 12}, "audit_frames"),
+    ({"pressures": [1.0], "temperatures": []}, "pressures"), ({"min_distance_A": -1.0}, "min_distance_A"),
+    ({"trust_lo": 0.1}, "trust_lo"),
+])
+def test_active_config_rejects_bad_values_naming_the_key(changes, key):
+    with pytest.raises(ValueError, match=key):
+        ActiveConfig.from_dict({**LOOP, **changes})
+    assert ActiveConfig.from_dict({"finetune_lr": "1e-3"}).finetune_lr == 1e-3  # YAML 1.1's string
+
+
+# -- one round through mlffd distill ---------------------------------------------------------
+
+
+def _distill_config(tmp_path: Path, crystal: dict, **active) -> Path:
+    for split in ("train", "test"):
+        shutil.copy(crystal[split], tmp_path / f"{split}.extxyz")
+    cfg = {
+        "workdir": "run", "teacher": "emt", "data": {"train": "train.extxyz", "test": "test.extxyz"},
+        "train": {"model_overrides": SMALL_MODEL, "batch_size": 4, "max_steps": 150, "lr": 5e-3, "val_fraction": 0.25,
+                  "threads": 1, "progress": False, "warmup_steps": 4},
+        "students": {"small": {"model": "ultra-tiny"}, "plain": {"model": "ultra-tiny", "max_steps": 4}},
+        "active": {"students": ["small"], **LOOP, **active},
+    }
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_distill_active_round_end_to_end(tmp_path, crystal):
+    from mlffd.distill import load_distill_config, run_distill
+
+    teacher = CountingEMT()
+    path = _distill_config(tmp_path, crystal)
+    lines: list[str] = []
+    run_distill(load_distill_config(path), teacher=teacher, log=lines.append)
+    active = tmp_path / "run" / "active" / "small"
+    report = json.loads((active / "report.json").read_text())
+    (rec,) = report["rounds"]
+
+    # teacher calls: bounded, counted and reported
+    assert 0 < teacher.calls == rec["teacher_calls"] == report["teacher_calls"] <= LOOP["teacher_calls_per_round"]
+    assert rec["flags"]["failed"] >= LOOP["min_new_failures"] and rec["selected"] == rec["teacher_calls"]
+
+    # the labelled frames carry EMT's own numbers, their reason and round
+    labelled = read_frames(active / "labelled.extxyz")
+    assert len(labelled) == rec["labelled"] > 0
+    for frame in labelled:
+        atoms = frame.copy()
+        atoms.calc = EMT()
+        assert frame.get_potential_energy() == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
+        np.testing.assert_allclose(frame.get_forces(), atoms.get_forces(), atol=1e-6)
+        assert frame.info["config_type"].startswith("active_") and frame.info["active_round"] == 1
+        assert frame.info["teacher"] == "emt"
+    assert {f.info["config_type"] for f in labelled} >= {"active_audit"}
+
+    # fine-tuning on them lowered the committee's error there
+    before, after = rec["before"], rec["after"]
+    assert after["flagged_force_rmse_mean"] < before["flagged_force_rmse_mean"]
+    assert after["flagged_force_rmse_member0"] < before["flagged_force_rmse_member0"]
+    assert rec["spearman"] is not None and -1.0 <= rec["spearman"] <= 1.0
+
+    # the report, per round
+    for field in ROUND_FIELDS + ("before", "after", "spearman", "test_force_rmse_member0"):
+        assert field in rec, field
+    assert "Spearman" in (active / "report.md").read_text()
+    assert "data:image/png;base64," in (active / "report.html").read_text()
+
+    # the export is the final member 0; the student without an active section is untouched by it
+    from mlffd.data import dataset_sha256
+
+    exported = tmp_path / "run" / "models" / "small.mlffd.pt"
+    assert dataset_sha256(exported) == dataset_sha256(rec["members_after"][0])
+    assert not (tmp_path / "run" / "active" / "plain").exists()
+    assert any(line.startswith("[active:small] active distillation") for line in lines)
+
+    # a second run skips the stage and calls no teacher
+    lines = []
+    run_distill(load_distill_config(path), teacher=teacher, log=lines.append)
+    assert "[active:small] done, skipped" in lines and "[export:small] done, skipped" in lines
+    assert teacher.calls == rec["teacher_calls"]
+
+
+def test_committee_of_other_students_is_fine_tuned_and_exported(tmp_path, crystal):
+    """``committee_students``: the other students are members 1.. of the one loop (no seed copies
+    trained) and each exports its own final member."""
+    from mlffd.data import dataset_sha256
+    from mlffd.distill import load_distill_config, run_distill
+
+    path = _distill_config(tmp_path, crystal, committee_students=["other"])
+    cfg = yaml.safe_load(path.read_text())
+    cfg["active"].pop("committee")
+    cfg["students"]["other"] = {"model": "ultra-tiny", "seed": 5, "batch_size": 2}
+    path.write_text(yaml.safe_dump(cfg))
+    config = load_distill_config(path)
+    assert config.active_owner("other") == "small" and config.active_owner("plain") is None
+    assert config.active_config("other") is None and config.active_config("small").committee == 2
+
+    teacher = CountingEMT()
+    run_distill(config, teacher=teacher, log=lambda s: None)
+    active = tmp_path / "run" / "active" / "small"
+    report = json.loads((active / "report.json").read_text())
+    (rec,) = report["rounds"]
+    assert report["member_names"] == ["small", "other"]
+    assert not (active / "members").exists()  # no seed copies trained
+    assert dataset_sha256(rec["members_before"][1]) == dataset_sha256(tmp_path / "run" / "students" / "other" / "other.mlffd.pt")
+    # each member fine-tuned with its own options
+    tuned = [torch.load(active / "round-001" / "members" / f"m{k}" / "checkpoint.pt", weights_only=False)["config"] for k in range(2)]
+    assert [(c["name"], c["seed"], c["batch_size"]) for c in tuned] == [("small", 0, 4), ("other", 5, 2)]
+    for k, name in enumerate(["small", "other"]):
+        assert dataset_sha256(tmp_path / "run" / "models" / f"{name}.mlffd.pt") == dataset_sha256(rec["members_after"][k])
+    assert 0 < teacher.calls == report["teacher_calls"]
+
+    for bad, match in [({"committee": 3}, "committee"), ({"committee_students": ["nobody"]}, "nobody"),
+                       ({"students": ["small", "plain"]}, "exactly one"), ({"committee_students": ["small"]}, "exactly one")]:
+        cfg2 = {**cfg, "active": {**cfg["active"], **bad}}
+        path.write_text(yaml.safe_dump(cfg2))
+        with pytest.raises(ValueError, match=match):
+            load_distill_config(path)
+
+
+def test_distill_config_checks_the_active_section(tmp_path, crystal):
+    from mlffd.distill import load_distill_config
+
+    path = _distill_config(tmp_path, crystal, force_loo=0.1)
+    with pytest.raises(ValueError, match="force_loo"):
+        load_distill_config(path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["active"].pop("force_loo")
+    cfg["active"]["students"] = ["nobody"]
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="nobody"):
+        load_distill_config(path)
+
+
+# -- resumption ------------------------------------------------------------------------------
+
+
+def test_killed_loop_resumes_without_repeating_teacher_calls(tmp_path, crystal):
+    student = student_config(crystal, crystal["dir"] / "m0")
+    initial = crystal["members"][0]
+    config = ActiveConfig.from_dict(LOOP)
+    loop_dir = tmp_path / "loop"
+
+    killed = CountingEMT(fail_after=3)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_active(config, student, loop_dir, initial, teacher=killed, log=lambda s: None)
+    assert killed.calls == 3 and len((loop_dir / "round-001" / "labels.jsonl").read_text().splitlines()) == 3
+    reference_dir = tmp_path / "reference"  # the same committee, rounds run uninterrupted
+    reference_dir.mkdir()
+    for name in ("state.json", "members"):
+        (shutil.copytree if name == "members" else shutil.copy)(loop_dir / name, reference_dir / name)
+
+    resumed = CountingEMT()
+    summary = run_active(config, student, loop_dir, initial, teacher=resumed, log=lambda s: None)
+    (rec,) = summary["rounds"]
+    assert killed.calls + resumed.calls == rec["teacher_calls"] == summary["teacher_calls"]
+    indices = [json.loads(line)["index"] for line in (loop_dir / "round-001" / "labels.jsonl").read_text().splitlines()]
+    assert len(indices) == len(set(indices)) == rec["selected"]
+
+    uninterrupted = CountingEMT()
+    expected = run_active(config, student, reference_dir, initial, teacher=uninterrupted, log=lambda s: None)
+    assert uninterrupted.calls == rec["teacher_calls"]
+    got, want = read_frames(loop_dir / "labelled.extxyz"), read_frames(reference_dir / "labelled.extxyz")
+    assert [f.info["active_frame"] for f in got] == [f.info["active_frame"] for f in want]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-6)
+    assert expected["rounds"][0]["selected_by_reason"] == rec["selected_by_reason"]
+
+    # a round limit is a clean stop: more rounds continue after it, repeating nothing of round 1
+    artifacts = {p: p.stat().st_mtime_ns for p in (loop_dir / "round-001" / "members").rglob("*.mlffd.pt")}
+    more = CountingEMT()
+    summary = run_active(ActiveConfig.from_dict({**LOOP, "max_rounds": 2}), student, loop_dir, initial, teacher=more, log=lambda s: None)
+    assert summary["rounds"][0] == rec
+    assert more.calls == sum(r["teacher_calls"] for r in summary["rounds"][1:]) == summary["teacher_calls"] - rec["teacher_calls"]
+    assert all(p.stat().st_mtime_ns == t for p, t in artifacts.items())
+    assert summary["teacher_calls"] <= LOOP["teacher_calls_total"]
+    assert json.loads((loop_dir / "report.json").read_text())["finished"]
