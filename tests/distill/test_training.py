@@ -352,9 +352,13 @@ def test_artifact_records_a_structure_of_its_data_and_validation_starts_from_it(
     start = load_structure(None, model=summary["artifact"])
     assert len(start) >= 64 and set(start.get_chemical_symbols()) == {"Cu"} and start.pbc.all()
     assert len(start) % len(largest) == 0
-    # a shipped student from before the record: its element's reference crystal (diamond Si, 64)
-    si = load_structure(None, model="tiny")
+    # a student without the record: its element's reference crystal (diamond Si, 64)
+    from mlffd.testing import random_artifact
+
+    si = load_structure(None, model=random_artifact(tmp_path / "bare.mlffd.pt", "ultra-tiny"))
     assert len(si) == 64 and abs(si.cell.lengths()[0] - 2 * 5.43) < 1e-9
+    shipped = load_structure(None, model="tiny")  # the shipped default records a frame of its data
+    assert len(shipped) >= 64 and set(shipped.get_chemical_symbols()) == {"Si"}
     with pytest.raises(ValueError, match="records no structure and has no reference crystal"):
         default_structure({"elements": ["H", "O"]})
 

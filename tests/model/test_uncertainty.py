@@ -175,9 +175,11 @@ def test_thresholds_warn_or_raise_and_lose_nothing(trained):
     np.testing.assert_allclose(batch[1]["forces_uncertainty"], single["forces_uncertainty"], rtol=1e-9)
 
 
-def test_bad_uncertainty_settings_are_refused(trained):
+def test_bad_uncertainty_settings_are_refused(trained, tmp_path):
+    from mlffd.testing import random_artifact
+
     with pytest.raises(ValueError, match="carries no calibrated uncertainty"):
-        DistilledCalculator("ultra-tiny", uncertainty=True)
+        DistilledCalculator(random_artifact(tmp_path / "headless.mlffd.pt", "ultra-tiny"), uncertainty=True)
     with pytest.raises(ValueError, match="action must be 'warn' or 'raise'"):
         DistilledCalculator(trained["artifact"], uncertainty=True, action="stop")
     for bad in (0.0, -1.0, float("nan")):
@@ -212,7 +214,10 @@ def test_validate_forces_reports_uncertainty_against_the_true_error(trained, tmp
     assert u["spearman_structure"] == pytest.approx(spearmanr(pred, err).statistic, abs=1e-9)
     assert u["spearman_structure"] >= 0.6
     assert "Uncertainty against the true error" in files["html"].read_text()
-    plain, _ = forces_report(DistilledCalculator("ultra-tiny"), [bulk("Si", "diamond", a=5.43, cubic=True)],
+    from mlffd.testing import random_artifact
+
+    headless = random_artifact(tmp_path / "headless.mlffd.pt", "ultra-tiny")  # no ensemble heads
+    plain, _ = forces_report(DistilledCalculator(headless), [bulk("Si", "diamond", a=5.43, cubic=True)],
                              DistilledCalculator("tiny"), tmp_path / "plain")
     assert "uncertainty" not in plain
 

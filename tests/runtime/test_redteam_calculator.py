@@ -130,7 +130,12 @@ def planted(tmp_path, name="planted.mlffd.pt", edit=None, module=None, source="u
      ("dtype", "float64", r"metadata 'dtype' is 'float64' but the module's parameters are float32")],
 )
 def test_metadata_is_checked_against_the_module(tmp_path, field, value, message):
-    path = planted(tmp_path, edit=lambda m: m.__setitem__(field, value))
+    def edit(meta: dict) -> None:
+        meta[field] = value
+        if field == "elements" and "masses" in meta:  # one mass per element, so only the count is wrong
+            meta["masses"] = [28.085] * len(value)
+
+    path = planted(tmp_path, edit=edit)
     with pytest.raises(ArtifactError, match=f"{path.name}: {message}"):
         DistilledCalculator(path)
 
