@@ -192,6 +192,10 @@ def _metadata(**changes) -> dict:
     meta = json.loads(extra[METADATA])
     meta.pop("kernels", None)
     meta.update(changes)
+    if "masses" in meta and "masses" not in changes:  # one mass per (planted) element, or the masses check fires first
+        from ase.data import atomic_masses, atomic_numbers
+
+        meta["masses"] = [float(atomic_masses[atomic_numbers[e]]) for e in meta["elements"]]
     return meta
 
 
@@ -344,7 +348,7 @@ _MODULE_CASES = {
     "cutoff": ({"cutoff": 3.0, "interaction_range": 6.0}, "metadata 'cutoff' is 3.0 but the module's cutoff is 5.0"),
     "num_interactions": ({"num_interactions": 3, "interaction_range": 15.0},
                          "metadata 'num_interactions' is 3 but the module has 2 interaction layers"),
-    "elements": ({"elements": ["Si", "Ge"]}, "metadata 'elements' lists 2 element(s) but the module has 1 "),
+    "elements": ({"elements": ["Si", "Ge"], "masses": [28.0855, 72.63]}, "metadata 'elements' lists 2 element(s) but the module has 1 "),
     "dtype": ({"dtype": "float64"}, "metadata 'dtype' is \"float64\" but the module's parameters are float32"),
 }
 
