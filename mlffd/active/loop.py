@@ -490,7 +490,7 @@ class ActiveLoop:
                 # fitted already, and holding them out afresh would leak. With fewer than two new
                 # frames there is nothing to split: hold out from all.
                 changes["val_from"] = [str(active_path)] if n_active >= 2 else []
-            cfg = self._member_config(k, rdir / "members" / f"m{k}", init_from=str(previous), **changes)
+            cfg = base.replace(init_from=str(previous), **changes)
             if not (Path(cfg.output) / "done.json").exists():
                 self.log(f"[active r{r}] fine-tuning member {k} ({c.finetune_steps} steps) in {cfg.output}")
             with _threads(self.student.threads):
