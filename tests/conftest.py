@@ -59,3 +59,12 @@ def plugin_installed():
     if not eps:
         pytest.fail("mlffd-lammps is not installed (no 'lammps.plugins' entry point 'mlffd'); run `make setup`")
     return eps[0]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test, restored after (timings and reductions stay comparable)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,12 +21,7 @@ FORCE_KEYS = {"force_r2", "force_rmse", "force_mae", "force_max_error", "force_p
 FRAME_KEYS = {"energy_mae_meV_per_atom", "stress_mae_GPa", "n_frames"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cu_frames(n=4, labelled=True):

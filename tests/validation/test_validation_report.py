@@ -29,12 +29,7 @@ COMPARISON = ("rdf_error", "rdf_error_mean", "angle_distribution_error", "temper
               "pressure_GPa_mean_difference", "D_A2_per_ps_difference", "speedup")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _figure() -> bytes:
