@@ -10,6 +10,7 @@ import click
 
 from mlffd.cli.options import (
     DEVICE,
+    FiniteFloat,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     OUTPUT_DIR,
@@ -47,6 +48,7 @@ class TimeType(click.ParamType):
 TIME = TimeType()
 POSITIVE_TIME = TimeType(positive=True)
 ENGINE = click.Choice(["ase", "lammps"], case_sensitive=False)
+FINITE = FiniteFloat()
 #: temperatures in K: finite and >= 0
 TEMPERATURE = NON_NEGATIVE
 #: RDF bins: enough for any grid a figure can show, bounded so the histograms stay small
@@ -294,7 +296,8 @@ class _TrustError(click.ClickException):
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="shipped model name or artifact path")
 @click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure; default: the structure the model records, else its element's reference crystal")
 @click.option("--temperature", type=TEMPERATURE, required=True, help="K, of the intended MD")
-@click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="length of the intended MD (Langevin NVT)")
+@click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="length of the intended MD (Langevin NVT, or NPT with --pressure)")
+@click.option("--pressure", "pressure_GPa", type=FINITE, default=None, help="GPa: run Langevin NPT (hydrostatic barostat) at this pressure instead of NVT; ASE engine")
 @click.option("--teacher", default=None, help="teacher spec for spot checks (emt, sevennet:7net-0, xtb, ...); without it the verdict rests on uncertainty and stability")
 @click.option("--teacher-calls", type=NON_NEGATIVE_INT, default=20, show_default=True, help="at most this many teacher evaluations")
 @click.option("--engine", type=ENGINE, default="ase", show_default=True)
@@ -308,7 +311,7 @@ class _TrustError(click.ClickException):
 @click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N (teacher)")
 @click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-trust", show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def trust_cmd(model, structure, temperature, time_fs, teacher, teacher_calls, engine, threshold, max_fraction,
+def trust_cmd(model, structure, temperature, time_fs, pressure_GPa, teacher, teacher_calls, engine, threshold, max_fraction,
               force_tolerance, nve_fs, dt_fs, interval, seed, device, out_dir, quiet) -> None:
     """May I use MODEL for this MD job? Runs it with uncertainty monitoring, teacher spot checks
     and stability checks; PASS (exit 0) or FAIL (exit 1) with each reason; 2 on error."""
@@ -318,7 +321,7 @@ def trust_cmd(model, structure, temperature, time_fs, teacher, teacher_calls, en
         _check_steps("--time", time_fs, dt_fs, interval, "the trust run")
         settings = TrustSettings(temperature_K=temperature, time_fs=time_fs, dt_fs=dt_fs, interval=interval, seed=seed,
                                  nve_fs=nve_fs, teacher_calls=teacher_calls, threshold=threshold,
-                                 max_fraction_over=max_fraction, force_tolerance=force_tolerance)
+                                 max_fraction_over=max_fraction, force_tolerance=force_tolerance, pressure_GPa=pressure_GPa)
         atoms = _structure(structure, model)
         ref = _teacher(teacher, device) if teacher else None
         with _threads(len(atoms)):
@@ -329,7 +332,12 @@ def trust_cmd(model, structure, temperature, time_fs, teacher, teacher_calls, en
     except Exception as exc:  # noqa: BLE001 - an error is exit 2, never a verdict
         raise _TrustError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
     m = result.metrics
-    click.echo(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms), {temperature:g} K, {format_time(time_fs)}, engine {engine}")
+    at = f", {pressure_GPa:g} GPa" if pressure_GPa is not None else ""
+    click.echo(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms), {temperature:g} K{at}, {format_time(time_fs)}, engine {engine}")
+    if "npt" in m:
+        n = m["npt"]
+        click.echo(f"  npt: mean pressure {n['mean_pressure_GPa']:.3g} GPa, volume {n['start_volume_A3_per_atom']:.4g} -> "
+                   f"{n['mean_volume_A3_per_atom']:.4g} Å³/atom (second half)")
     if "uncertainty" in m:
         u = m["uncertainty"]
         click.echo(f"  uncertainty: {100 * u['fraction_over']:.1f} % of frames over {u['threshold']:.3g} eV/Å (largest {u['max']:.3g})")
