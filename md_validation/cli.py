@@ -155,6 +155,20 @@ def _threads(n_atoms: int):
         torch.set_num_threads(before)
 
 
+def output_options(name: str, device: bool = True, device_help: str = "cpu, cuda or cuda:N"):
+    """The options every command ends with: ``--device`` (unless not ``device``), ``--out``
+    (default ``validation-NAME``) and ``--quiet``."""
+
+    def decorate(command):
+        command = click.option("--quiet", is_flag=True, help="no progress bars")(command)
+        command = click.option("--out", "out_dir", type=OUTPUT_DIR, default=f"validation-{name}", show_default=True)(command)
+        if device:
+            command = click.option("--device", type=DEVICE, default="cpu", show_default=True, help=device_help)(command)
+        return command
+
+    return decorate
+
+
 @click.group(cls=OneLineErrorGroup)
 @click.version_option(package_name="mlffd")
 @click.option("--threads", type=POSITIVE_INT, default=None,
@@ -178,9 +192,7 @@ def cli(threads: int | None) -> None:
 @click.option("--interval", type=POSITIVE_INT, default=10, show_default=True, help="record a frame every N steps")
 @click.option("--friction", type=NON_NEGATIVE, default=0.01, show_default=True, help="Langevin friction (1/fs)")
 @click.option("--seed", type=NON_NEGATIVE_INT, default=0, show_default=True)
-@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-nve", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@output_options("nve")
 def nve_cmd(model, structure, temperature, time_fs, thermalise_fs, dt_fs, engine, threshold, max_deviation,
             interval, friction, seed, device, out_dir, quiet) -> None:
     """Thermalise (Langevin), run NVE (velocity Verlet) and check energy conservation.
@@ -224,9 +236,7 @@ def nve_cmd(model, structure, temperature, time_fs, thermalise_fs, dt_fs, engine
 @click.option("--stride", type=POSITIVE_INT, default=1, show_default=True)
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
 @click.option("--min-force", type=NON_NEGATIVE, default=0.05, show_default=True, help="eV/Å; smaller forces are left out of the angular error")
-@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-forces", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@output_options("forces")
 def forces_cmd(model, teacher, data, index, stride, batch_size, min_force, device, out_dir, quiet) -> None:
     """Force / energy / stress parity of MODEL against reference labels (stored or from --teacher)."""
     from md_validation.forces import NonFiniteError, forces_report, read_frames
@@ -265,8 +275,7 @@ def forces_cmd(model, teacher, data, index, stride, batch_size, min_force, devic
 @click.option("--nbins", type=NBINS, default=120, show_default=True)
 @click.option("--start", type=NON_NEGATIVE_INT, default=0, show_default=True, help="first frame used")
 @click.option("--stride", type=POSITIVE_INT, default=1, show_default=True)
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-rdf", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@output_options("rdf", device=False)
 def rdf_cmd(trajectories, r_max, nbins, start, stride, out_dir, quiet) -> None:
     """Partial RDFs of TRAJECTORIES (MDAnalysis InterRDF); RDF error of each against the first."""
     from md_validation.rdf import rdf_report
@@ -308,9 +317,7 @@ class _TrustError(click.ClickException):
 @click.option("--dt", "dt_fs", type=POSITIVE_TIME, default="1fs", show_default=True)
 @click.option("--interval", type=POSITIVE_INT, default=10, show_default=True, help="judge a frame every N steps")
 @click.option("--seed", type=NON_NEGATIVE_INT, default=0, show_default=True)
-@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N (teacher)")
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-trust", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@output_options("trust", device_help="cpu, cuda or cuda:N (teacher)")
 def trust_cmd(model, structure, temperature, time_fs, pressure_GPa, teacher, teacher_calls, engine, threshold, max_fraction,
               force_tolerance, nve_fs, dt_fs, interval, seed, device, out_dir, quiet) -> None:
     """May I use MODEL for this MD job? Runs it with uncertainty monitoring, teacher spot checks
@@ -374,9 +381,7 @@ def trust_cmd(model, structure, temperature, time_fs, pressure_GPa, teacher, tea
 @click.option("--angle-cutoff", type=POSITIVE, default=None, help="bond cutoff for angles (Å); default: first minimum of the teacher's g(r)")
 @click.option("--rdf-threshold", type=POSITIVE, default=1.5, show_default=True, help="stability: max ∫|Δg|dr over a window (Å)")
 @click.option("--window", "window_fs", type=POSITIVE_TIME, default="0.5ps", show_default=True, help="stability window")
-@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-compare", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@output_options("compare")
 def compare_cmd(model, teacher, structure, temperature, time_fs, equil_fs, nve_fs, dt_fs, engine, interval, friction,
                 seed, r_max, nbins, angle_cutoff, rdf_threshold, window_fs, device, out_dir, quiet) -> None:
     """Run teacher and student MD from the same start and seed; write report.html, metrics.json, summary.md."""
@@ -456,9 +461,7 @@ def _names(value: str | None) -> tuple[str, ...]:
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="student precision")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="teacher results cache; default: ~/.cache/mlffd/properties or $MLFFD_CACHE")
 @click.option("--no-cache", is_flag=True, help="recompute the teacher's results")
-@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-properties", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@output_options("properties")
 def properties_cmd(model, teacher, structures, element, phases, sections, tolerances, melting_k, seeds, liquid_fs, hot_fs,
                    supercell_atoms, fmax, dtype, cache_dir, no_cache, device, out_dir, quiet) -> None:
     """Physical properties of MODEL against TEACHER: equations of state of competing phases,

@@ -369,50 +369,44 @@ def write_card(
     table = None
     if properties is not None:
         files = [properties] if isinstance(properties, (str, Path)) else list(properties)
-        table = (merge_properties([_read_properties(f, path) for f in files]), " --properties ".join(str(f) for f in files))
+        table = (merge_properties([_read_report(f, *PROPERTIES_REPORT) for f in files]), " --properties ".join(str(f) for f in files))
     bounds = None if targets is None else (_read_targets(targets), str(targets))
-    stability = [(_read_report(f, "nve.json of mlffd-validate nve", "drift_meV_per_atom_per_ps"), str(f)) for f in nve]
-    loop = None if active is None else _read_report(active, "report.json of an active-distillation loop", "rounds")
+    stability = [(_read_report(f, *NVE_REPORT), str(f)) for f in nve]
+    loop = None if active is None else _read_report(active, *ACTIVE_REPORT)
     out = Path(out_dir) / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(name, metadata, metrics, timing, str(data), table, bounds, stability, (loop, str(active or ""))))
     return out
 
 
-def _read_properties(path: str | Path, model_path: Path) -> dict[str, Any]:
-    """A properties.json; ValueError naming the file when it is unreadable or not a properties report."""
+#: (what, key, type of its value) of each JSON report a card reads: _read_report's checks
+PROPERTIES_REPORT = ("properties.json of mlffd-validate properties", "records", list)
+NVE_REPORT = ("nve.json of mlffd-validate nve", "drift_meV_per_atom_per_ps", object)
+ACTIVE_REPORT = ("report.json of an active-distillation loop", "rounds", object)
+
+
+def _read_json(path: str | Path, what: str) -> Any:
+    """The JSON in ``path``, a ``what``; ValueError naming the file when it cannot be read."""
     import json
 
     try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read properties report {path}: {exc}") from exc
-    if not isinstance(report, dict) or not isinstance(report.get("records"), list):
-        raise ValueError(f"{path} is not a properties.json of mlffd-validate properties (no 'records' list)")
+        raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def _read_report(path: str | Path, what: str, key: str, kind: type = object) -> dict[str, Any]:
+    """A JSON report, a ``what`` (one of the ``*_REPORT`` triples); ValueError naming the file when
+    it is unreadable or not an object with ``key`` (a ``kind``)."""
+    report = _read_json(path, what)
+    if not isinstance(report, dict) or key not in report or not isinstance(report[key], kind):
+        raise ValueError(f"{path} is not a {what} (no {key!r}{'' if kind is object else ' ' + kind.__name__})")
     return report
 
 
 def _read_targets(path: str | Path) -> dict[str, float]:
     """A JSON object of metric name -> bound; ValueError naming the file otherwise."""
-    import json
-
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read targets {path}: {exc}") from exc
+    raw = _read_json(path, "targets")
     if not isinstance(raw, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw.values()):
         raise ValueError(f"{path}: expected a JSON object of metric name -> number (e.g. {{\"force_rmse\": 0.12}})")
     return {str(k): float(v) for k, v in raw.items()}
-
-
-def _read_report(path: str | Path, what: str, key: str) -> dict[str, Any]:
-    """A JSON report; ValueError naming the file when it is unreadable or lacks ``key``."""
-    import json
-
-    try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(report, dict) or key not in report:
-        raise ValueError(f"{path} is not a {what} (no {key!r})")
-    return report
