@@ -139,18 +139,34 @@ def properties_section(report: dict[str, Any], source: str) -> str:
     return "".join(lines) + "\n"
 
 
-def _uncertainty_section(record: dict[str, Any] | None) -> str:
-    """What the student says about its own errors (ensemble heads, calibrated at export)."""
+def _uncertainty_section(record: dict[str, Any] | None, checked: tuple[dict[str, Any], str] | None = None) -> str:
+    """What the student says about its own errors (ensemble heads, refitted and calibrated at
+    export), and (``checked``: a forces.json of ``mlffd-validate forces`` and its path) how well
+    that ranks the true errors on other data."""
     if not record:
         return ("## Uncertainty\n\nThis student has no ensemble heads: it cannot say when it is outside its data "
                 "(train with `model_overrides: {ensemble: 4}`); use `mlffd-validate trust` with a teacher.\n\n")
-    return ("## Uncertainty\n\n"
-            f"{record['heads']} ensemble heads, calibrated on {record['frames']} validation frames (predicted RMS = "
-            f"observed RMS: force {record['force_rmse']:.3g} eV/Å, energy {record['energy_rmse_eV']:.3g} eV per "
+    refit = record.get("refit") or {}
+    how = (f"their deviations refitted to its own errors on {refit['frames']} training frames (mean unchanged), then "
+           if refit.get("method") == "nll" else "")
+    source = f" (`{'`, `'.join(record['data'])}`)" if record.get("data") else ""
+    text = ("## Uncertainty\n\n"
+            f"{record['heads']} ensemble heads, {how}calibrated on {record['frames']} held-out frames{source} (predicted "
+            f"RMS = observed RMS: force {record['force_rmse']:.3g} eV/Å, energy {record['energy_rmse_eV']:.3g} eV per "
             f"structure). On those frames the predicted force uncertainty ranks the true force error with Spearman "
             f"ρ = {record['spearman_structure_force']:.2f} per structure and {record['spearman_atom_force']:.2f} per "
             "atom. `DistilledCalculator(..., uncertainty=True)`, `pair_style mlffd uncertainty X` and "
             "`mlffd-validate trust` use it; `mlffd-validate forces` shows it against the true error on any data.\n\n")
+    if checked is None or "uncertainty" not in checked[0]:
+        return text
+    u, data = checked[0]["uncertainty"], checked[0].get("inputs", {}).get("data", checked[1])
+    text += (f"On `{data}` ({checked[0].get('inputs', {}).get('n_frames', '?')} frames; `{checked[1]}`): Spearman ρ = "
+             f"{u['spearman_structure']:.2f} per structure and {u['spearman_atom']:.2f} per atom; predicted RMS "
+             f"{u['rms_predicted']:.3g} against observed {u['rms_observed']:.3g} eV/Å. Reliability (atoms in bins of "
+             "predicted uncertainty, equal counts):\n\n| atoms | predicted RMS (eV/Å) | observed RMS (eV/Å) |\n| --- | --- | --- |\n")
+    for row in u.get("reliability", []):
+        text += f"| {row['atoms']} | {row['predicted_rms']:.3f} | {row['observed_rms']:.3f} |\n"
+    return text + "\n"
 
 
 def _coverage(metrics: dict[str, Any], data: str) -> str:
@@ -191,11 +207,13 @@ def _accuracy_table(metrics: dict[str, Any], data: str, bounds: Mapping[str, flo
 
 def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: dict[str, Any] | None, data: str,
            properties: tuple[dict[str, Any], str] | None = None, targets: tuple[Mapping[str, float], str] | None = None,
-           stability: Sequence[tuple[dict[str, Any], str]] = (), active: tuple[dict[str, Any] | None, str] = (None, "")) -> str:
+           stability: Sequence[tuple[dict[str, Any], str]] = (), active: tuple[dict[str, Any] | None, str] = (None, ""),
+           checked: tuple[dict[str, Any], str] | None = None) -> str:
     """The Markdown card of one model (``properties``: a properties.json and its path;
     ``targets``: bounds on the accuracy metrics, e.g. ``{"force_rmse": 0.12}``, and the file
     they came from, shown as a column with each verdict; ``stability``: nve.json reports and
-    their paths; ``active``: its active loop's report and path)."""
+    their paths; ``active``: its active loop's report and path; ``checked``: a forces.json of
+    ``mlffd-validate forces`` and its path, for the uncertainty against the true error)."""
     elements = list(metadata["elements"])
     stand_in = ("SevenNet 7net-0 is the offline stand-in for Orb v3 here: its weights ship inside the `sevenn` "
                 "wheel, Orb's cannot be downloaded on the machines that trained this model. Re-run `mlffd distill` "
@@ -220,7 +238,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
     for ctype, m in sorted(metrics.get("by_config_type", {}).items()):
         lines.append(f"| {ctype} | {m['frames']} | {m['energy_mae_mev_per_atom']:.2f} | {m['force_rmse']:.4f} |\n")
     lines.append("\n")
-    lines.append(_uncertainty_section(metadata.get("uncertainty")))
+    lines.append(_uncertainty_section(metadata.get("uncertainty"), checked))
     if properties is not None:
         lines.append(properties_section(*properties))
     else:
@@ -344,14 +362,15 @@ def merge_properties(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def write_card(
     model: str | Path, data: str | Path, teacher: str | None = None, out_dir: str | Path = "docs/models", name: str | None = None,
     speed: bool = True, properties: str | Path | Sequence[str | Path] | None = None, targets: str | Path | None = None,
-    nve: Sequence[str | Path] = (), active: str | Path | None = None,
+    nve: Sequence[str | Path] = (), active: str | Path | None = None, forces: str | Path | None = None,
 ) -> Path:
     """Measure and write ``out_dir/NAME.md``; returns its path. ``properties``: the
     ``properties.json`` of ``mlffd-validate properties`` for this model, or several merged (its
     table goes in the card); ``targets``: a JSON file of bounds on the accuracy metrics
     (``{"force_rmse": 0.12, ...}``) to state met or not next to each metric; ``nve``:
     ``nve.json`` reports of ``mlffd-validate nve`` (the MD-stability table); ``active``: the
-    ``report.json`` of its active-distillation loop."""
+    ``report.json`` of its active-distillation loop; ``forces``: the ``forces.json`` of
+    ``mlffd-validate forces`` for this model (its uncertainty against the true error)."""
     from mlffd.artifact import read_metadata
     from mlffd.registry import resolve
     from mlffd.training.evaluate import evaluate
@@ -373,9 +392,10 @@ def write_card(
     bounds = None if targets is None else (_read_targets(targets), str(targets))
     stability = [(_read_report(f, *NVE_REPORT), str(f)) for f in nve]
     loop = None if active is None else _read_report(active, *ACTIVE_REPORT)
+    checked = None if forces is None else (_read_report(forces, *FORCES_REPORT), str(forces))
     out = Path(out_dir) / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(name, metadata, metrics, timing, str(data), table, bounds, stability, (loop, str(active or ""))))
+    out.write_text(render(name, metadata, metrics, timing, str(data), table, bounds, stability, (loop, str(active or "")), checked))
     return out
 
 
@@ -383,6 +403,7 @@ def write_card(
 PROPERTIES_REPORT = ("properties.json of mlffd-validate properties", "records", list)
 NVE_REPORT = ("nve.json of mlffd-validate nve", "drift_meV_per_atom_per_ps", object)
 ACTIVE_REPORT = ("report.json of an active-distillation loop", "rounds", object)
+FORCES_REPORT = ("forces.json of mlffd-validate forces", "overall", dict)
 
 
 def _read_json(path: str | Path, what: str) -> Any:

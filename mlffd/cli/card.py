@@ -21,12 +21,15 @@ from mlffd.cli.options import OUTPUT_DIR
               help="nve.json of `mlffd-validate nve` for this model (repeatable): the MD-stability table.")
 @click.option("--active", type=click.Path(exists=True, dir_okay=False), default=None,
               help="report.json of the model's active-distillation loop: its per-round record.")
+@click.option("--forces", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="forces.json of `mlffd-validate forces` for this model: its uncertainty against the true error on that data.")
 @click.option("--targets", type=click.Path(exists=True, dir_okay=False), default=None,
               help='JSON of bounds on the accuracy metrics ({"force_rmse": 0.12, ...}): the card says met or not next to each.')
 def card_command(model: str, data: str, teacher: str | None, out_dir: str, name: str | None, no_speed: bool,
-                 properties: tuple[str, ...], nve: tuple[str, ...], active: str | None, targets: str | None) -> None:
+                 properties: tuple[str, ...], nve: tuple[str, ...], active: str | None, forces: str | None,
+                 targets: str | None) -> None:
     """Evaluate MODEL on DATA, time it against its teacher, and write OUT_DIR/NAME.md."""
     from mlffd.modelcard import write_card
 
     click.echo(str(write_card(model, data, teacher=teacher, out_dir=out_dir, name=name, speed=not no_speed,
-                              properties=list(properties) or None, nve=nve, active=active, targets=targets)))
+                              properties=list(properties) or None, nve=nve, active=active, targets=targets, forces=forces)))
