@@ -113,7 +113,8 @@ def refit_heads(model: torch.nn.Module, graphs: Sequence[Graph], max_frames: int
     scale = float(model.scale)
     with torch.no_grad():
         before = float(_nll(start, log_scales, frames, scale))
-    opt = torch.optim.LBFGS([a, log_scales], lr=1.0, max_iter=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([a, log_scales], lr=1.0, max_iter=20, max_eval=30, tolerance_change=1e-7,
+                            line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
         opt.zero_grad()
@@ -121,8 +122,12 @@ def refit_heads(model: torch.nn.Module, graphs: Sequence[Graph], max_frames: int
         loss.backward()
         return loss
 
-    for _ in range(iterations):
-        opt.step(closure)
+    last_loss = before
+    for _ in range(iterations):  # stop once a round of L-BFGS no longer improves the likelihood
+        loss = float(opt.step(closure).detach())
+        if abs(last_loss - loss) < 1e-5 * max(1.0, abs(loss)):
+            break
+        last_loss = loss
     fitted = to_raw(a.detach())
     with torch.no_grad():
         after = float(_nll(fitted, log_scales, frames, scale))
