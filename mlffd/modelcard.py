@@ -428,7 +428,7 @@ def write_card(
     model: str | Path, data: str | Path, teacher: str | None = None, out_dir: str | Path = "docs/models", name: str | None = None,
     speed: bool = True, properties: str | Path | Sequence[str | Path] | None = None, targets: str | Path | None = None,
     nve: Sequence[str | Path] = (), active: str | Path | None = None, recipe: str | Path | None = None,
-    heldout_molecules: str | Path | None = None, notes: str | Path | None = None,
+    heldout_molecules: str | Path | None = None, notes: Sequence[str | Path] = (),
 ) -> Path:
     """Measure and write ``out_dir/NAME.md``; returns its path. ``properties``: the
     ``properties.json`` of ``mlffd-validate properties`` for this model, or several merged (its
@@ -437,8 +437,8 @@ def write_card(
     ``nve.json`` reports of ``mlffd-validate nve`` (the MD-stability table); ``active``: the
     ``report.json`` of its active-distillation loop; ``recipe``: its distill YAML (the Reproduce
     block, and the training molecules when its sampling config has SMILES seeds);
-    ``heldout_molecules``: the sampling YAML of the held-out molecules (listed); ``notes``: a
-    Markdown file of measurements made elsewhere, each with its command, placed before Reproduce."""
+    ``heldout_molecules``: the sampling YAML of the held-out molecules (listed); ``notes``:
+    Markdown files of measurements made elsewhere, each with its command, placed before Reproduce."""
     from mlffd.artifact import read_metadata
     from mlffd.registry import resolve
     from mlffd.training.evaluate import evaluate
@@ -467,7 +467,7 @@ def write_card(
             molecules["Training molecules"] = (train, str(recipe))
     if heldout_molecules is not None:
         molecules["Held-out molecules"] = (sampling_molecules(heldout_molecules), str(heldout_molecules))
-    text = "" if notes is None else Path(notes).read_text(encoding="utf-8")
+    text = "\n".join(Path(f).read_text(encoding="utf-8").strip() + "\n" for f in notes)
     out = Path(out_dir) / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(name, metadata, metrics, timing, str(data), table, bounds, stability, (loop, str(active or "")),

@@ -27,11 +27,11 @@ from mlffd.cli.options import OUTPUT_DIR
               help="the distill YAML that made MODEL: the Reproduce block, and its training molecules when they are SMILES")
 @click.option("--heldout-molecules", type=click.Path(exists=True, dir_okay=False), default=None,
               help="sampling YAML of the held-out molecules: listed in the card")
-@click.option("--notes", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Markdown of measurements made elsewhere (each with its command), placed before Reproduce")
+@click.option("--notes", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="Markdown of measurements made elsewhere (each with its command), placed before Reproduce (repeatable)")
 def card_command(model: str, data: str, teacher: str | None, out_dir: str, name: str | None, no_speed: bool,
                  properties: tuple[str, ...], nve: tuple[str, ...], active: str | None, targets: str | None,
-                 recipe: str | None, heldout_molecules: str | None, notes: str | None) -> None:
+                 recipe: str | None, heldout_molecules: str | None, notes: tuple[str, ...]) -> None:
     """Evaluate MODEL on DATA, time it against its teacher, and write OUT_DIR/NAME.md."""
     from mlffd.modelcard import write_card
 
