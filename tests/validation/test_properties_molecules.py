@@ -202,3 +202,34 @@ def test_sections_must_fit_the_system(butane):
     with pytest.raises(ValueError, match="unknown tolerance"):
         Tolerances().with_overrides({"rmsd": 1.0})
     assert Tolerances().with_overrides({"rmsd_A": 0.2}).rmsd_A == 0.2
+
+
+def test_cli_runs_the_molecular_sections_for_a_molecular_model(tmp_path):
+    """`mlffd-validate properties` on a model of several elements: molecular sections by default
+    (here restricted), a model against itself passes; crystal sections on molecules and a model
+    without the default molecules' elements are one-line errors."""
+    import json
+
+    from click.testing import CliRunner
+
+    from md_validation.cli import cli
+    from mlffd.models import ModelConfig
+    from mlffd.testing import random_artifact
+
+    cfg = ModelConfig(elements=("H", "C", "O"), cutoff=4.0, features=8, channels=4, hidden=8, readout_hidden=4)
+    model = random_artifact(tmp_path / "hco.mlffd.pt", config=cfg, dtype=torch.float64, seed=2)
+    base = ["properties", "--model", str(model), "--teacher", f"model:{model}", "--cache-dir", str(tmp_path / "cache"),
+            "--quiet"]
+    ok = CliRunner().invoke(cli, [*base, "--smiles", "ethanol=CCO", "--sections", "geometry,vibrations",
+                                  "--out", str(tmp_path / "o")])
+    assert ok.exit_code == 0, ok.output
+    report = json.loads((tmp_path / "o" / "properties.json").read_text())
+    assert {r["section"] for r in report["records"]} == {"geometry", "vibrations"}
+    assert report["molecules"] == {"ethanol": "CCO"}
+    assert all(r["passed"] for r in report["records"] if r["passed"] is not None)
+    wrong = CliRunner().invoke(cli, [*base, "--smiles", "ethanol=CCO", "--sections", "eos", "--out", str(tmp_path / "w")])
+    assert wrong.exit_code != 0 and "do not apply to molecules" in wrong.output
+    none = CliRunner().invoke(cli, [*base, "--sections", "geometry", "--out", str(tmp_path / "n")])
+    assert none.exit_code != 0 and "no default test molecule" in none.output
+    bad = CliRunner().invoke(cli, [*base, "--smiles", "ethanol", "--out", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "expected NAME=SMILES" in bad.output
