@@ -132,3 +132,12 @@ def test_druglike_name_resolves_in_lammps(monkeypatch):
     ref.calc = DistilledCalculator("druglike-tiny")
     assert got.energy == pytest.approx(ref.get_potential_energy(), abs=1e-4 * len(atoms))
     np.testing.assert_allclose(got.forces, ref.get_forces(), atol=1e-4)
+
+
+def test_druglike_card_targets_file_is_the_issue_s():
+    import json
+
+    from issue_targets import DRUGLIKE_ACCURACY
+
+    path = DATA.parents[1] / "examples" / "druglike" / "targets.json"
+    assert json.loads(path.read_text()) == DRUGLIKE_ACCURACY
