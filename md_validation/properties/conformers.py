@@ -6,7 +6,9 @@ that calculator's lowest conformer.
 Compared per molecule with at least two conformers: the mean absolute error of the relative
 energies (``conformer_meV``) and the Spearman rank correlation of the student's order with the
 teacher's (passes when rho >= 1 - ``conformer_rank``; the teacher's own rho is 1). Conformers
-that relax into the same minimum have (nearly) equal energies; their order is noise for both.
+that relax into the same minimum have (nearly) equal energies, and their order is noise: energies
+are ranked on a :data:`RANK_RESOLUTION_MEV` grid (closer ones tie), and where the teacher's
+conformers all tie there is no ranking to score (the row is reported, not scored).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from md_validation.properties.records import PropertyRecord, absolute
 from md_validation.properties.system import System
 
 SECTION = "conformers"
+#: relative energies are ranked on this grid (meV): conformers closer than it tie
+RANK_RESOLUTION_MEV = 1.0
 DEPENDS = ("md_validation.properties.molecules", "mlffd.sampling.molecules")
 
 
@@ -46,10 +50,11 @@ def compute(calc: Calculator, system: System, ground: dict[str, Any], config: Pr
     return out
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho (NaN when either has no spread)."""
+def spearman(a: np.ndarray, b: np.ndarray, resolution: float = RANK_RESOLUTION_MEV) -> float:
+    """Spearman's rho of energies ranked on a ``resolution`` grid (NaN when either has no spread there)."""
     from scipy.stats import spearmanr
 
+    a, b = np.round(np.asarray(a, float) / resolution), np.round(np.asarray(b, float) / resolution)
     if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return math.nan
     return float(spearmanr(a, b).statistic)
@@ -70,8 +75,12 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
         mae = float(np.mean(np.abs(rs - rt))) if ok else math.nan
         rows.append(absolute(SECTION, f"{name}_conformer_mae_meV", "meV", 0.0, mae, tolerances.conformer_meV, note))
         rho = spearman(rt, rs) if ok else math.nan
-        rows.append(absolute(SECTION, f"{name}_conformer_spearman", "rho", 1.0, rho, tolerances.conformer_rank,
-                             note + "; passes when rho >= 1 - tolerance"))
+        if ok and np.ptp(np.round(rt / RANK_RESOLUTION_MEV)) == 0:
+            rows.append(absolute(SECTION, f"{name}_conformer_spearman", "rho", None, rho, None,
+                                 note + f"; the teacher's conformers are within {RANK_RESOLUTION_MEV:g} meV: no ranking"))
+        else:
+            rows.append(absolute(SECTION, f"{name}_conformer_spearman", "rho", 1.0, rho, tolerances.conformer_rank,
+                                 note + "; passes when rho >= 1 - tolerance"))
     return rows
 
 

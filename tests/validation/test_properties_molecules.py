@@ -233,3 +233,18 @@ def test_cli_runs_the_molecular_sections_for_a_molecular_model(tmp_path):
     assert none.exit_code != 0 and "no default test molecule" in none.output
     bad = CliRunner().invoke(cli, [*base, "--smiles", "ethanol", "--out", str(tmp_path / "b")])
     assert bad.exit_code != 0 and "expected NAME=SMILES" in bad.output
+
+
+def test_conformers_that_tie_are_not_ranked():
+    """Two conformers relaxing into one minimum (energies within 1 meV): no ranking to score;
+    a reversed order of distinct energies is rho = -1 and fails."""
+    from md_validation.properties import conformers
+
+    tie = {"m": {"relative_meV": [0.0, 2e-5], "converged": [True, True], "error": ""}}
+    rev = {"m": {"relative_meV": [2e-5, 0.0], "converged": [True, True], "error": ""}}
+    rows = {r.property: r for r in conformers.compare(tie, rev, Tolerances())}
+    assert rows["m_conformer_spearman"].passed is None and rows["m_conformer_mae_meV"].passed
+    t = {"m": {"relative_meV": [0.0, 20.0, 40.0], "converged": [True] * 3, "error": ""}}
+    s = {"m": {"relative_meV": [40.0, 20.0, 0.0], "converged": [True] * 3, "error": ""}}
+    rows = {r.property: r for r in conformers.compare(t, s, Tolerances())}
+    assert rows["m_conformer_spearman"].student == pytest.approx(-1.0) and rows["m_conformer_spearman"].passed is False
