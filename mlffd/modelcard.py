@@ -170,10 +170,14 @@ def _uncertainty_section(record: dict[str, Any] | None) -> str:
             "`mlffd-validate trust` use it; `mlffd-validate forces` shows it against the true error on any data.\n\n")
 
 
-def _coverage(metrics: dict[str, Any], data: str) -> str:
+def _coverage(metrics: dict[str, Any], data: str, heldout_molecules: bool = False) -> str:
     """What the student was shown: the configuration types of its held-out data."""
     types = metrics.get("by_config_type", {})
     listed = ", ".join(f"{t} ({m['frames']})" for t, m in sorted(types.items()))
+    if heldout_molecules:
+        return (f"Configuration types of the held-out frames (`{data}`, frames of each): {listed}. They are teacher "
+                "MD frames of the held-out molecules listed below, none of which is a training molecule: the numbers "
+                "measure new molecules, not new frames of known ones.\n\n")
     return (f"Configuration types of the held-out frames (`{data}`, frames of each): {listed}. The training data "
             "come from the same sampling; the property table below shows how the student does away from it.\n\n")
 
@@ -234,7 +238,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
         f"| training data sha256 | `{metadata['dataset_sha256'][:16]}…` |\n",
         f"| created | {metadata['created']} |\n\n",
         "## Coverage\n\n",
-        _coverage(metrics, data),
+        _coverage(metrics, data, any(k.lower().startswith("held-out") for k in (molecules or {}))),
         _accuracy_table(metrics, data, targets[0] if targets else None),
         "\nBy configuration type:\n\n| config_type | frames | energy MAE (meV/atom) | force RMSE (eV/Å) |\n| --- | --- | --- | --- |\n",
     ]
