@@ -352,9 +352,12 @@ def _limits_from_properties(properties: tuple[dict[str, Any], str] | None) -> st
     behaviours = failed_behaviours(properties[0])
     if not behaviours:
         return "Its property table against the teacher shows no unphysical behaviour.\n\n"
-    return ("**Where it must not be trusted** (property table above): " + "; ".join(behaviours) + ". "
-            "Runs that reach such configurations (high pressure, close contacts, strongly distorted "
-            "starts, very hot MD) need a check against the teacher first.\n\n")
+    molecular = all(r.get("section") in _MOLECULAR for r in properties[0].get("records", [])
+                    if r.get("tolerance_kind") == "flag" and r.get("passed") is False)
+    then = ("Minima, frequencies and scans of molecules like these need a check against the teacher first."
+            if molecular else "Runs that reach such configurations (high pressure, close contacts, strongly distorted "
+            "starts, very hot MD) need a check against the teacher first.")
+    return "**Where it must not be trusted** (property table above): " + "; ".join(behaviours) + ". " + then + "\n\n"
 
 
 def stability_section(reports: Sequence[tuple[dict[str, Any], str]]) -> str:
