@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.mlffd-installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile $(wildcard kernels/CMakeLists.txt kernels/pyproject.toml kernels/src/* kernels/python/mlffd_kernels/*.py) \
+$(STAMP): pyproject.toml Makefile mlffd/mlffd_common.cmake $(wildcard kernels/CMakeLists.txt kernels/pyproject.toml kernels/src/* kernels/python/mlffd_kernels/*.py) \
           $(wildcard lammps_plugin/CMakeLists.txt lammps_plugin/pyproject.toml lammps_plugin/src/* lammps_plugin/python/mlffd_lammps/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip

@@ -10,6 +10,7 @@ import click
 
 from mlffd.cli.options import (
     DEVICE,
+    FiniteFloat,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     OUTPUT_DIR,
@@ -47,6 +48,7 @@ class TimeType(click.ParamType):
 TIME = TimeType()
 POSITIVE_TIME = TimeType(positive=True)
 ENGINE = click.Choice(["ase", "lammps"], case_sensitive=False)
+FINITE = FiniteFloat()
 #: temperatures in K: finite and >= 0
 TEMPERATURE = NON_NEGATIVE
 #: RDF bins: enough for any grid a figure can show, bounded so the histograms stay small
@@ -153,6 +155,20 @@ def _threads(n_atoms: int):
         torch.set_num_threads(before)
 
 
+def output_options(name: str, device: bool = True, device_help: str = "cpu, cuda or cuda:N"):
+    """The options every command ends with: ``--device`` (unless not ``device``), ``--out``
+    (default ``validation-NAME``) and ``--quiet``."""
+
+    def decorate(command):
+        command = click.option("--quiet", is_flag=True, help="no progress bars")(command)
+        command = click.option("--out", "out_dir", type=OUTPUT_DIR, default=f"validation-{name}", show_default=True)(command)
+        if device:
+            command = click.option("--device", type=DEVICE, default="cpu", show_default=True, help=device_help)(command)
+        return command
+
+    return decorate
+
+
 @click.group(cls=OneLineErrorGroup)
 @click.version_option(package_name="mlffd")
 @click.option("--threads", type=POSITIVE_INT, default=None,
@@ -176,9 +192,7 @@ def cli(threads: int | None) -> None:
 @click.option("--interval", type=POSITIVE_INT, default=10, show_default=True, help="record a frame every N steps")
 @click.option("--friction", type=NON_NEGATIVE, default=0.01, show_default=True, help="Langevin friction (1/fs)")
 @click.option("--seed", type=NON_NEGATIVE_INT, default=0, show_default=True)
-@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-nve", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@output_options("nve")
 def nve_cmd(model, structure, temperature, time_fs, thermalise_fs, dt_fs, engine, threshold, max_deviation,
             interval, friction, seed, device, out_dir, quiet) -> None:
     """Thermalise (Langevin), run NVE (velocity Verlet) and check energy conservation.
@@ -222,9 +236,7 @@ def nve_cmd(model, structure, temperature, time_fs, thermalise_fs, dt_fs, engine
 @click.option("--stride", type=POSITIVE_INT, default=1, show_default=True)
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
 @click.option("--min-force", type=NON_NEGATIVE, default=0.05, show_default=True, help="eV/Å; smaller forces are left out of the angular error")
-@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-forces", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@output_options("forces")
 def forces_cmd(model, teacher, data, index, stride, batch_size, min_force, device, out_dir, quiet) -> None:
     """Force / energy / stress parity of MODEL against reference labels (stored or from --teacher)."""
     from md_validation.forces import NonFiniteError, forces_report, read_frames
@@ -263,8 +275,7 @@ def forces_cmd(model, teacher, data, index, stride, batch_size, min_force, devic
 @click.option("--nbins", type=NBINS, default=120, show_default=True)
 @click.option("--start", type=NON_NEGATIVE_INT, default=0, show_default=True, help="first frame used")
 @click.option("--stride", type=POSITIVE_INT, default=1, show_default=True)
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-rdf", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@output_options("rdf", device=False)
 def rdf_cmd(trajectories, r_max, nbins, start, stride, out_dir, quiet) -> None:
     """Partial RDFs of TRAJECTORIES (MDAnalysis InterRDF); RDF error of each against the first."""
     from md_validation.rdf import rdf_report
@@ -294,7 +305,8 @@ class _TrustError(click.ClickException):
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="shipped model name or artifact path")
 @click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure; default: the structure the model records, else its element's reference crystal")
 @click.option("--temperature", type=TEMPERATURE, required=True, help="K, of the intended MD")
-@click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="length of the intended MD (Langevin NVT)")
+@click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="length of the intended MD (Langevin NVT, or NPT with --pressure)")
+@click.option("--pressure", "pressure_GPa", type=FINITE, default=None, help="GPa: run Langevin NPT (hydrostatic barostat) at this pressure instead of NVT; ASE engine")
 @click.option("--teacher", default=None, help="teacher spec for spot checks (emt, sevennet:7net-0, xtb, ...); without it the verdict rests on uncertainty and stability")
 @click.option("--teacher-calls", type=NON_NEGATIVE_INT, default=20, show_default=True, help="at most this many teacher evaluations")
 @click.option("--engine", type=ENGINE, default="ase", show_default=True)
@@ -305,10 +317,8 @@ class _TrustError(click.ClickException):
 @click.option("--dt", "dt_fs", type=POSITIVE_TIME, default="1fs", show_default=True)
 @click.option("--interval", type=POSITIVE_INT, default=10, show_default=True, help="judge a frame every N steps")
 @click.option("--seed", type=NON_NEGATIVE_INT, default=0, show_default=True)
-@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N (teacher)")
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-trust", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
-def trust_cmd(model, structure, temperature, time_fs, teacher, teacher_calls, engine, threshold, max_fraction,
+@output_options("trust", device_help="cpu, cuda or cuda:N (teacher)")
+def trust_cmd(model, structure, temperature, time_fs, pressure_GPa, teacher, teacher_calls, engine, threshold, max_fraction,
               force_tolerance, nve_fs, dt_fs, interval, seed, device, out_dir, quiet) -> None:
     """May I use MODEL for this MD job? Runs it with uncertainty monitoring, teacher spot checks
     and stability checks; PASS (exit 0) or FAIL (exit 1) with each reason; 2 on error."""
@@ -318,7 +328,7 @@ def trust_cmd(model, structure, temperature, time_fs, teacher, teacher_calls, en
         _check_steps("--time", time_fs, dt_fs, interval, "the trust run")
         settings = TrustSettings(temperature_K=temperature, time_fs=time_fs, dt_fs=dt_fs, interval=interval, seed=seed,
                                  nve_fs=nve_fs, teacher_calls=teacher_calls, threshold=threshold,
-                                 max_fraction_over=max_fraction, force_tolerance=force_tolerance)
+                                 max_fraction_over=max_fraction, force_tolerance=force_tolerance, pressure_GPa=pressure_GPa)
         atoms = _structure(structure, model)
         ref = _teacher(teacher, device) if teacher else None
         with _threads(len(atoms)):
@@ -329,7 +339,12 @@ def trust_cmd(model, structure, temperature, time_fs, teacher, teacher_calls, en
     except Exception as exc:  # noqa: BLE001 - an error is exit 2, never a verdict
         raise _TrustError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
     m = result.metrics
-    click.echo(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms), {temperature:g} K, {format_time(time_fs)}, engine {engine}")
+    at = f", {pressure_GPa:g} GPa" if pressure_GPa is not None else ""
+    click.echo(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms), {temperature:g} K{at}, {format_time(time_fs)}, engine {engine}")
+    if "npt" in m:
+        n = m["npt"]
+        click.echo(f"  npt: mean pressure {n['mean_pressure_GPa']:.3g} GPa, volume {n['start_volume_A3_per_atom']:.4g} -> "
+                   f"{n['mean_volume_A3_per_atom']:.4g} Å³/atom (second half)")
     if "uncertainty" in m:
         u = m["uncertainty"]
         click.echo(f"  uncertainty: {100 * u['fraction_over']:.1f} % of frames over {u['threshold']:.3g} eV/Å (largest {u['max']:.3g})")
@@ -366,9 +381,7 @@ def trust_cmd(model, structure, temperature, time_fs, teacher, teacher_calls, en
 @click.option("--angle-cutoff", type=POSITIVE, default=None, help="bond cutoff for angles (Å); default: first minimum of the teacher's g(r)")
 @click.option("--rdf-threshold", type=POSITIVE, default=1.5, show_default=True, help="stability: max ∫|Δg|dr over a window (Å)")
 @click.option("--window", "window_fs", type=POSITIVE_TIME, default="0.5ps", show_default=True, help="stability window")
-@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-compare", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@output_options("compare")
 def compare_cmd(model, teacher, structure, temperature, time_fs, equil_fs, nve_fs, dt_fs, engine, interval, friction,
                 seed, r_max, nbins, angle_cutoff, rdf_threshold, window_fs, device, out_dir, quiet) -> None:
     """Run teacher and student MD from the same start and seed; write report.html, metrics.json, summary.md."""
@@ -511,9 +524,7 @@ def check_sections_kind(sections: tuple[str, ...], molecular: bool) -> None:
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="student precision")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="teacher results cache; default: ~/.cache/mlffd/properties or $MLFFD_CACHE")
 @click.option("--no-cache", is_flag=True, help="recompute the teacher's results")
-@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")
-@click.option("--out", "out_dir", type=OUTPUT_DIR, default="validation-properties", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@output_options("properties")
 def properties_cmd(model, teacher, structures, element, phases, smiles, molecules_file, sections, tolerances, melting_k, seeds,
                    liquid_fs, hot_fs, supercell_atoms, fmax, molecule_fmax, conformers, torsion_points, torsion_mode,
                    displacement, dtype, cache_dir, no_cache, device, out_dir, quiet) -> None:

@@ -52,6 +52,8 @@ class LammpsEngine:
         """
         from mlffd.lammps import deck_number, mlffd_pair
 
+        if stage.ensemble not in ("nvt", "nve"):  # a variable cell would need the box read back per frame
+            raise ValueError(f"the LAMMPS engine runs NVT and NVE stages, not {stage.ensemble!r}; use the ASE engine")
         interval = deck_number(stage.interval, "stage interval", positive=True, integer=True)
         lines = [
             "units metal",

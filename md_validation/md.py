@@ -1,7 +1,8 @@
 """Running MD for validation, saving every run as an ASE trajectory and reusing finished runs.
 
-A run is an :class:`MDPlan`: a temperature, timestep, thermostat friction and seed, and a
-sequence of :class:`Stage` s (Langevin NVT or velocity-Verlet NVE), each continuing from the
+A run is an :class:`MDPlan`: a temperature, timestep, thermostat friction, seed and (for NPT)
+pressure, and a sequence of :class:`Stage` s (Langevin NVT, velocity-Verlet NVE or Langevin NPT
+with a hydrostatic barostat), each continuing from the
 last frame (positions and momenta) of the previous one. Each stage is written to
 ``DIR/LABEL-STAGE-HASH.traj`` plus a ``.json`` sidecar; the hash covers the start structure,
 the calculator's identity, the engine and every setting up to that stage, so a second call with
@@ -41,7 +42,8 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Stage:
-    """One MD segment: ``ensemble`` is ``"nvt"`` (Langevin) or ``"nve"`` (velocity Verlet)."""
+    """One MD segment: ``ensemble`` is ``"nvt"`` (Langevin), ``"nve"`` (velocity Verlet) or
+    ``"npt"`` (Langevin with a hydrostatic Langevin-Hoover barostat at ``MDPlan.pressure_GPa``)."""
 
     name: str
     ensemble: str
@@ -49,8 +51,8 @@ class Stage:
     interval: int = 10  #: write a frame every ``interval`` steps (and always the last step)
 
     def __post_init__(self) -> None:
-        if self.ensemble not in ("nvt", "nve"):
-            raise ValueError(f"stage {self.name!r}: ensemble must be 'nvt' or 'nve', got {self.ensemble!r}")
+        if self.ensemble not in ("nvt", "nve", "npt"):
+            raise ValueError(f"stage {self.name!r}: ensemble must be 'nvt', 'nve' or 'npt', got {self.ensemble!r}")
         for name in ("steps", "interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -69,10 +71,12 @@ class MDPlan:
     seed: int = 0
     stages: tuple[Stage, ...] = ()
     max_temperature_factor: float = 10.0  #: stop a run whose temperature exceeds this × target
+    pressure_GPa: float = 0.0  #: target pressure of ``npt`` stages
+    barostat_fs: float = 500.0  #: time constant of the ``npt`` barostat (cell fluctuation period)
 
     def __post_init__(self) -> None:
         # NaN passes every ``<`` test, so finiteness is checked first
-        for name in ("temperature_K", "dt_fs", "friction_per_fs", "max_temperature_factor"):
+        for name in ("temperature_K", "dt_fs", "friction_per_fs", "max_temperature_factor", "pressure_GPa", "barostat_fs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -82,6 +86,8 @@ class MDPlan:
             raise ValueError(f"temperature must be >= 0 K, got {self.temperature_K}")
         if self.friction_per_fs < 0:
             raise ValueError(f"friction must be >= 0 per fs, got {self.friction_per_fs}")
+        if self.barostat_fs <= 0:
+            raise ValueError(f"barostat_fs must be positive, got {self.barostat_fs}")
         if self.max_temperature_factor <= 0:
             raise ValueError(f"max_temperature_factor must be positive, got {self.max_temperature_factor}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -158,7 +164,8 @@ class _Exploded(RuntimeError):
 
 
 class AseEngine:
-    """ASE integrators (``Langevin`` for NVT, ``VelocityVerlet`` for NVE) with any calculator."""
+    """ASE integrators (``Langevin`` for NVT, ``VelocityVerlet`` for NVE, ``LangevinBAOAB`` with a
+    hydrostatic barostat for NPT) with any calculator."""
 
     name = "ase"
 
@@ -186,6 +193,8 @@ class AseEngine:
                 fixcm=False,
                 rng=np.random.default_rng(seed),
             )
+        elif stage.ensemble == "npt":
+            dyn = _npt(atoms, plan, seed)
         else:
             dyn = VelocityVerlet(atoms, timestep=dt)
         record(atoms, 0)
@@ -197,6 +206,23 @@ class AseEngine:
             record(atoms, done)
             progress.update(n)
         return atoms
+
+
+def _npt(atoms: Atoms, plan: MDPlan, seed: int):
+    """Langevin NPT (BAOAB) at ``plan.pressure_GPa``: the cell keeps its shape and changes its
+    volume; ASE's stress is minus the pressure."""
+    from ase.md.langevinbaoab import LangevinBAOAB
+
+    if not atoms.pbc.all() or atoms.cell.rank < 3:
+        raise ValueError("NPT needs a fully periodic structure")
+    import warnings
+
+    with warnings.catch_warnings():  # ASE announces its barostat-mass heuristic, which is the intended one
+        warnings.filterwarnings("ignore", message="Using heuristic P_mass")
+        return LangevinBAOAB(atoms, timestep=plan.dt_fs * units.fs, temperature_K=plan.temperature_K,
+                             externalstress=-plan.pressure_GPa / EV_PER_A3_TO_GPA, hydrostatic=True,
+                             T_tau=units.fs / max(plan.friction_per_fs, 1e-6), P_tau=plan.barostat_fs * units.fs,
+                             rng=np.random.default_rng(seed))
 
 
 def lammps_available() -> bool:

@@ -1,9 +1,9 @@
 """``mlffd-validate trust``: may I use this student for this MD job?
 
-Runs the intended MD with the student (Langevin NVT at the job's temperature, ASE or LAMMPS,
-then optionally NVE), reads the student's own uncertainty on every recorded frame (ensemble
-students, :mod:`mlffd.models.uncertainty`), spends at most ``teacher_calls`` teacher
-evaluations on spot checks (the most uncertain frames and as many random ones), and checks the
+Runs the intended MD with the student (Langevin NVT at the job's temperature, ASE or LAMMPS, or
+Langevin NPT at a given pressure, ASE; then optionally NVE), reads the student's own uncertainty
+on every recorded frame (ensemble students, :mod:`mlffd.models.uncertainty`), spends at most
+``teacher_calls`` teacher evaluations on spot checks (the most uncertain frames and as many random ones), and checks the
 run's stability. The verdict is PASS only when every check that could be made passes; each
 failed check is a stated reason. Without a teacher the verdict rests on uncertainty and
 stability alone, and the report says so; a student without ensemble heads has no uncertainty
@@ -52,8 +52,11 @@ class TrustSettings:
     tolerance_factor: float = 2.0
     energy_jump_eV_per_atom: float = 0.5
     drift_threshold: float = 1.0  #: meV/atom/ps
+    pressure_GPa: float | None = None  #: run NPT at this pressure instead of NVT (ASE engine)
 
     def __post_init__(self) -> None:
+        if self.pressure_GPa is not None and not math.isfinite(self.pressure_GPa):
+            raise ValueError(f"TrustSettings.pressure_GPa must be a finite number, got {self.pressure_GPa!r}")
         for name in ("temperature_K", "time_fs", "dt_fs", "friction_per_fs", "nve_fs", "threshold_factor",
                      "max_fraction_over", "tolerance_factor", "energy_jump_eV_per_atom", "drift_threshold"):
             value = getattr(self, name)
@@ -123,12 +126,15 @@ def run_trust(
     metrics: dict[str, Any] = {"settings": asdict(settings), "model": str(model), "engine": engine,
                                "structure": {"formula": start.get_chemical_formula(), "n_atoms": len(start)}}
 
+    npt = settings.pressure_GPa is not None
+    if npt and engine.lower() != "ase":
+        raise ValueError("--pressure (NPT) runs with the ASE engine only: the LAMMPS engine of md_validation runs NVT and NVE")
     steps = int(round(settings.time_fs / settings.dt_fs))
-    stages = [Stage("nvt", "nvt", steps, settings.interval)]
+    stages = [Stage("nvt", "npt" if npt else "nvt", steps, settings.interval)]
     if settings.nve_fs > 0:
         stages.append(Stage("nve", "nve", int(round(settings.nve_fs / settings.dt_fs)), settings.interval))
     plan = MDPlan(temperature_K=settings.temperature_K, dt_fs=settings.dt_fs, friction_per_fs=settings.friction_per_fs,
-                  seed=settings.seed, stages=tuple(stages))
+                  seed=settings.seed, stages=tuple(stages), pressure_GPa=settings.pressure_GPa or 0.0)
     student = DistilledCalculator(model)
     md_engine = get_engine(engine, calc=student, model=model)
     from md_validation.inputs import calculator_id
@@ -144,6 +150,11 @@ def run_trust(
         reasons.append(f"the MD left the physical regime: {nvt.error}")
 
     epot = _stability_checks(frames, time_fs, len(start), steps, nvt.error, settings, metrics, reasons)
+    if npt and frames:
+        volume = np.array([f.get_volume() / len(f) for f in frames])
+        metrics["npt"] = {"pressure_GPa": settings.pressure_GPa, "mean_pressure_GPa": float(np.nanmean(nvt.series["pressure_GPa"])),
+                          "start_volume_A3_per_atom": start.get_volume() / len(start),
+                          "mean_volume_A3_per_atom": float(volume[len(volume) // 2:].mean())}
     series: dict[str, np.ndarray] = {"time_ps": (time_fs - time_fs[0]) / 1000.0 if len(time_fs) else np.zeros(0),
                                      "epot_eV_per_atom": epot}
     max_unc = _uncertainty_checks(model, frames, calibration, settings, series, metrics, reasons, notes)

@@ -7,7 +7,7 @@ dynamic shapes (atom and edge counts change between structures and steps without
 forces and virials come from the same autograd contract as the artifact
 (:func:`mlffd.models.outputs.conservative_outputs`), so the numbers agree to float rounding.
 Inductor fuses the many small elementwise kernels of the invariants and MLPs. The artifact's
-fused CPU kernels do the same for its hot loops, so on the CPU this path is no longer faster than
+fused CPU kernels do the same for its hot loops, so on the CPU this path is not faster than
 the artifact (docs/performance.md); it stays for students exported without the fused kernels
 and for experiments. The first call compiles (tens of seconds; a C++ compiler must be
 installed), so it only ever pays for MD, not for a single energy.

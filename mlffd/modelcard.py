@@ -156,18 +156,34 @@ def properties_section(report: dict[str, Any], source: str) -> str:
     return "".join(lines) + "\n"
 
 
-def _uncertainty_section(record: dict[str, Any] | None) -> str:
-    """What the student says about its own errors (ensemble heads, calibrated at export)."""
+def _uncertainty_section(record: dict[str, Any] | None, checked: tuple[dict[str, Any], str] | None = None) -> str:
+    """What the student says about its own errors (ensemble heads, refitted and calibrated at
+    export), and (``checked``: a forces.json of ``mlffd-validate forces`` and its path) how well
+    that ranks the true errors on other data."""
     if not record:
         return ("## Uncertainty\n\nThis student has no ensemble heads: it cannot say when it is outside its data "
                 "(train with `model_overrides: {ensemble: 4}`); use `mlffd-validate trust` with a teacher.\n\n")
-    return ("## Uncertainty\n\n"
-            f"{record['heads']} ensemble heads, calibrated on {record['frames']} validation frames (predicted RMS = "
-            f"observed RMS: force {record['force_rmse']:.3g} eV/Å, energy {record['energy_rmse_eV']:.3g} eV per "
+    refit = record.get("refit") or {}
+    how = (f"their deviations refitted to its own errors on {refit['frames']} training frames (mean unchanged), then "
+           if refit.get("method") == "nll" else "")
+    source = f" (`{'`, `'.join(record['data'])}`)" if record.get("data") else ""
+    text = ("## Uncertainty\n\n"
+            f"{record['heads']} ensemble heads, {how}calibrated on {record['frames']} held-out frames{source} (predicted "
+            f"RMS = observed RMS: force {record['force_rmse']:.3g} eV/Å, energy {record['energy_rmse_eV']:.3g} eV per "
             f"structure). On those frames the predicted force uncertainty ranks the true force error with Spearman "
             f"ρ = {record['spearman_structure_force']:.2f} per structure and {record['spearman_atom_force']:.2f} per "
             "atom. `DistilledCalculator(..., uncertainty=True)`, `pair_style mlffd uncertainty X` and "
             "`mlffd-validate trust` use it; `mlffd-validate forces` shows it against the true error on any data.\n\n")
+    if checked is None or "uncertainty" not in checked[0]:
+        return text
+    u, data = checked[0]["uncertainty"], checked[0].get("inputs", {}).get("data", checked[1])
+    text += (f"On `{data}` ({checked[0].get('inputs', {}).get('n_frames', '?')} frames; `{checked[1]}`): Spearman ρ = "
+             f"{u['spearman_structure']:.2f} per structure and {u['spearman_atom']:.2f} per atom; predicted RMS "
+             f"{u['rms_predicted']:.3g} against observed {u['rms_observed']:.3g} eV/Å. Reliability (atoms in bins of "
+             "predicted uncertainty, equal counts):\n\n| atoms | predicted RMS (eV/Å) | observed RMS (eV/Å) |\n| --- | --- | --- |\n")
+    for row in u.get("reliability", []):
+        text += f"| {row['atoms']} | {row['predicted_rms']:.3f} | {row['observed_rms']:.3f} |\n"
+    return text + "\n"
 
 
 def _coverage(metrics: dict[str, Any], data: str, heldout_molecules: bool = False) -> str:
@@ -213,14 +229,16 @@ def _accuracy_table(metrics: dict[str, Any], data: str, bounds: Mapping[str, flo
 def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: dict[str, Any] | None, data: str,
            properties: tuple[dict[str, Any], str] | None = None, targets: tuple[Mapping[str, float], str] | None = None,
            stability: Sequence[tuple[dict[str, Any], str]] = (), active: tuple[dict[str, Any] | None, str] = (None, ""),
-           recipe: str | None = None, molecules: Mapping[str, tuple[Mapping[str, str], str]] | None = None,
-           notes: str = "") -> str:
+           checked: tuple[dict[str, Any], str] | None = None, recipe: str | None = None,
+           molecules: Mapping[str, tuple[Mapping[str, str], str]] | None = None, notes: str = "") -> str:
     """The Markdown card of one model (``properties``: a properties.json and its path;
     ``targets``: bounds on the accuracy metrics, e.g. ``{"force_rmse": 0.12}``, and the file
     they came from, shown as a column with each verdict; ``stability``: nve.json reports and
-    their paths; ``active``: its active loop's report and path; ``recipe``: the distill YAML
-    that made it (the Reproduce block); ``molecules``: heading -> (name -> SMILES, source) of the
-    molecules it was trained and tested on; ``notes``: Markdown placed before Reproduce)."""
+    their paths; ``active``: its active loop's report and path; ``checked``: a forces.json of
+    ``mlffd-validate forces`` and its path, for the uncertainty against the true error;
+    ``recipe``: the distill YAML that made it (the Reproduce block); ``molecules``: heading ->
+    (name -> SMILES, source) of the molecules it was trained and tested on; ``notes``: Markdown
+    placed before Reproduce)."""
     elements = list(metadata["elements"])
     stand_in = ("SevenNet 7net-0 is the offline stand-in for Orb v3 here: its weights ship inside the `sevenn` "
                 "wheel, Orb's cannot be downloaded on the machines that trained this model. Re-run `mlffd distill` "
@@ -248,7 +266,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
     lines.append(_element_table(metrics, elements))
     if molecules:
         lines.append(molecules_section(molecules))
-    lines.append(_uncertainty_section(metadata.get("uncertainty")))
+    lines.append(_uncertainty_section(metadata.get("uncertainty"), checked))
     if properties is not None:
         lines.append(properties_section(*properties))
     else:
@@ -434,18 +452,20 @@ def merge_properties(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def write_card(
     model: str | Path, data: str | Path, teacher: str | None = None, out_dir: str | Path = "docs/models", name: str | None = None,
     speed: bool = True, properties: str | Path | Sequence[str | Path] | None = None, targets: str | Path | None = None,
-    nve: Sequence[str | Path] = (), active: str | Path | None = None, recipe: str | Path | None = None,
-    heldout_molecules: str | Path | None = None, notes: Sequence[str | Path] = (),
+    nve: Sequence[str | Path] = (), active: str | Path | None = None, forces: str | Path | None = None,
+    recipe: str | Path | None = None, heldout_molecules: str | Path | None = None, notes: Sequence[str | Path] = (),
 ) -> Path:
     """Measure and write ``out_dir/NAME.md``; returns its path. ``properties``: the
     ``properties.json`` of ``mlffd-validate properties`` for this model, or several merged (its
     table goes in the card); ``targets``: a JSON file of bounds on the accuracy metrics
     (``{"force_rmse": 0.12, ...}``) to state met or not next to each metric; ``nve``:
     ``nve.json`` reports of ``mlffd-validate nve`` (the MD-stability table); ``active``: the
-    ``report.json`` of its active-distillation loop; ``recipe``: its distill YAML (the Reproduce
-    block, and the training molecules when its sampling config has SMILES seeds);
-    ``heldout_molecules``: the sampling YAML of the held-out molecules (listed); ``notes``:
-    Markdown files of measurements made elsewhere, each with its command, placed before Reproduce."""
+    ``report.json`` of its active-distillation loop; ``forces``: the ``forces.json`` of
+    ``mlffd-validate forces`` for this model (its uncertainty against the true error);
+    ``recipe``: its distill YAML (the Reproduce block, and the training molecules when its
+    sampling config has SMILES seeds); ``heldout_molecules``: the sampling YAML of the held-out
+    molecules (listed); ``notes``: Markdown files of measurements made elsewhere, each with its
+    command, placed before Reproduce."""
     from mlffd.artifact import read_metadata
     from mlffd.registry import resolve
     from mlffd.training.evaluate import evaluate
@@ -463,10 +483,11 @@ def write_card(
     table = None
     if properties is not None:
         files = [properties] if isinstance(properties, (str, Path)) else list(properties)
-        table = (merge_properties([_read_properties(f, path) for f in files]), " --properties ".join(str(f) for f in files))
+        table = (merge_properties([_read_report(f, *PROPERTIES_REPORT) for f in files]), " --properties ".join(str(f) for f in files))
     bounds = None if targets is None else (_read_targets(targets), str(targets))
-    stability = [(_read_report(f, "nve.json of mlffd-validate nve", "drift_meV_per_atom_per_ps"), str(f)) for f in nve]
-    loop = None if active is None else _read_report(active, "report.json of an active-distillation loop", "rounds")
+    stability = [(_read_report(f, *NVE_REPORT), str(f)) for f in nve]
+    loop = None if active is None else _read_report(active, *ACTIVE_REPORT)
+    checked = None if forces is None else (_read_report(forces, *FORCES_REPORT), str(forces))
     molecules: dict[str, tuple[dict[str, str], str]] = {}
     if recipe is not None:
         train = sampling_molecules(recipe)
@@ -478,44 +499,39 @@ def write_card(
     out = Path(out_dir) / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(name, metadata, metrics, timing, str(data), table, bounds, stability, (loop, str(active or "")),
-                          None if recipe is None else str(recipe), molecules, text))
+                          checked, None if recipe is None else str(recipe), molecules, text))
     return out
 
 
-def _read_properties(path: str | Path, model_path: Path) -> dict[str, Any]:
-    """A properties.json; ValueError naming the file when it is unreadable or not a properties report."""
+#: (what, key, type of its value) of each JSON report a card reads: _read_report's checks
+PROPERTIES_REPORT = ("properties.json of mlffd-validate properties", "records", list)
+NVE_REPORT = ("nve.json of mlffd-validate nve", "drift_meV_per_atom_per_ps", object)
+ACTIVE_REPORT = ("report.json of an active-distillation loop", "rounds", object)
+FORCES_REPORT = ("forces.json of mlffd-validate forces", "overall", dict)
+
+
+def _read_json(path: str | Path, what: str) -> Any:
+    """The JSON in ``path``, a ``what``; ValueError naming the file when it cannot be read."""
     import json
 
     try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read properties report {path}: {exc}") from exc
-    if not isinstance(report, dict) or not isinstance(report.get("records"), list):
-        raise ValueError(f"{path} is not a properties.json of mlffd-validate properties (no 'records' list)")
+        raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def _read_report(path: str | Path, what: str, key: str, kind: type = object) -> dict[str, Any]:
+    """A JSON report, a ``what`` (one of the ``*_REPORT`` triples); ValueError naming the file when
+    it is unreadable or not an object with ``key`` (a ``kind``)."""
+    report = _read_json(path, what)
+    if not isinstance(report, dict) or key not in report or not isinstance(report[key], kind):
+        raise ValueError(f"{path} is not a {what} (no {key!r}{'' if kind is object else ' ' + kind.__name__})")
     return report
 
 
 def _read_targets(path: str | Path) -> dict[str, float]:
     """A JSON object of metric name -> bound; ValueError naming the file otherwise."""
-    import json
-
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read targets {path}: {exc}") from exc
+    raw = _read_json(path, "targets")
     if not isinstance(raw, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw.values()):
         raise ValueError(f"{path}: expected a JSON object of metric name -> number (e.g. {{\"force_rmse\": 0.12}})")
     return {str(k): float(v) for k, v in raw.items()}
-
-
-def _read_report(path: str | Path, what: str, key: str) -> dict[str, Any]:
-    """A JSON report; ValueError naming the file when it is unreadable or lacks ``key``."""
-    import json
-
-    try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(report, dict) or key not in report:
-        raise ValueError(f"{path} is not a {what} (no {key!r})")
-    return report

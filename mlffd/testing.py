@@ -110,6 +110,12 @@ def triclinic_silicon(rattle: float = 0.05, seed: int = 1) -> Atoms:
 # -- checks ---------------------------------------------------------------------------------
 
 
+def max_relative_error(a, b) -> float:
+    """Largest |a - b| relative to the largest |b| (engines and references compared to rounding)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
 def _calc(atoms: Atoms, calc: Calculator) -> Atoms:
     atoms = atoms.copy()
     atoms.calc = calc

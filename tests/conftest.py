@@ -1,7 +1,7 @@
 """Shared fixtures of every test folder (tests/<package>/ mirrors the package it tests):
 random-weight student artifacts (physics tests need no training), the Stillinger-Weber
 reference calculator and the LAMMPS plugin's presence. Helpers imported by several test files
-live beside this file (``cu_frames.py``, ``property_refs.py``, ``issue_targets.py``)."""
+live beside this file (``cu_frames.py``, ``property_refs.py``, ``issue_targets.py``, ``lammps_module.py``)."""
 
 from __future__ import annotations
 
@@ -61,10 +61,21 @@ def plugin_installed():
     return eps[0]
 
 
+def _torch_threads(n: int):
+    """torch on ``n`` threads for the test, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def one_torch_thread():
     """torch on one thread for the test, restored after (timings and reductions stay comparable)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    yield from _torch_threads(1)
+
+
+@pytest.fixture
+def two_torch_threads():
+    """Two torch threads for the test (the kernels run in parallel over centres), restored after."""
+    yield from _torch_threads(2)

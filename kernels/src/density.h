@@ -215,6 +215,23 @@ struct Edge {
   }
 };
 
+// The frame of the two generic passes (density_kernel, density_backward_kernel): the sizes B and D
+// (compile-time constants where kB, kD > 0, once body is inlined), centres in parallel, each
+// thread with its work buffers w and its edge rows (with the basis' derivative when
+// with_derivative); body(begin, end, B, D, w, rows) for the thread's centres [begin, end).
+template <typename T, int kB, int kD, typename Body>
+inline void generic_centres(const T* v, const T* geometry, const int64_t* off, int64_t n, int64_t B_rt, int64_t D_rt,
+                            double cutoff, int64_t envelope_p, bool with_derivative, const Body& body) {
+  const int64_t B = kB > 0 ? kB : B_rt;
+  const int64_t D = kD > 0 ? kD : D_rt;
+  const Radial<T> radial(cutoff, envelope_p);
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    Scratch<T, kB, kD> w(B, D);
+    EdgeSource<T> rows(geometry, v, off, radial, B, end, with_derivative);
+    body(begin, end, B, D, w, rows);
+  });
+}
+
 // The edge geometry [E, 4 + 10 + 2B] of every edge, runs of edges in parallel.
 template <typename T>
 void geometry_kernel(const T* v, int64_t E, int64_t B, double cutoff, int64_t envelope_p, T* out) {
@@ -276,16 +293,12 @@ void density_kernel(const T* v, const T* geometry, const T* m, const int64_t* nb
     density_lanes<T, kB, kD>(v, geometry, m, nb, off, n, cutoff, envelope_p, scale, out);
     return;
   }
-  const int64_t B = kB > 0 ? kB : B_rt;
-  const int64_t D = kD > 0 ? kD : D_rt;
-  const int64_t BD = B * D;
-  const Radial<T> radial(cutoff, envelope_p);
   const T sc = T(scale);
-  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-    Scratch<T, kB, kD> w(B, D);
+  generic_centres<T, kB, kD>(v, geometry, off, n, B_rt, D_rt, cutoff, envelope_p, false,
+                             [&](int64_t begin, int64_t end, int64_t B, int64_t D, Scratch<T, kB, kD>& w, EdgeSource<T>& rows) {
+    const int64_t BD = B * D;
     T* __restrict__ t = w.t;
     T* __restrict__ acc = w.acc;
-    EdgeSource<T> rows(geometry, v, off, radial, B, end, false);
     Edge<T> edge;
     for (int64_t i = begin; i < end; ++i) {
       for (int64_t k = 0; k < kAng * BD; ++k) acc[k] = T(0);
@@ -446,18 +459,14 @@ void density_backward_kernel(Planes<const T> g, const T* v, const T* geometry, c
     density_backward_lanes<T, kB, kD>(g, v, geometry, m, nb, off, n, cutoff, envelope_p, scale, gv, gm, side);
     return;
   }
-  const int64_t B = kB > 0 ? kB : B_rt;
-  const int64_t D = kD > 0 ? kD : D_rt;
-  const int64_t BD = B * D;
-  const Radial<T> radial(cutoff, envelope_p);
   const T sc = T(scale);
-  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-    Scratch<T, kB, kD> w(B, D);
+  generic_centres<T, kB, kD>(v, geometry, off, n, B_rt, D_rt, cutoff, envelope_p, true,
+                             [&](int64_t begin, int64_t end, int64_t B, int64_t D, Scratch<T, kB, kD>& w, EdgeSource<T>& rows) {
+    const int64_t BD = B * D;
     T* __restrict__ t = w.t;
     T* __restrict__ gt = w.gt;
     T* __restrict__ G = w.acc;    // this centre's gradient rows [10, BD], contiguous
     T* __restrict__ GT = w.gtr;   // and transposed [BD, 16] (lanes 10..15 zero)
-    EdgeSource<T> rows(geometry, v, off, radial, B, end, true);
     CentreSums<T> sums(side);
     Edge<T> edge;
     const T* ang = edge.ang;

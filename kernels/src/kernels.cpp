@@ -460,56 +460,63 @@ std::vector<at::Tensor> moment_density_geometry_autograd(const at::Tensor& vecto
 // tensor stored xx yy zz xy xz yz): out[n] = (|a1|^2 | |A2|^2 | a1.A2.a1 | tr(A2^3)) as [N, 4K].
 // PyTorch reference: mlffd.models.layers.Interaction.mix (cubic_invariants).
 
+// The nine moment components of atom i, channel k: a1 = (x, y, z), a2's diagonal (dx, dy, dz)
+// and off-diagonal (oxy, oxz, oyz).
 template <typename T>
-void invariants_kernel(const T* a1, const T* a2, int64_t n, int64_t K, T* out) {
+struct Moment {
+  T x, y, z, dx, dy, dz, oxy, oxz, oyz;
+};
+
+// f(i, k, q, moment) for every atom i and channel k (q = i K + k: the offset in a1's and a2's
+// [N, K] planes), atoms in parallel, channels in SIMD lanes (f inlines into the loop).
+template <typename T, typename F>
+inline void for_each_moment(const T* a1, const T* a2, int64_t n, int64_t K, const F& f) {
   const int64_t NK = n * K;
   at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      T* o = out + i * 4 * K;
 #pragma omp simd
       for (int64_t k = 0; k < K; ++k) {
         const int64_t q = i * K + k;
-        const T x = a1[q], y = a1[NK + q], z = a1[2 * NK + q];
-        const T dx = a2[q], dy = a2[NK + q], dz = a2[2 * NK + q];
-        const T oxy = a2[3 * NK + q], oxz = a2[4 * NK + q], oyz = a2[5 * NK + q];
-        const T o2 = oxy * oxy + oxz * oxz + oyz * oyz;
-        o[k] = x * x + y * y + z * z;
-        o[K + k] = dx * dx + dy * dy + dz * dz + T(2) * o2;
-        o[2 * K + k] = dx * x * x + dy * y * y + dz * z * z + T(2) * (oxy * x * y + oxz * x * z + oyz * y * z);
-        o[3 * K + k] = dx * dx * dx + dy * dy * dy + dz * dz * dz +
-                       T(3) * (o2 * (dx + dy + dz) - (dx * oyz * oyz + dy * oxz * oxz + dz * oxy * oxy)) +
-                       T(6) * oxy * oxz * oyz;
+        f(i, k, q, Moment<T>{a1[q], a1[NK + q], a1[2 * NK + q], a2[q], a2[NK + q], a2[2 * NK + q], a2[3 * NK + q],
+                             a2[4 * NK + q], a2[5 * NK + q]});
       }
     }
   });
 }
 
 template <typename T>
+void invariants_kernel(const T* a1, const T* a2, int64_t n, int64_t K, T* out) {
+  for_each_moment(a1, a2, n, K, [&](int64_t i, int64_t k, int64_t, const Moment<T>& mo) {
+    const auto [x, y, z, dx, dy, dz, oxy, oxz, oyz] = mo;
+    T* o = out + i * 4 * K;
+    const T o2 = oxy * oxy + oxz * oxz + oyz * oyz;
+    o[k] = x * x + y * y + z * z;
+    o[K + k] = dx * dx + dy * dy + dz * dz + T(2) * o2;
+    o[2 * K + k] = dx * x * x + dy * y * y + dz * z * z + T(2) * (oxy * x * y + oxz * x * z + oyz * y * z);
+    o[3 * K + k] = dx * dx * dx + dy * dy * dy + dz * dz * dz +
+                   T(3) * (o2 * (dx + dy + dz) - (dx * oyz * oyz + dy * oxz * oxz + dz * oxy * oxy)) +
+                   T(6) * oxy * oxz * oyz;
+  });
+}
+
+template <typename T>
 void invariants_backward_kernel(const T* g, const T* a1, const T* a2, int64_t n, int64_t K, T* g1, T* g2) {
   const int64_t NK = n * K;
-  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T* gi = g + i * 4 * K;
-#pragma omp simd
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t q = i * K + k;
-        const T x = a1[q], y = a1[NK + q], z = a1[2 * NK + q];
-        const T dx = a2[q], dy = a2[NK + q], dz = a2[2 * NK + q];
-        const T oxy = a2[3 * NK + q], oxz = a2[4 * NK + q], oyz = a2[5 * NK + q];
-        const T gb1 = gi[k], gb2 = gi[K + k], gb3 = gi[2 * K + k], gb4 = gi[3 * K + k];
-        const T o2 = oxy * oxy + oxz * oxz + oyz * oyz;
-        const T tr = dx + dy + dz;
-        g1[q] = T(2) * (gb1 * x + gb3 * (dx * x + oxy * y + oxz * z));
-        g1[NK + q] = T(2) * (gb1 * y + gb3 * (dy * y + oxy * x + oyz * z));
-        g1[2 * NK + q] = T(2) * (gb1 * z + gb3 * (dz * z + oxz * x + oyz * y));
-        g2[q] = T(2) * gb2 * dx + gb3 * x * x + T(3) * gb4 * (dx * dx + o2 - oyz * oyz);
-        g2[NK + q] = T(2) * gb2 * dy + gb3 * y * y + T(3) * gb4 * (dy * dy + o2 - oxz * oxz);
-        g2[2 * NK + q] = T(2) * gb2 * dz + gb3 * z * z + T(3) * gb4 * (dz * dz + o2 - oxy * oxy);
-        g2[3 * NK + q] = T(4) * gb2 * oxy + T(2) * gb3 * x * y + T(6) * gb4 * (oxy * (tr - dz) + oxz * oyz);
-        g2[4 * NK + q] = T(4) * gb2 * oxz + T(2) * gb3 * x * z + T(6) * gb4 * (oxz * (tr - dy) + oxy * oyz);
-        g2[5 * NK + q] = T(4) * gb2 * oyz + T(2) * gb3 * y * z + T(6) * gb4 * (oyz * (tr - dx) + oxy * oxz);
-      }
-    }
+  for_each_moment(a1, a2, n, K, [&](int64_t i, int64_t k, int64_t q, const Moment<T>& mo) {
+    const auto [x, y, z, dx, dy, dz, oxy, oxz, oyz] = mo;
+    const T* gi = g + i * 4 * K;
+    const T gb1 = gi[k], gb2 = gi[K + k], gb3 = gi[2 * K + k], gb4 = gi[3 * K + k];
+    const T o2 = oxy * oxy + oxz * oxz + oyz * oyz;
+    const T tr = dx + dy + dz;
+    g1[q] = T(2) * (gb1 * x + gb3 * (dx * x + oxy * y + oxz * z));
+    g1[NK + q] = T(2) * (gb1 * y + gb3 * (dy * y + oxy * x + oyz * z));
+    g1[2 * NK + q] = T(2) * (gb1 * z + gb3 * (dz * z + oxz * x + oyz * y));
+    g2[q] = T(2) * gb2 * dx + gb3 * x * x + T(3) * gb4 * (dx * dx + o2 - oyz * oyz);
+    g2[NK + q] = T(2) * gb2 * dy + gb3 * y * y + T(3) * gb4 * (dy * dy + o2 - oxz * oxz);
+    g2[2 * NK + q] = T(2) * gb2 * dz + gb3 * z * z + T(3) * gb4 * (dz * dz + o2 - oxy * oxy);
+    g2[3 * NK + q] = T(4) * gb2 * oxy + T(2) * gb3 * x * y + T(6) * gb4 * (oxy * (tr - dz) + oxz * oyz);
+    g2[4 * NK + q] = T(4) * gb2 * oxz + T(2) * gb3 * x * z + T(6) * gb4 * (oxz * (tr - dy) + oxy * oyz);
+    g2[5 * NK + q] = T(4) * gb2 * oyz + T(2) * gb3 * y * z + T(6) * gb4 * (oyz * (tr - dx) + oxy * oxz);
   });
 }
 

@@ -21,6 +21,8 @@ from mlffd.cli.options import OUTPUT_DIR
               help="nve.json of `mlffd-validate nve` for this model (repeatable): the MD-stability table.")
 @click.option("--active", type=click.Path(exists=True, dir_okay=False), default=None,
               help="report.json of the model's active-distillation loop: its per-round record.")
+@click.option("--forces", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="forces.json of `mlffd-validate forces` for this model: its uncertainty against the true error on that data.")
 @click.option("--targets", type=click.Path(exists=True, dir_okay=False), default=None,
               help='JSON of bounds on the accuracy metrics ({"force_rmse": 0.12, ...}): the card says met or not next to each.')
 @click.option("--recipe", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -30,15 +32,15 @@ from mlffd.cli.options import OUTPUT_DIR
 @click.option("--notes", type=click.Path(exists=True, dir_okay=False), multiple=True,
               help="Markdown of measurements made elsewhere (each with its command), placed before Reproduce (repeatable)")
 def card_command(model: str, data: str, teacher: str | None, out_dir: str, name: str | None, no_speed: bool,
-                 properties: tuple[str, ...], nve: tuple[str, ...], active: str | None, targets: str | None,
-                 recipe: str | None, heldout_molecules: str | None, notes: tuple[str, ...]) -> None:
+                 properties: tuple[str, ...], nve: tuple[str, ...], active: str | None, forces: str | None,
+                 targets: str | None, recipe: str | None, heldout_molecules: str | None, notes: tuple[str, ...]) -> None:
     """Evaluate MODEL on DATA, time it against its teacher, and write OUT_DIR/NAME.md."""
     from mlffd.modelcard import write_card
 
     try:
         path = write_card(model, data, teacher=teacher, out_dir=out_dir, name=name, speed=not no_speed,
-                          properties=list(properties) or None, nve=nve, active=active, targets=targets, recipe=recipe,
-                          heldout_molecules=heldout_molecules, notes=notes)
+                          properties=list(properties) or None, nve=nve, active=active, targets=targets, forces=forces,
+                          recipe=recipe, heldout_molecules=heldout_molecules, notes=notes)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(str(path))

@@ -43,13 +43,14 @@ def models() -> None:
 def _register() -> None:
     """Attach the sub-commands; each module is thin and imports the library lazily."""
     from mlffd.cli.bench import bench_command
+    from mlffd.cli.calibrate import calibrate_command
     from mlffd.cli.card import card_command
     from mlffd.cli.distill import distill_command
     from mlffd.cli.evaluate import evaluate_command
     from mlffd.cli.sample import sample
     from mlffd.cli.train import train_command
 
-    for command in (sample, train_command, evaluate_command, distill_command, card_command, bench_command):
+    for command in (sample, train_command, evaluate_command, distill_command, card_command, bench_command, calibrate_command):
         cli.add_command(command)
 
 

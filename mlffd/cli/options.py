@@ -16,7 +16,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -101,21 +101,6 @@ def check_device(device: str) -> str:
     return text
 
 
-class DeviceType(click.ParamType):
-    """``cpu``, ``cuda`` or ``cuda:N``; a GPU this torch cannot see is refused while parsing."""
-
-    name = "device"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        try:
-            return check_device(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-DEVICE = DeviceType()
-
-
 # -- output paths ----------------------------------------------------------------------------
 
 
@@ -163,34 +148,32 @@ def check_output_file(path: str | Path) -> Path:
     return path
 
 
-class OutputDir(click.ParamType):
-    """An output folder: existing and writable, or creatable (checked while parsing; nothing is created)."""
-
-    name = "directory"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        try:
-            check_output_dir(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-        return str(value)
+# -- option types made of the checks above --------------------------------------------------
 
 
-class OutputFile(click.ParamType):
-    """An output file whose folder is writable or creatable (checked while parsing)."""
+class CheckedType(click.ParamType):
+    """An option value refused while parsing when ``check`` raises ValueError (its message is the
+    error); kept as given, or as ``check`` returns it when ``normalise``."""
 
-    name = "file"
+    def __init__(self, name: str, check: Callable[[Any], Any], normalise: bool = False) -> None:
+        self.name = name
+        self.check = check
+        self.normalise = normalise
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         try:
-            check_output_file(value)
+            checked = self.check(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-        return str(value)
+        return str(checked if self.normalise else value)
 
 
-OUTPUT_DIR = OutputDir()
-OUTPUT_FILE = OutputFile()
+#: ``cpu``, ``cuda`` or ``cuda:N``; a GPU this torch cannot see is refused while parsing
+DEVICE = CheckedType("device", check_device, normalise=True)
+#: an output folder: existing and writable, or creatable (nothing is created)
+OUTPUT_DIR = CheckedType("directory", check_output_dir)
+#: an output file whose folder is writable or creatable
+OUTPUT_FILE = CheckedType("file", check_output_file)
 
 
 # -- one-line errors -------------------------------------------------------------------------

@@ -76,3 +76,33 @@ def calibrate(model: torch.nn.Module, graphs: Sequence[Graph], device: str | tor
         "spearman_structure_force": _spearman(raw["force_uncertainty"], raw["force_rmse"]),
         "spearman_atom_force": _spearman(raw["atom_force_uncertainty"], raw["atom_force_error"]),
     }
+
+
+def recalibrate_artifact(src: Any, dst: Any, calibration_data: Sequence[Any], refit_data: Sequence[Any] = (),
+                         max_refit_frames: int = 600) -> dict[str, Any]:
+    """Write ``src``'s student to ``dst`` with its ensemble heads refitted on ``refit_data``
+    (:func:`mlffd.training.head_refit.refit_heads`; skipped when empty) and its uncertainty
+    calibrated on ``calibration_data`` (labelled frame files). Energies and forces are unchanged;
+    the other metadata are carried over. Returns the new ``uncertainty`` record."""
+    from mlffd.artifact import GENERATED_METADATA
+    from mlffd.data import read_frames, to_graphs
+    from mlffd.models import export_student, load_student
+    from mlffd.training.head_refit import refit_heads
+
+    model, config, meta = load_student(src)
+    if int(config.ensemble) < 2:
+        raise ValueError(f"{src}: the model has no ensemble heads (ModelConfig.ensemble >= 2): nothing to calibrate")
+    refit = None
+    if refit_data:
+        refit = refit_heads(model, to_graphs(read_frames(list(refit_data)), config.elements, config.cutoff), max_refit_frames)
+        refit["data"] = [str(p) for p in refit_data]
+    record = calibrate(model, to_graphs(read_frames(list(calibration_data)), config.elements, config.cutoff))
+    record["data"] = [str(p) for p in calibration_data]
+    if refit is not None:
+        record["refit"] = refit
+    keep = {k: v for k, v in meta.items() if k not in GENERATED_METADATA}
+    keep["uncertainty"] = record
+    if isinstance(keep.get("metrics"), dict) and "uncertainty" in keep["metrics"]:
+        keep["metrics"] = {**keep["metrics"], "uncertainty": record}
+    export_student(model, config, dst, **keep)
+    return record

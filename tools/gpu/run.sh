@@ -53,10 +53,9 @@ python3 -c "import torch, ase, vesin; print('torch', torch.__version__, 'cuda', 
 SKBUILD_BUILD_VERBOSE=true python3 -m pip install -v --no-build-isolation --no-deps --no-index --prefix "$PFX" ./kernels > "$R/kernels_build.log" 2>&1 \
   || { tail -20 "$R/kernels_build.log"; exit 1; }
 python3 -c "import torch, mlffd.kernels as k; k.load(); print('kernels', torch.ops.mlffd_kernels.isa())"
-# On the H100 of 2026-11-26 this library came out with libstdc++ linked statically (no libstdc++.so
-# NEEDED, its own __cxa_throw): every error a kernel raises (TORCH_CHECK) then crashed the process
-# there (valid inputs ran). The image's /opt/gcc/bin/g++ has no libstdc++.so link; kernels/CMakeLists.txt
-# now links the shared runtime by its path (verified there: errors raise). Say so if it comes back.
+# A library with libstdc++ linked statically (no libstdc++.so NEEDED, its own __cxa_throw) crashes on
+# every error a kernel raises (TORCH_CHECK). This image's /opt/gcc/bin/g++ has no libstdc++.so link,
+# so kernels/CMakeLists.txt links the shared runtime by its path; warn if the library is static anyway.
 KLIB=$(python3 -c "import mlffd_kernels; print(mlffd_kernels.library_path())")
 if ! readelf -d "$KLIB" | grep -q 'libstdc++'; then
   echo "WARNING: $KLIB links libstdc++ statically: kernel errors crash here (CXXFLAGS='${CXXFLAGS:-}' LDFLAGS='${LDFLAGS:-}')"

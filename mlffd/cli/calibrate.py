@@ -1,0 +1,30 @@
+"""``mlffd calibrate``: refit and calibrate the uncertainty of an ensemble student's artifact."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from mlffd.cli.options import OUTPUT_FILE
+
+FRAMES = click.Path(exists=True, dir_okay=False)
+
+
+@click.command("calibrate")
+@click.argument("model")
+@click.option("--data", "calibration", required=True, multiple=True, type=FRAMES,
+              help="Labelled frames (held out from training) the uncertainty scale is fitted on (repeatable).")
+@click.option("--refit", multiple=True, type=FRAMES,
+              help="Labelled training frames the heads' deviations are refitted on (repeatable); none: scale only.")
+@click.option("--max-refit-frames", type=click.IntRange(min=1), default=600, show_default=True)
+@click.option("--out", required=True, type=OUTPUT_FILE, help="The new artifact (NAME.mlffd.pt).")
+def calibrate_command(model: str, calibration: tuple[str, ...], refit: tuple[str, ...], max_refit_frames: int, out: str) -> None:
+    """Write MODEL (a shipped name or NAME.mlffd.pt with ensemble heads) to OUT with its heads
+    refitted so their spread follows its errors, and its uncertainty calibrated on --data.
+    Energies and forces are unchanged."""
+    from mlffd.registry import resolve
+    from mlffd.training.calibration import recalibrate_artifact
+
+    record = recalibrate_artifact(resolve(model), out, list(calibration), list(refit), max_refit_frames)
+    click.echo(json.dumps({k: v for k, v in record.items() if k != "data"}, indent=2))
