@@ -442,6 +442,57 @@ def _names(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
+def _molecules(smiles: tuple[str, ...], path: str | None) -> dict[str, str]:
+    """``NAME=SMILES`` options and a molecules file -> name -> SMILES (ValueError naming the bad entry)."""
+    out: dict[str, str] = {}
+    for item in smiles:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"{item!r}: expected NAME=SMILES")
+        out[name.strip()] = value.strip()
+    if path:
+        text = Path(path).read_text(encoding="utf-8")
+        if Path(path).suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text) or {}
+            seeds = raw.get("seeds") if isinstance(raw, dict) else None
+            if not isinstance(seeds, list):
+                raise ValueError(f"{path}: no 'seeds' list (a sampling YAML's molecules)")
+            for k, seed in enumerate(seeds):
+                if isinstance(seed, dict) and seed.get("smiles"):
+                    out[str(seed.get("name") or f"molecule_{k}")] = str(seed["smiles"])
+        else:
+            for n, line in enumerate(text.splitlines(), 1):
+                words = line.split("#")[0].split()
+                if not words:
+                    continue
+                if len(words) != 2:
+                    raise ValueError(f"{path}:{n}: expected 'NAME SMILES', got {line.strip()!r}")
+                out[words[0]] = words[1]
+        if not out:
+            raise ValueError(f"{path}: no molecules")
+    return out
+
+
+def _smiles_elements(smiles: str) -> set[str]:
+    from mlffd.sampling.molecules import parse_smiles
+
+    return {a.GetSymbol() for a in parse_smiles(smiles).GetAtoms()}
+
+
+def check_sections_kind(sections: tuple[str, ...], molecular: bool) -> None:
+    """ValueError when the sections do not fit the system (crystal sections for molecules or back)."""
+    from md_validation.properties import MOLECULAR_SECTIONS
+
+    wrong = [s for s in sections if (s in MOLECULAR_SECTIONS) != molecular]
+    if wrong:
+        kind = "molecules" if molecular else "a crystal"
+        raise ValueError(f"section(s) {', '.join(wrong)} do not apply to {kind}; "
+                         + ("molecules take " + ", ".join(MOLECULAR_SECTIONS) if molecular
+                            else "give molecules with --smiles or --molecules for " + ", ".join(wrong)))
+
+
 @cli.command("properties")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="student: shipped model name or artifact path")
 @click.option("--teacher", required=True, help="reference: teacher spec (emt, sevennet:7net-0, orb:NAME) or model:PATH (a second student)")
@@ -450,7 +501,13 @@ def _names(value: str | None) -> tuple[str, ...]:
                    "default: built-in recipes for the model's element")
 @click.option("--element", default=None, help="element of the built-in recipes; default: the model's (one-element models)")
 @click.option("--phases", default=None, help="built-in prototypes to compare, comma-separated; default: all")
-@click.option("--sections", default=None, help="sections to run, comma-separated (eos, elastic, phonons, defects, surfaces, short_range, liquid); default: all")
+@click.option("--smiles", "smiles", multiple=True, metavar="NAME=SMILES",
+              help="a gas-phase molecule (repeatable): runs the molecular sections on these molecules")
+@click.option("--molecules", "molecules_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="molecules to test: a sampling YAML (its seeds' name and smiles) or a text file of 'NAME SMILES' lines")
+@click.option("--sections", default=None,
+              help="sections to run, comma-separated: crystals eos, elastic, phonons, defects, surfaces, short_range, liquid "
+                   "(default: all of them); molecules geometry, vibrations, torsions, conformers (default: all of them)")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="NAME=VALUE", help="override a default tolerance (repeatable), e.g. bulk_modulus_pct=5")
 @click.option("--melting-K", "melting_k", type=POSITIVE, default=None, help="melting temperature for the liquid section; default: tabulated for the element")
 @click.option("--seeds", type=POSITIVE_INT, default=3, show_default=True, help="MD runs per liquid / hot-solid property")
@@ -458,35 +515,67 @@ def _names(value: str | None) -> tuple[str, ...]:
 @click.option("--hot-time", "hot_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="length of each hot-solid run")
 @click.option("--supercell-atoms", type=POSITIVE_INT, default=64, show_default=True, help="approximate size of defect, phonon and liquid cells")
 @click.option("--fmax", type=POSITIVE, default=0.005, show_default=True, help="force threshold of relaxations (eV/Å)")
+@click.option("--molecule-fmax", type=POSITIVE, default=0.01, show_default=True, help="force threshold of molecule relaxations (eV/Å)")
+@click.option("--conformers", type=POSITIVE_INT, default=4, show_default=True, help="RDKit conformers per molecule (conformer energies)")
+@click.option("--torsion-points", type=POSITIVE_INT, default=12, show_default=True, help="points of each 360° dihedral scan")
+@click.option("--torsion-mode", type=click.Choice(["relaxed", "rigid"]), default="relaxed", show_default=True,
+              help="relax every other coordinate at each dihedral, or not")
+@click.option("--displacement", type=POSITIVE, default=0.01, show_default=True, help="finite-difference step of the harmonic frequencies (Å)")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="student precision")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="teacher results cache; default: ~/.cache/mlffd/properties or $MLFFD_CACHE")
 @click.option("--no-cache", is_flag=True, help="recompute the teacher's results")
 @output_options("properties")
-def properties_cmd(model, teacher, structures, element, phases, sections, tolerances, melting_k, seeds, liquid_fs, hot_fs,
-                   supercell_atoms, fmax, dtype, cache_dir, no_cache, device, out_dir, quiet) -> None:
+def properties_cmd(model, teacher, structures, element, phases, smiles, molecules_file, sections, tolerances, melting_k, seeds,
+                   liquid_fs, hot_fs, supercell_atoms, fmax, molecule_fmax, conformers, torsion_points, torsion_mode,
+                   displacement, dtype, cache_dir, no_cache, device, out_dir, quiet) -> None:
     """Physical properties of MODEL against TEACHER: equations of state of competing phases,
-    elastic constants, phonons, point defects, surfaces, short range, liquid and hot solid.
+    elastic constants, phonons, point defects, surfaces, short range, liquid and hot solid; for
+    molecules (--smiles, --molecules, or by default for a model of several elements), geometry,
+    harmonic frequencies, torsion profiles and conformer energies.
 
     Exits with status 0 only when every scored property is within its tolerance.
     """
     from md_validation.inputs import calculator_id, calculator_label, load_student, read_any
-    from md_validation.properties import PropertiesConfig, Side, Tolerances, element_system, run_properties, structures_system
+    from md_validation.properties import (CRYSTAL_SECTIONS, MOLECULAR_SECTIONS, PropertiesConfig, Side, Tolerances, element_system,
+                                          molecule_system, run_properties, structures_system)
+    from md_validation.properties.molecules import DEFAULT_MOLECULES
     from md_validation.properties.cache import ResultCache, default_cache_dir
     from md_validation.properties.report import verdict_line, write_properties_report
 
     try:
-        config = PropertiesConfig(
-            sections=_names(sections) or PropertiesConfig.sections, phases=_names(phases), fmax=fmax, seeds=seeds,
-            liquid_time_fs=liquid_fs, hot_time_fs=hot_fs, melting_K=melting_k, supercell_atoms=supercell_atoms,
-            tolerances=Tolerances().with_overrides(_key_values(tolerances, "--tolerance")))
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    try:
         student = load_student(model, device=device, dtype=dtype)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(f"cannot load model {model!r}: {exc}") from exc
+    model_elements = list(getattr(student, "elements", []))
     try:
-        if structures:
+        wanted = _molecules(smiles, molecules_file)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--smiles/--molecules") from exc
+    # molecules when given, or for a model of several elements that no crystal recipe covers
+    molecular = bool(wanted) or (not structures and not element and len(model_elements) > 1)
+    try:
+        config = PropertiesConfig(
+            sections=_names(sections) or (MOLECULAR_SECTIONS if molecular else CRYSTAL_SECTIONS), phases=_names(phases),
+            fmax=fmax, seeds=seeds, liquid_time_fs=liquid_fs, hot_time_fs=hot_fs, melting_K=melting_k,
+            supercell_atoms=supercell_atoms, molecule_fmax=molecule_fmax, conformers=conformers,
+            torsion_points=torsion_points, torsion_mode=torsion_mode, displacement=displacement,
+            tolerances=Tolerances().with_overrides(_key_values(tolerances, "--tolerance")))
+        check_sections_kind(config.sections, molecular)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        if molecular:
+            if not wanted:
+                wanted = {n: smi for n, smi in DEFAULT_MOLECULES.items() if _smiles_elements(smi) <= set(model_elements)}
+                if not wanted:
+                    raise ValueError(f"no default test molecule has only the model's elements ({', '.join(model_elements)}): "
+                                     "give molecules with --smiles NAME=SMILES or --molecules FILE")
+            system = molecule_system(wanted, conformers=config.conformers)
+            missing = sorted(set(system.elements) - set(model_elements)) if model_elements else []
+            if missing:
+                raise ValueError(f"the molecules have element(s) {', '.join(missing)} that model {model!r} does not "
+                                 f"({', '.join(model_elements)})")
+        elif structures:
             frames = []
             for path in structures:
                 atoms = read_any(path, index=0)[0]
@@ -495,7 +584,7 @@ def properties_cmd(model, teacher, structures, element, phases, sections, tolera
                 frames.append(atoms)
             system = structures_system(frames, melting_K=melting_k)
         else:
-            symbols = [element] if element else list(getattr(student, "elements", []))
+            symbols = [element] if element else model_elements
             if len(symbols) != 1:
                 raise ValueError(f"the built-in recipes are for one element; this model has {', '.join(symbols) or 'none'}: "
                                  "give --element or the crystals with --structure")
@@ -511,7 +600,10 @@ def properties_cmd(model, teacher, structures, element, phases, sections, tolera
     meta = {"model": str(model), "teacher": teacher, "elements": ",".join(system.elements), "ground": system.ground,
             "phases": ",".join(system.phases), "student_dtype": dtype, "seeds": seeds,
             "cache": str(cache.directory) if cache else "off"}
-    files = write_properties_report(result, out_dir, config, meta)
+    if system.is_molecular:
+        meta = {k: v for k, v in meta.items() if k not in ("ground", "phases", "seeds")} | {
+            "molecules": ", ".join(f"{n} {a.info.get('smiles', '')}" for n, a in system.molecules.items())}
+    files = write_properties_report(result, out_dir, config, meta, molecules=system.molecules)
     click.echo(files["markdown"].read_text(encoding="utf-8"))
     click.echo(f"report: {files['html']}  json: {files['json']}  summary: {files['markdown']}")
     if cache is not None:

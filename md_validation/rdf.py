@@ -9,6 +9,13 @@ Normalisation: g_AB(r) = n_AB(r) / (N_A ρ_B 4πr² dr) with the periodic densit
 (an atom's own periodic images count as partners), so an ideal gas of N atoms gives
 (N - 1) / N and the integral of 4πr² ρ_B g(r) is the exact neighbour count.
 
+Molecules in vacuum (no periodic direction, no box): there is no density to normalise by, so
+the pair distribution is normalised per pair count instead: g_AB(r) = n_AB(r) / (n_frames
+N_pairs dr), N_pairs = N_A N_B (N_A (N_A - 1) for A = A) ordered pairs, the probability density
+of a pair distance (1/Å; its integral over all r is 1 when r_max spans the molecule), and the
+coordination number is (partners per centre) x its integral up to r_cut. Distances are plain
+Euclidean ones (no images); frames periodic in some directions only are refused.
+
 RDF error (Fu et al., "Forces are not Enough", TMLR 2023): the mean absolute difference of two
 g(r) on the same fixed grid, ``mean_r |g_A(r) - g_B(r)|``; ``rdf_error_integral`` is the same
 difference integrated over r (Å), ``∫ |g_A - g_B| dr``.
@@ -46,15 +53,25 @@ class RDFResult:
     nbins: int
     n_frames: int
     #: number density N_B / V of the partners of each pair (1/Å^3), for coordination numbers
+    #: (NaN for a molecule in vacuum)
     density: dict[str, float] = field(default_factory=dict)
+    #: False: frames without a periodic cell, g normalised per pair count (module docstring)
+    periodic: bool = True
+    #: partners of each centre per pair (N_B, or N_B - 1 for A = A): coordination of a molecule
+    partners: dict[str, float] = field(default_factory=dict)
 
     def coordination(self, pair: str, r_cut: float) -> float:
-        """Mean number of B neighbours of an A atom within ``r_cut`` (integral of 4πr²ρ_B g(r))."""
+        """Mean number of B neighbours of an A atom within ``r_cut`` (integral of 4πr²ρ_B g(r);
+        for a molecule in vacuum, partners per centre x the integral of g)."""
+        if not self.periodic:
+            dr = self.r[1] - self.r[0]
+            return float(self.partners[pair] * np.sum(self.g[pair][self.r < r_cut]) * dr)
         return coordination_number(self.r, self.g[pair], self.density[pair], r_cut)
 
     def to_dict(self) -> dict:
         return {"r": self.r.tolist(), "g": {k: v.tolist() for k, v in self.g.items()}, "r_max": self.r_max,
-                "nbins": self.nbins, "n_frames": self.n_frames, "density": self.density}
+                "nbins": self.nbins, "n_frames": self.n_frames, "density": self.density, "periodic": self.periodic,
+                "partners": self.partners}
 
 
 def pair_label(a: str, b: str) -> str:
@@ -126,8 +143,11 @@ def check_rdf_grid(atoms: Atoms, r_max: float, nbins: int, n_frames: int = 1, so
         raise ValueError(f"r_max {r_max!r}: expected a finite distance > 0 Å")
     if isinstance(nbins, bool) or not isinstance(nbins, (int, np.integer)) or not 1 <= nbins <= MAX_NBINS:
         raise ValueError(f"nbins {nbins!r}: expected an integer from 1 to {MAX_NBINS}")
+    if not atoms.pbc.any():
+        return  # a molecule in vacuum: N^2 distances per frame, nothing replicated
     if not atoms.pbc.all() or atoms.cell.rank != 3:
-        raise ValueError(f"{source}: RDFs here need fully periodic frames with a 3-D cell")
+        raise ValueError(f"{source}: RDFs need fully periodic frames with a 3-D cell, or frames periodic in no direction "
+                         "(molecules in vacuum)")
     need = rdf_memory_bytes(atoms, r_max, n_frames)
     if need > budget:
         reps = replication_for(atoms, r_max)
@@ -205,6 +225,8 @@ def partial_rdfs(
     if not frames:
         raise ValueError("no frames to compute an RDF from")
     check_rdf_grid(frames[0], r_max, nbins, len(frames))
+    if not frames[0].pbc.any():
+        return vacuum_rdfs(frames, r_max, nbins, pairs)
     u = universe_from_frames(frames, r_max)
     symbols = frames[0].get_chemical_symbols()
     pairs = list(pairs) if pairs is not None else element_pairs(symbols)
@@ -243,6 +265,56 @@ def partial_rdfs(
             density[pair_label(b, a)] = n_a / volume
     assert r is not None
     return RDFResult(r=r, g=g, r_max=r_max, nbins=nbins, n_frames=len(frames), density=density)
+
+
+def vacuum_rdfs(frames: Sequence[Atoms], r_max: float = DEFAULT_R_MAX, nbins: int = DEFAULT_NBINS,
+                pairs: Sequence[tuple[str, str]] | None = None) -> RDFResult:
+    """Pair distributions of frames with no periodic direction (a molecule or cluster in vacuum),
+    normalised per pair count (module docstring); the pairs and labels of :func:`partial_rdfs`."""
+    frames = list(frames)
+    first = frames[0]
+    symbols = np.asarray(first.get_chemical_symbols())
+    for atoms in frames:
+        if atoms.pbc.any():
+            raise ValueError("frames mix periodic and non-periodic structures")
+        if len(atoms) != len(first) or (atoms.numbers != first.numbers).any():
+            raise ValueError("all frames must hold the same atoms in the same order")
+    if len(first) < 2:
+        raise ValueError("a pair distribution needs at least two atoms")
+    default = pairs is None
+    pairs = list(pairs) if pairs is not None else element_pairs(list(symbols))
+    todo = [("all" if a == b == "*" else pair_label(a, b), a, b) for a, b in pairs]
+    if len(set(symbols)) > 1 and pairs == element_pairs(list(symbols)):
+        todo.append(("all", "*", "*"))
+    if default:  # an element with one atom (one N, one Cl) has no pair of its own element
+        todo = [t for t in todo if not (t[1] == t[2] != "*" and int(np.sum(symbols == t[1])) < 2)]
+    edges = np.linspace(0.0, r_max, nbins + 1)
+    r = 0.5 * (edges[1:] + edges[:-1])
+    dr = edges[1] - edges[0]
+    dist = [np.linalg.norm(f.positions[:, None, :] - f.positions[None, :, :], axis=-1) for f in frames]
+    g: dict[str, np.ndarray] = {}
+    partners: dict[str, float] = {}
+    density: dict[str, float] = {}
+    for label, a, b in todo:
+        ia = np.ones(len(symbols), bool) if a == "*" else symbols == a
+        ib = np.ones(len(symbols), bool) if b == "*" else symbols == b
+        if not ia.any() or not ib.any():
+            raise ValueError(f"pair {label}: no atoms of that element in the frames")
+        mask = ia[:, None] & ib[None, :]
+        np.fill_diagonal(mask, False)
+        n_pairs = int(mask.sum())
+        if n_pairs == 0:
+            raise ValueError(f"pair {label}: a single atom has no partner of its own element")
+        count = sum(np.histogram(d[mask], bins=edges)[0] for d in dist).astype(float)
+        g[label] = count / (len(frames) * n_pairs * dr)
+        partners[label] = n_pairs / int(ia.sum())
+        density[label] = math.nan
+        if a != b and "*" not in (a, b):
+            g[pair_label(b, a)] = g[label]
+            partners[pair_label(b, a)] = n_pairs / int(ib.sum())
+            density[pair_label(b, a)] = math.nan
+    return RDFResult(r=r, g=g, r_max=r_max, nbins=nbins, n_frames=len(frames), density=density, periodic=False,
+                     partners=partners)
 
 
 def coordination_number(r: np.ndarray, g: np.ndarray, density: float, r_cut: float) -> float:

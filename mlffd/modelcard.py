@@ -91,19 +91,36 @@ FLAG_MEANINGS = {
 }
 
 
+#: the same for the molecular sections, whose flags end with the key (``MOLECULE_imaginary_modes``)
+MOLECULE_FLAG_MEANINGS = {
+    "imaginary_modes": "imaginary vibrational modes at its own minimum (its minimum is a saddle point)",
+    "bonds_changed": "bonds breaking or forming while relaxing a molecule",
+}
+
+
 def failed_behaviours(report: dict[str, Any]) -> list[str]:
     """The unphysical behaviours (failed flags) of a properties report, in words, with the
-    cases each was seen in (e.g. the phases)."""
+    cases each was seen in (e.g. the phases, the molecules)."""
     seen: dict[str, list[str]] = {}
+    meanings = FLAG_MEANINGS | MOLECULE_FLAG_MEANINGS
     for r in report.get("records", []):
         if r.get("tolerance_kind") != "flag" or r.get("passed") is not False:
+            continue
+        suffix = next((k for k in MOLECULE_FLAG_MEANINGS if r.get("section") in _MOLECULAR
+                       and r["property"].endswith("_" + k)), None)
+        if suffix is not None:
+            seen.setdefault(suffix, []).append(r["property"][: -len(suffix) - 1])
             continue
         for prefix in sorted(FLAG_MEANINGS, key=len, reverse=True):
             if r["property"] == prefix or r["property"].startswith(prefix + "_"):
                 seen.setdefault(prefix, []).append(r["property"][len(prefix) + 1:])
                 break
-    return [FLAG_MEANINGS[k] + (f" ({', '.join(c for c in cases if c)})" if any(cases) else "")
+    return [meanings[k] + (f" ({', '.join(c for c in cases if c)})" if any(cases) else "")
             for k, cases in seen.items()]
+
+
+#: the sections of ``mlffd-validate properties`` for molecules
+_MOLECULAR = ("geometry", "vibrations", "torsions", "conformers")
 
 
 def properties_section(report: dict[str, Any], source: str) -> str:
@@ -169,10 +186,14 @@ def _uncertainty_section(record: dict[str, Any] | None, checked: tuple[dict[str,
     return text + "\n"
 
 
-def _coverage(metrics: dict[str, Any], data: str) -> str:
+def _coverage(metrics: dict[str, Any], data: str, heldout_molecules: bool = False) -> str:
     """What the student was shown: the configuration types of its held-out data."""
     types = metrics.get("by_config_type", {})
     listed = ", ".join(f"{t} ({m['frames']})" for t, m in sorted(types.items()))
+    if heldout_molecules:
+        return (f"Configuration types of the held-out frames (`{data}`, frames of each): {listed}. They are teacher "
+                "MD frames of the held-out molecules listed below, none of which is a training molecule: the numbers "
+                "measure new molecules, not new frames of known ones.\n\n")
     return (f"Configuration types of the held-out frames (`{data}`, frames of each): {listed}. The training data "
             "come from the same sampling; the property table below shows how the student does away from it.\n\n")
 
@@ -208,12 +229,16 @@ def _accuracy_table(metrics: dict[str, Any], data: str, bounds: Mapping[str, flo
 def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: dict[str, Any] | None, data: str,
            properties: tuple[dict[str, Any], str] | None = None, targets: tuple[Mapping[str, float], str] | None = None,
            stability: Sequence[tuple[dict[str, Any], str]] = (), active: tuple[dict[str, Any] | None, str] = (None, ""),
-           checked: tuple[dict[str, Any], str] | None = None) -> str:
+           checked: tuple[dict[str, Any], str] | None = None, recipe: str | None = None,
+           molecules: Mapping[str, tuple[Mapping[str, str], str]] | None = None, notes: str = "") -> str:
     """The Markdown card of one model (``properties``: a properties.json and its path;
     ``targets``: bounds on the accuracy metrics, e.g. ``{"force_rmse": 0.12}``, and the file
     they came from, shown as a column with each verdict; ``stability``: nve.json reports and
     their paths; ``active``: its active loop's report and path; ``checked``: a forces.json of
-    ``mlffd-validate forces`` and its path, for the uncertainty against the true error)."""
+    ``mlffd-validate forces`` and its path, for the uncertainty against the true error;
+    ``recipe``: the distill YAML that made it (the Reproduce block); ``molecules``: heading ->
+    (name -> SMILES, source) of the molecules it was trained and tested on; ``notes``: Markdown
+    placed before Reproduce)."""
     elements = list(metadata["elements"])
     stand_in = ("SevenNet 7net-0 is the offline stand-in for Orb v3 here: its weights ship inside the `sevenn` "
                 "wheel, Orb's cannot be downloaded on the machines that trained this model. Re-run `mlffd distill` "
@@ -231,13 +256,16 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
         f"| training data sha256 | `{metadata['dataset_sha256'][:16]}…` |\n",
         f"| created | {metadata['created']} |\n\n",
         "## Coverage\n\n",
-        _coverage(metrics, data),
+        _coverage(metrics, data, any(k.lower().startswith("held-out") for k in (molecules or {}))),
         _accuracy_table(metrics, data, targets[0] if targets else None),
         "\nBy configuration type:\n\n| config_type | frames | energy MAE (meV/atom) | force RMSE (eV/Å) |\n| --- | --- | --- | --- |\n",
     ]
     for ctype, m in sorted(metrics.get("by_config_type", {}).items()):
         lines.append(f"| {ctype} | {m['frames']} | {m['energy_mae_mev_per_atom']:.2f} | {m['force_rmse']:.4f} |\n")
     lines.append("\n")
+    lines.append(_element_table(metrics, elements))
+    if molecules:
+        lines.append(molecules_section(molecules))
     lines.append(_uncertainty_section(metadata.get("uncertainty"), checked))
     if properties is not None:
         lines.append(properties_section(*properties))
@@ -257,10 +285,13 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
         )
     else:
         lines.append("Not measured for this card; see `docs/performance.md`.\n")
+    if notes:
+        lines.append("\n" + notes.strip() + "\n")
     lines.append(
-        "\n## Reproduce\n\n```bash\nmlffd distill examples/si/distill.yaml --student "
+        f"\n## Reproduce\n\n```bash\nmlffd distill {recipe or 'examples/si/distill.yaml'} --student "
         f"{name}\nmlffd card {name} --data {data} --teacher {metadata['teacher']}"
         + ("" if targets is None else f" --targets {targets[1]}")
+        + ("" if recipe is None else f" --recipe {recipe}")
         + ("" if properties is None else f" --properties {properties[1]}\nmlffd-validate properties --model "
            f"{properties[0].get('student')} --teacher {properties[0].get('teacher')}")
         + "\n```\n\n"
@@ -276,6 +307,62 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
     return "".join(lines)
 
 
+def _element_table(metrics: dict[str, Any], elements: Sequence[str]) -> str:
+    """Force errors per element of the held-out frames (models of more than one element)."""
+    by = metrics.get("by_element") or {}
+    if len(by) < 2:
+        return ""
+    lines = ["By element (force components of the atoms of that element):\n\n",
+             "| element | atoms | force RMSE (eV/Å) | force MAE (eV/Å) | force R² | mean angle (°) |\n",
+             "| --- | --- | --- | --- | --- | --- |\n"]
+    order = [e for e in elements if e in by] + sorted(set(by) - set(elements))
+    for el in order:
+        m = by[el]
+        lines.append(f"| {el} | {m.get('atoms')} | {m['rmse']:.4f} | {m['mae']:.4f} | {m['r2']:.4f} | "
+                     f"{m.get('angle_mean_deg', float('nan')):.1f} |\n")
+    return "".join(lines) + "\n"
+
+
+def molecules_section(molecules: Mapping[str, tuple[Mapping[str, str], str]]) -> str:
+    """The molecules a student was trained and tested on: one table per heading, with the atom
+    counts from RDKit."""
+    lines = []
+    for heading, (table, source) in molecules.items():
+        lines.append(f"## {heading} ({len(table)}, `{source}`)\n\n| molecule | SMILES | heavy atoms | atoms |\n| --- | --- | --- | --- |\n")
+        for name, smiles in table.items():
+            heavy, total = _atom_counts(smiles)
+            lines.append(f"| {name} | `{smiles}` | {heavy} | {total} |\n")
+        lines.append("\n")
+    return "".join(lines)
+
+
+def _atom_counts(smiles: str) -> tuple[Any, Any]:
+    try:
+        from mlffd.sampling.molecules import parse_smiles
+
+        mol = parse_smiles(smiles)
+    except (ImportError, ValueError):
+        return "?", "?"
+    return sum(a.GetAtomicNum() > 1 for a in mol.GetAtoms()), mol.GetNumAtoms()
+
+
+def sampling_molecules(path: str | Path) -> dict[str, str]:
+    """Name -> SMILES of the ``smiles`` seeds of a sampling YAML (``mlffd sample``'s config), or
+    of the ``sample:`` config a distill YAML names (relative to its ``root``)."""
+    import yaml
+
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if isinstance(raw, dict) and "seeds" not in raw and isinstance(raw.get("sample"), str):
+        root = path.parent / str(raw.get("root", "."))
+        return sampling_molecules(root / raw["sample"])
+    seeds = raw.get("seeds") if isinstance(raw, dict) else None
+    if not isinstance(seeds, list):
+        raise ValueError(f"{path}: neither a sampling YAML (no 'seeds') nor a distill YAML naming one ('sample:')")
+    return {str(x.get("name") or f"seed_{k}"): str(x["smiles"]) for k, x in enumerate(seeds)
+            if isinstance(x, dict) and x.get("smiles")}
+
+
 def _limits_from_properties(properties: tuple[dict[str, Any], str] | None) -> str:
     """The card's warning drawn from its property table: what not to use the student for."""
     if properties is None:
@@ -283,9 +370,12 @@ def _limits_from_properties(properties: tuple[dict[str, Any], str] | None) -> st
     behaviours = failed_behaviours(properties[0])
     if not behaviours:
         return "Its property table against the teacher shows no unphysical behaviour.\n\n"
-    return ("**Where it must not be trusted** (property table above): " + "; ".join(behaviours) + ". "
-            "Runs that reach such configurations (high pressure, close contacts, strongly distorted "
-            "starts, very hot MD) need a check against the teacher first.\n\n")
+    molecular = all(r.get("section") in _MOLECULAR for r in properties[0].get("records", [])
+                    if r.get("tolerance_kind") == "flag" and r.get("passed") is False)
+    then = ("Minima, frequencies and scans of molecules like these need a check against the teacher first."
+            if molecular else "Runs that reach such configurations (high pressure, close contacts, strongly distorted "
+            "starts, very hot MD) need a check against the teacher first.")
+    return "**Where it must not be trusted** (property table above): " + "; ".join(behaviours) + ". " + then + "\n\n"
 
 
 def stability_section(reports: Sequence[tuple[dict[str, Any], str]]) -> str:
@@ -363,6 +453,7 @@ def write_card(
     model: str | Path, data: str | Path, teacher: str | None = None, out_dir: str | Path = "docs/models", name: str | None = None,
     speed: bool = True, properties: str | Path | Sequence[str | Path] | None = None, targets: str | Path | None = None,
     nve: Sequence[str | Path] = (), active: str | Path | None = None, forces: str | Path | None = None,
+    recipe: str | Path | None = None, heldout_molecules: str | Path | None = None, notes: Sequence[str | Path] = (),
 ) -> Path:
     """Measure and write ``out_dir/NAME.md``; returns its path. ``properties``: the
     ``properties.json`` of ``mlffd-validate properties`` for this model, or several merged (its
@@ -370,7 +461,11 @@ def write_card(
     (``{"force_rmse": 0.12, ...}``) to state met or not next to each metric; ``nve``:
     ``nve.json`` reports of ``mlffd-validate nve`` (the MD-stability table); ``active``: the
     ``report.json`` of its active-distillation loop; ``forces``: the ``forces.json`` of
-    ``mlffd-validate forces`` for this model (its uncertainty against the true error)."""
+    ``mlffd-validate forces`` for this model (its uncertainty against the true error);
+    ``recipe``: its distill YAML (the Reproduce block, and the training molecules when its
+    sampling config has SMILES seeds); ``heldout_molecules``: the sampling YAML of the held-out
+    molecules (listed); ``notes``: Markdown files of measurements made elsewhere, each with its
+    command, placed before Reproduce."""
     from mlffd.artifact import read_metadata
     from mlffd.registry import resolve
     from mlffd.training.evaluate import evaluate
@@ -393,9 +488,18 @@ def write_card(
     stability = [(_read_report(f, *NVE_REPORT), str(f)) for f in nve]
     loop = None if active is None else _read_report(active, *ACTIVE_REPORT)
     checked = None if forces is None else (_read_report(forces, *FORCES_REPORT), str(forces))
+    molecules: dict[str, tuple[dict[str, str], str]] = {}
+    if recipe is not None:
+        train = sampling_molecules(recipe)
+        if train:
+            molecules["Training molecules"] = (train, str(recipe))
+    if heldout_molecules is not None:
+        molecules["Held-out molecules"] = (sampling_molecules(heldout_molecules), str(heldout_molecules))
+    text = "\n".join(Path(f).read_text(encoding="utf-8").strip() + "\n" for f in notes)
     out = Path(out_dir) / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(name, metadata, metrics, timing, str(data), table, bounds, stability, (loop, str(active or "")), checked))
+    out.write_text(render(name, metadata, metrics, timing, str(data), table, bounds, stability, (loop, str(active or "")),
+                          checked, None if recipe is None else str(recipe), molecules, text))
     return out
 
 

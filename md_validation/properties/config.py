@@ -10,8 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
-#: every section, in the order they run (later ones use the ground state relaxed first)
-SECTIONS: tuple[str, ...] = ("eos", "elastic", "phonons", "defects", "surfaces", "short_range", "liquid")
+#: the sections of a crystal (one element's phases or the user's periodic structures), in the
+#: order they run (later ones use the ground state relaxed first); the default for a crystal
+CRYSTAL_SECTIONS: tuple[str, ...] = ("eos", "elastic", "phonons", "defects", "surfaces", "short_range", "liquid")
+#: the sections of gas-phase molecules (each calculator's own minimum of every molecule first);
+#: the default for a molecular system
+MOLECULAR_SECTIONS: tuple[str, ...] = ("geometry", "vibrations", "torsions", "conformers")
+#: every section
+SECTIONS: tuple[str, ...] = CRYSTAL_SECTIONS + MOLECULAR_SECTIONS
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,16 @@ class Tolerances:
     coordination: float = 0.3  #: liquid coordination number (or noise)
     diffusion_pct: float = 30.0  #: liquid self-diffusion, relative % (or noise)
     hot_collapse_fraction: float = 0.6  #: a hot-solid run reaching atoms closer than this x the teacher's shortest bond is unstable
+    rmsd_A: float = 0.1  #: molecule minimum: heavy-atom RMSD after alignment, Å
+    bond_A: float = 0.01  #: molecule minimum: mean absolute bond-length error, Å
+    angle_deg: float = 1.0  #: molecule minimum: mean absolute bond-angle error, degrees
+    frequency_cm: float = 30.0  #: harmonic frequencies: mean absolute error of the real modes, cm^-1
+    frequency_pct: float = 10.0  #: harmonic frequencies: largest relative error of the modes above 100 cm^-1, %
+    imaginary_cm: float = 20.0  #: a mode below -this (cm^-1, imaginary) at a calculator's own minimum is flagged
+    torsion_meV: float = 43.4  #: torsion profile: largest |error| after aligning minima, meV (1 kcal/mol)
+    barrier_meV: float = 43.4  #: torsion barrier (highest - lowest point of the scan), meV
+    conformer_meV: float = 43.4  #: conformer energies relative to the lowest: mean absolute error, meV
+    conformer_rank: float = 0.4  #: conformer ranking: passes when Spearman rho >= 1 - this
 
     def with_overrides(self, overrides: Mapping[str, float]) -> "Tolerances":
         """A copy with ``overrides`` (field -> value); unknown names are a ValueError naming them."""
@@ -69,9 +85,15 @@ class PropertiesConfig:
         melting_K: melting temperature of the system (liquid at ``liquid_factor`` x, hot solid
             stability at ``hot_factor`` x); ``None``: from the element (``recipes``).
         supercell_atoms: approximate size of defect and phonon supercells.
+        molecule_fmax, molecule_steps: force threshold (eV/Å) and most steps of a molecule's
+            relaxation (its minimum, conformers, constrained torsion points).
+        displacement: finite-difference step of the harmonic frequencies (Å, central differences).
+        torsion_points: points of the 360° dihedral scan; ``torsion_mode`` ``relaxed`` (every
+            other coordinate relaxed at a fixed dihedral) or ``rigid``.
+        conformers: RDKit conformers per molecule for the conformer energies.
     """
 
-    sections: tuple[str, ...] = SECTIONS
+    sections: tuple[str, ...] = CRYSTAL_SECTIONS
     phases: tuple[str, ...] = ()
     eos_points: int = 11
     eos_range: tuple[float, float] = (0.70, 1.20)
@@ -85,13 +107,19 @@ class PropertiesConfig:
     liquid_factor: float = 1.1
     hot_factor: float = 2.0
     supercell_atoms: int = 64
+    molecule_fmax: float = 0.01
+    molecule_steps: int = 1000
+    displacement: float = 0.01
+    torsion_points: int = 12
+    torsion_mode: str = "relaxed"
+    conformers: int = 4
     tolerances: Tolerances = field(default_factory=Tolerances)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sections if s not in SECTIONS]
         if unknown or not self.sections:
             raise ValueError(f"unknown section(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SECTIONS)}")
-        for name in ("eos_points", "relax_steps", "seeds", "supercell_atoms"):
+        for name in ("eos_points", "relax_steps", "seeds", "supercell_atoms", "molecule_steps", "torsion_points", "conformers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
@@ -100,10 +128,15 @@ class PropertiesConfig:
         lo, hi = self.eos_range
         if not (0.3 <= lo < 1.0 < hi <= 2.0):
             raise ValueError(f"eos_range={self.eos_range}: expected (low, high) with 0.3 <= low < 1 < high <= 2")
-        for name in ("fmax", "liquid_time_fs", "hot_time_fs", "timestep_fs", "liquid_factor", "hot_factor"):
+        for name in ("fmax", "liquid_time_fs", "hot_time_fs", "timestep_fs", "liquid_factor", "hot_factor", "molecule_fmax",
+                     "displacement"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
                 raise ValueError(f"{name}={value!r}: expected a finite positive number")
+        if self.torsion_mode not in ("relaxed", "rigid"):
+            raise ValueError(f"torsion_mode={self.torsion_mode!r}: expected 'relaxed' or 'rigid'")
+        if self.torsion_points < 4:
+            raise ValueError(f"torsion_points={self.torsion_points}: a barrier needs at least 4 points")
         if self.melting_K is not None and not (0 < self.melting_K < 1e5):
             raise ValueError(f"melting_K={self.melting_K!r}: expected a temperature in K")
 
@@ -127,4 +160,10 @@ _SETTINGS: dict[str, tuple[str, ...]] = {
     "short_range": (),
     "liquid": ("seeds", "liquid_time_fs", "hot_time_fs", "timestep_fs", "melting_K", "liquid_factor", "hot_factor",
                "supercell_atoms"),
+    # molecules: each calculator's minimum of every molecule (the molecular sections' "ground")
+    "molecules": ("molecule_fmax", "molecule_steps"),
+    "geometry": ("molecule_fmax", "molecule_steps"),
+    "vibrations": ("molecule_fmax", "molecule_steps", "displacement"),
+    "torsions": ("molecule_fmax", "molecule_steps", "torsion_points", "torsion_mode"),
+    "conformers": ("molecule_fmax", "molecule_steps", "conformers"),
 }

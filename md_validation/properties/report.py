@@ -24,6 +24,10 @@ TITLES: dict[str, str] = {
     "surfaces": "Surfaces",
     "short_range": "Short range: dimers and close pairs",
     "liquid": "Liquid and hot solid",
+    "geometry": "Molecular geometry at each one's minimum",
+    "vibrations": "Harmonic vibrational frequencies",
+    "torsions": "Torsion profiles",
+    "conformers": "Conformer energies",
 }
 
 
@@ -103,8 +107,9 @@ def summary_markdown(result: PropertiesResult, title: str) -> str:
 
 
 def write_properties_report(result: PropertiesResult, out_dir: str | Path, config: PropertiesConfig,
-                            meta: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``properties.html``, ``properties.json`` and ``summary.md`` under ``out_dir``."""
+                            meta: Mapping[str, Any] | None = None, molecules: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``properties.html``, ``properties.json`` and ``summary.md`` under ``out_dir``
+    (``molecules``: a molecular system's molecules, whose SMILES the JSON lists)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = f"Properties: {result.labels['student']} against {result.labels['teacher']}"
@@ -122,6 +127,7 @@ def write_properties_report(result: PropertiesResult, out_dir: str | Path, confi
         "student": result.labels["student"],
         "records": [r.as_dict() for r in result.records],
         "settings": {s: config.settings(s) for s in ("ground", *config.sections)},
+        "molecules": {name: a.info.get("smiles", "") for name, a in (molecules or {}).items()},
         "tolerances": asdict(config.tolerances),
         "meta": dict(meta or {}),
         "timings_s": result.timings,

@@ -7,6 +7,11 @@ Each section is a module (``eos``, ``elastic``, ...) with three functions:
 - ``compare(teacher, student, tolerances) -> list[PropertyRecord]``: the scored rows;
 - ``figures(teacher, student, labels) -> dict[str, bytes]``: PNG figures (``report.figure_png``).
 
+A molecular system (``System.is_molecular``) runs the molecular sections (``geometry``,
+``vibrations``, ``torsions``, ``conformers``) instead: their "ground" is each calculator's
+minimum of every molecule (``molecules.compute``, cached as the section ``molecules``), passed
+to ``compute`` as that JSON dict (molecule name -> relaxed structure and energy).
+
 Data flows one way: structures -> per-calculator results -> records and figures -> report.
 """
 
@@ -24,7 +29,7 @@ from ase.calculators.calculator import Calculator
 from tqdm.auto import tqdm
 
 from md_validation.properties.cache import ResultCache, cache_key
-from md_validation.properties.config import PropertiesConfig
+from md_validation.properties.config import MOLECULAR_SECTIONS, PropertiesConfig
 from md_validation.properties.records import PropertyRecord
 from md_validation.properties.relax import relax
 from md_validation.properties.system import System, atoms_from_dict, atoms_to_dict
@@ -76,6 +81,25 @@ def ground_state(side: Side, system: System, config: PropertiesConfig, cache: Re
     return _cached(side, "ground", system, config, cache, compute)
 
 
+def molecule_minima(side: Side, system: System, config: PropertiesConfig, cache: ResultCache | None,
+                    progress: bool = True) -> dict[str, Any]:
+    """``side``'s minimum of every molecule of a molecular ``system`` (JSON, cached)."""
+    module = section_module("molecules")
+    return _cached(side, "molecules", system, config, cache, lambda: module.compute(side.calc, system, config, progress))
+
+
+def check_sections(system: System, config: PropertiesConfig) -> None:
+    """ValueError naming the sections that do not apply: molecular sections on crystals or crystal
+    sections on molecules."""
+    molecular = [s for s in config.sections if s in MOLECULAR_SECTIONS]
+    crystal = [s for s in config.sections if s not in MOLECULAR_SECTIONS]
+    if system.is_molecular and crystal:
+        raise ValueError(f"section(s) {', '.join(crystal)} need a periodic crystal; molecules take "
+                         f"{', '.join(MOLECULAR_SECTIONS)}")
+    if not system.is_molecular and molecular:
+        raise ValueError(f"section(s) {', '.join(molecular)} need molecules (SMILES); crystals take the others")
+
+
 def code_version(section: str) -> str:
     """sha256 of the source a section's numbers come from (its module, the shared relaxations,
     recipes and prototypes, and the modules it names in ``DEPENDS``), so that a cached teacher result is never reused after that code changed."""
@@ -100,6 +124,7 @@ def _cached(side: Side, section: str, system: System, config: PropertiesConfig, 
 def run_properties(teacher: Side, student: Side, system: System, config: PropertiesConfig,
                    cache: ResultCache | None = None, progress: bool = True) -> PropertiesResult:
     """Every section of ``config`` for ``teacher`` and ``student``; see the module docstring."""
+    check_sections(system, config)
     records: list[PropertyRecord] = []
     figures: dict[str, dict[str, bytes]] = {}
     raw: dict[str, dict[str, Any]] = {}
@@ -114,10 +139,11 @@ def run_properties(teacher: Side, student: Side, system: System, config: Propert
             bar.set_postfix_str(f"{section} / {role}")
             t0 = time.perf_counter()
             if section == "ground":
-                grounds[role] = ground_state(side, system, config, cache)
+                grounds[role] = (molecule_minima(side, system, config, cache, progress) if system.is_molecular
+                                 else ground_state(side, system, config, cache))
             else:
                 module = section_module(section)
-                ground = atoms_from_dict(grounds[role]["atoms"])
+                ground = grounds[role] if system.is_molecular else atoms_from_dict(grounds[role]["atoms"])
                 results[(section, role)] = _cached(side, section, system, config, cache,
                                                    lambda m=module, g=ground, c=side.calc: m.compute(c, system, g, config))
             timings[f"{section}/{role}"] = time.perf_counter() - t0

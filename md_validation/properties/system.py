@@ -3,8 +3,9 @@ phases and the melting temperature, from built-in recipes or the user's files.""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -23,6 +24,10 @@ class System:
     ``ground`` is the reference phase (energies of the others are relative to it); ``phases``
     maps every phase name, the ground state's included, to its start; ``prototype`` is the
     ground state's built-in prototype name when it has one (defect and surface recipes need it).
+
+    A molecular system (:func:`molecule_system`) has no phases: ``molecules`` maps each molecule's
+    name to its start (non-periodic, RDKit conformer) carrying ``info['smiles']``, ``bonds``
+    and ``conformers``; ``ground`` is the first molecule's name.
     """
 
     elements: tuple[str, ...]
@@ -30,16 +35,28 @@ class System:
     phases: dict[str, Atoms] = field(hash=False, compare=False)
     prototype: str | None = None
     melting_K: float | None = None
+    molecules: dict[str, Atoms] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def is_molecular(self) -> bool:
+        return bool(self.molecules)
 
     @property
     def ground_atoms(self) -> Atoms:
+        if self.is_molecular:
+            return self.molecules[self.ground].copy()
         return self.phases[self.ground].copy()
 
     def hashes(self) -> list[str]:
-        """One hash per phase start (cache keys)."""
+        """One hash per phase start, or per molecule (start and conformers) (cache keys)."""
         from md_validation.inputs import structure_hash
 
-        return [f"{name}:{structure_hash(atoms)}" for name, atoms in sorted(self.phases.items())]
+        out = [f"{name}:{structure_hash(atoms)}" for name, atoms in sorted(self.phases.items())]
+        for name, atoms in sorted(self.molecules.items()):
+            confs = np.round(np.asarray(atoms.info.get("conformers", atoms.positions[None]), dtype=np.float64), 10)
+            out.append(f"molecule:{name}:{atoms.info.get('smiles', '')}:{structure_hash(atoms)}:"
+                       f"{hashlib.sha256(confs.tobytes()).hexdigest()}")
+        return out
 
 
 def ground_prototype(symbol: str) -> str:
@@ -72,6 +89,23 @@ def structures_system(structures: Sequence[Atoms], names: Sequence[str] | None =
     elements = tuple(sorted(set(structures[0].get_chemical_symbols())))
     melting = melting_K if melting_K is not None else melting_temperature(list(elements))
     return System(elements, names[0], {n: a.copy() for n, a in zip(names, structures)}, None, melting)
+
+
+def molecule_system(molecules: Mapping[str, str], conformers: int = 4) -> System:
+    """Gas-phase molecules from SMILES (``name -> smiles``): RDKit conformers built by
+    :func:`mlffd.sampling.molecules.molecule_from_smiles` (the sampler's own helper, so a
+    molecule is built the same way it was sampled); the first conformer is each molecule's start."""
+    from mlffd.sampling.molecules import molecule_from_smiles
+
+    if not molecules:
+        raise ValueError("no molecules given")
+    built: dict[str, Atoms] = {}
+    for name, smiles in molecules.items():
+        atoms = molecule_from_smiles(smiles, n_conformers=max(1, int(conformers)), where=f"molecule {name!r}")
+        atoms.info["name"] = name
+        built[name] = atoms
+    elements = tuple(sorted({s for a in built.values() for s in a.get_chemical_symbols()}))
+    return System(elements, next(iter(built)), {}, None, None, built)
 
 
 def atoms_to_dict(atoms: Atoms) -> dict[str, Any]:

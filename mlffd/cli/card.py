@@ -25,11 +25,22 @@ from mlffd.cli.options import OUTPUT_DIR
               help="forces.json of `mlffd-validate forces` for this model: its uncertainty against the true error on that data.")
 @click.option("--targets", type=click.Path(exists=True, dir_okay=False), default=None,
               help='JSON of bounds on the accuracy metrics ({"force_rmse": 0.12, ...}): the card says met or not next to each.')
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="the distill YAML that made MODEL: the Reproduce block, and its training molecules when they are SMILES")
+@click.option("--heldout-molecules", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="sampling YAML of the held-out molecules: listed in the card")
+@click.option("--notes", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="Markdown of measurements made elsewhere (each with its command), placed before Reproduce (repeatable)")
 def card_command(model: str, data: str, teacher: str | None, out_dir: str, name: str | None, no_speed: bool,
                  properties: tuple[str, ...], nve: tuple[str, ...], active: str | None, forces: str | None,
-                 targets: str | None) -> None:
+                 targets: str | None, recipe: str | None, heldout_molecules: str | None, notes: tuple[str, ...]) -> None:
     """Evaluate MODEL on DATA, time it against its teacher, and write OUT_DIR/NAME.md."""
     from mlffd.modelcard import write_card
 
-    click.echo(str(write_card(model, data, teacher=teacher, out_dir=out_dir, name=name, speed=not no_speed,
-                              properties=list(properties) or None, nve=nve, active=active, targets=targets, forces=forces)))
+    try:
+        path = write_card(model, data, teacher=teacher, out_dir=out_dir, name=name, speed=not no_speed,
+                          properties=list(properties) or None, nve=nve, active=active, targets=targets, forces=forces,
+                          recipe=recipe, heldout_molecules=heldout_molecules, notes=notes)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(str(path))

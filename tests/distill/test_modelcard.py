@@ -3,6 +3,7 @@ timed on a structure of its own data against its teacher."""
 
 from __future__ import annotations
 
+import pytest
 import numpy as np
 from ase.build import bulk
 from ase.calculators.emt import EMT
@@ -114,3 +115,36 @@ def test_card_carries_md_stability_active_record_and_merged_properties(tmp_path)
 
     with pytest.raises(ValueError, match="not a nve.json"):
         write_card(model, tmp_path / "test.extxyz", teacher="emt", out_dir=tmp_path / "cards", speed=False, nve=[tmp_path / "bad.json"])
+
+
+def test_card_of_a_molecular_student_lists_molecules_elements_and_molecular_flags(tmp_path):
+    """A drug-like student's card: force errors per element, its training molecules (from the
+    distill recipe's sampling YAML) and held-out ones, the molecular property rows, the failed
+    molecular flags in words, notes, and a Reproduce block with its own recipe."""
+    from mlffd.modelcard import render, sampling_molecules
+
+    pytest.importorskip("rdkit")
+    sample = tmp_path / "sample.yaml"
+    sample.write_text("seeds:\n  - {name: paracetamol, smiles: 'CC(=O)Nc1ccc(O)cc1'}\n  - {name: box, molecules: [O]}\n")
+    recipe = tmp_path / "distill.yaml"
+    recipe.write_text("root: .\nsample: sample.yaml\n")
+    assert sampling_molecules(recipe) == {"paracetamol": "CC(=O)Nc1ccc(O)cc1"}
+    meta = {"elements": ["H", "C", "N", "O"], "teacher": "xtb:GFN2-xTB", "num_parameters": 10, "model": {},
+            "num_interactions": 2, "cutoff": 5.0, "interaction_range": 10.0, "dtype": "float32",
+            "dataset_sha256": "0" * 64, "created": "now"}
+    el = {"atoms": 4, "rmse": 0.2, "mae": 0.1, "r2": 0.97, "angle_mean_deg": 5.0}
+    metrics = {"num_frames": 3, "force_rmse": 0.1, "by_element": {"C": el, "H": el, "N": el, "O": el}}
+    report = {"student": "m", "teacher": "xtb", "verdict": "FAIL: 1 of 2",
+              "records": [{"section": "vibrations", "property": "aspirin_imaginary_modes", "unit": "flag", "teacher": 0.0,
+                           "student": 1.0, "error": None, "tolerance": None, "tolerance_kind": "flag", "passed": False},
+                          {"section": "geometry", "property": "aspirin_heavy_rmsd_A", "unit": "Å", "teacher": 0.0,
+                           "student": 0.03, "error": 0.03, "tolerance": 0.1, "tolerance_kind": "abs", "passed": True}]}
+    card = render("druglike-x", meta, metrics, None, "heldout.extxyz", properties=(report, "p.json"), recipe=str(recipe),
+                  molecules={"Training molecules": (sampling_molecules(recipe), str(recipe))}, notes="## NVE\n\n100 ps.")
+    assert "| H | 4 | 0.2000 | 0.1000 | 0.9700 | 5.0 |" in card
+    assert card.index("| H |") < card.index("| C |")  # the model's element order
+    assert "| paracetamol | `CC(=O)Nc1ccc(O)cc1` | 11 | 20 |" in card
+    assert "imaginary vibrational modes at its own minimum (its minimum is a saddle point) (aspirin)" in card
+    assert "| geometry | aspirin_heavy_rmsd_A | Å |" in card
+    assert "## NVE\n\n100 ps." in card and f"mlffd distill {recipe} --student druglike-x" in card
+    assert "examples/si" not in card and "pair_coeff * * druglike-x H C N O" in card

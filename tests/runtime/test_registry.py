@@ -13,6 +13,13 @@ from mlffd.registry import REGISTRY, DEFAULT_MODEL, ModelNotFoundError, NamedMod
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "si"
 
+#: the families of shipped students: element order and teacher in each artifact's metadata
+DRUGLIKE = ("druglike-tiny", "druglike-original")
+SILICON = tuple(name for name in sorted(REGISTRY) if name not in DRUGLIKE)
+FAMILY = {name: (["Si"], "sevennet:7net-0") for name in SILICON} | {
+    name: (["H", "C", "N", "O", "F", "S", "Cl"], "xtb:GFN2-xTB") for name in DRUGLIKE
+}
+
 
 def test_default_model_is_shipped():
     assert DEFAULT_MODEL in REGISTRY
@@ -27,8 +34,9 @@ def test_shipped_files(name):
     assert sha256_file(path) == entry.sha256
     assert path.stat().st_size < 2 * 1024 * 1024, "each shipped artifact must stay under 2 MB"
     meta = read_metadata(path)
-    assert meta["elements"] == ["Si"]
-    assert meta["teacher"] == "sevennet:7net-0"
+    elements, teacher = FAMILY[name]
+    assert meta["elements"] == elements
+    assert meta["teacher"] == teacher
     assert meta["dataset_sha256"] and meta["metrics"]["force_r2"] > 0.9
 
 
@@ -43,7 +51,7 @@ def test_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
     assert resolve(copy) == copy
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", SILICON)
 def test_shipped_model_reproduces_teacher_on_held_out_frames(name):
     """An independent check of the card's headline number: force R² on teacher test frames."""
     import numpy as np
@@ -59,3 +67,77 @@ def test_shipped_model_reproduces_teacher_on_held_out_frames(name):
     assert r2 > 0.98, f"{name}: force R² {r2:.4f} on held-out teacher frames"
     de = [(r["energy"] - f.get_potential_energy()) / len(f) for r, f in zip(results, frames)]
     assert np.mean(np.abs(de)) < 0.008, f"{name}: energy MAE {np.mean(np.abs(de)) * 1000:.1f} meV/atom"
+
+
+@pytest.mark.parametrize("name", DRUGLIKE)
+def test_druglike_names_resolve_and_give_conservative_forces(name):
+    """Each drug-like student loads by name and evaluates a molecule it never saw in training
+    (phenacetin, a held-out molecule): finite energy, forces = -dE/dx by central differences."""
+    import numpy as np
+
+    pytest.importorskip("rdkit")
+    from mlffd.sampling.molecules import molecule_from_smiles
+
+    assert name in REGISTRY
+    atoms = molecule_from_smiles("CCOc1ccc(NC(C)=O)cc1")
+    calc = DistilledCalculator(name, dtype="float64")
+    atoms.calc = calc
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    assert np.isfinite(energy) and np.all(np.isfinite(forces))
+    assert np.abs(forces).max() < 50.0  # an MMFF geometry: moderate forces, not a blow-up
+    h = 1e-4
+    for atom, axis in ((0, 0), (3, 1), (9, 2), (len(atoms) - 1, 0)):
+        moved = [atoms.copy() for _ in range(2)]
+        for sign, a in zip((1, -1), moved):
+            a.positions[atom, axis] += sign * h
+            a.calc = calc
+        numeric = -(moved[0].get_potential_energy() - moved[1].get_potential_energy()) / (2 * h)
+        assert forces[atom, axis] == pytest.approx(numeric, abs=2e-4), (atom, axis)
+
+
+@pytest.mark.parametrize("name", DRUGLIKE)
+def test_druglike_model_reproduces_teacher_on_held_out_molecules(name):
+    """A regression guard for the card's held-out numbers (8 held-out molecules, 300-800 K): the
+    students miss the issue's R² 0.98 (measured 0.974/0.975); this holds them at what they ship with."""
+    import numpy as np
+
+    from md_validation.forces import read_frames
+
+    frames = read_frames(str(DATA.parent / "druglike" / "heldout.extxyz.xz"))[::6]
+    results = DistilledCalculator(name).calculate_batch(frames)
+    pred = np.concatenate([r["forces"] for r in results])
+    ref = np.concatenate([f.get_forces() for f in frames])
+    r2 = 1.0 - np.sum((pred - ref) ** 2) / np.sum((ref - ref.mean()) ** 2)
+    assert r2 > 0.96, f"{name}: force R² {r2:.4f} on held-out teacher frames"
+
+
+@pytest.mark.lammps
+def test_druglike_name_resolves_in_lammps(monkeypatch):
+    """``pair_coeff * * druglike-tiny H C N O F S Cl`` resolves the name through
+    ``MLFFD_MODELS_DIR``/registry.json (sha256-checked by the plugin) and gives the calculator's
+    numbers for a free molecule."""
+    import numpy as np
+
+    pytest.importorskip("rdkit")
+    from mlffd.lammps import mlffd_pair, run_lammps
+    from mlffd.sampling.molecules import molecule_from_smiles
+
+    # the registry of the mlffd this test imports (a worktree's, not only the installed one)
+    monkeypatch.setenv("MLFFD_MODELS_DIR", str(shipped_path(REGISTRY["druglike-tiny"]).parent))
+    elements = FAMILY["druglike-tiny"][0]
+    atoms = molecule_from_smiles("Clc1cccc(Cl)c1NC1=NCCN1")  # clonidine, held out
+    got = run_lammps(atoms, mlffd_pair("druglike-tiny", elements), elements, nonperiodic="f")
+    ref = atoms.copy()
+    ref.calc = DistilledCalculator("druglike-tiny")
+    assert got.energy == pytest.approx(ref.get_potential_energy(), abs=1e-4 * len(atoms))
+    np.testing.assert_allclose(got.forces, ref.get_forces(), atol=1e-4)
+
+
+def test_druglike_card_targets_file_is_the_issue_s():
+    import json
+
+    from issue_targets import DRUGLIKE_ACCURACY
+
+    path = DATA.parents[1] / "examples" / "druglike" / "targets.json"
+    assert json.loads(path.read_text()) == DRUGLIKE_ACCURACY

@@ -147,3 +147,24 @@ def test_compare_si_with_model_teacher(files, tmp_path):
     assert m2["runs"]["student"]["cached"] and m2["runs"]["teacher"]["cached"]
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "md").glob("*.traj")} == before
     assert np.isclose(m2["comparison"]["rdf_error_mean"], m["comparison"]["rdf_error_mean"])
+
+
+def test_compare_a_molecule_in_vacuum(tmp_path):
+    """`compare` on a molecule with no cell: pair distributions normalised per pair count (no box
+    density), a model against itself gives zero RDF error; an element with one atom has no pair of its own."""
+    from ase.build import molecule
+
+    from mlffd.models import ModelConfig
+    from mlffd.testing import random_artifact
+
+    cfg = ModelConfig(elements=("H", "C", "O"), cutoff=4.0, features=8, channels=4, hidden=8, readout_hidden=4)
+    model = random_artifact(tmp_path / "hco.mlffd.pt", config=cfg, dtype=torch.float64, seed=5)
+    start = molecule("CH3CH2OH")
+    write(tmp_path / "ethanol.xyz", start)
+    result = invoke("compare", "--model", model, "--teacher", f"model:{model}", "--structure", tmp_path / "ethanol.xyz",
+                    "--temperature", "300", "--time", "60fs", "--equilibration", "10fs", "--nve-time", "20fs", "--dt", "0.5fs",
+                    "--interval", "5", "--window", "20fs", "--r-max", "5", "--nbins", "50", "--out", tmp_path / "o", "--quiet")
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert {"C-O", "O-H", "all"} <= set(m["comparison"]["rdf_error"]) and "O-O" not in m["comparison"]["rdf_error"]
+    assert m["comparison"]["rdf_error_mean"] == pytest.approx(0.0, abs=1e-12)

@@ -163,3 +163,49 @@ def test_compare_rdfs_identical_is_zero():
     assert compare_rdfs(a, a)["Cu-Cu"]["mean"] == 0.0
     with pytest.raises(ValueError):
         compare_rdfs(a, partial_rdfs([cu], 5.0, 40))
+
+
+def test_vacuum_pair_distribution_of_points_in_a_ball_is_the_analytic_one():
+    """Atoms uniform in a ball of radius R (no cell, pbc False): the per-pair-count distribution
+    of distances is the known P(r) = 3r²/R³ - 9r³/(4R⁴) + 3r⁵/(16R⁶) on [0, 2R]; it integrates to
+    1, and the coordination is (N - 1) x the fraction of pairs within r_cut."""
+    from ase import Atoms
+
+    from md_validation.rdf import partial_rdfs
+
+    rng = np.random.default_rng(4)
+    radius, n = 3.0, 40
+    frames = []
+    for _ in range(300):
+        u = rng.normal(size=(n, 3))
+        u *= (radius * rng.random(n) ** (1 / 3) / np.linalg.norm(u, axis=1))[:, None]
+        frames.append(Atoms(f"Ar{n}", positions=u))
+    res = partial_rdfs(frames, r_max=6.5, nbins=65)
+    r, g = res.r, res.g["Ar-Ar"]
+    exact = np.where(r <= 2 * radius, 3 * r**2 / radius**3 - 9 * r**3 / (4 * radius**4) + 3 * r**5 / (16 * radius**6), 0.0)
+    assert not res.periodic
+    assert np.sum(g) * (r[1] - r[0]) == pytest.approx(1.0, abs=1e-9)
+    np.testing.assert_allclose(g, exact, atol=0.01)
+    inside = np.mean([np.sum((np.linalg.norm(f.positions[:, None] - f.positions[None], axis=-1) < 2.0)) - n for f in frames]) / n
+    assert res.coordination("Ar-Ar", 2.0) == pytest.approx(inside, rel=1e-9)
+
+
+def test_vacuum_pairs_of_a_water_molecule():
+    """Partial pairs of one water molecule: each O has two H at the O-H bond, each H one O;
+    a frame periodic in some directions only is refused."""
+    from ase.build import molecule
+
+    from md_validation.rdf import partial_rdfs
+
+    water = molecule("H2O")
+    res = partial_rdfs([water], r_max=3.0, nbins=300)
+    d_oh = water.get_distance(0, 1)
+    assert res.coordination("O-H", d_oh + 0.05) == pytest.approx(2.0)
+    assert res.coordination("H-O", d_oh + 0.05) == pytest.approx(1.0)
+    assert res.coordination("H-H", 3.0) == pytest.approx(1.0)
+    assert set(res.g) == {"H-H", "H-O", "O-H", "all"}
+    slab = water.copy()
+    slab.cell = [10, 10, 10]
+    slab.pbc = [True, True, False]
+    with pytest.raises(ValueError, match="periodic in no direction"):
+        partial_rdfs([slab])
