@@ -36,5 +36,5 @@ for M in "${MODELS[@]}"; do
   ACTIVE=()  # the students of the active loop of examples/si/distill.yaml carry its record
   case "$M" in tiny|ultra-tiny) ACTIVE=(--active data/si-active/report.json) ;; esac
   $BIN/mlffd card "$M" --data data/si/test.extxyz.xz --teacher $TEACHER --properties "$D/properties/properties.json" \
-    "${NVE[@]}" "${ACTIVE[@]}"
+    "${NVE[@]}" "${ACTIVE[@]}" --forces "$D/forces/forces.json"
 done
