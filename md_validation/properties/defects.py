@@ -40,9 +40,10 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.geometry import find_mic
 
+from md_validation.properties.common import FAILURES, error_text, num
 from md_validation.properties.config import PropertiesConfig, Tolerances
 from md_validation.properties.recipes import diagonal_repeats, nearest_distance
-from md_validation.properties.records import PropertyRecord, absolute, flag
+from md_validation.properties.records import PropertyRecord, absolute, errors_note, flag, unavailable
 from md_validation.properties.relax import energy_at, relax
 from md_validation.properties.system import System
 
@@ -65,7 +66,6 @@ VOID_GRID = 24
 #: forces, 1.5 eV above its relaxed minimum)
 RATTLE_A = 0.02
 RATTLE_SEED = 7
-_FAILURES = (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgError)
 
 _S3 = 1.0 / math.sqrt(3.0)
 _S2 = 1.0 / math.sqrt(2.0)
@@ -80,13 +80,6 @@ SITES: dict[str, dict[str, tuple[str, tuple[float, float, float]]]] = {
     "hcp": {"octahedral": ("site", (2 / 3, 1 / 3, 0.25)), "tetrahedral": ("site", (0.0, 0.0, 0.375)),
             "dumbbell_0001": ("dumbbell", (0.0, 0.0, 1.0))},
 }
-
-
-def _num(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _vec(atoms: Atoms, frm: np.ndarray, to: np.ndarray) -> np.ndarray:
@@ -235,9 +228,8 @@ def compute(calc: Calculator, system: System, ground: Atoms, config: PropertiesC
     try:
         return run_defects(calc, ground, system.prototype, config.supercell_atoms, max(config.fmax, DEFECT_FMAX),
                            config.relax_steps)
-    except _FAILURES as exc:
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", "defects": {},
-                "bond_A": math.nan}
+    except FAILURES as exc:
+        return {"error": error_text(exc), "defects": {}, "bond_A": math.nan}
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -249,7 +241,7 @@ def _prop(name: str, start: str, what: str) -> str:
 
 def _where(entry: dict[str, Any]) -> str:
     """Where the tight start ended relative to the gentle one."""
-    g, t = _num((entry.get("gentle") or {}).get("formation_eV")), _num((entry.get("tight") or {}).get("formation_eV"))
+    g, t = num((entry.get("gentle") or {}).get("formation_eV")), num((entry.get("tight") or {}).get("formation_eV"))
     if not (math.isfinite(g) and math.isfinite(t)):
         return "no comparison"
     if abs(t - g) <= SAME_MINIMUM_eV:
@@ -260,16 +252,16 @@ def _where(entry: dict[str, Any]) -> str:
 def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolerances) -> list[PropertyRecord]:
     """Scored rows: formation energies of both starts of every defect (``defect_eV``); shortest
     distances (not scored); a collapse flag per defect and start."""
-    note = "; ".join(f"{who}: {r['error']}" for who, r in (("teacher", teacher), ("student", student)) if r.get("error"))
+    note = errors_note(teacher, student)
     td, sd = teacher.get("defects") or {}, student.get("defects") or {}
-    bond = _num(teacher.get("bond_A"))
+    bond = num(teacher.get("bond_A"))
     if not math.isfinite(bond):
-        bond = _num(student.get("bond_A"))
+        bond = num(student.get("bond_A"))
     rows: list[PropertyRecord] = []
     for name in dict.fromkeys([*td, *sd]):
         t_entry, s_entry = td.get(name) or {}, sd.get(name) or {}
         missing = "" if name in td and name in sd else f"{name} missing for the {'teacher' if name not in td else 'student'}"
-        shortest = min([d for d in (bond, *(_num((t_entry.get(k) or {}).get("min_distance_A")) for k in ("gentle", "tight")))
+        shortest = min([d for d in (bond, *(num((t_entry.get(k) or {}).get("min_distance_A")) for k in ("gentle", "tight")))
                         if math.isfinite(d)], default=math.nan)
         limit = tolerances.collapse_fraction * shortest
         for start in ("gentle", "tight"):
@@ -280,9 +272,9 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
             if start == "tight":
                 parts.append(f"tight start ended at: teacher {_where(t_entry)}, student {_where(s_entry)}")
             row_note = "; ".join(p for p in parts if p)
-            rows.append(absolute(SECTION, _prop(name, start, "formation_eV"), "eV", _num(t.get("formation_eV")),
-                                 _num(s.get("formation_eV")), tolerances.defect_eV, row_note))
-            t_min, s_min = _num(t.get("min_distance_A")), _num(s.get("min_distance_A"))
+            rows.append(absolute(SECTION, _prop(name, start, "formation_eV"), "eV", num(t.get("formation_eV")),
+                                 num(s.get("formation_eV")), tolerances.defect_eV, row_note))
+            t_min, s_min = num(t.get("min_distance_A")), num(s.get("min_distance_A"))
             rows.append(absolute(SECTION, _prop(name, start, "min_distance_A"), "Å", t_min, s_min, None,
                                  "shortest distance after relaxing"))
 
@@ -298,8 +290,7 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
                              f"{tolerances.collapse_fraction} x the teacher's shortest bond {shortest:.4g} Å" +
                              (f"; {row_note}" if row_note else "")))
     if not rows:
-        rows.append(PropertyRecord(SECTION, "defects", "flag", None, None, None, None, "flag", False,
-                                   note or "no defect results"))
+        rows.append(unavailable(SECTION, "defects", note or "no defect results"))
     return rows
 
 
@@ -310,24 +301,16 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     """Bar chart of formation energies, teacher vs student, gentle (filled) and tight (hatched) starts."""
     from matplotlib.figure import Figure
 
+    from md_validation.properties.plots import no_data, paired_bars
     from md_validation.report import figure_png
 
     td, sd = teacher.get("defects") or {}, student.get("defects") or {}
     names = list(dict.fromkeys([*td, *sd]))
     fig = Figure(figsize=(max(6.0, 1.4 * len(names) + 2), 4.5))
     ax = fig.subplots()
-    x = np.arange(len(names))
-    width = 0.2
-    colors = {"teacher": "#1f5fa8", "student": "#d9641e"}
-    for n, (role, res) in enumerate((("teacher", td), ("student", sd))):
-        for m, start in enumerate(("gentle", "tight")):
-            vals = np.array([_num(((res.get(k) or {}).get(start) or {}).get("formation_eV")) for k in names])
-            pos = x + (2 * m + n - 1.5) * width
-            ax.bar(pos, np.nan_to_num(vals, nan=0.0), width, color=colors[role], alpha=1.0 if start == "gentle" else 0.45,
-                   hatch=None if start == "gentle" else "//", label=f"{labels.get(role, role)} ({start} start)")
-            for p, v in zip(pos, vals):
-                if not math.isfinite(v):
-                    ax.text(p, 0.0, "failed", rotation=90, ha="center", va="bottom", fontsize=7)
+    x = paired_bars(ax, names, (("teacher", td), ("student", sd)), (("gentle", "gentle start"), ("tight", "tight start")),
+                    lambda res, start, k: num(((res.get(k) or {}).get(start) or {}).get("formation_eV")), labels,
+                    mark_failed=True)
     ax.axhline(0.0, color="0.5", lw=0.6)
     ax.set_xticks(x)
     ax.set_xticklabels([k.replace("interstitial_", "") for k in names], rotation=20, ha="right")
@@ -335,5 +318,5 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     ax.set_title("point defects")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)  # below: bars fill the top
     if not names:
-        ax.text(0.5, 0.5, "no defect results", ha="center", va="center", transform=ax.transAxes)
+        no_data(ax, "no defect results")
     return {"defect_formation_energies": figure_png(fig)}

@@ -26,8 +26,9 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.optimize import BFGS
 
+from md_validation.properties.common import FAILURES, error_text, num
 from md_validation.properties.config import PropertiesConfig, Tolerances
-from md_validation.properties.records import PropertyRecord, absolute, flag, relative
+from md_validation.properties.records import PropertyRecord, errors_note, flag, looser, relative, unavailable
 from md_validation.properties.system import System
 
 SECTION = "elastic"
@@ -39,14 +40,6 @@ ION_FMAX = 1e-4
 #: most optimiser steps per relaxed-ion relaxation
 ION_STEPS = 200
 _VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
-_FAILURES = (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgError)
-
-
-def _num(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def strained(atoms: Atoms, component: int, strain: float) -> Atoms:
@@ -185,8 +178,8 @@ def compute(calc: Calculator, system: System, ground: Atoms, config: PropertiesC
                 converged &= ok
         out["ions_converged"] = converged
         mats = {kind: _slopes(raw[kind]) for kind in raw}
-    except _FAILURES as exc:
-        out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    except FAILURES as exc:
+        out["error"] = error_text(exc)
         mats = {"relaxed": nan6, "clamped": nan6}
     for kind, c in mats.items():
         out[f"C_{kind}_raw_GPa"] = c.tolist()
@@ -203,34 +196,27 @@ def compute(calc: Calculator, system: System, ground: Atoms, config: PropertiesC
 # ----------------------------------------------------------------------------- comparison
 
 
-def _row(prop: str, t: float, s: float, tol: Tolerances, note: str) -> PropertyRecord:
-    """Relative (elastic_pct) or absolute (elastic_abs_GPa) tolerance, whichever is looser."""
-    if math.isfinite(t) and abs(t) * tol.elastic_pct / 100.0 >= tol.elastic_abs_GPa:
-        return relative(SECTION, prop, "GPa", t, s, tol.elastic_pct, note)
-    return absolute(SECTION, prop, "GPa", t, s, tol.elastic_abs_GPa, note)
-
-
 def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolerances) -> list[PropertyRecord]:
-    """Scored rows: each relaxed- and clamped-ion constant; the Reuss bulk modulus (not scored);
-    a Born-stability flag (smallest eigenvalue of C_ij <= 0)."""
-    note = "; ".join(f"{who}: {r['error']}" for who, r in (("teacher", teacher), ("student", student)) if r.get("error"))
+    """Scored rows: each relaxed- and clamped-ion constant (relative ``elastic_pct`` or absolute
+    ``elastic_abs_GPa``, whichever is looser); the Reuss bulk modulus (not scored); a
+    Born-stability flag (smallest eigenvalue of C_ij <= 0)."""
+    note = errors_note(teacher, student)
     rows: list[PropertyRecord] = []
     for kind, suffix in (("relaxed", ""), ("clamped", "_clamped")):
         t, s = teacher.get(f"constants_{kind}") or {}, student.get(f"constants_{kind}") or {}
         for key in dict.fromkeys([*t, *s]):
             missing = "" if key in t and key in s else f"{key} missing for the {'teacher' if key not in t else 'student'}"
-            rows.append(_row(f"{key}{suffix}_GPa", _num(t.get(key)), _num(s.get(key)), tolerances,
-                             "; ".join(x for x in (note, missing) if x)))
-    rows.append(relative(SECTION, "bulk_modulus_from_Cij_GPa", "GPa", _num(teacher.get("bulk_modulus_GPa")),
-                         _num(student.get("bulk_modulus_GPa")), None,
+            rows.append(looser(SECTION, f"{key}{suffix}_GPa", "GPa", num(t.get(key)), num(s.get(key)),
+                               tolerances.elastic_pct, tolerances.elastic_abs_GPa, "; ".join(x for x in (note, missing) if x)))
+    rows.append(relative(SECTION, "bulk_modulus_from_Cij_GPa", "GPa", num(teacher.get("bulk_modulus_GPa")),
+                         num(student.get("bulk_modulus_GPa")), None,
                          "Reuss bound of the relaxed-ion C_ij; a consistency check against the equation of state"))
-    t_min, s_min = _num(teacher.get("min_eigenvalue_GPa")), _num(student.get("min_eigenvalue_GPa"))
+    t_min, s_min = num(teacher.get("min_eigenvalue_GPa")), num(student.get("min_eigenvalue_GPa"))
     if math.isfinite(t_min) and math.isfinite(s_min):
         rows.append(flag(SECTION, "elastic_instability", t_min <= 0, s_min <= 0,
                          f"smallest eigenvalue of C_ij: teacher {t_min:.3g}, student {s_min:.3g} GPa"))
     else:
-        rows.append(PropertyRecord(SECTION, "elastic_instability", "flag", None, None, None, None, "flag", False,
-                                   note or "elastic constants missing"))
+        rows.append(unavailable(SECTION, "elastic_instability", note or "elastic constants missing"))
     return rows
 
 
@@ -241,20 +227,15 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     """Bar chart of the relaxed-ion (filled) and clamped-ion (hatched) constants, teacher vs student."""
     from matplotlib.figure import Figure
 
+    from md_validation.properties.plots import no_data, paired_bars
     from md_validation.report import figure_png
 
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     keys = list(dict.fromkeys([*(teacher.get("constants_relaxed") or {}), *(student.get("constants_relaxed") or {})]))
-    x = np.arange(len(keys))
-    width = 0.2
-    colors = {"teacher": "#1f5fa8", "student": "#d9641e"}
-    for n, (role, res) in enumerate((("teacher", teacher), ("student", student))):
-        for m, kind in enumerate(("relaxed", "clamped")):
-            vals = [_num((res.get(f"constants_{kind}") or {}).get(k)) for k in keys]
-            ax.bar(x + (2 * m + n - 1.5) * width, np.nan_to_num(vals, nan=0.0), width, color=colors[role],
-                   alpha=1.0 if kind == "relaxed" else 0.45, hatch=None if kind == "relaxed" else "//",
-                   label=f"{labels.get(role, role)} ({kind} ions)")
+    x = paired_bars(ax, keys, (("teacher", teacher), ("student", student)),
+                    (("relaxed", "relaxed ions"), ("clamped", "clamped ions")),
+                    lambda res, kind, k: num((res.get(f"constants_{kind}") or {}).get(k)), labels)
     ax.axhline(0.0, color="0.5", lw=0.6)
     ax.set_xticks(x)
     ax.set_xticklabels(keys)
@@ -262,5 +243,5 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     ax.set_title("elastic constants")
     ax.legend(fontsize=8)
     if not keys:
-        ax.text(0.5, 0.5, "no elastic constants", ha="center", va="center", transform=ax.transAxes)
+        no_data(ax, "no elastic constants")
     return {"elastic_constants": figure_png(fig)}

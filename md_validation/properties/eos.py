@@ -35,8 +35,9 @@ from ase.eos import EquationOfState
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 
+from md_validation.properties.common import FAILURES, num
 from md_validation.properties.config import PropertiesConfig, Tolerances
-from md_validation.properties.records import PropertyRecord, absolute, flag, relative
+from md_validation.properties.records import PropertyRecord, absolute, errors_note, flag, relative
 from md_validation.properties.relax import relax, scaled
 from md_validation.properties.system import System
 
@@ -52,15 +53,6 @@ MIN_FIT_POINTS = 5
 CURVE_TOL_eV = 1e-4
 #: the figure shows this much (eV/atom) above the highest phase minimum
 EOS_PLOT_HEADROOM_eV = 0.6
-_FAILURES = (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgError)
-
-
-def _num(x: Any) -> float:
-    """A cached value as a float (JSON null -> NaN)."""
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def phase_names(system: System, config: PropertiesConfig) -> list[str]:
@@ -85,7 +77,7 @@ def _at_volume(start: Atoms, calc: Calculator, volume: float, fmax: float) -> tu
             work.set_constraint(FixSymmetry(work, symprec=1e-3))
         BFGS(FrechetCellFilter(work, constant_volume=True), logfile=None).run(fmax=fmax, steps=EOS_STEPS)
         energy = float(work.get_potential_energy()) / len(work)
-    except _FAILURES:
+    except FAILURES:
         return math.nan, None
     if not math.isfinite(energy):
         return math.nan, None
@@ -114,7 +106,7 @@ def fit_eos(volumes, energies) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             v0, e0, b = eos.fit(warn=False)
         bprime = float(eos.eos_parameters[2])
-    except _FAILURES as exc:
+    except FAILURES as exc:
         return nan | {"error": f"Birch-Murnaghan fit failed: {type(exc).__name__}: {exc}"}
     if not (np.isfinite([v0, e0, b, bprime]).all() and v.min() <= v0 <= v.max() and b > 0):
         return nan | {"error": f"fit minimum V0={v0:.4g} Å^3/atom outside the fitted volumes "
@@ -167,7 +159,7 @@ def curve_minima(fracs, energies, tol: float = CURVE_TOL_eV) -> list[float]:
     the lowest point and its neighbours) and edge ones (a curve still falling at either end
     of the range). Steps below ``tol`` are flat; non-finite points are skipped."""
     f = np.asarray(fracs, float)
-    e = np.asarray([_num(x) for x in energies])
+    e = np.asarray([num(x) for x in energies])
     keep = np.isfinite(e)
     f, e = f[keep], e[keep]
     if len(e) < 2:
@@ -218,14 +210,14 @@ def compute(calc: Calculator, system: System, ground: Atoms, config: PropertiesC
         start = ground if name == system.ground else system.phases[name]
         try:
             phases[name] = phase_curve(calc, start, config)
-        except _FAILURES as exc:  # anything the per-point guards did not catch: this phase fails, not the report
+        except FAILURES as exc:  # anything the per-point guards did not catch: this phase fails, not the report
             phases[name] = {"error": f"{type(exc).__name__}: {exc}", "fractions": fractions(config).tolist(),
                             "energies": [math.nan] * config.eos_points, "volumes": [math.nan] * config.eos_points,
                             "relaxed_energy": math.nan, "relaxed_V": math.nan, "fit": fit_eos([], []), "minima": []}
     g = phases[system.ground]
     number, n_conv = _conventional_atoms(ground)
     cubic = number >= 195 and n_conv > 0
-    v0 = _num(g["fit"].get("V0"))
+    v0 = num(g["fit"].get("V0"))
     return {"ground": system.ground, "phases": phases, "spacegroup": number, "cubic": cubic,
             "a0_A": (v0 * n_conv) ** (1.0 / 3.0) if cubic and math.isfinite(v0) else math.nan,
             "fit": {"eos": "birchmurnaghan", "half_width": FIT_HALF_WIDTH, "points": FIT_POINTS}}
@@ -235,8 +227,8 @@ def compute(calc: Calculator, system: System, ground: Atoms, config: PropertiesC
 
 
 def _relative_curve(entry: dict[str, Any]) -> np.ndarray:
-    e = np.array([_num(x) for x in entry.get("energies", [])])
-    return e - _num(entry.get("relaxed_energy"))
+    e = np.array([num(x) for x in entry.get("energies", [])])
+    return e - num(entry.get("relaxed_energy"))
 
 
 def curve_deviation(teacher: dict[str, Any], student: dict[str, Any]) -> tuple[float, str]:
@@ -275,8 +267,8 @@ def _below_ground(result: dict[str, Any], name: str, margin_meV: float) -> tuple
     the margin below the ground state's zero-pressure energy; None when it cannot be told."""
     ground = result.get("phases", {}).get(result.get("ground"), {})
     entry = result.get("phases", {}).get(name, {})
-    e_ground = _num(ground.get("relaxed_energy"))
-    values = [_num(x) for x in entry.get("energies", [])] + [_num(entry.get("relaxed_energy"))]
+    e_ground = num(ground.get("relaxed_energy"))
+    values = [num(x) for x in entry.get("energies", [])] + [num(entry.get("relaxed_energy"))]
     values = [v for v in values if math.isfinite(v)]
     if not values or not math.isfinite(e_ground):
         return None, math.nan
@@ -292,10 +284,6 @@ def _flag_row(prop: str, teacher_bad: bool | None, student_bad: bool | None, not
     return flag(SECTION, prop, teacher_bad, student_bad, note)
 
 
-def _note(*entries: dict[str, Any]) -> str:
-    return "; ".join(f"{who}: {e['error']}" for who, e in zip(("teacher", "student"), entries) if e.get("error"))
-
-
 def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolerances) -> list[PropertyRecord]:
     """Scored rows: a0 (or V0), B, B' of the ground state; V0, B and energy of each other phase;
     curve deviations; spurious-minimum and below-ground flags."""
@@ -306,27 +294,27 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
     rows: list[PropertyRecord] = []
     tg, sg = t_ph.get(ground, {}), s_ph.get(ground, {})
     tfit, sfit = tg.get("fit") or {}, sg.get("fit") or {}
-    note = "; ".join(x for x in (_note(tg, sg), _note(tfit, sfit)) if x)
+    note = "; ".join(x for x in (errors_note(tg, sg), errors_note(tfit, sfit)) if x)
     if teacher.get("cubic", False):
-        rows.append(relative(SECTION, "a0_A", "Å", _num(teacher.get("a0_A")), _num(student.get("a0_A")), tol.a0_pct, note))
+        rows.append(relative(SECTION, "a0_A", "Å", num(teacher.get("a0_A")), num(student.get("a0_A")), tol.a0_pct, note))
     else:
-        rows.append(relative(SECTION, "V0_A3_per_atom", "Å^3/atom", _num(tfit.get("V0")), _num(sfit.get("V0")),
+        rows.append(relative(SECTION, "V0_A3_per_atom", "Å^3/atom", num(tfit.get("V0")), num(sfit.get("V0")),
                              tol.volume_pct, note))
-    rows.append(relative(SECTION, "bulk_modulus_GPa", "GPa", _num(tfit.get("B_GPa")), _num(sfit.get("B_GPa")),
+    rows.append(relative(SECTION, "bulk_modulus_GPa", "GPa", num(tfit.get("B_GPa")), num(sfit.get("B_GPa")),
                          tol.bulk_modulus_pct, note))
-    rows.append(absolute(SECTION, "bulk_modulus_derivative", "", _num(tfit.get("Bprime")), _num(sfit.get("Bprime")),
+    rows.append(absolute(SECTION, "bulk_modulus_derivative", "", num(tfit.get("Bprime")), num(sfit.get("Bprime")),
                          tol.bulk_modulus_derivative, note))
     for name in names:
         t, s = t_ph.get(name, {}), s_ph.get(name, {})
         tf, sf = t.get("fit") or {}, s.get("fit") or {}
-        note = "; ".join(x for x in (_note(t, s), _note(tf, sf)) if x)
+        note = "; ".join(x for x in (errors_note(t, s), errors_note(tf, sf)) if x)
         if name != ground:
-            rows.append(relative(SECTION, f"V0_{name}_A3_per_atom", "Å^3/atom", _num(tf.get("V0")), _num(sf.get("V0")),
+            rows.append(relative(SECTION, f"V0_{name}_A3_per_atom", "Å^3/atom", num(tf.get("V0")), num(sf.get("V0")),
                                  tol.volume_pct, note))
-            rows.append(relative(SECTION, f"bulk_modulus_{name}_GPa", "GPa", _num(tf.get("B_GPa")), _num(sf.get("B_GPa")),
+            rows.append(relative(SECTION, f"bulk_modulus_{name}_GPa", "GPa", num(tf.get("B_GPa")), num(sf.get("B_GPa")),
                                  None, note or "reported, not scored: competing phases can be soft at zero pressure"))
-            de_t = (_num(t.get("relaxed_energy")) - _num(tg.get("relaxed_energy"))) * 1000.0
-            de_s = (_num(s.get("relaxed_energy")) - _num(sg.get("relaxed_energy"))) * 1000.0
+            de_t = (num(t.get("relaxed_energy")) - num(tg.get("relaxed_energy"))) * 1000.0
+            de_s = (num(s.get("relaxed_energy")) - num(sg.get("relaxed_energy"))) * 1000.0
             rows.append(absolute(SECTION, f"phase_energy_{name}_meV_per_atom", "meV/atom", de_t, de_s,
                                  tol.phase_energy_meV, note))
         dev, why = curve_deviation(t, s) if t and s else (math.nan, "missing phase")
@@ -351,6 +339,7 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
+    from md_validation.properties.plots import no_data
     from md_validation.report import figure_png
 
     fig = Figure(figsize=(7.5, 5.5))
@@ -363,8 +352,8 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
             ground = (res.get("phases") or {}).get(res.get("ground"), {})
             if not entry:
                 continue
-            v = np.array([_num(x) for x in entry.get("volumes", [])])
-            e = (np.array([_num(x) for x in entry.get("energies", [])]) - _num(ground.get("relaxed_energy")))
+            v = np.array([num(x) for x in entry.get("volumes", [])])
+            e = (np.array([num(x) for x in entry.get("energies", [])]) - num(ground.get("relaxed_energy")))
             ok = np.isfinite(v) & np.isfinite(e)
             if ok.any():
                 if res is teacher:
@@ -382,5 +371,5 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
                 Line2D([], [], color="k", ls="--", marker="x", ms=4, label=labels.get("student", "student"))]
     ax.legend(handles=handles, fontsize=8, ncol=2)
     if not names:
-        ax.text(0.5, 0.5, "no equation-of-state data", ha="center", va="center", transform=ax.transAxes)
+        no_data(ax, "no equation-of-state data")
     return {"eos_curves": figure_png(fig)}

@@ -64,6 +64,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
+from md_validation.properties.common import FAILURES, error_text, num
 from md_validation.properties.config import PropertiesConfig, Tolerances
 from md_validation.properties.recipes import diagonal_repeats, nearest_distance
 from md_validation.properties.records import PropertyRecord, absolute, flag, relative
@@ -109,7 +110,6 @@ MAX_FORCE_EV_A = 50.0
 MAX_TEMPERATURE_FACTOR = 10.0
 #: random streams of the (seed, stream) Generators
 MELT_STREAM, LIQUID_STREAM, HOT_STREAM = 1, 2, 3
-_FAILURES = (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgError)
 #: (key in compute's "liquid" summaries, record name, unit, Tolerances field, relative?)
 PROPERTIES: tuple[tuple[str, str, str, str, bool], ...] = (
     ("peak_A", "liquid_rdf_peak_A", "Å", "rdf_peak_A", False),
@@ -117,18 +117,6 @@ PROPERTIES: tuple[tuple[str, str, str, str, bool], ...] = (
     ("coordination", "liquid_coordination", "", "coordination", False),
     ("diffusion_A2_per_ps", "liquid_diffusion_A2_per_ps", "Å²/ps", "diffusion_pct", True),
 )
-
-
-def _num(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _error_text(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"
 
 
 class _Stop(Exception):
@@ -226,9 +214,9 @@ def run_nvt(atoms: Atoms, calc: Calculator, temperature_K: float, steps: int, dt
         dyn.run(steps)
     except _Stop as exc:
         log["error"] = f"stopped at {log['steps_done'] * dt_fs:.0f} fs: {exc}"
-    except _FAILURES as exc:
+    except FAILURES as exc:
         log["finite"] = False
-        log["error"] = f"calculator failed at {log['steps_done'] * dt_fs:.0f} fs: {_error_text(exc)}"
+        log["error"] = f"calculator failed at {log['steps_done'] * dt_fs:.0f} fs: {error_text(exc)}"
     if temperatures:
         log["mean_temperature"] = float(np.mean(temperatures))
     out = atoms.copy()
@@ -389,8 +377,8 @@ def run_liquid(calc: Calculator, cell: Atoms, bond: float, temps: tuple[float, f
                 try:
                     st = liquid_structure(frames, *grid)
                     d = diffusion(frames, frame_fs)
-                except _FAILURES as exc:
-                    run["error"] = f"analysis failed: {_error_text(exc)}"
+                except FAILURES as exc:
+                    run["error"] = f"analysis failed: {error_text(exc)}"
                 else:
                     values = {"peak_A": st["peak_A"], "peak_height": st["peak_height"],
                               "coordination": st["coordination"], "diffusion_A2_per_ps": d["D_A2_per_ps"]}
@@ -486,7 +474,7 @@ def _runs(result: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def _min_over(runs: list[dict[str, Any]]) -> float:
-    return min((_num(r.get("min_distance")) for r in runs if math.isfinite(_num(r.get("min_distance")))), default=math.nan)
+    return min((num(r.get("min_distance")) for r in runs if math.isfinite(num(r.get("min_distance")))), default=math.nan)
 
 
 def _instability(runs: list[dict[str, Any]], limit: float) -> str:
@@ -500,9 +488,9 @@ def _instability(runs: list[dict[str, Any]], limit: float) -> str:
             return str(r["error"])
         if r.get("finite") is False:
             return "non-finite energy or forces"
-        if _num(r.get("max_force")) > MAX_FORCE_EV_A:
-            return f"|F| {_num(r.get('max_force')):.3g} eV/Å"
-        d = _num(r.get("min_distance"))
+        if num(r.get("max_force")) > MAX_FORCE_EV_A:
+            return f"|F| {num(r.get('max_force')):.3g} eV/Å"
+        d = num(r.get("min_distance"))
         if not math.isfinite(d) or not math.isfinite(limit) or d < limit:
             return f"atoms {d:.3g} Å apart (limit {limit:.3g} Å)"
     return ""
@@ -520,11 +508,11 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
     tl, sl = teacher.get("liquid") or {}, student.get("liquid") or {}
     for key, name, unit, tol_name, rel in PROPERTIES:
         t, s = tl.get(key) or {}, sl.get(key) or {}
-        tm, sm, tse, sse = _num(t.get("mean")), _num(s.get("mean")), _num(t.get("se")), _num(s.get("se"))
+        tm, sm, tse, sse = num(t.get("mean")), num(s.get("mean")), num(t.get("se")), num(s.get("se"))
         documented = getattr(tolerances, tol_name)
         scale = 100.0 / abs(tm) if rel and math.isfinite(tm) and tm != 0 else 1.0
         tol, widened = noise_tolerance(documented, tse, sse, scale)
-        n_t, n_s = (int(x) if math.isfinite(x) else 0 for x in (_num(t.get("n")), _num(s.get("n"))))
+        n_t, n_s = (int(x) if math.isfinite(x) else 0 for x in (num(t.get("n")), num(s.get("n"))))
         parts = [f"mean ± standard error over seeds: teacher {tm:.4g} ± {tse:.2g} (n={n_t}), student {sm:.4g} ± {sse:.2g} (n={n_s})"]
         if widened:
             parts.append(f"tolerance set by the run-to-run noise 2√(se_T²+se_S²) = {tol:.3g}{' %' if rel else ''} "
@@ -535,11 +523,11 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
             parts.append(common)
         note = "; ".join(parts)
         rows.append((relative if rel else absolute)(SECTION, name, unit, tm, sm, tol, note))
-    bond = _num(teacher.get("bond_A"))
+    bond = num(teacher.get("bond_A"))
     if not math.isfinite(bond):
-        bond = _num(student.get("bond_A"))
+        bond = num(student.get("bond_A"))
     limit = tolerances.hot_collapse_fraction * bond
-    temps = (_num(teacher.get("hot_K")), _num(teacher.get("liquid_K")))
+    temps = (num(teacher.get("hot_K")), num(teacher.get("liquid_K")))
     for kind, name, what in (("liquid", "liquid_unstable",
                               f"liquid runs (melt at {temps[0]:.0f} K, equilibration and production at {temps[1]:.0f} K)"),
                              ("hot", "hot_solid_unstable", f"hot-solid runs at {temps[0]:.0f} K")):
@@ -565,9 +553,9 @@ def _curve(result: dict[str, Any], key: str, x: str) -> tuple[np.ndarray, np.nda
     c = result.get(key) or {}
     if c.get(x) is None or c.get("mean") is None or not len(c[x]):
         return None
-    xs = np.array([_num(v) for v in c[x]])
-    mean = np.array([_num(v) for v in c["mean"]])
-    se = np.array([_num(v) for v in (c.get("se") or [None] * len(mean))])
+    xs = np.array([num(v) for v in c[x]])
+    mean = np.array([num(v) for v in c["mean"]])
+    se = np.array([num(v) for v in (c.get("se") or [None] * len(mean))])
     if len(xs) != len(mean) or len(se) != len(mean):
         return None
     return xs, mean, se
@@ -578,9 +566,9 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     shortest distance over time, teacher vs student."""
     from matplotlib.figure import Figure
 
+    from md_validation.properties.plots import COLORS, no_data
     from md_validation.report import figure_png
 
-    colors = {"teacher": "#1f5fa8", "student": "#d9641e"}
     styles = {"teacher": "-", "student": "--"}  # a student on top of its teacher leaves the teacher visible
     fig = Figure(figsize=(13.0, 4.2))
     axes = fig.subplots(1, 3)
@@ -592,33 +580,32 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
                 continue
             xs, mean, se = c
             n = (res.get("liquid") or {}).get("peak_A", {}).get("n", "?")
-            ax.plot(xs, mean, color=colors[role], lw=1.3, ls=styles[role], label=f"{label} ({n} seeds)")
+            ax.plot(xs, mean, color=COLORS[role], lw=1.3, ls=styles[role], label=f"{label} ({n} seeds)")
             band = np.nan_to_num(se, nan=0.0)
-            ax.fill_between(xs, mean - band, mean + band, color=colors[role], alpha=0.25, lw=0)
-        dt = _num(res.get("frame_fs")) / 1000.0
+            ax.fill_between(xs, mean - band, mean + band, color=COLORS[role], alpha=0.25, lw=0)
+        dt = num(res.get("frame_fs")) / 1000.0
         for k, run in enumerate(res.get("hot_runs") or []):
-            series = np.array([_num(v) for v in (run or {}).get("min_distance_series") or []])
+            series = np.array([num(v) for v in (run or {}).get("min_distance_series") or []])
             if len(series) and math.isfinite(dt):
-                axes[2].plot(np.arange(len(series)) * dt, series, color=colors[role], lw=1.0, alpha=0.8, ls=styles[role],
+                axes[2].plot(np.arange(len(series)) * dt, series, color=COLORS[role], lw=1.0, alpha=0.8, ls=styles[role],
                              label=label if k == 0 else None)
-    bond = _num(teacher.get("bond_A"))
+    bond = num(teacher.get("bond_A"))
     if math.isfinite(bond):
         axes[2].axhline(bond, color="0.5", lw=0.6, ls=":")
     axes[0].axhline(1.0, color="0.5", lw=0.6)
     axes[0].set_xlabel("r (Å)")
     axes[0].set_ylabel("g(r)")
-    axes[0].set_title(f"liquid g(r) at {_num(teacher.get('liquid_K')):.0f} K")
+    axes[0].set_title(f"liquid g(r) at {num(teacher.get('liquid_K')):.0f} K")
     axes[1].set_xlabel("lag (ps)")
     axes[1].set_ylabel("MSD (Å²)")
     axes[1].set_title("liquid mean-square displacement")
     axes[2].set_xlabel("time (ps)")
     axes[2].set_ylabel("shortest distance (Å)")
-    axes[2].set_title(f"hot solid at {_num(teacher.get('hot_K')):.0f} K (each seed)")
+    axes[2].set_title(f"hot solid at {num(teacher.get('hot_K')):.0f} K (each seed)")
     for ax in axes:
         if ax.get_legend_handles_labels()[1]:
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "no results" if not (teacher.get("skipped") or student.get("skipped")) else "skipped",
-                    ha="center", va="center", transform=ax.transAxes)
+            no_data(ax, "no results" if not (teacher.get("skipped") or student.get("skipped")) else "skipped")
     fig.tight_layout()
     return {"liquid_and_hot_solid": figure_png(fig)}

@@ -28,9 +28,10 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from md_validation.properties.common import FAILURES, error_text, num
 from md_validation.properties.config import PropertiesConfig, Tolerances
 from md_validation.properties.recipes import diagonal_repeats
-from md_validation.properties.records import PropertyRecord, absolute, flag, relative
+from md_validation.properties.records import PropertyRecord, absolute, errors_note, flag, looser, unavailable
 from md_validation.properties.system import System
 
 SECTION = "phonons"
@@ -47,14 +48,6 @@ MESH_LENGTH = 60.0
 DEGENERACY_THz = 0.02
 #: a frequency below -IMAGINARY_THz is an imaginary mode (small negatives near Γ are numerical)
 IMAGINARY_THz = 0.1
-_FAILURES = (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgError)
-
-
-def _num(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _label(name: str) -> str:
@@ -100,7 +93,7 @@ def degeneracy_groups(freqs: list[float], tol: float = DEGENERACY_THz) -> list[i
     """Sizes of the runs of sorted ``freqs`` whose neighbours are within ``tol``."""
     groups: list[int] = []
     prev = None
-    for f in np.sort(np.array([_num(x) for x in freqs], float)):  # NaN last, each its own group
+    for f in np.sort(np.array([num(x) for x in freqs], float)):  # NaN last, each its own group
         if prev is not None and abs(f - prev) <= tol:
             groups[-1] += 1
         else:
@@ -152,8 +145,8 @@ def compute(calc: Calculator, system: System, ground: Atoms, config: PropertiesC
             raise FloatingPointError("non-finite phonon frequencies")
         out["min_frequency_THz"] = float(everything.min())
         out["imaginary_fraction"] = float(np.mean(mesh < -IMAGINARY_THz))
-    except _FAILURES as exc:
-        out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    except FAILURES as exc:
+        out["error"] = error_text(exc)
     return out
 
 
@@ -162,7 +155,7 @@ def compute(calc: Calculator, system: System, ground: Atoms, config: PropertiesC
 
 def levels(freqs: list[float], groups: list[int]) -> list[float]:
     """Mean of each degeneracy group of sorted ``freqs`` (NaN-filled if the counts disagree)."""
-    f = np.sort(np.array([_num(x) for x in freqs], float))
+    f = np.sort(np.array([num(x) for x in freqs], float))
     if sum(groups) != len(f):
         return [math.nan] * len(groups)
     out, start = [], 0
@@ -172,17 +165,11 @@ def levels(freqs: list[float], groups: list[int]) -> list[float]:
     return out
 
 
-def _row(prop: str, t: float, s: float, tol: Tolerances, note: str) -> PropertyRecord:
-    """Relative (phonon_pct) or absolute (phonon_abs_THz) tolerance, whichever is looser."""
-    if math.isfinite(t) and abs(t) * tol.phonon_pct / 100.0 >= tol.phonon_abs_THz:
-        return relative(SECTION, prop, "THz", t, s, tol.phonon_pct, note)
-    return absolute(SECTION, prop, "THz", t, s, tol.phonon_abs_THz, note)
-
-
 def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolerances) -> list[PropertyRecord]:
     """Scored rows: every distinct frequency at every special point (the teacher's degeneracy
-    groups); the lowest frequency (not scored); a flag for imaginary modes the teacher lacks."""
-    note = "; ".join(f"{who}: {r['error']}" for who, r in (("teacher", teacher), ("student", student)) if r.get("error"))
+    groups; relative ``phonon_pct`` or absolute ``phonon_abs_THz``, whichever is looser); the
+    lowest frequency (not scored); a flag for imaginary modes the teacher lacks."""
+    note = errors_note(teacher, student)
     tp, sp = teacher.get("points") or {}, student.get("points") or {}
     groups = {**(student.get("groups") or {}), **(teacher.get("groups") or {})}
     rows: list[PropertyRecord] = []
@@ -193,18 +180,18 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
         extra = "" if point in tp and point in sp else f"{point} missing for the {'teacher' if point not in tp else 'student'}"
         for k, (t, s) in enumerate(zip(tl, sl), start=1):
             deg = f"{g[k - 1]}-fold" if g[k - 1] > 1 else ""
-            rows.append(_row(f"phonon_{point}_{k}_THz", t, s, tolerances, "; ".join(x for x in (note, extra, deg) if x)))
-    t_min, s_min = _num(teacher.get("min_frequency_THz")), _num(student.get("min_frequency_THz"))
+            rows.append(looser(SECTION, f"phonon_{point}_{k}_THz", "THz", t, s, tolerances.phonon_pct,
+                               tolerances.phonon_abs_THz, "; ".join(x for x in (note, extra, deg) if x)))
+    t_min, s_min = num(teacher.get("min_frequency_THz")), num(student.get("min_frequency_THz"))
     rows.append(absolute(SECTION, "phonon_min_frequency_THz", "THz", t_min, s_min, None,
                          "lowest frequency on the path and the DOS mesh; negative = imaginary"))
     if math.isfinite(t_min) and math.isfinite(s_min):
         rows.append(flag(SECTION, "phonon_imaginary_modes", t_min < -IMAGINARY_THz, s_min < -IMAGINARY_THz,
                          f"lowest frequency: teacher {t_min:.3g}, student {s_min:.3g} THz; imaginary below "
                          f"-{IMAGINARY_THz} THz; student's fraction of imaginary mesh modes "
-                         f"{_num(student.get('imaginary_fraction')):.3g}"))
+                         f"{num(student.get('imaginary_fraction')):.3g}"))
     else:
-        rows.append(PropertyRecord(SECTION, "phonon_imaginary_modes", "flag", None, None, None, None, "flag", False,
-                                   note or "phonon frequencies missing"))
+        rows.append(unavailable(SECTION, "phonon_imaginary_modes", note or "phonon frequencies missing"))
     return rows
 
 
@@ -231,11 +218,11 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     """Dispersions overlaid (teacher vs student) along the path, with the DOS alongside."""
     from matplotlib.figure import Figure
 
+    from md_validation.properties.plots import COLORS, no_data
     from md_validation.report import figure_png
 
     fig = Figure(figsize=(10, 4.8))
     ax, ax_dos = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3.2, 1]})
-    colors = {"teacher": "#1f5fa8", "student": "#d9641e"}
     reference = teacher.get("segments") or student.get("segments") or []
     ticks: dict[float, str] = {}
     for rseg in reference:
@@ -247,7 +234,7 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     drawn, lo, hi = False, 0.0, 1.0
     for role, res, style in (("teacher", teacher, "-"), ("student", student, "--")):
         for n, (x, f) in enumerate(_on_axis(res.get("segments") or [], reference)):
-            ax.plot(x, f, style, color=colors[role], lw=1.1, label=labels.get(role, role) if n == 0 else None)
+            ax.plot(x, f, style, color=COLORS[role], lw=1.1, label=labels.get(role, role) if n == 0 else None)
             finite = f[np.isfinite(f)]
             if finite.size:
                 lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
@@ -255,7 +242,7 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
         dos = res.get("dos") or {}
         fr, g = np.asarray(dos.get("frequency_THz") or [], float), np.asarray(dos.get("dos") or [], float)
         if len(fr) and len(fr) == len(g):
-            ax_dos.plot(g, fr, style, color=colors[role], lw=1.1, label=labels.get(role, role))
+            ax_dos.plot(g, fr, style, color=COLORS[role], lw=1.1, label=labels.get(role, role))
     # one legend entry per role (every band of the first segment carries the label)
     handles, names = ax.get_legend_handles_labels()
     uniq = dict(zip(names, handles))
@@ -274,5 +261,5 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     ax_dos.set_xlabel("DOS (states/THz)")
     ax_dos.set_title("density of states")
     if not drawn:
-        ax.text(0.5, 0.5, "no phonon dispersion", ha="center", va="center", transform=ax.transAxes)
+        no_data(ax, "no phonon dispersion")
     return {"phonon_dispersion": figure_png(fig)}

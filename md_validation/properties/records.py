@@ -60,3 +60,23 @@ def flag(section: str, prop: str, teacher_bad: bool, student_bad: bool, note: st
 
 def _clean(x: float | None) -> float | None:
     return float(x) if _finite(x) else None
+
+
+def looser(section: str, prop: str, unit: str, teacher: float, student: float, tolerance_pct: float,
+           tolerance_abs: float, note: str = "") -> PropertyRecord:
+    """A row scored by the relative ``tolerance_pct`` or the absolute ``tolerance_abs``, whichever
+    is looser at the teacher's value (absolute for a value near zero or not finite)."""
+    if math.isfinite(teacher) and abs(teacher) * tolerance_pct / 100.0 >= tolerance_abs:
+        return relative(section, prop, unit, teacher, student, tolerance_pct, note)
+    return absolute(section, prop, unit, teacher, student, tolerance_abs, note)
+
+
+def unavailable(section: str, prop: str, note: str, unit: str = "flag") -> PropertyRecord:
+    """A failing row without values: there is nothing to compare (a calculation failed, a result
+    is missing); ``note`` says why."""
+    return PropertyRecord(section, prop, unit, None, None, None, None, "flag", False, note)
+
+
+def errors_note(teacher: dict[str, Any], student: dict[str, Any]) -> str:
+    """``teacher: <error>; student: <error>`` for each side whose result carries an ``error``."""
+    return "; ".join(f"{who}: {r['error']}" for who, r in (("teacher", teacher), ("student", student)) if r.get("error"))

@@ -102,10 +102,11 @@ def check_sections(system: System, config: PropertiesConfig) -> None:
 
 def code_version(section: str) -> str:
     """sha256 of the source a section's numbers come from (its module, the shared relaxations,
-    recipes and prototypes, and the modules it names in ``DEPENDS``), so that a cached teacher result is never reused after that code changed."""
+    recipes and prototypes, the sections' shared ``common`` helpers, and the modules it names in
+    ``DEPENDS``), so that a cached teacher result is never reused after that code changed."""
     modules = [section_module(name) for name in ["relax", "recipes"]]
     modules.append(importlib.import_module("mlffd.prototypes"))  # the recipes' structures and constants
-    modules += [section_module(name) for name in ([] if section == "ground" else [section])]
+    modules += [section_module(name) for name in ([] if section == "ground" else ["common", section])]
     # code outside the package a section's numbers depend on (MD helpers, RDF analysis)
     modules += [importlib.import_module(name) for name in getattr(modules[-1], "DEPENDS", ())]
     h = hashlib.sha256()

@@ -46,16 +46,17 @@ right, so only the shape of the wall is scored.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.data import atomic_numbers, covalent_radii
 
+from md_validation.properties.common import FAILURES, error_text, num
 from md_validation.properties.config import PropertiesConfig, Tolerances
 from md_validation.properties.recipes import diagonal_repeats
-from md_validation.properties.records import PropertyRecord, absolute, flag
+from md_validation.properties.records import PropertyRecord, absolute, errors_note, flag, unavailable
 from md_validation.properties.system import System
 
 SECTION = "short_range"
@@ -85,7 +86,6 @@ SHELL_TOL = 1.05
 #: distances (Å) at which energies are reported (not scored)
 REPORT_DIMER_A = (1.0, 1.5)
 REPORT_CRYSTAL_A = (1.0,)
-_FAILURES = (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgError)
 
 
 def grid() -> np.ndarray:
@@ -99,19 +99,8 @@ def pair_label(a: str, b: str) -> str:
     return "-".join(sorted((a, b)))
 
 
-def _num(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _arr(values: Any) -> np.ndarray:
-    return np.array([_num(v) for v in (values or [])], dtype=float)
-
-
-def _err(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return np.array([num(v) for v in (values or [])], dtype=float)
 
 
 def energy_and_bond_force(atoms: Atoms, calc: Calculator, i: int, j: int) -> tuple[float, float, str]:
@@ -122,8 +111,8 @@ def energy_and_bond_force(atoms: Atoms, calc: Calculator, i: int, j: int) -> tup
     try:
         e = float(work.get_potential_energy())
         f = np.asarray(work.get_forces(), float)[j]
-    except _FAILURES as exc:
-        return math.nan, math.nan, _err(exc)
+    except FAILURES as exc:
+        return math.nan, math.nan, error_text(exc)
     d = work.get_distance(i, j, mic=True, vector=True)
     fb = float(f @ d / np.linalg.norm(d))
     if not (math.isfinite(e) and math.isfinite(fb)):
@@ -131,23 +120,36 @@ def energy_and_bond_force(atoms: Atoms, calc: Calculator, i: int, j: int) -> tup
     return e, fb, ""
 
 
+def _scan(calc: Calculator, structures: Iterator[tuple[float, Atoms]], i: int, j: int,
+          reference: float) -> tuple[list[float], list[float], int, str]:
+    """Energy minus ``reference`` (eV) and bond force (eV/Å, :func:`energy_and_bond_force`) of each
+    ``(r, atoms)`` of ``structures``; how many points failed, and the first failure."""
+    energies, forces, errors = [], [], []
+    for r, atoms in structures:
+        e, f, reason = energy_and_bond_force(atoms, calc, i, j)
+        energies.append(e - reference)
+        forces.append(f)
+        if reason:
+            errors.append(f"{r:g} Å: {reason}")
+    n_failed = int(sum(not math.isfinite(e) for e in energies))
+    return energies, forces, n_failed, (f"{n_failed} point(s) failed, first at {errors[0]}" if errors else "")
+
+
 def dimer_curve(calc: Calculator, a: str, b: str, distances: np.ndarray) -> dict[str, Any]:
     """E(r) - E(:data:`R_FAR`) and the bond force of the dimer ``a``-``b`` at ``distances``."""
     atoms = Atoms([a, b], positions=[[0.0, 0.0, 0.0], [0.0, 0.0, R_FAR]], cell=[BOX_A] * 3, pbc=False)
     atoms.positions += 0.5 * BOX_A - np.array([0.0, 0.0, 0.5 * R_FAR])
     e_far, _, why = energy_and_bond_force(atoms, calc, 0, 1)
-    energies, forces, errors = [], [], []
-    for r in distances:
-        atoms.positions[1] = atoms.positions[0] + [0.0, 0.0, float(r)]
-        e, f, reason = energy_and_bond_force(atoms, calc, 0, 1)
-        energies.append(e - e_far)
-        forces.append(f)
-        if reason:
-            errors.append(f"{r:g} Å: {reason}")
-    n_failed = int(sum(not math.isfinite(e) for e in energies))
+
+    def stretched():
+        for r in distances:
+            atoms.positions[1] = atoms.positions[0] + [0.0, 0.0, float(r)]
+            yield r, atoms
+
+    energies, forces, n_failed, failures = _scan(calc, stretched(), 0, 1, e_far)
     error = f"the atoms {R_FAR:g} Å apart: {why}" if why else ""
     return {"energy_eV": energies, "force_eV_A": forces, "e_far_eV": e_far, "failed": n_failed,
-            "error": error or (f"{n_failed} point(s) failed, first at {errors[0]}" if errors else "")}
+            "error": error or failures}
 
 
 def close_pairs(supercell: Atoms) -> dict[str, tuple[int, int]]:
@@ -174,20 +176,17 @@ def crystal_curve(calc: Calculator, supercell: Atoms, i: int, j: int, distances:
     u = u / d1
     e_bulk, f_bulk, why = energy_and_bond_force(supercell, calc, i, j)
     r_points = [float(r) for r in distances if r < d1 - 1e-6]
-    energies, forces, errors = [], [], []
-    for r in r_points:
-        pushed = supercell.copy()
-        pushed.positions[j] = supercell.positions[i] + r * u
-        e, f, reason = energy_and_bond_force(pushed, calc, i, j)
-        energies.append(e - e_bulk)
-        forces.append(f)
-        if reason:
-            errors.append(f"{r:g} Å: {reason}")
-    n_failed = int(sum(not math.isfinite(e) for e in energies))
+
+    def pushed():
+        for r in r_points:
+            atoms = supercell.copy()
+            atoms.positions[j] = supercell.positions[i] + r * u
+            yield r, atoms
+
+    energies, forces, n_failed, failures = _scan(calc, pushed(), i, j, e_bulk)
     error = f"the perfect crystal: {why}" if why else ""
     return {"r_A": r_points, "energy_eV": energies, "force_eV_A": forces, "d1_A": d1, "force_at_d1_eV_A": f_bulk,
-            "pair": [int(i), int(j)], "natoms": len(supercell), "failed": n_failed,
-            "error": error or (f"{n_failed} point(s) failed, first at {errors[0]}" if errors else "")}
+            "pair": [int(i), int(j)], "natoms": len(supercell), "failed": n_failed, "error": error or failures}
 
 
 def compute(calc: Calculator, system: System, ground: Atoms, config: PropertiesConfig) -> dict[str, Any]:
@@ -201,8 +200,8 @@ def compute(calc: Calculator, system: System, ground: Atoms, config: PropertiesC
     try:
         supercell = ground.repeat(diagonal_repeats(ground, config.supercell_atoms))
         pairs = close_pairs(supercell)
-    except _FAILURES as exc:
-        out["error"] = f"crystal close pairs: {_err(exc)}"
+    except FAILURES as exc:
+        out["error"] = f"crystal close pairs: {error_text(exc)}"
         return out
     for label, (i, j) in pairs.items():
         out["crystal"][label] = crystal_curve(calc, supercell, i, j, r)
@@ -292,7 +291,7 @@ def checked_region(teacher: dict[str, Any], kind: str, label: str) -> tuple[floa
     if kind == "dimers":
         r_check = dimer_minimum(r, e, search_floor(label))[0] - DIMER_MARGIN_A
     else:
-        r_check = _num(entry.get("d1_A"))
+        r_check = num(entry.get("d1_A"))
     return clean_from(r, e, f, r_check), r_check
 
 
@@ -312,8 +311,7 @@ def _flags(prop: str, teacher: dict[str, Any], student: dict[str, Any], kind: st
     if not math.isfinite(lo) or len(sr) == 0:
         who = "teacher" if not math.isfinite(lo) else "student"
         why = "; ".join(x for x in (note, f"no {where} curve to check for the {who}") if x)
-        return [PropertyRecord(SECTION, f"short_range_{k}_{prop}", "flag", None, None, None, None, "flag", False, why)
-                for k in ("attractive", "nonmonotonic")]
+        return [unavailable(SECTION, f"short_range_{k}_{prop}", why) for k in ("attractive", "nonmonotonic")]
     s_clean = clean_from(sr, se, sf, r_check)
     parts = [f"{where}, checked on {lo:.3g}-{r_check:.3g} Å"]
     if lo >= r_check:  # the teacher fails right below r_check: it has the problem, nothing to hold a student to
@@ -336,10 +334,6 @@ def _flags(prop: str, teacher: dict[str, Any], student: dict[str, Any], kind: st
                      f"each curve repulsive and monotonic from here up to {r_check:.3g} Å")]
 
 
-def _notes(*entries: dict[str, Any]) -> str:
-    return "; ".join(f"{who}: {e['error']}" for who, e in zip(("teacher", "student"), entries) if e.get("error"))
-
-
 def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolerances) -> list[PropertyRecord]:
     """Flag rows (attractive, nonmonotonic) of every dimer and crystal close pair; energies at
     fixed distances, dimer bond lengths, binding and lowest energies, the extent of each clean
@@ -349,7 +343,7 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
     for label in dict.fromkeys([*td, *sd]):
         tr, te, _, t = _curve(teacher, "dimers", label)
         sr, se, _, s = _curve(student, "dimers", label)
-        rows += _flags(label, teacher, student, "dimers", label, _notes(t, s))
+        rows += _flags(label, teacher, student, "dimers", label, errors_note(t, s))
         for where in REPORT_DIMER_A:
             rows.append(absolute(SECTION, f"dimer_energy_{label}_{where:.1f}A_eV", "eV", _at(tr, te, where),
                                  _at(sr, se, where), None, f"E(r) - E({R_FAR:g} Å)"))
@@ -366,7 +360,7 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
     for label in dict.fromkeys([*tc, *sc]):
         tr, te, _, t = _curve(teacher, "crystal", label)
         sr, se, _, s = _curve(student, "crystal", label)
-        note = _notes(t, s)
+        note = errors_note(t, s)
         if label not in tc or label not in sc:
             who = "teacher" if label not in tc else "student"
             note = "; ".join(x for x in (note, f"not a nearest-neighbour pair for the {who}") if x)
@@ -374,10 +368,9 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
         for where in REPORT_CRYSTAL_A:
             rows.append(absolute(SECTION, f"crystal_pair_energy_{label}_{where:.1f}A_eV", "eV", _at(tr, te, where),
                                  _at(sr, se, where), None, "E(r) - E(perfect crystal), one neighbour pushed, others fixed"))
-    errors = _notes(teacher, student)
+    errors = errors_note(teacher, student)
     if errors or not rows:
-        rows.append(PropertyRecord(SECTION, "short_range", "flag", None, None, None, None, "flag", False,
-                                   errors or "no short-range results"))
+        rows.append(unavailable(SECTION, "short_range", errors or "no short-range results"))
     return rows
 
 
@@ -403,6 +396,7 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     teacher from the start of the checked region outwards."""
     from matplotlib.figure import Figure
 
+    from md_validation.properties.plots import COLORS, no_data
     from md_validation.report import figure_png
 
     out: dict[str, bytes] = {}
@@ -416,14 +410,14 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
             lo, r_check = checked_region(teacher, kind, label)
             for role, res, style in (("teacher", teacher, "-"), ("student", student, "--")):
                 r, e, f, entry = _curve(res, kind, label)
-                if kind == "crystal" and len(r) and math.isfinite(_num(entry.get("d1_A"))):  # the perfect crystal's point
+                if kind == "crystal" and len(r) and math.isfinite(num(entry.get("d1_A"))):  # the perfect crystal's point
                     r, e, f = (np.append(r, entry["d1_A"]), np.append(e, 0.0),
-                               np.append(f, _num(entry.get("force_at_d1_eV_A"))))
+                               np.append(f, num(entry.get("force_at_d1_eV_A"))))
                 if not len(r):
                     continue
                 failed = int(entry.get("failed") or 0)
                 name = labels.get(role, role) + (f" ({failed} failed)" if failed else "")
-                color = "#1f5fa8" if role == "teacher" else "#d9641e"
+                color = COLORS[role]
                 ax_e.plot(r, e, style, color=color, lw=1.3, label=name)
                 ax_f.plot(r, f, style, color=color, lw=1.3, label=name)
                 if role == "teacher":
@@ -437,7 +431,7 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
                 if math.isfinite(r_check):
                     ax.axvline(r_check, color="0.4", ls=":", lw=1.0)
                 if not _curve(teacher, kind, label)[0].size and not _curve(student, kind, label)[0].size:
-                    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+                    no_data(ax, "no data")
             ax_e.set_title(f"{label} dimer" if kind == "dimers" else f"{label} pair in the crystal (rigid push)", fontsize=10)
             ax_e.set_ylabel("E(r) − E(reference) (eV)")
             ax_f.set_ylabel("bond force (eV/Å, + repulsive)")

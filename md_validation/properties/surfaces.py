@@ -27,8 +27,9 @@ from ase import Atoms
 from ase.build import surface
 from ase.calculators.calculator import Calculator
 
+from md_validation.properties.common import FAILURES, error_text, num
 from md_validation.properties.config import PropertiesConfig, Tolerances
-from md_validation.properties.records import PropertyRecord, absolute, relative
+from md_validation.properties.records import PropertyRecord, errors_note, looser, relative, unavailable
 from md_validation.properties.relax import energy_at, relax
 from md_validation.properties.system import System
 
@@ -53,14 +54,6 @@ FACETS: dict[str, dict[str, tuple[int, int, int]]] = {
     "hcp": {"0001": (0, 0, 1)},
 }
 _DEFAULT_FACETS = {"100": (1, 0, 0), "110": (1, 1, 0), "111": (1, 1, 1)}
-_FAILURES = (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgError)
-
-
-def _num(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def make_slab(ground: Atoms, miller: tuple[int, int, int], cleave: bool) -> tuple[Atoms, dict[str, Any]]:
@@ -122,8 +115,8 @@ def compute(calc: Calculator, system: System, ground: Atoms, config: PropertiesC
             r = relax(slab, calc, fmax=out["fmax"], steps=config.relax_steps, cell=False, symmetry=False)
             entry.update({"gamma_J_m2": (r.energy - len(slab) * e_bulk) * scale, "converged": r.converged,
                           "steps": r.steps, "min_distance_A": r.min_distance, "error": r.error})
-        except _FAILURES as exc:
-            entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        except FAILURES as exc:
+            entry["error"] = error_text(exc)
         out["surfaces"][key] = entry
     return out
 
@@ -131,16 +124,10 @@ def compute(calc: Calculator, system: System, ground: Atoms, config: PropertiesC
 # ----------------------------------------------------------------------------- comparison
 
 
-def _row(prop: str, t: float, s: float, tol: Tolerances, note: str) -> PropertyRecord:
-    """Relative (surface_pct) or absolute (surface_abs_J_m2) tolerance, whichever is looser."""
-    if math.isfinite(t) and abs(t) * tol.surface_pct / 100.0 >= tol.surface_abs_J_m2:
-        return relative(SECTION, prop, "J/m^2", t, s, tol.surface_pct, note)
-    return absolute(SECTION, prop, "J/m^2", t, s, tol.surface_abs_J_m2, note)
-
-
 def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolerances) -> list[PropertyRecord]:
-    """Scored rows: the relaxed surface energy of every facet; the unrelaxed one (not scored)."""
-    note = "; ".join(f"{who}: {r['error']}" for who, r in (("teacher", teacher), ("student", student)) if r.get("error"))
+    """Scored rows: the relaxed surface energy of every facet (relative ``surface_pct`` or absolute
+    ``surface_abs_J_m2``, whichever is looser); the unrelaxed one (not scored)."""
+    note = errors_note(teacher, student)
     ts, ss = teacher.get("surfaces") or {}, student.get("surfaces") or {}
     rows: list[PropertyRecord] = []
     for key in dict.fromkeys([*ts, *ss]):
@@ -152,14 +139,14 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
                   if x.get("converged") is False and not x.get("error")]
         info = t or s
         if info.get("termination"):
-            parts.append(f"{info.get('natoms')} atoms, {_num(info.get('thickness_A')):.3g} Å thick; {info['termination']}")
+            parts.append(f"{info.get('natoms')} atoms, {num(info.get('thickness_A')):.3g} Å thick; {info['termination']}")
         row_note = "; ".join(p for p in parts if p)
-        rows.append(_row(f"surface_{key}_J_m2", _num(t.get("gamma_J_m2")), _num(s.get("gamma_J_m2")), tolerances, row_note))
-        rows.append(relative(SECTION, f"surface_{key}_unrelaxed_J_m2", "J/m^2", _num(t.get("unrelaxed_J_m2")),
-                             _num(s.get("unrelaxed_J_m2")), None, "bulk positions"))
+        rows.append(looser(SECTION, f"surface_{key}_J_m2", "J/m^2", num(t.get("gamma_J_m2")), num(s.get("gamma_J_m2")),
+                           tolerances.surface_pct, tolerances.surface_abs_J_m2, row_note))
+        rows.append(relative(SECTION, f"surface_{key}_unrelaxed_J_m2", "J/m^2", num(t.get("unrelaxed_J_m2")),
+                             num(s.get("unrelaxed_J_m2")), None, "bulk positions"))
     if not rows:
-        rows.append(PropertyRecord(SECTION, "surfaces", "J/m^2", None, None, None, None, "flag", False,
-                                   note or "no surface results"))
+        rows.append(unavailable(SECTION, "surfaces", note or "no surface results", unit="J/m^2"))
     return rows
 
 
@@ -170,29 +157,21 @@ def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, 
     """Bar chart of surface energies, teacher vs student, relaxed (filled) and unrelaxed (hatched)."""
     from matplotlib.figure import Figure
 
+    from md_validation.properties.plots import no_data, paired_bars
     from md_validation.report import figure_png
 
     ts, ss = teacher.get("surfaces") or {}, student.get("surfaces") or {}
     keys = list(dict.fromkeys([*ts, *ss]))
     fig = Figure(figsize=(max(6.0, 1.6 * len(keys) + 2), 4.5))
     ax = fig.subplots()
-    x = np.arange(len(keys))
-    width = 0.2
-    colors = {"teacher": "#1f5fa8", "student": "#d9641e"}
-    for n, (role, res) in enumerate((("teacher", ts), ("student", ss))):
-        for m, (field, kind) in enumerate((("gamma_J_m2", "relaxed"), ("unrelaxed_J_m2", "unrelaxed"))):
-            vals = np.array([_num((res.get(k) or {}).get(field)) for k in keys])
-            pos = x + (2 * m + n - 1.5) * width
-            ax.bar(pos, np.nan_to_num(vals, nan=0.0), width, color=colors[role], alpha=1.0 if kind == "relaxed" else 0.45,
-                   hatch=None if kind == "relaxed" else "//", label=f"{labels.get(role, role)} ({kind})")
-            for p, v in zip(pos, vals):
-                if not math.isfinite(v):
-                    ax.text(p, 0.0, "failed", rotation=90, ha="center", va="bottom", fontsize=7)
+    x = paired_bars(ax, keys, (("teacher", ts), ("student", ss)),
+                    (("gamma_J_m2", "relaxed"), ("unrelaxed_J_m2", "unrelaxed")),
+                    lambda res, field, k: num((res.get(k) or {}).get(field)), labels, mark_failed=True)
     ax.set_xticks(x)
     ax.set_xticklabels([f"({k})" for k in keys])
     ax.set_ylabel("surface energy (J/m²)")
     ax.set_title("surface energies")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4)
     if not keys:
-        ax.text(0.5, 0.5, "no surface results", ha="center", va="center", transform=ax.transAxes)
+        no_data(ax, "no surface results")
     return {"surface_energies": figure_png(fig)}

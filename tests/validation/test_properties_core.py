@@ -243,16 +243,18 @@ def test_documented_tolerances_are_the_defaults():
 
 
 def test_cache_key_code_covers_a_sections_dependencies():
-    """The liquid's teacher results depend on the MD and RDF modules and on the prototypes: their
-    source is in its code hash."""
+    """The liquid's teacher results depend on the MD and RDF modules, on the prototypes and on the
+    sections' shared helpers: their source is in its code hash (the ground state's does not need
+    the helpers)."""
     import hashlib
     import importlib
     from pathlib import Path
 
-    from md_validation.properties import liquid
+    from md_validation.properties import common, liquid
     from md_validation.properties.runner import code_version, section_module
 
-    modules = [section_module("relax"), section_module("recipes"), importlib.import_module("mlffd.prototypes"), liquid]
+    modules = [section_module("relax"), section_module("recipes"), importlib.import_module("mlffd.prototypes"), common,
+               liquid]
     modules += [importlib.import_module(m) for m in liquid.DEPENDS]
     h = hashlib.sha256()
     for module in modules:
@@ -260,6 +262,25 @@ def test_cache_key_code_covers_a_sections_dependencies():
     assert "md_validation.md" in liquid.DEPENDS
     assert code_version("liquid") == h.hexdigest()
     assert code_version("liquid") != code_version("short_range")
+
+
+def test_cache_key_follows_the_shared_section_helpers(tmp_path, monkeypatch):
+    """Editing the helpers every section's ``compute`` uses (``common``) changes every section's
+    cache key, and not the ground state's, which does not use them."""
+    import types
+
+    from md_validation.properties import runner
+
+    source = tmp_path / "common.py"
+    real = runner.section_module
+    monkeypatch.setattr(runner, "section_module",
+                        lambda name: types.SimpleNamespace(__file__=str(source)) if name == "common" else real(name))
+    source.write_text("A = 1\n")
+    before = {s: runner.code_version(s) for s in ("ground", "eos", "short_range")}
+    source.write_text("A = 2\n")
+    assert runner.code_version("ground") == before["ground"]
+    assert runner.code_version("eos") != before["eos"]
+    assert runner.code_version("short_range") != before["short_range"]
 
 
 def test_card_carries_the_table_the_limits_and_the_command(tmp_path):
