@@ -13,7 +13,10 @@ with ``dev_ik`` atom i's energy deviation of head k and ``v_i = mean_k dev_ik^2`
 quantities of :mod:`mlffd.models.uncertainty`). The deviations are linear in the last readout
 layer, so the fit runs on features computed once, in standardised coordinates, by L-BFGS.
 ``a_F`` and ``a_E`` are free scales: :func:`mlffd.training.calibration.calibrate` fits the
-absolute scale afterwards on validation frames. This is the "direct propagation of shallow
+absolute scale afterwards on validation frames. A Gaussian prior centred on the trained
+deviations (``prior_weight`` × their relative squared change) keeps the directions the training
+data never constrained: the likelihood only sees frames like the training data, and without the
+prior it may turn the heads away from the features that make them spread far from the data. This is the "direct propagation of shallow
 ensembles" idea (a likelihood-trained ensemble) applied after training to the last layer only.
 """
 
@@ -83,8 +86,8 @@ def _nll(deviations: Tensor, log_scales: Tensor, frames: Sequence[_Frame], scale
     return force / atoms + energy / len(frames)
 
 
-def refit_heads(model: torch.nn.Module, graphs: Sequence[Graph], max_frames: int = 600, iterations: int = 8,
-                seed: int = 0) -> dict[str, Any]:
+def refit_heads(model: torch.nn.Module, graphs: Sequence[Graph], max_frames: int = 600, iterations: int = 20,
+                seed: int = 0, prior_weight: float = 1.0) -> dict[str, Any]:
     """Refit the deviations of ``model``'s ensemble heads from their mean on (at most
     ``max_frames`` of) ``graphs``, in place; the mean, hence every prediction, is unchanged.
     Returns a record (frames, NLL before and after). Identical heads are left alone: with no
@@ -116,9 +119,15 @@ def refit_heads(model: torch.nn.Module, graphs: Sequence[Graph], max_frames: int
     opt = torch.optim.LBFGS([a, log_scales], lr=1.0, max_iter=20, max_eval=30, tolerance_change=1e-7,
                             line_search_fn="strong_wolfe")
 
+    a0 = a.detach().clone()
+    norm0 = float((a0 * a0).sum())
+
+    def penalty(x: Tensor) -> Tensor:  # a Gaussian prior centred on the trained deviations
+        return prior_weight * ((x - a0) ** 2).sum() / norm0
+
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = _nll(to_raw(a), log_scales, frames, scale)
+        loss = _nll(to_raw(a), log_scales, frames, scale) + penalty(a)
         loss.backward()
         return loss
 
@@ -136,4 +145,4 @@ def refit_heads(model: torch.nn.Module, graphs: Sequence[Graph], max_frames: int
     with torch.no_grad():
         last.weight.copy_((w_mean + fitted[:, :-1]).to(last.weight.dtype))
         last.bias.copy_((b_mean + fitted[:, -1]).to(last.bias.dtype))
-    return {"method": "nll", "frames": len(frames), "nll_before": before, "nll_after": after}
+    return {"method": "nll", "frames": len(frames), "nll_before": before, "nll_after": after, "prior_weight": prior_weight}
