@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from mlffd.data import Graph, collate
+from mlffd.models.uncertainty import add_uncertainty
 
 
 @dataclass(frozen=True)
@@ -71,18 +72,20 @@ def _frames(model: torch.nn.Module, graphs: Sequence[Graph]) -> list[_Frame]:
 
 
 def _nll(deviations: Tensor, log_scales: Tensor, frames: Sequence[_Frame], scale: float) -> Tensor:
-    """Mean per-atom force NLL plus mean per-structure energy NLL (constants dropped)."""
+    """Mean per-atom force NLL plus mean per-structure energy NLL (constants dropped), with the
+    force variance and energy deviations exactly as the model reports them (``add_uncertainty``)."""
     force, energy, atoms = 0.0, 0.0, 0
     w, c = deviations[:, :-1], deviations[:, -1]
+    unit = torch.ones(2, dtype=deviations.dtype)  # the free scales below stand for the calibration
     for f in frames:
-        dev = scale * (f.features @ w.T + c)  # [N, K]
-        v = (dev * dev).mean(1)
-        local = v.index_add(0, f.edge_index[1], v.index_select(0, f.edge_index[0]))
-        u2 = torch.exp(log_scales[0]) * local + 1e-12
+        out: dict[str, Tensor] = {}
+        heads = scale * (f.features @ w.T + c)  # [N, K] per-atom head energies about their mean
+        add_uncertainty(out, heads, f.edge_index, torch.ones(len(heads), dtype=torch.bool), unit, False)
+        u2 = torch.exp(log_scales[0]) * out["force_variance"] + 1e-12
         force = force + (f.force_error / (2 * u2) + 1.5 * torch.log(u2)).sum()
-        s2 = torch.exp(log_scales[1]) * (dev.sum(0) ** 2).mean() + 1e-12
+        s2 = torch.exp(log_scales[1]) * (out["energy_deviations"] ** 2).mean() + 1e-12
         energy = energy + f.energy_error**2 / (2 * s2) + 0.5 * torch.log(s2)
-        atoms += len(v)
+        atoms += len(heads)
     return force / atoms + energy / len(frames)
 
 
@@ -111,16 +114,15 @@ def refit_heads(model: torch.nn.Module, graphs: Sequence[Graph], max_frames: int
         raw = torch.cat([w, c.unsqueeze(1)], 1)
         return raw - raw.mean(0)
 
-    a = torch.cat([start[:, :-1] * sd, (start[:, -1] + start[:, :-1] @ mu).unsqueeze(1)], 1).requires_grad_(True)
+    a0 = torch.cat([start[:, :-1] * sd, (start[:, -1] + start[:, :-1] @ mu).unsqueeze(1)], 1)  # standardised start
+    norm0 = float((a0 * a0).sum())
+    a = a0.clone().requires_grad_(True)
     log_scales = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     scale = float(model.scale)
     with torch.no_grad():
         before = float(_nll(start, log_scales, frames, scale))
     opt = torch.optim.LBFGS([a, log_scales], lr=1.0, max_iter=20, max_eval=30, tolerance_change=1e-7,
                             line_search_fn="strong_wolfe")
-
-    a0 = a.detach().clone()
-    norm0 = float((a0 * a0).sum())
 
     def penalty(x: Tensor) -> Tensor:  # a Gaussian prior centred on the trained deviations
         return prior_weight * ((x - a0) ** 2).sum() / norm0
