@@ -5,7 +5,8 @@ from __future__ import annotations
 from mlffd.models.config import PRESETS, ModelConfig, preset
 from mlffd.models.potential import StudentPotential
 
-__all__ = ["ModelConfig", "PRESETS", "StudentPotential", "build", "export_student", "load_weights", "num_parameters", "preset"]
+__all__ = ["ModelConfig", "PRESETS", "StudentPotential", "build", "export_like", "export_student", "load_weights", "num_parameters",
+           "preset"]
 
 
 def num_parameters(model) -> int:
@@ -89,8 +90,15 @@ def reexport(src, dst, **overrides):
     ``overrides`` replace evaluation settings of the model config (e.g. ``chunk_atoms``);
     the weights, teacher, dataset hash and test metrics are carried over unchanged.
     """
+    model, config, meta = load_student(src, **overrides)
+    return export_like(model, config, meta, dst)
+
+
+def export_like(model: StudentPotential, config: ModelConfig, metadata, dst, **changes):
+    """Export ``model`` to ``dst`` with the user metadata of the artifact it was loaded from
+    (``metadata``, as :func:`load_student` returns it; the fields export generates are made
+    anew), ``changes`` replacing fields; returns the path."""
     from mlffd.artifact import GENERATED_METADATA
 
-    model, config, meta = load_student(src, **overrides)
-    keep = {k: v for k, v in meta.items() if k not in GENERATED_METADATA}
-    return export_student(model, config, dst, **keep)
+    keep = {k: v for k, v in metadata.items() if k not in GENERATED_METADATA}
+    return export_student(model, config, dst, **{**keep, **changes})

@@ -84,9 +84,8 @@ def recalibrate_artifact(src: Any, dst: Any, calibration_data: Sequence[Any], re
     (:func:`mlffd.training.head_refit.refit_heads`; skipped when empty) and its uncertainty
     calibrated on ``calibration_data`` (labelled frame files). Energies and forces are unchanged;
     the other metadata are carried over. Returns the new ``uncertainty`` record."""
-    from mlffd.artifact import GENERATED_METADATA
     from mlffd.data import read_frames, to_graphs
-    from mlffd.models import export_student, load_student
+    from mlffd.models import export_like, load_student
     from mlffd.training.head_refit import refit_heads
 
     model, config, meta = load_student(src)
@@ -100,9 +99,8 @@ def recalibrate_artifact(src: Any, dst: Any, calibration_data: Sequence[Any], re
     record["data"] = [str(p) for p in calibration_data]
     if refit is not None:
         record["refit"] = refit
-    keep = {k: v for k, v in meta.items() if k not in GENERATED_METADATA}
-    keep["uncertainty"] = record
-    if isinstance(keep.get("metrics"), dict) and "uncertainty" in keep["metrics"]:
-        keep["metrics"] = {**keep["metrics"], "uncertainty": record}
-    export_student(model, config, dst, **keep)
+    changes: dict[str, Any] = {"uncertainty": record}
+    if isinstance(meta.get("metrics"), dict) and "uncertainty" in meta["metrics"]:
+        changes["metrics"] = {**meta["metrics"], "uncertainty": record}
+    export_like(model, config, meta, dst, **changes)
     return record
