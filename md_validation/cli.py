@@ -10,7 +10,8 @@ import click
 
 from mlffd.cli.options import (
     DEVICE,
-    FiniteFloat,
+    FINITE,
+    INPUT_FILE,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     OUTPUT_DIR,
@@ -48,7 +49,6 @@ class TimeType(click.ParamType):
 TIME = TimeType()
 POSITIVE_TIME = TimeType(positive=True)
 ENGINE = click.Choice(["ase", "lammps"], case_sensitive=False)
-FINITE = FiniteFloat()
 #: temperatures in K: finite and >= 0
 TEMPERATURE = NON_NEGATIVE
 #: RDF bins: enough for any grid a figure can show, bounded so the histograms stay small
@@ -181,7 +181,7 @@ def cli(threads: int | None) -> None:
 
 @cli.command("nve")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="shipped model name or artifact path")
-@click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure (ASE-readable); default: the structure the model records (a frame of its training data, >= 64 atoms), else its element's reference crystal")
+@click.option("--structure", type=INPUT_FILE, help="start structure (ASE-readable); default: the structure the model records (a frame of its training data, >= 64 atoms), else its element's reference crystal")
 @click.option("--temperature", type=TEMPERATURE, default=1000.0, show_default=True, help="K")
 @click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="NVE length")
 @click.option("--thermalise", "thermalise_fs", type=TIME, default="0.5ps", show_default=True, help="Langevin length before NVE")
@@ -269,7 +269,7 @@ def forces_cmd(model, teacher, data, index, stride, batch_size, min_force, devic
 
 
 @cli.command("rdf")
-@click.argument("trajectories", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("trajectories", nargs=-1, required=True, type=INPUT_FILE)
 @click.option("--r-max", type=POSITIVE, default=6.0, show_default=True,
               help="Å; bounded by memory (the cell is replicated beyond half its width)")
 @click.option("--nbins", type=NBINS, default=120, show_default=True)
@@ -303,7 +303,7 @@ class _TrustError(click.ClickException):
 
 @cli.command("trust")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="shipped model name or artifact path")
-@click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure; default: the structure the model records, else its element's reference crystal")
+@click.option("--structure", type=INPUT_FILE, help="start structure; default: the structure the model records, else its element's reference crystal")
 @click.option("--temperature", type=TEMPERATURE, required=True, help="K, of the intended MD")
 @click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="length of the intended MD (Langevin NVT, or NPT with --pressure)")
 @click.option("--pressure", "pressure_GPa", type=FINITE, default=None, help="GPa: run Langevin NPT (hydrostatic barostat) at this pressure instead of NVT; ASE engine")
@@ -366,7 +366,7 @@ def trust_cmd(model, structure, temperature, time_fs, pressure_GPa, teacher, tea
 @cli.command("compare")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="student: shipped model name or artifact path")
 @click.option("--teacher", required=True, help="teacher spec (emt, sevennet:7net-0, orb:NAME, model:PATH)")
-@click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="start structure; default: the structure the model records, else its element's reference crystal")
+@click.option("--structure", type=INPUT_FILE, help="start structure; default: the structure the model records, else its element's reference crystal")
 @click.option("--temperature", type=TEMPERATURE, default=1000.0, show_default=True, help="K")
 @click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="Langevin NVT length")
 @click.option("--equilibration", "equil_fs", type=TIME, default="0.2ps", show_default=True, help="start of NVT left out of distributions")
@@ -496,14 +496,14 @@ def check_sections_kind(sections: tuple[str, ...], molecular: bool) -> None:
 @cli.command("properties")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="student: shipped model name or artifact path")
 @click.option("--teacher", required=True, help="reference: teacher spec (emt, sevennet:7net-0, orb:NAME) or model:PATH (a second student)")
-@click.option("--structure", "structures", multiple=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--structure", "structures", multiple=True, type=INPUT_FILE,
               help="crystal structure file (repeatable): the first is the ground state, the others competing phases; "
                    "default: built-in recipes for the model's element")
 @click.option("--element", default=None, help="element of the built-in recipes; default: the model's (one-element models)")
 @click.option("--phases", default=None, help="built-in prototypes to compare, comma-separated; default: all")
 @click.option("--smiles", "smiles", multiple=True, metavar="NAME=SMILES",
               help="a gas-phase molecule (repeatable): runs the molecular sections on these molecules")
-@click.option("--molecules", "molecules_file", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--molecules", "molecules_file", type=INPUT_FILE, default=None,
               help="molecules to test: a sampling YAML (its seeds' name and smiles) or a text file of 'NAME SMILES' lines")
 @click.option("--sections", default=None,
               help="sections to run, comma-separated: crystals eos, elastic, phonons, defects, surfaces, short_range, liquid "

@@ -6,16 +6,14 @@ import json
 
 import click
 
-from mlffd.cli.options import OUTPUT_FILE
-
-FRAMES = click.Path(exists=True, dir_okay=False)
+from mlffd.cli.options import INPUT_FILE, OUTPUT_FILE
 
 
 @click.command("calibrate")
 @click.argument("model")
-@click.option("--data", "calibration", required=True, multiple=True, type=FRAMES,
+@click.option("--data", "calibration", required=True, multiple=True, type=INPUT_FILE,
               help="Labelled frames (held out from training) the uncertainty scale is fitted on (repeatable).")
-@click.option("--refit", multiple=True, type=FRAMES,
+@click.option("--refit", multiple=True, type=INPUT_FILE,
               help="Labelled training frames the heads' deviations are refitted on (repeatable); none: scale only.")
 @click.option("--max-refit-frames", type=click.IntRange(min=1), default=600, show_default=True)
 @click.option("--out", required=True, type=OUTPUT_FILE, help="The new artifact (NAME.mlffd.pt).")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from mlffd.cli.options import INPUT_FILE
 from mlffd.distill import STAGES
 
 
 @click.command("distill")
-@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.argument("config", type=INPUT_FILE)
 @click.option("--student", "students", multiple=True, help="Only this student (repeatable; default: all).")
 @click.option("--stage", "stages", multiple=True, type=click.Choice(STAGES), help="Only this stage (repeatable; default: all).")
 def distill_command(config: str, students: tuple[str, ...], stages: tuple[str, ...]) -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from mlffd.cli.options import DEVICE, OUTPUT_FILE, POSITIVE_INT
+from mlffd.cli.options import DEVICE, INPUT_FILE, OUTPUT_FILE, POSITIVE_INT
 
 
 @click.command("evaluate")
 @click.argument("model")
-@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("data", nargs=-1, required=True, type=INPUT_FILE)
 @click.option("--json", "json_out", type=OUTPUT_FILE, help="Also write all metrics to this JSON file.")
 @click.option("--batch-size", type=POSITIVE_INT, default=8, show_default=True, help="Structures per model call.")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N")

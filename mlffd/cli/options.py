@@ -70,6 +70,10 @@ class FiniteFloat(click.ParamType):
 POSITIVE = FiniteFloat(min=0.0, min_open=True)
 #: a finite number >= 0
 NON_NEGATIVE = FiniteFloat(min=0.0)
+#: any finite number (a pressure may be negative)
+FINITE = FiniteFloat()
+#: a file that must exist (data, configs, reports)
+INPUT_FILE = click.Path(exists=True, dir_okay=False)
 #: an integer >= 1 (counts: threads, batch sizes, strides, intervals)
 POSITIVE_INT = click.IntRange(min=1)
 #: an integer >= 0 (seeds, start indices)
@@ -255,7 +259,7 @@ def debug_option(f):
 
 
 __all__ = [
-    "DEVICE", "FiniteFloat", "NON_NEGATIVE", "NON_NEGATIVE_INT", "OUTPUT_DIR", "OUTPUT_FILE", "OneLineErrorGroup",
+    "DEVICE", "FINITE", "INPUT_FILE", "FiniteFloat", "NON_NEGATIVE", "NON_NEGATIVE_INT", "OUTPUT_DIR", "OUTPUT_FILE", "OneLineErrorGroup",
     "POSITIVE", "POSITIVE_INT", "check_device", "check_output_dir", "check_output_file", "debug_option",
     "error_message", "one_line",
 ]

@@ -6,11 +6,11 @@ import json
 
 import click
 
-from mlffd.cli.options import DEVICE, OUTPUT_DIR, POSITIVE_INT, check_output_dir
+from mlffd.cli.options import DEVICE, INPUT_FILE, OUTPUT_DIR, POSITIVE_INT, check_output_dir
 
 
 @click.command("sample")
-@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.argument("config", type=INPUT_FILE)
 @click.option("--output-dir", "-o", type=OUTPUT_DIR, default=None, help="Override the config's output_dir.")
 @click.option("--teacher", default=None, help="Override the config's teacher spec (e.g. emt, sevennet:7net-0).")
 @click.option("--device", type=DEVICE, default=None, help="Override the config's device (cpu, cuda, cuda:N).")

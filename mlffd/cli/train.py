@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from mlffd.cli.options import check_output_dir
+from mlffd.cli.options import INPUT_FILE, check_output_dir
 
 
 @click.command("train")
-@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.argument("config", type=INPUT_FILE)
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.pt if it exists.")
 def train_command(config: str, resume: bool) -> None:
     """Train a student described by CONFIG (YAML or TOML; see docs/training.md).
