@@ -86,21 +86,7 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
 
 def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, str]) -> dict[str, bytes]:
     """Relative conformer energies, student against teacher."""
-    from matplotlib.figure import Figure
+    from md_validation.properties.plots import molecule_parity
 
-    from md_validation.report import figure_png
-
-    fig = Figure(figsize=(5.0, 5.0), layout="constrained")
-    ax = fig.subplots()
-    top = 0.0
-    for name, t in teacher.items():
-        rt, rs = np.asarray(t.get("relative_meV") or [], float), np.asarray((student.get(name) or {}).get("relative_meV") or [], float)
-        if len(rt) > 1 and len(rt) == len(rs):
-            ax.plot(rt, rs, "o", ms=4, label=name)
-            top = max(top, np.nanmax(rt), np.nanmax(rs))
-    ax.plot([0, top], [0, top], color="0.5", lw=0.8)
-    ax.set_xlabel(f"E - lowest, {labels.get('teacher', 'teacher')} (meV)")
-    ax.set_ylabel(f"E - lowest, {labels.get('student', 'student')} (meV)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    return {"conformer_energies": figure_png(fig)}
+    return {"conformer_energies": molecule_parity(teacher, student, "relative_meV", labels, "E - lowest", "meV", marker="o",
+                                                  min_points=2)}

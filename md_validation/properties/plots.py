@@ -41,3 +41,28 @@ def paired_bars(ax: Any, keys: Sequence[str], sides: Sequence[tuple[str, Any]], 
 def no_data(ax: Any, text: str) -> None:
     """``text`` in the middle of an empty ``ax``."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+
+
+def molecule_parity(teacher: dict[str, Any], student: dict[str, Any], key: str, labels: dict[str, str], quantity: str,
+                    unit: str, marker: str = ".", min_points: int = 1, size: tuple[float, float] = (5.0, 5.0)) -> bytes:
+    """PNG of each molecule's ``key`` values, student against teacher (matched in order, one
+    colour per molecule, those with fewer than ``min_points`` or unequal counts left out)."""
+    from matplotlib.figure import Figure
+
+    from md_validation.report import figure_png
+
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.subplots()
+    top = 0.0
+    for name, t in teacher.items():
+        vt = np.asarray(t.get(key) or [], float)
+        vs = np.asarray((student.get(name) or {}).get(key) or [], float)
+        if len(vt) >= min_points and len(vt) == len(vs):
+            ax.plot(vt, vs, marker, ms=4, label=name)
+            top = max(top, np.nanmax(vt), np.nanmax(vs))
+    ax.plot([0, top], [0, top], color="0.5", lw=0.8)
+    ax.set_xlabel(f"{quantity}, {labels.get('teacher', 'teacher')} ({unit})")
+    ax.set_ylabel(f"{quantity}, {labels.get('student', 'student')} ({unit})")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return figure_png(fig)

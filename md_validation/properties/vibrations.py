@@ -162,21 +162,7 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
 
 def figures(teacher: dict[str, Any], student: dict[str, Any], labels: dict[str, str]) -> dict[str, bytes]:
     """Every molecule's frequencies, student against teacher (matched in order)."""
-    from matplotlib.figure import Figure
+    from md_validation.properties.plots import molecule_parity
 
-    from md_validation.report import figure_png
-
-    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
-    ax = fig.subplots()
-    top = 0.0
-    for name, t in teacher.items():
-        ft, fs = np.asarray(t.get("frequencies_cm") or []), np.asarray((student.get(name) or {}).get("frequencies_cm") or [])
-        if len(ft) and len(ft) == len(fs):
-            ax.plot(ft, fs, ".", ms=4, label=name)
-            top = max(top, ft.max(), fs.max())
-    ax.plot([0, top], [0, top], color="0.5", lw=0.8)
-    ax.set_xlabel(f"frequency, {labels.get('teacher', 'teacher')} (cm$^{{-1}}$)")
-    ax.set_ylabel(f"frequency, {labels.get('student', 'student')} (cm$^{{-1}}$)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    return {"vibrations_parity": figure_png(fig)}
+    return {"vibrations_parity": molecule_parity(teacher, student, "frequencies_cm", labels, "frequency", "cm$^{-1}$",
+                                                 size=(5.5, 5.0))}
