@@ -475,10 +475,14 @@ def _molecules(smiles: tuple[str, ...], path: str | None) -> dict[str, str]:
     return out
 
 
-def _smiles_elements(smiles: str) -> set[str]:
-    from mlffd.sampling.molecules import parse_smiles
+def _crystal(path: str):
+    """The first structure of ``path``, named after the file unless it names its phase."""
+    from md_validation.inputs import read_any
 
-    return {a.GetSymbol() for a in parse_smiles(smiles).GetAtoms()}
+    atoms = read_any(path, index=0)[0]
+    atoms.calc = None
+    atoms.info.setdefault("phase", Path(path).stem)
+    return atoms
 
 
 def check_sections_kind(sections: tuple[str, ...], molecular: bool) -> None:
@@ -535,10 +539,9 @@ def properties_cmd(model, teacher, structures, element, phases, smiles, molecule
 
     Exits with status 0 only when every scored property is within its tolerance.
     """
-    from md_validation.inputs import calculator_id, calculator_label, load_student, read_any
-    from md_validation.properties import (CRYSTAL_SECTIONS, MOLECULAR_SECTIONS, PropertiesConfig, Side, Tolerances, element_system,
-                                          molecule_system, run_properties, structures_system)
-    from md_validation.properties.molecules import DEFAULT_MOLECULES
+    from md_validation.inputs import calculator_id, calculator_label, load_student
+    from md_validation.properties import CRYSTAL_SECTIONS, MOLECULAR_SECTIONS, PropertiesConfig, Side, Tolerances, run_properties
+    from md_validation.properties.system import model_system
     from md_validation.properties.cache import ResultCache, default_cache_dir
     from md_validation.properties.report import verdict_line, write_properties_report
 
@@ -564,31 +567,8 @@ def properties_cmd(model, teacher, structures, element, phases, smiles, molecule
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        if molecular:
-            if not wanted:
-                wanted = {n: smi for n, smi in DEFAULT_MOLECULES.items() if _smiles_elements(smi) <= set(model_elements)}
-                if not wanted:
-                    raise ValueError(f"no default test molecule has only the model's elements ({', '.join(model_elements)}): "
-                                     "give molecules with --smiles NAME=SMILES or --molecules FILE")
-            system = molecule_system(wanted, conformers=config.conformers)
-            missing = sorted(set(system.elements) - set(model_elements)) if model_elements else []
-            if missing:
-                raise ValueError(f"the molecules have element(s) {', '.join(missing)} that model {model!r} does not "
-                                 f"({', '.join(model_elements)})")
-        elif structures:
-            frames = []
-            for path in structures:
-                atoms = read_any(path, index=0)[0]
-                atoms.calc = None
-                atoms.info.setdefault("phase", Path(path).stem)
-                frames.append(atoms)
-            system = structures_system(frames, melting_K=melting_k)
-        else:
-            symbols = [element] if element else model_elements
-            if len(symbols) != 1:
-                raise ValueError(f"the built-in recipes are for one element; this model has {', '.join(symbols) or 'none'}: "
-                                 "give --element or the crystals with --structure")
-            system = element_system(symbols[0], config.phases, melting_k)
+        frames = [] if molecular else [_crystal(path) for path in structures]
+        system = model_system(model_elements, molecular, wanted, frames, element, config.phases, melting_k, config.conformers)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     t_calc = _teacher(teacher, device)

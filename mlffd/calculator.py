@@ -20,6 +20,9 @@ from mlffd.geometry import check_cell, check_edges, check_positions, far_images,
 from mlffd.neighbors import joined_neighbor_list, neighbor_list
 from mlffd.registry import DEFAULT_MODEL, resolve
 
+#: the uncertainty outputs (mlffd.models.uncertainty) that ``uncertainty=True`` turns into results
+_UNCERTAINTY_USED = ("atom_energy_deviations", "atom_energy_uncertainty", "force_variance")
+
 
 @dataclass(frozen=True)
 class _Inputs:
@@ -303,7 +306,9 @@ class DistilledCalculator(Calculator):
         if missing:
             raise _artifact.ArtifactError(f"{self.artifact.path}: the model returned no {', '.join(missing)}; "
                                           f"an mlffd artifact returns {', '.join(OUTPUTS)}")
-        result = {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
+        # only what the results use crosses to the host: each output is its own device copy
+        wanted = OUTPUTS + (_UNCERTAINTY_USED if self.uncertainty else ())
+        result = {k: out[k].detach().to("cpu", torch.float64).numpy() for k in wanted}
         self._check_outputs(result, inputs)
         return result
 

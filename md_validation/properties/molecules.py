@@ -12,7 +12,7 @@ ends the report. Default molecules for a model of drug-like chemistry: :data:`DE
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -40,6 +40,15 @@ DEFAULT_MOLECULES: dict[str, str] = {
     "mirtazapine": "CN1CCN2C(C1)c1ccccc1Cc1cccnc21",
     "clonidine": "Clc1cccc(Cl)c1NC1=NCCN1",
 }
+
+
+def default_molecules(elements: Sequence[str]) -> dict[str, str]:
+    """The :data:`DEFAULT_MOLECULES` made only of ``elements``."""
+    from mlffd.sampling.molecules import parse_smiles
+
+    allowed = set(elements)
+    return {name: smiles for name, smiles in DEFAULT_MOLECULES.items()
+            if {a.GetSymbol() for a in parse_smiles(smiles).GetAtoms()} <= allowed}
 
 
 def relax_molecule(atoms: Atoms, calc: Calculator, config: PropertiesConfig) -> dict[str, Any]:

@@ -108,6 +108,35 @@ def molecule_system(molecules: Mapping[str, str], conformers: int = 4) -> System
     return System(elements, next(iter(built)), {}, None, None, built)
 
 
+def model_system(model_elements: Sequence[str], molecular: bool, molecules: Mapping[str, str] | None = None,
+                 structures: Sequence[Atoms] = (), element: str | None = None, phases: Sequence[str] = (),
+                 melting_K: float | None = None, conformers: int = 4) -> System:
+    """The system a model is tested on: its ``molecules`` (default: the test molecules made of
+    the model's elements) when ``molecular``, else the crystals ``structures``, else the built-in
+    recipes of ``element`` (default: the model's one element). ValueError says what to give."""
+    if molecular:
+        if not molecules:
+            from md_validation.properties.molecules import default_molecules
+
+            molecules = default_molecules(model_elements)
+            if not molecules:
+                raise ValueError(f"no default test molecule has only the model's elements ({', '.join(model_elements)}): "
+                                 "give molecules with --smiles NAME=SMILES or --molecules FILE")
+        system = molecule_system(molecules, conformers=conformers)
+        missing = sorted(set(system.elements) - set(model_elements)) if model_elements else []
+        if missing:
+            raise ValueError(f"the molecules have element(s) {', '.join(missing)} that the model does not "
+                             f"({', '.join(model_elements)})")
+        return system
+    if structures:
+        return structures_system(structures, melting_K=melting_K)
+    symbols = [element] if element else list(model_elements)
+    if len(symbols) != 1:
+        raise ValueError(f"the built-in recipes are for one element; this model has {', '.join(symbols) or 'none'}: "
+                         "give --element or the crystals with --structure")
+    return element_system(symbols[0], phases, melting_K)
+
+
 def atoms_to_dict(atoms: Atoms) -> dict[str, Any]:
     """An Atoms as plain JSON (numbers, positions, cell, pbc)."""
     return {"numbers": atoms.numbers.tolist(), "positions": atoms.positions.tolist(), "cell": atoms.cell.array.tolist(),

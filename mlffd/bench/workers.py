@@ -229,7 +229,7 @@ def _student_calculator(case: dict, **options):
 
 
 def _worker_calculator(case: dict) -> dict:
-    calc, alloc = _student_calculator(case, compile=bool(case.get("compile")))
+    calc, alloc = _student_calculator(case, compile=bool(case.get("compile")), uncertainty=bool(case.get("uncertainty")))
     atoms = si_supercell(case["atoms"])
     builds0 = calc.nl_builds
     res = _ase_steps(atoms, calc, case)

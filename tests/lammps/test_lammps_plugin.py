@@ -330,6 +330,22 @@ def test_per_atom_uncertainty_in_dump_and_thermo_equals_ase(ensemble, nprocs, tm
     assert float(thermo.split()[2]) == pytest.approx(expected.max(), rel=1e-9)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (tools/gpu/run.sh)")
+def test_per_atom_uncertainty_on_cuda_equals_cpu(ensemble, tmp_path):
+    """'device cuda' gives the per-atom force uncertainty of the CPU run (float64)."""
+    data, model = ensemble["dir"] / "atoms.data", ensemble["model"]
+    dumps = {}
+    for device in ("cpu", "cuda"):
+        work = tmp_path / device
+        work.mkdir()
+        run_deck(_uncertainty_deck(data, model, style=f"pair_style mlffd device {device}", steps=5), work, timeout=120)
+        dumps[device] = (work / "u.dump").read_text()
+    assert "ITEM: ATOMS id f_u" in dumps["cpu"]
+    numbers = {d: np.array([float(x) for x in re.findall(r"[-+]?\d+\.\d+(?:e[-+]?\d+)?", t)]) for d, t in dumps.items()}
+    assert numbers["cpu"].size > 100
+    np.testing.assert_allclose(numbers["cuda"], numbers["cpu"], rtol=1e-8, atol=1e-10)
+
+
 @pytest.mark.parametrize("nprocs", [1, 2])
 def test_uncertainty_threshold_stops_or_warns(ensemble, nprocs, tmp_path):
     atoms = ensemble["atoms"].copy()

@@ -90,6 +90,24 @@ def test_every_evaluation_path_and_torchscript_give_the_same_uncertainty(path):
             np.testing.assert_allclose(got[key], want[key], atol=1e-9, err_msg=key)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (tools/gpu/run.sh)")
+def test_uncertainty_on_cuda_equals_cpu(tmp_path):
+    """DistilledCalculator(device="cuda", uncertainty=True) gives the CPU uncertainties (float64)."""
+    from mlffd.testing import random_artifact
+
+    path = random_artifact(tmp_path / "ens.mlffd.pt", config=preset("tiny", ensemble=K), dtype=torch.float64)
+    atoms = silicon(3, rattle=0.1, seed=5)
+    results = {}
+    for device in ("cpu", "cuda"):
+        a = atoms.copy()
+        a.calc = DistilledCalculator(str(path), device=device, uncertainty=True)
+        a.get_forces()
+        results[device] = a.calc.results
+    assert results["cpu"]["forces_uncertainty"].max() > 0
+    for key in ("energy_uncertainty", "energies_uncertainty", "forces_uncertainty", "forces"):
+        np.testing.assert_allclose(results["cuda"][key], results["cpu"][key], rtol=1e-9, atol=1e-12, err_msg=key)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 4-head Cu student trained briefly on EMT frames, calibrated at export."""

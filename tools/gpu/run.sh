@@ -6,7 +6,9 @@
 # DistilledCalculator, 32,768 and 1,000,000 atoms), students1m (tiny and original at 1,000,000),
 # batch (64 x 64-atom cells batched vs one by one, every student) and compiled (tiny through
 # DistilledCalculator(compile=True): Inductor's CUDA kernels, 4,096 and 32,768 atoms) and graph
-# (the plugin's CUDA parity tests, then 'graph reuse' vs 'graph rebuild' for tiny, 4,096 and 32,768 atoms).
+# (the plugin's CUDA parity tests, then 'graph reuse' vs 'graph rebuild' for tiny, 4,096 and 32,768 atoms) and
+# uncertainty (CUDA parity of the uncertainty in ASE and LAMMPS, then tools/uncertainty_cost.py: tiny and
+# original against their single-head twins through the artifact, DistilledCalculator and LAMMPS).
 # Stages, in this order (each with its own time limit, later ones skipped past DEADLINE seconds):
 #   setup, CUDA parity tests (ASE), students' cost 4k-1M atoms (artifact + calculator; sizes:
 #   STUDENT_SIZES, limit STUDENTS_LIMIT s), LAMMPS pair_style mlffd device cuda (parity tests +
@@ -68,11 +70,12 @@ cat "$R/models.err"; echo "models: $MODELS"
 
 want() { [[ " ${STAGES:-parity students teachers sweep lammps} " == *" $1 "* ]]; }
 stage "plugin build (background)"
-(want lammps || want graph) && ( python3 -m pip install -q --no-build-isolation --no-deps --no-index --prefix "$PFX" ./lammps_plugin > "$R/plugin_build.log" 2>&1; echo "rc=$?" >> "$R/plugin_build.log" ) &
+(want lammps || want graph || want uncertainty) && ( python3 -m pip install -q --no-build-isolation --no-deps --no-index --prefix "$PFX" ./lammps_plugin > "$R/plugin_build.log" 2>&1; echo "rc=$?" >> "$R/plugin_build.log" ) &
 BUILD=$!
 
 stage "CUDA parity (ASE calculator, float64 random students)"
 want parity && run_for 60 python3 -m pytest -q -p no:cacheprovider tests/runtime/test_neighbors.py tests/runtime/test_calculator.py -k "(cuda or device or block or neighbors or lists or kernel) and not errors" 2>&1 | tail -5
+want uncertainty && run_for 60 python3 -m pytest -q -p no:cacheprovider tests/model/test_uncertainty.py -k cuda 2>&1 | tail -3
 
 B="--device cuda --threads 4 --repeats 3 --warmup 5 --min-time 0.3"
 stage "students on the GPU: artifact + DistilledCalculator, 4,096 to 1,000,000 atoms"
@@ -85,8 +88,8 @@ want students1m && run_for 150 mlffd bench $B --models "$(echo "$MODELS" | cut -
 stage "LAMMPS pair_style mlffd device cuda"
 wait $BUILD
 tail -3 "$R/plugin_build.log"
-if (want lammps || want graph) && grep -q "rc=0" "$R/plugin_build.log"; then
-  run_for 60 python3 -m pytest -q -p no:cacheprovider tests/lammps/test_lammps_plugin.py -k "cuda or block" 2>&1 | tail -5
+if (want lammps || want graph || want uncertainty) && grep -q "rc=0" "$R/plugin_build.log"; then
+  (want lammps || want graph) && run_for 60 python3 -m pytest -q -p no:cacheprovider tests/lammps/test_lammps_plugin.py -k "cuda or block" 2>&1 | tail -5
   want lammps && run_for 90 mlffd bench lammps --device cuda --threads 1 --repeats 3 --min-time 0.3 --models "$(echo "$MODELS" | cut -d, -f2,3)" --sizes 4096,32768 --ranks 1 --pairs mlffd,sw --out "$R/lammps" | grep -E "µs/atom-step|FAILED|Error"
   # graph reuse (the default on CUDA) against rebuilding the graph every step, same run
   want graph && for spec in 32768:rebuild 32768:reuse 4096:rebuild 4096:reuse; do
@@ -106,6 +109,12 @@ except Exception as exc:
 json.dump({"case": case, "result": res}, open(out, "w"))
 PY
   done
+fi
+stage "uncertainty cost on the GPU: shipped students against their single-head twins"
+if want uncertainty; then
+  grep -q "rc=0" "$R/plugin_build.log" && run_for 60 python3 -m pytest -q -p no:cacheprovider tests/lammps/test_lammps_plugin.py -k "uncertainty and cuda" 2>&1 | tail -3
+  run_for "${UNCERTAINTY_LIMIT:-300}" python3 tools/uncertainty_cost.py --device cuda --models "$(echo "$MODELS" | cut -d, -f2,3)" \
+    --sizes "${UNCERTAINTY_SIZES:-4096,32768}" --ways "${UNCERTAINTY_WAYS:-artifact,calculator,lammps}" --repeats "${UNCERTAINTY_REPEATS:-3}" --out "$R/uncertainty.json"
 fi
 stage "many small structures: 64 x 64-atom cells batched vs one by one"
 want batch && run_for 150 mlffd bench $B --models "$MODELS" --no-students --no-teachers --no-lammps --no-allocator --out "$R/batch" | grep -E "µs/atom-step|batch|one-by-one|FAILED|Error"
