@@ -306,7 +306,7 @@ class _TrustError(click.ClickException):
 @click.option("--structure", type=INPUT_FILE, help="start structure; default: the structure the model records, else its element's reference crystal")
 @click.option("--temperature", type=TEMPERATURE, required=True, help="K, of the intended MD")
 @click.option("--time", "time_fs", type=POSITIVE_TIME, default="2ps", show_default=True, help="length of the intended MD (Langevin NVT, or NPT with --pressure)")
-@click.option("--pressure", "pressure_GPa", type=FINITE, default=None, help="GPa: run Langevin NPT (hydrostatic barostat) at this pressure instead of NVT; ASE engine")
+@click.option("--pressure", "pressure_GPa", type=FINITE, default=None, help="GPa: run Langevin NPT (hydrostatic barostat) at this pressure instead of NVT")
 @click.option("--teacher", default=None, help="teacher spec for spot checks (emt, sevennet:7net-0, xtb, ...); without it the verdict rests on uncertainty and stability")
 @click.option("--teacher-calls", type=NON_NEGATIVE_INT, default=20, show_default=True, help="at most this many teacher evaluations")
 @click.option("--engine", type=ENGINE, default="ase", show_default=True)

@@ -2,9 +2,11 @@
 
 Built on :mod:`mlffd.lammps` (data files, the ``lmp`` launcher, the ASE <-> LAMMPS frame
 rotation). One stage is one ``lmp`` run: ``fix nve`` (plus ``fix langevin`` for NVT, damping
-time = 1 / friction), a thermo line and a dump frame every ``interval`` steps. The frames come
-back in the ASE frame and atom order with velocities, forces, energy and stress, and go through
-the same recorder as the ASE engine, so the analysis cannot tell the engines apart.
+time = 1 / friction; for NPT ``fix nph iso`` with the same Langevin thermostat, LAMMPS'
+counterpart of the ASE engine's Langevin barostat: the cell keeps its shape and changes its
+volume), a thermo line with the box and a dump frame every ``interval`` steps. The frames come
+back in the ASE frame and atom order with their cell, velocities, forces, energy and stress, and
+go through the same recorder as the ASE engine, so the analysis cannot tell the engines apart.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ class LammpsEngine:
         """
         from mlffd.lammps import deck_number, mlffd_pair
 
-        if stage.ensemble not in ("nvt", "nve"):  # a variable cell would need the box read back per frame
-            raise ValueError(f"the LAMMPS engine runs NVT and NVE stages, not {stage.ensemble!r}; use the ASE engine")
+        if stage.ensemble not in ("nvt", "nve", "npt"):
+            raise ValueError(f"the LAMMPS engine runs NVT, NVE and NPT stages, not {stage.ensemble!r}")
         interval = deck_number(stage.interval, "stage interval", positive=True, integer=True)
         lines = [
             "units metal",
@@ -66,14 +68,19 @@ class LammpsEngine:
             f"timestep {deck_number(float(deck_number(plan.dt_fs, 'dt_fs', positive=True)) / 1000.0, 'dt_fs')}",
             "compute mlffd_p all pressure NULL virial",
             "thermo_style custom step temp pe ke etotal press "
-            + " ".join(f"c_mlffd_p[{k}]" for k in range(1, 7)),
+            + " ".join(f"c_mlffd_p[{k}]" for k in range(1, 7)) + " " + " ".join(BOX),
             "thermo_modify format float %.17g norm no",
             f"thermo {interval}",
             f"dump mlffd_traj all custom {interval} traj.dump id x y z vx vy vz fx fy fz",
             "dump_modify mlffd_traj sort id format float %.17g",
-            "fix mlffd_nve all nve",
         ]
-        if stage.ensemble == "nvt":
+        if stage.ensemble == "npt":
+            bar = deck_number(float(deck_number(plan.pressure_GPa, "pressure_GPa")) * 1e4, "pressure (bar)")
+            pdamp_ps = deck_number(float(deck_number(plan.barostat_fs, "barostat_fs", positive=True)) / 1000.0, "barostat time")
+            lines.append(f"fix mlffd_nph all nph iso {bar} {bar} {pdamp_ps} dilate all")
+        else:
+            lines.append("fix mlffd_nve all nve")
+        if stage.ensemble in ("nvt", "npt"):
             temperature = deck_number(plan.temperature_K, "temperature_K")
             friction = float(deck_number(plan.friction_per_fs, "friction_per_fs", positive=True))
             damp_ps = deck_number(1.0 / (friction * 1000.0), "Langevin damping time")
@@ -139,7 +146,9 @@ class LammpsEngine:
             k = steps.index(step)
             frame = atoms.copy()
             frame.set_constraint()
-            frame.positions = prism.to_ase(data[:, 1:4])
+            lower, origin = _box(thermo, k)
+            frame.set_cell(prism.to_ase(lower), scale_atoms=False)
+            frame.positions = prism.to_ase(data[:, 1:4] - origin)
             frame.set_velocities(prism.to_ase(data[:, 4:7]) / VELOCITY_ASE_TO_METAL)
             p_virial = np.array([thermo[f"c_mlffd_p[{j}]"][k] for j in range(1, 7)])  # bar, xx yy zz xy xz yz
             stress = -prism.tensor_to_ase(voigt6_to_3x3(p_virial)) / NKTV2P_METAL
@@ -151,6 +160,17 @@ class LammpsEngine:
             errors = error_lines(output) or output.strip().splitlines()[-10:]
             raise LammpsError("LAMMPS failed: " + " | ".join(errors))
         return last
+
+
+#: thermo keywords of the box: its origin, edge lengths and tilts (LAMMPS' lower-triangular cell)
+BOX = ("xlo", "ylo", "zlo", "lx", "ly", "lz", "xy", "xz", "yz")
+
+
+def _box(thermo: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The LAMMPS cell (rows a, b, c) and origin at thermo row ``k``."""
+    v = {name: float(thermo[name.capitalize()][k]) for name in BOX}
+    lower = np.array([[v["lx"], 0.0, 0.0], [v["xy"], v["ly"], 0.0], [v["xz"], v["yz"], v["lz"]]])
+    return lower, np.array([v["xlo"], v["ylo"], v["zlo"]])
 
 
 def _last_step(log: str) -> int:

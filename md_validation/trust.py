@@ -1,7 +1,7 @@
 """``mlffd-validate trust``: may I use this student for this MD job?
 
-Runs the intended MD with the student (Langevin NVT at the job's temperature, ASE or LAMMPS, or
-Langevin NPT at a given pressure, ASE; then optionally NVE), reads the student's own uncertainty
+Runs the intended MD with the student (Langevin NVT at the job's temperature, or Langevin NPT
+at a given pressure, in ASE or LAMMPS; then optionally NVE), reads the student's own uncertainty
 on every recorded frame (ensemble students, :mod:`mlffd.models.uncertainty`), spends at most
 ``teacher_calls`` teacher evaluations on spot checks (the most uncertain frames and as many random ones), and checks the
 run's stability. The verdict is PASS only when every check that could be made passes; each
@@ -52,7 +52,7 @@ class TrustSettings:
     tolerance_factor: float = 2.0
     energy_jump_eV_per_atom: float = 0.5
     drift_threshold: float = 1.0  #: meV/atom/ps
-    pressure_GPa: float | None = None  #: run NPT at this pressure instead of NVT (ASE engine)
+    pressure_GPa: float | None = None  #: run NPT at this pressure instead of NVT
 
     def __post_init__(self) -> None:
         if self.pressure_GPa is not None and not math.isfinite(self.pressure_GPa):
@@ -127,8 +127,6 @@ def run_trust(
                                "structure": {"formula": start.get_chemical_formula(), "n_atoms": len(start)}}
 
     npt = settings.pressure_GPa is not None
-    if npt and engine.lower() != "ase":
-        raise ValueError("--pressure (NPT) runs with the ASE engine only: the LAMMPS engine of md_validation runs NVT and NVE")
     steps = int(round(settings.time_fs / settings.dt_fs))
     stages = [Stage("nvt", "npt" if npt else "nvt", steps, settings.interval)]
     if settings.nve_fs > 0:
