@@ -71,7 +71,9 @@ class LammpsEngine:
             + " ".join(f"c_mlffd_p[{k}]" for k in range(1, 7)) + " " + " ".join(BOX),
             "thermo_modify format float %.17g norm no",
             f"thermo {interval}",
-            f"dump mlffd_traj all custom {interval} traj.dump id x y z vx vy vz fx fy fz",
+            # the model's forces, stored before fix langevin adds its friction and noise to them
+            "fix mlffd_f all store/force",
+            f"dump mlffd_traj all custom {interval} traj.dump id x y z vx vy vz f_mlffd_f[1] f_mlffd_f[2] f_mlffd_f[3]",
             "dump_modify mlffd_traj sort id format float %.17g",
         ]
         if stage.ensemble == "npt":

@@ -32,8 +32,8 @@ from md_validation.inputs import structure_hash
 from md_validation.units import EV_PER_A3_TO_GPA
 from mlffd.geometry import reports_stress
 
-#: bump when the file layout or the meaning of a setting changes (invalidates caches)
-CACHE_VERSION = 1
+#: bump when the file layout, the meaning of a setting or what an engine records changes (invalidates caches)
+CACHE_VERSION = 2
 
 Recorder = Callable[[Atoms, int], None]
 

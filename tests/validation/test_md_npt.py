@@ -90,6 +90,8 @@ def test_lammps_npt_reaches_the_static_volume_and_agrees_with_ase(tmp_path):
         last = frames[-1].copy()
         last.calc = calc
         assert last.get_potential_energy() == pytest.approx(frames[-1].get_potential_energy(), abs=1e-3), name
+        # and its forces are the model's, without the thermostat's friction and noise
+        np.testing.assert_allclose(frames[-1].get_forces(), last.get_forces(), atol=1e-4, err_msg=name)
     assert volumes["lammps"] < 0.97 * start.get_volume() / len(start)  # it did compress
     assert volumes["lammps"] == pytest.approx(expected, rel=6e-3), (volumes, expected)
     assert volumes["lammps"] == pytest.approx(volumes["ase"], rel=4e-3), volumes
