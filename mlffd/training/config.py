@@ -187,17 +187,18 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_paths(d: Mapping[str, Any], base: Path) -> dict[str, Any]:
-    """Make the relative data and output paths of a training mapping relative to ``base``."""
+    """Make the relative paths of a training mapping (data, output, ``init_from``) relative to ``base``."""
     out = dict(d)
-    for key in ("train", "val", "test"):
+    for key in ("train", "val", "val_from", "test"):
         value = out.get(key)
         if isinstance(value, str):
             value = [value]
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             out[key] = [str(base / v) if not Path(v).is_absolute() else v for v in value]
         # anything else is left for TrainConfig to refuse with the key's name
-    if isinstance(out.get("output"), str) and not Path(out["output"]).is_absolute():
-        out["output"] = str(base / out["output"])
+    for key in ("output", "init_from"):
+        if isinstance(out.get(key), str) and out[key] and not Path(out[key]).is_absolute():
+            out[key] = str(base / out[key])
     return out
 
 
@@ -220,7 +221,7 @@ def check_runnable(config: TrainConfig) -> None:
     naming the key otherwise."""
     if not config.train:
         raise ValueError("train: no training files given")
-    for key in ("train", "val", "test"):
+    for key in ("train", "val", "val_from", "test"):
         for f in getattr(config, key):
             p = Path(f)
             if not p.is_file():

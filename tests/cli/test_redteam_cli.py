@@ -386,3 +386,23 @@ def test_unexpected_exception_is_one_line_with_its_type(monkeypatch, files):
     monkeypatch.setattr(ev, "evaluate", boom)
     result = run(mlffd_cli, "evaluate", files["cu"], files["data"])
     assert_one_line_error(result, "RuntimeError: something internal", code=1)
+
+
+def test_training_config_paths_are_relative_to_the_file(tmp_path, monkeypatch):
+    """train, val_from, output and init_from in a config file are read relative to the file,
+    not to the directory mlffd runs in."""
+    from mlffd.training.config import load_config
+
+    d = tmp_path / "configs" / "ft"
+    d.mkdir(parents=True)
+    data = tmp_path / "new.extxyz"
+    write(data, bulk("Cu", "fcc", a=3.6, cubic=True))
+    (tmp_path / "start.mlffd.pt").write_bytes(b"")
+    cfg = d / "ft.yaml"
+    cfg.write_text("train: [../../new.extxyz]\nval_from: [../../new.extxyz]\noutput: ../../out\ninit_from: ../../start.mlffd.pt\n")
+    monkeypatch.chdir(tmp_path / "configs")
+    loaded = load_config(cfg)
+    assert Path(loaded.train[0]).resolve() == data.resolve()
+    assert loaded.val_from == loaded.train
+    assert Path(loaded.output).resolve() == (tmp_path / "out").resolve()
+    assert Path(loaded.init_from).resolve() == (tmp_path / "start.mlffd.pt").resolve()
