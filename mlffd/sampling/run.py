@@ -217,6 +217,13 @@ class _Seeds:
         return repeat(RelaxedSeed.from_record(self.relaxed[key]).atoms, seed.supercell)
 
 
+def _count_config_types(counts: dict[str, dict[str, int]], rec: dict) -> None:
+    """Add a finished trajectory's frames per config_type to its split's counts."""
+    split = counts[rec["split"]]
+    for key, v in rec.get("config_types", {}).items():
+        split[key] = split.get(key, 0) + v
+
+
 def run_sampling(
     config: SampleConfig,
     teacher=None,
@@ -272,8 +279,7 @@ def run_sampling(
 
     counts: dict[str, dict[str, int]] = {"train": {}, "test": {}}
     for rec in done:
-        for k, v in rec.get("config_types", {}).items():
-            counts[rec["split"]][k] = counts[rec["split"]].get(k, 0) + v
+        _count_config_types(counts, rec)
 
     def write_provenance() -> None:
         for split, path in prov_paths.items():
@@ -291,8 +297,7 @@ def run_sampling(
             )
             rec = _write_trajectory(traj, [f for f in frames if writable(f)], files[traj.split], progress_path)
             done.append(rec)
-            for key, v in rec["config_types"].items():
-                counts[traj.split][key] = counts[traj.split].get(key, 0) + v
+            _count_config_types(counts, rec)
             write_provenance()
             run_now += 1
     finally:
