@@ -35,6 +35,8 @@ for M in "${MODELS[@]}"; do
   for f in "$D"/hot-md/*/nve.json; do NVE+=(--nve "$f"); done
   ACTIVE=()  # the students of the active loop of examples/si/distill.yaml carry its record
   case "$M" in tiny|ultra-tiny) ACTIVE=(--active data/si-active/report.json) ;; esac
+  NOTES=()  # the students fine-tuned on data/si-elastic say how and why in their card
+  [ -f examples/si/finetune/notes-$M.md ] && NOTES=(--notes examples/si/finetune/notes-$M.md)
   $BIN/mlffd card "$M" --data data/si/test.extxyz.xz --teacher $TEACHER --properties "$D/properties/properties.json" \
-    "${NVE[@]}" "${ACTIVE[@]}" --forces "$D/forces/forces.json"
+    "${NVE[@]}" "${ACTIVE[@]}" "${NOTES[@]}" --forces "$D/forces/forces.json"
 done
