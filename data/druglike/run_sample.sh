@@ -1,8 +1,9 @@
 #!/bin/bash
 # Produce (or resume) the drug-like datasets labelled by GFN2-xTB: first the training molecules
 # (examples/druglike/sample.yaml -> data/druglike/train-run), then the held-out molecules
-# (examples/druglike/sample-heldout.yaml -> data/druglike/heldout-run); after each, the finished
-# part is compressed to data/druglike/train.extxyz.xz and heldout.extxyz.xz (committed).
+# (examples/druglike/sample-heldout.yaml -> data/druglike/heldout-run), then the heterocycles
+# (examples/druglike/sample-heterocycles.yaml -> data/druglike/heterocycles-run); after each, the finished
+# part is compressed to data/druglike/{train,heldout,heterocycles}.extxyz.xz (committed).
 # Resumable: re-running continues after the last finished trajectory of each run, also from a
 # fresh clone (the committed .xz files are unpacked into the run folders first).
 #   nohup data/druglike/run_sample.sh > data/druglike/sample.log 2>&1 &
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/../.." || exit 1
 PYTHON=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONWARNINGS=ignore
 status=0
-for part in train:sample.yaml:train heldout:sample-heldout.yaml:heldout; do
+for part in train:sample.yaml:train heldout:sample-heldout.yaml:heldout heterocycles:sample-heterocycles.yaml:heterocycles; do
   IFS=: read -r run config file <<< "$part"
   dir=data/druglike/$run-run
   mkdir -p "$dir"
