@@ -8,10 +8,12 @@ set -u
 models=("$@")
 [ ${#models[@]} -eq 0 ] && models=(druglike-tiny druglike-original)
 for m in "${models[@]}"; do
+  finetune=()  # a student fine-tuned after its recipe says how (examples/druglike/finetune/)
+  [ -f "examples/druglike/card-notes/$m-finetune.md" ] && finetune=(--notes "examples/druglike/card-notes/$m-finetune.md")
   mlffd-validate properties --model "$m" --teacher xtb --molecules examples/druglike/sample-heldout.yaml \
     --out "runs/props-$m" --quiet   # exit 1 when a row fails: the table is still written
   mlffd card "$m" --data data/druglike/heldout.extxyz.xz --teacher xtb --targets examples/druglike/targets.json \
     --properties "runs/props-$m/properties.json" --recipe examples/druglike/distill.yaml \
     --heldout-molecules examples/druglike/sample-heldout.yaml \
-    --notes examples/druglike/card-notes/common-use.md --notes "examples/druglike/card-notes/$m.md"
+    --notes examples/druglike/card-notes/common-use.md "${finetune[@]}" --notes "examples/druglike/card-notes/$m.md"
 done
