@@ -17,15 +17,15 @@ import sys
 import numpy as np
 from ase.io import read
 
+from md_validation.units import EV_PER_A3_TO_GPA
 from mlffd.calculator import DistilledCalculator
 
-GPA_PER_EV_A3 = 160.21766208
 FILES = ("data/si-elastic/train.extxyz.xz", "data/si-elastic/test.extxyz.xz")
 
 
 def main(models: list[str]) -> None:
     frames = [a for f in FILES for a in read(f, ":") if a.info.get("config_type") == "strained"]
-    teacher = np.array([a.get_stress() for a in frames]) * GPA_PER_EV_A3
+    teacher = np.array([a.get_stress() for a in frames]) * EV_PER_A3_TO_GPA
     for model in models:
         calc = DistilledCalculator(model)
         student = []
@@ -33,7 +33,7 @@ def main(models: list[str]) -> None:
             b = a.copy()
             b.calc = calc
             student.append(b.get_stress())
-        student = np.array(student) * GPA_PER_EV_A3
+        student = np.array(student) * EV_PER_A3_TO_GPA
         p_t, p_s = teacher[:, :3].mean(1), student[:, :3].mean(1)
         dev_t, dev_s = teacher[:, :3] - p_t[:, None], student[:, :3] - p_s[:, None]
         print(f"{model}: {len(frames)} strained frames; slope student/teacher: pressure {np.polyfit(p_t, p_s, 1)[0]:.3f}, "

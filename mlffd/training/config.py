@@ -221,7 +221,7 @@ def check_runnable(config: TrainConfig) -> None:
     naming the key otherwise."""
     if not config.train:
         raise ValueError("train: no training files given")
-    for key in ("train", "val", "val_from", "test"):
+    for key in ("train", "val", "test"):
         for f in getattr(config, key):
             p = Path(f)
             if not p.is_file():

@@ -107,8 +107,7 @@ def _scaled(atoms, s, calc):
 def test_trust_pressure_needs_a_number(tmp_path):
     from md_validation.cli import cli
 
-    for args, text in ((["--pressure", "nan"], "not finite"),):
-        res = CliRunner().invoke(cli, ["trust", "--temperature", "300", "--time", "20fs", "--quiet",
-                                       "--out", str(tmp_path / "o"), *args])
-        assert res.exit_code == 2 and text in res.output, (args, res.output)
-        assert len(res.output.strip().splitlines()) == 1
+    res = CliRunner().invoke(cli, ["trust", "--temperature", "300", "--time", "20fs", "--quiet",
+                                   "--out", str(tmp_path / "o"), "--pressure", "nan"])
+    assert res.exit_code == 2 and "not finite" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
