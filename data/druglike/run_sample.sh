@@ -2,18 +2,24 @@
 # Produce (or resume) the drug-like datasets labelled by GFN2-xTB: first the training molecules
 # (examples/druglike/sample.yaml -> data/druglike/train-run), then the held-out molecules
 # (examples/druglike/sample-heldout.yaml -> data/druglike/heldout-run), then the heterocycles
-# (examples/druglike/sample-heterocycles.yaml -> data/druglike/heterocycles-run); after each, the finished
-# part is compressed to data/druglike/{train,heldout,heterocycles}.extxyz.xz (committed).
+# (examples/druglike/sample-heterocycles.yaml -> data/druglike/heterocycles-run), then more drugs
+# (examples/druglike/sample-more-drugs.yaml -> data/druglike/more-drugs-run); after each, the finished
+# part is compressed to data/druglike/{train,heldout,heterocycles,more-drugs}.extxyz.xz (committed).
 # Resumable: re-running continues after the last finished trajectory of each run, also from a
 # fresh clone (the committed .xz files are unpacked into the run folders first).
 #   nohup data/druglike/run_sample.sh > data/druglike/sample.log 2>&1 &
+# Arguments name the parts to run (default: all, in this order): train heldout heterocycles more-drugs
 # PYTHON selects the interpreter (default .venv/bin/python of the repository).
 cd "$(dirname "$0")/../.." || exit 1
 PYTHON=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONWARNINGS=ignore
 status=0
-for part in train:sample.yaml:train heldout:sample-heldout.yaml:heldout heterocycles:sample-heterocycles.yaml:heterocycles; do
-  IFS=: read -r run config file <<< "$part"
+declare -A PARTS=([train]=sample.yaml:train [heldout]=sample-heldout.yaml:heldout
+                  [heterocycles]=sample-heterocycles.yaml:heterocycles [more-drugs]=sample-more-drugs.yaml:more-drugs)
+[ $# -gt 0 ] || set -- train heldout heterocycles more-drugs
+for run in "$@"; do
+  [ -n "${PARTS[$run]}" ] || { echo "run_sample.sh: unknown part '$run' (train, heldout, heterocycles, more-drugs)" >&2; exit 2; }
+  IFS=: read -r config file <<< "${PARTS[$run]}"
   dir=data/druglike/$run-run
   mkdir -p "$dir"
   if [ ! -f "$dir/progress.jsonl" ] && [ -f "data/druglike/$run.progress.jsonl" ] && [ -f "data/druglike/$file.extxyz.xz" ]; then

@@ -156,9 +156,9 @@ def test_sampling_from_smiles_gives_valid_gas_phase_frames(tmp_path):
 
 
 def test_druglike_recipe_lists_and_holds_out_its_molecules():
-    """examples/druglike: every training and held-out SMILES is documented in its README, the
-    held-out molecules are not in the training list (canonical SMILES), and the elements are H, C,
-    N, O, F, S, Cl."""
+    """examples/druglike: every training and held-out SMILES is documented in its README, no
+    held-out molecule is in any training list (canonical SMILES, so that another spelling of the
+    same molecule is caught), and the elements are H, C, N, O, F, S, Cl."""
     from pathlib import Path
 
     from rdkit import Chem
@@ -167,16 +167,20 @@ def test_druglike_recipe_lists_and_holds_out_its_molecules():
 
     root = Path(__file__).resolve().parents[2] / "examples" / "druglike"
     readme = (root / "README.md").read_text()
+    training = ("sample.yaml", "sample-heterocycles.yaml", "sample-more-drugs.yaml")
     canon = {}
-    for name in ("sample.yaml", "sample-heldout.yaml"):
+    for name in (*training, "sample-heldout.yaml"):
         cfg = load_config(root / name)
         smiles = [s.smiles for s in cfg.seeds if s.smiles is not None]
-        assert smiles and all(f"`{s}`" in readme for s in smiles)
+        assert smiles and all(f"`{s}`" in readme for s in smiles), name
         canon[name] = {Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in smiles}
+        assert len(canon[name]) == len(smiles), f"{name} lists a molecule twice"
         for s in smiles:
             assert {a.GetSymbol() for a in Chem.AddHs(Chem.MolFromSmiles(s)).GetAtoms()} <= {"H", "C", "N", "O", "F", "S", "Cl"}
     assert len(canon["sample-heldout.yaml"]) >= 8
-    assert not canon["sample.yaml"] & canon["sample-heldout.yaml"]
+    for name in training:
+        assert not canon[name] & canon["sample-heldout.yaml"], name
+    assert not canon["sample-more-drugs.yaml"] & (canon["sample.yaml"] | canon["sample-heterocycles.yaml"])
 
 
 def test_an_xyz_molecule_gets_torsions_from_perceived_bonds_and_single_points(tmp_path):
