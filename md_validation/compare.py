@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -17,12 +17,13 @@ from ase import Atoms
 from md_validation import plots, report
 from md_validation.md import MDEngine, MDPlan, Stage, StageResult, run_md, speed
 from md_validation.nve import drift_metrics
-from md_validation.rdf import RDFResult, compare_rdfs, first_minimum, first_peak, partial_rdfs, rdf_summary
+from md_validation.rdf import RDFResult, compare_rdfs, first_minimum, partial_rdfs, rdf_summary
 from md_validation.structure_metrics import (
     StabilityCriteria,
     angle_distribution,
     diffusion_coefficient,
     distribution_error,
+    element_nearest_neighbors,
     mean_square_displacement,
     stability,
 )
@@ -80,14 +81,15 @@ def analyse_run(
     stages: list[StageResult],
     settings: CompareSettings,
     reference_g: np.ndarray | None = None,
-    reference_nn: float | None = None,
+    reference_nn: Mapping[str, float] | None = None,
     angle_cutoff: float | None = None,
     progress: bool = False,
 ) -> RunAnalysis:
     """RDFs, angles, MSD/D, T and P, NVE drift, stability and speed of one run.
 
-    Stability is judged against ``reference_g`` (total g(r)) and ``reference_nn`` (nearest-neighbour
-    distance, Å), the teacher's; without them, against the run's own production RDF and first peak.
+    Stability is judged against ``reference_g`` (total g(r)) and ``reference_nn`` (each element's
+    mean nearest-neighbour distance, Å), the teacher's; without them, against the run's own
+    production RDF and nearest neighbours.
     """
     metrics: dict[str, Any] = {"trajectories": {s.name: str(s.path) for s in stages},
                                "cached": all(s.cached for s in stages),
@@ -131,8 +133,7 @@ def analyse_run(
         if reference_g is None:  # judged against its own production RDF (the teacher)
             reference_g = g_tot
         if reference_nn is None:
-            peak, _ = first_peak(total.r, g_tot, sigma=0.05)
-            reference_nn = peak if np.isfinite(peak) else None
+            reference_nn = element_nearest_neighbors(frames)
         metrics["stability"] = stability(frames_all, t_all, settings.stability, reference_g=reference_g,
                                          reference_nn=reference_nn, planned_fs=planned,
                                          rdf_from_fs=settings.equilibration_fs, progress=progress)
@@ -197,7 +198,9 @@ def compare(
     for key in ("D_A2_per_ps", "temperature_K_mean", "pressure_GPa_mean"):
         if key in tm and key in sm:
             comparison[f"{key}_difference"] = float(sm[key] - tm[key])
-    comparison.update(diffusion_comparison(tm, sm, ref_nn))
+    # the mean bond of an atom: each atom's element's nearest-neighbour distance, averaged
+    bond = float(np.mean([ref_nn[el] for el in atoms.get_chemical_symbols()])) if ref_nn else None
+    comparison.update(diffusion_comparison(tm, sm, bond))
     ts, ss = tm["speed"]["s_per_step"], sm["speed"]["s_per_step"]
     comparison["speedup"] = float(ts / ss) if ss and np.isfinite(ss) and ss > 0 else float("nan")
     metrics: dict[str, Any] = {
@@ -255,7 +258,7 @@ def _figures(analyses: dict[str, RunAnalysis], comparison: dict[str, Any], setti
                 dist[n] = (st.series["time_fs"][: len(a.metrics["stability"]["min_distance_A"])] / 1000.0,
                            a.metrics["stability"]["min_distance_A"])
         ref_nn = analyses["teacher"].metrics.get("stability", {}).get("reference_nn_A")
-        floor = settings.stability.min_distance_factor * ref_nn if ref_nn else None
+        floor = settings.stability.min_distance_factor * min(ref_nn.values()) if ref_nn else None
         figs["stability_distance"] = report.figure_png(plots.series_plot(
             dist, "time (ps)", "shortest interatomic distance (Å)", "stability: bond breakdown", hline=floor))
     return figs

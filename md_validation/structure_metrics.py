@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -141,15 +141,37 @@ def _min_width(atoms: Atoms) -> float:
     return min_width(atoms.cell.array)
 
 
+def element_nearest_neighbors(frames: Sequence[Atoms], max_frames: int = 10) -> dict[str, float]:
+    """Mean nearest-neighbour distance of each element's atoms (Å), over up to ``max_frames``
+    evenly spaced ``frames``: the per-element scale of the stability criteria (an S=O bond of
+    1.5 Å next to O-H bonds of 1.0 Å needs its own)."""
+    if not frames:
+        raise ValueError("element_nearest_neighbors: no frames")
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
+    symbols = np.array(frames[0].get_chemical_symbols())
+    sums: dict[str, list[float]] = {el: [] for el in dict.fromkeys(symbols.tolist())}
+    for k in picks:
+        nn = nearest_neighbor_distances(frames[k])
+        for el in sums:
+            d = nn[symbols == el]
+            d = d[np.isfinite(d)]
+            if len(d):
+                sums[el].append(float(d.mean()))
+    out = {el: float(np.mean(v)) for el, v in sums.items() if v}
+    if not out:
+        raise ValueError("element_nearest_neighbors: no atom has a neighbour within 6 Å")
+    return out
+
+
 @dataclass(frozen=True)
 class StabilityCriteria:
     """When a run has left the physical regime (after Fu et al., TMLR 2023).
 
     - RDF: g(r) over a sliding window of ``window_fs`` differs from the reference by more than
       ``rdf_threshold`` (∫|Δg| dr, Å) — the criterion Fu et al. use for periodic systems;
-    - bonds: an interatomic distance shorter than ``min_distance_factor`` × the reference
-      nearest-neighbour distance (atoms collapsed onto each other), or an atom whose nearest
-      neighbour is farther than ``max_nn_factor`` × that distance (atoms flying apart).
+    - bonds: an atom whose nearest neighbour is closer than ``min_distance_factor`` × the
+      reference nearest-neighbour distance of its element (atoms collapsed onto each other), or
+      farther than ``max_nn_factor`` × that distance (atoms flying apart).
     """
 
     window_fs: float = 500.0
@@ -165,7 +187,7 @@ def stability(
     time_fs: np.ndarray,
     criteria: StabilityCriteria = StabilityCriteria(),
     reference_g: np.ndarray | None = None,
-    reference_nn: float | None = None,
+    reference_nn: float | Mapping[str, float] | None = None,
     planned_fs: float | None = None,
     rdf_from_fs: float = 0.0,
     progress: bool = False,
@@ -173,8 +195,9 @@ def stability(
     """Time until the run leaves the physical regime (``stable_time_ps``) and why.
 
     ``reference_g`` is a total g(r) on the ``criteria`` grid (the teacher's); without it the run's
-    first window is the reference. ``reference_nn`` (Å) defaults to the mean nearest-neighbour
-    distance of the first frame. RDF windows start ``rdf_from_fs`` after the first frame (skip the
+    first window is the reference. ``reference_nn`` (Å) is per element (a mapping; a number applies
+    to every element) and defaults to each element's mean nearest-neighbour distance in the first
+    frame (:func:`element_nearest_neighbors`). RDF windows start ``rdf_from_fs`` after the first frame (skip the
     equilibration of a start far from equilibrium, e.g. a perfect crystal); the distance criteria
     apply from the first frame on.
     """
@@ -184,23 +207,34 @@ def stability(
     if n == 0:
         return {**out, "stable": False, "stable_time_ps": 0.0, "reason": "no frames"}
     t0 = time_fs[0]
-    nn0 = float(np.mean(nearest_neighbor_distances(frames[0]))) if reference_nn is None else reference_nn
+    symbols = frames[0].get_chemical_symbols()
+    if reference_nn is None:
+        reference_nn = element_nearest_neighbors(frames[:1])
+    elif not isinstance(reference_nn, Mapping):
+        reference_nn = {el: float(reference_nn) for el in symbols}
+    missing = sorted(set(symbols) - set(reference_nn))
+    if missing:
+        raise ValueError(f"stability: no reference nearest-neighbour distance for {', '.join(missing)}")
+    ref = {el: float(reference_nn[el]) for el in dict.fromkeys(symbols)}
+    nn0 = np.array([ref[el] for el in symbols])  # per atom
     first_bad_t, reason = None, None
     min_d, max_nn = [], []
     from tqdm.auto import tqdm
 
     for f, t in tqdm(list(zip(frames, time_fs)), desc="stability: distances", unit="frame", disable=not progress, leave=False):
-        nn = nearest_neighbor_distances(f, search=max(criteria.max_nn_factor * nn0 + 0.5, 1.0))
+        nn = nearest_neighbor_distances(f, search=max(criteria.max_nn_factor * float(nn0.max()) + 0.5, 1.0))
         min_d.append(float(nn.min()))
         max_nn.append(float(nn.max()))
         if first_bad_t is None:
-            if nn.min() < criteria.min_distance_factor * nn0:
-                first_bad_t, reason = t, f"atoms closer than {criteria.min_distance_factor:g} × nearest-neighbour distance"
-            elif nn.max() > criteria.max_nn_factor * nn0:
-                first_bad_t, reason = t, f"an atom's nearest neighbour beyond {criteria.max_nn_factor:g} × nearest-neighbour distance"
+            if (nn < criteria.min_distance_factor * nn0).any():
+                first_bad_t, reason = t, f"atoms closer than {criteria.min_distance_factor:g} × their element's nearest-neighbour distance"
+            elif (nn > criteria.max_nn_factor * nn0).any():
+                el = symbols[int(np.argmax(nn / nn0))]
+                first_bad_t, reason = t, (f"an atom's nearest neighbour beyond {criteria.max_nn_factor:g} × its element's "
+                                          f"nearest-neighbour distance ({el}, {ref[el]:.2f} Å)")
     out["min_distance_A"] = min_d
     out["max_nn_distance_A"] = max_nn
-    out["reference_nn_A"] = nn0
+    out["reference_nn_A"] = ref
     # RDF over sliding windows (half-window stride)
     dt = float(np.median(np.diff(time_fs))) if n > 1 else 1.0
     w = max(2, int(round(criteria.window_fs / dt)))

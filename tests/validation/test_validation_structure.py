@@ -100,8 +100,40 @@ def test_stability_stable_run():
     s = stability(frames, t, StabilityCriteria(window_fs=40.0, r_max=5.0, nbins=50), planned_fs=110.0)
     assert s["stable"] and s["reason"] is None
     assert s["stable_time_ps"] == pytest.approx(0.11)
-    assert s["reference_nn_A"] == pytest.approx(3.6 / np.sqrt(2), abs=0.25)  # mean nearest neighbour of frame 0
+    assert s["reference_nn_A"]["Cu"] == pytest.approx(3.6 / np.sqrt(2), abs=0.25)  # mean nearest neighbour of frame 0
     assert max(s["window_rdf_error"]) < 1.5
+
+
+def test_stability_judges_each_element_by_its_own_bonds():
+    """A molecule with bonds of very different length (DMSO: C-H 1.09, S=O 1.5, S-C 1.8 Å): an S=O
+    bond stretched to 1.8 Å is judged against sulfur's own 1.5 Å, not against one distance for
+    all atoms (the C-H bond's: 1.8 > 1.6 × 1.09 would call it dissociated); a hydrogen pulled
+    1.5 Å off its carbon is dissociated."""
+    pytest.importorskip("rdkit")
+    from mlffd.sampling.molecules import molecule_from_smiles
+
+    start = molecule_from_smiles("CS(C)=O", 1)
+    symbols = np.array(start.get_chemical_symbols())
+    s_idx, o_idx = int(np.flatnonzero(symbols == "S")[0]), int(np.flatnonzero(symbols == "O")[0])
+    frames = [start.copy() for _ in range(6)]
+    bond = frames[0].positions[o_idx] - frames[0].positions[s_idx]
+    for f in frames[2:]:
+        f.positions[o_idx] = f.positions[s_idx] + 1.2 * bond
+    t = np.arange(6) * 10.0
+    criteria = StabilityCriteria(window_fs=20.0, r_max=4.0, nbins=40, rdf_threshold=99.0)
+    s = stability(frames, t, criteria)
+    assert s["stable"], s["reason"]
+    assert s["reference_nn_A"]["H"] == pytest.approx(1.09, abs=0.03)
+    assert s["reference_nn_A"]["O"] == pytest.approx(np.linalg.norm(bond), abs=1e-6)
+    one_scale = stability(frames, t, criteria, reference_nn=s["reference_nn_A"]["H"])
+    assert not one_scale["stable"] and one_scale["stable_time_ps"] == pytest.approx(0.02)
+    h_idx = int(np.flatnonzero(symbols == "H")[0])
+    away = start.positions[h_idx] - start.positions[int(np.flatnonzero(symbols == "C")[0])]
+    frames[4].positions[h_idx] += 1.5 * away / np.linalg.norm(away)
+    s = stability(frames, t, criteria)
+    assert not s["stable"] and s["stable_time_ps"] == pytest.approx(0.04) and "(H," in s["reason"]
+    with pytest.raises(ValueError, match="no reference nearest-neighbour distance for S"):
+        stability(frames, t, criteria, reference_nn={"C": 1.5, "H": 1.1, "O": 1.5})
 
 
 def test_stability_detects_collapse_and_melt():
