@@ -485,16 +485,46 @@ def _crystal(path: str):
     return atoms
 
 
-def check_sections_kind(sections: tuple[str, ...], molecular: bool) -> None:
-    """ValueError when the sections do not fit the system (crystal sections for molecules or back)."""
-    from md_validation.properties import MOLECULAR_SECTIONS
+def _molecular_crystals(paths: tuple[str, ...]) -> dict:
+    """``--molecular-crystal`` files -> name (the file's stem) -> first structure; ValueError naming
+    the file when it is unreadable, not periodic in 3 D or not made of molecules."""
+    from md_validation.inputs import read_any
+    from md_validation.properties.molecular_crystal import check_crystal
 
-    wrong = [s for s in sections if (s in MOLECULAR_SECTIONS) != molecular]
+    out = {}
+    for path in paths:
+        name = Path(path).stem
+        if name in out:
+            raise ValueError(f"{path}: two molecular crystals named {name!r} (the file stem names the rows)")
+        atoms = read_any(path, index=0)[0]
+        atoms.calc = None
+        check_crystal(atoms, str(path))
+        out[name] = atoms
+    return out
+
+
+def check_sections_kind(sections: tuple[str, ...], molecular: bool, molecules: bool = True,
+                        molecular_crystals: bool = False) -> None:
+    """ValueError when the sections do not fit the system (crystal sections for molecules or back;
+    gas-phase sections without ``molecules``, ``molecular_crystal`` without ``molecular_crystals``
+    or those without it)."""
+    from md_validation.properties import MOLECULAR_CRYSTAL_SECTIONS, MOLECULAR_SECTIONS
+
+    kinds = MOLECULAR_SECTIONS + MOLECULAR_CRYSTAL_SECTIONS
+    wrong = [s for s in sections if (s in kinds) != molecular]
     if wrong:
         kind = "molecules" if molecular else "a crystal"
         raise ValueError(f"section(s) {', '.join(wrong)} do not apply to {kind}; "
-                         + ("molecules take " + ", ".join(MOLECULAR_SECTIONS) if molecular
+                         + ("molecules take " + ", ".join(kinds) if molecular
                             else "give molecules with --smiles or --molecules for " + ", ".join(wrong)))
+    gas = [s for s in sections if s in MOLECULAR_SECTIONS]
+    if gas and not molecules:
+        raise ValueError(f"section(s) {', '.join(gas)} need gas-phase molecules: give --smiles or --molecules")
+    packed = [s for s in sections if s in MOLECULAR_CRYSTAL_SECTIONS]
+    if packed and not molecular_crystals:
+        raise ValueError(f"section(s) {', '.join(packed)} need --molecular-crystal FILE")
+    if molecular_crystals and not packed:
+        raise ValueError("--molecular-crystal is given but --sections leaves out " + ", ".join(MOLECULAR_CRYSTAL_SECTIONS))
 
 
 @cli.command("properties")
@@ -509,9 +539,13 @@ def check_sections_kind(sections: tuple[str, ...], molecular: bool) -> None:
               help="a gas-phase molecule (repeatable): runs the molecular sections on these molecules")
 @click.option("--molecules", "molecules_file", type=INPUT_FILE, default=None,
               help="molecules to test: a sampling YAML (its seeds' name and smiles) or a text file of 'NAME SMILES' lines")
+@click.option("--molecular-crystal", "molecular_crystals", multiple=True, type=INPUT_FILE,
+              help="a crystal of molecules (repeatable; ASE-readable, periodic in 3 D, rows named after the file stem): "
+                   "runs the section molecular_crystal (relaxed cell, lattice energy), alone or with molecules")
 @click.option("--sections", default=None,
               help="sections to run, comma-separated: crystals eos, elastic, phonons, defects, surfaces, short_range, liquid "
-                   "(default: all of them); molecules geometry, vibrations, torsions, conformers (default: all of them)")
+                   "(default: all of them); molecules geometry, vibrations, torsions, conformers (default: all of them), "
+                   "molecular_crystal (default with --molecular-crystal)")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="NAME=VALUE", help="override a default tolerance (repeatable), e.g. bulk_modulus_pct=5")
 @click.option("--melting-K", "melting_k", type=POSITIVE, default=None, help="melting temperature for the liquid section; default: tabulated for the element")
 @click.option("--seeds", type=POSITIVE_INT, default=3, show_default=True, help="MD runs per liquid / hot-solid property")
@@ -524,27 +558,36 @@ def check_sections_kind(sections: tuple[str, ...], molecular: bool) -> None:
 @click.option("--torsion-points", type=POSITIVE_INT, default=12, show_default=True, help="points of each 360° dihedral scan")
 @click.option("--torsion-mode", type=click.Choice(["relaxed", "rigid"]), default="relaxed", show_default=True,
               help="relax every other coordinate at each dihedral, or not")
+@click.option("--crystal-min-width", type=POSITIVE, default=9.0, show_default=True,
+              help="repeat a molecular crystal's cell to at least this width (Å) before relaxing it (Γ-point teachers such as xtb need it)")
 @click.option("--displacement", type=POSITIVE, default=0.01, show_default=True, help="finite-difference step of the harmonic frequencies (Å)")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="student precision")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="teacher results cache; default: ~/.cache/mlffd/properties or $MLFFD_CACHE")
 @click.option("--no-cache", is_flag=True, help="recompute the teacher's results")
 @output_options("properties")
-def properties_cmd(model, teacher, structures, element, phases, smiles, molecules_file, sections, tolerances, melting_k, seeds,
+def properties_cmd(model, teacher, structures, element, phases, smiles, molecules_file, molecular_crystals, sections, tolerances,
+                   melting_k, seeds,
                    liquid_fs, hot_fs, supercell_atoms, fmax, molecule_fmax, conformers, torsion_points, torsion_mode,
-                   displacement, dtype, cache_dir, no_cache, device, out_dir, quiet) -> None:
+                   crystal_min_width, displacement, dtype, cache_dir, no_cache, device, out_dir, quiet) -> None:
     """Physical properties of MODEL against TEACHER: equations of state of competing phases,
     elastic constants, phonons, point defects, surfaces, short range, liquid and hot solid; for
     molecules (--smiles, --molecules, or by default for a model of several elements), geometry,
-    harmonic frequencies, torsion profiles and conformer energies.
+    harmonic frequencies, torsion profiles and conformer energies; for molecular crystals
+    (--molecular-crystal), the relaxed cell and the lattice energy.
 
     Exits with status 0 only when every scored property is within its tolerance.
     """
     from md_validation.inputs import calculator_id, calculator_label, load_student
-    from md_validation.properties import CRYSTAL_SECTIONS, MOLECULAR_SECTIONS, PropertiesConfig, Side, Tolerances, run_properties
+    from md_validation.properties import (CRYSTAL_SECTIONS, MOLECULAR_CRYSTAL_SECTIONS, MOLECULAR_SECTIONS, PropertiesConfig,
+                                          Side, Tolerances, run_properties)
     from md_validation.properties.system import model_system
     from md_validation.properties.cache import ResultCache, default_cache_dir
     from md_validation.properties.report import verdict_line, write_properties_report
 
+    try:  # before the model loads: a wrong file is the cheapest mistake to report
+        packed = _molecular_crystals(molecular_crystals)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
         student = load_student(model, device=device, dtype=dtype)
     except (ValueError, FileNotFoundError) as exc:
@@ -555,20 +598,25 @@ def properties_cmd(model, teacher, structures, element, phases, smiles, molecule
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--smiles/--molecules") from exc
     # molecules when given, or for a model of several elements that no crystal recipe covers
-    molecular = bool(wanted) or (not structures and not element and len(model_elements) > 1)
+    molecular = bool(wanted) or bool(packed) or (not structures and not element and len(model_elements) > 1)
+    # molecular crystals alone run their own section; with molecules (given or defaults) all of them
+    default = ((MOLECULAR_SECTIONS if wanted or not packed else ()) + (MOLECULAR_CRYSTAL_SECTIONS if packed else ())
+               if molecular else CRYSTAL_SECTIONS)
     try:
         config = PropertiesConfig(
-            sections=_names(sections) or (MOLECULAR_SECTIONS if molecular else CRYSTAL_SECTIONS), phases=_names(phases),
+            sections=_names(sections) or default, phases=_names(phases),
             fmax=fmax, seeds=seeds, liquid_time_fs=liquid_fs, hot_time_fs=hot_fs, melting_K=melting_k,
             supercell_atoms=supercell_atoms, molecule_fmax=molecule_fmax, conformers=conformers,
             torsion_points=torsion_points, torsion_mode=torsion_mode, displacement=displacement,
-            tolerances=Tolerances().with_overrides(_key_values(tolerances, "--tolerance")))
-        check_sections_kind(config.sections, molecular)
+            crystal_min_width=crystal_min_width, tolerances=Tolerances().with_overrides(_key_values(tolerances, "--tolerance")))
+        # without molecules given, the gas-phase sections take the defaults only when no crystal is given
+        check_sections_kind(config.sections, molecular, bool(wanted) or not packed, bool(packed))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
         frames = [] if molecular else [_crystal(path) for path in structures]
-        system = model_system(model_elements, molecular, wanted, frames, element, config.phases, melting_k, config.conformers)
+        system = model_system(model_elements, molecular, wanted, frames, element, config.phases, melting_k, config.conformers,
+                              packed)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     t_calc = _teacher(teacher, device)
@@ -583,6 +631,8 @@ def properties_cmd(model, teacher, structures, element, phases, smiles, molecule
     if system.is_molecular:
         meta = {k: v for k, v in meta.items() if k not in ("ground", "phases", "seeds")} | {
             "molecules": ", ".join(f"{n} {a.info.get('smiles', '')}" for n, a in system.molecules.items())}
+        if molecular_crystals:
+            meta["molecular_crystals"] = ", ".join(molecular_crystals)
     files = write_properties_report(result, out_dir, config, meta, molecules=system.molecules)
     click.echo(files["markdown"].read_text(encoding="utf-8"))
     click.echo(f"report: {files['html']}  json: {files['json']}  summary: {files['markdown']}")

@@ -16,8 +16,11 @@ CRYSTAL_SECTIONS: tuple[str, ...] = ("eos", "elastic", "phonons", "defects", "su
 #: the sections of gas-phase molecules (each calculator's own minimum of every molecule first);
 #: the default for a molecular system
 MOLECULAR_SECTIONS: tuple[str, ...] = ("geometry", "vibrations", "torsions", "conformers")
+#: the sections of molecular crystals (``--molecular-crystal FILE``): they run alongside the
+#: molecular sections (a molecular system), or alone
+MOLECULAR_CRYSTAL_SECTIONS: tuple[str, ...] = ("molecular_crystal",)
 #: every section
-SECTIONS: tuple[str, ...] = CRYSTAL_SECTIONS + MOLECULAR_SECTIONS
+SECTIONS: tuple[str, ...] = CRYSTAL_SECTIONS + MOLECULAR_SECTIONS + MOLECULAR_CRYSTAL_SECTIONS
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class Tolerances:
     barrier_meV: float = 43.4  #: torsion barrier (highest - lowest point of the scan), meV
     conformer_meV: float = 43.4  #: conformer energies relative to the lowest: mean absolute error, meV
     conformer_rank: float = 0.4  #: conformer ranking: passes when Spearman rho >= 1 - this
+    lattice_energy_kJ_mol: float = 4.0  #: molecular crystal: lattice energy per molecule (formula unit), kJ/mol
+    molecular_volume_pct: float = 3.0  #: molecular crystal: relaxed volume per molecule, relative %
+    cell_length_pct: float = 2.0  #: molecular crystal: relaxed cell lengths a, b, c, relative %
 
     def with_overrides(self, overrides: Mapping[str, float]) -> "Tolerances":
         """A copy with ``overrides`` (field -> value); unknown names are a ValueError naming them."""
@@ -91,6 +97,8 @@ class PropertiesConfig:
         torsion_points: points of the 360° dihedral scan; ``torsion_mode`` ``relaxed`` (every
             other coordinate relaxed at a fixed dihedral) or ``rigid``.
         conformers: RDKit conformers per molecule for the conformer energies.
+        crystal_min_width: a molecular crystal's cell is repeated until every width (between
+            opposite faces) is at least this (Å): Γ-point-only teachers need it.
     """
 
     sections: tuple[str, ...] = CRYSTAL_SECTIONS
@@ -113,6 +121,7 @@ class PropertiesConfig:
     torsion_points: int = 12
     torsion_mode: str = "relaxed"
     conformers: int = 4
+    crystal_min_width: float = 9.0
     tolerances: Tolerances = field(default_factory=Tolerances)
 
     def __post_init__(self) -> None:
@@ -137,6 +146,8 @@ class PropertiesConfig:
             raise ValueError(f"torsion_mode={self.torsion_mode!r}: expected 'relaxed' or 'rigid'")
         if self.torsion_points < 4:
             raise ValueError(f"torsion_points={self.torsion_points}: a barrier needs at least 4 points")
+        if not (isinstance(self.crystal_min_width, (int, float)) and 0 <= self.crystal_min_width <= 100):
+            raise ValueError(f"crystal_min_width={self.crystal_min_width!r}: expected a width in Å, 0 to 100")
         if self.melting_K is not None and not (0 < self.melting_K < 1e5):
             raise ValueError(f"melting_K={self.melting_K!r}: expected a temperature in K")
 
@@ -166,4 +177,6 @@ _SETTINGS: dict[str, tuple[str, ...]] = {
     "vibrations": ("molecule_fmax", "molecule_steps", "displacement"),
     "torsions": ("molecule_fmax", "molecule_steps", "torsion_points", "torsion_mode"),
     "conformers": ("molecule_fmax", "molecule_steps", "conformers"),
+    # the crystal relaxed like a crystal ground state, its molecules like the gas-phase minima
+    "molecular_crystal": _RELAX + ("molecule_fmax", "molecule_steps", "crystal_min_width"),
 }

@@ -28,6 +28,7 @@ TITLES: dict[str, str] = {
     "vibrations": "Harmonic vibrational frequencies",
     "torsions": "Torsion profiles",
     "conformers": "Conformer energies",
+    "molecular_crystal": "Molecular crystals: cell and lattice energy",
 }
 
 

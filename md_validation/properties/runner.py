@@ -10,7 +10,10 @@ Each section is a module (``eos``, ``elastic``, ...) with three functions:
 A molecular system (``System.is_molecular``) runs the molecular sections (``geometry``,
 ``vibrations``, ``torsions``, ``conformers``) instead: their "ground" is each calculator's
 minimum of every molecule (``molecules.compute``, cached as the section ``molecules``), passed
-to ``compute`` as that JSON dict (molecule name -> relaxed structure and energy).
+to ``compute`` as that JSON dict (molecule name -> relaxed structure and energy). The section
+``molecular_crystal`` runs on a molecular system's ``molecular_crystals`` (alongside the
+molecules, or alone) and starts from each file's structure; the minima are computed only when a
+gas-phase section runs.
 
 Data flows one way: structures -> per-calculator results -> records and figures -> report.
 """
@@ -29,7 +32,7 @@ from ase.calculators.calculator import Calculator
 from tqdm.auto import tqdm
 
 from md_validation.properties.cache import ResultCache, cache_key
-from md_validation.properties.config import MOLECULAR_SECTIONS, PropertiesConfig
+from md_validation.properties.config import MOLECULAR_CRYSTAL_SECTIONS, MOLECULAR_SECTIONS, PropertiesConfig
 from md_validation.properties.records import PropertyRecord
 from md_validation.properties.relax import relax
 from md_validation.properties.system import System, atoms_from_dict, atoms_to_dict
@@ -90,14 +93,21 @@ def molecule_minima(side: Side, system: System, config: PropertiesConfig, cache:
 
 def check_sections(system: System, config: PropertiesConfig) -> None:
     """ValueError naming the sections that do not apply: molecular sections on crystals or crystal
-    sections on molecules."""
-    molecular = [s for s in config.sections if s in MOLECULAR_SECTIONS]
-    crystal = [s for s in config.sections if s not in MOLECULAR_SECTIONS]
+    sections on molecules, gas-phase sections without molecules, ``molecular_crystal`` without
+    molecular crystals."""
+    gas = [s for s in config.sections if s in MOLECULAR_SECTIONS]
+    packed = [s for s in config.sections if s in MOLECULAR_CRYSTAL_SECTIONS]
+    crystal = [s for s in config.sections if s not in gas + packed]
     if system.is_molecular and crystal:
         raise ValueError(f"section(s) {', '.join(crystal)} need a periodic crystal; molecules take "
-                         f"{', '.join(MOLECULAR_SECTIONS)}")
-    if not system.is_molecular and molecular:
-        raise ValueError(f"section(s) {', '.join(molecular)} need molecules (SMILES); crystals take the others")
+                         f"{', '.join(MOLECULAR_SECTIONS + MOLECULAR_CRYSTAL_SECTIONS)}")
+    if not system.is_molecular and (gas or packed):
+        raise ValueError(f"section(s) {', '.join(gas + packed)} need molecules (SMILES) or molecular crystals; "
+                         "crystals take the others")
+    if gas and not system.molecules:
+        raise ValueError(f"section(s) {', '.join(gas)} need gas-phase molecules (SMILES)")
+    if packed and not system.molecular_crystals:
+        raise ValueError(f"section(s) {', '.join(packed)} need a molecular crystal (a periodic structure of molecules)")
 
 
 def code_version(section: str) -> str:
@@ -140,8 +150,12 @@ def run_properties(teacher: Side, student: Side, system: System, config: Propert
             bar.set_postfix_str(f"{section} / {role}")
             t0 = time.perf_counter()
             if section == "ground":
-                grounds[role] = (molecule_minima(side, system, config, cache, progress) if system.is_molecular
-                                 else ground_state(side, system, config, cache))
+                if not system.is_molecular:
+                    grounds[role] = ground_state(side, system, config, cache)
+                elif any(s in MOLECULAR_SECTIONS for s in config.sections):
+                    grounds[role] = molecule_minima(side, system, config, cache, progress)
+                else:  # molecular crystals alone start from their files: no minima to relax
+                    grounds[role] = {}
             else:
                 module = section_module(section)
                 ground = grounds[role] if system.is_molecular else atoms_from_dict(grounds[role]["atoms"])

@@ -4,7 +4,7 @@ phases and the melting temperature, from built-in recipes or the user's files.""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -27,7 +27,9 @@ class System:
 
     A molecular system (:func:`molecule_system`) has no phases: ``molecules`` maps each molecule's
     name to its start (non-periodic, RDKit conformer) carrying ``info['smiles']``, ``bonds``
-    and ``conformers``; ``ground`` is the first molecule's name.
+    and ``conformers``; ``ground`` is the first molecule's name. ``molecular_crystals`` maps each
+    molecular crystal's name to its start (periodic, :func:`with_molecular_crystals`); a system of
+    molecular crystals alone is molecular too, its ``ground`` the first crystal's name.
     """
 
     elements: tuple[str, ...]
@@ -36,15 +38,16 @@ class System:
     prototype: str | None = None
     melting_K: float | None = None
     molecules: dict[str, Atoms] = field(default_factory=dict, hash=False, compare=False)
+    molecular_crystals: dict[str, Atoms] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def is_molecular(self) -> bool:
-        return bool(self.molecules)
+        return bool(self.molecules) or bool(self.molecular_crystals)
 
     @property
     def ground_atoms(self) -> Atoms:
         if self.is_molecular:
-            return self.molecules[self.ground].copy()
+            return (self.molecules.get(self.ground) or self.molecular_crystals[self.ground]).copy()
         return self.phases[self.ground].copy()
 
     def hashes(self) -> list[str]:
@@ -56,6 +59,8 @@ class System:
             confs = np.round(np.asarray(atoms.info.get("conformers", atoms.positions[None]), dtype=np.float64), 10)
             out.append(f"molecule:{name}:{atoms.info.get('smiles', '')}:{structure_hash(atoms)}:"
                        f"{hashlib.sha256(confs.tobytes()).hexdigest()}")
+        # only where there are crystals, so that the keys of a system of molecules stay as they were
+        out += [f"molecular_crystal:{name}:{structure_hash(atoms)}" for name, atoms in sorted(self.molecular_crystals.items())]
         return out
 
 
@@ -108,24 +113,44 @@ def molecule_system(molecules: Mapping[str, str], conformers: int = 4) -> System
     return System(elements, next(iter(built)), {}, None, None, built)
 
 
+def with_molecular_crystals(system: System | None, crystals: Mapping[str, Atoms]) -> System:
+    """``system`` (molecules, or ``None``) with the molecular ``crystals`` (name -> periodic
+    structure, checked by :func:`md_validation.properties.molecular_crystal.check_crystal`)."""
+    from md_validation.properties.molecular_crystal import check_crystal
+
+    for name, atoms in crystals.items():
+        check_crystal(atoms, f"molecular crystal {name!r}")
+    copies = {name: atoms.copy() for name, atoms in crystals.items()}
+    for atoms in copies.values():
+        atoms.calc = None
+    if system is None:
+        system = System((), next(iter(copies)), {}, None, None, {})
+    elements = tuple(sorted({*system.elements, *(s for a in copies.values() for s in a.get_chemical_symbols())}))
+    return replace(system, elements=elements, molecular_crystals=copies)
+
+
 def model_system(model_elements: Sequence[str], molecular: bool, molecules: Mapping[str, str] | None = None,
                  structures: Sequence[Atoms] = (), element: str | None = None, phases: Sequence[str] = (),
-                 melting_K: float | None = None, conformers: int = 4) -> System:
+                 melting_K: float | None = None, conformers: int = 4,
+                 molecular_crystals: Mapping[str, Atoms] | None = None) -> System:
     """The system a model is tested on: its ``molecules`` (default: the test molecules made of
-    the model's elements) when ``molecular``, else the crystals ``structures``, else the built-in
-    recipes of ``element`` (default: the model's one element). ValueError says what to give."""
+    the model's elements, unless ``molecular_crystals`` are given) and ``molecular_crystals``
+    when ``molecular``, else the crystals ``structures``, else the built-in recipes of
+    ``element`` (default: the model's one element). ValueError says what to give."""
     if molecular:
-        if not molecules:
+        if not molecules and not molecular_crystals:
             from md_validation.properties.molecules import default_molecules
 
             molecules = default_molecules(model_elements)
             if not molecules:
                 raise ValueError(f"no default test molecule has only the model's elements ({', '.join(model_elements)}): "
                                  "give molecules with --smiles NAME=SMILES or --molecules FILE")
-        system = molecule_system(molecules, conformers=conformers)
+        system = molecule_system(molecules, conformers=conformers) if molecules else None
+        if molecular_crystals:
+            system = with_molecular_crystals(system, molecular_crystals)
         missing = sorted(set(system.elements) - set(model_elements)) if model_elements else []
         if missing:
-            raise ValueError(f"the molecules have element(s) {', '.join(missing)} that the model does not "
+            raise ValueError(f"the molecules or crystals have element(s) {', '.join(missing)} that the model does not "
                              f"({', '.join(model_elements)})")
         return system
     if structures:
