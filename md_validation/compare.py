@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -23,7 +23,7 @@ from md_validation.structure_metrics import (
     angle_distribution,
     diffusion_coefficient,
     distribution_error,
-    element_nearest_neighbors,
+    atom_nearest_neighbors,
     mean_square_displacement,
     stability,
 )
@@ -81,15 +81,15 @@ def analyse_run(
     stages: list[StageResult],
     settings: CompareSettings,
     reference_g: np.ndarray | None = None,
-    reference_nn: Mapping[str, float] | None = None,
+    reference_nn: np.ndarray | None = None,
     angle_cutoff: float | None = None,
     progress: bool = False,
 ) -> RunAnalysis:
     """RDFs, angles, MSD/D, T and P, NVE drift, stability and speed of one run.
 
-    Stability is judged against ``reference_g`` (total g(r)) and ``reference_nn`` (each element's
-    mean nearest-neighbour distance, Å), the teacher's; without them, against the run's own
-    production RDF and nearest neighbours.
+    Stability is judged against ``reference_g`` (total g(r)) and ``reference_nn`` (each atom's
+    mean nearest-neighbour distance, Å), the teacher's (both runs start from the same atoms);
+    without them, against the run's own production RDF and nearest neighbours.
     """
     metrics: dict[str, Any] = {"trajectories": {s.name: str(s.path) for s in stages},
                                "cached": all(s.cached for s in stages),
@@ -133,7 +133,7 @@ def analyse_run(
         if reference_g is None:  # judged against its own production RDF (the teacher)
             reference_g = g_tot
         if reference_nn is None:
-            reference_nn = element_nearest_neighbors(frames)
+            reference_nn = atom_nearest_neighbors(frames)
         metrics["stability"] = stability(frames_all, t_all, settings.stability, reference_g=reference_g,
                                          reference_nn=reference_nn, planned_fs=planned,
                                          rdf_from_fs=settings.equilibration_fs, progress=progress)
@@ -182,7 +182,8 @@ def compare(
         runs[name] = run_md(atoms, plan, engine, out / "md", name, cid, progress=progress)
     t_an = analyse_run("teacher", runs["teacher"], settings, angle_cutoff=settings.angle_cutoff, progress=progress)
     ref_g = next(iter(t_an.total_rdf.g.values())) if t_an.total_rdf is not None else None
-    ref_nn = t_an.metrics.get("stability", {}).get("reference_nn_A")
+    per_atom = t_an.metrics.get("stability", {}).get("reference_nn_per_atom_A")
+    ref_nn = np.array([np.inf if x is None else x for x in per_atom]) if per_atom else None
     cutoff = settings.angle_cutoff if settings.angle_cutoff is not None else t_an.metrics.get("angle_cutoff_A")
     s_an = analyse_run("student", runs["student"], settings, reference_g=ref_g, reference_nn=ref_nn, angle_cutoff=cutoff,
                        progress=progress)
@@ -198,8 +199,8 @@ def compare(
     for key in ("D_A2_per_ps", "temperature_K_mean", "pressure_GPa_mean"):
         if key in tm and key in sm:
             comparison[f"{key}_difference"] = float(sm[key] - tm[key])
-    # the mean bond of an atom: each atom's element's nearest-neighbour distance, averaged
-    bond = float(np.mean([ref_nn[el] for el in atoms.get_chemical_symbols()])) if ref_nn else None
+    # the mean bond of an atom: the atoms' reference nearest-neighbour distances, averaged
+    bond = float(np.mean(ref_nn[np.isfinite(ref_nn)])) if ref_nn is not None and np.isfinite(ref_nn).any() else None
     comparison.update(diffusion_comparison(tm, sm, bond))
     ts, ss = tm["speed"]["s_per_step"], sm["speed"]["s_per_step"]
     comparison["speedup"] = float(ts / ss) if ss and np.isfinite(ss) and ss > 0 else float("nan")
@@ -258,7 +259,8 @@ def _figures(analyses: dict[str, RunAnalysis], comparison: dict[str, Any], setti
                 dist[n] = (st.series["time_fs"][: len(a.metrics["stability"]["min_distance_A"])] / 1000.0,
                            a.metrics["stability"]["min_distance_A"])
         ref_nn = analyses["teacher"].metrics.get("stability", {}).get("reference_nn_A")
-        floor = settings.stability.min_distance_factor * min(ref_nn.values()) if ref_nn else None
+        known = [v for v in (ref_nn or {}).values() if v is not None]
+        floor = settings.stability.min_distance_factor * min(known) if known else None
         figs["stability_distance"] = report.figure_png(plots.series_plot(
             dist, "time (ps)", "shortest interatomic distance (Å)", "stability: bond breakdown", hline=floor))
     return figs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -141,25 +141,38 @@ def _min_width(atoms: Atoms) -> float:
     return min_width(atoms.cell.array)
 
 
-def element_nearest_neighbors(frames: Sequence[Atoms], max_frames: int = 10) -> dict[str, float]:
-    """Mean nearest-neighbour distance of each element's atoms (Å), over up to ``max_frames``
-    evenly spaced ``frames``: the per-element scale of the stability criteria (an S=O bond of
-    1.5 Å next to O-H bonds of 1.0 Å needs its own)."""
+def check_same_atoms(frames: Sequence[Atoms], where: str) -> None:
+    """ValueError naming ``where`` unless every frame holds the same elements in the same order."""
+    numbers = frames[0].numbers
+    for k, f in enumerate(frames):
+        if len(f) != len(numbers) or (f.numbers != numbers).any():
+            raise ValueError(f"{where}: frame {k} holds other atoms than frame 0 (the frames of one run must hold "
+                             "the same atoms in the same order)")
+
+
+def atom_nearest_neighbors(frames: Sequence[Atoms], max_frames: int = 10) -> np.ndarray:
+    """Each atom's mean nearest-neighbour distance (Å) over up to ``max_frames`` evenly spaced
+    ``frames`` (inf for an atom with no neighbour within 6 Å in any of them): the per-atom scale of
+    the stability criteria. Per atom, because bonds differ even within one element: a DMSO oxygen's
+    nearest neighbour is its sulfur at 1.5 Å, a water oxygen's a hydrogen at 1.0 Å."""
     if not frames:
-        raise ValueError("element_nearest_neighbors: no frames")
+        raise ValueError("atom_nearest_neighbors: no frames")
+    check_same_atoms(frames, "atom_nearest_neighbors")
     picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
-    symbols = np.array(frames[0].get_chemical_symbols())
-    sums: dict[str, list[float]] = {el: [] for el in dict.fromkeys(symbols.tolist())}
-    for k in picks:
-        nn = nearest_neighbor_distances(frames[k])
-        for el in sums:
-            d = nn[symbols == el]
-            d = d[np.isfinite(d)]
-            if len(d):
-                sums[el].append(float(d.mean()))
-    out = {el: float(np.mean(v)) for el, v in sums.items() if v}
-    if not out:
-        raise ValueError("element_nearest_neighbors: no atom has a neighbour within 6 Å")
+    nn = np.array([nearest_neighbor_distances(frames[k]) for k in picks])
+    finite = np.isfinite(nn)
+    with np.errstate(invalid="ignore"):
+        mean = np.where(finite, nn, 0.0).sum(0) / finite.sum(0)
+    return np.where(finite.any(0), mean, np.inf)
+
+
+def _per_element(symbols: Sequence[str], per_atom: np.ndarray) -> dict[str, float | None]:
+    """The mean of the finite per-atom values of each element (None where there is none): for reports."""
+    out: dict[str, float | None] = {}
+    for el in dict.fromkeys(symbols):
+        v = per_atom[np.array(symbols) == el]
+        v = v[np.isfinite(v)]
+        out[el] = float(v.mean()) if len(v) else None
     return out
 
 
@@ -169,9 +182,9 @@ class StabilityCriteria:
 
     - RDF: g(r) over a sliding window of ``window_fs`` differs from the reference by more than
       ``rdf_threshold`` (∫|Δg| dr, Å) — the criterion Fu et al. use for periodic systems;
-    - bonds: an atom whose nearest neighbour is closer than ``min_distance_factor`` × the
-      reference nearest-neighbour distance of its element (atoms collapsed onto each other), or
-      farther than ``max_nn_factor`` × that distance (atoms flying apart).
+    - bonds: an atom whose nearest neighbour is closer than ``min_distance_factor`` × its own
+      reference nearest-neighbour distance (atoms collapsed onto each other), or farther than
+      ``max_nn_factor`` × that distance (atoms flying apart).
     """
 
     window_fs: float = 500.0
@@ -187,7 +200,7 @@ def stability(
     time_fs: np.ndarray,
     criteria: StabilityCriteria = StabilityCriteria(),
     reference_g: np.ndarray | None = None,
-    reference_nn: float | Mapping[str, float] | None = None,
+    reference_nn: float | np.ndarray | None = None,
     planned_fs: float | None = None,
     rdf_from_fs: float = 0.0,
     progress: bool = False,
@@ -195,9 +208,9 @@ def stability(
     """Time until the run leaves the physical regime (``stable_time_ps``) and why.
 
     ``reference_g`` is a total g(r) on the ``criteria`` grid (the teacher's); without it the run's
-    first window is the reference. ``reference_nn`` (Å) is per element (a mapping; a number applies
-    to every element) and defaults to each element's mean nearest-neighbour distance in the first
-    frame (:func:`element_nearest_neighbors`). RDF windows start ``rdf_from_fs`` after the first frame (skip the
+    first window is the reference. ``reference_nn`` (Å) is per atom (an array; a number applies to
+    every atom; inf: an atom without neighbours, not judged) and defaults to each atom's
+    nearest-neighbour distance in the first frame (:func:`atom_nearest_neighbors`). RDF windows start ``rdf_from_fs`` after the first frame (skip the
     equilibration of a start far from equilibrium, e.g. a perfect crystal); the distance criteria
     apply from the first frame on.
     """
@@ -207,34 +220,37 @@ def stability(
     if n == 0:
         return {**out, "stable": False, "stable_time_ps": 0.0, "reason": "no frames"}
     t0 = time_fs[0]
+    check_same_atoms(frames, "stability")
     symbols = frames[0].get_chemical_symbols()
     if reference_nn is None:
-        reference_nn = element_nearest_neighbors(frames[:1])
-    elif not isinstance(reference_nn, Mapping):
-        reference_nn = {el: float(reference_nn) for el in symbols}
-    missing = sorted(set(symbols) - set(reference_nn))
-    if missing:
-        raise ValueError(f"stability: no reference nearest-neighbour distance for {', '.join(missing)}")
-    ref = {el: float(reference_nn[el]) for el in dict.fromkeys(symbols)}
-    nn0 = np.array([ref[el] for el in symbols])  # per atom
+        nn0 = atom_nearest_neighbors(frames[:1])
+    else:
+        nn0 = np.broadcast_to(np.asarray(reference_nn, dtype=float), (len(symbols),)).copy()
+        if np.isnan(nn0).any() or (nn0 <= 0).any():
+            raise ValueError("stability: reference nearest-neighbour distances must be > 0 (inf for an atom without "
+                             "neighbours)")
+    judged = np.isfinite(nn0)
     first_bad_t, reason = None, None
     min_d, max_nn = [], []
     from tqdm.auto import tqdm
 
     for f, t in tqdm(list(zip(frames, time_fs)), desc="stability: distances", unit="frame", disable=not progress, leave=False):
-        nn = nearest_neighbor_distances(f, search=max(criteria.max_nn_factor * float(nn0.max()) + 0.5, 1.0))
+        reach = float(nn0[judged].max()) if judged.any() else 1.0
+        nn = nearest_neighbor_distances(f, search=max(criteria.max_nn_factor * reach + 0.5, 1.0))
         min_d.append(float(nn.min()))
         max_nn.append(float(nn.max()))
-        if first_bad_t is None:
-            if (nn < criteria.min_distance_factor * nn0).any():
-                first_bad_t, reason = t, f"atoms closer than {criteria.min_distance_factor:g} × their element's nearest-neighbour distance"
-            elif (nn > criteria.max_nn_factor * nn0).any():
-                el = symbols[int(np.argmax(nn / nn0))]
-                first_bad_t, reason = t, (f"an atom's nearest neighbour beyond {criteria.max_nn_factor:g} × its element's "
-                                          f"nearest-neighbour distance ({el}, {ref[el]:.2f} Å)")
+        if first_bad_t is None and judged.any():
+            ratio = nn[judged] / nn0[judged]
+            if (ratio < criteria.min_distance_factor).any():
+                first_bad_t, reason = t, f"atoms closer than {criteria.min_distance_factor:g} × their reference nearest-neighbour distance"
+            elif (ratio > criteria.max_nn_factor).any():
+                i = int(np.flatnonzero(judged)[np.argmax(ratio)])
+                first_bad_t, reason = t, (f"an atom's nearest neighbour beyond {criteria.max_nn_factor:g} × its reference "
+                                          f"nearest-neighbour distance (atom {i}, {symbols[i]}, {nn0[i]:.2f} Å)")
     out["min_distance_A"] = min_d
     out["max_nn_distance_A"] = max_nn
-    out["reference_nn_A"] = ref
+    out["reference_nn_A"] = _per_element(symbols, nn0)
+    out["reference_nn_per_atom_A"] = [float(x) if np.isfinite(x) else None for x in nn0]
     # RDF over sliding windows (half-window stride)
     dt = float(np.median(np.diff(time_fs))) if n > 1 else 1.0
     w = max(2, int(round(criteria.window_fs / dt)))

@@ -104,36 +104,49 @@ def test_stability_stable_run():
     assert max(s["window_rdf_error"]) < 1.5
 
 
-def test_stability_judges_each_element_by_its_own_bonds():
-    """A molecule with bonds of very different length (DMSO: C-H 1.09, S=O 1.5, S-C 1.8 Å): an S=O
-    bond stretched to 1.8 Å is judged against sulfur's own 1.5 Å, not against one distance for
-    all atoms (the C-H bond's: 1.8 > 1.6 × 1.09 would call it dissociated); a hydrogen pulled
-    1.5 Å off its carbon is dissociated."""
+def test_stability_judges_each_atom_by_its_own_bonds():
+    """A box of water and DMSO: a DMSO oxygen's nearest neighbour is its sulfur (1.5 Å), a water
+    oxygen's a hydrogen (1.0 Å). An S=O bond stretched by 20 % is vibration judged against its own
+    1.5 Å, not dissociation against the oxygens' mean (1.6 × ~1.1 Å) or one distance for all atoms;
+    a methyl hydrogen pushed to 0.5 Å from the sulfur is a collapse. Bad references and frames with
+    other atoms are errors."""
     pytest.importorskip("rdkit")
-    from mlffd.sampling.molecules import molecule_from_smiles
+    from mlffd.sampling.boxes import pack_box
 
-    start = molecule_from_smiles("CS(C)=O", 1)
+    start = pack_box(["O", "CS(C)=O"], [6, 1], 1.0, 1.7, np.random.default_rng(0))
     symbols = np.array(start.get_chemical_symbols())
-    s_idx, o_idx = int(np.flatnonzero(symbols == "S")[0]), int(np.flatnonzero(symbols == "O")[0])
+    s_idx = int(np.flatnonzero(symbols == "S")[0])
+    o_idx = int(np.argmin(np.where(symbols == "O", start.get_distances(s_idx, range(len(start)), mic=True), np.inf)))
     frames = [start.copy() for _ in range(6)]
-    bond = frames[0].positions[o_idx] - frames[0].positions[s_idx]
+    bond = start.get_distance(s_idx, o_idx, mic=True, vector=True)
     for f in frames[2:]:
         f.positions[o_idx] = f.positions[s_idx] + 1.2 * bond
     t = np.arange(6) * 10.0
-    criteria = StabilityCriteria(window_fs=20.0, r_max=4.0, nbins=40, rdf_threshold=99.0)
+    criteria = StabilityCriteria(window_fs=20.0, r_max=3.0, nbins=30, rdf_threshold=99.0)
     s = stability(frames, t, criteria)
     assert s["stable"], s["reason"]
-    assert s["reference_nn_A"]["H"] == pytest.approx(1.09, abs=0.03)
-    assert s["reference_nn_A"]["O"] == pytest.approx(np.linalg.norm(bond), abs=1e-6)
+    assert s["reference_nn_per_atom_A"][o_idx] == pytest.approx(np.linalg.norm(bond), abs=1e-6)
+    assert 1.2 * np.linalg.norm(bond) > 1.6 * min(s["reference_nn_A"]["O"], s["reference_nn_A"]["H"])
     one_scale = stability(frames, t, criteria, reference_nn=s["reference_nn_A"]["H"])
-    assert not one_scale["stable"] and one_scale["stable_time_ps"] == pytest.approx(0.02)
-    h_idx = int(np.flatnonzero(symbols == "H")[0])
-    away = start.positions[h_idx] - start.positions[int(np.flatnonzero(symbols == "C")[0])]
-    frames[4].positions[h_idx] += 1.5 * away / np.linalg.norm(away)
+    assert not one_scale["stable"] and one_scale["stable_time_ps"] == pytest.approx(0.02) and "beyond" in one_scale["reason"]
+    c_idx = int(np.flatnonzero(symbols == "C")[0])
+    h_idx = int(np.argmin(np.where(symbols == "H", start.get_distances(c_idx, range(len(start)), mic=True), np.inf)))
+    frames[4].positions[h_idx] = frames[4].positions[s_idx] + [0.0, 0.0, 0.5]
     s = stability(frames, t, criteria)
-    assert not s["stable"] and s["stable_time_ps"] == pytest.approx(0.04) and "(H," in s["reason"]
-    with pytest.raises(ValueError, match="no reference nearest-neighbour distance for S"):
-        stability(frames, t, criteria, reference_nn={"C": 1.5, "H": 1.1, "O": 1.5})
+    assert not s["stable"] and s["stable_time_ps"] == pytest.approx(0.04) and "closer" in s["reason"]
+    with pytest.raises(ValueError, match="must be > 0"):
+        stability(frames, t, criteria, reference_nn=np.full(len(start), np.nan))
+    with pytest.raises(ValueError, match="frame 3 holds other atoms"):
+        stability(frames[:3] + [frames[3][:-1]] + frames[4:], t, criteria)
+
+
+def test_an_atom_without_neighbours_is_not_judged():
+    """One argon atom alone in a big periodic cell: no neighbour within 6 Å, no reference, stable."""
+    from ase import Atoms
+
+    frames = [Atoms("Ar", positions=[[0, 0, 0]], cell=[20, 20, 20], pbc=True) for _ in range(4)]
+    s = stability(frames, np.arange(4) * 10.0, StabilityCriteria(window_fs=20.0, r_max=5.0, nbins=20))
+    assert s["stable"] and s["reference_nn_A"] == {"Ar": None} and s["reference_nn_per_atom_A"] == [None]
 
 
 def test_stability_detects_collapse_and_melt():
