@@ -584,6 +584,8 @@ def properties_cmd(model, teacher, structures, element, phases, smiles, molecule
     from md_validation.properties.cache import ResultCache, default_cache_dir
     from md_validation.properties.report import verdict_line, write_properties_report
 
+    if molecular_crystals and (structures or element):
+        raise click.UsageError("--molecular-crystal runs the molecular sections; give --structure/--element in another run")
     try:  # before the model loads: a wrong file is the cheapest mistake to report
         packed = _molecular_crystals(molecular_crystals)
     except ValueError as exc:

@@ -112,13 +112,38 @@ def composition(atoms: Atoms, groups: list[np.ndarray]) -> Counter:
     return Counter(formula(atoms.numbers[g]) for g in groups)
 
 
+def closed_shell_problem(molecule: Atoms) -> str | None:
+    """Why RDKit cannot read ``molecule`` (positions only) as a neutral closed-shell molecule, or
+    None when it can (or RDKit is not installed): the sign of missing hydrogens, which X-ray
+    structure files often leave out, and which would otherwise give a lattice energy of radicals."""
+    try:
+        from rdkit import Chem
+        from rdkit.Chem import rdDetermineBonds
+    except ImportError:
+        return None
+    xyz = f"{len(molecule)}\n\n" + "".join(f"{sym} {x:.6f} {y:.6f} {z:.6f}\n"
+                                            for sym, (x, y, z) in zip(molecule.get_chemical_symbols(), molecule.positions))
+    mol = Chem.MolFromXYZBlock(xyz)
+    if mol is None:
+        return "RDKit cannot read it"
+    try:
+        rdDetermineBonds.DetermineBonds(mol, charge=0)
+    except (ValueError, RuntimeError) as exc:
+        return str(exc).splitlines()[0]
+    return None
+
+
 def check_crystal(atoms: Atoms, where: str) -> dict[str, int]:
-    """ValueError naming ``where`` unless ``atoms`` is a 3-D periodic crystal of whole, finite
-    molecules of at most :data:`MAX_KINDS` kinds; else the cell's composition (formula -> count)."""
+    """ValueError naming ``where`` unless ``atoms`` is a 3-D periodic, fully occupied crystal of
+    whole, finite, neutral closed-shell molecules of at most :data:`MAX_KINDS` kinds; else the
+    cell's composition (formula -> count)."""
     if not atoms.pbc.all() or atoms.cell.rank != 3:
         raise ValueError(f"{where}: a molecular crystal must be periodic in 3 directions (pbc {atoms.pbc.tolist()})")
+    occupancy = atoms.info.get("occupancy") or {}
+    if any(float(v) < 1.0 - 1e-6 for site in occupancy.values() for v in dict(site).values()):
+        raise ValueError(f"{where}: partial occupancies (a disordered structure) are not supported; give one ordered structure")
     try:
-        groups, _ = whole_molecules(atoms)
+        groups, positions = whole_molecules(atoms)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
     counts = composition(atoms, groups)
@@ -128,6 +153,12 @@ def check_crystal(atoms: Atoms, where: str) -> dict[str, int]:
         found = ", ".join(f"{n} {f}" for f, n in counts.items())
         raise ValueError(f"{where}: {len(groups)} molecules of {len(counts)} kinds ({found}); expected a crystal of at "
                          f"most {MAX_KINDS} kinds of molecule: are hydrogens missing or a bond too long?")
+    for f in counts:
+        group = next(g for g in groups if formula(atoms.numbers[g]) == f)
+        problem = closed_shell_problem(isolated(atoms, group, positions))
+        if problem:
+            raise ValueError(f"{where}: molecule {f} is not a neutral closed-shell molecule ({problem}); "
+                             "are hydrogens missing? X-ray structure files often leave them out")
     return dict(counts)
 
 

@@ -151,6 +151,19 @@ def test_not_a_molecular_crystal_is_a_value_error(tmp_path):
         check_crystal(bulk("Si", "diamond", a=5.43), "si.cif")
 
 
+def test_missing_hydrogens_and_disorder_are_value_errors(tmp_path):
+    """Urea without its hydrogens (as X-ray files often give it) is a crystal of radicals, not of
+    molecules; a file with partial occupancies is a disordered structure."""
+    pytest.importorskip("rdkit")
+    atoms = read(UREA)
+    with pytest.raises(ValueError, match="molecule CN2O is not a neutral closed-shell molecule.*hydrogens missing"):
+        check_crystal(atoms[[a.index for a in atoms if a.symbol != "H"]], "urea-no-h.cif")
+    disordered = atoms.copy()
+    disordered.info["occupancy"] = {str(i): {a.symbol: 1.0} for i, a in enumerate(atoms)} | {"15": {"H": 0.5}}
+    with pytest.raises(ValueError, match="partial occupancies"):
+        check_crystal(disordered, "urea-disordered.cif")
+
+
 def invoke(*args):
     return CliRunner().invoke(cli, ["--threads", "1", "properties", *map(str, args)])
 
@@ -169,6 +182,8 @@ def test_cli_rejects_a_file_that_is_not_a_molecular_crystal(tmp_path):
 def test_cli_section_needs_its_file(tmp_path):
     res = invoke("--teacher", "emt", "--smiles", "water=O", "--sections", "molecular_crystal", "--out", tmp_path / "o")
     assert res.exit_code == 2 and "need --molecular-crystal FILE" in res.output
+    both = invoke("--teacher", "emt", "--molecular-crystal", UREA, "--element", "Si", "--out", tmp_path / "o")
+    assert both.exit_code == 2 and "another run" in both.output and not (tmp_path / "o").exists()
 
 
 def test_cli_molecular_crystal_alone_reports_a_collapse(tmp_path):
