@@ -74,6 +74,15 @@ class RDFResult:
                 "partners": self.partners}
 
 
+def check_same_atoms(frames: Sequence[Atoms], where: str) -> None:
+    """ValueError naming ``where`` unless every frame holds the same elements in the same order."""
+    numbers = frames[0].numbers
+    for k, f in enumerate(frames):
+        if len(f) != len(numbers) or (f.numbers != numbers).any():
+            raise ValueError(f"{where}: frame {k} holds other atoms than frame 0 (all frames must hold the same atoms "
+                             "in the same order)")
+
+
 def pair_label(a: str, b: str) -> str:
     return f"{a}-{b}"
 
@@ -182,10 +191,9 @@ def universe_from_frames(frames: Sequence[Atoms], r_max: float | None = None):
         raise ValueError("RDFs here need fully periodic frames with a 3-D cell")
     reps = replication_for(first, r_max) if r_max else (1, 1, 1)
     symbols = list(first.get_chemical_symbols()) * int(np.prod(reps))
+    check_same_atoms(frames, "RDF")
     coords, dims = [], []
     for atoms in frames:
-        if len(atoms) != len(first) or (atoms.numbers != first.numbers).any():
-            raise ValueError("all frames must hold the same atoms in the same order")
         if atoms.constraints:
             atoms = atoms.copy()
             atoms.set_constraint()
@@ -274,11 +282,9 @@ def vacuum_rdfs(frames: Sequence[Atoms], r_max: float = DEFAULT_R_MAX, nbins: in
     frames = list(frames)
     first = frames[0]
     symbols = np.asarray(first.get_chemical_symbols())
-    for atoms in frames:
-        if atoms.pbc.any():
-            raise ValueError("frames mix periodic and non-periodic structures")
-        if len(atoms) != len(first) or (atoms.numbers != first.numbers).any():
-            raise ValueError("all frames must hold the same atoms in the same order")
+    if any(atoms.pbc.any() for atoms in frames):
+        raise ValueError("frames mix periodic and non-periodic structures")
+    check_same_atoms(frames, "RDF")
     if len(first) < 2:
         raise ValueError("a pair distribution needs at least two atoms")
     default = pairs is None

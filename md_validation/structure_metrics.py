@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 from ase import Atoms
 
-from md_validation.rdf import partial_rdfs, rdf_error
+from md_validation.rdf import check_same_atoms, partial_rdfs, rdf_error
 from md_validation.units import A2_PER_PS_TO_CM2_PER_S
 
 
@@ -141,15 +141,6 @@ def _min_width(atoms: Atoms) -> float:
     return min_width(atoms.cell.array)
 
 
-def check_same_atoms(frames: Sequence[Atoms], where: str) -> None:
-    """ValueError naming ``where`` unless every frame holds the same elements in the same order."""
-    numbers = frames[0].numbers
-    for k, f in enumerate(frames):
-        if len(f) != len(numbers) or (f.numbers != numbers).any():
-            raise ValueError(f"{where}: frame {k} holds other atoms than frame 0 (the frames of one run must hold "
-                             "the same atoms in the same order)")
-
-
 def atom_nearest_neighbors(frames: Sequence[Atoms], max_frames: int = 10) -> np.ndarray:
     """Each atom's mean nearest-neighbour distance (Å) over up to ``max_frames`` evenly spaced
     ``frames`` (inf for an atom with no neighbour within 6 Å in any of them): the per-atom scale of
@@ -210,9 +201,9 @@ def stability(
     ``reference_g`` is a total g(r) on the ``criteria`` grid (the teacher's); without it the run's
     first window is the reference. ``reference_nn`` (Å) is per atom (an array; a number applies to
     every atom; inf: an atom without neighbours, not judged) and defaults to each atom's
-    nearest-neighbour distance in the first frame (:func:`atom_nearest_neighbors`). RDF windows start ``rdf_from_fs`` after the first frame (skip the
-    equilibration of a start far from equilibrium, e.g. a perfect crystal); the distance criteria
-    apply from the first frame on.
+    nearest-neighbour distance in the first frame (:func:`atom_nearest_neighbors`). RDF windows
+    start ``rdf_from_fs`` after the first frame (skip the equilibration of a start far from
+    equilibrium, e.g. a perfect crystal); the distance criteria apply from the first frame on.
     """
     time_fs = np.asarray(time_fs, float)
     n = len(frames)
@@ -230,12 +221,12 @@ def stability(
             raise ValueError("stability: reference nearest-neighbour distances must be > 0 (inf for an atom without "
                              "neighbours)")
     judged = np.isfinite(nn0)
+    reach = float(nn0[judged].max()) if judged.any() else 1.0  # the search radius covers every judged atom
     first_bad_t, reason = None, None
     min_d, max_nn = [], []
     from tqdm.auto import tqdm
 
     for f, t in tqdm(list(zip(frames, time_fs)), desc="stability: distances", unit="frame", disable=not progress, leave=False):
-        reach = float(nn0[judged].max()) if judged.any() else 1.0
         nn = nearest_neighbor_distances(f, search=max(criteria.max_nn_factor * reach + 0.5, 1.0))
         min_d.append(float(nn.min()))
         max_nn.append(float(nn.max()))

@@ -20,7 +20,7 @@ from ase.calculators.calculator import Calculator
 from md_validation.properties.config import PropertiesConfig, Tolerances
 from md_validation.properties.molecules import (aligned_rmsd, angle_triples, angles_deg, bond_lengths, heavy_mask, minimum,
                                                  num, same_bonds)
-from md_validation.properties.records import PropertyRecord, absolute, flag
+from md_validation.properties.records import PropertyRecord, absolute, flag, unavailable
 from md_validation.properties.system import System
 
 SECTION = "geometry"
@@ -69,8 +69,7 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
     for name in dict.fromkeys([*teacher, *student]):
         t, s = teacher.get(name) or {}, student.get(name) or {}
         if not t or not s:
-            rows.append(PropertyRecord(SECTION, f"{name}_minimum", "", None, None, None, None, "flag", False,
-                                       f"missing for the {'teacher' if not t else 'student'}"))
+            rows.append(unavailable(SECTION, f"{name}_minimum", f"missing for the {'teacher' if not t else 'student'}", unit=""))
             continue
         note = _notes(t, s)
         e = errors(t, s)

@@ -38,7 +38,7 @@ from scipy.sparse.csgraph import connected_components
 from md_validation.properties.common import FAILURES, error_text
 from md_validation.properties.config import PropertiesConfig, Tolerances
 from md_validation.properties.molecules import relax_molecule
-from md_validation.properties.records import PropertyRecord, absolute, flag, relative
+from md_validation.properties.records import PropertyRecord, absolute, errors_note, flag, relative, unavailable
 from md_validation.properties.relax import relax
 from md_validation.properties.system import System, atoms_from_dict, atoms_to_dict
 
@@ -66,7 +66,11 @@ def molecule_groups(atoms: Atoms) -> list[np.ndarray]:
     """The atom indices of every molecule (connected component of the bond graph), in the order
     of each molecule's first atom."""
     i, j, _ = bond_graph(atoms)
-    n = len(atoms)
+    return _components(len(atoms), i, j)
+
+
+def _components(n: int, i: np.ndarray, j: np.ndarray) -> list[np.ndarray]:
+    """The connected components of the graph of ``n`` atoms with edges ``(i, j)``."""
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     groups: dict[int, list[int]] = {}
@@ -80,7 +84,7 @@ def whole_molecules(atoms: Atoms) -> tuple[list[np.ndarray], np.ndarray]:
     placed at its bonded neighbour's position plus the bond vector, walking the bonds from the
     molecule's first atom. ValueError when a molecule is bonded to its own periodic image."""
     i, j, d = bond_graph(atoms)
-    groups = molecule_groups(atoms)
+    groups = _components(len(atoms), i, j)
     neighbours: dict[int, list[tuple[int, np.ndarray]]] = {}
     for a, b, v in zip(i, j, d):
         neighbours.setdefault(int(a), []).append((int(b), v))
@@ -202,8 +206,9 @@ def crystal_result(file_cell: Atoms, calc: Calculator, config: PropertiesConfig)
     start = file_cell.repeat(reps)
     groups, _ = whole_molecules(start)
     counts = dict(composition(start, groups))
-    out: dict[str, Any] = {"n_mol": len(groups) // int(np.prod(reps)), "supercell": list(reps),
-                           "composition": dict(composition(file_cell, whole_molecules(file_cell)[0])),
+    cells = int(np.prod(reps))
+    out: dict[str, Any] = {"n_mol": len(groups) // cells, "supercell": list(reps),
+                           "composition": {f: c // cells for f, c in counts.items()},
                            "converged": False, "steps": 0, "error": "",
                            "molecules_kept": None, "supercell_energy_eV": None, "volume_per_molecule_A3": None,
                            "density_g_cm3": None, "a": None, "b": None, "c": None, "molecules": {},
@@ -264,9 +269,9 @@ def _changed(x: dict[str, Any]) -> bool:
 
 
 def _notes(t: dict[str, Any], s: dict[str, Any]) -> str:
-    parts = [f"{who}: {x['error']}" for who, x in (("teacher", t), ("student", s)) if x.get("error")]
+    parts = [errors_note(t, s)]
     parts += [f"{who}: not converged" for who, x in (("teacher", t), ("student", s)) if not _converged(x) and not x.get("error")]
-    return "; ".join(parts)
+    return "; ".join(filter(None, parts))
 
 
 def _unit_text(x: dict[str, Any]) -> str:
@@ -279,8 +284,7 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
     for name in dict.fromkeys([*teacher, *student]):
         t, s = teacher.get(name) or {}, student.get(name) or {}
         if not t or not s:
-            rows.append(PropertyRecord(SECTION, f"{name}_crystal", "", None, None, None, None, "flag", False,
-                                       f"missing for the {'teacher' if not t else 'student'}"))
+            rows.append(unavailable(SECTION, f"{name}_crystal", f"missing for the {'teacher' if not t else 'student'}", unit=""))
             continue
         note = _notes(t, s)
         per = f"per {_unit_text(t) or _unit_text(s) or 'formula unit'}"
