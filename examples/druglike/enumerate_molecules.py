@@ -1,0 +1,231 @@
+"""Write examples/druglike/sample-enumerated.yaml: drug-like molecules assembled at random from
+common medicinal-chemistry building blocks (ring systems, linkers, substituents).
+
+The hand-picked drug lists cover a few hundred molecules; a student's energy is then off by a
+constant per molecule wherever a group or a combination of groups was rare in training. This list
+adds breadth: every building block below appears in many molecules, in many combinations. The
+draw is fixed by ``--seed``, so the file is reproducible; molecules already in an earlier training
+list or in a held-out list (by canonical SMILES) are skipped.
+
+Run from the repository root (RDKit needed):
+    python examples/druglike/enumerate_molecules.py --count 720
+    python examples/druglike/enumerate_molecules.py --markdown   # the written list as a table
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from rdkit import Chem, RDLogger
+
+ROOT = Path(__file__).resolve().parent
+EARLIER = ("sample.yaml", "sample-heterocycles.yaml", "sample-more-drugs.yaml", "sample-rings.yaml",
+           "sample-heldout.yaml", "sample-heldout2.yaml", "sample-heldout3.yaml")
+
+# Ring systems; substituents and linkers attach at any ring atom that carries a hydrogen.
+RINGS = (
+    "c1ccccc1", "c1ccncc1", "c1cncnc1", "c1cnccn1", "c1ccnnc1", "c1ncncn1", "c1ccsc1", "c1ccoc1",
+    "c1cc[nH]c1", "c1c[nH]cn1", "c1cn[nH]c1", "c1cocn1", "c1conc1", "c1cscn1", "c1nc[nH]n1",
+    "c1nnco1", "c1nncs1", "c1ccc2[nH]ccc2c1", "c1ccc2[nH]cnc2c1", "c1ccc2ocnc2c1", "c1ccc2scnc2c1",
+    "c1ccc2occc2c1", "c1ccc2ncccc2c1", "c1ccc2cnccc2c1", "c1ccc2ccccc2c1", "c1ccc2ncncc2c1",
+    "c1ccc2c(c1)CCC2", "c1ccc2c(c1)CCCC2", "c1ccc2c(c1)OCO2", "c1ccc2c(c1)CCO2", "O=c1ccc2ccccc2o1",
+    "O=c1cc[nH]cc1", "O=c1cccc[nH]1", "O=c1cc[nH]c(=O)[nH]1", "C1CC1", "C1CCC1", "C1CCCC1",
+    "C1CCCCC1", "C1CCNCC1", "C1CNCCN1", "C1COCCN1", "C1CCNC1", "C1CCOC1", "C1CCOCC1", "C1COC1",
+    "C1CNC1", "O=C1CCCN1", "O=C1CCCCN1", "O=C1NCCN1", "O=C1CNC(=O)N1", "O=C1CCC(=O)N1",
+    "O=C1NC(=O)c2ccccc21", "O=C1CCCO1", "C1CSCN1", "C1=CCNCC1", "C1CC2CCC1C2", "O=C1CCCCC1",
+)
+# Two attachment points (*).
+LINKERS = (
+    "*-*", "*C*", "*CC*", "*CCC*", "*O*", "*N*", "*S*", "*C(=O)*", "*C(=O)N*", "*NC(=O)*",
+    "*S(=O)(=O)*", "*S(=O)(=O)N*", "*OC*", "*COC*", "*C=C*", "*C#C*", "*NC(=O)N*", "*C(O)*",
+    "*CC(=O)N*", "*N(C)*", "*C(=O)O*", "*CNC*", "*OCCO*", "*CN(C)C*", "*C(C)N*", "*NC(=O)O*",
+    "*/C=C/C(=O)*", "*C(F)(F)*", "*CS(=O)*", "*C(=N)N*",
+)
+# One attachment point (*).
+SUBSTITUENTS = (
+    "*F", "*Cl", "*C", "*CC", "*C(C)C", "*C(C)(C)C", "*C(F)(F)F", "*OC", "*OCC", "*OC(F)(F)F", "*O",
+    "*N", "*NC", "*N(C)C", "*NC(C)=O", "*C(N)=O", "*C(=O)NC", "*C(=O)O", "*C(=O)OC", "*C(C)=O",
+    "*C=O", "*C#N", "*[N+](=O)[O-]", "*S(N)(=O)=O", "*S(C)(=O)=O", "*SC", "*CO", "*CN", "*CCN",
+    "*CCO", "*C=C", "*C#C", "*C#CC", "*NS(C)(=O)=O", "*OC(C)=O", "*NC(N)=O", "*C(=N)N", "*OCCN(C)C",
+    "*CCC(=O)O", "*NC(=O)OC", "*CN(C)C", "*CC(=O)O", "*OCC(F)(F)F", "*CF", "*C(O)C", "*N1CCCC1",
+    "*N1CCOCC1", "*N1CCN(C)CC1", "*OC1CC1", "*C1CC1", "*SC(F)(F)F", "*CSC", "*C(C)(C)O",
+)
+ELEMENTS = {"H", "C", "N", "O", "F", "S", "Cl"}
+
+
+def _sites(mol: Chem.Mol, group: Chem.Mol | None = None) -> list[int]:
+    """Atoms that may carry ``group``: carbons with a hydrogen; N-H too when the group bonds
+    through carbon or sulfur (N-alkyl, N-acyl, N-sulfonyl), never N-halogen, N-N or N-O."""
+    through = "C"
+    if group is not None:
+        (partner,) = group.GetAtomWithIdx(_dummies(group)[0]).GetNeighbors()
+        through = partner.GetSymbol()
+    allowed = {"C", "N"} if through in ("C", "S") else {"C"}
+    return [a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() in allowed and a.GetTotalNumHs() > 0]
+
+
+def _attach(mol: Chem.Mol, site: int, frag: Chem.Mol, dummy: int) -> Chem.Mol:
+    """Bond ``mol``'s atom ``site`` to the neighbour of ``frag``'s dummy atom ``dummy``; drop the dummy."""
+    combo = Chem.RWMol(Chem.CombineMols(mol, frag))
+    offset = mol.GetNumAtoms()
+    d = combo.GetAtomWithIdx(offset + dummy)
+    (partner,) = [n.GetIdx() for n in d.GetNeighbors()]
+    bond = combo.GetBondBetweenAtoms(d.GetIdx(), partner).GetBondType()
+    combo.AddBond(site, partner, bond)
+    atom = combo.GetAtomWithIdx(site)
+    if atom.GetNumExplicitHs() > 0:  # e.g. the [nH] of a pyrrole that now carries the group
+        atom.SetNumExplicitHs(atom.GetNumExplicitHs() - 1)
+    combo.RemoveAtom(d.GetIdx())
+    out = combo.GetMol()
+    Chem.SanitizeMol(out)
+    return out
+
+
+def _dummies(mol: Chem.Mol) -> list[int]:
+    return [a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() == "*"]
+
+
+def draw(rng: random.Random) -> Chem.Mol | None:
+    """One molecule: a ring, maybe a linker and a second ring, then zero to three substituents."""
+    mol = Chem.MolFromSmiles(rng.choice(RINGS))
+    if rng.random() < 0.75:
+        link_smiles = rng.choice(LINKERS)
+        second = Chem.MolFromSmiles(rng.choice(RINGS))
+        if link_smiles == "*-*":
+            linker = None
+        else:
+            linker = Chem.MolFromSmiles(link_smiles)
+        if linker is None:
+            frag = Chem.RWMol(second)
+            idx = frag.AddAtom(Chem.Atom(0))
+            frag.AddBond(rng.choice(_sites(second, Chem.MolFromSmiles("*C"))), idx, Chem.BondType.SINGLE)
+            _fix_h(frag, idx)
+            frag = frag.GetMol()
+            Chem.SanitizeMol(frag)
+            mol = _attach(mol, rng.choice(_sites(mol, frag)), frag, _dummies(frag)[0])
+        else:
+            first_dummy, second_dummy = _dummies(linker)
+            reversed_linker = Chem.RWMol(linker)  # the linker's other end, seen as a one-point group
+            reversed_linker.RemoveAtom(first_dummy)
+            linked = _attach(second, rng.choice(_sites(second, reversed_linker.GetMol())), linker, second_dummy)
+            mol = _attach(mol, rng.choice(_sites(mol, linked)), linked, _dummies(linked)[0])
+    for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):
+        sub = Chem.MolFromSmiles(rng.choice(SUBSTITUENTS))
+        sites = _sites(mol, sub)
+        if not sites:
+            break
+        mol = _attach(mol, rng.choice(sites), sub, _dummies(sub)[0])
+    return mol
+
+
+def _fix_h(frag: Chem.RWMol, dummy: int) -> None:
+    (partner,) = frag.GetAtomWithIdx(dummy).GetNeighbors()
+    if partner.GetNumExplicitHs() > 0:
+        partner.SetNumExplicitHs(partner.GetNumExplicitHs() - 1)
+
+
+def acceptable(mol: Chem.Mol, min_heavy: int, max_heavy: int) -> bool:
+    heavy = mol.GetNumHeavyAtoms()
+    symbols = {a.GetSymbol() for a in mol.GetAtoms()}
+    radicals = any(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
+    return min_heavy <= heavy <= max_heavy and symbols <= ELEMENTS and not radicals and Chem.GetFormalCharge(mol) == 0
+
+
+def earlier_smiles() -> set[str]:
+    import yaml
+
+    seen = set()
+    for name in EARLIER:
+        for seed in yaml.safe_load((ROOT / name).read_text())["seeds"]:
+            if seed.get("smiles"):
+                seen.add(Chem.MolToSmiles(Chem.MolFromSmiles(seed["smiles"])))
+    return seen
+
+
+def enumerate_molecules(count: int, seed: int, min_heavy: int = 8, max_heavy: int = 30) -> list[str]:
+    rng = random.Random(seed)
+    seen = earlier_smiles()
+    out: list[str] = []
+    while len(out) < count:
+        try:
+            mol = draw(rng)
+        except (ValueError, RuntimeError, Chem.rdchem.KekulizeException, Chem.rdchem.AtomValenceException):
+            continue
+        if mol is None or not acceptable(mol, min_heavy, max_heavy):
+            continue
+        smiles = Chem.MolToSmiles(mol)
+        if smiles in seen or Chem.MolFromSmiles(smiles) is None:
+            continue
+        seen.add(smiles)
+        out.append(smiles)
+    return out
+
+
+HEADER = """\
+# Enumerated drug-like molecules for the druglike-* students, labelled by GFN2-xTB: {count} molecules
+# drawn at random (seed {seed}) from {rings} ring systems, {linkers} linkers and {subs} substituents by
+# examples/druglike/enumerate_molecules.py, which wrote this file. They add breadth: the held-out
+# energy error of the students is a constant offset per molecule where a group or combination of
+# groups was rare in training. None of the molecules of the earlier training lists or of either
+# held-out list is here (tests/distill/test_molecules.py checks by canonical SMILES).
+# One conformer each; MD at 300 and 600 K, four frames per temperature.
+# Run from the repository root:   mlffd sample examples/druglike/sample-enumerated.yaml
+
+teacher: xtb
+output_dir: data/druglike/enumerated-run
+train_file: enumerated.extxyz
+threads: 1
+random_seed: {seed}
+order: interleave
+coverage: false
+
+seeds:
+"""
+
+TASKS = """
+tasks:
+  - name: md                   # one task per molecule seed: md_<seed>
+    seeds: ["*"]
+    temperatures: [300, 600]
+    equilibrate: 30
+    steps: 40
+    sample_every: 10
+    timestep_fs: 1.0
+    max_frames: 4
+    copies: 1
+    copy_rattle: 0.04
+"""
+
+
+def markdown(path: Path) -> str:
+    """The molecules of a written list as a Markdown table (for the README and the model cards)."""
+    import yaml
+
+    seeds = yaml.safe_load(path.read_text())["seeds"]
+    rows = "".join(f"| {s['name']} | `{s['smiles']}` |\n" for s in seeds)
+    return f"| name | SMILES |\n| --- | --- |\n{rows}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=720)
+    parser.add_argument("--seed", type=int, default=20261204)
+    parser.add_argument("--out", type=Path, default=ROOT / "sample-enumerated.yaml")
+    parser.add_argument("--markdown", action="store_true", help="print the molecules of --out as a Markdown table instead")
+    args = parser.parse_args()
+    if args.markdown:
+        print(markdown(args.out), end="")
+        return
+    RDLogger.DisableLog("rdApp.*")
+    smiles = enumerate_molecules(args.count, args.seed)
+    lines = [HEADER.format(count=len(smiles), seed=args.seed, rings=len(RINGS), linkers=len(LINKERS), subs=len(SUBSTITUENTS))]
+    lines += [f'  - {{name: enum{k:04d}, smiles: "{s}"}}\n' for k, s in enumerate(smiles)]
+    lines.append(TASKS)
+    args.out.write_text("".join(lines))
+    print(f"wrote {args.out} ({len(smiles)} molecules)")
+
+
+if __name__ == "__main__":
+    main()
