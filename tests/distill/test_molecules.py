@@ -167,8 +167,9 @@ def test_druglike_recipe_lists_and_holds_out_its_molecules():
 
     root = Path(__file__).resolve().parents[2] / "examples" / "druglike"
     readme = (root / "README.md").read_text()
-    training = ("sample.yaml", "sample-heterocycles.yaml", "sample-more-drugs.yaml", "sample-rings.yaml", "sample-enumerated.yaml")
-    heldout = ("sample-heldout.yaml", "sample-heldout2.yaml", "sample-heldout3.yaml")
+    training = ("sample.yaml", "sample-heterocycles.yaml", "sample-more-drugs.yaml", "sample-rings.yaml", "sample-enumerated.yaml",
+                "sample-enumerated2.yaml")
+    heldout = ("sample-heldout.yaml", "sample-heldout2.yaml", "sample-heldout3.yaml", "sample-heldout4.yaml")
     canon = {}
     for name in (*training, *heldout):
         cfg = load_config(root / name)
@@ -185,17 +186,19 @@ def test_druglike_recipe_lists_and_holds_out_its_molecules():
         assert not canon[name] & set().union(*(canon[earlier] for earlier in training[:k])), name
 
 
-def test_the_enumerated_druglike_list_is_what_its_script_writes(tmp_path):
-    """examples/druglike/sample-enumerated.yaml is reproducible: its generator, run with the
-    defaults, writes the committed file byte for byte."""
+@pytest.mark.parametrize("batch, name", [(1, "sample-enumerated.yaml"), (2, "sample-enumerated2.yaml")])
+def test_the_enumerated_druglike_lists_are_what_their_script_writes(tmp_path, batch, name):
+    """examples/druglike/sample-enumerated*.yaml are reproducible: their generator writes the
+    committed files byte for byte."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "examples" / "druglike"
-    out = tmp_path / "enumerated.yaml"
-    subprocess.run([sys.executable, str(root / "enumerate_molecules.py"), "--out", str(out)], check=True, capture_output=True)
-    assert out.read_text() == (root / "sample-enumerated.yaml").read_text()
+    out = tmp_path / name
+    subprocess.run([sys.executable, str(root / "enumerate_molecules.py"), "--batch", str(batch), "--out", str(out)],
+                   check=True, capture_output=True)
+    assert out.read_text() == (root / name).read_text()
 
 
 def test_an_xyz_molecule_gets_torsions_from_perceived_bonds_and_single_points(tmp_path):
