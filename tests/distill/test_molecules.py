@@ -218,3 +218,26 @@ def test_an_xyz_molecule_gets_torsions_from_perceived_bonds_and_single_points(tm
     frames = read(result.files["train"], ":")
     assert [f.info["config_type"] for f in frames] == ["torsion", "torsion", "molecule", "molecule"]
     assert all(not f.pbc.any() and "stress" not in f.calc.results for f in frames)
+
+
+def test_druglike_heldout_table_agrees_with_mlffd_evaluate_and_splits_by_molecule():
+    """examples/druglike/heldout_table.py: its per-set row is `mlffd evaluate`'s numbers, and its
+    per-molecule rows cover the set (frame-weighted energy MAE of the molecules = the set's)."""
+    import importlib.util
+    from pathlib import Path
+
+    from mlffd.training.evaluate import evaluate
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("heldout_table", root / "examples" / "druglike" / "heldout_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = str(root / "data" / "druglike" / "heldout.extxyz.xz")
+    text = module.tables("druglike-tiny", (data,))
+    m = evaluate("druglike-tiny", data)
+    row = next(line for line in text.splitlines() if line.startswith("| heldout |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:] == ["240", f"{m['force_rmse']:.3f}", f"{m['force_r2']:.3f}", f"{m['energy_mae_mev_per_atom']:.2f}"]
+    molecules = [line.split("|") for line in text.splitlines() if line.startswith("| heldout | ") and line.count("|") == 7]
+    assert len(molecules) == 8  # 30 frames each
+    assert abs(sum(float(r[4]) for r in molecules) / 8 - m["energy_mae_mev_per_atom"]) < 0.01
