@@ -148,11 +148,7 @@ def draw(rng: random.Random, batch: Batch) -> Chem.Mol | None:
     if rng.random() < 0.75:
         link_smiles = rng.choice(batch.linkers)
         second = Chem.MolFromSmiles(rng.choice(batch.rings))
-        if link_smiles == "*-*":
-            linker = None
-        else:
-            linker = Chem.MolFromSmiles(link_smiles)
-        if linker is None:
+        if link_smiles == "*-*":  # a direct ring-ring bond
             frag = Chem.RWMol(second)
             idx = frag.AddAtom(Chem.Atom(0))
             frag.AddBond(rng.choice(_sites(second, Chem.MolFromSmiles("*C"))), idx, Chem.BondType.SINGLE)
@@ -161,10 +157,11 @@ def draw(rng: random.Random, batch: Batch) -> Chem.Mol | None:
             Chem.SanitizeMol(frag)
             mol = _attach(mol, rng.choice(_sites(mol, frag)), frag, _dummies(frag)[0])
         else:
+            linker = Chem.MolFromSmiles(link_smiles)
             first_dummy, second_dummy = _dummies(linker)
-            reversed_linker = Chem.RWMol(linker)  # the linker's other end, seen as a one-point group
-            reversed_linker.RemoveAtom(first_dummy)
-            linked = _attach(second, rng.choice(_sites(second, reversed_linker.GetMol())), linker, second_dummy)
+            second_end = Chem.RWMol(linker)  # the linker as a one-point group bonding through its second end
+            second_end.RemoveAtom(first_dummy)
+            linked = _attach(second, rng.choice(_sites(second, second_end.GetMol())), linker, second_dummy)
             mol = _attach(mol, rng.choice(_sites(mol, linked)), linked, _dummies(linked)[0])
     for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):
         sub = Chem.MolFromSmiles(rng.choice(batch.substituents))
