@@ -1,5 +1,7 @@
-"""Write examples/druglike/sample-enumerated.yaml: drug-like molecules assembled at random from
-common medicinal-chemistry building blocks (ring systems, linkers, substituents).
+"""Write the enumerated drug-like lists, examples/druglike/sample-enumerated*.yaml.
+
+Their molecules are assembled at random from common medicinal-chemistry building blocks (ring
+systems, linkers, substituents).
 
 The hand-picked drug lists cover a few hundred molecules; a student's energy is then off by a
 constant per molecule wherever a group or a combination of groups was rare in training. This list
@@ -110,13 +112,15 @@ BATCHES = {
 }
 
 
-def _sites(mol: Chem.Mol, group: Chem.Mol | None = None) -> list[int]:
-    """Atoms that may carry ``group``: carbons with a hydrogen; N-H too when the group bonds
-    through carbon or sulfur (N-alkyl, N-acyl, N-sulfonyl), never N-halogen, N-N or N-O."""
-    through = "C"
-    if group is not None:
-        (partner,) = group.GetAtomWithIdx(_dummies(group)[0]).GetNeighbors()
-        through = partner.GetSymbol()
+def _through(group: Chem.Mol, dummy: int) -> str:
+    """The element by which ``group`` bonds at its dummy atom ``dummy``."""
+    (partner,) = group.GetAtomWithIdx(dummy).GetNeighbors()
+    return partner.GetSymbol()
+
+
+def _sites(mol: Chem.Mol, through: str) -> list[int]:
+    """Atoms that may carry a group bonding through element ``through``: carbons with a hydrogen;
+    N-H too when it is carbon or sulfur (N-alkyl, N-acyl, N-sulfonyl), never N-halogen, N-N or N-O."""
     allowed = {"C", "N"} if through in ("C", "S") else {"C"}
     return [a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() in allowed and a.GetTotalNumHs() > 0]
 
@@ -142,40 +146,28 @@ def _dummies(mol: Chem.Mol) -> list[int]:
     return [a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() == "*"]
 
 
-def draw(rng: random.Random, batch: Batch) -> Chem.Mol | None:
+def draw(rng: random.Random, batch: Batch) -> Chem.Mol:
     """One molecule: a ring, maybe a linker and a second ring, then zero to three substituents."""
     mol = Chem.MolFromSmiles(rng.choice(batch.rings))
     if rng.random() < 0.75:
         link_smiles = rng.choice(batch.linkers)
         second = Chem.MolFromSmiles(rng.choice(batch.rings))
-        if link_smiles == "*-*":  # a direct ring-ring bond
-            frag = Chem.RWMol(second)
-            idx = frag.AddAtom(Chem.Atom(0))
-            frag.AddBond(rng.choice(_sites(second, Chem.MolFromSmiles("*C"))), idx, Chem.BondType.SINGLE)
-            _fix_h(frag, idx)
-            frag = frag.GetMol()
-            Chem.SanitizeMol(frag)
-            mol = _attach(mol, rng.choice(_sites(mol, frag)), frag, _dummies(frag)[0])
+        if link_smiles == "*-*":  # a direct ring-ring bond: the second ring, with a dummy where it bonds
+            frag = _attach(second, rng.choice(_sites(second, "C")), Chem.MolFromSmiles("*[*]"), 0)
         else:
-            linker = Chem.MolFromSmiles(link_smiles)
-            first_dummy, second_dummy = _dummies(linker)
-            second_end = Chem.RWMol(linker)  # the linker as a one-point group bonding through its second end
-            second_end.RemoveAtom(first_dummy)
-            linked = _attach(second, rng.choice(_sites(second, second_end.GetMol())), linker, second_dummy)
-            mol = _attach(mol, rng.choice(_sites(mol, linked)), linked, _dummies(linked)[0])
+            frag = Chem.MolFromSmiles(link_smiles)
+            _, second_dummy = _dummies(frag)
+            frag = _attach(second, rng.choice(_sites(second, _through(frag, second_dummy))), frag, second_dummy)
+        dummy = _dummies(frag)[0]
+        mol = _attach(mol, rng.choice(_sites(mol, _through(frag, dummy))), frag, dummy)
     for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):
         sub = Chem.MolFromSmiles(rng.choice(batch.substituents))
-        sites = _sites(mol, sub)
+        (dummy,) = _dummies(sub)
+        sites = _sites(mol, _through(sub, dummy))
         if not sites:
             break
-        mol = _attach(mol, rng.choice(sites), sub, _dummies(sub)[0])
+        mol = _attach(mol, rng.choice(sites), sub, dummy)
     return mol
-
-
-def _fix_h(frag: Chem.RWMol, dummy: int) -> None:
-    (partner,) = frag.GetAtomWithIdx(dummy).GetNeighbors()
-    if partner.GetNumExplicitHs() > 0:
-        partner.SetNumExplicitHs(partner.GetNumExplicitHs() - 1)
 
 
 def acceptable(mol: Chem.Mol, min_heavy: int, max_heavy: int) -> bool:
@@ -205,7 +197,7 @@ def enumerate_molecules(count: int, batch: Batch, min_heavy: int = 8, max_heavy:
             mol = draw(rng, batch)
         except (ValueError, RuntimeError, Chem.rdchem.KekulizeException, Chem.rdchem.AtomValenceException):
             continue
-        if mol is None or not acceptable(mol, min_heavy, max_heavy):
+        if not acceptable(mol, min_heavy, max_heavy):
             continue
         smiles = Chem.MolToSmiles(mol)
         if smiles in seen or Chem.MolFromSmiles(smiles) is None:
