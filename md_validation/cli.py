@@ -312,6 +312,7 @@ class _TrustError(click.ClickException):
 @click.option("--engine", type=ENGINE, default="ase", show_default=True)
 @click.option("--threshold", type=POSITIVE, default=None, help="eV/Å, largest per-atom force uncertainty; default: 4 × the model's calibrated force RMSE")
 @click.option("--max-fraction", type=NON_NEGATIVE, default=0.05, show_default=True, help="allowed fraction of frames over the threshold")
+@click.option("--novelty", "novelty_threshold", type=POSITIVE, default=2.0, show_default=True, help="largest novelty (students with a novelty reference; 1 is exceeded by 1 %% of the training structures)")
 @click.option("--force-tolerance", type=POSITIVE, default=None, help="eV/Å, spot-check force RMSE; default: 2 × the model's held-out force RMSE")
 @click.option("--nve-time", "nve_fs", type=TIME, default="0", show_default=True, help="NVE after the NVT run, for the drift check (0: none)")
 @click.option("--dt", "dt_fs", type=POSITIVE_TIME, default="1fs", show_default=True)
@@ -319,7 +320,7 @@ class _TrustError(click.ClickException):
 @click.option("--seed", type=NON_NEGATIVE_INT, default=0, show_default=True)
 @output_options("trust", device_help="cpu, cuda or cuda:N (teacher)")
 def trust_cmd(model, structure, temperature, time_fs, pressure_GPa, teacher, teacher_calls, engine, threshold, max_fraction,
-              force_tolerance, nve_fs, dt_fs, interval, seed, device, out_dir, quiet) -> None:
+              novelty_threshold, force_tolerance, nve_fs, dt_fs, interval, seed, device, out_dir, quiet) -> None:
     """May I use MODEL for this MD job? Runs it with uncertainty monitoring, teacher spot checks
     and stability checks; PASS (exit 0) or FAIL (exit 1) with each reason; 2 on error."""
     from md_validation.trust import TrustSettings, run_trust, write_trust_report
@@ -328,7 +329,8 @@ def trust_cmd(model, structure, temperature, time_fs, pressure_GPa, teacher, tea
         _check_steps("--time", time_fs, dt_fs, interval, "the trust run")
         settings = TrustSettings(temperature_K=temperature, time_fs=time_fs, dt_fs=dt_fs, interval=interval, seed=seed,
                                  nve_fs=nve_fs, teacher_calls=teacher_calls, threshold=threshold,
-                                 max_fraction_over=max_fraction, force_tolerance=force_tolerance, pressure_GPa=pressure_GPa)
+                                 max_fraction_over=max_fraction, novelty_threshold=novelty_threshold,
+                                 force_tolerance=force_tolerance, pressure_GPa=pressure_GPa)
         atoms = _structure(structure, model)
         ref = _teacher(teacher, device) if teacher else None
         with _threads(len(atoms)):

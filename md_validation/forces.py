@@ -251,27 +251,34 @@ def parity_metrics(data: ParityData, min_force: float = DEFAULT_MIN_FORCE) -> di
     return {"overall": overall, "per_element": per_element, "per_config_type": per_config}
 
 
-def predicted_uncertainty(calc: Calculator, frames: Sequence[Atoms], batch_size: int = 16) -> np.ndarray | None:
-    """Per-atom force uncertainty (eV/Å) of a student with ensemble heads on ``frames`` (all
-    atoms in order), ``None`` for any other calculator."""
+def predicted_uncertainty(calc: Calculator, frames: Sequence[Atoms], batch_size: int = 16) -> dict[str, np.ndarray] | None:
+    """``forces``: the per-atom force uncertainty (eV/Å) of a student with ensemble heads on
+    ``frames`` (all atoms in order) and, when it has a novelty reference, ``novelty``: each
+    frame's novelty (:mod:`mlffd.models.novelty`); ``None`` for any other calculator."""
     metadata = getattr(calc, "metadata", None)
     if not isinstance(metadata, dict) or "uncertainty" not in metadata:
         return None
     from mlffd.calculator import DistilledCalculator
 
     monitor = DistilledCalculator(calc.artifact.path, device=calc.device, uncertainty=True)
-    out: list[np.ndarray] = []
+    results: list[dict] = []
     for start in range(0, len(frames), batch_size):
-        out += [r["forces_uncertainty"] for r in monitor.calculate_batch(list(frames[start:start + batch_size]))]
-    return np.concatenate(out)
+        results += monitor.calculate_batch(list(frames[start:start + batch_size]))
+    out = {"forces": np.concatenate([r["forces_uncertainty"] for r in results])}
+    if results and all("novelty" in r for r in results):
+        out["novelty"] = np.array([r["novelty"] for r in results])
+    return out
 
 
-def uncertainty_calibration(data: ParityData, predicted: np.ndarray, bins: int = 10) -> dict[str, Any]:
+def uncertainty_calibration(data: ParityData, predicted: np.ndarray, bins: int = 10,
+                            novelty: np.ndarray | None = None) -> dict[str, Any]:
     """How the predicted per-atom force uncertainty ``predicted`` (eV/Å) matches the true error:
     Spearman rank correlation per structure (RMS uncertainty vs force RMSE) and per atom
     (uncertainty vs |ΔF|/√3), and a reliability table: atoms binned by predicted uncertainty
     (quantile bins), each bin's RMS predicted uncertainty next to its observed RMS error per
-    component (a calibrated model lies on the diagonal)."""
+    component (a calibrated model lies on the diagonal). With each frame's ``novelty``: its
+    Spearman correlation with the frame's energy error per atom and force RMSE, and the share
+    of frames above 1 with the errors of those frames and of the rest."""
     from scipy.stats import spearmanr
 
     err = np.linalg.norm(data.f_pred - data.f_ref, axis=1) / np.sqrt(3.0)
@@ -290,13 +297,30 @@ def uncertainty_calibration(data: ParityData, predicted: np.ndarray, bins: int =
         if sel.any():
             table.append({"predicted_rms": float(np.sqrt(np.mean(predicted[sel] ** 2))),
                           "observed_rms": float(np.sqrt(np.mean(err[sel] ** 2))), "atoms": int(sel.sum())})
-    return {
+    record = {
         "spearman_structure": rho(per_frame_unc, per_frame_err),
         "spearman_atom": rho(predicted, err),
         "rms_predicted": float(np.sqrt(np.mean(predicted**2))),
         "rms_observed": float(np.sqrt(np.mean(err**2))),
         "reliability": table,
     }
+    if novelty is not None:
+        e_err = np.abs(data.e_pred - data.e_ref) / data.n_atoms * 1000.0  # meV/atom
+        f_err = np.array([np.sqrt(np.mean((data.f_pred - data.f_ref)[data.atom_frame == k] ** 2)) for k in frames])
+        above = novelty > 1.0
+
+        def mean_or_nan(x: np.ndarray) -> float:
+            return float(np.mean(x)) if len(x) else float("nan")
+
+        record["novelty"] = {
+            "spearman_energy_error": rho(novelty, e_err),
+            "spearman_force_rmse": rho(novelty, f_err),
+            "fraction_above_1": float(np.mean(above)),
+            "energy_mae_above_1_meV_per_atom": mean_or_nan(e_err[above]),
+            "energy_mae_below_1_meV_per_atom": mean_or_nan(e_err[~above]),
+            "max": float(np.max(novelty)),
+        }
+    return record
 
 
 def read_frames(path: str, index: str = ":", stride: int = 1) -> list[Atoms]:
@@ -338,8 +362,10 @@ def forces_report(
     figures = {"forces": report.figure_png(plots.forces_figure(data, metrics, min_force=min_force))}
     predicted = predicted_uncertainty(calc, frames, batch_size)
     if predicted is not None:
-        metrics["uncertainty"] = uncertainty_calibration(data, predicted)
-        figures["uncertainty"] = report.figure_png(plots.reliability_figure(metrics["uncertainty"], data, predicted))
+        novelty = predicted.get("novelty")
+        metrics["uncertainty"] = uncertainty_calibration(data, predicted["forces"], novelty=novelty)
+        figure = plots.reliability_figure(metrics["uncertainty"], data, predicted["forces"], novelty)
+        figures["uncertainty"] = report.figure_png(figure)
     files = report.write_figures(figures, out)
     files["json"] = report.write_json(metrics, out / "forces.json")
     sections = [report.Section("Overall", metrics=metrics["overall"], figures=figures),

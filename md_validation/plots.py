@@ -173,12 +173,20 @@ def series_plot(series: Mapping[str, tuple[np.ndarray, np.ndarray]], xlabel: str
 __all__ = ["energy_plot", "rdf_plot", "forces_figure", "distribution_plot", "histograms", "series_plot"]
 
 
-def reliability_figure(calibration: Mapping[str, Any], data: ParityData, predicted: np.ndarray) -> Figure:
+def reliability_figure(calibration: Mapping[str, Any], data: ParityData, predicted: np.ndarray,
+                       novelty: np.ndarray | None = None) -> Figure:
     """Predicted per-atom force uncertainty against the true error: the atoms (log-log) and the
-    reliability diagram (binned RMS predicted vs observed, the diagonal is perfect calibration)."""
+    reliability diagram (binned RMS predicted vs observed, the diagonal is perfect calibration);
+    with each frame's ``novelty``, a third panel: the frames' energy error against it."""
     err = np.linalg.norm(data.f_pred - data.f_ref, axis=1) / np.sqrt(3.0)
-    fig = Figure(figsize=(10, 4.2))
-    ax = fig.subplots(1, 2)
+    fig = Figure(figsize=(15 if novelty is not None else 10, 4.2))
+    ax = fig.subplots(1, 3 if novelty is not None else 2)
+    if novelty is not None:
+        e_err = np.abs(data.e_pred - data.e_ref) / data.n_atoms * 1000.0
+        ax[2].semilogy(novelty, np.maximum(e_err, 1e-4), ".", ms=3, alpha=0.5)
+        ax[2].axvline(1.0, color="k", lw=0.7)
+        ax[2].set(xlabel="novelty (1: 99 % of training structures below)", ylabel="|ΔE| (meV/atom)",
+                  title=f"frames: Spearman {calibration['novelty']['spearman_energy_error']:.2f}")
     ax[0].loglog(np.maximum(predicted, 1e-6), np.maximum(err, 1e-6), ".", ms=2, alpha=0.4)
     ax[0].set(xlabel="predicted force uncertainty (eV/Å)", ylabel="|ΔF| / √3 (eV/Å)",
               title=f"atoms: Spearman {calibration['spearman_atom']:.2f}")

@@ -18,6 +18,9 @@ Checks (defaults in :class:`TrustSettings`):
 - uncertainty: the fraction of frames whose largest per-atom force uncertainty exceeds the
   threshold (default ``threshold_factor`` × the student's calibrated validation force RMSE) is
   at most ``max_fraction_over``;
+- novelty (students with a novelty reference, :mod:`mlffd.models.novelty`): the fraction of
+  frames whose novelty exceeds ``novelty_threshold`` is at most ``max_fraction_over``: it flags
+  structures unlike the training data even where the ensemble's heads agree;
 - spot checks: the force RMSE against the teacher over the checked frames is at most
   ``force_tolerance`` (default ``tolerance_factor`` × the student's held-out force RMSE);
 - NVE drift (when ``nve_fs`` > 0): below ``drift_threshold`` meV/atom/ps.
@@ -48,6 +51,7 @@ class TrustSettings:
     threshold: float | None = None  #: eV/Å; None: threshold_factor × the calibrated force RMSE
     threshold_factor: float = 4.0
     max_fraction_over: float = 0.05
+    novelty_threshold: float = 2.0  #: 1 is exceeded by 1 % of the training structures
     force_tolerance: float | None = None  #: eV/Å; None: tolerance_factor × the held-out force RMSE
     tolerance_factor: float = 2.0
     energy_jump_eV_per_atom: float = 0.5
@@ -58,7 +62,8 @@ class TrustSettings:
         if self.pressure_GPa is not None and not math.isfinite(self.pressure_GPa):
             raise ValueError(f"TrustSettings.pressure_GPa must be a finite number, got {self.pressure_GPa!r}")
         for name in ("temperature_K", "time_fs", "dt_fs", "friction_per_fs", "nve_fs", "threshold_factor",
-                     "max_fraction_over", "tolerance_factor", "energy_jump_eV_per_atom", "drift_threshold"):
+                     "max_fraction_over", "tolerance_factor", "energy_jump_eV_per_atom", "drift_threshold",
+                     "novelty_threshold"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -198,6 +203,8 @@ def _uncertainty_checks(model: str | Path, frames: list[Atoms], calibration: dic
         monitor = DistilledCalculator(model, uncertainty=True)
         per_frame = [monitor.calculate_batch([f])[0] for f in frames]
         max_unc = np.array([r["forces_uncertainty"].max() for r in per_frame])
+        if per_frame and all("novelty" in r for r in per_frame):
+            _novelty_check(np.array([r["novelty"] for r in per_frame]), settings, series, metrics, reasons)
         series["max_force_uncertainty"] = max_unc
         series["mean_force_uncertainty"] = np.array([r["forces_uncertainty"].mean() for r in per_frame])
         threshold = settings.threshold or settings.threshold_factor * float(calibration["force_rmse"])
@@ -213,6 +220,20 @@ def _uncertainty_checks(model: str | Path, frames: list[Atoms], calibration: dic
         notes.append("the student has no ensemble heads: no uncertainty check (train with model_overrides ensemble >= 2)")
 
     return max_unc
+
+
+def _novelty_check(novelty: np.ndarray, settings: TrustSettings, series: dict[str, np.ndarray], metrics: dict[str, Any],
+                   reasons: list[str]) -> None:
+    """Each frame's novelty against ``settings.novelty_threshold``."""
+    series["novelty"] = novelty
+    threshold = settings.novelty_threshold
+    over = float(np.mean(novelty > threshold))
+    metrics["novelty"] = {"threshold": threshold, "fraction_over": over, "max": float(novelty.max())}
+    if over > settings.max_fraction_over:
+        first = float(series["time_ps"][int(np.argmax(novelty > threshold))])
+        reasons.append(f"novelty above {threshold:g} in {100 * over:.0f} % of the frames (allowed "
+                       f"{100 * settings.max_fraction_over:g} %; first at {first:.3g} ps, largest {novelty.max():.3g}): "
+                       "the structures are unlike the student's training data")
 
 
 def _spot_checks(frames: list[Atoms], teacher: Calculator | None, max_unc: np.ndarray | None, meta: dict[str, Any],
@@ -292,6 +313,14 @@ def write_trust_report(result: TrustResult, out_dir: str | Path) -> dict[str, Pa
         ax.set(xlabel="time (ps)", ylabel="force uncertainty (eV/Å)", title="uncertainty during the run")
         ax.legend()
         figures["uncertainty"] = report.figure_png(fig)
+        plt.close(fig)
+    if "novelty" in s and len(s["time_ps"]):
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        ax.plot(s["time_ps"], s["novelty"], label="novelty (largest per-atom)")
+        ax.axhline(result.metrics["novelty"]["threshold"], color="k", ls="--", lw=0.8, label="threshold")
+        ax.set(xlabel="time (ps)", ylabel="novelty", title="novelty during the run (1: 1 % of training structures above)")
+        ax.legend()
+        figures["novelty"] = report.figure_png(fig)
         plt.close(fig)
     if result.spot:
         fig, ax = plt.subplots(figsize=(4.2, 4.2))

@@ -72,7 +72,9 @@ class DistilledCalculator(Calculator):
         uncertainty: add ``energy_uncertainty`` (eV), ``energies_uncertainty`` (eV per atom) and
             ``forces_uncertainty`` (eV/Å per atom) to the results, from the student's calibrated
             ensemble heads (:mod:`mlffd.models.uncertainty`; same call, same cost); an artifact
-            without them is a ValueError.
+            without them is a ValueError. An artifact with a novelty reference also gives
+            ``novelty`` (the structure's) and ``novelties`` (per atom; :mod:`mlffd.models.novelty`:
+            above 1, less like the training data than 99 % of the training structures).
         uncertainty_threshold: largest acceptable per-atom force uncertainty (eV/Å); above it
             ``action`` happens (implies ``uncertainty``).
         action: ``"warn"`` (an :class:`UncertaintyWarning` naming the atoms, results kept) or
@@ -80,7 +82,7 @@ class DistilledCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses",
-                              "energy_uncertainty", "energies_uncertainty", "forces_uncertainty"]
+                              "energy_uncertainty", "energies_uncertainty", "forces_uncertainty", "novelty", "novelties"]
     #: the constructor's settings, kept in ``self.parameters`` as ASE's calculators keep theirs
     #: (``todict()`` lists those that differ from these; ``DistilledCalculator(**calc.todict())``
     #: builds an equal calculator). They are fixed once the model is loaded: :meth:`set` refuses
@@ -308,6 +310,8 @@ class DistilledCalculator(Calculator):
                                           f"an mlffd artifact returns {', '.join(OUTPUTS)}")
         # only what the results use crosses to the host: each output is its own device copy
         wanted = OUTPUTS + (_UNCERTAINTY_USED if self.uncertainty else ())
+        if self.uncertainty and "atom_novelty" in out:
+            wanted += ("atom_novelty",)
         result = {k: out[k].detach().to("cpu", torch.float64).numpy() for k in wanted}
         self._check_outputs(result, inputs)
         return result
@@ -398,13 +402,17 @@ class DistilledCalculator(Calculator):
 
     @staticmethod
     def _uncertainty(out: dict[str, np.ndarray], atoms: slice) -> dict:
-        """The uncertainty results of the atoms ``atoms`` of one call (one structure)."""
+        """The uncertainty (and novelty) results of the atoms ``atoms`` of one call (one structure)."""
         deviations = out["atom_energy_deviations"][atoms].sum(0)
-        return {
+        results = {
             "energy_uncertainty": float(np.sqrt(np.mean(deviations**2))),
             "energies_uncertainty": out["atom_energy_uncertainty"][atoms].copy(),
             "forces_uncertainty": np.sqrt(out["force_variance"][atoms]),
         }
+        if "atom_novelty" in out:
+            novelties = out["atom_novelty"][atoms].copy()
+            results.update(novelties=novelties, novelty=float(novelties.max()) if len(novelties) else 0.0)
+        return results
 
     def _check_threshold(self, forces_uncertainty: np.ndarray, atoms: Atoms) -> None:
         if self.uncertainty_threshold is None:

@@ -161,6 +161,7 @@ void PairMLFFD::configure_allocator()
 PairMLFFD::~PairMLFFD()
 {
   memory->destroy(force_uncertainty);
+  memory->destroy(atom_novelty);
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -197,9 +198,11 @@ void PairMLFFD::settings(int narg, char **arg)
   uncertainty_stop = false;
   uncertainty_every = 100;
   last_warning = -1;
+  novelty_threshold = 0.0;
+  last_novelty_warning = -1;
   const std::string usage =
       "expected 'pair_style mlffd [device cpu|cuda|cuda:N] [images fold|copy] [block N] [graph reuse|rebuild] "
-      "[uncertainty X] [action warn|stop] [every N]'";
+      "[uncertainty X] [novelty X] [action warn|stop] [every N]'";
   int iarg = 0;
   if (narg % 2 == 1) dev = arg[iarg++];    // bare device name
   while (iarg < narg) {
@@ -219,6 +222,12 @@ void PairMLFFD::settings(int narg, char **arg)
       if (end == value.c_str() || *end != '\0' || !std::isfinite(x) || x <= 0.0)
         error->all(FLERR, "Illegal pair_style mlffd command: uncertainty '{}' is not a positive number (eV/A)", value);
       uncertainty_threshold = x;
+    } else if (key == "novelty") {
+      char *end = nullptr;
+      double x = std::strtod(value.c_str(), &end);
+      if (end == value.c_str() || *end != '\0' || !std::isfinite(x) || x <= 0.0)
+        error->all(FLERR, "Illegal pair_style mlffd command: novelty '{}' is not a positive number", value);
+      novelty_threshold = x;
     } else if (key == "every") {
       char *end = nullptr;
       long n = std::strtol(value.c_str(), &end, 10);
@@ -408,6 +417,7 @@ void PairMLFFD::load_model(const std::string &path)
     for (const auto &m : masses) element_masses.push_back(m.get<double>());
   }
   has_uncertainty = meta.contains("uncertainty") && meta["uncertainty"].is_object();
+  has_novelty = meta.contains("novelty") && meta["novelty"].is_object();
   static const json dtypes = json::parse(kDtypesJson);
   const std::string dt = meta["dtype"].get<std::string>();
   if (std::find(dtypes.begin(), dtypes.end(), json(dt)) == dtypes.end())
@@ -604,6 +614,10 @@ void PairMLFFD::init_style()
   if ((uncertainty_threshold > 0.0 || uncertainty_flag) && !has_uncertainty)
     error->all(FLERR, "pair_style mlffd: model {} carries no calibrated uncertainty (train it with model_overrides "
                "ensemble >= 2); remove 'uncertainty' from pair_style and 'fix pair ... uncertainty'", model_path);
+  if ((novelty_threshold > 0.0 || novelty_flag) && !has_novelty)
+    error->all(FLERR, "pair_style mlffd: model {} carries no novelty reference (export it with the current mlffd, or "
+               "'mlffd calibrate --refit TRAINING_DATA'); remove 'novelty' from pair_style and 'fix pair ... novelty'",
+               model_path);
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR, "pair_style mlffd requires 'units metal' (eV, Angstrom, ps); this input uses 'units {}'",
                update->unit_style);
@@ -712,6 +726,58 @@ void PairMLFFD::uncertainty(const Outputs &out, int nall)
   }
 }
 
+/* ----------------------------------------------------------------------
+   novelty of a student with a novelty reference (mlffd/models/novelty.py): only atoms that
+   carry energy have one, so each local atom takes its node's value (no communication); the
+   largest over ranks, then the threshold as for the uncertainty.
+------------------------------------------------------------------------- */
+
+void PairMLFFD::novelty(const Outputs &out)
+{
+  const int nlocal = atom->nlocal;
+  if (atom->nmax > nmax_novelty) {
+    memory->destroy(atom_novelty);
+    nmax_novelty = atom->nmax;
+    memory->create(atom_novelty, nmax_novelty, "pair:atom_novelty");
+  }
+  std::fill(atom_novelty, atom_novelty + nlocal, 0.0);
+  const double *nv = out.atom_novelty.data_ptr<double>();
+  for (size_t n = 0; n < node_atom.size(); n++) {
+    const int i = node_atom[n];
+    if (i >= nlocal) continue;
+    if (!std::isfinite(nv[n]))
+      fail(fmt::format("pair mlffd: step {}: model {} returned a non-finite novelty for atom {}", update->ntimestep,
+                       model_path, (tagint) atom->tag[i]));
+    atom_novelty[i] = std::max(atom_novelty[i], nv[n]);
+  }
+  double worst[2] = {0.0, -1.0};
+  int above = 0;
+  for (int i = 0; i < nlocal; i++) {
+    if (atom_novelty[i] > worst[0]) {
+      worst[0] = atom_novelty[i];
+      worst[1] = (double) atom->tag[i];
+    }
+    if (novelty_threshold > 0.0 && atom_novelty[i] > novelty_threshold) above++;
+  }
+  struct { double value; int rank; } in{worst[0], comm->me}, top{};
+  MPI_Allreduce(&in, &top, 1, MPI_DOUBLE_INT, MPI_MAXLOC, world);
+  double worst_id = worst[1];
+  MPI_Bcast(&worst_id, 1, MPI_DOUBLE, top.rank, world);
+  max_novelty = top.value;
+  int total_above = 0;
+  MPI_Allreduce(&above, &total_above, 1, MPI_INT, MPI_SUM, world);
+  if (total_above == 0) return;
+  const std::string what = fmt::format(
+      "pair mlffd: step {}: novelty {:.3g} on atom {} exceeds {:g} ({} atom(s) above it): the structure is unlike "
+      "what model {} was trained on",
+      update->ntimestep, max_novelty, (tagint) worst_id, novelty_threshold, total_above, model_path);
+  if (uncertainty_stop) error->all(FLERR, "{}", what);
+  if (last_novelty_warning < 0 || update->ntimestep - last_novelty_warning >= uncertainty_every) {
+    last_novelty_warning = update->ntimestep;
+    if (comm->me == 0) error->warning(FLERR, "{}", what);
+  }
+}
+
 int PairMLFFD::pack_reverse_comm(int n, int first, double *buf)
 {
   for (int i = first; i < first + n; i++) buf[i - first] = force_uncertainty[i];
@@ -725,8 +791,9 @@ void PairMLFFD::unpack_reverse_comm(int n, int *list, double *buf)
 
 /* ----------------------------------------------------------------------
    'fix pair N mlffd uncertainty 1' makes the per-atom force uncertainty (eV/A) a per-atom
-   vector for dump, compute reduce and variables; 'energy_uncertainty' and
-   'max_force_uncertainty' (eV, eV/A) are global scalars for library callers
+   vector for dump, compute reduce and variables ('fix pair N mlffd novelty 1' the novelty);
+   'energy_uncertainty', 'max_force_uncertainty' (eV, eV/A) and 'max_novelty' are global
+   scalars for library callers
 ------------------------------------------------------------------------- */
 
 void *PairMLFFD::extract(const char *name, int &dim)
@@ -735,6 +802,8 @@ void *PairMLFFD::extract(const char *name, int &dim)
   if (strcmp(name, "uncertainty_flag") == 0) return (void *) &uncertainty_flag;
   if (strcmp(name, "energy_uncertainty") == 0) return (void *) &energy_uncertainty;
   if (strcmp(name, "max_force_uncertainty") == 0) return (void *) &max_force_uncertainty;
+  if (strcmp(name, "novelty_flag") == 0) return (void *) &novelty_flag;
+  if (strcmp(name, "max_novelty") == 0) return (void *) &max_novelty;
   return nullptr;
 }
 
@@ -742,6 +811,7 @@ void *PairMLFFD::extract_peratom(const char *name, int &ncol)
 {
   ncol = 0;
   if (strcmp(name, "uncertainty") == 0) return (void *) force_uncertainty;
+  if (strcmp(name, "novelty") == 0) return (void *) atom_novelty;
   return nullptr;
 }
 
@@ -1232,6 +1302,12 @@ PairMLFFD::Outputs PairMLFFD::check_outputs(const torch::jit::IValue &result, in
     const c10::IValue dev = out.at(c10::IValue(std::string("energy_deviations")));
     o.energy_deviations = host(dev.toTensor().detach());
   }
+  if (has_novelty && (novelty_threshold > 0.0 || novelty_flag)) {
+    if (!out.contains(c10::IValue(std::string("atom_novelty"))))
+      fail(fmt::format("pair mlffd: model {}: its metadata promises a novelty but forward returned no atom_novelty",
+                       model_path));
+    o.atom_novelty = host(sized("atom_novelty", nnodes));
+  }
 
   bool bad = !std::isfinite(o.energy);
   for (const torch::Tensor *t : {&o.forces, &o.virial, &o.atom_energies, &o.atom_virial}) {
@@ -1308,6 +1384,7 @@ void PairMLFFD::compute(int eflag, int vflag)
   }
 
   if (out.force_variance.defined()) uncertainty(out, nall);
+  if (out.atom_novelty.defined()) novelty(out);
 
   if (eflag_global) eng_vdwl += out.energy;
   if (eflag_atom) {

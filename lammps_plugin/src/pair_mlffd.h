@@ -49,9 +49,11 @@ class PairMLFFD : public Pair {
   struct Outputs {    // on the host, float64
     torch::Tensor forces, virial, atom_energies, atom_virial;
     torch::Tensor force_variance, energy_deviations;    // ensemble students, when asked for
+    torch::Tensor atom_novelty;                         // students with a novelty reference, when asked for
     double energy = 0.0;
   };
   void uncertainty(const Outputs &out, int nall);
+  void novelty(const Outputs &out);
 
   // uncertainty of ensemble students (docs/lammps.md, "Uncertainty"): 'uncertainty X' threshold
   // (eV/A, 0: none), 'action warn|stop', 'every N' steps between warnings
@@ -65,6 +67,15 @@ class PairMLFFD : public Pair {
   int nmax_uncertainty = 0;
   double energy_uncertainty = 0.0;    // eV, of the whole system
   double max_force_uncertainty = 0.0;
+  // novelty (mlffd/models/novelty.py; docs/lammps.md, "Uncertainty"): 'novelty X' threshold
+  // (dimensionless, 0: none), sharing 'action' and 'every' with the uncertainty
+  bool has_novelty = false;           // the model carries a fitted novelty reference
+  double novelty_threshold = 0.0;
+  bigint last_novelty_warning = -1;
+  int novelty_flag = 0;               // set by 'fix pair ... novelty 1'
+  double *atom_novelty = nullptr;     // per local atom, valid after compute
+  int nmax_novelty = 0;
+  double max_novelty = 0.0;           // of the whole system
   Outputs check_outputs(const torch::jit::IValue &result, int64_t nnodes);
 
   torch::jit::Module model;

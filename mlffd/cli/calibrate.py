@@ -1,4 +1,4 @@
-"""``mlffd calibrate``: refit and calibrate the uncertainty of an ensemble student's artifact."""
+"""``mlffd calibrate``: refit and calibrate the uncertainty (and fit the novelty) of an ensemble student's artifact."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from mlffd.cli.options import INPUT_FILE, OUTPUT_FILE
 @click.option("--data", "calibration", required=True, multiple=True, type=INPUT_FILE,
               help="Labelled frames (held out from training) the uncertainty scale is fitted on (repeatable).")
 @click.option("--refit", multiple=True, type=INPUT_FILE,
-              help="Labelled training frames the heads' deviations are refitted on (repeatable); none: scale only.")
+              help="Labelled training frames the heads' deviations are refitted and the novelty reference fitted on "
+                   "(repeatable); none: scale only.")
 @click.option("--max-refit-frames", type=click.IntRange(min=1), default=600, show_default=True)
 @click.option("--out", required=True, type=OUTPUT_FILE, help="The new artifact (NAME.mlffd.pt).")
 def calibrate_command(model: str, calibration: tuple[str, ...], refit: tuple[str, ...], max_refit_frames: int, out: str) -> None:
     """Write MODEL (a shipped name or NAME.mlffd.pt with ensemble heads) to OUT with its heads
-    refitted so their spread follows its errors, and its uncertainty calibrated on --data.
-    Energies and forces are unchanged."""
+    refitted so their spread follows its errors and its novelty reference fitted (--refit), and
+    its uncertainty calibrated on --data. Energies and forces are unchanged."""
     from mlffd.registry import resolve
     from mlffd.training.calibration import recalibrate_artifact
 

@@ -23,13 +23,18 @@ def build(config: ModelConfig, dtype=None) -> StudentPotential:
     return model.to(dtype or torch.float32)
 
 
+_LATER_BUFFERS = ("uncertainty_scale", "novelty_mean", "novelty_whiten")
+
+
 def load_weights(model: StudentPotential, state) -> None:
-    """Load ``state`` (a state dict) into ``model``; a state saved before the short-range prior
-    or the uncertainty calibration existed lacks only their buffers (``repulsion.*``,
-    ``uncertainty_scale``), which then keep the model's values."""
+    """Load ``state`` (a state dict) into ``model``; a state saved before the short-range prior,
+    the uncertainty calibration or the novelty reference existed lacks only their buffers
+    (``repulsion.*``, ``uncertainty_scale``, ``novelty_*``), which then keep the model's values.
+    The novelty is on when the loaded reference is fitted (non-zero)."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not (k.startswith("repulsion.") or k == "uncertainty_scale") for k in missing):
+    if unexpected or any(not (k.startswith("repulsion.") or k in _LATER_BUFFERS) for k in missing):
         model.load_state_dict(state)  # raises, naming every mismatched key
+    model.use_novelty = bool(model.novelty_whiten.abs().sum() > 0)
 
 
 def export_student(model: StudentPotential, config: ModelConfig, path, **metadata):

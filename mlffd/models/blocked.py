@@ -46,7 +46,7 @@ class BlockedEvaluation:
         edge_index: Tensor,
         shifts: Tensor,
         energy_mask: Tensor,
-        heads: Optional[List[Tensor]] = None,
+        extras: Optional[Dict[str, Tensor]] = None,
     ) -> Dict[str, Tensor]:
         """The outputs of :func:`conservative_outputs` evaluated in blocks of ``chunk_atoms``
         centre atoms (see the module docstring), peak memory ~ one block's edges plus a few
@@ -72,13 +72,16 @@ class BlockedEvaluation:
         virial = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
         atom_virial = torch.zeros(n_atoms, 9, dtype=positions.dtype, device=positions.device)
         head_energies = torch.zeros(n_atoms, max(1, self.ensemble), dtype=positions.dtype, device=positions.device)
+        novelty = torch.zeros(n_atoms, dtype=positions.dtype, device=positions.device)
         # from the last layer (with the readout) back to the first; g_h carries dE/dh_{t+1} between layers
         g_h = torch.zeros(0, dtype=positions.dtype, device=positions.device)
         for t in range(len(self.interactions) - 1, -1, -1):
             g_h = self.layer_gradients(t, g_h, hs[t], zs[t], rhos, positions, species, edge_index, shifts, energy_mask, order,
-                                       offsets, slot, max_nbrs, blocks, fused, [atom_energies, head_energies, forces, virial, atom_virial])
-        if heads is not None and self.ensemble > 1:
-            heads.append(head_energies)
+                                       offsets, slot, max_nbrs, blocks, fused, [atom_energies, head_energies, forces, virial, atom_virial, novelty])
+        if extras is not None and self.ensemble > 1:
+            extras["heads"] = head_energies
+        if extras is not None and self.use_novelty:
+            extras["novelty"] = novelty
         return output_dict(atom_energies.sum(), atom_energies, forces, virial, atom_virial)
 
     def features_pass(self, positions: Tensor, species: Tensor, edge_index: Tensor, shifts: Tensor, onehot: Tensor,
@@ -131,7 +134,7 @@ class BlockedEvaluation:
                         slot: Tensor, max_nbrs: int, blocks: List[List[int]], fused: bool, acc: List[Tensor]) -> Tensor:
         """Pass 2 for layer ``t``, block by block: given ``g_h = dE/dh_{t+1}`` (ignored for the last
         layer, which carries the readout), add the layer's edge gradients to the accumulators
-        ``acc`` (atom energies, head energies, forces, virial, per-atom virial) and return
+        ``acc`` (atom energies, head energies, forces, virial, per-atom virial, novelty) and return
         ``dE/dh_t``."""
         n_layers = len(self.interactions)
         forces, virial, atom_virial = acc[2], acc[3], acc[4]
@@ -178,7 +181,7 @@ class BlockedEvaluation:
                         leaves.append(h_c)
                     block_grad: List[Optional[Tensor]] = []
                     if t == n_layers - 1:
-                        target = self.block_target(out, species, energy_mask, block, acc[0], acc[1])
+                        target = self.block_target(out, species, energy_mask, block, acc[0], acc[1], acc[5])
                         block_grad.append(torch.ones_like(target))
                     else:
                         target = out
@@ -205,15 +208,17 @@ class BlockedEvaluation:
         return g_prev
 
     def block_target(self, out: Tensor, species: Tensor, energy_mask: Tensor, block: List[int], atom_energies: Tensor,
-                     head_energies: Tensor) -> Tensor:
+                     head_energies: Tensor, novelty: Tensor) -> Tensor:
         """The last layer's block: its atoms' energies from the features ``out`` (recorded in
-        ``atom_energies`` and ``head_energies``), summed over the energy-carrying atoms, the
-        target to differentiate."""
+        ``atom_energies``, ``head_energies`` and ``novelty``), summed over the energy-carrying
+        atoms, the target to differentiate."""
         a0, a1 = block[0], block[1]
-        block_heads: List[Tensor] = []
-        e_c = self.atom_energy_from_features(out, species[a0:a1], block_heads)
-        if len(block_heads) > 0:
-            head_energies[a0:a1] = block_heads[0].detach()
+        block_extras: Dict[str, Tensor] = {}
+        e_c = self.atom_energy_from_features(out, species[a0:a1], block_extras)
+        if "heads" in block_extras:
+            head_energies[a0:a1] = block_extras["heads"].detach()
+        if "novelty" in block_extras:
+            novelty[a0:a1] = block_extras["novelty"]
         e_c = torch.where(energy_mask[a0:a1], e_c, torch.zeros_like(e_c))
         atom_energies[a0:a1] = e_c.detach()
         return e_c.sum()

@@ -29,7 +29,7 @@ class FusedEvaluation:
         return self.fused and not self.training and device.type == "cpu"
 
     def fused_energies(self, vectors: Tensor, species: Tensor, neighbor: Tensor, offsets: Tensor,
-                       heads: Optional[List[Tensor]] = None) -> Tensor:
+                       extras: Optional[Dict[str, Tensor]] = None) -> Tensor:
         """Per-atom energies by the fused CPU kernels from edges sorted by centre (centre ``i``
         owns edges ``offsets[i]:offsets[i + 1]``; ``neighbor`` and ``vectors`` in that order).
         The edges' geometry (distances, angular components, radial basis and its derivative) is
@@ -42,11 +42,11 @@ class FusedEvaluation:
             rho = layer.fused_density(vectors, layer.messages(h, onehot), neighbor, offsets, self.cutoff, self.envelope_p,
                                       geometry)
             h = layer.mix(h, rho, True)
-        return self.atom_energy_from_features(h, species, heads)
+        return self.atom_energy_from_features(h, species, extras)
 
     def fused_outputs(
         self, positions: Tensor, species: Tensor, edge_index: Tensor, shifts: Tensor, energy_mask: Tensor,
-        heads: Optional[List[Tensor]] = None,
+        extras: Optional[Dict[str, Tensor]] = None,
     ) -> Dict[str, Tensor]:
         """:func:`conservative_outputs` in one graph by the fused CPU kernels: the edge vectors,
         sorted by centre, are the autograd leaf (no scatter back to the caller's edge order)."""
@@ -57,7 +57,7 @@ class FusedEvaluation:
         with torch.no_grad():
             v = positions.index_select(0, nj) - positions.index_select(0, ci) + in_centre_order(shifts, order)
         v.requires_grad_(True)
-        energies = self.fused_energies(v, species, nj, offsets, heads)
+        energies = self.fused_energies(v, species, nj, offsets, extras)
         return conservative_outputs(positions, v, energies, energy_mask, sorted_index, False, True)
 
 

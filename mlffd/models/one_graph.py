@@ -10,7 +10,7 @@ Mixed into :class:`mlffd.models.potential.StudentPotential`, whose attributes it
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -46,7 +46,8 @@ class OneGraphEvaluation:
         radial = radial_pad.index_copy(0, pad_index, basis).view(n_atoms, max_nbrs, self.num_basis)
         return [ang_t, radial]
 
-    def atomic_energies(self, vectors: Tensor, species: Tensor, edge_index: Tensor, heads: Optional[List[Tensor]] = None) -> Tensor:
+    def atomic_energies(self, vectors: Tensor, species: Tensor, edge_index: Tensor,
+                        extras: Optional[Dict[str, Tensor]] = None) -> Tensor:
         """Per-atom energies ``[N]`` from edge vectors ``[E, 3]`` (``r_j - r_i``), in one graph."""
         center = edge_index[0]
         neighbor = edge_index[1]
@@ -56,7 +57,7 @@ class OneGraphEvaluation:
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(vectors.dtype)
         h = self.embedding(species)
         if fused:
-            return self.fused_energies(in_centre_order(vectors, order), species, in_centre_order(neighbor, order), offsets, heads)
+            return self.fused_energies(in_centre_order(vectors, order), species, in_centre_order(neighbor, order), offsets, extras)
         # padded neighbour layout: edge e -> (centre, slot); the sums over neighbours become
         # batched matrix products that never materialise per-edge x channel tensors
         max_nbrs = max_neighbours(offsets)
@@ -66,4 +67,4 @@ class OneGraphEvaluation:
         for layer in self.interactions:
             z_nb = layer.messages(h, onehot).index_select(0, neighbor)
             h = layer(h, z_nb, ang_t, radial, pad_index)
-        return self.atom_energy_from_features(h, species, heads)
+        return self.atom_energy_from_features(h, species, extras)

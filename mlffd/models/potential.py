@@ -33,6 +33,7 @@ from mlffd.models.config import ModelConfig
 from mlffd.models.fused import FusedEvaluation
 from mlffd.models.layers import MLP, Interaction, RadialBasis, cubic_invariants, polynomial_envelope
 from mlffd.models.layout import block_edges, centre_layout, in_centre_order, max_neighbours
+from mlffd.models.novelty import add_novelty, atom_novelty
 from mlffd.models.one_graph import OneGraphEvaluation
 from mlffd.models.outputs import add_edge_gradients, conservative_outputs, edge_vectors
 from mlffd.models.repulsion import PairRepulsion
@@ -75,6 +76,13 @@ class StudentPotential(OneGraphEvaluation, FusedEvaluation, BlockedEvaluation, n
         self.readout = MLP([config.features, config.readout_hidden, max(1, self.ensemble)])
         #: calibration of the ensemble's spread (energy, force), fitted on validation data at export
         self.register_buffer("uncertainty_scale", torch.ones(2, dtype=torch.get_default_dtype()))
+        #: the novelty reference (:mod:`mlffd.models.novelty`): per-element feature means and
+        #: whitening matrices, fitted on training frames at export; all zero (and
+        #: ``use_novelty`` False) until fitted
+        self.register_buffer("novelty_mean", torch.zeros(self.num_elements, config.features, dtype=torch.get_default_dtype()))
+        self.register_buffer("novelty_whiten", torch.zeros(self.num_elements, config.features, config.features,
+                                                           dtype=torch.get_default_dtype()))
+        self.use_novelty: bool = False
         self.register_buffer("reference_energies", torch.zeros(self.num_elements, dtype=torch.get_default_dtype()))
         self.register_buffer("scale", torch.ones((), dtype=torch.get_default_dtype()))
         self.register_buffer("shift", torch.zeros((), dtype=torch.get_default_dtype()))
@@ -95,15 +103,18 @@ class StudentPotential(OneGraphEvaluation, FusedEvaluation, BlockedEvaluation, n
         """Names of parameters the energy does not depend on (the first layer's projection)."""
         return ["interactions.0.project.weight"]
 
-    def atom_energy_from_features(self, h: Tensor, species: Tensor, heads: Optional[List[Tensor]] = None) -> Tensor:
+    def atom_energy_from_features(self, h: Tensor, species: Tensor, extras: Optional[Dict[str, Tensor]] = None) -> Tensor:
         """Readout, scale and shift, plus per-element reference energies. With an ensemble the
-        energy is the heads' mean, and ``heads`` (when given) receives their per-atom energies
-        ``[N, K]`` without shift and references (they cancel in the spread); detached unless
-        training, where the loss fits every head."""
+        energy is the heads' mean, and ``extras`` (when given) receives their per-atom energies
+        ``[N, K]`` as ``"heads"``, without shift and references (they cancel in the spread;
+        detached unless training, where the loss fits every head), and, with a novelty
+        reference, each atom's novelty ``[N]`` as ``"novelty"``."""
+        if extras is not None and self.use_novelty and not self.training:
+            extras["novelty"] = atom_novelty(h, species, self.novelty_mean, self.novelty_whiten)
         out = self.readout(h)
         if self.ensemble > 1:
-            if heads is not None:
-                heads.append(out * self.scale if self.training else (out * self.scale).detach())
+            if extras is not None:
+                extras["heads"] = out * self.scale if self.training else (out * self.scale).detach()
             out = out.mean(1)
         else:
             out = out.squeeze(-1)
@@ -117,19 +128,21 @@ class StudentPotential(OneGraphEvaluation, FusedEvaluation, BlockedEvaluation, n
         shifts: Tensor,
         energy_mask: Tensor,
     ) -> Dict[str, Tensor]:
-        heads: List[Tensor] = []
+        extras: Dict[str, Tensor] = {}
         if not self.training and positions.shape[0] > self.chunk_atoms and edge_index.shape[1] > 0:
-            out = self.chunked_outputs(positions, species, edge_index, shifts, energy_mask, heads)
+            out = self.chunked_outputs(positions, species, edge_index, shifts, energy_mask, extras)
         elif self.use_fused(positions.device):
-            out = self.fused_outputs(positions, species, edge_index, shifts, energy_mask, heads)
+            out = self.fused_outputs(positions, species, edge_index, shifts, energy_mask, extras)
         else:
             vectors = edge_vectors(positions, edge_index, shifts)
-            atom_energies = self.atomic_energies(vectors, species, edge_index, heads)
+            atom_energies = self.atomic_energies(vectors, species, edge_index, extras)
             out = conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, self.training)
         if self.use_repulsion:
             self.add_repulsion(out, positions, species, edge_index, shifts, energy_mask)
-        if self.ensemble > 1 and len(heads) > 0:
-            add_uncertainty(out, heads[0], edge_index, energy_mask, self.uncertainty_scale, self.training)
+        if self.ensemble > 1 and "heads" in extras:
+            add_uncertainty(out, extras["heads"], edge_index, energy_mask, self.uncertainty_scale, self.training)
+        if "novelty" in extras:
+            add_novelty(out, extras["novelty"], energy_mask)
         return out
 
     def add_repulsion(self, out: Dict[str, Tensor], positions: Tensor, species: Tensor, edge_index: Tensor,

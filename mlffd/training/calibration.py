@@ -80,26 +80,32 @@ def calibrate(model: torch.nn.Module, graphs: Sequence[Graph], device: str | tor
 
 def recalibrate_artifact(src: Any, dst: Any, calibration_data: Sequence[Any], refit_data: Sequence[Any] = (),
                          max_refit_frames: int = 600) -> dict[str, Any]:
-    """Write ``src``'s student to ``dst`` with its ensemble heads refitted on ``refit_data``
-    (:func:`mlffd.training.head_refit.refit_heads`; skipped when empty) and its uncertainty
+    """Write ``src``'s student to ``dst`` with its ensemble heads refitted and its novelty
+    reference fitted on ``refit_data`` (training frames; :func:`mlffd.training.head_refit.refit_heads`,
+    :func:`mlffd.training.novelty.fit_novelty`; skipped when empty) and its uncertainty
     calibrated on ``calibration_data`` (labelled frame files). Energies and forces are unchanged;
     the other metadata are carried over. Returns the new ``uncertainty`` record."""
     from mlffd.data import read_frames, to_graphs
     from mlffd.models import export_like, load_student
     from mlffd.training.head_refit import refit_heads
+    from mlffd.training.novelty import fit_novelty
 
     model, config, meta = load_student(src)
     if int(config.ensemble) < 2:
         raise ValueError(f"{src}: the model has no ensemble heads (ModelConfig.ensemble >= 2): nothing to calibrate")
-    refit = None
+    refit, novelty = None, None
     if refit_data:
-        refit = refit_heads(model, to_graphs(read_frames(list(refit_data)), config.elements, config.cutoff), max_refit_frames)
+        train = to_graphs(read_frames(list(refit_data)), config.elements, config.cutoff)
+        refit = refit_heads(model, train, max_refit_frames)
         refit["data"] = [str(p) for p in refit_data]
+        novelty = {**fit_novelty(model, train, config.elements), "data": [str(p) for p in refit_data]}
     record = calibrate(model, to_graphs(read_frames(list(calibration_data)), config.elements, config.cutoff))
     record["data"] = [str(p) for p in calibration_data]
     if refit is not None:
         record["refit"] = refit
     changes: dict[str, Any] = {"uncertainty": record}
+    if novelty is not None:
+        changes["novelty"] = novelty
     if isinstance(meta.get("metrics"), dict) and "uncertainty" in meta["metrics"]:
         changes["metrics"] = {**meta["metrics"], "uncertainty": record}
     export_like(model, config, meta, dst, **changes)

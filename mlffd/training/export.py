@@ -26,8 +26,9 @@ def under_trained(history: list[dict[str, Any]]) -> bool:
 
 
 def export_run(trainer: "Trainer") -> dict[str, Any]:
-    """Evaluate ``trainer``'s best model on the test split (else validation), refit and calibrate
-    its uncertainty (ensembles: :mod:`mlffd.training.head_refit`, :mod:`mlffd.training.calibration`),
+    """Evaluate ``trainer``'s best model on the test split (else validation), fit its novelty
+    reference on the training frames (:mod:`mlffd.training.novelty`), refit and calibrate its
+    uncertainty (ensembles: :mod:`mlffd.training.head_refit`, :mod:`mlffd.training.calibration`),
     export the artifact and write ``metrics.json``; returns the summary."""
     t = trainer
     model = t.best_model()
@@ -38,6 +39,10 @@ def export_run(trainer: "Trainer") -> dict[str, Any]:
     metrics["steps"] = t.step
     metrics["under_trained"] = under_trained(t.history)
     extra: dict[str, Any] = {}
+    from mlffd.training.novelty import fit_novelty
+
+    # how unlike the training atoms an atom looks (mlffd.models.novelty), for every student
+    extra["novelty"] = jsonable(fit_novelty(model.to("cpu"), t.data.train, t.model_config.elements))
     if t.model_config.ensemble > 1:  # the heads' spread made to follow the error, then scaled on held-out frames
         from mlffd.training.calibration import calibrate
         from mlffd.training.head_refit import refit_heads

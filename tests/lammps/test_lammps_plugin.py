@@ -365,6 +365,69 @@ def test_uncertainty_threshold_stops_or_warns(ensemble, nprocs, tmp_path):
     assert "Loop time" in warn
 
 
+@pytest.fixture(scope="module")
+def novel(ensemble, tmp_path_factory):
+    """The ensemble student with a novelty reference fitted on 12 rattled copies of its structure."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from mlffd.data import to_graphs
+    from mlffd.models import export_like, load_student
+    from mlffd.training.novelty import fit_novelty
+
+    model, config, meta = load_student(ensemble["model"])
+    frames = []
+    for seed in range(12):
+        atoms = ensemble["atoms"].copy()
+        atoms.rattle(0.05, seed=seed)
+        atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((len(atoms), 3)))
+        frames.append(atoms)
+    record = fit_novelty(model, to_graphs(frames, config.elements, config.cutoff), config.elements)
+    return export_like(model, config, meta, tmp_path_factory.mktemp("lmp-novel") / "novel.mlffd.pt", novelty=record)
+
+
+def _novelty_deck(data: Path, model, style: str = "pair_style mlffd", steps: int = 0) -> str:
+    return _uncertainty_deck(data, model, style, steps).replace("uncertainty 1", "novelty 1").replace("u.dump", "n.dump")
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_per_atom_novelty_in_dump_and_thermo_equals_ase(ensemble, novel, nprocs, tmp_path):
+    """'fix pair ... mlffd novelty 1' gives each atom's novelty to dump and compute reduce: the
+    numbers of DistilledCalculator(uncertainty=True), on 1 and 2 ranks."""
+    atoms = ensemble["atoms"].copy()
+    atoms.positions[0] += 0.4 * (atoms.positions[1] - atoms.positions[0])  # one atom far from the reference
+    data = tmp_path / "pushed.data"
+    write_data(atoms, data, SIGE)
+    output = run_deck(_novelty_deck(data, novel), tmp_path, nprocs=nprocs, timeout=120)
+    lines = (tmp_path / "n.dump").read_text().splitlines()
+    rows = np.array([[float(x) for x in line.split()] for line in lines[lines.index("ITEM: ATOMS id f_u") + 1:]])
+    calc = DistilledCalculator(str(novel), uncertainty=True)
+    atoms.calc = calc
+    atoms.get_forces()
+    expected = calc.results["novelties"]
+    assert expected.max() > 1.0 > np.median(expected)
+    np.testing.assert_allclose(rows[:, 1], expected[rows[:, 0].astype(int) - 1], rtol=1e-9)
+    thermo = next(line for line in output.splitlines() if line.split()[:1] == ["0"])
+    assert float(thermo.split()[2]) == pytest.approx(calc.results["novelty"], rel=1e-9)
+
+
+def test_novelty_threshold_stops_and_needs_a_reference(ensemble, novel, tmp_path):
+    """'novelty X action stop' stops at the first step above X naming the worst atom; a model
+    without a reference refuses 'novelty'."""
+    atoms = ensemble["atoms"].copy()
+    atoms.positions[0] += 0.4 * (atoms.positions[1] - atoms.positions[0])
+    write_data(atoms, tmp_path / "pushed.data", SIGE)
+    atoms.calc = DistilledCalculator(str(novel), uncertainty=True)
+    atoms.get_forces()
+    worst = int(np.argmax(atoms.calc.results["novelties"])) + 1
+    stop = run_deck(_novelty_deck(tmp_path / "pushed.data", novel, "pair_style mlffd novelty 1 action stop", 5),
+                    tmp_path / "stop", check=False, timeout=120)
+    errors = [line for line in stop.splitlines() if "ERROR" in line]
+    assert errors and re.search(rf"step 0: novelty [0-9.]+ on atom {worst} exceeds 1 .*unlike what model", errors[0]), errors
+    plain = run_deck(_novelty_deck(tmp_path / "pushed.data", ensemble["model"], "pair_style mlffd novelty 1"), tmp_path / "plain",
+                     check=False, timeout=120)
+    assert "carries no novelty reference" in plain
+
+
 def test_uncertainty_of_a_model_without_heads_is_refused(models, tmp_path):
     write_data(sige(silicon(1)), tmp_path / "atoms.data", SIGE)
     deck = f"""

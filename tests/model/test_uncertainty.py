@@ -232,6 +232,14 @@ def test_validate_forces_reports_uncertainty_against_the_true_error(trained, tmp
     assert u["spearman_structure"] == pytest.approx(spearmanr(pred, err).statistic, abs=1e-9)
     assert u["spearman_structure"] >= 0.6
     assert "Uncertainty against the true error" in files["html"].read_text()
+    # the novelty (fitted at export on the training crystals): its rank correlation with each
+    # frame's energy error per atom, recomputed here; the squeezed, stretched and hot frames are
+    # the novel ones
+    novelty = np.array([r["novelty"] for r in unc])
+    e_err = [abs(r["energy"] - a.get_potential_energy()) / len(a) * 1000 for r, a in zip(unc, frames)]
+    assert u["novelty"]["spearman_energy_error"] == pytest.approx(spearmanr(novelty, e_err).statistic, abs=1e-9)
+    assert u["novelty"]["fraction_above_1"] == pytest.approx(np.mean(novelty > 1.0))
+    assert novelty[4:].min() > novelty[:4].max(), novelty
     from mlffd.testing import random_artifact
 
     headless = random_artifact(tmp_path / "headless.mlffd.pt", "ultra-tiny")  # no ensemble heads

@@ -1,0 +1,98 @@
+"""Fit of a student's novelty reference on its training frames, at export.
+
+The features entering the energy readout are captured on (at most ``max_frames`` of) the training
+frames. Per element: their mean and covariance, shrunk towards a multiple of the identity (more
+so for elements with few atoms, so the inverse stays finite when atoms are fewer than features),
+and the whitening ``L^-1`` of its Cholesky factor. Each element's distances are divided by
+their ``percentile`` over that element's training atoms, so that every element is on one scale;
+then all are divided by the ``percentile`` of the structures' largest atom distance, so a
+structure's novelty (:mod:`mlffd.models.novelty`) exceeds 1 for ``100 - percentile`` % of the
+training structures. The record (frames, atoms and shrinkage per element, the scales) goes into
+the artifact's metadata (``novelty``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mlffd.data import Graph, collate
+from mlffd.models.novelty import atom_novelty
+
+
+def readout_features(model: torch.nn.Module, graphs: Sequence[Graph]) -> list[Tensor]:
+    """The features ``[N, F]`` (float64) entering ``model``'s energy readout, one tensor per graph."""
+    captured: list[Tensor] = []
+    handle = model.readout.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().double()))
+    dtype = next(iter(model.parameters())).dtype
+    was_training = model.training
+    chunk, model.chunk_atoms = model.chunk_atoms, 1 << 30  # one readout call per frame, atoms in order
+    out = []
+    model.eval()
+    try:
+        with torch.enable_grad():
+            for g in graphs:
+                captured.clear()
+                model(*collate([g], dtype=dtype).inputs())
+                z = torch.cat(captured)
+                if z.shape[0] != g.num_atoms:
+                    raise RuntimeError(f"captured {z.shape[0]} feature rows for {g.num_atoms} atoms")
+                out.append(z)
+    finally:
+        model.chunk_atoms = chunk
+        model.train(was_training)
+        handle.remove()
+    return out
+
+
+def fit_novelty(model: torch.nn.Module, graphs: Sequence[Graph], elements: Sequence[str], max_frames: int = 2000,
+                percentile: float = 99.0, seed: int = 0) -> dict[str, Any]:
+    """Fit ``model.novelty_mean`` and ``model.novelty_whiten`` on (at most ``max_frames`` of)
+    ``graphs`` (training frames) in place and switch the novelty on; returns the metadata record.
+    ValueError when there are no frames or an element of the model has no atom in them."""
+    if not graphs:
+        raise ValueError("no training frames to fit the novelty reference on")
+    if not 50.0 <= percentile < 100.0:
+        raise ValueError(f"novelty percentile must be in [50, 100), got {percentile}")
+    pick = sorted(np.random.default_rng(seed).permutation(len(graphs))[:max_frames])
+    chosen = [graphs[i] for i in pick]
+    model.use_novelty = False  # the features do not depend on it; keep the capture free of it
+    features = readout_features(model, chosen)
+    species = [torch.from_numpy(np.asarray(g.species)).long() for g in chosen]
+    all_h, all_s = torch.cat(features), torch.cat(species)
+    n_features = all_h.shape[1]
+    absent = [elements[e] for e in range(len(elements)) if not bool((all_s == e).any())]
+    if absent:
+        raise ValueError(f"no atom of {', '.join(absent)} in the frames: cannot fit the novelty reference of "
+                         f"{'that element' if len(absent) == 1 else 'those elements'}")
+    mean = torch.zeros(len(elements), n_features, dtype=torch.float64)
+    whiten = torch.zeros(len(elements), n_features, n_features, dtype=torch.float64)
+    atoms, shrinkage = {}, {}
+    for e, symbol in enumerate(elements):
+        h = all_h[all_s == e]
+        mu = h.mean(0)
+        centred = h - mu
+        cov = centred.T @ centred / max(1, h.shape[0] - 1)
+        alpha = max(1e-3, n_features / (n_features + h.shape[0]))  # few atoms: lean on the identity
+        target = torch.trace(cov) / n_features
+        shrunk = (1.0 - alpha) * cov + alpha * max(float(target), 1e-12) * torch.eye(n_features, dtype=torch.float64)
+        factor = torch.linalg.cholesky(shrunk)
+        w = torch.linalg.solve_triangular(factor, torch.eye(n_features, dtype=torch.float64), upper=False)
+        d = torch.linalg.vector_norm(centred @ w.T, dim=1)
+        scale = float(np.percentile(d.numpy(), percentile))
+        mean[e], whiten[e] = mu, w / max(scale, 1e-12)
+        atoms[symbol], shrinkage[symbol] = int(h.shape[0]), float(alpha)
+    structure_max = [float(atom_novelty(h, s, mean, whiten).max()) for h, s in zip(features, species)]
+    frame_scale = float(np.percentile(structure_max, percentile))
+    whiten /= max(frame_scale, 1e-12)
+    buffer_dtype = model.novelty_whiten.dtype
+    with torch.no_grad():
+        model.novelty_mean.copy_(mean.to(buffer_dtype))
+        model.novelty_whiten.copy_(whiten.to(buffer_dtype))
+    model.use_novelty = True
+    above = float(np.mean(np.array(structure_max) / frame_scale > 1.0))
+    return {"frames": len(chosen), "percentile": float(percentile), "atoms": atoms, "shrinkage": shrinkage,
+            "structure_scale": frame_scale, "training_structures_above_1": above}
