@@ -1,9 +1,11 @@
 """Fit of a student's novelty reference on its training frames, at export.
 
 The features entering the energy readout are captured on (at most ``max_frames`` of) the training
-frames. Per element: their mean and covariance, shrunk towards a multiple of the identity (more
-so for elements with few atoms, so the inverse stays finite when atoms are fewer than features),
-and the whitening ``L^-1`` of its Cholesky factor. Each element's distances are divided by
+frames, with more frames added for any element that has fewer than ten atoms per feature in them.
+Per element: their mean and covariance, shrunk towards a multiple of the identity only as much as
+keeps the inverse finite (``1e-5`` of the mean variance with ten atoms per feature or more, up to
+half of it with few atoms: directions in which the training atoms hardly vary are what an
+unfamiliar environment moves along), and the whitening ``L^-1`` of its Cholesky factor. Each element's distances are divided by
 their ``percentile`` over that element's training atoms, so that every element is on one scale;
 then all are divided by the ``percentile`` of the structures' largest atom distance, so a
 structure's novelty (:mod:`mlffd.models.novelty`) exceeds 1 for ``100 - percentile`` % of the
@@ -50,20 +52,31 @@ def readout_features(model: torch.nn.Module, graphs: Sequence[Graph]) -> list[Te
 
 def fit_novelty(model: torch.nn.Module, graphs: Sequence[Graph], elements: Sequence[str], max_frames: int = 2000,
                 percentile: float = 99.0, seed: int = 0) -> dict[str, Any]:
-    """Fit ``model.novelty_mean`` and ``model.novelty_whiten`` on (at most ``max_frames`` of)
-    ``graphs`` (training frames) in place and switch the novelty on; returns the metadata record.
+    """Fit ``model.novelty_mean`` and ``model.novelty_whiten`` on ``max_frames`` of ``graphs``
+    (training frames; more where an element is rare) in place and switch the novelty on; returns
+    the metadata record.
     ValueError when there are no frames or an element of the model has no atom in them."""
     if not graphs:
         raise ValueError("no training frames to fit the novelty reference on")
     if not 50.0 <= percentile < 100.0:
         raise ValueError(f"novelty percentile must be in [50, 100), got {percentile}")
-    pick = sorted(np.random.default_rng(seed).permutation(len(graphs))[:max_frames])
-    chosen = [graphs[i] for i in pick]
+    order = np.random.default_rng(seed).permutation(len(graphs))
+    pick = set(int(i) for i in order[:max_frames])
+    n_features = int(model.novelty_mean.shape[1])
+    for e in range(len(elements)):  # rare elements: more of the frames that hold them
+        count = sum(int(np.sum(np.asarray(graphs[i].species) == e)) for i in pick)
+        for i in order[max_frames:]:
+            if count >= 10 * n_features:
+                break
+            extra = int(np.sum(np.asarray(graphs[int(i)].species) == e))
+            if extra and int(i) not in pick:
+                pick.add(int(i))
+                count += extra
+    chosen = [graphs[i] for i in sorted(pick)]
     model.use_novelty = False  # the features do not depend on it; keep the capture free of it
     features = readout_features(model, chosen)
     species = [torch.from_numpy(np.asarray(g.species)).long() for g in chosen]
     all_h, all_s = torch.cat(features), torch.cat(species)
-    n_features = all_h.shape[1]
     absent = [elements[e] for e in range(len(elements)) if not bool((all_s == e).any())]
     if absent:
         raise ValueError(f"no atom of {', '.join(absent)} in the frames: cannot fit the novelty reference of "
@@ -76,7 +89,7 @@ def fit_novelty(model: torch.nn.Module, graphs: Sequence[Graph], elements: Seque
         mu = h.mean(0)
         centred = h - mu
         cov = centred.T @ centred / max(1, h.shape[0] - 1)
-        alpha = max(1e-3, n_features / (n_features + h.shape[0]))  # few atoms: lean on the identity
+        alpha = 1e-5 if h.shape[0] >= 10 * n_features else min(0.5, max(1e-5, (n_features / h.shape[0]) ** 2))
         target = torch.trace(cov) / n_features
         shrunk = (1.0 - alpha) * cov + alpha * max(float(target), 1e-12) * torch.eye(n_features, dtype=torch.float64)
         factor = torch.linalg.cholesky(shrunk)
