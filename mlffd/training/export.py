@@ -41,8 +41,12 @@ def export_run(trainer: "Trainer") -> dict[str, Any]:
     extra: dict[str, Any] = {}
     from mlffd.training.novelty import fit_novelty
 
-    # how unlike the training atoms an atom looks (mlffd.models.novelty), for every student
-    extra["novelty"] = jsonable(fit_novelty(model.to("cpu"), t.data.train, t.model_config.elements))
+    # how unlike the training atoms an atom looks (mlffd.models.novelty), for every student; a
+    # model element without a training atom has no reference, and the student ships without one
+    try:
+        extra["novelty"] = jsonable(fit_novelty(model.to("cpu"), t.data.train, t.model_config.elements))
+    except ValueError as exc:
+        metrics["novelty"] = f"not fitted: {exc}"
     if t.model_config.ensemble > 1:  # the heads' spread made to follow the error, then scaled on held-out frames
         from mlffd.training.calibration import calibrate
         from mlffd.training.head_refit import refit_heads

@@ -118,3 +118,24 @@ def test_novelty_fit_refuses_frames_without_every_element():
     water[0].set_chemical_symbols(["O"] * len(water[0]))
     with pytest.raises(ValueError, match="no atom of H, C, N, F, S, Cl"):
         fit_novelty(model, to_graphs(water, config.elements, config.cutoff), config.elements)
+
+
+def test_training_fits_the_novelty_and_ships_without_it_when_an_element_has_no_atom(tmp_path):
+    """Every trained student gets a reference at export; one whose elements include one absent
+    from its training data is still exported (nothing lost), without a reference, and says why."""
+    from cu_frames import SMALL_MODEL, cu_frames, write_frames
+
+    from mlffd.artifact import load
+    from mlffd.training import TrainConfig, train
+
+    train_file = write_frames(tmp_path / "train.extxyz", cu_frames(n_traj=2, per_traj=4, seed=0, slab=False))
+    for elements, fitted in (((), True), (("Cu", "Au"), False)):
+        cfg = TrainConfig.from_dict(dict(
+            train=[str(train_file)], output=str(tmp_path / f"out{len(elements)}"), name="cu", teacher="emt",
+            model="ultra-tiny", model_overrides=SMALL_MODEL, elements=list(elements), val_fraction=0.25, batch_size=4,
+            max_steps=3, eval_every=0, checkpoint_every=1000, threads=1, progress=False))
+        result = train(cfg)
+        meta = load(result["artifact"]).metadata
+        assert ("novelty" in meta) == fitted
+        if not fitted:
+            assert "no atom of Au" in result["metrics"]["novelty"]
