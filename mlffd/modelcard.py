@@ -186,6 +186,27 @@ def _uncertainty_section(record: dict[str, Any] | None, checked: tuple[dict[str,
     return text + "\n"
 
 
+def _novelty_section(record: dict[str, Any] | None, checked: tuple[dict[str, Any], str] | None = None) -> str:
+    """What the student says about how unfamiliar a structure is (its novelty reference), and
+    (``checked``, as for the uncertainty) how well that ranks the true errors on other data."""
+    if not record:
+        return ""
+    atoms = ", ".join(f"{el} {n}" for el, n in record.get("atoms", {}).items())
+    text = ("## Novelty\n\n"
+            f"A novelty reference fitted on {record['frames']} training frames (atoms: {atoms}): each atom's "
+            "Mahalanobis distance from its element's training atoms in the features the energy is read from, "
+            f"scaled so that {100 * record['training_structures_above_1']:.0f} % of those structures are above 1 "
+            "(`novelty`, `novelties` with `uncertainty=True`; `pair_style mlffd novelty X`; `mlffd-validate trust "
+            "--novelty`). Unlike the ensemble heads, which share this student's features, it can flag environments "
+            "the heads agree on wrongly.\n\n")
+    if checked is not None and "novelty" in checked[0].get("uncertainty", {}):
+        n, data = checked[0]["uncertainty"]["novelty"], checked[0].get("inputs", {}).get("data", checked[1])
+        text += (f"On `{data}`: frames' novelty against their energy error per atom, Spearman ρ = "
+                 f"{n['spearman_energy_error']:.2f} (force RMSE {n['spearman_force_rmse']:.2f}); "
+                 f"{100 * n['fraction_above_1']:.0f} % of the frames above 1, largest {n['max']:.2f}.\n\n")
+    return text
+
+
 def _coverage(metrics: dict[str, Any], data: str, heldout_molecules: bool = False) -> str:
     """What the student was shown: the configuration types of its held-out data."""
     types = metrics.get("by_config_type", {})
@@ -267,6 +288,7 @@ def render(name: str, metadata: dict[str, Any], metrics: dict[str, Any], speed: 
     if molecules:
         lines.append(molecules_section(molecules))
     lines.append(_uncertainty_section(metadata.get("uncertainty"), checked))
+    lines.append(_novelty_section(metadata.get("novelty"), checked))
     if properties is not None:
         lines.append(properties_section(*properties))
     else:

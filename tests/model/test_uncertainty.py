@@ -255,6 +255,8 @@ def test_model_card_shows_the_calibration(trained, tmp_path):
     write(data, [_labelled(_cu(1.0, 0.05, k)) for k in range(3)])
     card = write_card(trained["artifact"], data, teacher="emt", out_dir=tmp_path, name="cu", speed=False).read_text()
     assert "## Uncertainty" in card and "4 ensemble heads, their deviations refitted" in card and "Spearman" in card
+    meta = DistilledCalculator(trained["artifact"]).metadata["novelty"]
+    assert f"## Novelty\n\nA novelty reference fitted on {meta['frames']} training frames (atoms: Cu " in card
 
 
 def test_model_card_shows_the_uncertainty_against_the_true_error(trained, tmp_path):
