@@ -78,35 +78,48 @@ def calibrate(model: torch.nn.Module, graphs: Sequence[Graph], device: str | tor
     }
 
 
-def recalibrate_artifact(src: Any, dst: Any, calibration_data: Sequence[Any], refit_data: Sequence[Any] = (),
-                         max_refit_frames: int = 600) -> dict[str, Any]:
-    """Write ``src``'s student to ``dst`` with its ensemble heads refitted and its novelty
-    reference fitted on ``refit_data`` (training frames; :func:`mlffd.training.head_refit.refit_heads`,
-    :func:`mlffd.training.novelty.fit_novelty`; skipped when empty) and its uncertainty
-    calibrated on ``calibration_data`` (labelled frame files). Energies and forces are unchanged;
-    the other metadata are carried over. Returns the new ``uncertainty`` record."""
+def recalibrate_artifact(src: Any, dst: Any, calibration_data: Sequence[Any] = (), refit_data: Sequence[Any] = (),
+                         max_refit_frames: int = 600, novelty_data: Sequence[Any] = ()) -> dict[str, Any]:
+    """Write ``src``'s student to ``dst`` with its ensemble heads refitted on ``refit_data``
+    (training frames; :func:`mlffd.training.head_refit.refit_heads`), its novelty reference
+    fitted on ``novelty_data`` or else ``refit_data`` (:func:`mlffd.training.novelty.fit_novelty`)
+    and its uncertainty calibrated on ``calibration_data`` (held-out frames); each step is
+    skipped when its files are not given (a refit needs a calibration after it). Energies and
+    forces are unchanged; the other metadata are carried over. Returns the new records
+    (``uncertainty``, ``novelty``)."""
     from mlffd.data import read_frames, to_graphs
     from mlffd.models import export_like, load_student
     from mlffd.training.head_refit import refit_heads
     from mlffd.training.novelty import fit_novelty
 
+    if not (calibration_data or refit_data or novelty_data):
+        raise ValueError("nothing to do: give calibration frames, training frames to refit the heads on, or training "
+                         "frames to fit the novelty on")
+    if refit_data and not calibration_data:
+        raise ValueError("refitted heads need a calibration after the refit: give held-out calibration frames too")
     model, config, meta = load_student(src)
-    if int(config.ensemble) < 2:
+    if calibration_data and int(config.ensemble) < 2:
         raise ValueError(f"{src}: the model has no ensemble heads (ModelConfig.ensemble >= 2): nothing to calibrate")
-    refit, novelty = None, None
-    if refit_data:
-        train = to_graphs(read_frames(list(refit_data)), config.elements, config.cutoff)
-        refit = refit_heads(model, train, max_refit_frames)
-        refit["data"] = [str(p) for p in refit_data]
-        novelty = {**fit_novelty(model, train, config.elements), "data": [str(p) for p in refit_data]}
-    record = calibrate(model, to_graphs(read_frames(list(calibration_data)), config.elements, config.cutoff))
-    record["data"] = [str(p) for p in calibration_data]
-    if refit is not None:
-        record["refit"] = refit
-    changes: dict[str, Any] = {"uncertainty": record}
-    if novelty is not None:
-        changes["novelty"] = novelty
-    if isinstance(meta.get("metrics"), dict) and "uncertainty" in meta["metrics"]:
-        changes["metrics"] = {**meta["metrics"], "uncertainty": record}
+
+    def graphs(files: Sequence[Any]) -> list:
+        return to_graphs(read_frames(list(files)), config.elements, config.cutoff)
+
+    changes: dict[str, Any] = {}
+    train = graphs(refit_data) if refit_data else None
+    if novelty_data or train is not None:
+        fit_on = novelty_data or refit_data
+        changes["novelty"] = {**fit_novelty(model, graphs(novelty_data) if novelty_data else train, config.elements),
+                              "data": [str(p) for p in fit_on]}
+    if calibration_data:
+        refit = None
+        if train is not None:
+            refit = {**refit_heads(model, train, max_refit_frames), "data": [str(p) for p in refit_data]}
+        record = calibrate(model, graphs(calibration_data))
+        record["data"] = [str(p) for p in calibration_data]
+        if refit is not None:
+            record["refit"] = refit
+        changes["uncertainty"] = record
+        if isinstance(meta.get("metrics"), dict) and "uncertainty" in meta["metrics"]:
+            changes["metrics"] = {**meta["metrics"], "uncertainty": record}
     export_like(model, config, meta, dst, **changes)
-    return record
+    return {k: v for k, v in changes.items() if k != "metrics"}

@@ -139,3 +139,30 @@ def test_training_fits_the_novelty_and_ships_without_it_when_an_element_has_no_a
         assert ("novelty" in meta) == fitted
         if not fitted:
             assert "no atom of Au" in result["metrics"]["novelty"]
+
+
+def test_calibrate_novelty_adds_a_reference_and_changes_nothing_else(tmp_path):
+    """`mlffd calibrate MODEL --novelty TRAIN --out NEW`: the same weights, heads and calibration,
+    plus a reference; asking for nothing, or a refit without a calibration, is a one-line error."""
+    from click.testing import CliRunner
+
+    from mlffd.artifact import read_metadata
+    from mlffd.calculator import DistilledCalculator
+    from mlffd.cli.main import cli
+
+    out = tmp_path / "tiny-novelty.mlffd.pt"
+    train = str(DATA / "si" / "test.extxyz.xz")
+    result = CliRunner().invoke(cli, ["calibrate", "tiny", "--novelty", train, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    before, after = read_metadata(resolve("tiny")), read_metadata(out)
+    assert "novelty" not in before and after["novelty"]["data"] == [train]
+    assert after["uncertainty"] == before["uncertainty"]
+    atoms = read_frames(DATA / "si" / "test.extxyz.xz")[0]
+    a, b = DistilledCalculator("tiny", uncertainty=True), DistilledCalculator(str(out), uncertainty=True)
+    np.testing.assert_array_equal(b.get_forces(atoms), a.get_forces(atoms))
+    np.testing.assert_array_equal(b.results["forces_uncertainty"], a.results["forces_uncertainty"])
+    assert "novelty" in b.results and "novelty" not in a.results
+    for args, message in ((["--out", str(tmp_path / "x.pt")], "nothing to do"),
+                          (["--refit", train, "--out", str(tmp_path / "x.pt")], "need a calibration after the refit")):
+        bad = CliRunner().invoke(cli, ["calibrate", "tiny", *args])
+        assert bad.exit_code != 0 and message in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
