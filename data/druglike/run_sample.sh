@@ -15,7 +15,7 @@ cd "$(dirname "$0")/../.." || exit 1
 PYTHON=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONWARNINGS=ignore
 status=0
-ORDER=(train heldout heterocycles more-drugs rings heldout2 boxes enumerated heldout3 heldout4 enumerated2)
+ORDER=(train heldout heterocycles more-drugs rings heldout2 boxes enumerated heldout3 heldout4 enumerated2 heldout5 enumerated3 enumerated4)
 [ $# -gt 0 ] || set -- "${ORDER[@]}"
 for run in "$@"; do
   [[ " ${ORDER[*]} " == *" $run "* ]] || { echo "run_sample.sh: unknown part '$run' (${ORDER[*]})" >&2; exit 2; }

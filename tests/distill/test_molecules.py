@@ -168,8 +168,9 @@ def test_druglike_recipe_lists_and_holds_out_its_molecules():
     root = Path(__file__).resolve().parents[2] / "examples" / "druglike"
     readme = (root / "README.md").read_text()
     training = ("sample.yaml", "sample-heterocycles.yaml", "sample-more-drugs.yaml", "sample-rings.yaml", "sample-enumerated.yaml",
-                "sample-enumerated2.yaml")
-    heldout = ("sample-heldout.yaml", "sample-heldout2.yaml", "sample-heldout3.yaml", "sample-heldout4.yaml")
+                "sample-enumerated2.yaml", "sample-enumerated3.yaml", "sample-enumerated4.yaml")
+    heldout = ("sample-heldout.yaml", "sample-heldout2.yaml", "sample-heldout3.yaml", "sample-heldout4.yaml",
+               "sample-heldout5.yaml")
     canon = {}
     for name in (*training, *heldout):
         cfg = load_config(root / name)
@@ -186,7 +187,8 @@ def test_druglike_recipe_lists_and_holds_out_its_molecules():
         assert not canon[name] & set().union(*(canon[earlier] for earlier in training[:k])), name
 
 
-@pytest.mark.parametrize("batch, name", [(1, "sample-enumerated.yaml"), (2, "sample-enumerated2.yaml")])
+@pytest.mark.parametrize("batch, name", [(1, "sample-enumerated.yaml"), (2, "sample-enumerated2.yaml"),
+                                         (3, "sample-enumerated3.yaml"), (4, "sample-enumerated4.yaml")])
 def test_the_enumerated_druglike_lists_are_what_their_script_writes(tmp_path, batch, name):
     """examples/druglike/sample-enumerated*.yaml are reproducible: their generator writes the
     committed files byte for byte."""
