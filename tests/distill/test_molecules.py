@@ -243,3 +243,37 @@ def test_druglike_heldout_table_agrees_with_mlffd_evaluate_and_splits_by_molecul
     molecules = [line.split("|") for line in text.splitlines() if line.startswith("| heldout | ") and line.count("|") == 7]
     assert len(molecules) == 8  # 30 frames each
     assert abs(sum(float(r[4]) for r in molecules) / 8 - m["energy_mae_mev_per_atom"]) < 0.01
+
+
+def test_druglike_novelty_table_matches_the_calculator_and_its_spearman():
+    """examples/druglike/novelty_table.py: a molecule's energy MAE and novelty are the means of
+    DistilledCalculator's per frame, and the stated Spearman is scipy's on the rows."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from mlffd.calculator import DistilledCalculator
+    from mlffd.data import read_frames
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "druglike"
+    sys.path.insert(0, str(root))  # novelty_table imports heldout_table, as when run as a script
+    try:
+        spec = importlib.util.spec_from_file_location("novelty_table", root / "novelty_table.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        data = str(root.parents[1] / "data" / "druglike" / "heldout5.extxyz.xz")
+        rows = module.rows("druglike-tiny", (data,))
+        text = module.table("druglike-tiny", (data,))
+    finally:
+        sys.path.remove(str(root))
+    assert len(rows) == 8
+    frames = [f for f in read_frames(data) if module.molecule_of(f) == rows[0][1]]
+    results = DistilledCalculator("druglike-tiny", uncertainty=True).calculate_batch(frames)
+    assert rows[0][3] == pytest.approx(np.mean([r["novelty"] for r in results]), rel=1e-9)
+    assert rows[0][2] == pytest.approx(np.mean([abs(r["energy"] - f.get_potential_energy()) / len(f) * 1000
+                                                for r, f in zip(results, frames)]), rel=1e-6)
+    rho = spearmanr([r[2] for r in rows], [r[3] for r in rows]).statistic
+    assert f"Spearman ρ of the energy MAE with the novelty: {rho:.2f}" in text

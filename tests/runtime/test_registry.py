@@ -32,7 +32,9 @@ def test_shipped_files(name):
     entry = REGISTRY[name]
     path = resolve(name)
     assert sha256_file(path) == entry.sha256
-    assert path.stat().st_size < 2 * 1024 * 1024, "each shipped artifact must stay under 2 MB"
+    # weights (original: 0.46 M float32) plus a novelty reference of one F x F matrix per element
+    # (original, 7 elements: 0.7 MB)
+    assert path.stat().st_size < 3 * 1024 * 1024, "each shipped artifact must stay under 3 MB"
     meta = read_metadata(path)
     elements, teacher = FAMILY[name]
     assert meta["elements"] == elements
@@ -98,21 +100,21 @@ def test_druglike_names_resolve_and_give_conservative_forces(name):
 
 @pytest.mark.parametrize("name", DRUGLIKE)
 def test_druglike_model_reproduces_teacher_on_held_out_molecules(name):
-    """A regression guard for the card's held-out numbers on the blind fourth held-out set (8
-    drugs, 300-800 K): the issue's force R² target (0.98; measured 0.990/0.992 on all 240 frames)
-    and an energy MAE no worse than shipped (2.97/2.61 meV/atom; the target of 2 is missed)."""
+    """A regression guard for the card's held-out numbers on the blind fifth held-out set (8
+    drugs, 300-800 K): the issue's force R² target (0.98; measured 0.993/0.994 on all 240 frames)
+    and an energy MAE no worse than shipped (2.53/2.06 meV/atom; the target of 2 is missed)."""
     import numpy as np
 
     from md_validation.forces import read_frames
 
-    frames = read_frames(str(DATA.parent / "druglike" / "heldout4.extxyz.xz"))[::6]
+    frames = read_frames(str(DATA.parent / "druglike" / "heldout5.extxyz.xz"))[::6]
     results = DistilledCalculator(name).calculate_batch(frames)
     pred = np.concatenate([r["forces"] for r in results])
     ref = np.concatenate([f.get_forces() for f in frames])
     r2 = 1.0 - np.sum((pred - ref) ** 2) / np.sum((ref - ref.mean()) ** 2)
     assert r2 > 0.98, f"{name}: force R² {r2:.4f} on held-out teacher frames"
     energy_mae = np.mean([abs(r["energy"] - f.get_potential_energy()) / len(f) for r, f in zip(results, frames)]) * 1000
-    assert energy_mae < 3.5, f"{name}: energy MAE {energy_mae:.2f} meV/atom on held-out teacher frames"
+    assert energy_mae < 3.0, f"{name}: energy MAE {energy_mae:.2f} meV/atom on held-out teacher frames"
 
 
 @pytest.mark.lammps
