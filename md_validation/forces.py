@@ -308,18 +308,15 @@ def uncertainty_calibration(data: ParityData, predicted: np.ndarray, bins: int =
         e_err = np.abs(data.e_pred - data.e_ref) / data.n_atoms * 1000.0  # meV/atom
         f_err = np.array([np.sqrt(np.mean((data.f_pred - data.f_ref)[data.atom_frame == k] ** 2)) for k in frames])
         above = novelty > 1.0
-
-        def mean_or_nan(x: np.ndarray) -> float:
-            return float(np.mean(x)) if len(x) else float("nan")
-
         record["novelty"] = {
             "spearman_energy_error": rho(novelty, e_err),
             "spearman_force_rmse": rho(novelty, f_err),
             "fraction_above_1": float(np.mean(above)),
-            "energy_mae_above_1_meV_per_atom": mean_or_nan(e_err[above]),
-            "energy_mae_below_1_meV_per_atom": mean_or_nan(e_err[~above]),
             "max": float(np.max(novelty)),
         }
+        for name, group in (("above", above), ("below", ~above)):  # only groups that hold frames
+            if group.any():
+                record["novelty"][f"energy_mae_{name}_1_meV_per_atom"] = float(np.mean(e_err[group]))
     return record
 
 

@@ -305,23 +305,25 @@ def write_trust_report(result: TrustResult, out_dir: str | Path) -> dict[str, Pa
     out = Path(out_dir)
     figures: dict[str, bytes] = {}
     s = result.series
+
+    def over_time(curves: dict[str, np.ndarray], threshold: float, ylabel: str, title: str) -> bytes:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        for label, values in curves.items():
+            ax.plot(s["time_ps"], values, label=label)
+        ax.axhline(threshold, color="k", ls="--", lw=0.8, label="threshold")
+        ax.set(xlabel="time (ps)", ylabel=ylabel, title=title)
+        ax.legend()
+        png = report.figure_png(fig)
+        plt.close(fig)
+        return png
+
     if "max_force_uncertainty" in s and len(s["time_ps"]):
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        ax.plot(s["time_ps"], s["max_force_uncertainty"], label="largest per-atom")
-        ax.plot(s["time_ps"], s["mean_force_uncertainty"], label="mean per atom")
-        ax.axhline(result.metrics["uncertainty"]["threshold"], color="k", ls="--", lw=0.8, label="threshold")
-        ax.set(xlabel="time (ps)", ylabel="force uncertainty (eV/Å)", title="uncertainty during the run")
-        ax.legend()
-        figures["uncertainty"] = report.figure_png(fig)
-        plt.close(fig)
+        figures["uncertainty"] = over_time(
+            {"largest per-atom": s["max_force_uncertainty"], "mean per atom": s["mean_force_uncertainty"]},
+            result.metrics["uncertainty"]["threshold"], "force uncertainty (eV/Å)", "uncertainty during the run")
     if "novelty" in s and len(s["time_ps"]):
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        ax.plot(s["time_ps"], s["novelty"], label="novelty (largest per-atom)")
-        ax.axhline(result.metrics["novelty"]["threshold"], color="k", ls="--", lw=0.8, label="threshold")
-        ax.set(xlabel="time (ps)", ylabel="novelty", title="novelty during the run (1: 1 % of training structures above)")
-        ax.legend()
-        figures["novelty"] = report.figure_png(fig)
-        plt.close(fig)
+        figures["novelty"] = over_time({"novelty (largest per-atom)": s["novelty"]}, result.metrics["novelty"]["threshold"],
+                                       "novelty", "novelty during the run (1: 1 % of training structures above)")
     if result.spot:
         fig, ax = plt.subplots(figsize=(4.2, 4.2))
         t, p = result.spot["teacher"].ravel(), result.spot["student"].ravel()

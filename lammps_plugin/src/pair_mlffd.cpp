@@ -685,18 +685,11 @@ void PairMLFFD::uncertainty(const Outputs &out, int nall)
   for (size_t n = 0; n < node_atom.size(); n++) force_uncertainty[node_atom[n]] += fv[n];
   comm->reverse_comm(this);
   const int nlocal = atom->nlocal;
-  double worst[2] = {0.0, -1.0};    // value, atom ID (as a double for MPI_MAXLOC-free reduction)
-  int above = 0;
   for (int i = 0; i < nlocal; i++) {
     if (!std::isfinite(force_uncertainty[i]))
       fail(fmt::format("pair mlffd: step {}: model {} returned a non-finite force uncertainty for atom {}",
                        update->ntimestep, model_path, (tagint) atom->tag[i]));
     force_uncertainty[i] = std::sqrt(std::max(force_uncertainty[i], 0.0));
-    if (force_uncertainty[i] > worst[0]) {
-      worst[0] = force_uncertainty[i];
-      worst[1] = (double) atom->tag[i];
-    }
-    if (uncertainty_threshold > 0.0 && force_uncertainty[i] > uncertainty_threshold) above++;
   }
   // energy: the heads' deviations summed over ranks, their root mean square
   const int64_t k = out.energy_deviations.numel();
@@ -706,22 +699,46 @@ void PairMLFFD::uncertainty(const Outputs &out, int nall)
   double sq = 0.0;
   for (double d : all) sq += d * d;
   energy_uncertainty = k ? std::sqrt(sq / (double) k) : 0.0;
-  struct { double value; int rank; } in{worst[0], comm->me}, top{};
-  MPI_Allreduce(&in, &top, 1, MPI_DOUBLE_INT, MPI_MAXLOC, world);
-  double worst_id = worst[1];
-  MPI_Bcast(&worst_id, 1, MPI_DOUBLE, top.rank, world);
+  const Extreme top = extreme(force_uncertainty, uncertainty_threshold);
   max_force_uncertainty = top.value;
-  int total_above = 0;
-  MPI_Allreduce(&above, &total_above, 1, MPI_INT, MPI_SUM, world);
-  if (total_above == 0) return;
-  const std::string what = fmt::format(
-      "pair mlffd: step {}: force uncertainty {:.3g} eV/A on atom {} exceeds {:g} eV/A ({} atom(s) above it); "
-      "energy uncertainty {:.3g} eV: the structure is outside what model {} was trained on",
-      update->ntimestep, max_force_uncertainty, (tagint) worst_id, uncertainty_threshold, total_above,
-      energy_uncertainty, model_path);
+  if (top.above == 0) return;
+  flag(fmt::format("pair mlffd: step {}: force uncertainty {:.3g} eV/A on atom {} exceeds {:g} eV/A ({} atom(s) above "
+                   "it); energy uncertainty {:.3g} eV: the structure is outside what model {} was trained on",
+                   update->ntimestep, top.value, top.id, uncertainty_threshold, top.above, energy_uncertainty, model_path),
+       last_warning);
+}
+
+/* ----------------------------------------------------------------------
+   the largest of a per-local-atom quantity over all ranks, its atom's ID, and how many atoms
+   exceed a threshold (none when it is 0); then a warning at most every N steps, or an error
+------------------------------------------------------------------------- */
+
+PairMLFFD::Extreme PairMLFFD::extreme(const double *value, double threshold)
+{
+  double worst = 0.0, worst_id = -1.0;    // the ID as a double: one broadcast from the owner
+  int above = 0;
+  for (int i = 0; i < atom->nlocal; i++) {
+    if (value[i] > worst) {
+      worst = value[i];
+      worst_id = (double) atom->tag[i];
+    }
+    if (threshold > 0.0 && value[i] > threshold) above++;
+  }
+  struct { double value; int rank; } in{worst, comm->me}, top{};
+  MPI_Allreduce(&in, &top, 1, MPI_DOUBLE_INT, MPI_MAXLOC, world);
+  MPI_Bcast(&worst_id, 1, MPI_DOUBLE, top.rank, world);
+  Extreme e;
+  e.value = top.value;
+  e.id = (tagint) worst_id;
+  MPI_Allreduce(&above, &e.above, 1, MPI_INT, MPI_SUM, world);
+  return e;
+}
+
+void PairMLFFD::flag(const std::string &what, bigint &last)
+{
   if (uncertainty_stop) error->all(FLERR, "{}", what);
-  if (last_warning < 0 || update->ntimestep - last_warning >= uncertainty_every) {
-    last_warning = update->ntimestep;
+  if (last < 0 || update->ntimestep - last >= uncertainty_every) {
+    last = update->ntimestep;
     if (comm->me == 0) error->warning(FLERR, "{}", what);
   }
 }
@@ -750,32 +767,13 @@ void PairMLFFD::novelty(const Outputs &out)
                        model_path, (tagint) atom->tag[i]));
     atom_novelty[i] = std::max(atom_novelty[i], nv[n]);
   }
-  double worst[2] = {0.0, -1.0};
-  int above = 0;
-  for (int i = 0; i < nlocal; i++) {
-    if (atom_novelty[i] > worst[0]) {
-      worst[0] = atom_novelty[i];
-      worst[1] = (double) atom->tag[i];
-    }
-    if (novelty_threshold > 0.0 && atom_novelty[i] > novelty_threshold) above++;
-  }
-  struct { double value; int rank; } in{worst[0], comm->me}, top{};
-  MPI_Allreduce(&in, &top, 1, MPI_DOUBLE_INT, MPI_MAXLOC, world);
-  double worst_id = worst[1];
-  MPI_Bcast(&worst_id, 1, MPI_DOUBLE, top.rank, world);
+  const Extreme top = extreme(atom_novelty, novelty_threshold);
   max_novelty = top.value;
-  int total_above = 0;
-  MPI_Allreduce(&above, &total_above, 1, MPI_INT, MPI_SUM, world);
-  if (total_above == 0) return;
-  const std::string what = fmt::format(
-      "pair mlffd: step {}: novelty {:.3g} on atom {} exceeds {:g} ({} atom(s) above it): the structure is unlike "
-      "what model {} was trained on",
-      update->ntimestep, max_novelty, (tagint) worst_id, novelty_threshold, total_above, model_path);
-  if (uncertainty_stop) error->all(FLERR, "{}", what);
-  if (last_novelty_warning < 0 || update->ntimestep - last_novelty_warning >= uncertainty_every) {
-    last_novelty_warning = update->ntimestep;
-    if (comm->me == 0) error->warning(FLERR, "{}", what);
-  }
+  if (top.above == 0) return;
+  flag(fmt::format("pair mlffd: step {}: novelty {:.3g} on atom {} exceeds {:g} ({} atom(s) above it): the structure "
+                   "is unlike what model {} was trained on",
+                   update->ntimestep, top.value, top.id, novelty_threshold, top.above, model_path),
+       last_novelty_warning);
 }
 
 int PairMLFFD::pack_reverse_comm(int n, int first, double *buf)

@@ -54,6 +54,13 @@ class PairMLFFD : public Pair {
   };
   void uncertainty(const Outputs &out, int nall);
   void novelty(const Outputs &out);
+  struct Extreme {    // of a per-atom quantity over all ranks
+    double value = 0.0;
+    tagint id = -1;
+    int above = 0;
+  };
+  Extreme extreme(const double *value, double threshold);
+  void flag(const std::string &what, bigint &last);
 
   // uncertainty of ensemble students (docs/lammps.md, "Uncertainty"): 'uncertainty X' threshold
   // (eV/A, 0: none), 'action warn|stop', 'every N' steps between warnings
