@@ -75,16 +75,26 @@ def test_novelty_flags_structures_unlike_the_training_data(fitted, tmp_path):
 
 
 def test_novelty_is_the_same_on_every_evaluation_path(fitted):
-    """One graph in PyTorch, the fused kernels, and blocks of 5 centres (both) give one novelty."""
+    """One graph in PyTorch, the fused kernels, and blocks of 5 centres (both) give one novelty
+    (to 1e-5 relative: the whitening magnifies rounding)."""
     model, config, _, graphs, _ = fitted
     g = graphs[3]
     results = []
-    for fused, chunk in ((False, 1 << 30), (True, 1 << 30), (False, 5), (True, 5)):
-        model.fused, model.chunk_atoms = fused and model.fused, chunk
-        results.append(_novelty(model, g)["atom_novelty"].detach())
-    model.chunk_atoms = 1024
-    for r in results[1:]:
-        torch.testing.assert_close(r, results[0], rtol=1e-9, atol=1e-9)
+    kernels_built = model.fused
+    assert kernels_built, "the fused kernels are part of the install (make setup)"
+    try:
+        for fused, chunk in ((False, 1 << 30), (True, 1 << 30), (False, 5), (True, 5)):
+            model.fused, model.chunk_atoms = fused, chunk
+            out = _novelty(model, g)
+            results.append((out["atom_novelty"].detach(), out["atom_energies"].detach()))
+    finally:
+        model.fused, model.chunk_atoms = kernels_built, 1024
+    for novelty, energies in results[1:]:
+        # the shipped float32 student cast to float64: its paths' atom energies agree to 1e-7 eV
+        # (a random float64 student's to 1e-14); the whitening magnifies the directions in which
+        # the training atoms hardly vary, and those differences with them
+        torch.testing.assert_close(energies, results[0][1], rtol=0, atol=1e-7)
+        torch.testing.assert_close(novelty, results[0][0], rtol=1e-5, atol=0)
 
 
 def test_novelty_travels_in_the_artifact_and_reaches_the_calculator(fitted, tmp_path):
