@@ -90,9 +90,10 @@ def test_novelty_is_the_same_on_every_evaluation_path(fitted):
     finally:
         model.fused, model.chunk_atoms = kernels_built, 1024
     for novelty, energies in results[1:]:
-        # the shipped float32 student cast to float64: its paths' atom energies agree to 1e-7 eV
-        # (a random float64 student's to 1e-14); the whitening magnifies the directions in which
-        # the training atoms hardly vary, and those differences with them
+        # the shipped float32 student cast to float64: its PyTorch path keeps the Bessel
+        # frequencies rounded to float32 in its buffer, the fused kernel computes them exactly,
+        # so atom energies agree to 1e-7 eV (a float64 student's to 1e-14); the whitening
+        # magnifies the directions in which the training atoms hardly vary, and that with them
         torch.testing.assert_close(energies, results[0][1], rtol=0, atol=1e-7)
         torch.testing.assert_close(novelty, results[0][0], rtol=1e-5, atol=0)
 
