@@ -306,11 +306,10 @@ def uncertainty_calibration(data: ParityData, predicted: np.ndarray, bins: int =
     }
     if novelty is not None:
         e_err = np.abs(data.e_pred - data.e_ref) / data.n_atoms * 1000.0  # meV/atom
-        f_err = np.array([np.sqrt(np.mean((data.f_pred - data.f_ref)[data.atom_frame == k] ** 2)) for k in frames])
         above = novelty > 1.0
         record["novelty"] = {
             "spearman_energy_error": rho(novelty, e_err),
-            "spearman_force_rmse": rho(novelty, f_err),
+            "spearman_force_rmse": rho(novelty, per_frame_err),  # per_frame_err: each frame's force RMSE
             "fraction_above_1": float(np.mean(above)),
             "max": float(np.max(novelty)),
         }

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mlffd.data import Graph, collate
+from mlffd.data import Graph
+from mlffd.training.capture import captured_inputs
 from mlffd.models.uncertainty import add_uncertainty
 
 
@@ -50,24 +51,10 @@ def _last_layer(model: torch.nn.Module) -> torch.nn.Linear:
 
 def _frames(model: torch.nn.Module, graphs: Sequence[Graph]) -> list[_Frame]:
     """Evaluate ``model`` on each graph, capturing the input of its last readout layer."""
-    captured: list[Tensor] = []
-    handle = _last_layer(model).register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
-    dtype = next(iter(model.parameters())).dtype
-    chunk, model.chunk_atoms = model.chunk_atoms, 1 << 30  # one readout call per frame, atoms in order
     frames = []
-    try:
-        with torch.enable_grad():
-            for g in graphs:
-                captured.clear()
-                out = model(*collate([g], dtype=dtype).inputs())
-                z = torch.cat(captured).double()
-                if z.shape[0] != g.num_atoms:
-                    raise RuntimeError(f"captured {z.shape[0]} feature rows for {g.num_atoms} atoms")
-                df = out["forces"].detach().double() - torch.from_numpy(g.forces)
-                frames.append(_Frame(z, torch.from_numpy(g.edge_index), (df * df).sum(1), float(out["energy"].detach()) - g.energy))
-    finally:
-        model.chunk_atoms = chunk
-        handle.remove()
+    for g, out, z in captured_inputs(model, _last_layer(model), graphs):
+        df = out["forces"].detach().double() - torch.from_numpy(g.forces)
+        frames.append(_Frame(z, torch.from_numpy(g.edge_index), (df * df).sum(1), float(out["energy"].detach()) - g.energy))
     return frames
 
 

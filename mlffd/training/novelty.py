@@ -5,8 +5,9 @@ frames, with more frames added for any element that has fewer than ten atoms per
 Per element: their mean and covariance, shrunk towards a multiple of the identity only as much as
 keeps the inverse finite (``1e-5`` of the mean variance with ten atoms per feature or more, up to
 half of it with few atoms: directions in which the training atoms hardly vary are what an
-unfamiliar environment moves along), and the whitening ``L^-1`` of its Cholesky factor. Each element's distances are divided by
-their ``percentile`` over that element's training atoms, so that every element is on one scale;
+unfamiliar environment moves along), and the whitening ``L^-1`` of its Cholesky factor. Each
+element's distances are divided by their ``percentile`` over that element's training atoms, so
+that every element is on one scale;
 then all are divided by the ``percentile`` of the structures' largest atom distance, so a
 structure's novelty (:mod:`mlffd.models.novelty`) exceeds 1 for ``100 - percentile`` % of the
 training structures. The record (frames, atoms and shrinkage per element, the scales) goes into
@@ -21,33 +22,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mlffd.data import Graph, collate
+from mlffd.data import Graph
 from mlffd.models.novelty import atom_novelty
+from mlffd.training.capture import captured_inputs
 
 
 def readout_features(model: torch.nn.Module, graphs: Sequence[Graph]) -> list[Tensor]:
-    """The features ``[N, F]`` (float64) entering ``model``'s energy readout, one tensor per graph."""
-    captured: list[Tensor] = []
-    handle = model.readout.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().double()))
-    dtype = next(iter(model.parameters())).dtype
+    """The features ``[N, F]`` (float64) entering ``model``'s energy readout, one tensor per graph
+    (evaluated as in use: eval mode, restored after)."""
     was_training = model.training
-    chunk, model.chunk_atoms = model.chunk_atoms, 1 << 30  # one readout call per frame, atoms in order
-    out = []
     model.eval()
     try:
-        with torch.enable_grad():
-            for g in graphs:
-                captured.clear()
-                model(*collate([g], dtype=dtype).inputs())
-                z = torch.cat(captured)
-                if z.shape[0] != g.num_atoms:
-                    raise RuntimeError(f"captured {z.shape[0]} feature rows for {g.num_atoms} atoms")
-                out.append(z)
+        return [z for _, _, z in captured_inputs(model, model.readout, graphs)]
     finally:
-        model.chunk_atoms = chunk
         model.train(was_training)
-        handle.remove()
-    return out
 
 
 def fit_novelty(model: torch.nn.Module, graphs: Sequence[Graph], elements: Sequence[str], max_frames: int = 2000,
@@ -60,18 +48,19 @@ def fit_novelty(model: torch.nn.Module, graphs: Sequence[Graph], elements: Seque
         raise ValueError("no training frames to fit the novelty reference on")
     if not 50.0 <= percentile < 100.0:
         raise ValueError(f"novelty percentile must be in [50, 100), got {percentile}")
-    order = np.random.default_rng(seed).permutation(len(graphs))
-    pick = set(int(i) for i in order[:max_frames])
+    order = [int(i) for i in np.random.default_rng(seed).permutation(len(graphs))]
+    pick = set(order[:max_frames])
     n_features = int(model.novelty_mean.shape[1])
+    # atoms of each element in each frame, counted once
+    counts = np.array([np.bincount(np.asarray(g.species), minlength=len(elements)) for g in graphs])
     for e in range(len(elements)):  # rare elements: more of the frames that hold them
-        count = sum(int(np.sum(np.asarray(graphs[i].species) == e)) for i in pick)
+        count = int(counts[sorted(pick), e].sum())
         for i in order[max_frames:]:
             if count >= 10 * n_features:
                 break
-            extra = int(np.sum(np.asarray(graphs[int(i)].species) == e))
-            if extra and int(i) not in pick:
-                pick.add(int(i))
-                count += extra
+            if counts[i, e] and i not in pick:
+                pick.add(i)
+                count += int(counts[i, e])
     chosen = [graphs[i] for i in sorted(pick)]
     model.use_novelty = False  # the features do not depend on it; keep the capture free of it
     features = readout_features(model, chosen)
