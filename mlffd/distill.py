@@ -203,11 +203,13 @@ def _active_section(active: Any, students: Mapping[str, Any], path: Path) -> dic
 
 
 def _student_paths(options: dict[str, Any], p: Callable[[str], str]) -> dict[str, Any]:
-    """A student's ``extra_train`` and ``val_from`` files and ``init_from`` artifact, made relative to ``root``."""
+    """A student's ``extra_train``, ``val_from`` and ``repeat`` files and ``init_from`` artifact, made relative to ``root``."""
     for key in ("extra_train", "val_from"):  # lists of files (a single file may be given bare)
         files = options.get(key)
         if files:
             options[key] = [p(str(f)) for f in ([files] if isinstance(files, str) else files)]
+    if isinstance(options.get("repeat"), dict):
+        options["repeat"] = {p(str(f)): n for f, n in options["repeat"].items()}
     if options.get("init_from"):
         options["init_from"] = p(str(options["init_from"]))
     return options

@@ -19,6 +19,15 @@ fails on potentials whose E-V curve has kinks where a neighbour shell crosses th
 Curve comparisons use each calculator's own reference: volumes as fractions of its own V0 and
 energies relative to its own zero-pressure energy ("aligned minima"), so an error in a0 is
 scored once (``a0_A``) and not again by every point of the curve.
+
+A phase exists on its curve only as far as its energy rises away from V0 (:func:`basin`): where
+the teacher's energy falls again, the constant-volume relaxation has carried the structure into
+another one (hcp with a free c/a opens into layers on expansion, beta-tin turns into diamond),
+and an energy there belongs to that other structure, reached or not within a few optimiser
+steps. Fits use only points inside the basin, and a curve is scored over the teacher's basin;
+each row's note names the range scored and where the teacher left the phase. A student whose
+own phase gives way inside the teacher's basin is still scored there, and its extra minima are
+flagged on the whole range.
 """
 
 from __future__ import annotations
@@ -149,7 +158,10 @@ def phase_curve(calc: Calculator, start: Atoms, config: PropertiesConfig) -> dic
     failed = [f"{f:.3g}" for f, e in zip(grid, energy) if not math.isfinite(e)]
     if failed:
         out["error"] = f"calculator failed at V/V0 = {', '.join(failed)}"
-    out["fit"] = fit_eos(out["fit_volumes"], fit_energies)
+    lo, hi = basin(grid, energy)
+    out["basin"] = [lo, hi]
+    inside = (ff >= lo - 1e-9) & (ff <= hi + 1e-9)
+    out["fit"] = fit_eos(np.asarray(out["fit_volumes"])[inside], fit_energies[inside])
     out["minima"] = curve_minima(fr, energies)
     return out
 
@@ -179,6 +191,23 @@ def curve_minima(fracs, energies, tol: float = CURVE_TOL_eV) -> list[float]:
     if sign[nonzero[-1]] == -1:  # still falling at the high-volume end
         minima.append(float(f[-1]))
     return minima
+
+
+def basin(fracs, energies, tol: float = CURVE_TOL_eV) -> tuple[float, float]:
+    """The V/V0 range of the phase: outward from the point nearest V0, as far as the energy
+    does not fall by more than ``tol`` from one point to the next (non-finite points end it)."""
+    f = np.asarray(fracs, float)
+    e = np.asarray([num(x) for x in energies])
+    k0 = int(np.argmin(np.abs(f - 1.0)))
+    if not math.isfinite(e[k0]):
+        return float(f[k0]), float(f[k0])
+    lo = k0
+    while lo > 0 and math.isfinite(e[lo - 1]) and e[lo - 1] >= e[lo] - tol:
+        lo -= 1
+    hi = k0
+    while hi < len(e) - 1 and math.isfinite(e[hi + 1]) and e[hi + 1] >= e[hi] - tol:
+        hi += 1
+    return float(f[lo]), float(f[hi])
 
 
 def _vertex(f: np.ndarray, e: np.ndarray, i: int) -> float:
@@ -233,17 +262,24 @@ def _relative_curve(entry: dict[str, Any]) -> np.ndarray:
 
 def curve_deviation(teacher: dict[str, Any], student: dict[str, Any]) -> tuple[float, str]:
     """Largest |ΔE| (meV/atom) between two aligned curves (own V0, own zero-pressure energy)
-    over the points the teacher has; NaN with a reason when the student misses one."""
+    over the teacher's basin of the phase (:func:`basin`), and a note saying which range that
+    is; NaN with a reason when the student misses a point there."""
     t, s = _relative_curve(teacher), _relative_curve(student)
     if len(t) == 0 or len(t) != len(s) or not np.isfinite(t).any():
         return math.nan, "teacher curve missing" if not np.isfinite(t).any() else "curves on different grids"
-    have = np.isfinite(t)
+    fr = np.asarray(teacher.get("fractions", []), float)
+    if len(fr) != len(t):
+        return math.nan, "teacher curve has no volume fractions"
+    lo, hi = basin(fr, t)
+    have = np.isfinite(t) & (fr >= lo - 1e-9) & (fr <= hi + 1e-9)
     missing = have & ~np.isfinite(s)
     if missing.any():
-        fr = np.asarray(teacher.get("fractions", []), float)
-        where = ", ".join(f"{x:.3g}" for x in fr[missing]) if len(fr) == len(t) else f"{int(missing.sum())} points"
-        return math.nan, f"student has no energy at V/V0 = {where}"
-    return float(np.max(np.abs(s[have] - t[have])) * 1000.0), ""
+        return math.nan, f"student has no energy at V/V0 = {', '.join(f'{x:.3g}' for x in fr[missing])}"
+    note = f"scored over V/V0 {lo:.3g}-{hi:.3g}"
+    left = [f"{x:.3g}" for x, e in zip(fr, t) if np.isfinite(e) and not lo - 1e-9 <= x <= hi + 1e-9]
+    if left:
+        note += f"; beyond it the teacher's relaxation leaves the phase (its energy falls again; not scored at {', '.join(left)})"
+    return float(np.max(np.abs(s[have] - t[have])) * 1000.0), note
 
 
 def _spurious(t_entry: dict[str, Any], s_entry: dict[str, Any], tol_pct: float) -> tuple[bool | None, bool | None, str]:
@@ -318,8 +354,9 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
             rows.append(absolute(SECTION, f"phase_energy_{name}_meV_per_atom", "meV/atom", de_t, de_s,
                                  tol.phase_energy_meV, note))
         dev, why = curve_deviation(t, s) if t and s else (math.nan, "missing phase")
-        rows.append(absolute(SECTION, f"eos_curve_{name}_meV", "meV/atom", 0.0, dev, tol.eos_curve_meV,
-                             why or "largest |ΔE| on V/V0 grid, each curve relative to its own zero-pressure minimum"))
+        if math.isfinite(dev):
+            why = f"largest |ΔE| on the V/V0 grid, each curve relative to its own zero-pressure minimum; {why}"
+        rows.append(absolute(SECTION, f"eos_curve_{name}_meV", "meV/atom", 0.0, dev, tol.eos_curve_meV, why))
         tb, sb, why = _spurious(t, s, tol.spurious_minimum_volume_pct) if t and s else (None, None, "missing phase")
         rows.append(_flag_row(f"spurious_minimum_{name}", tb, sb, why))
         tb, dt = _below_ground(teacher, name, tol.below_ground_meV)

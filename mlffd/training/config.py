@@ -35,6 +35,7 @@ class TrainConfig:
     test: tuple[str, ...] = ()  #: held-out test files for the exported metrics; empty: use val
     val_fraction: float = 0.1  #: share of training frames held out (by trajectory) when ``val`` is empty
     val_from: tuple[str, ...] = ()  #: hold out validation trajectories only from these ``train`` files (fine-tuning: the new data); empty: from all
+    repeat: Mapping[str, int] = field(default_factory=dict)  #: oversampling: ``train`` file -> times its training frames are used per epoch
     output: str = "runs/student"  #: run directory: checkpoints, log, metrics, artifact
     name: str = "student"  #: artifact name: ``output/NAME.mlffd.pt``
     teacher: str = "unknown"  #: teacher spec written into the artifact metadata
@@ -87,11 +88,22 @@ class TrainConfig:
         if not isinstance(self.model_overrides, Mapping):
             raise ValueError(f"model_overrides: expected a mapping of ModelConfig fields, got {self.model_overrides!r}")
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))
+        if self.repeat is None:
+            object.__setattr__(self, "repeat", {})
+        if not isinstance(self.repeat, Mapping):
+            raise ValueError(f"repeat: expected a mapping of training file -> times, got {self.repeat!r}")
+        object.__setattr__(self, "repeat", {str(k): v for k, v in self.repeat.items()})
         # types first: every range check below may then compare numbers
         check_types(self)
         unknown = [f for f in self.val_from if f not in self.train]
         if unknown:
             raise ValueError(f"val_from: {unknown} are not among the training files {list(self.train)}")
+        unknown = [f for f in self.repeat if f not in self.train]
+        if unknown:
+            raise ValueError(f"repeat: {unknown} are not among the training files {list(self.train)}")
+        bad = {f: n for f, n in self.repeat.items() if isinstance(n, bool) or not isinstance(n, int) or n < 1}
+        if bad:
+            raise ValueError(f"repeat: times must be whole numbers >= 1, got {bad}")
         checks = [
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
@@ -140,6 +152,7 @@ class TrainConfig:
             if isinstance(value, tuple):
                 d[key] = list(value)
         d["model_overrides"] = dict(self.model_overrides)
+        d["repeat"] = dict(self.repeat)
         return d
 
     @classmethod
@@ -196,6 +209,9 @@ def resolve_paths(d: Mapping[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             out[key] = [str(base / v) if not Path(v).is_absolute() else v for v in value]
         # anything else is left for TrainConfig to refuse with the key's name
+    if isinstance(out.get("repeat"), Mapping):
+        out["repeat"] = {str(base / k) if isinstance(k, str) and not Path(k).is_absolute() else k: n
+                         for k, n in out["repeat"].items()}
     for key in ("output", "init_from"):
         if isinstance(out.get(key), str) and out[key] and not Path(out[key]).is_absolute():
             out[key] = str(base / out[key])

@@ -105,6 +105,9 @@ def prepare(config: TrainConfig) -> Prepared:
         held = set(val_index)
         train_index = [k for k in range(len(frames)) if k not in held]
         val_frames = [frames[k] for k in val_index]
+    if config.repeat:  # oversampling: a file's training frames (never its validation ones) used several times
+        times = np.concatenate([np.full(len(part), config.repeat.get(f, 1)) for f, part in zip(config.train, per_file)])
+        train_index = [k for k in train_index for _ in range(int(times[k]))]
     train_frames = [frames[k] for k in train_index]
     train = to_graphs(train_frames, mc.elements, mc.cutoff)
     val = to_graphs(val_frames, mc.elements, mc.cutoff)

@@ -389,7 +389,7 @@ def test_unexpected_exception_is_one_line_with_its_type(monkeypatch, files):
 
 
 def test_training_config_paths_are_relative_to_the_file(tmp_path, monkeypatch):
-    """train, val_from, output and init_from in a config file are read relative to the file,
+    """train, val_from, repeat, output and init_from in a config file are read relative to the file,
     not to the directory mlffd runs in."""
     from mlffd.training.config import load_config
 
@@ -399,10 +399,12 @@ def test_training_config_paths_are_relative_to_the_file(tmp_path, monkeypatch):
     write(data, bulk("Cu", "fcc", a=3.6, cubic=True))
     (tmp_path / "start.mlffd.pt").write_bytes(b"")
     cfg = d / "ft.yaml"
-    cfg.write_text("train: [../../new.extxyz]\nval_from: [../../new.extxyz]\noutput: ../../out\ninit_from: ../../start.mlffd.pt\n")
+    cfg.write_text("train: [../../new.extxyz]\nval_from: [../../new.extxyz]\nrepeat: {../../new.extxyz: 2}\n"
+                   "output: ../../out\ninit_from: ../../start.mlffd.pt\n")
     monkeypatch.chdir(tmp_path / "configs")
     loaded = load_config(cfg)
     assert Path(loaded.train[0]).resolve() == data.resolve()
     assert loaded.val_from == loaded.train
+    assert loaded.repeat == {loaded.train[0]: 2}
     assert Path(loaded.output).resolve() == (tmp_path / "out").resolve()
     assert Path(loaded.init_from).resolve() == (tmp_path / "start.mlffd.pt").resolve()

@@ -264,6 +264,27 @@ def test_val_from_holds_out_only_those_files(tmp_path, dataset):
         small_config(dataset, tmp_path / "o3", val_from=["other.extxyz"])
 
 
+def test_repeat_oversamples_a_files_training_frames_only(tmp_path, dataset):
+    """repeat: a file's training frames appear that many times per epoch; its validation
+    frames once; other files once; bad keys and counts are refused with the key's name."""
+    from mlffd.data import read_frames
+    from mlffd.training.trainer import prepare
+
+    extra = str(write_frames(tmp_path / "extra.extxyz", cu_frames(n_traj=3, per_traj=4, seed=21)))
+    base = prepare(small_config(dataset, tmp_path / "o1", train=[dataset["train"], extra], val_fraction=0.3))
+    data = prepare(small_config(dataset, tmp_path / "o2", train=[dataset["train"], extra], val_fraction=0.3,
+                                repeat={extra: 3}))
+    n_old = len(read_frames(dataset["train"]))
+    assert data.val_index == base.val_index and len(set(data.val_index) & set(data.train_index)) == 0
+    for k in set(base.train_index):
+        assert data.train_index.count(k) == (3 if k >= n_old else 1)
+    assert len(data.train) == len(data.train_index) == data.stats["num_train_frames"]
+    with pytest.raises(ValueError, match="repeat: .*not among the training files"):
+        small_config(dataset, tmp_path / "o3", repeat={"other.extxyz": 2})
+    with pytest.raises(ValueError, match="repeat: times must be whole numbers >= 1"):
+        small_config(dataset, tmp_path / "o4", train=[dataset["train"]], repeat={dataset["train"]: 0})
+
+
 def test_non_finite_loss_stops_with_an_error_and_exports_nothing(tmp_path, dataset):
     """A loss that becomes NaN stops the run at that step, weights untouched, no artifact written."""
     trainer = Trainer(small_config(dataset, tmp_path / "nan", max_steps=6, eval_every=0))

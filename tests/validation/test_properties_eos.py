@@ -128,6 +128,29 @@ def test_curve_minima_edges_plateaus_and_noise():
     assert eos.curve_minima(f, [None] * 11) == []
 
 
+def test_basin_ends_where_the_teacher_leaves_the_phase_and_only_it_is_scored():
+    f = np.linspace(0.7, 1.2, 11)
+    bowl = 0.5 * (f - 1.0) ** 2
+    assert eos.basin(f, bowl) == (pytest.approx(0.7), pytest.approx(1.2))
+    opened = np.where(f > 1.07, bowl - 0.2, bowl)  # hcp-like: the structure opens into another on expansion
+    assert eos.basin(f, opened) == (pytest.approx(0.7), pytest.approx(1.05))
+    assert eos.basin(f, [None] * 5 + [0.01, 0.0, 0.01] + [None] * 3) == (pytest.approx(0.95), pytest.approx(1.05))
+    teacher = {"fractions": f.tolist(), "energies": opened.tolist(), "relaxed_energy": 0.0}
+    stays = {"fractions": f.tolist(), "energies": bowl.tolist(), "relaxed_energy": 0.0}
+    dev, note = eos.curve_deviation(teacher, stays)  # a student that keeps the phase is not blamed for it
+    assert dev == pytest.approx(0.0, abs=1e-9) and "0.7-1.05" in note and "1.1, 1.15, 1.2" in note
+    off = {**stays, "energies": (bowl + 0.03 * (f < 0.72)).tolist()}  # inside the basin: still scored
+    assert eos.curve_deviation(teacher, off)[0] == pytest.approx(30.0)
+    rows = {r.property: r for r in eos.compare(_two_phase(teacher), _two_phase(stays), Tolerances())}
+    assert rows["eos_curve_hcp_meV"].passed and "leaves the phase" in rows["eos_curve_hcp_meV"].note
+
+
+def _two_phase(hcp: dict) -> dict:
+    d = _synthetic()
+    d["phases"]["hcp"] = {**d["phases"]["beta_sn"], **hcp}
+    return d
+
+
 def _synthetic(energy_shift: float = 0.0) -> dict:
     f = np.linspace(0.7, 1.2, 7)
     phase = lambda e0, v0: {"fractions": f.tolist(), "volumes": (f * v0).tolist(),  # noqa: E731
