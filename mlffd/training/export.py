@@ -41,17 +41,22 @@ def export_run(trainer: "Trainer") -> dict[str, Any]:
     extra: dict[str, Any] = {}
     from mlffd.training.novelty import fit_novelty
 
+    # each training frame once: the novelty percentile and the head refit describe the data, not
+    # how often the sampler of an oversampled (``repeat``) file drew it
+    seen: set[int] = set()
+    unique = [g for k, g in zip(t.data.train_index, t.data.train) if not (k in seen or seen.add(k))]
+
     # how unlike the training atoms an atom looks (mlffd.models.novelty), for every student; a
     # model element without a training atom has no reference, and the student ships without one
     try:
-        extra["novelty"] = jsonable(fit_novelty(model.to("cpu"), t.data.train, t.model_config.elements))
+        extra["novelty"] = jsonable(fit_novelty(model.to("cpu"), unique, t.model_config.elements))
     except ValueError as exc:
         metrics["novelty"] = f"not fitted: {exc}"
     if t.model_config.ensemble > 1:  # the heads' spread made to follow the error, then scaled on held-out frames
         from mlffd.training.calibration import calibrate
         from mlffd.training.head_refit import refit_heads
 
-        refit = refit_heads(model.to("cpu"), t.data.train)
+        refit = refit_heads(model.to("cpu"), unique)
         extra["uncertainty"] = jsonable({**calibrate(model, t.data.val, "cpu"), "refit": refit})
         metrics["uncertainty"] = extra["uncertainty"]
     path = export_student(

@@ -15,6 +15,7 @@ import torch
 import yaml
 from cu_frames import SMALL_MODEL, cu_frames, write_frames
 
+from mlffd.artifact import read_metadata
 from mlffd.training import TrainConfig, Trainer, load_config, train
 
 
@@ -279,6 +280,11 @@ def test_repeat_oversamples_a_files_training_frames_only(tmp_path, dataset):
     for k in set(base.train_index):
         assert data.train_index.count(k) == (3 if k >= n_old else 1)
     assert len(data.train) == len(data.train_index) == data.stats["num_train_frames"]
+    # the export describes each training frame once (novelty reference), not the oversampled stream
+    summary = train(small_config(dataset, tmp_path / "o5", train=[dataset["train"], extra], val_fraction=0.3,
+                                 repeat={extra: 3}, max_steps=2, eval_every=0))
+    meta = read_metadata(summary["artifact"])
+    assert meta["novelty"]["frames"] == len(set(data.train_index)) < len(data.train_index)
     with pytest.raises(ValueError, match="repeat: .*not among the training files"):
         small_config(dataset, tmp_path / "o3", repeat={"other.extxyz": 2})
     with pytest.raises(ValueError, match="repeat: times must be whole numbers >= 1"):
