@@ -12,7 +12,7 @@ import torch
 from ase.build import bulk
 
 from mlffd.data import collate, read_frames, to_graphs
-from mlffd.models import export_like, load_student, load_weights
+from mlffd.models import build, export_like, load_student, load_weights
 from mlffd.registry import resolve
 from mlffd.training.novelty import fit_novelty, readout_features
 
@@ -117,7 +117,7 @@ def test_novelty_travels_in_the_artifact_and_reaches_the_calculator(fitted, tmp_
     reloaded, *_ = load_student(path)
     assert reloaded.use_novelty
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("novelty_")}
-    old, *_ = load_student(resolve("tiny"))
+    old = build(config)  # a student as an artifact without the reference loads: buffers at their defaults
     load_weights(old, state)
     assert not old.use_novelty and "novelty" not in old(*collate([graphs[0]], dtype=torch.float32).inputs())
 
@@ -161,15 +161,22 @@ def test_calibrate_novelty_adds_a_reference_and_changes_nothing_else(tmp_path):
     from mlffd.calculator import DistilledCalculator
     from mlffd.cli.main import cli
 
+    # the shipped tiny as it was before it had a reference (buffers at their defaults, no record)
+    model, config, meta = load_student(resolve("tiny"))
+    fresh = build(config)
+    for name in ("novelty_mean", "novelty_whiten"):
+        getattr(model, name).copy_(getattr(fresh, name))
+    model.use_novelty = False
+    plain = export_like(model, config, {k: v for k, v in meta.items() if k != "novelty"}, tmp_path / "tiny.mlffd.pt")
     out = tmp_path / "tiny-novelty.mlffd.pt"
     train = str(DATA / "si" / "test.extxyz.xz")
-    result = CliRunner().invoke(cli, ["calibrate", "tiny", "--novelty", train, "--out", str(out)])
+    result = CliRunner().invoke(cli, ["calibrate", str(plain), "--novelty", train, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    before, after = read_metadata(resolve("tiny")), read_metadata(out)
+    before, after = read_metadata(plain), read_metadata(out)
     assert "novelty" not in before and after["novelty"]["data"] == [train]
     assert after["uncertainty"] == before["uncertainty"]
     atoms = read_frames(DATA / "si" / "test.extxyz.xz")[0]
-    a, b = DistilledCalculator("tiny", uncertainty=True), DistilledCalculator(str(out), uncertainty=True)
+    a, b = DistilledCalculator(str(plain), uncertainty=True), DistilledCalculator(str(out), uncertainty=True)
     np.testing.assert_array_equal(b.get_forces(atoms), a.get_forces(atoms))
     np.testing.assert_array_equal(b.results["forces_uncertainty"], a.results["forces_uncertainty"])
     assert "novelty" in b.results and "novelty" not in a.results
