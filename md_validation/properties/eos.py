@@ -22,8 +22,8 @@ scored once (``a0_A``) and not again by every point of the curve.
 
 A phase exists on its curve only as far as its energy rises away from V0 (:func:`basin`): where
 the teacher's energy falls again, the constant-volume relaxation has carried the structure into
-another one (hcp with a free c/a opens into layers on expansion, beta-tin turns into diamond),
-and an energy there belongs to that other structure, reached or not within a few optimiser
+another one (7net-0's hcp with a free c/a beyond 105 % of V0, its beta-tin at 120 %), and an
+energy there belongs to that other structure, reached or not within a few optimiser
 steps. Fits use only points inside the basin, and a curve is scored over the teacher's basin;
 each row's note names the range scored and where the teacher left the phase. A student whose
 own phase gives way inside the teacher's basin is still scored there, and its extra minima are
