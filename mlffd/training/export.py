@@ -43,8 +43,7 @@ def export_run(trainer: "Trainer") -> dict[str, Any]:
 
     # each training frame once: the novelty percentile and the head refit describe the data, not
     # how often the sampler of an oversampled (``repeat``) file drew it
-    seen: set[int] = set()
-    unique = [g for k, g in zip(t.data.train_index, t.data.train) if not (k in seen or seen.add(k))]
+    unique = list(dict(zip(t.data.train_index, t.data.train)).values())
 
     # how unlike the training atoms an atom looks (mlffd.models.novelty), for every student; a
     # model element without a training atom has no reference, and the student ships without one

@@ -109,7 +109,10 @@ def prepare(config: TrainConfig) -> Prepared:
         times = np.concatenate([np.full(len(part), config.repeat.get(f, 1)) for f, part in zip(config.train, per_file)])
         train_index = [k for k in train_index for _ in range(int(times[k]))]
     train_frames = [frames[k] for k in train_index]
-    train = to_graphs(train_frames, mc.elements, mc.cutoff)
+    # one graph per frame, shared by its repeats (graphs are frozen)
+    unique = list(dict.fromkeys(train_index))
+    graph_of = dict(zip(unique, to_graphs([frames[k] for k in unique], mc.elements, mc.cutoff)))
+    train = [graph_of[k] for k in train_index]
     val = to_graphs(val_frames, mc.elements, mc.cutoff)
     test = to_graphs(test_frames, mc.elements, mc.cutoff)
     if not val:
