@@ -72,6 +72,9 @@ class TaskConfig:
         ``random_search``: a random cell of the seed's atoms at its density (times a draw from
         ``volume_range``), no two atoms closer than ``min_separation``, relaxed by the teacher
         (positions and cell) for ``steps`` optimizer steps, every ``sample_every``-th kept (``random``).
+        ``relax_positions``: the start structure (the seed with the task's modifiers: defects,
+        surface, strain, rattle, volume) relaxed by the teacher at fixed cell for ``steps`` optimizer
+        steps, every ``sample_every``-th kept: relaxed defects and surfaces, the paths to them.
 
     See docs/sampling.md for every key, its units and default.
     """
@@ -220,7 +223,7 @@ class SampleConfig:
 
 
 #: task kinds; each builds its structures and spends its teacher evaluations its own way
-KINDS = ("md", "melt_quench", "single", "cluster", "random_search")
+KINDS = ("md", "melt_quench", "single", "cluster", "random_search", "relax_positions")
 
 #: keys added after the first release: at their defaults they are left out of the config hash, so a
 #: config written before they existed keeps its hash and a started run of it resumes
@@ -397,7 +400,7 @@ def _check_task(t: TaskConfig, seed_names: list[str]) -> None:
         raise ValueError(f"{where}: volume_range scales a bulk cell; a slab (surface) has vacuum in it")
     if t.volume_range is not None and t.ensemble == "npt":
         raise ValueError(f"{where}: volume_range fixes the volume, npt lets it relax; give pressure_gpa instead")
-    if t.push_pairs and t.kind in ("md", "melt_quench", "random_search") and not t.copies:
+    if t.push_pairs and t.kind in ("md", "melt_quench", "random_search", "relax_positions") and not t.copies:
         raise ValueError(f"{where}: push_pairs acts on the perturbed copies of the kept frames; give copies >= 1")
     if t.min_separation is not None and t.kind != "random_search":
         raise ValueError(f"{where}: min_separation is for kind random_search")
@@ -410,8 +413,8 @@ def _check_task(t: TaskConfig, seed_names: list[str]) -> None:
         for name in unused:
             if getattr(t, name):
                 raise ValueError(f"{where}: kind {t.kind} builds {builds}; {name} does not apply")
-        if t.ensemble != "nvt":
-            raise ValueError(f"{where}: kind {t.kind} runs no MD; remove ensemble")
+    if t.kind in ("cluster", "random_search", "relax_positions") and t.ensemble != "nvt":
+        raise ValueError(f"{where}: kind {t.kind} runs no MD; remove ensemble")
 
 
 def _from_dict(cls, data: Any, where: str):

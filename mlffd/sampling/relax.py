@@ -85,15 +85,15 @@ def relax_seed(atoms: Atoms, calc, steps: int, fmax: float, on_evaluation: Calla
     return RelaxedSeed(out, energy, opt.nsteps, converged)
 
 
-def relax_path(atoms: Atoms, calc, steps: int, on_step: Callable[[int], None]) -> str:
-    """Relax ``atoms`` (positions and cell, no symmetry) with the teacher for at most ``steps`` BFGS
-    steps, calling ``on_step(step)`` after every evaluation (step 0: the start); returns "" or the
-    error that stopped it (a teacher failing on the structure)."""
+def relax_path(atoms: Atoms, calc, steps: int, on_step: Callable[[int], None], cell: bool = True) -> str:
+    """Relax ``atoms`` (positions, and the cell unless ``cell`` is False; no symmetry) with the
+    teacher for at most ``steps`` BFGS steps, calling ``on_step(step)`` after every evaluation
+    (step 0: the start); returns "" or the error that stopped it (a teacher failing on the structure)."""
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
 
     atoms.calc = calc
-    opt = BFGS(FrechetCellFilter(atoms), logfile=None)
+    opt = BFGS(FrechetCellFilter(atoms) if cell else atoms, logfile=None)
     opt.attach(lambda: on_step(opt.nsteps), interval=1)
     try:
         with _cell_filter_quiet():

@@ -33,7 +33,7 @@ class Trajectory:
         relax = t.relax_steps + 1 if self.relaxes else 0
         if t.kind in ("single", "cluster"):
             return relax + t.steps
-        if t.kind == "random_search":
+        if t.kind in ("random_search", "relax_positions"):
             return relax + t.steps + 1 + t.copies * self.max_kept
         md = t.equilibrate + t.steps + 1
         if t.kind == "melt_quench":
@@ -45,7 +45,7 @@ class Trajectory:
         t = self.task
         if t.kind in ("single", "cluster"):
             return t.steps
-        if t.kind == "random_search":
+        if t.kind in ("random_search", "relax_positions"):
             n = t.steps // t.sample_every + 1
         else:
             n = t.steps // t.sample_every

@@ -107,7 +107,7 @@ def run_trajectory(
     run = _TrajectoryRun(traj, seed_atoms, calc, teacher_tags, random_seed, max_force, on_evaluation)
     if run.task.kind in ("single", "cluster"):
         return run.points()
-    if run.task.kind == "random_search":
+    if run.task.kind in ("random_search", "relax_positions"):
         run.relax()
     else:
         run.molecular_dynamics()
@@ -133,7 +133,7 @@ class _TrajectoryRun:
         if self.seed_volume is None and (task.volume_range is not None or task.kind == "random_search"):
             raise ValueError(f"task {task.name!r}: volume_range and kind random_search need a seed with a 3-D cell")
         scale = None  # this trajectory's volume scale (kinds with one start structure)
-        if task.volume_range is not None and task.kind in ("md", "melt_quench", "random_search"):
+        if task.volume_range is not None and task.kind in ("md", "melt_quench", "random_search", "relax_positions"):
             scale = volume_scale(task, traj.index, traj.count, rng)
         self.atoms: Atoms | None = None  # clusters build each structure afresh
         if task.kind == "random_search":
@@ -185,7 +185,8 @@ class _TrajectoryRun:
         return self.candidates
 
     def relax(self) -> None:
-        """Kind ``random_search``: the teacher relaxes a random structure, sampled along the path."""
+        """Kinds ``random_search`` (a random structure, cell relaxed too) and ``relax_positions``
+        (the start structure at fixed cell): the teacher relaxes it, sampled along the path."""
         from mlffd.sampling.relax import relax_path
 
         def on_step(step: int) -> None:
@@ -193,7 +194,7 @@ class _TrajectoryRun:
             if step % self.task.sample_every == 0:
                 self.snap(self.base_type, 0.0, step)
 
-        error = relax_path(self.atoms, self.calc, self.task.steps, on_step)
+        error = relax_path(self.atoms, self.calc, self.task.steps, on_step, cell=self.task.kind == "random_search")
         if error:
             warnings.warn(f"{self.traj.id}: the teacher's relaxation {error}; keeping the frames before", RuntimeWarning, stacklevel=3)
 

@@ -192,6 +192,34 @@ def test_random_search_relaxes_downhill_from_well_separated_starts(tmp_path):
     assert 0 < len(kept) < len(frames) and max(np.abs(f.get_forces()).max() for f in kept) <= strict.max_force
 
 
+def test_relax_positions_relaxes_the_defected_start_at_fixed_cell(tmp_path):
+    """A vacancy and an interstitial relaxed by the teacher: frames along a path that only goes
+    down, in the start's cell, ending below the unrelaxed start by what ASE's own BFGS finds."""
+    from ase.optimize import BFGS
+
+    tasks = [dict(name="vac", seed="cu", kind="relax_positions", vacancies=1, rattle=0.05, steps=12, sample_every=4),
+             dict(name="int", seed="cu", kind="relax_positions", interstitials=1, steps=12, sample_every=4)]
+    cfg = _config(tmp_path, tasks)
+    counting = CountingEMT()
+    run_sampling(cfg, teacher=counting, progress=False)
+    assert counting.calls <= sum(t.evaluations for t in plan(cfg)) == 2 * 13
+    frames = read(tmp_path / "train.extxyz", ":")
+    cell = build_seed(cfg.seeds[0]).cell.array
+    for name, n_atoms, ctype in (("vac", 31, "vacancy"), ("int", 33, "interstitial")):
+        traj = [f for f in frames if f.info["trajectory"].startswith(name + "/")]
+        assert [f.info["step"] for f in traj] == [0, 4, 8, 12]
+        assert all(len(f) == n_atoms and f.info["config_type"] == ctype for f in traj)
+        assert all(np.allclose(f.cell.array, cell) for f in traj)  # the cell is not relaxed
+        energies = [f.get_potential_energy() for f in traj]
+        assert all(b < a for a, b in zip(energies, energies[1:]))
+        ref = traj[0].copy()
+        ref.calc = EMT()
+        BFGS(ref, logfile=None).run(fmax=1e-3, steps=12)
+        assert energies[-1] == pytest.approx(ref.get_potential_energy(), abs=1e-6)
+    with pytest.raises(ValueError, match="ensemble"):
+        _config(tmp_path, [dict(tasks[0], ensemble="npt")])
+
+
 # --- configuration --------------------------------------------------------------------------------
 
 
@@ -209,6 +237,8 @@ BAD = [
     (dict(min_separation=1.5), "min_separation"),
     (dict(kind="random_search", min_separation=0.0), "min_separation"),
     (dict(kind="random_search", vacancies=1), "vacancies"),
+    (dict(kind="relax_positions", push_pairs=1), "push_pairs"),
+    (dict(kind="relax_positions", min_separation=1.0), "min_separation"),
     (dict(kind="anneal"), "kind"),
     (dict(relax=True, relax_steps=0), "relax_steps"),
     (dict(relax_fmax=-0.1), "relax_fmax"),
