@@ -224,6 +224,8 @@ class SampleConfig:
 
 #: task kinds; each builds its structures and spends its teacher evaluations its own way
 KINDS = ("md", "melt_quench", "single", "cluster", "random_search", "relax_positions")
+#: kinds in which the teacher relaxes one structure and frames are taken along the path
+PATH_KINDS = ("random_search", "relax_positions")
 
 #: keys added after the first release: at their defaults they are left out of the config hash, so a
 #: config written before they existed keeps its hash and a started run of it resumes
@@ -400,7 +402,7 @@ def _check_task(t: TaskConfig, seed_names: list[str]) -> None:
         raise ValueError(f"{where}: volume_range scales a bulk cell; a slab (surface) has vacuum in it")
     if t.volume_range is not None and t.ensemble == "npt":
         raise ValueError(f"{where}: volume_range fixes the volume, npt lets it relax; give pressure_gpa instead")
-    if t.push_pairs and t.kind in ("md", "melt_quench", "random_search", "relax_positions") and not t.copies:
+    if t.push_pairs and t.kind in ("md", "melt_quench", *PATH_KINDS) and not t.copies:
         raise ValueError(f"{where}: push_pairs acts on the perturbed copies of the kept frames; give copies >= 1")
     if t.min_separation is not None and t.kind != "random_search":
         raise ValueError(f"{where}: min_separation is for kind random_search")
@@ -413,7 +415,7 @@ def _check_task(t: TaskConfig, seed_names: list[str]) -> None:
         for name in unused:
             if getattr(t, name):
                 raise ValueError(f"{where}: kind {t.kind} builds {builds}; {name} does not apply")
-    if t.kind in ("cluster", "random_search", "relax_positions") and t.ensemble != "nvt":
+    if t.kind in ("cluster", *PATH_KINDS) and t.ensemble != "nvt":
         raise ValueError(f"{where}: kind {t.kind} runs no MD; remove ensemble")
 
 

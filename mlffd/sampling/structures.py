@@ -11,7 +11,7 @@ import numpy as np
 from ase import Atoms
 
 from mlffd.neighbors import neighbor_list
-from mlffd.sampling.config import CONFIG_TYPES_BY_SURFACE, SampleConfig, SeedConfig, TaskConfig
+from mlffd.sampling.config import CONFIG_TYPES_BY_SURFACE, PATH_KINDS, SampleConfig, SeedConfig, TaskConfig
 
 @dataclass(frozen=True)
 class Trajectory:
@@ -33,7 +33,7 @@ class Trajectory:
         relax = t.relax_steps + 1 if self.relaxes else 0
         if t.kind in ("single", "cluster"):
             return relax + t.steps
-        if t.kind in ("random_search", "relax_positions"):
+        if t.kind in PATH_KINDS:
             return relax + t.steps + 1 + t.copies * self.max_kept
         md = t.equilibrate + t.steps + 1
         if t.kind == "melt_quench":
@@ -45,7 +45,7 @@ class Trajectory:
         t = self.task
         if t.kind in ("single", "cluster"):
             return t.steps
-        if t.kind in ("random_search", "relax_positions"):
+        if t.kind in PATH_KINDS:
             n = t.steps // t.sample_every + 1
         else:
             n = t.steps // t.sample_every

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 from ase import Atoms, units
 
-from mlffd.sampling.config import TaskConfig
+from mlffd.sampling.config import PATH_KINDS, TaskConfig
 from mlffd.sampling.contacts import cluster, push_pair
 from mlffd.sampling.frames import descriptor, evaluate, has_stress, labelled_frame, sane_frame, sane_results, select_frames
 from mlffd.sampling.structures import (
@@ -107,7 +107,7 @@ def run_trajectory(
     run = _TrajectoryRun(traj, seed_atoms, calc, teacher_tags, random_seed, max_force, on_evaluation)
     if run.task.kind in ("single", "cluster"):
         return run.points()
-    if run.task.kind in ("random_search", "relax_positions"):
+    if run.task.kind in PATH_KINDS:
         run.relax()
     else:
         run.molecular_dynamics()
@@ -133,7 +133,7 @@ class _TrajectoryRun:
         if self.seed_volume is None and (task.volume_range is not None or task.kind == "random_search"):
             raise ValueError(f"task {task.name!r}: volume_range and kind random_search need a seed with a 3-D cell")
         scale = None  # this trajectory's volume scale (kinds with one start structure)
-        if task.volume_range is not None and task.kind in ("md", "melt_quench", "random_search", "relax_positions"):
+        if task.volume_range is not None and task.kind in ("md", "melt_quench", *PATH_KINDS):
             scale = volume_scale(task, traj.index, traj.count, rng)
         self.atoms: Atoms | None = None  # clusters build each structure afresh
         if task.kind == "random_search":
