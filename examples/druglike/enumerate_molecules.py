@@ -11,7 +11,7 @@ list or in a held-out list (by canonical SMILES) are skipped.
 
 Run from the repository root (RDKit needed):
     python examples/druglike/enumerate_molecules.py              # sample-enumerated.yaml
-    python examples/druglike/enumerate_molecules.py --batch 2    # sample-enumerated2.yaml
+    python examples/druglike/enumerate_molecules.py --batch 2    # sample-enumerated2.yaml (and so on to 6)
     python examples/druglike/enumerate_molecules.py --markdown   # the written list as a table
 """
 
@@ -141,6 +141,13 @@ _THIRD_EARLIER = BATCHES[2].earlier + ("sample-enumerated2.yaml", "sample-heldou
 BATCHES[3] = Batch(*_THIRD_BLOCKS, 20261206, "enumerated3", _THIRD_NOTE, _THIRD_EARLIER, third=0.4, heavy=(12, 36))
 BATCHES[4] = Batch(*_THIRD_BLOCKS, 20261207, "enumerated4", _THIRD_NOTE,
                    _THIRD_EARLIER + ("sample-enumerated3.yaml",), third=0.4, heavy=(12, 36))
+_FIFTH_NOTE = (
+    "# The fifth and sixth lists: more molecules from the same blocks as the third and fourth (new\n"
+    "# seeds); no block was added for them, so all five held-out sets stay blind to these lists.\n")
+BATCHES[5] = Batch(*_THIRD_BLOCKS, 20261208, "enumerated5", _FIFTH_NOTE,
+                   _THIRD_EARLIER + ("sample-enumerated3.yaml", "sample-enumerated4.yaml"), third=0.4, heavy=(12, 36))
+BATCHES[6] = Batch(*_THIRD_BLOCKS, 20261209, "enumerated6", _FIFTH_NOTE,
+                   BATCHES[5].earlier + ("sample-enumerated5.yaml",), third=0.4, heavy=(12, 36))
 
 
 def _through(group: Chem.Mol, dummy: int) -> str:
@@ -295,7 +302,7 @@ def markdown(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, choices=sorted(BATCHES), default=1, help="which list (building blocks, seed)")
-    parser.add_argument("--count", type=int, help="molecules (default: 720 for lists 1 and 2, 480 for 3 and 4)")
+    parser.add_argument("--count", type=int, help="molecules (default: 720 for lists 1 and 2, 480 for the later ones)")
     parser.add_argument("--out", type=Path, help="default: examples/druglike/sample-<part>.yaml")
     parser.add_argument("--markdown", action="store_true", help="print the molecules of --out as a Markdown table instead")
     args = parser.parse_args()

@@ -168,7 +168,8 @@ def test_druglike_recipe_lists_and_holds_out_its_molecules():
     root = Path(__file__).resolve().parents[2] / "examples" / "druglike"
     readme = (root / "README.md").read_text()
     training = ("sample.yaml", "sample-heterocycles.yaml", "sample-more-drugs.yaml", "sample-rings.yaml", "sample-enumerated.yaml",
-                "sample-enumerated2.yaml", "sample-enumerated3.yaml", "sample-enumerated4.yaml")
+                "sample-enumerated2.yaml", "sample-enumerated3.yaml", "sample-enumerated4.yaml", "sample-enumerated5.yaml",
+                "sample-enumerated6.yaml")
     heldout = ("sample-heldout.yaml", "sample-heldout2.yaml", "sample-heldout3.yaml", "sample-heldout4.yaml",
                "sample-heldout5.yaml")
     canon = {}
@@ -188,7 +189,8 @@ def test_druglike_recipe_lists_and_holds_out_its_molecules():
 
 
 @pytest.mark.parametrize("batch, name", [(1, "sample-enumerated.yaml"), (2, "sample-enumerated2.yaml"),
-                                         (3, "sample-enumerated3.yaml"), (4, "sample-enumerated4.yaml")])
+                                         (3, "sample-enumerated3.yaml"), (4, "sample-enumerated4.yaml"),
+                                         (5, "sample-enumerated5.yaml"), (6, "sample-enumerated6.yaml")])
 def test_the_enumerated_druglike_lists_are_what_their_script_writes(tmp_path, batch, name):
     """examples/druglike/sample-enumerated*.yaml are reproducible: their generator writes the
     committed files byte for byte."""
