@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 from ase import Atoms, units
+from ase.calculators.calculator import CalculationFailed
 
 from mlffd.sampling.config import PATH_KINDS, TaskConfig
 from mlffd.sampling.contacts import cluster, push_pair
@@ -237,6 +238,9 @@ class _TrajectoryRun:
                 # remaining steps (if steps is not a multiple of sample_every) are not needed
         except TrajectoryUnstable as exc:
             warnings.warn(str(exc), RuntimeWarning, stacklevel=3)
+        except CalculationFailed as exc:  # e.g. an SCF that does not converge: one bad step must not stop the dataset
+            warnings.warn(f"{traj.id}: the teacher failed after {dyn.nsteps} MD steps ({exc}); stopped it, keeping the "
+                          f"{len(self.candidates)} frames sampled before", RuntimeWarning, stacklevel=3)
 
     def melt_quench(self, dyn) -> None:
         """Melt, equilibrate and sample the liquid, quench linearly, anneal (amorphous frames)."""
@@ -285,8 +289,13 @@ def _select_and_copy(candidates: list[Atoms], task: TaskConfig, calc, base_info:
         for c in range(task.copies):
             bare = Atoms(numbers=parent.numbers, positions=parent.positions.copy(), cell=parent.cell.array.copy(), pbc=parent.pbc)
             trial, contact = _perturbed_copy(bare, task, rng, volume)
-            res = evaluate(trial, calc)
-            tick(1)
+            try:
+                res = evaluate(trial, calc)
+            except CalculationFailed as exc:  # the copy is dropped, like an insane one
+                warnings.warn(f"the teacher failed on a perturbed copy ({exc}); dropped it", RuntimeWarning, stacklevel=2)
+                continue
+            finally:
+                tick(1)
             if not sane_results(res, max_force):
                 continue
             info = {**base_info, "config_type": (task.copy_config_type or "contact") if contact is not None else ctype,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections import Counter
 
 import numpy as np
+
 import pytest
 from ase.io import read
 
@@ -241,6 +243,38 @@ def test_unstable_teacher_md_is_stopped_and_keeps_earlier_frames(tmp_path):
     frames = read(tmp_path / "run" / "train.extxyz", ":")
     assert 1 <= len(frames) <= 6  # only the frames from before the blow-up
     assert max(np.abs(f.get_forces()).max() for f in frames) < 50
+
+
+def test_a_teacher_failure_stops_only_its_trajectory(tmp_path):
+    """A teacher that raises CalculationFailed (an SCF that does not converge) in the middle of one
+    trajectory's MD or on a perturbed copy loses only that trajectory's later frames or that copy:
+    the run goes on to the next trajectory and completes, with a warning naming what was lost."""
+    from ase.calculators.calculator import CalculationFailed
+    from ase.calculators.emt import EMT
+
+    class Failing(EMT):
+        """EMT, except that evaluations 13 (MD at 300 K), 15 (a copy of its frames) and 40 fail."""
+
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            Failing.calls += 1
+            if Failing.calls in (13, 15, 40):
+                raise CalculationFailed("SCF not converged in 250 cycles")
+            super().calculate(*args, **kwargs)
+
+    cfg = _config(tmp_path / "run", tasks=[dict(name="nvt", seed="cu", temperatures=[300, 600], steps=30, equilibrate=0,
+                                                sample_every=2, repeats=1, test_repeats=0, copies=1)])
+    with pytest.warns(RuntimeWarning) as record:
+        result = run_sampling(cfg, teacher=Failing(), progress=False)
+    messages = [str(w.message) for w in record]
+    assert any(re.match(r"nvt/train0/T300: the teacher failed after \d+ MD steps \(SCF not converged", m) for m in messages)
+    assert any(m.startswith("the teacher failed on a perturbed copy") for m in messages)
+    assert result.complete and Failing.calls > 40
+    frames = read(tmp_path / "run" / "train.extxyz", ":")
+    temps = [f.info["temperature"] for f in frames]
+    assert 300 in temps and 600 in temps  # the failing trajectory kept its earlier frames, the next one ran
+    assert all(np.isfinite(f.get_forces()).all() for f in frames)
 
 
 def test_frames_without_atoms_or_with_non_finite_numbers_are_never_written():
