@@ -177,9 +177,9 @@ class _TrajectoryRun:
                 ptype = default_config_type(task, point_scale, self.seed_kind, self.periodic)
                 ctype = task.config_type or ("contact" if contact is not None else
                                              "strained" if task.copy_strain > 0 and ptype == "crystal" else ptype)
-            res = evaluate(trial, self.calc)
+            res = _evaluate_or_drop(trial, self.calc, f"{self.traj.id}: point {k}")
             self.tick(1)
-            if not sane_results(res, self.max_force):
+            if res is None or not sane_results(res, self.max_force):
                 continue
             info = {**self.base_info, "config_type": ctype, "temperature": 0.0, "step": k, **_copy_info(contact)}
             self.candidates.append(labelled_frame(trial, res, info))
@@ -271,6 +271,16 @@ class _TrajectoryRun:
                 self.snap("amorphous", task.quench_temperature, step)
 
 
+def _evaluate_or_drop(atoms: Atoms, calc, what: str) -> dict[str, Any] | None:
+    """The teacher's labels of ``atoms``, or None (with a warning) when the teacher fails on it
+    (e.g. an SCF that does not converge): that structure is dropped like an insane one, the run goes on."""
+    try:
+        return evaluate(atoms, calc)
+    except CalculationFailed as exc:
+        warnings.warn(f"the teacher failed on {what} ({exc}); dropped it", RuntimeWarning, stacklevel=3)
+        return None
+
+
 def _select_and_copy(candidates: list[Atoms], task: TaskConfig, calc, base_info: dict[str, Any],
                      descriptor_cutoff: float, max_force: float, rng: np.random.Generator, tick: Callable[[int], None]) -> list[Atoms]:
     """Drop insane frames, select the most distinct ones, add the perturbed copies of each."""
@@ -289,14 +299,9 @@ def _select_and_copy(candidates: list[Atoms], task: TaskConfig, calc, base_info:
         for c in range(task.copies):
             bare = Atoms(numbers=parent.numbers, positions=parent.positions.copy(), cell=parent.cell.array.copy(), pbc=parent.pbc)
             trial, contact = _perturbed_copy(bare, task, rng, volume)
-            try:
-                res = evaluate(trial, calc)
-            except CalculationFailed as exc:  # the copy is dropped, like an insane one
-                warnings.warn(f"the teacher failed on a perturbed copy ({exc}); dropped it", RuntimeWarning, stacklevel=2)
-                continue
-            finally:
-                tick(1)
-            if not sane_results(res, max_force):
+            res = _evaluate_or_drop(trial, calc, "a perturbed copy")
+            tick(1)
+            if res is None or not sane_results(res, max_force):
                 continue
             info = {**base_info, "config_type": (task.copy_config_type or "contact") if contact is not None else ctype,
                     "temperature": parent.info["temperature"], "step": parent.info["step"], "copy": c + 1, **_copy_info(contact)}

@@ -8,7 +8,6 @@ import re
 from collections import Counter
 
 import numpy as np
-
 import pytest
 from ase.io import read
 
@@ -253,28 +252,39 @@ def test_a_teacher_failure_stops_only_its_trajectory(tmp_path):
     from ase.calculators.emt import EMT
 
     class Failing(EMT):
-        """EMT, except that evaluations 13 (MD at 300 K), 15 (a copy of its frames) and 40 fail."""
+        """EMT, except that the evaluations numbered in ``fail`` raise."""
 
-        calls = 0
+        def __init__(self, fail):
+            super().__init__()
+            self.fail, self.calls = fail, 0
 
         def calculate(self, *args, **kwargs):
-            Failing.calls += 1
-            if Failing.calls in (13, 15, 40):
+            self.calls += 1
+            if self.calls in self.fail:
                 raise CalculationFailed("SCF not converged in 250 cycles")
             super().calculate(*args, **kwargs)
 
     cfg = _config(tmp_path / "run", tasks=[dict(name="nvt", seed="cu", temperatures=[300, 600], steps=30, equilibrate=0,
                                                 sample_every=2, repeats=1, test_repeats=0, copies=1)])
+    teacher = Failing(fail=(13, 15, 40))  # MD at 300 K, a copy of its frames, MD at 600 K
     with pytest.warns(RuntimeWarning) as record:
-        result = run_sampling(cfg, teacher=Failing(), progress=False)
+        result = run_sampling(cfg, teacher=teacher, progress=False)
     messages = [str(w.message) for w in record]
     assert any(re.match(r"nvt/train0/T300: the teacher failed after \d+ MD steps \(SCF not converged", m) for m in messages)
     assert any(m.startswith("the teacher failed on a perturbed copy") for m in messages)
-    assert result.complete and Failing.calls > 40
+    assert result.complete and teacher.calls > 40
     frames = read(tmp_path / "run" / "train.extxyz", ":")
     temps = [f.info["temperature"] for f in frames]
     assert 300 in temps and 600 in temps  # the failing trajectory kept its earlier frames, the next one ran
     assert all(np.isfinite(f.get_forces()).all() for f in frames)
+
+    # single points: the one that fails is dropped, the others are kept
+    cfg = _config(tmp_path / "points", tasks=[dict(name="pts", kind="single", seed="cu", steps=6, rattle=0.05,
+                                                   repeats=1, test_repeats=0, copies=0)])
+    teacher = Failing(fail=(3,))
+    with pytest.warns(RuntimeWarning, match=r"the teacher failed on pts/train0/\w+: point \d \(SCF not converged"):
+        assert run_sampling(cfg, teacher=teacher, progress=False).complete
+    assert teacher.calls == 6 and len(read(tmp_path / "points" / "train.extxyz", ":")) == 5
 
 
 def test_frames_without_atoms_or_with_non_finite_numbers_are_never_written():
