@@ -142,14 +142,12 @@ class _Teacher:
 
 def _label_one(atoms: Atoms, calc, max_force: float) -> dict[str, Any]:
     """One teacher single point: ``status`` ok / non_finite / unphysical / teacher_error and the labels."""
-    from ase.calculators.calculator import CalculatorError
-
-    from mlffd.sampling.frames import evaluate
+    from mlffd.sampling.frames import TEACHER_FAILURES, evaluate
 
     bare = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     try:
         res = evaluate(bare, calc)
-    except (CalculatorError, FloatingPointError) as exc:  # e.g. an SCF that does not converge on a broken structure
+    except TEACHER_FAILURES as exc:  # e.g. an SCF that does not converge on a broken structure
         return {"status": "teacher_error", "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
     energy = float(res["energy"])
     forces = np.asarray(res["forces"], dtype=np.float64).reshape(len(bare), 3)

@@ -7,9 +7,18 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import CalculationFailed
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlffd.neighbors import neighbor_list
+
+#: What a teacher raises when it fails on one structure (an SCF that does not converge: ASE's
+#: CalculationFailed; a non-finite result: FloatingPointError): sampling drops that structure and
+#: the active loop records it as a teacher error, and both go on. A teacher that cannot be set up
+#: (ASE's CalculatorSetupError, e.g. an unknown method) or lacks a property is not caught: it
+#: would fail on every structure, so it stops the run.
+TEACHER_FAILURES = (CalculationFailed, FloatingPointError)
+
 
 def labelled_frame(atoms: Atoms, calc_results: dict[str, Any], info: dict[str, Any]) -> Atoms:
     """A clean copy of ``atoms`` holding the teacher's energy, forces, stress (SinglePointCalculator)."""

@@ -10,11 +10,11 @@ from typing import Any, Callable
 
 import numpy as np
 from ase import Atoms, units
-from ase.calculators.calculator import CalculationFailed
 
 from mlffd.sampling.config import PATH_KINDS, TaskConfig
 from mlffd.sampling.contacts import cluster, push_pair
-from mlffd.sampling.frames import descriptor, evaluate, has_stress, labelled_frame, sane_frame, sane_results, select_frames
+from mlffd.sampling.frames import (TEACHER_FAILURES, descriptor, evaluate, has_stress, labelled_frame, sane_frame, sane_results,
+                                   select_frames)
 from mlffd.sampling.structures import (
     Trajectory,
     apply_strain,
@@ -238,7 +238,7 @@ class _TrajectoryRun:
                 # remaining steps (if steps is not a multiple of sample_every) are not needed
         except TrajectoryUnstable as exc:
             warnings.warn(str(exc), RuntimeWarning, stacklevel=3)
-        except CalculationFailed as exc:  # e.g. an SCF that does not converge: one bad step must not stop the dataset
+        except TEACHER_FAILURES as exc:  # e.g. an SCF that does not converge: one bad step must not stop the dataset
             warnings.warn(f"{traj.id}: the teacher failed after {dyn.nsteps} MD steps ({exc}); stopped it, keeping the "
                           f"{len(self.candidates)} frames sampled before", RuntimeWarning, stacklevel=3)
 
@@ -276,7 +276,7 @@ def _evaluate_or_drop(atoms: Atoms, calc, what: str) -> dict[str, Any] | None:
     (e.g. an SCF that does not converge): that structure is dropped like an insane one, the run goes on."""
     try:
         return evaluate(atoms, calc)
-    except CalculationFailed as exc:
+    except TEACHER_FAILURES as exc:
         warnings.warn(f"the teacher failed on {what} ({exc}); dropped it", RuntimeWarning, stacklevel=3)
         return None
 

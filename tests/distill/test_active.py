@@ -157,6 +157,37 @@ def _flag(status: str, dev: float, reason: str | None = None) -> dict:
     return {"status": status, "reason": reason or {"failed_deviation": "deviation"}.get(status, status), "max_devi_f": dev}
 
 
+def test_labelling_records_a_failure_on_one_structure_and_stops_on_a_teacher_that_cannot_be_set_up():
+    """The active loop's teacher call shares sampling's definition of a teacher failure
+    (mlffd.sampling.frames.TEACHER_FAILURES): an SCF failure or a non-finite result is recorded as
+    ``teacher_error`` and the loop goes on; a teacher that cannot be set up raises."""
+    from ase.calculators.calculator import CalculationFailed, CalculatorSetupError
+
+    from mlffd.active.loop import _label_one
+
+    class Raising(EMT):
+        def __init__(self, exc):
+            super().__init__()
+            self.exc = exc
+
+        def calculate(self, *args, **kwargs):
+            raise self.exc
+
+    atoms = _cu()
+    ok = _label_one(atoms, EMT(), max_force=50.0)
+    assert ok["status"] == "ok"
+    reference = atoms.copy()
+    reference.calc = EMT()
+    assert ok["energy"] == pytest.approx(reference.get_potential_energy())
+    assert np.allclose(ok["forces"], reference.get_forces())
+    assert _label_one(atoms, EMT(), max_force=1e-6)["status"] == "unphysical"
+    for exc in (CalculationFailed("SCF not converged in 250 cycles"), FloatingPointError("non-finite energy")):
+        got = _label_one(atoms, Raising(exc), max_force=50.0)
+        assert got["status"] == "teacher_error" and str(exc) in got["error"] and "energy" not in got
+    with pytest.raises(CalculatorSetupError, match="unknown method"):
+        _label_one(atoms, Raising(CalculatorSetupError("unknown method 'GFN7'")), max_force=50.0)
+
+
 def test_selection_respects_budget_puts_sanity_first_and_spreads():
     flags = ([_flag("failed_sanity", 0.05, "short_distance")] * 2 + [_flag("failed_deviation", d) for d in (0.9, 0.8, 0.7, 0.6)]
              + [_flag("candidate", 0.2)] * 3 + [_flag("accurate", 0.01)] * 5)

@@ -287,6 +287,40 @@ def test_a_teacher_failure_stops_only_its_trajectory(tmp_path):
     assert teacher.calls == 6 and len(read(tmp_path / "points" / "train.extxyz", ":")) == 5
 
 
+def test_a_teacher_that_cannot_be_set_up_stops_sampling_but_a_non_finite_result_drops_one_point(tmp_path):
+    """The one definition of a teacher failure (mlffd.sampling.frames.TEACHER_FAILURES): a
+    FloatingPointError on one structure drops that structure like an SCF failure; ASE's
+    CalculatorSetupError (e.g. an unknown method) is not a failure on one structure and stops
+    the run with that error instead of dropping every frame."""
+    from ase.calculators.calculator import CalculatorSetupError
+    from ase.calculators.emt import EMT
+
+    class Raising(EMT):
+        def __init__(self, exc, on_call):
+            super().__init__()
+            self.exc, self.on_call, self.calls = exc, on_call, 0
+
+        def calculate(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == self.on_call:
+                raise self.exc
+            super().calculate(*args, **kwargs)
+
+    def points(out):
+        return _config(out, tasks=[dict(name="pts", kind="single", seed="cu", steps=4, rattle=0.05, repeats=1, test_repeats=0,
+                                         copies=0)])
+
+    teacher = Raising(FloatingPointError("non-finite energy"), on_call=2)
+    with pytest.warns(RuntimeWarning, match=r"the teacher failed on pts/train0/\w+: point \d \(non-finite energy"):
+        assert run_sampling(points(tmp_path / "nan"), teacher=teacher, progress=False).complete
+    assert teacher.calls == 4 and len(read(tmp_path / "nan" / "train.extxyz", ":")) == 3
+
+    teacher = Raising(CalculatorSetupError("unknown method 'GFN7'"), on_call=1)
+    with pytest.raises(CalculatorSetupError, match="GFN7"):
+        run_sampling(points(tmp_path / "setup"), teacher=teacher, progress=False)
+    assert teacher.calls == 1
+
+
 def test_frames_without_atoms_or_with_non_finite_numbers_are_never_written():
     """The last gate before a dataset: atoms, finite positions, cell and labels."""
     from ase import Atoms
