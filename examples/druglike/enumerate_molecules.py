@@ -11,7 +11,8 @@ list or in a held-out list (by canonical SMILES) are skipped.
 
 Run from the repository root (RDKit needed):
     python examples/druglike/enumerate_molecules.py              # sample-enumerated.yaml
-    python examples/druglike/enumerate_molecules.py --batch 2    # sample-enumerated2.yaml (and so on to 6)
+    python examples/druglike/enumerate_molecules.py --batch 2    # sample-enumerated2.yaml (and so on to 7)
+    python examples/druglike/enumerate_molecules.py --batch 8    # sample-calibration.yaml (not for training)
     python examples/druglike/enumerate_molecules.py --markdown   # the written list as a table
 """
 
@@ -120,16 +121,18 @@ class Batch:
     earlier: tuple[str, ...]  #: lists whose molecules are skipped
     third: float = 0.0  #: chance of a third ring (with its linker)
     heavy: tuple[int, int] = (8, 30)  #: heavy-atom range of a kept molecule
+    prefix: str = ""  #: molecule-name prefix (default: enum<list number>_)
+    count: int = 480  #: molecules written
 
 
 BATCHES = {
-    1: Batch(RINGS, LINKERS, SUBSTITUENTS, 20261204, "enumerated", "", EARLIER),
+    1: Batch(RINGS, LINKERS, SUBSTITUENTS, 20261204, "enumerated", "", EARLIER, prefix="enum", count=720),
     2: Batch(RINGS + MORE_RINGS, LINKERS + MORE_LINKERS, SUBSTITUENTS + MORE_SUBSTITUENTS, 20261205, "enumerated2",
              "# The second list: the blocks of the first plus more ring systems, linkers and groups; the\n"
              "# additions were chosen after the third held-out set had been looked at (some of its groups\n"
              "# are among them: benzothiadiazole, pyrazolopyrimidine, propargyl amine); the fourth held-out\n"
              "# set was chosen before this list was used for training.\n",
-             EARLIER + ("sample-enumerated.yaml", "sample-heldout4.yaml")),
+             EARLIER + ("sample-enumerated.yaml", "sample-heldout4.yaml"), count=720),
 }
 _THIRD_NOTE = (
     "# The third and fourth lists: larger molecules (three rings in three of ten) from the blocks of\n"
@@ -148,6 +151,18 @@ BATCHES[5] = Batch(*_THIRD_BLOCKS, 20261208, "enumerated5", _FIFTH_NOTE,
                    _THIRD_EARLIER + ("sample-enumerated3.yaml", "sample-enumerated4.yaml"), third=0.4, heavy=(12, 36))
 BATCHES[6] = Batch(*_THIRD_BLOCKS, 20261209, "enumerated6", _FIFTH_NOTE,
                    BATCHES[5].earlier + ("sample-enumerated5.yaml",), third=0.4, heavy=(12, 36))
+BATCHES[7] = Batch(*_THIRD_BLOCKS, 20261210, "enumerated7",
+                   "# The seventh list: more molecules from the blocks of the third to sixth (a new seed); no block\n"
+                   "# was added, so all five held-out sets stay blind to it.\n",
+                   BATCHES[6].earlier + ("sample-enumerated6.yaml",), third=0.4, heavy=(12, 36))
+# Not for training: frames the ensemble uncertainty is calibrated on (`mlffd calibrate --data`),
+# held out from training like a test set but not one of the five test sets, so that those stay
+# an independent check of the calibrated uncertainty.
+BATCHES[8] = Batch(*_THIRD_BLOCKS, 20261211, "calibration",
+                   "# NOT a training list: the calibration set of the ensemble uncertainty (mlffd calibrate --data),\n"
+                   "# from the blocks of the third to seventh lists (a new seed), in no training or held-out list.\n",
+                   BATCHES[7].earlier + ("sample-enumerated7.yaml",), third=0.4, heavy=(12, 36), prefix="calib_",
+                   count=120)
 
 
 def _through(group: Chem.Mol, dummy: int) -> str:
@@ -302,7 +317,7 @@ def markdown(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, choices=sorted(BATCHES), default=1, help="which list (building blocks, seed)")
-    parser.add_argument("--count", type=int, help="molecules (default: 720 for lists 1 and 2, 480 for the later ones)")
+    parser.add_argument("--count", type=int, help="molecules (default: the list's own: 720, 480 or 120)")
     parser.add_argument("--out", type=Path, help="default: examples/druglike/sample-<part>.yaml")
     parser.add_argument("--markdown", action="store_true", help="print the molecules of --out as a Markdown table instead")
     args = parser.parse_args()
@@ -312,10 +327,10 @@ def main() -> None:
         print(markdown(args.out), end="")
         return
     RDLogger.DisableLog("rdApp.*")
-    smiles = enumerate_molecules(args.count or (720 if args.batch <= 2 else 480), batch)
+    smiles = enumerate_molecules(args.count or batch.count, batch)
     lines = [HEADER.format(count=len(smiles), seed=batch.seed, rings=len(batch.rings), linkers=len(batch.linkers),
                            subs=len(batch.substituents), note=batch.note, part=batch.part)]
-    prefix = "enum" if args.batch == 1 else f"enum{args.batch}_"
+    prefix = batch.prefix or f"enum{args.batch}_"
     lines += [f'  - {{name: {prefix}{k:04d}, smiles: "{s}"}}\n' for k, s in enumerate(smiles)]
     lines.append(TASKS)
     args.out.write_text("".join(lines))

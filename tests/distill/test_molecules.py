@@ -186,11 +186,21 @@ def test_druglike_recipe_lists_and_holds_out_its_molecules():
         assert not canon[name] & set().union(*(canon[h] for h in heldout)), name
     for k, name in enumerate(training):  # each list adds molecules the earlier ones lack
         assert not canon[name] & set().union(*(canon[earlier] for earlier in training[:k])), name
+    # lists labelled but not (yet) trained on: the seventh enumerated list and the calibration set of
+    # the uncertainty, which must stay out of every training list and every test set
+    later = ("sample-enumerated7.yaml", "sample-calibration.yaml")
+    for name in later:
+        smiles = [s.smiles for s in load_config(root / name).seeds]
+        canon[name] = {Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in smiles}
+        assert len(canon[name]) == len(smiles), f"{name} lists a molecule twice"
+        assert not canon[name] & set().union(*(canon[other] for other in (*training, *heldout))), name
+    assert not canon[later[0]] & canon[later[1]]
 
 
 @pytest.mark.parametrize("batch, name", [(1, "sample-enumerated.yaml"), (2, "sample-enumerated2.yaml"),
                                          (3, "sample-enumerated3.yaml"), (4, "sample-enumerated4.yaml"),
-                                         (5, "sample-enumerated5.yaml"), (6, "sample-enumerated6.yaml")])
+                                         (5, "sample-enumerated5.yaml"), (6, "sample-enumerated6.yaml"),
+                                         (7, "sample-enumerated7.yaml"), (8, "sample-calibration.yaml")])
 def test_the_enumerated_druglike_lists_are_what_their_script_writes(tmp_path, batch, name):
     """examples/druglike/sample-enumerated*.yaml are reproducible: their generator writes the
     committed files byte for byte."""
