@@ -79,14 +79,15 @@ def calibrate(model: torch.nn.Module, graphs: Sequence[Graph], device: str | tor
 
 
 def recalibrate_artifact(src: Any, dst: Any, calibration_data: Sequence[Any] = (), refit_data: Sequence[Any] = (),
-                         max_refit_frames: int = 600, novelty_data: Sequence[Any] = ()) -> dict[str, Any]:
+                         max_refit_frames: int = 600, novelty_data: Sequence[Any] = (), refit_seed: int = 0) -> dict[str, Any]:
     """Write ``src``'s student to ``dst`` with its ensemble heads refitted on ``refit_data``
-    (training frames; :func:`mlffd.training.head_refit.refit_heads`), its novelty reference
-    fitted on ``novelty_data`` or else ``refit_data`` (:func:`mlffd.training.novelty.fit_novelty`)
-    and its uncertainty calibrated on ``calibration_data`` (held-out frames); each step is
-    skipped when its files are not given (a refit needs a calibration after it). Energies and
-    forces are unchanged; the other metadata are carried over. Returns the new records
-    (``uncertainty``, ``novelty``)."""
+    (training frames, at most ``max_refit_frames`` of them, drawn by ``refit_seed``;
+    :func:`mlffd.training.head_refit.refit_heads`), its novelty reference fitted on
+    ``novelty_data`` or else ``refit_data`` (:func:`mlffd.training.novelty.fit_novelty`) and
+    its uncertainty calibrated on ``calibration_data`` (held-out frames); each step is skipped
+    when its files are not given (a refit needs a calibration after it). Energies and forces are
+    unchanged; the other metadata are carried over. Returns the new records (``uncertainty``,
+    ``novelty``)."""
     from mlffd.data import read_frames, to_graphs
     from mlffd.models import export_like, load_student
     from mlffd.training.head_refit import refit_heads
@@ -113,7 +114,8 @@ def recalibrate_artifact(src: Any, dst: Any, calibration_data: Sequence[Any] = (
     if calibration_data:
         refit = None
         if train is not None:
-            refit = {**refit_heads(model, train, max_refit_frames), "data": [str(p) for p in refit_data]}
+            refit = {**refit_heads(model, train, max_refit_frames, seed=refit_seed), "seed": refit_seed,
+                     "data": [str(p) for p in refit_data]}
         record = calibrate(model, graphs(calibration_data))
         record["data"] = [str(p) for p in calibration_data]
         if refit is not None:

@@ -135,6 +135,20 @@ def test_calibrate_command_writes_a_recalibrated_artifact(tmp_path):
     a, b = DistilledCalculator(str(src)), DistilledCalculator(str(out), uncertainty=True)
     np.testing.assert_allclose(b.get_forces(atoms), a.get_forces(atoms), atol=1e-5)
     assert np.isfinite(b.results["forces_uncertainty"]).all()
+    # --seed draws which --max-refit-frames frames the refit sees: reproducible, recorded, and a
+    # different draw gives different heads with the same energies and forces
+    uncertainty = {}
+    for seed, name in ((1, "s1"), (2, "s2"), (1, "s1-again")):
+        path = tmp_path / f"{name}.mlffd.pt"
+        result = CliRunner().invoke(cli, ["calibrate", str(src), "--refit", str(tmp_path / "fit.extxyz"), "--max-refit-frames", "3",
+                                          "--seed", str(seed), "--data", str(tmp_path / "val.extxyz"), "--out", str(path)])
+        assert result.exit_code == 0, result.output
+        assert read_metadata(path)["uncertainty"]["refit"]["seed"] == seed
+        calc = DistilledCalculator(str(path), uncertainty=True)
+        np.testing.assert_allclose(calc.get_forces(atoms), a.get_forces(atoms), atol=1e-5)
+        uncertainty[name] = calc.results["forces_uncertainty"].copy()
+    np.testing.assert_array_equal(uncertainty["s1"], uncertainty["s1-again"])
+    assert not np.allclose(uncertainty["s1"], uncertainty["s2"])
     headless = random_artifact(tmp_path / "headless.mlffd.pt", "ultra-tiny")
     bad = CliRunner().invoke(cli, ["calibrate", str(headless), "--data", str(tmp_path / "val.extxyz"), "--out", str(tmp_path / "x.pt")])
     assert bad.exit_code != 0 and "no ensemble heads" in bad.output and len(bad.output.strip().splitlines()) == 1
