@@ -166,6 +166,9 @@ def _uncertainty_section(record: dict[str, Any] | None, checked: tuple[dict[str,
     refit = record.get("refit") or {}
     how = (f"their deviations refitted to its own errors on {refit['frames']} training frames (mean unchanged), then "
            if refit.get("method") == "nll" else "")
+    if how and len(refit.get("draws", ())) > 1:  # refit_best_of: the draw of frames that ranked the held-out errors best
+        how = how.replace(" training frames", f" training frames (the best of {len(refit['draws'])} random draws by the "
+                          "ranking below)")
     source = f" (`{'`, `'.join(record['data'])}`)" if record.get("data") else ""
     text = ("## Uncertainty\n\n"
             f"{record['heads']} ensemble heads, {how}calibrated on {record['frames']} held-out frames{source} (predicted "

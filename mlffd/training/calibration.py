@@ -9,10 +9,12 @@ uncertainty ranks the true errors) goes into the artifact's metadata (``uncertai
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from mlffd.data import Graph, collate
 
@@ -78,11 +80,43 @@ def calibrate(model: torch.nn.Module, graphs: Sequence[Graph], device: str | tor
     }
 
 
+def refit_best_of(model: torch.nn.Module, train: Sequence[Graph], judge: Sequence[Graph], draws: int = 3,
+                  max_frames: int = 600, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Refit ``model``'s ensemble heads (:func:`mlffd.training.head_refit.refit_heads`) on
+    ``draws`` random draws of ``max_frames`` of ``train`` (seeds 0, 1, ...) and keep, in place, the
+    one whose force uncertainty ranks the true force error best per atom on ``judge`` (held-out
+    frames). The refit's likelihood is not convex, so one draw of frames can end in a spread that
+    ranks errors poorly where another does well; the held-out frames tell them apart. Returns
+    the kept draw's refit record with its ``seed`` and every draw's (seed, Spearman ρ) as ``draws``."""
+    from mlffd.training.head_refit import refit_heads
+
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
+    if not judge:
+        raise ValueError("no held-out frames to compare the refit draws on")
+    last = model.readout.net[-1]
+    start = copy.deepcopy(last.state_dict())
+    best: tuple[float, int, dict[str, Any], dict[str, Tensor]] | None = None
+    tried = []
+    for seed in range(draws):
+        last.load_state_dict(start)
+        record = refit_heads(model, train, max_frames, seed=seed)
+        raw = uncertainty_and_errors(model, judge, device)
+        rho = _spearman(raw["atom_force_uncertainty"], raw["atom_force_error"])
+        tried.append({"seed": seed, "spearman_atom_force": rho})
+        score = rho if np.isfinite(rho) else -np.inf
+        if best is None or score > best[0]:
+            best = (score, seed, record, copy.deepcopy(last.state_dict()))
+    assert best is not None
+    last.load_state_dict(best[3])
+    return {**best[2], "seed": best[1], "draws": tried}
+
+
 def recalibrate_artifact(src: Any, dst: Any, calibration_data: Sequence[Any] = (), refit_data: Sequence[Any] = (),
-                         max_refit_frames: int = 600, novelty_data: Sequence[Any] = (), refit_seed: int = 0) -> dict[str, Any]:
+                         max_refit_frames: int = 600, novelty_data: Sequence[Any] = (), refit_draws: int = 3) -> dict[str, Any]:
     """Write ``src``'s student to ``dst`` with its ensemble heads refitted on ``refit_data``
-    (training frames, at most ``max_refit_frames`` of them, drawn by ``refit_seed``;
-    :func:`mlffd.training.head_refit.refit_heads`), its novelty reference fitted on
+    (training frames; the best of ``refit_draws`` draws of ``max_refit_frames`` of them, judged on
+    ``calibration_data``: :func:`refit_best_of`), its novelty reference fitted on
     ``novelty_data`` or else ``refit_data`` (:func:`mlffd.training.novelty.fit_novelty`) and
     its uncertainty calibrated on ``calibration_data`` (held-out frames); each step is skipped
     when its files are not given (a refit needs a calibration after it). Energies and forces are
@@ -90,7 +124,6 @@ def recalibrate_artifact(src: Any, dst: Any, calibration_data: Sequence[Any] = (
     ``novelty``)."""
     from mlffd.data import read_frames, to_graphs
     from mlffd.models import export_like, load_student
-    from mlffd.training.head_refit import refit_heads
     from mlffd.training.novelty import fit_novelty
 
     if not (calibration_data or refit_data or novelty_data):
@@ -112,11 +145,11 @@ def recalibrate_artifact(src: Any, dst: Any, calibration_data: Sequence[Any] = (
         changes["novelty"] = {**fit_novelty(model, graphs(novelty_data) if novelty_data else train, config.elements),
                               "data": [str(p) for p in fit_on]}
     if calibration_data:
+        held_out = graphs(calibration_data)
         refit = None
         if train is not None:
-            refit = {**refit_heads(model, train, max_refit_frames, seed=refit_seed), "seed": refit_seed,
-                     "data": [str(p) for p in refit_data]}
-        record = calibrate(model, graphs(calibration_data))
+            refit = {**refit_best_of(model, train, held_out, refit_draws, max_refit_frames), "data": [str(p) for p in refit_data]}
+        record = calibrate(model, held_out)
         record["data"] = [str(p) for p in calibration_data]
         if refit is not None:
             record["refit"] = refit

@@ -52,10 +52,9 @@ def export_run(trainer: "Trainer") -> dict[str, Any]:
     except ValueError as exc:
         metrics["novelty"] = f"not fitted: {exc}"
     if t.model_config.ensemble > 1:  # the heads' spread made to follow the error, then scaled on held-out frames
-        from mlffd.training.calibration import calibrate
-        from mlffd.training.head_refit import refit_heads
+        from mlffd.training.calibration import calibrate, refit_best_of
 
-        refit = refit_heads(model.to("cpu"), unique)
+        refit = refit_best_of(model.to("cpu"), unique, t.data.val)
         extra["uncertainty"] = jsonable({**calibrate(model, t.data.val, "cpu"), "refit": refit})
         metrics["uncertainty"] = extra["uncertainty"]
     path = export_student(

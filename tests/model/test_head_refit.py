@@ -107,6 +107,39 @@ def test_identical_heads_are_left_alone_and_headless_models_refused():
         refit_heads(model, [])
 
 
+def test_refit_best_of_keeps_the_draw_that_ranks_held_out_errors_best():
+    """Each draw of refit frames is refitted from the same trained heads; the kept one is the draw
+    whose per-atom Spearman ρ on the judging frames is highest, and the model left behind is
+    exactly that draw's (its ρ recomputed, and a lone refit with that seed gives the same heads)."""
+    from scipy.stats import spearmanr
+
+    from mlffd.training.calibration import refit_best_of, uncertainty_and_errors
+
+    model, config = _student()
+    truth = _truth(model)
+    frames, _ = _planted_frames(model, truth, n_frames=16)
+    graphs = to_graphs(frames, config.elements, config.cutoff)
+    train, judge = graphs[:12], graphs[12:]
+    lone = {seed: copy.deepcopy(model) for seed in range(3)}
+    record = refit_best_of(model, train, judge, draws=3, max_frames=4)
+    assert [d["seed"] for d in record["draws"]] == [0, 1, 2] and record["method"] == "nll"
+    rhos = [d["spearman_atom_force"] for d in record["draws"]]
+    assert len(set(rhos)) > 1  # the draws differ, so the choice means something
+    assert rhos[record["seed"]] == max(rhos)
+    raw = uncertainty_and_errors(model, judge)
+    assert spearmanr(raw["atom_force_uncertainty"], raw["atom_force_error"]).statistic == pytest.approx(max(rhos))
+    for seed, m in lone.items():
+        refit_heads(m, train, max_frames=4, seed=seed)
+    kept = _last(lone[record["seed"]])
+    torch.testing.assert_close(_last(model).weight, kept.weight)
+    other = _last(lone[(record["seed"] + 1) % 3])
+    assert not torch.allclose(_last(model).weight, other.weight)
+    with pytest.raises(ValueError, match="draws"):
+        refit_best_of(model, train, judge, draws=0)
+    with pytest.raises(ValueError, match="held-out"):
+        refit_best_of(model, train, [], draws=2)
+
+
 def test_calibrate_command_writes_a_recalibrated_artifact(tmp_path):
     """`mlffd calibrate`: same energies and forces, the new record in the metadata; a model
     without heads is a one-line error."""
@@ -135,20 +168,22 @@ def test_calibrate_command_writes_a_recalibrated_artifact(tmp_path):
     a, b = DistilledCalculator(str(src)), DistilledCalculator(str(out), uncertainty=True)
     np.testing.assert_allclose(b.get_forces(atoms), a.get_forces(atoms), atol=1e-5)
     assert np.isfinite(b.results["forces_uncertainty"]).all()
-    # --seed draws which --max-refit-frames frames the refit sees: reproducible, recorded, and a
-    # different draw gives different heads with the same energies and forces
-    uncertainty = {}
-    for seed, name in ((1, "s1"), (2, "s2"), (1, "s1-again")):
+    # --draws: refits on that many draws of --max-refit-frames frames, keeps the best ranking on
+    # --data, reproducibly, and records every draw; energies and forces stay those of the source
+    records, uncertainty = {}, {}
+    for draws, name in ((1, "d1"), (3, "d3"), (3, "d3-again")):
         path = tmp_path / f"{name}.mlffd.pt"
         result = CliRunner().invoke(cli, ["calibrate", str(src), "--refit", str(tmp_path / "fit.extxyz"), "--max-refit-frames", "3",
-                                          "--seed", str(seed), "--data", str(tmp_path / "val.extxyz"), "--out", str(path)])
+                                          "--draws", str(draws), "--data", str(tmp_path / "val.extxyz"), "--out", str(path)])
         assert result.exit_code == 0, result.output
-        assert read_metadata(path)["uncertainty"]["refit"]["seed"] == seed
+        records[name] = read_metadata(path)["uncertainty"]["refit"]
         calc = DistilledCalculator(str(path), uncertainty=True)
         np.testing.assert_allclose(calc.get_forces(atoms), a.get_forces(atoms), atol=1e-5)
         uncertainty[name] = calc.results["forces_uncertainty"].copy()
-    np.testing.assert_array_equal(uncertainty["s1"], uncertainty["s1-again"])
-    assert not np.allclose(uncertainty["s1"], uncertainty["s2"])
+    assert [d["seed"] for d in records["d3"]["draws"]] == [0, 1, 2] and len(records["d1"]["draws"]) == 1
+    rhos = [d["spearman_atom_force"] for d in records["d3"]["draws"]]
+    assert records["d3"]["draws"][records["d3"]["seed"]]["spearman_atom_force"] == max(rhos)
+    np.testing.assert_array_equal(uncertainty["d3"], uncertainty["d3-again"])
     headless = random_artifact(tmp_path / "headless.mlffd.pt", "ultra-tiny")
     bad = CliRunner().invoke(cli, ["calibrate", str(headless), "--data", str(tmp_path / "val.extxyz"), "--out", str(tmp_path / "x.pt")])
     assert bad.exit_code != 0 and "no ensemble heads" in bad.output and len(bad.output.strip().splitlines()) == 1

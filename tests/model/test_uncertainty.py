@@ -168,6 +168,12 @@ def test_calibration_matches_the_validation_errors(trained):
     assert rms(raw["atom_force_uncertainty"]) == pytest.approx(rms(raw["atom_force_error"]), rel=1e-4)
     assert rms(raw["energy_uncertainty"]) == pytest.approx(rms(raw["energy_error"]), rel=1e-4)
     assert meta["uncertainty"]["force_rmse"] == pytest.approx(rms(raw["atom_force_error"]), rel=1e-4)
+    # the export kept the best of its refit draws by the per-atom ranking on these same frames
+    draws = meta["uncertainty"]["refit"]["draws"]
+    assert len(draws) == 3 and meta["uncertainty"]["refit"]["seed"] in (0, 1, 2)
+    kept = draws[meta["uncertainty"]["refit"]["seed"]]["spearman_atom_force"]
+    assert kept == max(d["spearman_atom_force"] for d in draws)
+    assert meta["uncertainty"]["spearman_atom_force"] == pytest.approx(kept, abs=1e-9)
 
 
 def test_thresholds_warn_or_raise_and_lose_nothing(trained):
@@ -255,6 +261,7 @@ def test_model_card_shows_the_calibration(trained, tmp_path):
     write(data, [_labelled(_cu(1.0, 0.05, k)) for k in range(3)])
     card = write_card(trained["artifact"], data, teacher="emt", out_dir=tmp_path, name="cu", speed=False).read_text()
     assert "## Uncertainty" in card and "4 ensemble heads, their deviations refitted" in card and "Spearman" in card
+    assert "(the best of 3 random draws by the ranking below)" in card
     meta = DistilledCalculator(trained["artifact"]).metadata["novelty"]
     assert f"## Novelty\n\nA novelty reference fitted on {meta['frames']} training frames (atoms: Cu " in card
 
