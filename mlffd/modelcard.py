@@ -164,11 +164,10 @@ def _uncertainty_section(record: dict[str, Any] | None, checked: tuple[dict[str,
         return ("## Uncertainty\n\nThis student has no ensemble heads: it cannot say when it is outside its data "
                 "(train with `model_overrides: {ensemble: 4}`); use `mlffd-validate trust` with a teacher.\n\n")
     refit = record.get("refit") or {}
-    how = (f"their deviations refitted to its own errors on {refit['frames']} training frames (mean unchanged), then "
-           if refit.get("method") == "nll" else "")
-    if how and len(refit.get("draws", ())) > 1:  # refit_best_of: the draw of frames that ranked the held-out errors best
-        how = how.replace(" training frames", f" training frames (the best of {len(refit['draws'])} random draws by the "
-                          "ranking below)")
+    draws = len(refit.get("draws", ()))  # refit_best_of: the draw of frames that ranked the held-out errors best
+    best_of = f" (the best of {draws} random draws by the ranking below)" if draws > 1 else ""
+    how = (f"their deviations refitted to its own errors on {refit['frames']} training frames{best_of} (mean "
+           "unchanged), then " if refit.get("method") == "nll" else "")
     source = f" (`{'`, `'.join(record['data'])}`)" if record.get("data") else ""
     text = ("## Uncertainty\n\n"
             f"{record['heads']} ensemble heads, {how}calibrated on {record['frames']} held-out frames{source} (predicted "

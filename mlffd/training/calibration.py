@@ -88,13 +88,13 @@ def refit_best_of(model: torch.nn.Module, train: Sequence[Graph], judge: Sequenc
     frames). The refit's likelihood is not convex, so one draw of frames can end in a spread that
     ranks errors poorly where another does well; the held-out frames tell them apart. Returns
     the kept draw's refit record with its ``seed`` and every draw's (seed, Spearman ρ) as ``draws``."""
-    from mlffd.training.head_refit import refit_heads
+    from mlffd.training.head_refit import ensemble_last_layer, refit_heads
 
     if draws < 1:
         raise ValueError(f"draws must be at least 1, got {draws}")
     if not judge:
         raise ValueError("no held-out frames to compare the refit draws on")
-    last = model.readout.net[-1]
+    last = ensemble_last_layer(model)
     start = copy.deepcopy(last.state_dict())
     best: tuple[float, int, dict[str, Any], dict[str, Tensor]] | None = None
     tried = []

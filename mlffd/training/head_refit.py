@@ -42,7 +42,8 @@ class _Frame:
     energy_error: float  # structure energy error (eV)
 
 
-def _last_layer(model: torch.nn.Module) -> torch.nn.Linear:
+def ensemble_last_layer(model: torch.nn.Module) -> torch.nn.Linear:
+    """The readout layer whose outputs are the ensemble heads; refuses a model without them."""
     last = model.readout.net[-1]
     if not isinstance(last, torch.nn.Linear) or int(model.ensemble) < 2:
         raise ValueError("the model has no ensemble heads (ModelConfig.ensemble >= 2): nothing to refit")
@@ -52,7 +53,7 @@ def _last_layer(model: torch.nn.Module) -> torch.nn.Linear:
 def _frames(model: torch.nn.Module, graphs: Sequence[Graph]) -> list[_Frame]:
     """Evaluate ``model`` on each graph, capturing the input of its last readout layer."""
     frames = []
-    for g, out, z in captured_inputs(model, _last_layer(model), graphs):
+    for g, out, z in captured_inputs(model, ensemble_last_layer(model), graphs):
         df = out["forces"].detach().double() - torch.from_numpy(g.forces)
         frames.append(_Frame(z, torch.from_numpy(g.edge_index), (df * df).sum(1), float(out["energy"].detach()) - g.energy))
     return frames
@@ -82,7 +83,7 @@ def refit_heads(model: torch.nn.Module, graphs: Sequence[Graph], max_frames: int
     ``max_frames`` of) ``graphs``, in place; the mean, hence every prediction, is unchanged.
     Returns a record (frames, NLL before and after). Identical heads are left alone: with no
     spread there is no direction to fit."""
-    last = _last_layer(model)
+    last = ensemble_last_layer(model)
     if not graphs:
         raise ValueError("no frames to refit the ensemble heads on")
     pick = np.random.default_rng(seed).permutation(len(graphs))[:max_frames]
