@@ -75,6 +75,9 @@ class TaskConfig:
         ``relax_positions``: the start structure (the seed with the task's modifiers: defects,
         surface, strain, rattle, volume) relaxed by the teacher at fixed cell for ``steps`` optimizer
         steps, every ``sample_every``-th kept: relaxed defects and surfaces, the paths to them.
+        ``relax_shape``: as ``relax_positions``, but the cell's shape relaxes too, at the start's
+        volume: a phase's constant-volume relaxation on its equation of state, and the paths by
+        which a strained or compressed phase keeps its shape or gives way to another.
 
     See docs/sampling.md for every key, its units and default.
     """
@@ -139,6 +142,10 @@ class TaskConfig:
     #: molecules: rotate this many random rotatable bonds of the start molecule by random angles
     #: (torsion coverage; frames ``torsion``)
     twist: int = 0
+    #: kinds relax_positions and relax_shape: the teacher's relaxation keeps the start structure's
+    #: space group (ASE FixSymmetry), and ``strain`` keeps it too (a random strain averaged over the
+    #: point group): a phase's own equation of state, as ``mlffd-validate properties`` computes it
+    keep_symmetry: bool = False
 
 
 @dataclass(frozen=True)
@@ -223,9 +230,9 @@ class SampleConfig:
 
 
 #: task kinds; each builds its structures and spends its teacher evaluations its own way
-KINDS = ("md", "melt_quench", "single", "cluster", "random_search", "relax_positions")
+KINDS = ("md", "melt_quench", "single", "cluster", "random_search", "relax_positions", "relax_shape")
 #: kinds in which the teacher relaxes one structure and frames are taken along the path
-PATH_KINDS = ("random_search", "relax_positions")
+PATH_KINDS = ("random_search", "relax_positions", "relax_shape")
 
 #: keys added after the first release: at their defaults they are left out of the config hash, so a
 #: config written before they existed keeps its hash and a started run of it resumes
@@ -233,7 +240,7 @@ ADDED_KEYS = {
     "seeds": {"prototype": None, "smiles": None, "conformers": 1, "molecules": None, "counts": None, "density": None,
               "packing_distance": 2.0},
     "tasks": {"relax": False, "relax_steps": 200, "relax_fmax": 0.01, "volume_range": None, "contact_range": None,
-              "push_pairs": 0, "min_separation": None, "seeds": (), "twist": 0},
+              "push_pairs": 0, "min_separation": None, "seeds": (), "twist": 0, "keep_symmetry": False},
 }
 
 #: what a seed of each kind may not be combined with: (task key, why)
@@ -415,6 +422,12 @@ def _check_task(t: TaskConfig, seed_names: list[str]) -> None:
         for name in unused:
             if getattr(t, name):
                 raise ValueError(f"{where}: kind {t.kind} builds {builds}; {name} does not apply")
+    if t.keep_symmetry and t.kind not in ("relax_positions", "relax_shape"):
+        raise ValueError(f"{where}: keep_symmetry is for kinds relax_positions and relax_shape")
+    if t.keep_symmetry and (t.rattle or t.copies):
+        raise ValueError(f"{where}: keep_symmetry keeps the start's space group; rattle and copies would break it")
+    if t.kind == "relax_shape" and t.surface is not None:
+        raise ValueError(f"{where}: kind relax_shape relaxes a bulk cell's shape; a slab (surface) would fold its vacuum in")
     if t.kind in ("cluster", *PATH_KINDS) and t.ensemble != "nvt":
         raise ValueError(f"{where}: kind {t.kind} runs no MD; remove ensemble")
 

@@ -85,21 +85,38 @@ def relax_seed(atoms: Atoms, calc, steps: int, fmax: float, on_evaluation: Calla
     return RelaxedSeed(out, energy, opt.nsteps, converged)
 
 
-def relax_path(atoms: Atoms, calc, steps: int, on_step: Callable[[int], None], cell: bool = True) -> str:
-    """Relax ``atoms`` (positions, and the cell unless ``cell`` is False; no symmetry) with the
-    teacher for at most ``steps`` BFGS steps, calling ``on_step(step)`` after every evaluation
-    (step 0: the start); returns "" or the error that stopped it (a teacher failing on the structure)."""
+#: what a path relaxation moves besides the positions: the whole cell (to zero stress), its shape
+#: at constant volume, or nothing
+CELL_MODES = ("full", "shape", "fixed")
+
+
+def relax_path(atoms: Atoms, calc, steps: int, on_step: Callable[[int], None], cell: str = "full",
+               keep_symmetry: bool = False) -> str:
+    """Relax ``atoms`` with the teacher for at most ``steps`` BFGS steps (positions; the cell as
+    ``cell`` says, one of :data:`CELL_MODES`; the space group kept with ``keep_symmetry``), calling
+    ``on_step(step)`` after every evaluation (step 0: the start); returns "" or the error that
+    stopped it (a teacher failing on the structure)."""
+    from ase.constraints import FixSymmetry
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
 
+    if cell not in CELL_MODES:
+        raise ValueError(f"cell must be one of {', '.join(CELL_MODES)}, got {cell!r}")
     atoms.calc = calc
-    opt = BFGS(FrechetCellFilter(atoms) if cell else atoms, logfile=None)
+    if keep_symmetry:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # spglib's deprecation chatter
+            atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
+    target = atoms if cell == "fixed" else FrechetCellFilter(atoms, constant_volume=cell == "shape")
+    opt = BFGS(target, logfile=None)
     opt.attach(lambda: on_step(opt.nsteps), interval=1)
     try:
         with _cell_filter_quiet():
             opt.run(fmax=1e-3, steps=steps)
     except RELAX_ERRORS as exc:
         return f"stopped after {opt.nsteps} steps ({type(exc).__name__}: {exc})"
+    finally:
+        atoms.set_constraint()
     return ""
 
 
@@ -166,4 +183,4 @@ def random_structure(numbers: np.ndarray, volume: float, min_separation: float, 
                      "lower min_separation or raise volume_range")
 
 
-__all__ = ["RelaxedSeed", "relax_seed", "relax_path", "random_cell", "random_structure", "default_min_separation", "RELAX_ERRORS"]
+__all__ = ["RelaxedSeed", "relax_seed", "relax_path", "CELL_MODES", "random_cell", "random_structure", "default_min_separation", "RELAX_ERRORS"]

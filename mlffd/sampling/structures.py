@@ -183,6 +183,25 @@ def random_strain(rng: np.random.Generator, amplitude: float) -> np.ndarray:
     return 0.5 * (e + e.T)
 
 
+def symmetric_strain(atoms: Atoms, strain: np.ndarray, symprec: float = 1e-3) -> np.ndarray:
+    """``strain`` averaged over the point group of ``atoms``' space group (spglib): the part of it
+    that keeps every symmetry (for hexagonal and tetragonal cells a change of c/a and volume, for
+    cubic ones a change of volume only)."""
+    try:
+        import spglib
+    except ImportError as exc:
+        raise ImportError("keep_symmetry needs spglib: pip install 'mlffd[properties]'") from exc
+
+    cell = atoms.cell.array
+    data = spglib.get_symmetry((cell, atoms.get_scaled_positions(), atoms.numbers), symprec=symprec)
+    if data is None:
+        raise ValueError("spglib found no symmetry for the start structure")
+    inv = np.linalg.inv(cell)
+    # spglib's rotations act on fractional coordinates; r = cell.T @ x, so in Cartesian R = cell.T W cell^-T
+    rotations = [cell.T @ w @ inv.T for w in data["rotations"]]
+    return sum(r @ strain @ r.T for r in rotations) / len(rotations)
+
+
 def apply_strain(atoms: Atoms, strain: np.ndarray) -> None:
     """Deform the cell by ``1 + strain``, positions scaled with it (in place)."""
     atoms.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
@@ -263,7 +282,8 @@ def start_structure(task: TaskConfig, seed: Atoms, rng: np.random.Generator, vol
         pos = _largest_void(atoms, rng)
         atoms += Atoms(numbers=[int(rng.choice(atoms.numbers))], positions=[pos])
     if task.strain > 0:
-        apply_strain(atoms, random_strain(rng, task.strain))
+        strain = random_strain(rng, task.strain)
+        apply_strain(atoms, symmetric_strain(atoms, strain) if task.keep_symmetry else strain)
     if volume is not None:
         set_volume(atoms, volume)
     if task.rattle > 0:

@@ -186,8 +186,9 @@ class _TrajectoryRun:
         return self.candidates
 
     def relax(self) -> None:
-        """Kinds ``random_search`` (a random structure, cell relaxed too) and ``relax_positions``
-        (the start structure at fixed cell): the teacher relaxes it, sampled along the path."""
+        """Kinds ``random_search`` (a random structure, cell relaxed too), ``relax_positions``
+        (the start structure at fixed cell) and ``relax_shape`` (the start structure, its cell's
+        shape relaxed at constant volume): the teacher relaxes it, sampled along the path."""
         from mlffd.sampling.relax import relax_path
 
         def on_step(step: int) -> None:
@@ -195,7 +196,8 @@ class _TrajectoryRun:
             if step % self.task.sample_every == 0:
                 self.snap(self.base_type, 0.0, step)
 
-        error = relax_path(self.atoms, self.calc, self.task.steps, on_step, cell=self.task.kind == "random_search")
+        cell = {"random_search": "full", "relax_shape": "shape"}.get(self.task.kind, "fixed")
+        error = relax_path(self.atoms, self.calc, self.task.steps, on_step, cell=cell, keep_symmetry=self.task.keep_symmetry)
         if error:
             warnings.warn(f"{self.traj.id}: the teacher's relaxation {error}; keeping the frames before", RuntimeWarning, stacklevel=3)
 

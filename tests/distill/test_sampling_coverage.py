@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.io import read
 from ase.neighborlist import neighbor_list
@@ -220,6 +221,83 @@ def test_relax_positions_relaxes_the_defected_start_at_fixed_cell(tmp_path):
         _config(tmp_path, [dict(tasks[0], ensemble="npt")])
 
 
+def test_relax_shape_relaxes_the_cell_shape_at_the_start_volume(tmp_path):
+    """A strained, expanded cell relaxed by the teacher at constant volume: every frame has the
+    start's volume, the shape moves, the energy only goes down and ends where ASE's own BFGS on
+    FrechetCellFilter(constant_volume=True) ends from the same start."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    task = dict(name="shape", seed="cu", kind="relax_shape", volume_range=[1.1, 1.1], strain=0.06, steps=12, sample_every=4)
+    cfg = _config(tmp_path, [task])
+    counting = CountingEMT()
+    run_sampling(cfg, teacher=counting, progress=False)
+    assert counting.calls <= sum(t.evaluations for t in plan(cfg)) == 13
+    traj = read(tmp_path / "train.extxyz", ":")
+    assert [f.info["step"] for f in traj] == [0, 4, 8, 12]
+    assert all(f.info["config_type"] == "expanded" for f in traj)
+    v0 = build_seed(cfg.seeds[0]).get_volume() * 1.1
+    assert all(f.get_volume() == pytest.approx(v0, rel=1e-9) for f in traj)
+    assert not np.allclose(traj[0].cell.array, traj[-1].cell.array, atol=1e-3)  # the shape relaxed
+    energies = [f.get_potential_energy() for f in traj]
+    assert all(b < a for a, b in zip(energies, energies[1:]))
+    ref = traj[0].copy()
+    ref.calc = EMT()
+    BFGS(FrechetCellFilter(ref, constant_volume=True), logfile=None).run(fmax=1e-3, steps=12)
+    assert energies[-1] == pytest.approx(ref.get_potential_energy(), abs=1e-6)
+
+
+def test_symmetric_strain_keeps_the_point_group():
+    """Averaged over the point group: a cubic cell only changes volume, a hexagonal one keeps a = b
+    and 120°, and averaging twice changes nothing."""
+    from mlffd.sampling.structures import apply_strain, random_strain, symmetric_strain
+
+    rng = np.random.default_rng(3)
+    for atoms, check in ((bulk("Cu", "fcc", a=3.6, cubic=True), "cubic"), (bulk("Ti", "hcp", a=2.95, c=4.68), "hex")):
+        eps = symmetric_strain(atoms, random_strain(rng, 0.05))
+        assert np.allclose(symmetric_strain(atoms, eps), eps, atol=1e-12)
+        strained = atoms.copy()
+        apply_strain(strained, eps)
+        a, b, c, alpha, beta, gamma = strained.cell.cellpar()
+        if check == "cubic":
+            assert np.allclose(eps, np.trace(eps) / 3 * np.eye(3), atol=1e-12)
+        else:
+            assert a == pytest.approx(b) and gamma == pytest.approx(120.0) and alpha == pytest.approx(90.0)
+            assert abs(c / a - 4.68 / 2.95) > 1e-3  # c/a moved
+
+
+def test_relax_shape_keeping_symmetry_is_the_phase_own_constant_volume_relaxation(tmp_path):
+    """hcp strained (c/a only) and relaxed by the teacher at constant volume with its space group
+    kept: every frame is still P6_3/mmc at the start's volume, and the path ends where ASE's BFGS
+    with FixSymmetry on FrechetCellFilter(constant_volume=True) ends from the same start."""
+    import spglib
+    from ase.constraints import FixSymmetry
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    seed = dict(name="ti", symbol="Cu", prototype="hcp", supercell=[2, 2, 2])
+    task = dict(name="ca", seed="ti", kind="relax_shape", keep_symmetry=True, volume_range=[1.05, 1.05], strain=0.08,
+                steps=12, sample_every=4)
+    cfg = _config(tmp_path, [task], seeds=[seed])
+    run_sampling(cfg, teacher=EMT(), progress=False)
+    traj = read(tmp_path / "train.extxyz", ":")
+    assert [f.info["step"] for f in traj][:2] == [0, 4]  # it may converge before step 12
+    v0 = build_seed(cfg.seeds[0]).get_volume() * 1.05
+    for f in traj:
+        assert f.get_volume() == pytest.approx(v0, rel=1e-9)
+        cell = (f.cell.array, f.get_scaled_positions(), f.numbers)
+        assert spglib.get_symmetry_dataset(cell, symprec=1e-3).number == 194
+    ratios = [f.cell.cellpar()[2] / f.cell.cellpar()[0] for f in traj]
+    assert abs(ratios[-1] - ratios[0]) > 1e-3  # c/a relaxed
+    energies = [f.get_potential_energy() for f in traj]
+    assert all(b < a for a, b in zip(energies, energies[1:]))
+    ref = traj[0].copy()
+    ref.calc = EMT()
+    ref.set_constraint(FixSymmetry(ref, symprec=1e-3))
+    BFGS(FrechetCellFilter(ref, constant_volume=True), logfile=None).run(fmax=1e-3, steps=int(traj[-1].info["step"]))
+    assert energies[-1] == pytest.approx(ref.get_potential_energy(), abs=1e-6)
+
+
 # --- configuration --------------------------------------------------------------------------------
 
 
@@ -239,6 +317,9 @@ BAD = [
     (dict(kind="random_search", vacancies=1), "vacancies"),
     (dict(kind="relax_positions", push_pairs=1), "push_pairs"),
     (dict(kind="relax_positions", min_separation=1.0), "min_separation"),
+    (dict(kind="relax_shape", surface=[1, 1, 1]), "surface"),
+    (dict(keep_symmetry=True), "keep_symmetry"),
+    (dict(kind="relax_shape", keep_symmetry=True, rattle=0.01), "keep_symmetry"),
     (dict(kind="anneal"), "kind"),
     (dict(relax=True, relax_steps=0), "relax_steps"),
     (dict(relax_fmax=-0.1), "relax_fmax"),
