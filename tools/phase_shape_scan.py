@@ -15,42 +15,36 @@ usage: python tools/phase_shape_scan.py PHASE MODEL [MODEL...] [--teacher SPEC] 
 from __future__ import annotations
 
 import argparse
-import warnings
 
 import numpy as np
 from ase import Atoms
-from ase.constraints import FixSymmetry
-from ase.filters import FrechetCellFilter
-from ase.optimize import BFGS
 
 from mlffd.calculator import DistilledCalculator
 from mlffd.prototypes import prototype
+from mlffd.sampling.relax import relax_path, relax_seed
 from mlffd.teachers import load_teacher
 
 #: phases whose shape at fixed volume has one free parameter, c/a
 AXIAL = ("hcp", "simple_hexagonal", "hex_diamond", "beta_sn")
 
 
-def _relaxed(atoms: Atoms, calc, cell: bool) -> Atoms:
+def energy_at_cell(atoms: Atoms, calc) -> float:
+    """Energy per atom of ``atoms`` with its positions relaxed at its cell, symmetry kept."""
     work = atoms.copy()
-    work.calc = calc
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        work.set_constraint(FixSymmetry(work, symprec=1e-3))
-        BFGS(FrechetCellFilter(work) if cell else work, logfile=None).run(fmax=1e-3, steps=200)
-    work.set_constraint()
-    return work
+    error = relax_path(work, calc, 200, lambda step: None, cell="fixed", keep_symmetry=True)
+    if error:
+        raise RuntimeError(f"relaxation at fixed cell {error}")
+    return work.get_potential_energy() / len(work)
 
 
 def at_shape(ref: Atoms, volume_fraction: float, ratio: float) -> Atoms:
-    """``ref`` with its c axis set to ``ratio`` times a (a and b scaled together) and its volume
-    to ``volume_fraction`` of its own, fractional positions kept."""
-    a, _, c = ref.cell.lengths()
-    s = ratio / (c / a)  # stretch of c relative to a
-    cell = ref.cell.array @ np.diag([1.0, 1.0, s]) if np.allclose(ref.cell.array[2, :2], 0) else None
-    if cell is None:
+    """``ref`` with its c axis (along z) set to ``ratio`` times a, a and b scaled together, and its
+    volume to ``volume_fraction`` of its own; fractional positions kept."""
+    if not np.allclose(ref.cell.array[2, :2], 0):
         raise ValueError("the phase's c axis is not along z")
-    cell = cell * (volume_fraction * ref.get_volume() / abs(np.linalg.det(cell))) ** (1 / 3)
+    a, _, c = ref.cell.lengths()
+    cell = ref.cell.array @ np.diag([1.0, 1.0, ratio / (c / a)])
+    cell *= (volume_fraction * ref.get_volume() / abs(np.linalg.det(cell))) ** (1 / 3)
     out = ref.copy()
     out.set_cell(cell, scale_atoms=True)
     return out
@@ -66,7 +60,10 @@ def main() -> None:
     ap.add_argument("--ratios", default="0.85:1.05:13", help="low:high:count, as multiples of the teacher's c/a")
     args = ap.parse_args()
     teacher = load_teacher(args.teacher)
-    ref = _relaxed(prototype(args.phase, args.symbol), teacher, cell=True)
+    seed = relax_seed(prototype(args.phase, args.symbol), teacher, steps=200, fmax=1e-3)
+    if seed.error:
+        raise SystemExit(f"the teacher's zero-pressure relaxation of {args.phase} failed: {seed.error}")
+    ref = seed.atoms
     a, _, c = ref.cell.lengths()
     lo, hi, n = args.ratios.split(":")
     ratios = np.linspace(float(lo), float(hi), int(n)) * (c / a)
@@ -76,7 +73,7 @@ def main() -> None:
     for f in (float(x) for x in args.volumes.split(",")):
         print(f"V = {f:g} V0")
         for name, calc in calcs:
-            e = np.array([_relaxed(at_shape(ref, f, r), calc, cell=False).get_potential_energy() / len(ref) for r in ratios])
+            e = np.array([energy_at_cell(at_shape(ref, f, r), calc) for r in ratios])
             print(f"{name[-24:]:>24s} " + " ".join(f"{1000 * (x - e.min()):6.1f}" for x in e))
 
 

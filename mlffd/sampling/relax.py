@@ -57,18 +57,24 @@ class RelaxedSeed:
         return cls(atoms, float(rec["energy"]), int(rec["steps"]), bool(rec["converged"]), str(rec.get("error", "")))
 
 
+def fix_symmetry(atoms: Atoms) -> None:
+    """Constrain ``atoms`` (in place) to keep its space group (ASE FixSymmetry, spglib at 1e-3 Å)."""
+    from ase.constraints import FixSymmetry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # spglib's deprecation chatter
+        atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
+
+
 def relax_seed(atoms: Atoms, calc, steps: int, fmax: float, on_evaluation: Callable[[int], None] | None = None) -> RelaxedSeed:
     """Relax positions and cell (to zero stress) with BFGS on ASE's FrechetCellFilter, space-group
     symmetry kept (FixSymmetry) so that a prototype stays that phase; at most ``steps`` steps."""
-    from ase.constraints import FixSymmetry
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
 
     work = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     work.calc = calc
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # spglib's deprecation chatter
-        work.set_constraint(FixSymmetry(work, symprec=1e-3))
+    fix_symmetry(work)
     opt = BFGS(FrechetCellFilter(work), logfile=None)
     if on_evaluation is not None:
         opt.attach(lambda: on_evaluation(1), interval=1)
@@ -96,7 +102,6 @@ def relax_path(atoms: Atoms, calc, steps: int, on_step: Callable[[int], None], c
     ``cell`` says, one of :data:`CELL_MODES`; the space group kept with ``keep_symmetry``), calling
     ``on_step(step)`` after every evaluation (step 0: the start); returns "" or the error that
     stopped it (a teacher failing on the structure)."""
-    from ase.constraints import FixSymmetry
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
 
@@ -104,9 +109,7 @@ def relax_path(atoms: Atoms, calc, steps: int, on_step: Callable[[int], None], c
         raise ValueError(f"cell must be one of {', '.join(CELL_MODES)}, got {cell!r}")
     atoms.calc = calc
     if keep_symmetry:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # spglib's deprecation chatter
-            atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
+        fix_symmetry(atoms)
     target = atoms if cell == "fixed" else FrechetCellFilter(atoms, constant_volume=cell == "shape")
     opt = BFGS(target, logfile=None)
     opt.attach(lambda: on_step(opt.nsteps), interval=1)
@@ -183,4 +186,4 @@ def random_structure(numbers: np.ndarray, volume: float, min_separation: float, 
                      "lower min_separation or raise volume_range")
 
 
-__all__ = ["RelaxedSeed", "relax_seed", "relax_path", "CELL_MODES", "random_cell", "random_structure", "default_min_separation", "RELAX_ERRORS"]
+__all__ = ["RelaxedSeed", "fix_symmetry", "relax_seed", "relax_path", "CELL_MODES", "random_cell", "random_structure", "default_min_separation", "RELAX_ERRORS"]
