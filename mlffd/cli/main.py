@@ -42,6 +42,7 @@ def models() -> None:
 
 def _register() -> None:
     """Attach the sub-commands; each module is thin and imports the library lazily."""
+    from mlffd.cli.average import average_command
     from mlffd.cli.bench import bench_command
     from mlffd.cli.calibrate import calibrate_command
     from mlffd.cli.card import card_command
@@ -50,7 +51,8 @@ def _register() -> None:
     from mlffd.cli.sample import sample
     from mlffd.cli.train import train_command
 
-    for command in (sample, train_command, evaluate_command, distill_command, card_command, bench_command, calibrate_command):
+    for command in (sample, train_command, evaluate_command, distill_command, card_command, bench_command, calibrate_command,
+                    average_command):
         cli.add_command(command)
 
 

@@ -23,7 +23,8 @@ def build(config: ModelConfig, dtype=None) -> StudentPotential:
     return model.to(dtype or torch.float32)
 
 
-_LATER_BUFFERS = ("uncertainty_scale", "novelty_mean", "novelty_whiten")
+#: buffers set by calibration (``mlffd calibrate``), not by training; older artifacts lack them
+CALIBRATION_BUFFERS = ("uncertainty_scale", "novelty_mean", "novelty_whiten")
 
 
 def load_weights(model: StudentPotential, state) -> None:
@@ -32,7 +33,7 @@ def load_weights(model: StudentPotential, state) -> None:
     (``repulsion.*``, ``uncertainty_scale``, ``novelty_*``), which then keep the model's values.
     The novelty is on when the loaded reference is fitted (non-zero)."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not (k.startswith("repulsion.") or k in _LATER_BUFFERS) for k in missing):
+    if unexpected or any(not (k.startswith("repulsion.") or k in CALIBRATION_BUFFERS) for k in missing):
         model.load_state_dict(state)  # raises, naming every mismatched key
     model.use_novelty = bool(model.novelty_whiten.abs().sum() > 0)
 

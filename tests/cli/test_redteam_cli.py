@@ -210,6 +210,7 @@ def test_unwritable_out_is_noticed_before_anything_runs(files):
         (mlffd_cli, ["evaluate", missing_model, files["data"], "--json", blocked / "m.json"]),
         (mlffd_cli, ["card", missing_model, "--data", files["data"], "--out-dir", blocked]),
         (mlffd_cli, ["bench", "--out", blocked, "--quick"]),
+        (mlffd_cli, ["average", missing_model, missing_model, "--out", blocked / "avg.mlffd.pt"]),
     ]
     for cli, args in cases:
         result = run(cli, *args, *(["--quiet"] if cli is validate_cli else []))

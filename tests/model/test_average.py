@@ -1,0 +1,112 @@
+"""Weight averaging of fine-tunes of one student (mlffd.training.average, ``mlffd average``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mlffd.artifact import read_metadata
+from mlffd.calculator import DistilledCalculator
+from mlffd.cli.main import cli
+from mlffd.models import export_like, load_student, preset
+from mlffd.registry import sha256_file
+from mlffd.testing import random_artifact, silicon
+from mlffd.training.average import average_students
+
+CONFIG = preset("ultra-tiny", ensemble=2)
+
+
+def _fine_tune_pair(tmp_path):
+    """A student and a copy with every parameter moved a little: two 'fine-tunes' of one start."""
+    a = random_artifact(tmp_path / "a.mlffd.pt", CONFIG, seed=0)
+    model, config, meta = load_student(a)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * p.abs().mean() * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    b = export_like(model, config, meta, tmp_path / "b.mlffd.pt")
+    return a, b
+
+
+def _params(path):
+    model, _, _ = load_student(path)
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _energy_forces(path, atoms):
+    calc = DistilledCalculator(str(path))
+    return calc.get_potential_energy(atoms), calc.get_forces(atoms)
+
+
+def test_the_average_is_the_weighted_mean_of_the_parameters_and_drops_the_calibration(tmp_path):
+    a, b = _fine_tune_pair(tmp_path)
+    out = tmp_path / "avg.mlffd.pt"
+    record = average_students([a, b], [1.0, 3.0], out)
+    pa, pb, pm = _params(a), _params(b), _params(out)
+    assert set(pm) == set(pa)
+    moved = 0
+    for name, p in pm.items():
+        torch.testing.assert_close(p, 0.25 * pa[name] + 0.75 * pb[name], rtol=0, atol=1e-12)
+        moved += int(not torch.equal(pa[name], pb[name]))
+    assert moved > 0
+    meta = read_metadata(out)
+    assert "uncertainty" in read_metadata(a) and "uncertainty" not in meta and meta["metrics"] == {}
+    assert [r["weight"] for r in meta["averaged_from"]] == [0.25, 0.75] == [r["weight"] for r in record["averaged_from"]]
+    assert [r["sha256"] for r in meta["averaged_from"]] == [sha256_file(a), sha256_file(b)]
+    model, _, _ = load_student(out)
+    assert torch.equal(model.uncertainty_scale, torch.ones_like(model.uncertainty_scale))
+    assert not model.use_novelty
+    with pytest.raises(ValueError, match="no calibrated uncertainty"):
+        DistilledCalculator(str(out), uncertainty=True)
+
+
+def test_an_end_weight_or_a_student_with_itself_gives_that_student(tmp_path):
+    a, b = _fine_tune_pair(tmp_path)
+    atoms = silicon(2, rattle=0.1, seed=3)
+    e_a, f_a = _energy_forces(a, atoms)
+    e_b, _ = _energy_forces(b, atoms)
+    assert abs(e_a - e_b) > 1e-6  # the pair differs, so the checks below could fail
+    for sources, weights in (([a, b], [1.0, 0.0]), ([a, a], [0.3, 0.7])):
+        out = tmp_path / "end.mlffd.pt"
+        average_students(sources, weights, out)
+        e, f = _energy_forces(out, atoms)
+        assert e == pytest.approx(e_a, abs=1e-9)
+        np.testing.assert_allclose(f, f_a, atol=1e-9)
+
+
+def test_what_cannot_be_averaged_is_refused_before_anything_is_written(tmp_path):
+    a, b = _fine_tune_pair(tmp_path)
+    other = random_artifact(tmp_path / "other.mlffd.pt", preset("ultra-tiny", ensemble=2, features=24), seed=0)
+    model, config, meta = load_student(b)
+    with torch.no_grad():
+        model.shift.add_(1.0)
+    shifted = export_like(model, config, meta, tmp_path / "shifted.mlffd.pt")
+    out = tmp_path / "never.mlffd.pt"
+    cases = [([a, other], [1, 1], "another architecture .*features"),
+             ([a, shifted], [1, 1], "fixed tensor 'shift'"),
+             ([a], [1], "at least two"),
+             ([a, b], [1], "one weight per student"),
+             ([a, b], [1, -1], "finite and >= 0"),
+             ([a, b], [1, float("nan")], "finite and >= 0"),
+             ([a, b], [0, 0], "at least one must be positive")]
+    for sources, weights, message in cases:
+        with pytest.raises(ValueError, match=message):
+            average_students(sources, weights, out)
+        assert not out.exists()
+
+
+def test_average_command(tmp_path):
+    a, b = _fine_tune_pair(tmp_path)
+    out = tmp_path / "avg.mlffd.pt"
+    ok = CliRunner().invoke(cli, ["average", str(a), str(b), "--weight", "1", "--weight", "3", "--out", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert [r["weight"] for r in read_metadata(out)["averaged_from"]] == [0.25, 0.75]
+    equal = tmp_path / "equal.mlffd.pt"
+    assert CliRunner().invoke(cli, ["average", str(a), str(b), "--out", str(equal)]).exit_code == 0
+    assert [r["weight"] for r in read_metadata(equal)["averaged_from"]] == [0.5, 0.5]
+    for args in (["--weight", "-1", "--weight", "1"], ["--weight", "1"]):
+        bad = CliRunner().invoke(cli, ["average", str(a), str(b), *args, "--out", str(tmp_path / "bad.mlffd.pt")])
+        assert bad.exit_code != 0 and len(bad.output.strip().splitlines()) == 1, bad.output
+        assert not (tmp_path / "bad.mlffd.pt").exists()
