@@ -9,7 +9,8 @@ architecture, other elements, other normalisation or short-range prior), not all
 
 The heads' calibration and the novelty reference describe one set of weights, not the average:
 the result has neither (its calibration buffers are reset and their records dropped; ``mlffd
-calibrate`` makes them anew), nor the test metrics of its inputs. Its other metadata (teacher, training-data hash, structure) come from the input
+calibrate`` makes them anew), and its test metrics are its own, measured on the held-out frames
+given (none given: none). Its other metadata (teacher, training-data hash, structure) come from the input
 with the largest weight; ``averaged_from`` lists every input with its weight and file hash.
 """
 
@@ -21,8 +22,11 @@ from typing import Any, Sequence
 
 import torch
 
+from mlffd.data import read_frames, to_graphs
+from mlffd.jsonable import jsonable
 from mlffd.models import CALIBRATION_BUFFERS, build, export_like, load_student, load_weights
 from mlffd.registry import sha256_file
+from mlffd.training.evaluate import evaluate_model
 
 #: metadata records that describe one set of weights and are dropped from an average
 PER_WEIGHTS_METADATA = ("uncertainty", "novelty")
@@ -40,9 +44,11 @@ def _check_weights(weights: Sequence[float], n: int) -> list[float]:
     return [x / total for x in w]
 
 
-def average_students(sources: Sequence[str | Path], weights: Sequence[float], dst: str | Path) -> dict[str, Any]:
+def average_students(sources: Sequence[str | Path], weights: Sequence[float], dst: str | Path,
+                     test_data: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Write to ``dst`` the student whose floating-point parameters are the mean of those of
-    ``sources`` (artifact paths) weighted by ``weights`` (>= 0, normalised to sum 1).
+    ``sources`` (artifact paths) weighted by ``weights`` (>= 0, normalised to sum 1), with its
+    metrics on ``test_data`` (held-out labelled frames; none: no metrics) in its metadata.
 
     ValueError, before anything is written, unless there are at least two sources with the same
     model config, the same parameter and buffer names and shapes, and equal buffers other than
@@ -87,7 +93,14 @@ def average_students(sources: Sequence[str | Path], weights: Sequence[float], ds
     lead = max(range(len(paths)), key=lambda i: w[i])
     model, meta = loaded[lead][0], loaded[lead][2]
     load_weights(model, averaged)
+    model.eval()
+    metrics: dict[str, Any] = {}
+    if test_data:
+        graphs = to_graphs(read_frames(list(test_data)), config.elements, config.cutoff)
+        metrics = {**evaluate_model(model, graphs, elements=config.elements), "split": "test",
+                   "data": [str(p) for p in test_data]}
     record = [{"path": str(p), "sha256": sha256_file(p), "weight": wi} for p, wi in zip(paths, w)]
     meta = {k: v for k, v in meta.items() if k not in PER_WEIGHTS_METADATA}
-    export_like(model.eval(), config, meta, dst, metrics={}, averaged_from=record)
-    return {"averaged_from": record}
+    metrics = jsonable(metrics)
+    export_like(model, config, meta, dst, metrics=metrics, averaged_from=record)
+    return {"averaged_from": record, "metrics": metrics}

@@ -98,11 +98,31 @@ def test_what_cannot_be_averaged_is_refused_before_anything_is_written(tmp_path)
 
 
 def test_average_command(tmp_path):
+    """`mlffd average`: weights in order, metrics on --test equal to `mlffd evaluate`'s; bad
+    weights are a one-line error that writes nothing."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from mlffd.training.evaluate import evaluate
+
     a, b = _fine_tune_pair(tmp_path)
+    frames = []
+    for seed in range(3):
+        atoms = silicon(2, rattle=0.1, seed=seed)
+        rng = np.random.default_rng(seed)
+        atoms.calc = SinglePointCalculator(atoms, energy=-5.0 * len(atoms) + rng.normal(), forces=rng.normal(size=(len(atoms), 3)))
+        frames.append(atoms)
+    write(tmp_path / "test.extxyz", frames)
     out = tmp_path / "avg.mlffd.pt"
-    ok = CliRunner().invoke(cli, ["average", str(a), str(b), "--weight", "1", "--weight", "3", "--out", str(out)])
+    ok = CliRunner().invoke(cli, ["average", str(a), str(b), "--weight", "1", "--weight", "3",
+                                  "--test", str(tmp_path / "test.extxyz"), "--out", str(out)])
     assert ok.exit_code == 0, ok.output
-    assert [r["weight"] for r in read_metadata(out)["averaged_from"]] == [0.25, 0.75]
+    meta = read_metadata(out)
+    assert [r["weight"] for r in meta["averaged_from"]] == [0.25, 0.75]
+    direct = evaluate(out, tmp_path / "test.extxyz")
+    assert meta["metrics"]["num_frames"] == 3 and meta["metrics"]["split"] == "test"
+    for key in ("force_rmse", "energy_mae_mev_per_atom"):
+        assert meta["metrics"][key] == pytest.approx(direct[key], rel=1e-9)
     equal = tmp_path / "equal.mlffd.pt"
     assert CliRunner().invoke(cli, ["average", str(a), str(b), "--out", str(equal)]).exit_code == 0
     assert [r["weight"] for r in read_metadata(equal)["averaged_from"]] == [0.5, 0.5]
