@@ -3,8 +3,8 @@
 Each phase is relaxed at zero pressure (symmetry kept), then its energy is computed on
 ``config.eos_points`` volumes from ``eos_range[0]`` to ``eos_range[1]`` times that zero-pressure
 volume V0. At each volume the internal coordinates and the cell *shape* relax at constant
-volume (FrechetCellFilter(constant_volume=True) with FixSymmetry, at most :data:`EOS_STEPS`
-steps): c/a of hcp or beta-tin and the free Wyckoff parameters of bc8 or st12 change under
+volume (FrechetCellFilter(constant_volume=True) with FixSymmetry, to :data:`EOS_FMAX` in at most
+:data:`EOS_STEPS` steps): c/a of hcp or beta-tin and the free Wyckoff parameters of bc8 or st12 change under
 pressure, and isotropic scaling would put those phases on a strained, higher curve. Volumes
 are visited outward from V0, each starting from its neighbour's relaxed shape, so most points
 take a few steps.
@@ -22,10 +22,14 @@ scored once (``a0_A``) and not again by every point of the curve.
 
 A phase exists on its curve only as far as its energy rises away from V0 (:func:`basin`): where
 the teacher's energy falls again, the constant-volume relaxation has carried the structure into
-another one (7net-0's hcp with a free c/a beyond 105 % of V0, its beta-tin at 120 %), and an
+another one (7net-0's hcp with a free c/a from 105 % of V0, its beta-tin at 120 %), and an
 energy there belongs to that other structure, reached or not within a few optimiser
 steps. Fits use only points inside the basin, and a curve is scored over the teacher's basin;
-each row's note names the range scored and where the teacher left the phase. A student whose
+each row's note names the range scored and where the teacher left the phase. Whether a phase
+is held is decided by the relaxation, so it is converged tighter than the other relaxations
+(:data:`EOS_FMAX`): at the edge of its basin a phase sits on a slope of well under 1 meV/atom
+across several % of c/a (7net-0's hcp at 105 % of V0), where a coarser threshold stops the
+optimiser before it moves and counts a point on a slope as held. A student whose
 own phase gives way inside the teacher's basin is still scored there, and its extra minima are
 flagged on the whole range.
 """
@@ -52,7 +56,10 @@ from md_validation.properties.system import System
 
 SECTION = "eos"
 #: most optimiser steps of each constant-volume relaxation on the E-V curve
-EOS_STEPS = 60
+EOS_STEPS = 100
+#: force threshold (eV/Å) of those relaxations (or the config's ``fmax`` where tighter): a phase
+#: on a near-flat slope must move, not stop where the force is small
+EOS_FMAX = 0.001
 #: the Birch-Murnaghan fit uses FIT_POINTS volumes evenly from (1 - FIT_HALF_WIDTH) to (1 + FIT_HALF_WIDTH) x V0
 FIT_HALF_WIDTH = 0.06
 FIT_POINTS = 7
@@ -145,7 +152,7 @@ def phase_curve(calc: Calculator, start: Atoms, config: PropertiesConfig) -> dic
     for order in (range(k0, -1, -1), range(k0 + 1, len(grid))):
         prev = r.atoms
         for k in order:
-            energy[k], relaxed = _at_volume(prev, calc, grid[k] * v_cell, config.fmax)
+            energy[k], relaxed = _at_volume(prev, calc, grid[k] * v_cell, min(config.fmax, EOS_FMAX))
             if relaxed is not None:
                 prev = relaxed
 
