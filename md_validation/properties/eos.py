@@ -3,11 +3,11 @@
 Each phase is relaxed at zero pressure (symmetry kept), then its energy is computed on
 ``config.eos_points`` volumes from ``eos_range[0]`` to ``eos_range[1]`` times that zero-pressure
 volume V0. At each volume the internal coordinates and the cell *shape* relax at constant
-volume (FrechetCellFilter(constant_volume=True) with FixSymmetry, to :data:`EOS_FMAX` in at most
-:data:`EOS_STEPS` steps): c/a of hcp or beta-tin and the free Wyckoff parameters of bc8 or st12 change under
-pressure, and isotropic scaling would put those phases on a strained, higher curve. Volumes
-are visited outward from V0, each starting from its neighbour's relaxed shape, so most points
-take a few steps.
+volume (FrechetCellFilter(constant_volume=True) with FixSymmetry, to :data:`EOS_FMAX` in at
+most :data:`EOS_STEPS` steps): c/a of hcp or beta-tin and the free Wyckoff parameters of bc8 or
+st12 change under pressure, and isotropic scaling would put those phases on a strained, higher
+curve. Volumes are visited outward from V0, each starting from its neighbour's relaxed shape, so
+most points take a few steps.
 
 A third-order Birch-Murnaghan equation (ASE's ``EquationOfState(..., eos="birchmurnaghan")``)
 is fitted on a separate window of :data:`FIT_POINTS` volumes within ±:data:`FIT_HALF_WIDTH` of V0
@@ -29,9 +29,9 @@ each row's note names the range scored and where the teacher left the phase. Whe
 is held is decided by the relaxation, so it is converged tighter than the other relaxations
 (:data:`EOS_FMAX`): at the edge of its basin a phase sits on a slope of well under 1 meV/atom
 across several % of c/a (7net-0's hcp at 105 % of V0), where a coarser threshold stops the
-optimiser before it moves and counts a point on a slope as held. A student whose
-own phase gives way inside the teacher's basin is still scored there, and its extra minima are
-flagged on the whole range.
+optimiser before it moves and counts a point on a slope as held. A student whose own phase gives
+way inside the teacher's basin is still scored there, and its extra minima are flagged on the
+whole range.
 """
 
 from __future__ import annotations

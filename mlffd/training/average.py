@@ -9,9 +9,10 @@ architecture, other elements, other normalisation or short-range prior), not all
 
 The heads' calibration and the novelty reference describe one set of weights, not the average:
 the result has neither (its calibration buffers are reset and their records dropped; ``mlffd
-calibrate`` makes them anew), and its test metrics are its own, measured on the held-out frames
-given (none given: none). Its other metadata (teacher, training-data hash, structure) come from the input
-with the largest weight; ``averaged_from`` lists every input with its weight and file hash.
+calibrate`` makes them anew), and its test metrics are its own, measured on the held-out
+frames given (none given: none). Its other metadata (teacher, training-data hash, structure)
+come from the input with the largest weight; ``averaged_from`` lists every input with its weight
+and file hash.
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ def average_students(sources: Sequence[str | Path], weights: Sequence[float], ds
 
     ValueError, before anything is written, unless there are at least two sources with the same
     model config, the same parameter and buffer names and shapes, and equal buffers other than
-    :data:`CALIBRATION_BUFFERS`. Returns the ``averaged_from`` record."""
-
+    :data:`CALIBRATION_BUFFERS`. Returns the ``averaged_from`` record and the ``metrics``."""
     paths = [Path(s) for s in sources]
     if len(paths) < 2:
         raise ValueError("averaging needs at least two students")
@@ -65,6 +65,10 @@ def average_students(sources: Sequence[str | Path], weights: Sequence[float], ds
             diff = sorted(k for k, v in config.to_dict().items() if other_config.to_dict().get(k) != v)
             raise ValueError(f"{path} is another architecture than {first_path} (model config differs in {', '.join(diff)}); "
                              "only fine-tunes of one student can be averaged")
+    dtypes = [next(m.parameters()).dtype for m, _, _ in loaded]
+    if len(set(dtypes)) > 1:
+        raise ValueError(f"the students have different dtypes ({', '.join(str(d).removeprefix('torch.') for d in dtypes)}): "
+                         "only fine-tunes of one student can be averaged")
     states = [m.state_dict() for m, _, _ in loaded]
     unfitted = build(config, next(first.parameters()).dtype).state_dict()  # calibration buffers as before any fit
     params = {name for name, _ in first.named_parameters()}

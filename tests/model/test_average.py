@@ -83,8 +83,10 @@ def test_what_cannot_be_averaged_is_refused_before_anything_is_written(tmp_path)
     with torch.no_grad():
         model.shift.add_(1.0)
     shifted = export_like(model, config, meta, tmp_path / "shifted.mlffd.pt")
+    single = random_artifact(tmp_path / "single.mlffd.pt", CONFIG, dtype=torch.float32, seed=0)
     out = tmp_path / "never.mlffd.pt"
     cases = [([a, other], [1, 1], "another architecture .*features"),
+             ([a, single], [1, 1], "different dtypes \\(float64, float32\\)"),
              ([a, shifted], [1, 1], "fixed tensor 'shift'"),
              ([a], [1], "at least two"),
              ([a, b], [1], "one weight per student"),
