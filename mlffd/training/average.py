@@ -31,6 +31,8 @@ from mlffd.training.evaluate import evaluate_model
 
 #: metadata records that describe one set of weights and are dropped from an average
 PER_WEIGHTS_METADATA = ("uncertainty", "novelty")
+#: model-config fields that set how a student is evaluated, not what it computes
+EVALUATION_ONLY = ("chunk_atoms",)
 
 
 def _check_weights(weights: Sequence[float], n: int) -> list[float]:
@@ -39,10 +41,10 @@ def _check_weights(weights: Sequence[float], n: int) -> list[float]:
     w = [float(x) for x in weights]
     if not all(math.isfinite(x) and x >= 0 for x in w):
         raise ValueError(f"weights must be finite and >= 0, got {list(weights)}")
-    total = sum(w)
-    if total <= 0:
-        raise ValueError(f"weights sum to {total}: at least one must be positive")
-    return [x / total for x in w]
+    if max(w) <= 0:
+        raise ValueError(f"weights sum to {sum(w)}: at least one must be positive")
+    scaled = [x / max(w) for x in w]  # first by the largest, so that huge weights cannot overflow the sum
+    return [x / sum(scaled) for x in scaled]
 
 
 def average_students(sources: Sequence[str | Path], weights: Sequence[float], dst: str | Path,
@@ -58,13 +60,21 @@ def average_students(sources: Sequence[str | Path], weights: Sequence[float], ds
     if len(paths) < 2:
         raise ValueError("averaging needs at least two students")
     w = _check_weights(weights, len(paths))
+    if Path(dst).resolve() in {p.resolve() for p in paths}:
+        raise ValueError(f"the output {dst} is one of the students averaged: write it elsewhere")
     loaded = [load_student(p) for p in paths]
     first_path, (first, config, _) = paths[0], loaded[0]
     for path, (_, other_config, _) in zip(paths[1:], loaded[1:]):
-        if other_config != config:
-            diff = sorted(k for k, v in config.to_dict().items() if other_config.to_dict().get(k) != v)
+        diff = sorted(k for k, v in config.to_dict().items() if other_config.to_dict().get(k) != v and k not in EVALUATION_ONLY)
+        if diff:
             raise ValueError(f"{path} is another architecture than {first_path} (model config differs in {', '.join(diff)}); "
                              "only fine-tunes of one student can be averaged")
+    graphs = []
+    for path in test_data:  # read before averaging, so that a bad file fails early, naming it
+        try:
+            graphs.extend(to_graphs(read_frames(path), config.elements, config.cutoff))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
     dtypes = [next(m.parameters()).dtype for m, _, _ in loaded]
     if len(set(dtypes)) > 1:
         raise ValueError(f"the students have different dtypes ({', '.join(str(d).removeprefix('torch.') for d in dtypes)}): "
@@ -95,16 +105,15 @@ def average_students(sources: Sequence[str | Path], weights: Sequence[float], ds
         raise ValueError("the average has non-finite parameters (an input has NaN or inf weights)")
 
     lead = max(range(len(paths)), key=lambda i: w[i])
-    model, meta = loaded[lead][0], loaded[lead][2]
+    model, lead_config, meta = loaded[lead]
     load_weights(model, averaged)
     model.eval()
     metrics: dict[str, Any] = {}
-    if test_data:
-        graphs = to_graphs(read_frames(list(test_data)), config.elements, config.cutoff)
+    if graphs:
         metrics = {**evaluate_model(model, graphs, elements=config.elements), "split": "test",
                    "data": [str(p) for p in test_data]}
     record = [{"path": str(p), "sha256": sha256_file(p), "weight": wi} for p, wi in zip(paths, w)]
     meta = {k: v for k, v in meta.items() if k not in PER_WEIGHTS_METADATA}
     metrics = jsonable(metrics)
-    export_like(model, config, meta, dst, metrics=metrics, averaged_from=record)
+    export_like(model, lead_config, meta, dst, metrics=metrics, averaged_from=record)
     return {"averaged_from": record, "metrics": metrics}

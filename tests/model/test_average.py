@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ase.build import molecule
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
 from click.testing import CliRunner
 
 from mlffd.artifact import read_metadata
@@ -14,6 +17,7 @@ from mlffd.models import export_like, load_student, preset
 from mlffd.registry import sha256_file
 from mlffd.testing import random_artifact, silicon
 from mlffd.training.average import average_students
+from mlffd.training.evaluate import evaluate
 
 CONFIG = preset("ultra-tiny", ensemble=2)
 
@@ -97,16 +101,39 @@ def test_what_cannot_be_averaged_is_refused_before_anything_is_written(tmp_path)
         with pytest.raises(ValueError, match=message):
             average_students(sources, weights, out)
         assert not out.exists()
+    before = a.read_bytes()
+    with pytest.raises(ValueError, match="is one of the students averaged"):
+        average_students([a, b], [1, 1], a)
+    assert a.read_bytes() == before
+    water = tmp_path / "water.extxyz"
+    h2o = molecule("H2O")
+    h2o.calc = SinglePointCalculator(h2o, energy=-1.0, forces=np.zeros((3, 3)))
+    write(water, h2o)
+    with pytest.raises(ValueError, match="water.extxyz"):
+        average_students([a, b], [1, 1], out, test_data=[water])
+    assert not out.exists()
+
+
+def test_huge_weights_and_evaluation_settings_do_not_change_the_average(tmp_path):
+    """Weights are normalised without overflow (1e308 twice is an equal mean, not zeros), and a
+    student saved with another evaluation setting (chunk_atoms) is still the same student."""
+    a, b = _fine_tune_pair(tmp_path)
+    model, config, meta = load_student(b, chunk_atoms=64)
+    chunked = export_like(model, config, meta, tmp_path / "chunked.mlffd.pt")
+    equal, huge, mixed = (tmp_path / f"{n}.mlffd.pt" for n in ("equal", "huge", "mixed"))
+    average_students([a, b], [1, 1], equal)
+    average_students([a, b], [1e308, 1e308], huge)
+    average_students([a, chunked], [1, 1], mixed)
+    assert [r["weight"] for r in read_metadata(huge)["averaged_from"]] == [0.5, 0.5]
+    pe, ph, pm = _params(equal), _params(huge), _params(mixed)
+    assert any(p.abs().sum() > 0 for p in ph.values())
+    for name in pe:
+        assert torch.equal(pe[name], ph[name]) and torch.equal(pe[name], pm[name])
 
 
 def test_average_command(tmp_path):
     """`mlffd average`: weights in order, metrics on --test equal to `mlffd evaluate`'s; bad
     weights are a one-line error that writes nothing."""
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.io import write
-
-    from mlffd.training.evaluate import evaluate
-
     a, b = _fine_tune_pair(tmp_path)
     frames = []
     for seed in range(3):
