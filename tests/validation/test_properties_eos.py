@@ -198,3 +198,32 @@ def test_failing_calculator_gives_failed_rows_not_an_exception():
     t = eos.compute(EMT(), system, relax(ground, EMT()).atoms, config)
     rows = eos.compare(t, s, config.tolerances)
     assert rows and all(r.passed is False for r in rows if r.passed is not None)
+
+
+def test_eos_relaxations_converge_to_eos_fmax_even_when_the_config_is_coarser(sw_calc, monkeypatch):
+    """Whether a phase is held at a volume is decided by its constant-volume relaxation, so each
+    point is converged to EOS_FMAX (or to the config's fmax where that is tighter): the forces on
+    atoms and cell shape of every relaxed point are below it."""
+    from ase.constraints import FixSymmetry
+    from ase.filters import FrechetCellFilter
+
+    seen = []
+    real = eos._at_volume
+
+    def spy(start, calc, volume, fmax):
+        energy, relaxed = real(start, calc, volume, fmax)
+        seen.append((fmax, relaxed))
+        return energy, relaxed
+
+    monkeypatch.setattr(eos, "_at_volume", spy)
+    start = element_system("Si", phases=("beta_sn",)).phases["beta_sn"]
+    eos.phase_curve(sw_calc, start, PropertiesConfig(fmax=0.05, eos_points=5))
+    assert seen and {f for f, _ in seen} == {eos.EOS_FMAX}
+    for _, atoms in seen:
+        work = atoms.copy()
+        work.calc = sw_calc
+        work.set_constraint(FixSymmetry(work, symprec=1e-3))
+        assert np.abs(FrechetCellFilter(work, constant_volume=True).get_forces()).max() <= eos.EOS_FMAX
+    seen.clear()
+    eos.phase_curve(sw_calc, start, PropertiesConfig(fmax=0.0005, eos_points=5))
+    assert {f for f, _ in seen} == {0.0005}
