@@ -23,11 +23,10 @@ from typing import Any, Sequence
 
 import torch
 
-from mlffd.data import read_frames, to_graphs
 from mlffd.jsonable import jsonable
 from mlffd.models import CALIBRATION_BUFFERS, build, export_like, load_student, load_weights
 from mlffd.registry import sha256_file
-from mlffd.training.evaluate import evaluate_model
+from mlffd.training.evaluate import evaluate_model, read_graphs
 
 #: metadata records that describe one set of weights and are dropped from an average
 PER_WEIGHTS_METADATA = ("uncertainty", "novelty")
@@ -69,18 +68,13 @@ def average_students(sources: Sequence[str | Path], weights: Sequence[float], ds
         if diff:
             raise ValueError(f"{path} is another architecture than {first_path} (model config differs in {', '.join(diff)}); "
                              "only fine-tunes of one student can be averaged")
-    graphs = []
-    for path in test_data:  # read before averaging, so that a bad file fails early, naming it
-        try:
-            graphs.extend(to_graphs(read_frames(path), config.elements, config.cutoff))
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+    graphs = read_graphs(test_data, config.elements, config.cutoff)  # before averaging: a bad file fails early
     dtypes = [next(m.parameters()).dtype for m, _, _ in loaded]
     if len(set(dtypes)) > 1:
         raise ValueError(f"the students have different dtypes ({', '.join(str(d).removeprefix('torch.') for d in dtypes)}): "
                          "only fine-tunes of one student can be averaged")
     states = [m.state_dict() for m, _, _ in loaded]
-    unfitted = build(config, next(first.parameters()).dtype).state_dict()  # calibration buffers as before any fit
+    unfitted = build(config, dtypes[0]).state_dict()  # calibration buffers as before any fit
     params = {name for name, _ in first.named_parameters()}
     averaged: dict[str, torch.Tensor] = {}
     for name, ref in states[0].items():

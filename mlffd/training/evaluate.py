@@ -138,6 +138,18 @@ def evaluate_model(model: torch.nn.Module, graphs: Sequence[Graph], batch_size: 
     return compute_metrics(graphs, collect_predictions(model, graphs, batch_size=batch_size, device=device), elements)
 
 
+def read_graphs(files: Sequence[str | Path], elements: Sequence[str], cutoff: float) -> list[Graph]:
+    """Labelled frames of ``files`` as graphs for a model of ``elements`` and ``cutoff``; read per
+    file, so that a bad frame's ValueError names its file."""
+    graphs: list[Graph] = []
+    for path in files:
+        try:
+            graphs.extend(to_graphs(read_frames(path), elements, cutoff))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+    return graphs
+
+
 def evaluate(model: str | Path, data: str | Path | Sequence[str | Path], batch_size: int = 8, device: str = "cpu") -> dict[str, Any]:
     """Metrics of an artifact (a path or a shipped model name) on a labelled extxyz file."""
     from mlffd import artifact as _artifact
@@ -147,12 +159,7 @@ def evaluate(model: str | Path, data: str | Path | Sequence[str | Path], batch_s
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     files = [data] if isinstance(data, (str, Path)) else list(data)
     art = _artifact.load(resolve(model), device=torch.device(device))
-    graphs: list[Graph] = []
-    for path in files:  # per file, so that a bad frame's message names its file
-        try:
-            graphs.extend(to_graphs(read_frames(path), art.elements, art.cutoff))
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+    graphs = read_graphs(files, art.elements, art.cutoff)
     try:
         metrics = evaluate_model(art.module, graphs, batch_size=batch_size, device=device, elements=art.elements)
     except NonFiniteError as exc:
