@@ -106,6 +106,7 @@ class TaskConfig:
     rattle: float = 0.0  #: Gaussian displacement (Å) of the start positions
     vacancies: int = 0
     interstitials: int = 0
+    interstitial_site: str = "largest"  #: largest (the emptiest point) | open (a random one of the open sites)
     surface: tuple[int, int, int] | None = None  #: Miller indices; cut a slab from the seed
     surface_layers: int = 2  #: ase.build.surface layers (of the seed cell)
     surface_repeat: tuple[int, int] = (1, 1)
@@ -231,6 +232,8 @@ class SampleConfig:
 
 #: task kinds; each builds its structures and spends its teacher evaluations its own way
 KINDS = ("md", "melt_quench", "single", "cluster", "random_search", "relax_positions", "relax_shape")
+#: where a task's interstitials go: the emptiest point, or any open site (sampling.structures.interstitial_point)
+INTERSTITIAL_SITES = ("largest", "open")
 #: kinds in which the teacher relaxes one structure and frames are taken along the path
 PATH_KINDS = ("random_search", "relax_positions", "relax_shape")
 
@@ -240,7 +243,8 @@ ADDED_KEYS = {
     "seeds": {"prototype": None, "smiles": None, "conformers": 1, "molecules": None, "counts": None, "density": None,
               "packing_distance": 2.0},
     "tasks": {"relax": False, "relax_steps": 200, "relax_fmax": 0.01, "volume_range": None, "contact_range": None,
-              "push_pairs": 0, "min_separation": None, "seeds": (), "twist": 0, "keep_symmetry": False},
+              "push_pairs": 0, "min_separation": None, "seeds": (), "twist": 0, "keep_symmetry": False,
+              "interstitial_site": "largest"},
 }
 
 #: what a seed of each kind may not be combined with: (task key, why)
@@ -394,6 +398,10 @@ def _check_task(t: TaskConfig, seed_names: list[str]) -> None:
     for name in ("taut_fs", "taup_fs", "bulk_modulus_gpa", "surface_layers", "relax_steps", "relax_fmax"):
         if getattr(t, name) <= 0:
             raise ValueError(f"{where}: {name} must be > 0, got {getattr(t, name)}")
+    if t.interstitial_site not in INTERSTITIAL_SITES:
+        raise ValueError(f"{where}: interstitial_site must be one of {', '.join(INTERSTITIAL_SITES)}, got {t.interstitial_site!r}")
+    if t.interstitial_site != "largest" and not t.interstitials:
+        raise ValueError(f"{where}: interstitial_site places interstitials; give interstitials >= 1")
     if len(t.surface_repeat) != 2 or min(t.surface_repeat) < 1:
         raise ValueError(f"{where}: surface_repeat entries must be >= 1, got {list(t.surface_repeat)}")
     if t.max_frames is not None and t.max_frames < 1:

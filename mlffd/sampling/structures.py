@@ -11,7 +11,7 @@ import numpy as np
 from ase import Atoms
 
 from mlffd.neighbors import neighbor_list
-from mlffd.sampling.config import CONFIG_TYPES_BY_SURFACE, PATH_KINDS, SampleConfig, SeedConfig, TaskConfig
+from mlffd.sampling.config import CONFIG_TYPES_BY_SURFACE, INTERSTITIAL_SITES, PATH_KINDS, SampleConfig, SeedConfig, TaskConfig
 
 @dataclass(frozen=True)
 class Trajectory:
@@ -219,8 +219,16 @@ def volume_scale(task: TaskConfig, index: int, count: int, rng: np.random.Genera
     return lo + (index + float(rng.random())) / max(count, 1) * (hi - lo)
 
 
-def _largest_void(atoms: Atoms, rng: np.random.Generator, n_trial: int = 2000) -> np.ndarray:
-    """A point of the cell far from all atoms (best of random trial points), for an interstitial."""
+#: an ``open`` interstitial site is any point at least this fraction as far from its nearest atom
+#: as the emptiest point found (in diamond Si both the tetrahedral and the hexagonal site qualify)
+OPEN_SITE_FRACTION = 0.9
+
+
+def interstitial_point(atoms: Atoms, rng: np.random.Generator, site: str = "largest", n_trial: int = 2000) -> np.ndarray:
+    """Where to add an interstitial atom: of ``n_trial`` random points of the cell, the one farthest
+    from every atom (``site="largest"``), or a random one of those at least ``OPEN_SITE_FRACTION``
+    as far as that (``site="open"``): relaxations from the other open sites find the basins (and,
+    in a student, the false minima) that the emptiest site alone never starts from."""
     frac = rng.random((n_trial, 3))
     pts = frac @ atoms.cell.array
     probe = Atoms(
@@ -235,7 +243,12 @@ def _largest_void(atoms: Atoms, rng: np.random.Generator, n_trial: int = 2000) -
     d = np.linalg.norm(probe.positions[edges.j[mask]] - probe.positions[edges.i[mask]] + edges.shifts(probe.cell.array)[mask], axis=1)
     nearest = np.full(n_trial, 4.0)
     np.minimum.at(nearest, edges.i[mask] - n, d)
-    return pts[int(np.argmax(nearest))]
+    if site == "largest":
+        return pts[int(np.argmax(nearest))]
+    if site == "open":
+        candidates = np.flatnonzero(nearest >= OPEN_SITE_FRACTION * nearest.max())
+        return pts[int(rng.choice(candidates))]
+    raise ValueError(f"interstitial site must be one of {INTERSTITIAL_SITES}, got {site!r}")
 
 
 def default_config_type(task: TaskConfig, volume_scale: float | None = None, seed_kind: str = "crystal",
@@ -279,7 +292,7 @@ def start_structure(task: TaskConfig, seed: Atoms, rng: np.random.Generator, vol
     for _ in range(int(task.vacancies)):
         del atoms[int(rng.integers(len(atoms)))]
     for _ in range(int(task.interstitials)):
-        pos = _largest_void(atoms, rng)
+        pos = interstitial_point(atoms, rng, task.interstitial_site)
         atoms += Atoms(numbers=[int(rng.choice(atoms.numbers))], positions=[pos])
     if task.strain > 0:
         strain = random_strain(rng, task.strain)

@@ -86,7 +86,7 @@ def test_configs_without_molecule_keys_keep_their_hash():
         d.pop(k)
     new_seed_keys = ("prototype", "smiles", "conformers", "molecules", "counts", "density", "packing_distance")
     new_task_keys = ("relax", "relax_steps", "relax_fmax", "volume_range", "contact_range", "push_pairs", "min_separation",
-                     "seeds", "twist", "keep_symmetry")
+                     "seeds", "twist", "keep_symmetry", "interstitial_site")
     for s in d["seeds"]:
         for k in new_seed_keys:
             s.pop(k)

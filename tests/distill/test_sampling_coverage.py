@@ -446,3 +446,36 @@ def test_committed_coverage_run_is_a_prefix_of_its_config_plan():
     assert config_hash(cfg) == records[0]["config_sha256"]
     done = [r["id"] for r in records if r["type"] == "done"]
     assert done and done == [t.id for t in plan(cfg)][: len(done)]
+
+
+def test_open_interstitial_sites_include_the_hexagonal_site_of_diamond():
+    """``largest`` always picks diamond's tetrahedral site (4 neighbours at the bond length);
+    ``open`` also picks the hexagonal one (6 neighbours at a*sqrt(11)/8, 4 % closer than the bond), from which a
+    relaxation can find what the tetrahedral start never visits; a bad site name is refused."""
+    from ase import Atoms
+
+    from mlffd.sampling.structures import interstitial_point
+
+    si = bulk("Si", "diamond", a=5.431, cubic=True) * (2, 2, 2)
+    bond = 5.431 * np.sqrt(3) / 4
+
+    def neighbours(point):
+        probe = si + Atoms("Si", positions=[point])
+        return np.sort(probe.get_distances(len(si), range(len(si)), mic=True))
+
+    rng = np.random.default_rng(0)
+    # a tetrahedral site has 4 neighbours at the bond length, then 6 at a/2 (2.72 Å); a hexagonal
+    # one 6 at hex_d (2.25 Å), then none closer than 3.4 Å
+    largest = [neighbours(interstitial_point(si, rng, "largest", n_trial=4000)) for _ in range(3)]
+    assert all(d[:4] == pytest.approx([bond] * 4, abs=0.15) and d[4] > bond + 0.2 for d in largest)
+    opened = [neighbours(interstitial_point(si, rng, "open")) for _ in range(40)]
+    assert all(d[0] >= 0.8 * bond for d in opened)  # random points of the cell come as close as 1 Å
+    near_hex = [d for d in opened if d[5] < 2.55 and d[6] > 2.9]
+    near_tet = [d for d in opened if d[3] < 2.55 and d[4] > 2.55]
+    assert near_hex and near_tet
+    with pytest.raises(ValueError, match="interstitial site"):
+        interstitial_point(si, rng, "octahedral")
+    with pytest.raises(ValueError, match="interstitial_site must be one of"):
+        _config(Path("/tmp"), [dict(name="int", seed="cu", interstitials=1, interstitial_site="hex")])
+    with pytest.raises(ValueError, match="give interstitials"):
+        _config(Path("/tmp"), [dict(name="int", seed="cu", interstitial_site="open")])
