@@ -6,7 +6,8 @@
 # molecules, heterocycles, more drugs, ring systems, a second held-out set, boxes of
 # hydrogen-bonding molecules, molecules enumerated from building blocks (written by
 # enumerate_molecules.py), a third and a fourth held-out set, the later enumerated lists and the
-# calibration set of the ensemble uncertainty (not for training), boxes at other densities.
+# calibration set of the ensemble uncertainty (not for training), boxes at other densities, a sixth
+# held-out set and a third list of real drugs.
 # Resumable: re-running continues after the last finished trajectory of each run, also from a
 # fresh clone (the committed .xz files are unpacked into the run folders first).
 #   nohup data/druglike/run_sample.sh > data/druglike/sample.log 2>&1 &
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/../.." || exit 1
 PYTHON=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONWARNINGS=ignore
 status=0
-ORDER=(train heldout heterocycles more-drugs rings heldout2 boxes enumerated heldout3 heldout4 enumerated2 heldout5 enumerated3 enumerated4 enumerated5 enumerated6 enumerated7 calibration boxes2)
+ORDER=(train heldout heterocycles more-drugs rings heldout2 boxes enumerated heldout3 heldout4 enumerated2 heldout5 enumerated3 enumerated4 enumerated5 enumerated6 enumerated7 calibration boxes2 heldout6 drugs3)
 [ $# -gt 0 ] || set -- "${ORDER[@]}"
 for run in "$@"; do
   [[ " ${ORDER[*]} " == *" $run "* ]] || { echo "run_sample.sh: unknown part '$run' (${ORDER[*]})" >&2; exit 2; }
