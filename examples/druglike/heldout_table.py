@@ -20,7 +20,7 @@ from mlffd.data import read_frames, to_graphs
 from mlffd.registry import resolve
 from mlffd.training.evaluate import collect_predictions, compute_metrics
 
-SETS = tuple(f"data/druglike/{name}.extxyz.xz" for name in ("heldout", "heldout2", "heldout3", "heldout4", "heldout5"))
+SETS = tuple(f"data/druglike/{name}.extxyz.xz" for name in ("heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6"))
 
 
 def molecule_of(frame) -> str:
