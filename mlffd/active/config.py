@@ -10,6 +10,9 @@ from typing import Any, Mapping
 from mlffd.fieldcheck import check_types, coerce_numbers
 
 DEFECTS = ("vacancy", "interstitial", "pushed_pair")
+#: every defect a round can start from: the defaults, and an interstitial at any open site of a
+#: periodic cell (``interstitial`` takes the emptiest point; in diamond silicon the tetrahedral site)
+DEFECT_KINDS = (*DEFECTS, "interstitial_open")
 
 #: options that may change between a run and its resumption: they decide only when the loop
 #: stops, never what a finished round did (so a loop may be continued with more rounds or calls)
@@ -45,7 +48,7 @@ class ActiveConfig:
     # -- exploration: relaxations (BFGS, positions and cell)
     relax_random: int = 4  #: relaxations from random cells
     relax_defected: int = 3  #: relaxations from defected start structures (cycling through ``defects``)
-    defects: tuple[str, ...] = DEFECTS  #: of ``vacancy``, ``interstitial``, ``pushed_pair``
+    defects: tuple[str, ...] = DEFECTS  #: of :data:`DEFECT_KINDS`
     relax_steps: int = 200  #: optimizer steps at most
     relax_fmax: float = 0.05  #: converged below this force (eV/Å)
     relax_cell: bool = True  #: relax the cell too (FrechetCellFilter), periodic structures only
@@ -95,7 +98,7 @@ class ActiveConfig:
             (self.force_hi > self.force_lo, "force_hi", f"must be above force_lo ({self.force_lo}), got {self.force_hi}"),
             (all(t > 0 for t in self.temperatures), "temperatures", f"must be > 0 K, got {list(self.temperatures)}"),
             (not self.pressures or self.temperatures, "pressures", "need temperatures (one NPT run per temperature and pressure)"),
-            (all(d in DEFECTS for d in self.defects), "defects", f"must be some of {list(DEFECTS)}, got {list(self.defects)}"),
+            (all(d in DEFECT_KINDS for d in self.defects), "defects", f"must be some of {list(DEFECT_KINDS)}, got {list(self.defects)}"),
             (self.defects or self.relax_defected == 0, "defects", "is empty but relax_defected > 0"),
             (self.temperatures or self.relax_random or self.relax_defected, "temperatures",
              "no exploration: give temperatures or relax_random / relax_defected > 0"),
@@ -131,4 +134,4 @@ class ActiveConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-__all__ = ["ActiveConfig", "DEFECTS", "RESUMABLE"]
+__all__ = ["ActiveConfig", "DEFECTS", "DEFECT_KINDS", "RESUMABLE"]

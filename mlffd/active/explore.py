@@ -32,7 +32,7 @@ class Run:
 
     name: str
     kind: str  #: ``md`` or ``relax``
-    start: str  #: ``crystal``, ``random``, or a defect of :data:`mlffd.active.config.DEFECTS`
+    start: str  #: ``crystal``, ``random``, or a defect of :data:`mlffd.active.config.DEFECT_KINDS`
     temperature: float = 0.0
     pressure: float | None = None  #: GPa; None: NVT
 
@@ -107,22 +107,25 @@ def random_start(start: Atoms, config: ActiveConfig, reference: Reference, rng: 
 
 def defected_start(start: Atoms, defect: str, config: ActiveConfig, reference: Reference, rng: np.random.Generator) -> Atoms:
     """``start`` rattled by 0.02 Å (so that relaxations leave symmetric saddles) with a vacancy,
-    an interstitial (at the emptiest of 200 random points) or a pushed pair (an atom and its
-    nearest neighbour moved along their bond to ``push_fraction`` × the pair's shortest
-    training distance)."""
+    an interstitial (at the emptiest of 200 random points; ``interstitial_open``: at a random one
+    of the open sites among them, :func:`mlffd.sampling.structures.interstitial_point`) or a pushed
+    pair (an atom and its nearest neighbour moved along their bond to ``push_fraction`` × the
+    pair's shortest training distance)."""
     from ase.geometry import find_mic
+
+    from mlffd.sampling.structures import interstitial_point
 
     atoms = Atoms(numbers=start.numbers, positions=start.positions, cell=start.cell, pbc=start.pbc)
     atoms.positions += rng.normal(0.0, 0.02, atoms.positions.shape)
     if defect == "vacancy" and len(atoms) > 1:
         del atoms[int(rng.integers(len(atoms)))]
-    elif defect == "interstitial":
+    elif defect in ("interstitial", "interstitial_open"):
         if atoms.pbc.all():
-            points = rng.uniform(0.0, 1.0, (200, 3)) @ atoms.cell.array
+            best = interstitial_point(atoms, rng, "open" if defect == "interstitial_open" else "largest", n_trial=200)
         else:
             lo, hi = atoms.positions.min(0) - 0.5, atoms.positions.max(0) + 0.5
             points = rng.uniform(lo, hi, (200, 3))
-        best = max(points, key=lambda p: _mic_distances(atoms, p).min())
+            best = max(points, key=lambda p: _mic_distances(atoms, p).min())
         atoms += Atoms(numbers=[int(rng.choice(np.unique(start.numbers)))], positions=[best])
     elif defect == "pushed_pair" and len(atoms) > 1:
         i = int(rng.integers(len(atoms)))

@@ -387,3 +387,38 @@ def test_killed_loop_resumes_without_repeating_teacher_calls(tmp_path, crystal):
     assert all(p.stat().st_mtime_ns == t for p, t in artifacts.items())
     assert summary["teacher_calls"] <= LOOP["teacher_calls_total"]
     assert json.loads((loop_dir / "report.json").read_text())["finished"]
+
+
+def test_defected_interstitial_starts_emptiest_or_open_site():
+    """``interstitial`` adds the atom at the emptiest of 200 random points (checked against a
+    brute-force minimum-image search over the same points); ``interstitial_open`` at any open site,
+    which in diamond silicon also reaches the hexagonal site (six neighbours, then a gap), where a
+    student relaxed from it can sit in a false minimum the tetrahedral start never finds."""
+    from ase import Atoms
+    from ase.geometry import find_mic
+
+    from mlffd.active.config import DEFECT_KINDS
+    from mlffd.active.explore import defected_start
+    from mlffd.active.sanity import Reference
+
+    si = bulk("Si", "diamond", a=5.431, cubic=True) * (2, 2, 2)
+    ref = Reference((14,), np.full((1, 1), 2.3), np.zeros(1), 0.0)
+    config = ActiveConfig(defects=("interstitial_open",))
+    assert "interstitial_open" in DEFECT_KINDS and config.defects == ("interstitial_open",)
+    rng = np.random.default_rng(11)
+    state = rng.bit_generator.state
+    made = defected_start(si, "interstitial", config, ref, rng)
+    rng.bit_generator.state = state
+    rattled = si.positions + rng.normal(0.0, 0.02, si.positions.shape)
+    points = rng.uniform(0.0, 1.0, (200, 3)) @ si.cell.array
+    clearance = [np.linalg.norm(find_mic(rattled - p, si.cell, True)[0], axis=1).min() for p in points]
+    assert len(made) == len(si) + 1 and np.allclose(made.positions[-1], points[int(np.argmax(clearance))])
+
+    def neighbours(atoms):
+        return np.sort(atoms.get_distances(len(atoms) - 1, range(len(atoms) - 1), mic=True))
+
+    opened = [neighbours(defected_start(si, "interstitial_open", config, ref, rng)) for _ in range(40)]
+    assert any(d[5] < 2.55 and d[6] > 2.9 for d in opened)  # hexagonal: 6 at 2.25 Å, then none below 3.4
+    assert any(d[3] < 2.55 and d[4] > 2.55 for d in opened)  # tetrahedral: 4 at the bond, 6 at 2.72 Å
+    with pytest.raises(ValueError, match="defects"):
+        ActiveConfig(defects=("octahedral",))
