@@ -169,7 +169,7 @@ def test_druglike_recipe_lists_and_holds_out_its_molecules():
     readme = (root / "README.md").read_text()
     training = ("sample.yaml", "sample-heterocycles.yaml", "sample-more-drugs.yaml", "sample-rings.yaml", "sample-enumerated.yaml",
                 "sample-enumerated2.yaml", "sample-enumerated3.yaml", "sample-enumerated4.yaml", "sample-enumerated5.yaml",
-                "sample-enumerated6.yaml")
+                "sample-enumerated6.yaml", "sample-drugs3.yaml")
     heldout = ("sample-heldout.yaml", "sample-heldout2.yaml", "sample-heldout3.yaml", "sample-heldout4.yaml",
                "sample-heldout5.yaml", "sample-heldout6.yaml")
     canon = {}
@@ -188,7 +188,7 @@ def test_druglike_recipe_lists_and_holds_out_its_molecules():
         assert not canon[name] & set().union(*(canon[earlier] for earlier in training[:k])), name
     # lists labelled but not (yet) trained on: the seventh enumerated list and the calibration set of
     # the uncertainty, which must stay out of every training list and every test set
-    later = ("sample-enumerated7.yaml", "sample-calibration.yaml", "sample-drugs3.yaml")
+    later = ("sample-enumerated7.yaml", "sample-calibration.yaml")
     for name in later:
         smiles = [s.smiles for s in load_config(root / name).seeds]
         canon[name] = {Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in smiles}
