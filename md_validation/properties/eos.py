@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
-from ase.constraints import FixSymmetry
 from ase.eos import EquationOfState
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
@@ -51,7 +50,7 @@ from ase.optimize import BFGS
 from md_validation.properties.common import FAILURES, num
 from md_validation.properties.config import PropertiesConfig, Tolerances
 from md_validation.properties.records import PropertyRecord, absolute, errors_note, flag, relative
-from md_validation.properties.relax import relax, scaled
+from md_validation.properties.relax import keep_symmetry, relax, scaled
 from md_validation.properties.system import System
 
 SECTION = "eos"
@@ -88,9 +87,7 @@ def _at_volume(start: Atoms, calc: Calculator, volume: float, fmax: float) -> tu
     work = scaled(start, volume / start.get_volume())
     work.calc = calc
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            work.set_constraint(FixSymmetry(work, symprec=1e-3))
+        keep_symmetry(work)
         BFGS(FrechetCellFilter(work, constant_volume=True), logfile=None).run(fmax=fmax, steps=EOS_STEPS)
         energy = float(work.get_potential_energy()) / len(work)
     except FAILURES:

@@ -46,6 +46,14 @@ def _failed(atoms: Atoms, exc: Exception, steps: int) -> Relaxed:
     return Relaxed(out, math.nan, False, steps, dmin, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
 
+def keep_symmetry(atoms: Atoms) -> None:
+    """Constrain ``atoms`` to their space group (ASE's FixSymmetry, symprec 1e-3), spglib's
+    warnings about near-symmetric starts silenced: the constraint is what decides."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
+
+
 def relax(atoms: Atoms, calc: Calculator, fmax: float = 0.005, steps: int = 300, cell: bool = True,
           symmetry: bool = True, optimizer: str = "BFGS") -> Relaxed:
     """Relax ``atoms`` with ``calc``: positions, and the cell to zero stress when ``cell``;
@@ -53,9 +61,7 @@ def relax(atoms: Atoms, calc: Calculator, fmax: float = 0.005, steps: int = 300,
     work = atoms.copy()
     work.calc = calc
     if symmetry:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            work.set_constraint(FixSymmetry(work, symprec=1e-3))
+        keep_symmetry(work)
     target = FrechetCellFilter(work) if cell else work
     opt_class = {"BFGS": BFGS, "FIRE": FIRE}[optimizer]
     opt = opt_class(target, logfile=None)
