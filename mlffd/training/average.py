@@ -40,10 +40,12 @@ def _check_weights(weights: Sequence[float], n: int) -> list[float]:
     w = [float(x) for x in weights]
     if not all(math.isfinite(x) and x >= 0 for x in w):
         raise ValueError(f"weights must be finite and >= 0, got {list(weights)}")
-    if max(w) <= 0:
+    top = max(w)
+    if top <= 0:
         raise ValueError(f"weights sum to {sum(w)}: at least one must be positive")
-    scaled = [x / max(w) for x in w]  # first by the largest, so that huge weights cannot overflow the sum
-    return [x / sum(scaled) for x in scaled]
+    scaled = [x / top for x in w]  # first by the largest, so that huge weights cannot overflow the sum
+    total = sum(scaled)
+    return [x / total for x in scaled]
 
 
 def average_students(sources: Sequence[str | Path], weights: Sequence[float], dst: str | Path,
