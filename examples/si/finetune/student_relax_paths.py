@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.build import bulk
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 from ase.optimize import BFGS
 
 from mlffd.calculator import DistilledCalculator
+from mlffd.sampling.frames import labelled_frame
 from mlffd.sampling.structures import interstitial_point
 from mlffd.teachers import load_teacher, teacher_info
 
@@ -30,12 +30,11 @@ TEACHER = "sevennet:7net-0"
 
 
 def labelled(atoms: Atoms, teacher, trajectory: str, step: int, copy: int, sha: str) -> Atoms:
-    atoms = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
-    atoms.calc = teacher
-    results = dict(energy=atoms.get_potential_energy(), forces=atoms.get_forces(), stress=atoms.get_stress())
-    atoms.calc = SinglePointCalculator(atoms, **results)
-    atoms.info.update(trajectory=trajectory, teacher=TEACHER, teacher_sha256=sha, config_type="interstitial", step=step, copy=copy)
-    return atoms
+    work = atoms.copy()
+    work.calc = teacher
+    results = dict(energy=work.get_potential_energy(), forces=work.get_forces(), stress=work.get_stress())
+    info = dict(trajectory=trajectory, teacher=TEACHER, teacher_sha256=sha, config_type="interstitial", step=step, copy=copy)
+    return labelled_frame(work, results, info)
 
 
 def main() -> None:
