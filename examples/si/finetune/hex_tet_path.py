@@ -13,9 +13,12 @@ force on the held atom is the slope of its energy along the path.
 Training frames: ``s = 0, 0.1, ..., 1`` in 54-atom (3x3x3 primitive) and 128-atom (2x2x4
 conventional) cells; test frames: the midpoints ``s = 0.05, ..., 0.95`` in the 128-atom cell.
 Neither is the 64-atom cell that ``mlffd-validate properties`` relaxes its interstitials in. The
-lattice constant is data/si-interstitials'.
+lattice constant is data/si-interstitials'. ``--near`` samples the first stretch of the path,
+where 7net-0's slope grows from zero and a student's is too flat: ``s = 0.025, 0.05, ..., 0.3``
+(training, both cells) and ``s = 0.0375, 0.0875, ..., 0.2875`` (test, 128 atoms).
 Run from the repository root:
     python examples/si/finetune/hex_tet_path.py original     # -> runs/si/hextet/{train,test}.extxyz
+    python examples/si/finetune/hex_tet_path.py original --near --out runs/si/hextet-near
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from mlffd.teachers import load_teacher, teacher_info
 TEACHER = "sevennet:7net-0"
 TRAIN_STEPS = np.linspace(0.0, 1.0, 11)
 TEST_STEPS = np.linspace(0.05, 0.95, 10)
+NEAR_TRAIN_STEPS = np.linspace(0.025, 0.3, 12)
+NEAR_TEST_STEPS = np.linspace(0.0375, 0.2875, 6)
 
 
 def labelled(atoms: Atoms, teacher, trajectory: str, step: int, copy: int, sha: str) -> Atoms:
@@ -52,15 +57,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="the student that relaxes the host (a shipped name or an artifact path)")
     parser.add_argument("--out", default="runs/si/hextet")
+    parser.add_argument("--near", action="store_true", help="only the first 0.35 A of the path, finer")
     args = parser.parse_args()
+    train_steps, test_steps = (NEAR_TRAIN_STEPS, NEAR_TEST_STEPS) if args.near else (TRAIN_STEPS, TEST_STEPS)
     a = read("data/si-interstitials/train.extxyz.xz", 0).cell.lengths()[0] / 2
     cells = {"p54": bulk("Si", "diamond", a=a) * (3, 3, 3), "c128": bulk("Si", "diamond", a=a, cubic=True) * (2, 2, 4)}
     hexagonal = a * np.full(3, 5 / 8)
     tet = a * np.full(3, 1 / 2)
-    paths = [("train", "p54", TRAIN_STEPS), ("train", "c128", TRAIN_STEPS), ("test", "c128", TEST_STEPS)]
+    paths = [("train", "p54", train_steps), ("train", "c128", train_steps), ("test", "c128", test_steps)]
     student, teacher = DistilledCalculator(args.model), load_teacher(TEACHER)
     sha = teacher_info(TEACHER).get("checkpoint_sha256") or ""
-    rng = np.random.default_rng(20261206)
+    rng = np.random.default_rng(20261207 if args.near else 20261206)
     frames: dict[str, list[Atoms]] = {"train": [], "test": []}
     for split, cname, steps in paths:
         host = cells[cname]
@@ -79,7 +86,7 @@ def main() -> None:
                 r = atoms.copy()
                 r.positions += rng.normal(0.0, 0.03, r.positions.shape)
                 picked.append(r)
-            out = [labelled(p, teacher, f"hex_tet/{cname}-{split}", j, c, sha) for c, p in enumerate(picked)]
+            out = [labelled(p, teacher, f"hex_tet{'_near' if args.near else ''}/{cname}-{split}", j, c, sha) for c, p in enumerate(picked)]
             frames[split] += out
             f = out[0].get_forces()[-1]
             along = float(f @ (tet - hexagonal) / np.linalg.norm(tet - hexagonal))
