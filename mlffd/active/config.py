@@ -18,6 +18,10 @@ DEFECT_KINDS = (*DEFECTS, "interstitial_open")
 #: stops, never what a finished round did (so a loop may be continued with more rounds or calls)
 RESUMABLE = frozenset({"max_rounds", "min_new_failures", "teacher_calls_total", "progress"})
 
+#: options added after loops were run, left out of :meth:`ActiveConfig.identity` at these values
+#: (a loop run before them, with them at these values, resumes)
+ADDED_KEYS = {"minima_calls_per_round": 0, "false_minimum_force": 0.1, "descent_steps": 20}
+
 
 @dataclass(frozen=True)
 class ActiveConfig:
@@ -63,6 +67,10 @@ class ActiveConfig:
     energy_margin: float = 0.5  #: failed: energy per atom (less per-element references) below the training minimum minus this (eV/atom)
     max_force: float = 25.0  #: failed: a student force component above this (eV/Å)
     label_max_force: float = 50.0  #: teacher labels with a force component above this are dropped (unphysical), as the sampler drops them
+    # -- teacher checks of the student's minima (mlffd.active.minima)
+    minima_calls_per_round: int = 40  #: teacher calls per round (inside teacher_calls_per_round) for checking converged relaxations' ends and descending from false ones; 0: none
+    false_minimum_force: float = 0.1  #: a student minimum where the teacher's largest per-atom force is above this (eV/Å) is false
+    descent_steps: int = 20  #: teacher BFGS steps (each a labelled frame) from every false minimum at most
     # -- fine-tuning every member after each round
     finetune_steps: int = 200
     finetune_lr: float = 1.0e-3
@@ -85,11 +93,11 @@ class ActiveConfig:
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
         object.__setattr__(self, "pressures", tuple(float(p) for p in self.pressures))
         positive = ("timestep_fs", "friction_per_fs", "taut_fs", "taup_fs", "bulk_modulus_gpa", "relax_fmax", "force_lo",
-                    "force_hi", "max_force", "label_max_force", "finetune_lr", "descriptor_cutoff")
+                    "force_hi", "max_force", "label_max_force", "finetune_lr", "descriptor_cutoff", "false_minimum_force")
         at_least_one = ("max_rounds", "teacher_calls_per_round", "teacher_calls_total", "md_steps", "sample_every", "relax_steps",
                         "finetune_steps")
         not_negative = ("min_new_failures", "audit_frames", "relax_random", "relax_defected", "min_atoms", "finetune_warmup_steps",
-                        "seed", "energy_margin")
+                        "seed", "energy_margin", "minima_calls_per_round", "descent_steps")
         checks = [(self.committee >= 2, "committee", f"must be >= 2 students (a deviation needs two), got {self.committee}")]
         checks += [(getattr(self, k) > 0, k, f"must be > 0, got {getattr(self, k)}") for k in positive]
         checks += [(getattr(self, k) >= 1, k, f"must be >= 1, got {getattr(self, k)}") for k in at_least_one]
@@ -104,6 +112,9 @@ class ActiveConfig:
              "no exploration: give temperatures or relax_random / relax_defected > 0"),
             (self.audit_frames < self.teacher_calls_per_round, "audit_frames",
              f"must be below teacher_calls_per_round ({self.teacher_calls_per_round}), got {self.audit_frames}"),
+            (self.minima_calls_per_round + self.audit_frames < self.teacher_calls_per_round, "minima_calls_per_round",
+             f"plus audit_frames ({self.audit_frames}) must be below teacher_calls_per_round ({self.teacher_calls_per_round}): "
+             f"the committee's frames need the rest; got {self.minima_calls_per_round}"),
             (0.0 < self.density_range < 1.0, "density_range", f"must be in (0, 1), got {self.density_range}"),
             (0.0 < self.random_min_distance <= 1.5, "random_min_distance", f"must be in (0, 1.5], got {self.random_min_distance}"),
             (0.0 < self.push_fraction <= 1.0, "push_fraction", f"must be in (0, 1], got {self.push_fraction}"),
@@ -130,8 +141,8 @@ class ActiveConfig:
 
     def identity(self) -> str:
         """sha256 of the options that decide what the rounds do (all but :data:`RESUMABLE`)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in RESUMABLE}
+        d = {k: v for k, v in self.to_dict().items() if k not in RESUMABLE and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-__all__ = ["ActiveConfig", "DEFECTS", "DEFECT_KINDS", "RESUMABLE"]
+__all__ = ["ADDED_KEYS", "ActiveConfig", "DEFECTS", "DEFECT_KINDS", "RESUMABLE"]

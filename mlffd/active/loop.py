@@ -1,4 +1,4 @@
-"""The active-distillation loop: rounds of explore -> flag -> label -> fine-tune, resumable.
+"""The active-distillation loop: rounds of explore -> check minima -> flag -> label -> fine-tune, resumable.
 
 Layout of the loop's directory ``DIR`` (``WORKDIR/active/NAME`` under ``mlffd distill``)::
 
@@ -6,7 +6,10 @@ Layout of the loop's directory ``DIR`` (``WORKDIR/active/NAME`` under ``mlffd di
     members/mK/              training runs of the initial committee members K >= 1 (done.json when exported;
                              none when other students of the distill config are the members)
     round-NNN/explore.json   the round's runs (written after explored.extxyz: the exploration is done)
-    round-NNN/select.json    every explored frame's flags and the frames chosen for the teacher
+    round-NNN/minima.jsonl   one line per teacher call checking a student minimum or descending from a false one
+    round-NNN/minima.json    minimum checks done (minima.extxyz: their labelled frames; mlffd.active.minima)
+    round-NNN/select.json    every explored frame's flags and the frames chosen for the teacher (from what the
+                             minimum checks left of the round's budget)
     round-NNN/labels.jsonl   one line per teacher call, appended and fsynced as each returns
     round-NNN/labelled.json  labelling done (labelled.extxyz: the frames it kept)
     round-NNN/active.extxyz  all active frames up to this round: what the round's fine-tunes train on
@@ -19,7 +22,7 @@ Layout of the loop's directory ``DIR`` (``WORKDIR/active/NAME`` under ``mlffd di
 
 Every file is written atomically, so a kill at any point loses at most the step in flight:
 a resumed loop skips every phase whose file exists, never repeats a teacher call that
-``labels.jsonl`` holds, and continues an interrupted training from its checkpoint.
+``labels.jsonl`` or ``minima.jsonl`` holds, and continues an interrupted training from its checkpoint.
 """
 
 from __future__ import annotations
@@ -276,7 +279,8 @@ class ActiveLoop:
             record_path = rdir / "round.json"
             if record_path.exists():
                 record = _read_json(record_path)
-                if not (record["converged"] and record["flags"]["failed"] >= c.min_new_failures):
+                failures = record["flags"]["failed"] + (record.get("minima") or {}).get("false", 0)
+                if not (record["converged"] and failures >= c.min_new_failures):
                     rounds.append(record)
                     used += record["teacher_calls"]
                     members = record["members_after"]
@@ -360,20 +364,23 @@ class ActiveLoop:
         frames, runs = self._explore(r, rdir, members, reference)
         timing["explore_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        selection = self._select(r, rdir, members, frames, reference, budget)
+        minima_frames, minima = self._minima(r, rdir, frames, runs, min(c.minima_calls_per_round, budget))
+        timing["minima_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()  # the committee's frames get what the minimum checks left of the budget
+        selection = self._select(r, rdir, members, frames, reference, budget - minima["teacher_calls"])
         timing["flag_s"] = time.perf_counter() - t0
-        flags, tally, chosen = selection["flags"], selection["counts"], selection["chosen"][:budget]
+        flags, tally, chosen = selection["flags"], selection["counts"], selection["chosen"]
         self.log(f"[active r{r}] explored {len(frames)} frames in {len(runs)} runs: {tally['accurate']} accurate, "
                  f"{tally['candidate']} candidate, {tally['failed_deviation']} failed by deviation, {tally['failed_sanity']} "
                  f"failed by sanity {_nonzero(tally['sanity_reasons'])}")
         record: dict[str, Any] = {
-            "round": r, "explored": len(frames), "runs": runs, "flags": tally, "budget": budget,
-            "members_before": members, "members_after": members, "teacher_calls": 0, "labelled": 0, "selected": 0,
-            "selected_by_reason": {}, "dropped": {}, "converged": False, "stop_reason": None,
+            "round": r, "explored": len(frames), "runs": runs, "flags": tally, "budget": budget, "minima": minima,
+            "members_before": members, "members_after": members, "teacher_calls": minima["teacher_calls"], "labelled": 0,
+            "selected": 0, "selected_by_reason": {}, "dropped": {}, "converged": False, "stop_reason": None,
         }
-        if tally["failed"] < c.min_new_failures:
-            record.update(converged=True, stop_reason=f"round {r} flagged {tally['failed']} failed frames, fewer than "
-                                                      f"min_new_failures ({c.min_new_failures})", timing=timing)
+        if tally["failed"] + minima["false"] < c.min_new_failures:
+            record.update(converged=True, stop_reason=f"round {r} flagged {tally['failed']} failed frames and found {minima['false']} "
+                                                      f"false minima, fewer than min_new_failures ({c.min_new_failures})", timing=timing)
             return record
 
         # label
@@ -383,7 +390,12 @@ class ActiveLoop:
         by_reason: dict[str, int] = {}
         for item in chosen:
             by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
-        record.update(selected=len(chosen), selected_by_reason=by_reason, teacher_calls=calls, labelled=len(labelled), dropped=dropped)
+        for a in minima_frames:
+            reason = str(a.info["config_type"]).removeprefix("active_")
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        labelled = minima_frames + labelled
+        record.update(selected=len(chosen), selected_by_reason=by_reason, teacher_calls=minima["teacher_calls"] + calls,
+                      labelled=len(labelled), dropped=dropped)
         active_path = rdir / "active.extxyz"
         if not (rdir / "active.json").exists():
             _write_frames(active_path, previous + labelled)
@@ -396,7 +408,7 @@ class ActiveLoop:
             return record
 
         # errors before, fine-tune, errors after
-        deviation_at_selection = [flags[int(a.info["active_frame"])]["max_devi_f"] for a in labelled]
+        deviation_at_selection = [flags[int(a.info["active_frame"])]["max_devi_f"] if "active_frame" in a.info else None for a in labelled]
         record["before"] = self._errors(rdir / "before.json", members, labelled)
         t0 = time.perf_counter()
         new_members = self._finetune(r, rdir, members, active_path, len(previous) + len(labelled))
@@ -412,6 +424,38 @@ class ActiveLoop:
                  f"(member 0: {b['force_rmse_members'][0]:.4f} -> {a['force_rmse_members'][0]:.4f}); Spearman(deviation, error) "
                  f"{_fmt(record['spearman'])}")
         return record
+
+    def _minima(self, r: int, rdir: Path, frames: list[Atoms], runs: list, budget: int) -> tuple[list[Atoms], dict[str, Any]]:
+        """The teacher's check of every converged student relaxation and its descents from the
+        false minima (:mod:`mlffd.active.minima`), or what a resumed round wrote."""
+        from mlffd.active.minima import check_minima
+        from mlffd.sampling.frames import labelled_frame
+
+        c = self.config
+        done_path = rdir / "minima.json"
+        if done_path.exists():
+            return _read_frames(rdir / "minima.extxyz"), _read_json(done_path)
+        empty = {"checked": 0, "false": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
+        found: list = []
+        record = empty
+        if budget > 0 and any(run["kind"] == "relax" and run.get("converged") for run in runs):
+            found, record = check_minima(frames, runs, self.teacher.calc, budget=budget, false_minimum_force=c.false_minimum_force,
+                                         descent_steps=c.descent_steps, relax_fmax=c.relax_fmax, relax_cell=c.relax_cell,
+                                         label_max_force=c.label_max_force, journal=rdir / "minima.jsonl")
+        tags = self.teacher.tags() if found else {}
+        out = []
+        for structure, labels, reason, extra in found:
+            info = {**tags, "config_type": f"active_{reason}", "active_round": r, "trajectory": f"active-r{r}-{extra['active_source']}",
+                    "active_source": extra["active_source"], "active_step": extra["active_step"]}
+            if reason != "descent":  # the explored frame itself (its committee deviation is known)
+                info["active_frame"] = extra["active_frame"]
+            out.append(labelled_frame(structure, labels, info))
+        if record["checked"]:
+            self.log(f"[active r{r}] teacher checked {record['checked']} student minima: {record['false']} false, "
+                     f"{record['descent_frames']} descent frames, {record['teacher_calls']} calls")
+        _write_frames(rdir / "minima.extxyz", out)
+        _write_json(done_path, record)
+        return _read_frames(rdir / "minima.extxyz"), _read_json(done_path)
 
     def _label(self, rdir: Path, frames: list[Atoms], flags: list[dict[str, Any]], chosen: list[dict[str, Any]],
                r: int) -> tuple[list[Atoms], int, dict[str, int]]:

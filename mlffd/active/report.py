@@ -17,7 +17,7 @@ from typing import Any, Mapping
 ROUND_FIELDS = ("round", "explored", "flags", "selected", "selected_by_reason", "teacher_calls", "labelled", "dropped",
                 "converged", "members_after")
 
-_COLUMNS = ("round", "explored", "accurate", "candidate", "failed: deviation", "failed: sanity", "labelled", "teacher calls",
+_COLUMNS = ("round", "explored", "accurate", "candidate", "failed: deviation", "failed: sanity", "false minima", "labelled", "teacher calls",
             "force RMSE before", "force RMSE after", "member 0 before", "member 0 after", "Spearman", "test RMSE m0")
 
 
@@ -39,6 +39,13 @@ def _num(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _minima_cell(minima: Mapping[str, Any] | None) -> str:
+    """``false/checked`` student minima, and the teacher's descent frames from the false ones."""
+    if not minima or not minima.get("checked"):
+        return "–"
+    return f"{minima['false']}/{minima['checked']}" + (f" (+{minima['descent_frames']} descent)" if minima.get("descent_frames") else "")
+
+
 def round_row(rec: Mapping[str, Any]) -> tuple[str, ...]:
     """One table row of a round record."""
     flags = rec.get("flags", {})
@@ -49,7 +56,7 @@ def round_row(rec: Mapping[str, Any]) -> tuple[str, ...]:
     t_before, t_after = (test.get("before") or {}).get("force_rmse"), (test.get("after") or {}).get("force_rmse")
     return (
         str(rec["round"]), str(rec.get("explored", 0)), str(flags.get("accurate", 0)), str(flags.get("candidate", 0)),
-        str(flags.get("failed_deviation", 0)), f"{sanity}" + (f" ({reasons})" if reasons else ""),
+        str(flags.get("failed_deviation", 0)), f"{sanity}" + (f" ({reasons})" if reasons else ""), _minima_cell(rec.get("minima")),
         f"{rec.get('labelled', 0)}/{rec.get('selected', 0)}", str(rec.get("teacher_calls", 0)),
         _num(before.get("flagged_force_rmse_mean")), _num(after.get("flagged_force_rmse_mean")),
         _num(before.get("flagged_force_rmse_member0")), _num(after.get("flagged_force_rmse_member0")),
@@ -67,7 +74,9 @@ def markdown(data: Mapping[str, Any]) -> str:
              "Force RMSE (eV/Å) of the committee's mean and of member 0 on the round's flagged frames (audit frames "
              "excluded), before and after fine-tuning; Spearman: rank correlation of the committee's max force deviation "
              "with member 0's largest per-atom force error over all labelled frames of the round, before fine-tuning; "
-             "test RMSE: member 0 on the held-out set.", ""]
+             "test RMSE: member 0 on the held-out set. False minima: of the student's converged relaxations whose end "
+             "the teacher checked, those where the teacher's largest force is above `false_minimum_force`, and the "
+             "teacher's descent frames from them.", ""]
     lines.append("| " + " | ".join(_COLUMNS) + " |")
     lines.append("| " + " | ".join("---" for _ in _COLUMNS) + " |")
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in round_row(rec)) + " |" for rec in data["rounds"]]

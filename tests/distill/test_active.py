@@ -24,7 +24,7 @@ from mlffd.data import read_frames
 from mlffd.training import TrainConfig, train
 
 #: a short loop: two temperatures, one random and three defected relaxations, small budgets
-LOOP = dict(committee=2, max_rounds=1, min_new_failures=1, teacher_calls_per_round=12, teacher_calls_total=30, audit_frames=2,
+LOOP = dict(committee=2, max_rounds=1, min_new_failures=1, teacher_calls_per_round=12, teacher_calls_total=30, audit_frames=2, minima_calls_per_round=6,
             temperatures=[300, 1500], md_steps=60, sample_every=10, relax_random=1, relax_defected=3, relax_steps=30, min_atoms=16,
             force_lo=0.1, force_hi=0.3, finetune_steps=100, finetune_lr=3e-3, finetune_warmup_steps=5, progress=False)
 
@@ -212,12 +212,28 @@ def test_selection_respects_budget_puts_sanity_first_and_spreads():
     ({"defects": ["vacancy", "dislocation"]}, "defects"), ({"teacher_calls_total": 0}, "teacher_calls_total"),
     ({"finetune_lr": "fast"}, "finetune_lr"), ({"md_steps": 2.5}, "md_steps"), ({"audit_frames": 12}, "audit_frames"),
     ({"pressures": [1.0], "temperatures": []}, "pressures"), ({"min_distance_A": -1.0}, "min_distance_A"),
-    ({"trust_lo": 0.1}, "trust_lo"),
+    ({"trust_lo": 0.1}, "trust_lo"), ({"minima_calls_per_round": -1}, "minima_calls_per_round"),
+    ({"minima_calls_per_round": 10}, "minima_calls_per_round"), ({"descent_steps": -2}, "descent_steps"),
+    ({"false_minimum_force": 0.0}, "false_minimum_force"),
 ])
 def test_active_config_rejects_bad_values_naming_the_key(changes, key):
     with pytest.raises(ValueError, match=key):
         ActiveConfig.from_dict({**LOOP, **changes})
     assert ActiveConfig.from_dict({"finetune_lr": "1e-3"}).finetune_lr == 1e-3  # YAML 1.1's string
+
+
+def test_keys_added_later_leave_old_loops_identity_alone():
+    """A loop run before the minimum checks existed (none per round) keeps its identity; the
+    checks on (the default) or any other added key changed make it a different loop."""
+    import hashlib
+
+    from mlffd.active.config import ADDED_KEYS, RESUMABLE
+
+    old = ActiveConfig(**ADDED_KEYS)
+    before = {k: v for k, v in old.to_dict().items() if k not in RESUMABLE and k not in ADDED_KEYS}  # what the hash held then
+    assert old.identity() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+    assert ActiveConfig().identity() != old.identity()
+    assert ActiveConfig(**{**ADDED_KEYS, "descent_steps": 5}).identity() != old.identity()
 
 
 # -- one round through mlffd distill ---------------------------------------------------------
@@ -251,7 +267,12 @@ def test_distill_active_round_end_to_end(tmp_path, crystal):
 
     # teacher calls: bounded, counted and reported
     assert 0 < teacher.calls == rec["teacher_calls"] == report["teacher_calls"] <= LOOP["teacher_calls_per_round"]
-    assert rec["flags"]["failed"] >= LOOP["min_new_failures"] and rec["selected"] == rec["teacher_calls"]
+    assert rec["flags"]["failed"] >= LOOP["min_new_failures"]
+    minima = rec["minima"]  # every converged relaxation's end checked by the teacher, inside the round's budget
+    converged = [r for r in rec["runs"] if r["kind"] == "relax" and r.get("converged") and not r.get("stopped")]
+    assert converged and minima["checked"] == len(converged) == len(minima["ends"])  # checks come before descents
+    assert minima["teacher_calls"] == minima["checked"] + minima["descent_frames"] <= LOOP["teacher_calls_per_round"]
+    assert rec["selected"] + minima["teacher_calls"] == rec["teacher_calls"]
 
     # the labelled frames carry EMT's own numbers, their reason and round
     labelled = read_frames(active / "labelled.extxyz")
@@ -264,6 +285,13 @@ def test_distill_active_round_end_to_end(tmp_path, crystal):
         assert frame.info["config_type"].startswith("active_") and frame.info["active_round"] == 1
         assert frame.info["teacher"] == "emt"
     assert {f.info["config_type"] for f in labelled} >= {"active_audit"}
+    kinds = [f.info["config_type"] for f in labelled]
+    assert kinds.count("active_minimum") + kinds.count("active_false_minimum") == minima["checked"]
+    assert kinds.count("active_false_minimum") == minima["false"] and kinds.count("active_descent") == minima["descent_frames"]
+    for end in minima["ends"]:  # the verdict is the teacher's largest force at the student's minimum
+        frame = next(f for f in labelled if f.info.get("active_source") == end["run"] and "active_frame" in f.info)
+        assert end["teacher_fmax"] == pytest.approx(np.linalg.norm(frame.get_forces(), axis=1).max(), rel=1e-6)
+        assert (end["verdict"] == "false") == (end["teacher_fmax"] > ActiveConfig().false_minimum_force)
 
     # fine-tuning on them lowered the committee's error there
     before, after = rec["before"], rec["after"]
@@ -347,16 +375,21 @@ def test_distill_config_checks_the_active_section(tmp_path, crystal):
 # -- resumption ------------------------------------------------------------------------------
 
 
-def test_killed_loop_resumes_without_repeating_teacher_calls(tmp_path, crystal):
+def _journal_lines(round_dir: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for p in (round_dir / "minima.jsonl", round_dir / "labels.jsonl") if p.exists())
+
+
+@pytest.mark.parametrize("kill_after", [3, 9])  # in the minimum checks (6 calls at most), in the committee's labelling
+def test_killed_loop_resumes_without_repeating_teacher_calls(tmp_path, crystal, kill_after):
     student = student_config(crystal, crystal["dir"] / "m0")
     initial = crystal["members"][0]
     config = ActiveConfig.from_dict(LOOP)
     loop_dir = tmp_path / "loop"
 
-    killed = CountingEMT(fail_after=3)
+    killed = CountingEMT(fail_after=kill_after)
     with pytest.raises(RuntimeError, match="killed"):
         run_active(config, student, loop_dir, initial, teacher=killed, log=lambda s: None)
-    assert killed.calls == 3 and len((loop_dir / "round-001" / "labels.jsonl").read_text().splitlines()) == 3
+    assert killed.calls == kill_after == _journal_lines(loop_dir / "round-001")
     reference_dir = tmp_path / "reference"  # the same committee, rounds run uninterrupted
     reference_dir.mkdir()
     for name in ("state.json", "members"):
@@ -368,12 +401,14 @@ def test_killed_loop_resumes_without_repeating_teacher_calls(tmp_path, crystal):
     assert killed.calls + resumed.calls == rec["teacher_calls"] == summary["teacher_calls"]
     indices = [json.loads(line)["index"] for line in (loop_dir / "round-001" / "labels.jsonl").read_text().splitlines()]
     assert len(indices) == len(set(indices)) == rec["selected"]
+    assert _journal_lines(loop_dir / "round-001") == rec["teacher_calls"] == rec["selected"] + rec["minima"]["teacher_calls"]
 
     uninterrupted = CountingEMT()
     expected = run_active(config, student, reference_dir, initial, teacher=uninterrupted, log=lambda s: None)
     assert uninterrupted.calls == rec["teacher_calls"]
     got, want = read_frames(loop_dir / "labelled.extxyz"), read_frames(reference_dir / "labelled.extxyz")
-    assert [f.info["active_frame"] for f in got] == [f.info["active_frame"] for f in want]
+    assert [f.info.get("active_frame") for f in got] == [f.info.get("active_frame") for f in want]
+    assert [f.info["config_type"] for f in got] == [f.info["config_type"] for f in want]
     for a, b in zip(got, want):
         np.testing.assert_allclose(a.positions, b.positions, atol=1e-6)
     assert expected["rounds"][0]["selected_by_reason"] == rec["selected_by_reason"]

@@ -1,0 +1,176 @@
+"""Teacher checks of the student's minima, and the teacher's way out of the false ones.
+
+A relaxation the student calls converged ends at a minimum *of the student*. The committee may
+agree with it (its members share their data, so they share their holes), so the deviation does
+not flag it; the teacher's forces do. Each converged student relaxation's end is labelled by the
+teacher. Where the teacher's largest per-atom force there is above ``false_minimum_force`` the
+end is a false minimum, and the teacher relaxes it (BFGS, the exploration's cell setting) for up
+to ``descent_steps`` steps: every step is a labelled frame on the slope the student lacks, from
+its false minimum towards the teacher's.
+
+Every teacher call is appended to a JSON-lines file before the next is made. A resumed check
+replays the recorded answers (the optimiser is deterministic, so it asks for the same structures
+in the same order) and calls the teacher only past them: a kill never repeats a call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+#: the reasons of the frames this module adds (``config_type`` is ``active_`` + reason)
+REASONS = ("minimum", "false_minimum", "descent")
+
+
+class _Spent(Exception):
+    """The round's budget for minimum checks is spent."""
+
+
+class _Refused(Exception):
+    """The teacher gave no usable answer (error, non-finite, unphysical): the descent ends."""
+
+
+class _Replaying(Calculator):
+    """The teacher behind a record: answers recorded for the same structure are replayed, new
+    ones are computed by ``label`` and passed to ``sink`` first."""
+
+    implemented_properties = ["energy", "forces", "stress", "free_energy"]
+
+    def __init__(self, recorded: list[dict[str, Any]], label: Callable[[Atoms], dict[str, Any]],
+                 sink: Callable[[dict[str, Any]], None], may_call: Callable[[], bool]) -> None:
+        super().__init__()
+        self.recorded = list(recorded)
+        self.ask, self.sink, self.may_call = label, sink, may_call
+        self.answers: list[tuple[Atoms, dict[str, Any]]] = []
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        if not system_changes and self.answers:  # asked again for the same structure: what it lacks, the teacher did not give
+            raise PropertyNotImplementedError(f"the teacher gave no {', '.join(properties)} here")
+        super().calculate(atoms, properties, system_changes)
+        here = self.atoms
+        rec = self.recorded.pop(0) if self.recorded else None
+        if rec is not None and not _same(rec, here):
+            raise RuntimeError("a resumed minimum check asked for a structure its record does not hold; delete minima.jsonl to redo it")
+        if rec is None:
+            if not self.may_call():
+                raise _Spent
+            rec = {**self.ask(here), "positions": here.positions.tolist(), "cell": here.cell.array.tolist()}
+            self.sink(rec)
+        if rec["status"] != "ok":
+            raise _Refused(rec["status"])
+        self.answers.append((here.copy(), rec))
+        self.results = {"energy": rec["energy"], "free_energy": rec["energy"], "forces": np.asarray(rec["forces"])}
+        if rec.get("stress") is not None:
+            self.results["stress"] = np.asarray(rec["stress"])
+
+
+def _same(rec: dict[str, Any], atoms: Atoms) -> bool:
+    # not bit for bit: linear algebra may round differently on another machine than the killed run's
+    return bool(np.allclose(rec["positions"], atoms.positions, rtol=0.0, atol=1e-8) and np.allclose(rec["cell"], atoms.cell.array, rtol=0.0, atol=1e-8))
+
+
+def relaxation_ends(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(frame index, run record) of every relaxation the student converged, in run order."""
+    where = {(str(a.info.get("active_source")), int(a.info.get("active_step", -1))): i for i, a in enumerate(frames)}
+    out = []
+    for run in runs:
+        if run["kind"] == "relax" and run.get("converged") and not run.get("stopped"):
+            i = where.get((run["run"], int(run["steps"])))
+            if i is not None:
+                out.append((i, run))
+    return out
+
+
+def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teacher, *, budget: int, false_minimum_force: float,
+                 descent_steps: int, relax_fmax: float, relax_cell: bool, label_max_force: float,
+                 journal: str | Path) -> tuple[list[tuple[Atoms, dict[str, Any], str, dict[str, Any]]], dict[str, Any]]:
+    """Check the end of every converged student relaxation in ``frames`` / ``runs`` with
+    ``teacher`` (an ASE calculator), at most ``budget`` teacher calls, and follow the teacher
+    out of each false minimum. Returns the labelled structures as (atoms, labels, reason, info)
+    and a record: ``checked``, ``false``, ``descent_frames``, ``teacher_calls`` and per end
+    ``ends`` (run, teacher's largest force, verdict, steps and energy drop of the descent)."""
+    from ase.optimize import BFGS
+
+    from mlffd.active.loop import _label_one
+
+    journal = Path(journal)
+    lines: list[dict[str, Any]] = []
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line from a kill: that call is made again
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for rec in lines:
+        by_run.setdefault(rec["run"], []).append(rec)
+    calls = len(lines)
+    out: list[tuple[Atoms, dict[str, Any], str, dict[str, Any]]] = []
+    record: dict[str, Any] = {"checked": 0, "false": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
+
+    with open(journal, "a") as fh:
+        def sink_for(name: str) -> Callable[[dict[str, Any]], None]:
+            def sink(rec: dict[str, Any]) -> None:
+                nonlocal calls
+                calls += 1
+                fh.write(json.dumps({"run": name, **rec}) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            return sink
+
+        # every end checked first (one call each), then the descents share what is left
+        checked: list[tuple[int, str, Atoms, _Replaying, dict[str, Any]]] = []
+        for index, run in relaxation_ends(frames, runs):
+            name = run["run"]
+            calc = _Replaying(by_run.get(name, []), lambda a: _label_one(a, teacher, label_max_force), sink_for(name),
+                              lambda: calls < budget)
+            atoms = Atoms(numbers=frames[index].numbers, positions=frames[index].positions, cell=frames[index].cell, pbc=frames[index].pbc)
+            atoms.calc = calc
+            end: dict[str, Any] = {"run": name, "frame": index}
+            record["ends"].append(end)
+            try:
+                forces = atoms.get_forces()
+            except _Spent:
+                record["ends"].pop()
+                break
+            except _Refused as exc:
+                end["verdict"] = f"teacher: {exc}"
+                continue
+            record["checked"] += 1
+            fmax = float(np.linalg.norm(forces, axis=1).max(initial=0.0))
+            end.update(teacher_fmax=fmax, verdict="false" if fmax > false_minimum_force else "agrees", descent_steps=0,
+                       descent_drop_eV=0.0)
+            record["false"] += end["verdict"] == "false"
+            checked.append((index, name, atoms, calc, end))
+
+        for index, name, atoms, calc, end in checked:
+            if end["verdict"] == "false" and (calls < budget or calc.recorded):  # a resumed descent replays its record first
+                target = atoms
+                if relax_cell and atoms.pbc.all():
+                    from ase.filters import FrechetCellFilter
+
+                    target = FrechetCellFilter(atoms)
+                try:
+                    BFGS(target, logfile=None).run(fmax=relax_fmax, steps=descent_steps)
+                except _Spent:
+                    pass
+                except _Refused as exc:
+                    end["descent_stopped"] = f"teacher: {exc}"
+                end.update(descent_steps=len(calc.answers) - 1, descent_drop_eV=calc.answers[0][1]["energy"] - calc.answers[-1][1]["energy"])
+            for k, (structure, rec) in enumerate(calc.answers):
+                reason = ("false_minimum" if end["verdict"] == "false" else "minimum") if k == 0 else "descent"
+                labels = {"energy": rec["energy"], "forces": np.asarray(rec["forces"]), "stress": rec.get("stress")}
+                info = {"active_source": name, "active_step": int(frames[index].info.get("active_step", 0)) + k, "active_frame": index}
+                out.append((structure, labels, reason, info))
+            record["descent_frames"] += len(calc.answers) - 1
+    record["teacher_calls"] = calls
+    return out, record
+
+
+__all__ = ["REASONS", "check_minima", "relaxation_ends"]

@@ -1,0 +1,109 @@
+"""Teacher checks of a student's minima (mlffd.active.minima) on EMT copper: a planted false
+minimum is found and descended from, a true one is left alone, the budget holds, and a killed
+check resumes without repeating a teacher call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.optimize import BFGS
+
+from mlffd.active.minima import check_minima, relaxation_ends
+
+SETTINGS = dict(false_minimum_force=0.1, descent_steps=15, relax_fmax=0.05, relax_cell=False, label_max_force=50.0)
+
+
+class CountingEMT(EMT):
+    """EMT that counts its single points; with ``kill_after`` it raises KeyboardInterrupt (a
+    kill, which nothing catches) on the call after that many."""
+
+    def __init__(self, kill_after: int | None = None) -> None:
+        super().__init__()
+        self.calls = 0
+        self.kill_after = kill_after
+
+    def calculate(self, *args, **kwargs):
+        if self.kill_after is not None and self.calls >= self.kill_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        super().calculate(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def ends():
+    """Explored frames and run records: a relaxation ending at EMT's own minimum (a vacancy in
+    32-atom copper) and one ending where one atom sits 0.3 Å off it (a planted false minimum)."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    del atoms[0]
+    atoms.calc = EMT()
+    BFGS(atoms, logfile=None).run(fmax=1e-4, steps=300)
+    true = atoms.copy()
+    false = atoms.copy()
+    false.positions[5] += [0.3, 0.0, 0.0]
+    frames, runs = [], []
+    for name, structure in (("relax-true", true), ("relax-false", false)):
+        for step in (0, 7):  # a run's earlier frame, then its end
+            f = structure.copy()
+            f.info.update(active_source=name, active_step=step)
+            frames.append(f)
+        runs.append({"run": name, "kind": "relax", "converged": True, "stopped": None, "steps": 7})
+    runs.append({"run": "md-nvt-300K", "kind": "md", "converged": None, "stopped": None, "steps": 7})
+    runs.append({"run": "relax-unconverged", "kind": "relax", "converged": False, "stopped": None, "steps": 7})
+    return frames, runs
+
+
+def test_only_converged_relaxations_are_checked(ends):
+    frames, runs = ends
+    assert [(i, r["run"]) for i, r in relaxation_ends(frames, runs)] == [(1, "relax-true"), (3, "relax-false")]
+
+
+def test_false_minimum_found_and_descended_true_one_left(ends, tmp_path):
+    frames, runs = ends
+    teacher = CountingEMT()
+    out, rec = check_minima(frames, runs, teacher, budget=100, journal=tmp_path / "m.jsonl", **SETTINGS)
+    assert rec["checked"] == 2 and rec["false"] == 1
+    verdicts = {e["run"]: e for e in rec["ends"]}
+    assert verdicts["relax-true"]["verdict"] == "agrees" and verdicts["relax-true"]["teacher_fmax"] < 1e-3
+    assert verdicts["relax-false"]["verdict"] == "false" and verdicts["relax-false"]["teacher_fmax"] > 0.5
+    reasons = [reason for _, _, reason, _ in out]
+    assert reasons[:2] == ["minimum", "false_minimum"] and set(reasons[2:]) == {"descent"}
+    assert 0 < rec["descent_frames"] == len(reasons) - 2 <= SETTINGS["descent_steps"]
+    assert teacher.calls == rec["teacher_calls"] == len(out)
+    # the descent goes downhill on the teacher's surface, towards the teacher's minimum
+    path = [labels for _, labels, reason, _ in out[1:]]
+    energies = [p["energy"] for p in path]
+    fmax = [np.linalg.norm(p["forces"], axis=1).max() for p in path]
+    assert energies[-1] < energies[0] - 0.05 and fmax[-1] < 0.3 * fmax[0]
+    assert verdicts["relax-false"]["descent_drop_eV"] == pytest.approx(energies[0] - energies[-1])
+    # every label is EMT's for that structure
+    for structure, labels, _, _ in out[::4]:
+        structure.calc = EMT()
+        assert np.allclose(structure.get_forces(), labels["forces"], atol=1e-10)
+
+
+def test_budget_is_never_exceeded(ends, tmp_path):
+    frames, runs = ends
+    teacher = CountingEMT()
+    out, rec = check_minima(frames, runs, teacher, budget=4, journal=tmp_path / "m.jsonl", **SETTINGS)
+    assert teacher.calls == rec["teacher_calls"] == len(out) == 4
+    assert rec["false"] == 1 and rec["descent_frames"] == 2
+
+
+def test_killed_check_resumes_without_repeating_calls(ends, tmp_path):
+    frames, runs = ends
+    whole, whole_rec = check_minima(frames, runs, CountingEMT(), budget=100, journal=tmp_path / "whole.jsonl", **SETTINGS)
+    journal = tmp_path / "killed.jsonl"
+    killed = CountingEMT(kill_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        check_minima(frames, runs, killed, budget=100, journal=journal, **SETTINGS)
+    resumed = CountingEMT()
+    out, rec = check_minima(frames, runs, resumed, budget=100, journal=journal, **SETTINGS)
+    assert killed.calls == 5 and killed.calls + resumed.calls == whole_rec["teacher_calls"] == rec["teacher_calls"]
+    assert len(out) == len(whole)
+    for (a, la, ra, _), (b, lb, rb, _) in zip(out, whole):  # EMT's sums round differently after a fresh start: 1e-14 eV
+        assert ra == rb and np.allclose(a.positions, b.positions, atol=1e-9) and la["energy"] == pytest.approx(lb["energy"], abs=1e-9)
+    again = CountingEMT()
+    check_minima(frames, runs, again, budget=100, journal=journal, **SETTINGS)
+    assert again.calls == 0
