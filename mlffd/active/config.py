@@ -20,7 +20,7 @@ RESUMABLE = frozenset({"max_rounds", "min_new_failures", "teacher_calls_total", 
 
 #: options added after loops were run, left out of :meth:`ActiveConfig.identity` at these values
 #: (a loop run before them, with them at these values, resumes)
-ADDED_KEYS = {"minima_calls_per_round": 0, "false_minimum_force": 0.1, "descent_steps": 20}
+ADDED_KEYS = {"minima_calls_per_round": 0, "false_minimum_force": 0.1, "descent_steps": 30}
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class ActiveConfig:
     # -- teacher checks of the student's minima (mlffd.active.minima)
     minima_calls_per_round: int = 40  #: teacher calls per round (inside teacher_calls_per_round) for checking converged relaxations' ends and descending from false ones; 0: none
     false_minimum_force: float = 0.1  #: a student minimum where the teacher's largest per-atom force is above this (eV/Å) is false
-    descent_steps: int = 20  #: teacher BFGS steps (each a labelled frame) from every false minimum at most
+    descent_steps: int = 30  #: teacher calls (each a labelled frame) descending from every false minimum at most, kicks included
     # -- fine-tuning every member after each round
     finetune_steps: int = 200
     finetune_lr: float = 1.0e-3

@@ -5,8 +5,12 @@ agree with it (its members share their data, so they share their holes), so the 
 not flag it; the teacher's forces do. Each converged student relaxation's end is labelled by the
 teacher. Where the teacher's largest per-atom force there is above ``false_minimum_force`` the
 end is a false minimum, and the teacher relaxes it (BFGS, the exploration's cell setting) for up
-to ``descent_steps`` steps: every step is a labelled frame on the slope the student lacks, from
-its false minimum towards the teacher's.
+to ``descent_steps`` calls: every step is a labelled frame on the slope the student lacks, from
+its false minimum towards the teacher's. A student's false minimum often sits on a saddle point
+of the teacher (silicon's hexagonal interstitial), where the teacher's own relaxation stops after
+a step or two; so when the descent converges, every atom is kicked by :data:`KICK_A` (Gaussian,
+seeded by the run's name) and the descent goes on, at most :data:`MAX_KICKS` times, until a
+kick no longer finds an energy :data:`KICK_GAIN` lower.
 
 Every teacher call is appended to a JSON-lines file before the next is made. A resumed check
 replays the recorded answers (the optimiser is deterministic, so it asks for the same structures
@@ -26,10 +30,20 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 #: the reasons of the frames this module adds (``config_type`` is ``active_`` + reason)
 REASONS = ("minimum", "false_minimum", "descent")
+#: a converged descent is kicked by this much (Å, Gaussian per component) to leave a saddle point
+KICK_A = 0.05
+#: kicks per descent at most
+MAX_KICKS = 2
+#: a kick that does not lower the converged energy by this much (eV) ends the descent
+KICK_GAIN = 0.005
 
 
 class _Spent(Exception):
     """The round's budget for minimum checks is spent."""
+
+
+class _Capped(Exception):
+    """This descent has made its ``descent_steps`` calls."""
 
 
 class _Refused(Exception):
@@ -48,10 +62,13 @@ class _Replaying(Calculator):
         self.recorded = list(recorded)
         self.ask, self.sink, self.may_call = label, sink, may_call
         self.answers: list[tuple[Atoms, dict[str, Any]]] = []
+        self.cap: int | None = None  #: answers at most (the check and the descent's calls)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         if not system_changes and self.answers:  # asked again for the same structure: what it lacks, the teacher did not give
             raise PropertyNotImplementedError(f"the teacher gave no {', '.join(properties)} here")
+        if self.cap is not None and len(self.answers) >= self.cap:
+            raise _Capped
         super().calculate(atoms, properties, system_changes)
         here = self.atoms
         rec = self.recorded.pop(0) if self.recorded else None
@@ -75,6 +92,26 @@ def _same(rec: dict[str, Any], atoms: Atoms) -> bool:
     return bool(np.allclose(rec["positions"], atoms.positions, rtol=0.0, atol=1e-8) and np.allclose(rec["cell"], atoms.cell.array, rtol=0.0, atol=1e-8))
 
 
+def _descend(atoms: Atoms, target, calc: _Replaying, fmax: float, rng: np.random.Generator) -> int | str:
+    """The teacher's BFGS from a false minimum, kicked out of the saddle points it converges
+    to; the number of kicks, or why the teacher stopped it."""
+    from ase.optimize import BFGS
+
+    kicks, last = 0, None
+    try:
+        while True:
+            converged = BFGS(target, logfile=None).run(fmax=fmax, steps=10**6)  # calc.cap ends it
+            energy = calc.answers[-1][1]["energy"]
+            if not converged or kicks == MAX_KICKS or (last is not None and last - energy < KICK_GAIN):
+                return kicks
+            last, kicks = energy, kicks + 1
+            atoms.positions = atoms.positions + rng.normal(0.0, KICK_A, atoms.positions.shape)
+    except (_Spent, _Capped):
+        return kicks
+    except _Refused as exc:
+        return f"teacher: {exc}"
+
+
 def relaxation_ends(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
     """(frame index, run record) of every relaxation the student converged, in run order."""
     where = {(str(a.info.get("active_source")), int(a.info.get("active_step", -1))): i for i, a in enumerate(frames)}
@@ -94,9 +131,8 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
     ``teacher`` (an ASE calculator), at most ``budget`` teacher calls, and follow the teacher
     out of each false minimum. Returns the labelled structures as (atoms, labels, reason, info)
     and a record: ``checked``, ``false``, ``descent_frames``, ``teacher_calls`` and per end
-    ``ends`` (run, teacher's largest force, verdict, steps and energy drop of the descent)."""
-    from ase.optimize import BFGS
-
+    ``ends`` (run, teacher's largest force, verdict, the descent's calls, kicks and the drop to
+    the lowest energy it reached)."""
     from mlffd.active.loop import _label_one
 
     journal = Path(journal)
@@ -156,13 +192,13 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
                     from ase.filters import FrechetCellFilter
 
                     target = FrechetCellFilter(atoms)
-                try:
-                    BFGS(target, logfile=None).run(fmax=relax_fmax, steps=descent_steps)
-                except _Spent:
-                    pass
-                except _Refused as exc:
-                    end["descent_stopped"] = f"teacher: {exc}"
-                end.update(descent_steps=len(calc.answers) - 1, descent_drop_eV=calc.answers[0][1]["energy"] - calc.answers[-1][1]["energy"])
+                calc.cap = 1 + descent_steps
+                kicks = _descend(atoms, target, calc, relax_fmax, np.random.default_rng(list(name.encode())))
+                if isinstance(kicks, str):
+                    end["descent_stopped"] = kicks
+                else:
+                    end["kicks"] = kicks
+                end.update(descent_steps=len(calc.answers) - 1, descent_drop_eV=calc.answers[0][1]["energy"] - min(r["energy"] for _, r in calc.answers))
             for k, (structure, rec) in enumerate(calc.answers):
                 reason = ("false_minimum" if end["verdict"] == "false" else "minimum") if k == 0 else "descent"
                 labels = {"energy": rec["energy"], "forces": np.asarray(rec["forces"]), "stress": rec.get("stress")}

@@ -1,0 +1,67 @@
+"""The active loop's minimum check (mlffd.active.minima) on a silicon student's interstitial relaxations, by 7net-0.
+
+Starts as in student_relax_paths.py: the 64-atom diamond cell (data/si-interstitials' lattice
+constant) with one atom added at a random open site (``interstitial_point(..., "open")``, which
+includes the hexagonal site) and every atom rattled by 0.03 Å. The student relaxes each start
+(BFGS, positions, the active loop's default fmax and step limit); 7net-0 checks every converged
+end and descends from the false ones (the loop's default threshold and descent length).
+Prints one line per relaxation and the count of false minima. Run from the repository root:
+    python examples/si/finetune/minima_check.py original 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk
+from ase.io import read
+from ase.optimize import BFGS
+
+from mlffd.active import ActiveConfig
+from mlffd.active.minima import check_minima
+from mlffd.calculator import DistilledCalculator
+from mlffd.sampling.structures import interstitial_point
+from mlffd.teachers import load_teacher
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a shipped name or an artifact path")
+    parser.add_argument("starts", type=int, help="number of relaxations")
+    args = parser.parse_args()
+    a = read("data/si-interstitials/train.extxyz.xz", 0).cell.lengths()[0] / 2
+    host = bulk("Si", "diamond", a=a, cubic=True) * (2, 2, 2)
+    student, c = DistilledCalculator(args.model), ActiveConfig()
+    rng = np.random.default_rng(20261206)
+    frames, runs = [], []
+    for k in range(args.starts):
+        atoms = host + Atoms("Si", positions=[interstitial_point(host, rng, "open")])
+        atoms.positions += rng.normal(0.0, 0.03, atoms.positions.shape)
+        atoms.calc = student
+        opt = BFGS(atoms, logfile=None)
+        converged = bool(opt.run(fmax=c.relax_fmax, steps=c.relax_steps))
+        end = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
+        end.info.update(active_source=f"relax-{k}", active_step=int(opt.nsteps))
+        frames.append(end)
+        runs.append({"run": f"relax-{k}", "kind": "relax", "converged": converged, "stopped": None, "steps": int(opt.nsteps),
+                     "student_energy": float(atoms.get_potential_energy())})
+    with tempfile.TemporaryDirectory() as tmp:
+        _, record = check_minima(frames, runs, load_teacher("sevennet:7net-0"), budget=10_000, false_minimum_force=c.false_minimum_force,
+                                 descent_steps=c.descent_steps, relax_fmax=c.relax_fmax, relax_cell=False,
+                                 label_max_force=c.label_max_force, journal=Path(tmp) / "minima.jsonl")
+    ends = {e["run"]: e for e in record["ends"]}
+    for run in runs:
+        e = ends.get(run["run"], {})
+        print(f"{run['run']}: student {run['steps']} steps, converged {run['converged']}; 7net-0 largest force "
+              f"{e.get('teacher_fmax', float('nan')):.3f} eV/A -> {e.get('verdict', 'not checked')}"
+              + (f", descent {e['descent_steps']} calls ({e.get('kicks', 0)} kicks), lowest -{e['descent_drop_eV']:.3f} eV"
+                 if e.get("verdict") == "false" else ""))
+    print(f"{args.model}: {record['false']} false minima of {record['checked']} checked; {record['teacher_calls']} teacher calls")
+
+
+if __name__ == "__main__":
+    main()
