@@ -20,7 +20,7 @@ RESUMABLE = frozenset({"max_rounds", "min_new_failures", "teacher_calls_total", 
 
 #: options added after loops were run, left out of :meth:`ActiveConfig.identity` at these values
 #: (a loop run before them, with them at these values, resumes)
-ADDED_KEYS = {"minima_calls_per_round": 0, "false_minimum_force": 0.1, "descent_steps": 30}
+ADDED_KEYS = {"minima_calls_per_round": 0, "false_minimum_force": 0.1, "false_minimum_drop": 0.05, "descent_steps": 30}
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ class ActiveConfig:
     label_max_force: float = 50.0  #: teacher labels with a force component above this are dropped (unphysical), as the sampler drops them
     # -- teacher checks of the student's minima (mlffd.active.minima)
     minima_calls_per_round: int = 40  #: teacher calls per round (inside teacher_calls_per_round) for checking converged relaxations' ends and descending from false ones; 0: none
-    false_minimum_force: float = 0.1  #: a student minimum where the teacher's largest per-atom force is above this (eV/Å) is false
+    false_minimum_force: float = 0.1  #: a student minimum where the teacher's largest per-atom force is above this (eV/Å) is suspect: the teacher descends from it
+    false_minimum_drop: float = 0.05  #: a suspect minimum is false if the teacher's descent gets this much lower (eV), else shifted
     descent_steps: int = 30  #: teacher calls (each a labelled frame) descending from every false minimum at most, kicks included
     # -- fine-tuning every member after each round
     finetune_steps: int = 200
@@ -93,7 +94,8 @@ class ActiveConfig:
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
         object.__setattr__(self, "pressures", tuple(float(p) for p in self.pressures))
         positive = ("timestep_fs", "friction_per_fs", "taut_fs", "taup_fs", "bulk_modulus_gpa", "relax_fmax", "force_lo",
-                    "force_hi", "max_force", "label_max_force", "finetune_lr", "descriptor_cutoff", "false_minimum_force")
+                    "force_hi", "max_force", "label_max_force", "finetune_lr", "descriptor_cutoff", "false_minimum_force",
+                    "false_minimum_drop")
         at_least_one = ("max_rounds", "teacher_calls_per_round", "teacher_calls_total", "md_steps", "sample_every", "relax_steps",
                         "finetune_steps")
         not_negative = ("min_new_failures", "audit_frames", "relax_random", "relax_defected", "min_atoms", "finetune_warmup_steps",

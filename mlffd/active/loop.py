@@ -435,12 +435,12 @@ class ActiveLoop:
         done_path = rdir / "minima.json"
         if done_path.exists():
             return _read_frames(rdir / "minima.extxyz"), _read_json(done_path)
-        empty = {"checked": 0, "false": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
+        empty = {"checked": 0, "false": 0, "shifted": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
         found: list = []
         record = empty
         if budget > 0 and any(run["kind"] == "relax" and run.get("converged") for run in runs):
             found, record = check_minima(frames, runs, self.teacher.calc, budget=budget, false_minimum_force=c.false_minimum_force,
-                                         descent_steps=c.descent_steps, relax_fmax=c.relax_fmax, relax_cell=c.relax_cell,
+                                         false_minimum_drop=c.false_minimum_drop, descent_steps=c.descent_steps, relax_fmax=c.relax_fmax, relax_cell=c.relax_cell,
                                          label_max_force=c.label_max_force, journal=rdir / "minima.jsonl")
         tags = self.teacher.tags() if found else {}
         out = []
@@ -451,8 +451,8 @@ class ActiveLoop:
                 info["active_frame"] = extra["active_frame"]
             out.append(labelled_frame(structure, labels, info))
         if record["checked"]:
-            self.log(f"[active r{r}] teacher checked {record['checked']} student minima: {record['false']} false, "
-                     f"{record['descent_frames']} descent frames, {record['teacher_calls']} calls")
+            self.log(f"[active r{r}] teacher checked {record['checked']} student minima: {record['false']} false, {record['shifted']} "
+                     f"shifted, {record['descent_frames']} descent frames, {record['teacher_calls']} calls")
         _write_frames(rdir / "minima.extxyz", out)
         _write_json(done_path, record)
         return _read_frames(rdir / "minima.extxyz"), _read_json(done_path)

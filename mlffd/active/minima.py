@@ -28,8 +28,11 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-#: the reasons of the frames this module adds (``config_type`` is ``active_`` + reason)
-REASONS = ("minimum", "false_minimum", "descent")
+#: the reasons of the frames this module adds (``config_type`` is ``active_`` + reason): a checked
+#: end where the teacher agrees (or could not be followed far enough to tell), a false minimum, a
+#: shifted one (the teacher's minimum is near: the descent found less than ``false_minimum_drop``)
+#: and the descents' frames
+REASONS = ("minimum", "false_minimum", "shifted_minimum", "descent")
 #: a converged descent is kicked by this much (Å, Gaussian per component) to leave a saddle point
 KICK_A = 0.05
 #: kicks per descent at most
@@ -92,24 +95,24 @@ def _same(rec: dict[str, Any], atoms: Atoms) -> bool:
     return bool(np.allclose(rec["positions"], atoms.positions, rtol=0.0, atol=1e-8) and np.allclose(rec["cell"], atoms.cell.array, rtol=0.0, atol=1e-8))
 
 
-def _descend(atoms: Atoms, target, calc: _Replaying, fmax: float, rng: np.random.Generator) -> int | str:
-    """The teacher's BFGS from a false minimum, kicked out of the saddle points it converges
-    to; the number of kicks, or why the teacher stopped it."""
+def _descend(atoms: Atoms, target, calc: _Replaying, fmax: float, rng: np.random.Generator) -> tuple[str, int]:
+    """The teacher's BFGS from a suspect minimum, kicked out of the saddle points it converges
+    to: (``done``, ``cut`` by the budget or ``descent_steps``, or why the teacher stopped it; kicks)."""
     from ase.optimize import BFGS
 
     kicks, last = 0, None
     try:
         while True:
-            converged = BFGS(target, logfile=None).run(fmax=fmax, steps=10**6)  # calc.cap ends it
+            BFGS(target, logfile=None).run(fmax=fmax, steps=10**6)  # converges, or calc.cap / the budget end it
             energy = calc.answers[-1][1]["energy"]
-            if not converged or kicks == MAX_KICKS or (last is not None and last - energy < KICK_GAIN):
-                return kicks
+            if kicks == MAX_KICKS or (last is not None and last - energy < KICK_GAIN):
+                return "done", kicks
             last, kicks = energy, kicks + 1
             atoms.positions = atoms.positions + rng.normal(0.0, KICK_A, atoms.positions.shape)
     except (_Spent, _Capped):
-        return kicks
+        return "cut", kicks
     except _Refused as exc:
-        return f"teacher: {exc}"
+        return f"teacher: {exc}", kicks
 
 
 def relaxation_ends(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
@@ -125,14 +128,17 @@ def relaxation_ends(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]]) -> 
 
 
 def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teacher, *, budget: int, false_minimum_force: float,
-                 descent_steps: int, relax_fmax: float, relax_cell: bool, label_max_force: float,
+                 false_minimum_drop: float, descent_steps: int, relax_fmax: float, relax_cell: bool, label_max_force: float,
                  journal: str | Path) -> tuple[list[tuple[Atoms, dict[str, Any], str, dict[str, Any]]], dict[str, Any]]:
     """Check the end of every converged student relaxation in ``frames`` / ``runs`` with
     ``teacher`` (an ASE calculator), at most ``budget`` teacher calls, and follow the teacher
-    out of each false minimum. Returns the labelled structures as (atoms, labels, reason, info)
-    and a record: ``checked``, ``false``, ``descent_frames``, ``teacher_calls`` and per end
-    ``ends`` (run, teacher's largest force, verdict, the descent's calls, kicks and the drop to
-    the lowest energy it reached)."""
+    out of each end where its largest force is above ``false_minimum_force``: a false minimum if
+    the descent gets ``false_minimum_drop`` (eV) lower, else shifted (the teacher's minimum is
+    near, the student's geometry a little off) or, when the descent was cut short, unresolved.
+    Returns the labelled structures as (atoms, labels, reason, info) and a record: ``checked``,
+    ``false``, ``shifted``, ``descent_frames``, ``teacher_calls`` and per end ``ends`` (run,
+    teacher's largest force, verdict, the descent's calls, kicks and the drop to the lowest
+    energy it reached)."""
     from mlffd.active.loop import _label_one
 
     journal = Path(journal)
@@ -148,7 +154,7 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
         by_run.setdefault(rec["run"], []).append(rec)
     calls = len(lines)
     out: list[tuple[Atoms, dict[str, Any], str, dict[str, Any]]] = []
-    record: dict[str, Any] = {"checked": 0, "false": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
+    record: dict[str, Any] = {"checked": 0, "false": 0, "shifted": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
 
     with open(journal, "a") as fh:
         def sink_for(name: str) -> Callable[[dict[str, Any]], None]:
@@ -180,27 +186,31 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
                 continue
             record["checked"] += 1
             fmax = float(np.linalg.norm(forces, axis=1).max(initial=0.0))
-            end.update(teacher_fmax=fmax, verdict="false" if fmax > false_minimum_force else "agrees", descent_steps=0,
+            end.update(teacher_fmax=fmax, verdict="suspect" if fmax > false_minimum_force else "agrees", descent_steps=0,
                        descent_drop_eV=0.0)
-            record["false"] += end["verdict"] == "false"
             checked.append((index, name, atoms, calc, end))
 
         for index, name, atoms, calc, end in checked:
-            if end["verdict"] == "false" and (calls < budget or calc.recorded):  # a resumed descent replays its record first
+            status = "cut"
+            if end["verdict"] == "suspect" and (calls < budget or calc.recorded):  # a resumed descent replays its record first
                 target = atoms
                 if relax_cell and atoms.pbc.all():
                     from ase.filters import FrechetCellFilter
 
                     target = FrechetCellFilter(atoms)
                 calc.cap = 1 + descent_steps
-                kicks = _descend(atoms, target, calc, relax_fmax, np.random.default_rng(list(name.encode())))
-                if isinstance(kicks, str):
-                    end["descent_stopped"] = kicks
-                else:
-                    end["kicks"] = kicks
+                status, end["kicks"] = _descend(atoms, target, calc, relax_fmax, np.random.default_rng(list(name.encode())))
+                if status not in ("done", "cut"):
+                    end["descent_stopped"] = status
                 end.update(descent_steps=len(calc.answers) - 1, descent_drop_eV=calc.answers[0][1]["energy"] - min(r["energy"] for _, r in calc.answers))
+            if end["verdict"] == "suspect":
+                end["verdict"] = ("false" if end["descent_drop_eV"] >= false_minimum_drop else "shifted" if status == "done"
+                                  else "unresolved")
+                record["false"] += end["verdict"] == "false"
+                record["shifted"] += end["verdict"] == "shifted"
+            first = {"false": "false_minimum", "shifted": "shifted_minimum"}.get(end["verdict"], "minimum")
             for k, (structure, rec) in enumerate(calc.answers):
-                reason = ("false_minimum" if end["verdict"] == "false" else "minimum") if k == 0 else "descent"
+                reason = first if k == 0 else "descent"
                 labels = {"energy": rec["energy"], "forces": np.asarray(rec["forces"]), "stress": rec.get("stress")}
                 info = {"active_source": name, "active_step": int(frames[index].info.get("active_step", 0)) + k, "active_frame": index}
                 out.append((structure, labels, reason, info))

@@ -43,7 +43,8 @@ def _minima_cell(minima: Mapping[str, Any] | None) -> str:
     """``false/checked`` student minima, and the teacher's descent frames from the false ones."""
     if not minima or not minima.get("checked"):
         return "–"
-    return f"{minima['false']}/{minima['checked']}" + (f" (+{minima['descent_frames']} descent)" if minima.get("descent_frames") else "")
+    shifted = f", {minima['shifted']} shifted" if minima.get("shifted") else ""
+    return f"{minima['false']}/{minima['checked']}{shifted}" + (f" (+{minima['descent_frames']} descent)" if minima.get("descent_frames") else "")
 
 
 def round_row(rec: Mapping[str, Any]) -> tuple[str, ...]:
@@ -75,8 +76,8 @@ def markdown(data: Mapping[str, Any]) -> str:
              "excluded), before and after fine-tuning; Spearman: rank correlation of the committee's max force deviation "
              "with member 0's largest per-atom force error over all labelled frames of the round, before fine-tuning; "
              "test RMSE: member 0 on the held-out set. False minima: of the student's converged relaxations whose end "
-             "the teacher checked, those where the teacher's largest force is above `false_minimum_force`, and the "
-             "teacher's descent frames from them.", ""]
+             "the teacher checked, those the teacher's descent got `false_minimum_drop` lower (shifted: the teacher's "
+             "minimum is near), and the descent frames.", ""]
     lines.append("| " + " | ".join(_COLUMNS) + " |")
     lines.append("| " + " | ".join("---" for _ in _COLUMNS) + " |")
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in round_row(rec)) + " |" for rec in data["rounds"]]

@@ -214,7 +214,7 @@ def test_selection_respects_budget_puts_sanity_first_and_spreads():
     ({"pressures": [1.0], "temperatures": []}, "pressures"), ({"min_distance_A": -1.0}, "min_distance_A"),
     ({"trust_lo": 0.1}, "trust_lo"), ({"minima_calls_per_round": -1}, "minima_calls_per_round"),
     ({"minima_calls_per_round": 10}, "minima_calls_per_round"), ({"descent_steps": -2}, "descent_steps"),
-    ({"false_minimum_force": 0.0}, "false_minimum_force"),
+    ({"false_minimum_force": 0.0}, "false_minimum_force"), ({"false_minimum_drop": -0.1}, "false_minimum_drop"),
 ])
 def test_active_config_rejects_bad_values_naming_the_key(changes, key):
     with pytest.raises(ValueError, match=key):
@@ -286,12 +286,14 @@ def test_distill_active_round_end_to_end(tmp_path, crystal):
         assert frame.info["teacher"] == "emt"
     assert {f.info["config_type"] for f in labelled} >= {"active_audit"}
     kinds = [f.info["config_type"] for f in labelled]
-    assert kinds.count("active_minimum") + kinds.count("active_false_minimum") == minima["checked"]
+    assert sum(kinds.count(f"active_{k}") for k in ("minimum", "false_minimum", "shifted_minimum")) == minima["checked"]
     assert kinds.count("active_false_minimum") == minima["false"] and kinds.count("active_descent") == minima["descent_frames"]
     for end in minima["ends"]:  # the verdict is the teacher's largest force at the student's minimum
         frame = next(f for f in labelled if f.info.get("active_source") == end["run"] and "active_frame" in f.info)
         assert end["teacher_fmax"] == pytest.approx(np.linalg.norm(frame.get_forces(), axis=1).max(), rel=1e-6)
-        assert (end["verdict"] == "false") == (end["teacher_fmax"] > ActiveConfig().false_minimum_force)
+        assert (end["verdict"] == "agrees") == (end["teacher_fmax"] <= ActiveConfig().false_minimum_force)
+        if end["verdict"] in ("false", "shifted"):  # decided by how far the teacher's descent went down
+            assert (end["verdict"] == "false") == (end["descent_drop_eV"] >= ActiveConfig().false_minimum_drop)
 
     # fine-tuning on them lowered the committee's error there
     before, after = rec["before"], rec["after"]

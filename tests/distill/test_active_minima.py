@@ -14,7 +14,7 @@ from ase.optimize import BFGS
 
 from mlffd.active.minima import check_minima, relaxation_ends
 
-SETTINGS = dict(false_minimum_force=0.1, descent_steps=15, relax_fmax=0.05, relax_cell=False, label_max_force=50.0)
+SETTINGS = dict(false_minimum_force=0.1, false_minimum_drop=0.05, descent_steps=15, relax_fmax=0.05, relax_cell=False, label_max_force=50.0)
 
 
 class CountingEMT(EMT):
@@ -92,7 +92,24 @@ def test_budget_is_never_exceeded(ends, tmp_path):
     teacher = CountingEMT()
     out, rec = check_minima(frames, runs, teacher, budget=4, journal=tmp_path / "m.jsonl", **SETTINGS)
     assert teacher.calls == rec["teacher_calls"] == len(out) == 4
-    assert rec["false"] == 1 and rec["descent_frames"] == 2
+    assert rec["descent_frames"] == 2
+    (end,) = [e for e in rec["ends"] if e["run"] == "relax-false"]  # false if two steps got far enough down, else undecided
+    assert end["verdict"] == ("false" if end["descent_drop_eV"] >= SETTINGS["false_minimum_drop"] else "unresolved")
+    assert rec["false"] == (end["verdict"] == "false") and rec["shifted"] == 0
+
+
+def test_small_geometry_error_is_a_shifted_minimum_not_a_false_one(ends, tmp_path):
+    """An end 0.03 Å off the teacher's minimum: forces above the threshold, but the descent
+    finds less than false_minimum_drop below it."""
+    frames, runs = ends
+    near = frames[1].copy()
+    near.positions[5] += [0.03, 0.0, 0.0]
+    near.info.update(frames[1].info)
+    out, rec = check_minima([frames[0], near], runs[:1], CountingEMT(), budget=100, journal=tmp_path / "m.jsonl", **SETTINGS)
+    (end,) = rec["ends"]
+    assert end["teacher_fmax"] > SETTINGS["false_minimum_force"] and 0 < end["descent_drop_eV"] < SETTINGS["false_minimum_drop"]
+    assert end["verdict"] == "shifted" and rec["false"] == 0 and rec["shifted"] == 1
+    assert [reason for _, _, reason, _ in out][0] == "shifted_minimum"
 
 
 def test_killed_check_resumes_without_repeating_calls(ends, tmp_path):

@@ -51,6 +51,7 @@ def main() -> None:
                      "student_energy": float(atoms.get_potential_energy())})
     with tempfile.TemporaryDirectory() as tmp:
         _, record = check_minima(frames, runs, load_teacher("sevennet:7net-0"), budget=10_000, false_minimum_force=c.false_minimum_force,
+                                 false_minimum_drop=c.false_minimum_drop,
                                  descent_steps=c.descent_steps, relax_fmax=c.relax_fmax, relax_cell=False,
                                  label_max_force=c.label_max_force, journal=Path(tmp) / "minima.jsonl")
     ends = {e["run"]: e for e in record["ends"]}
@@ -59,8 +60,9 @@ def main() -> None:
         print(f"{run['run']}: student {run['steps']} steps, converged {run['converged']}; 7net-0 largest force "
               f"{e.get('teacher_fmax', float('nan')):.3f} eV/A -> {e.get('verdict', 'not checked')}"
               + (f", descent {e['descent_steps']} calls ({e.get('kicks', 0)} kicks), lowest -{e['descent_drop_eV']:.3f} eV"
-                 if e.get("verdict") == "false" else ""))
-    print(f"{args.model}: {record['false']} false minima of {record['checked']} checked; {record['teacher_calls']} teacher calls")
+                 if e.get("verdict") not in ("agrees", None) else ""))
+    print(f"{args.model}: {record['false']} false and {record['shifted']} shifted minima of {record['checked']} checked; "
+          f"{record['teacher_calls']} teacher calls")
 
 
 if __name__ == "__main__":
