@@ -24,33 +24,23 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from ase.build import bulk
 from ase.constraints import FixAtoms
-from ase.io import read, write
+from ase.io import read
 from ase.optimize import BFGS
 
+from student_relax_paths import TEACHER, labelled, write_splits  # this directory: the same labelling and files
+
 from mlffd.calculator import DistilledCalculator
-from mlffd.sampling.frames import labelled_frame
 from mlffd.teachers import load_teacher, teacher_info
 
-TEACHER = "sevennet:7net-0"
 TRAIN_STEPS = np.linspace(0.0, 1.0, 11)
 TEST_STEPS = np.linspace(0.05, 0.95, 10)
 NEAR_TRAIN_STEPS = np.linspace(0.025, 0.3, 12)
 NEAR_TEST_STEPS = np.linspace(0.0375, 0.2875, 6)
-
-
-def labelled(atoms: Atoms, teacher, trajectory: str, step: int, copy: int, sha: str) -> Atoms:
-    work = atoms.copy()
-    work.set_constraint()
-    work.calc = teacher
-    results = dict(energy=work.get_potential_energy(), forces=work.get_forces(), stress=work.get_stress())
-    info = dict(trajectory=trajectory, teacher=TEACHER, teacher_sha256=sha, config_type="interstitial", step=step, copy=copy)
-    return labelled_frame(work, results, info)
 
 
 def main() -> None:
@@ -92,10 +82,7 @@ def main() -> None:
             along = float(f @ (tet - hexagonal) / np.linalg.norm(tet - hexagonal))
             print(f"{split} {cname} s={s:.2f}: 7net-0 energy {out[0].get_potential_energy():.4f} eV, "
                   f"student {atoms.get_potential_energy():.4f} eV, 7net-0 force on the added atom along the path {along:+.3f} eV/A", flush=True)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    for split, lst in frames.items():
-        write(Path(args.out) / f"{split}.extxyz", lst)
-    print({split: len(lst) for split, lst in frames.items()})
+    write_splits(args.out, frames)
 
 
 if __name__ == "__main__":

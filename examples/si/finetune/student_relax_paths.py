@@ -30,11 +30,21 @@ TEACHER = "sevennet:7net-0"
 
 
 def labelled(atoms: Atoms, teacher, trajectory: str, step: int, copy: int, sha: str) -> Atoms:
+    """7net-0's energy, forces and stress for ``atoms`` (constraints dropped) as a training frame."""
     work = atoms.copy()
+    work.set_constraint()
     work.calc = teacher
     results = dict(energy=work.get_potential_energy(), forces=work.get_forces(), stress=work.get_stress())
     info = dict(trajectory=trajectory, teacher=TEACHER, teacher_sha256=sha, config_type="interstitial", step=step, copy=copy)
     return labelled_frame(work, results, info)
+
+
+def write_splits(out: str, frames: dict[str, list[Atoms]]) -> None:
+    """``OUT/train.extxyz`` and ``OUT/test.extxyz``; prints the counts."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for split, lst in frames.items():
+        write(Path(out) / f"{split}.extxyz", lst)
+    print({split: len(lst) for split, lst in frames.items()})
 
 
 def main() -> None:
@@ -66,10 +76,7 @@ def main() -> None:
         out = [labelled(p, teacher, f"student_relax_open/{split}{k}", j, int(j >= kept), sha) for j, p in enumerate(picked)]
         frames[split] += out
         print(f"path {k}: {len(path)} steps, 7net-0 energy at the student's end {out[kept - 1].get_potential_energy():.3f} eV", flush=True)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    for split, lst in frames.items():
-        write(Path(args.out) / f"{split}.extxyz", lst)
-    print({split: len(lst) for split, lst in frames.items()})
+    write_splits(args.out, frames)
 
 
 if __name__ == "__main__":
