@@ -68,10 +68,10 @@ class ActiveConfig:
     max_force: float = 25.0  #: failed: a student force component above this (eV/Å)
     label_max_force: float = 50.0  #: teacher labels with a force component above this are dropped (unphysical), as the sampler drops them
     # -- teacher checks of the student's minima (mlffd.active.minima)
-    minima_calls_per_round: int = 40  #: teacher calls per round (inside teacher_calls_per_round) for checking converged relaxations' ends and descending from false ones; 0: none
-    false_minimum_force: float = 0.1  #: a student minimum where the teacher's largest per-atom force is above this (eV/Å) is suspect: the teacher descends from it
-    false_minimum_drop: float = 0.05  #: a suspect minimum is false if the teacher's descent gets this much lower (eV), else shifted
-    descent_steps: int = 30  #: teacher calls (each a labelled frame) descending from every false minimum at most, kicks included
+    minima_calls_per_round: int = 40  #: teacher calls per round (inside its budget) checking relaxations' ends and descending; 0: none
+    false_minimum_force: float = 0.1  #: the teacher descends from a student minimum where its largest force is above this (eV/Å)
+    false_minimum_drop: float = 0.05  #: that minimum is false if the descent gets this much lower (eV), else shifted
+    descent_steps: int = 30  #: teacher calls (each a labelled frame) per descent at most, kicks included
     # -- fine-tuning every member after each round
     finetune_steps: int = 200
     finetune_lr: float = 1.0e-3

@@ -435,13 +435,13 @@ class ActiveLoop:
         done_path = rdir / "minima.json"
         if done_path.exists():
             return _read_frames(rdir / "minima.extxyz"), _read_json(done_path)
-        empty = {"checked": 0, "false": 0, "shifted": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
         found: list = []
-        record = empty
+        record: dict[str, Any] = {"checked": 0, "false": 0, "shifted": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
         if budget > 0 and any(run["kind"] == "relax" and run.get("converged") for run in runs):
             found, record = check_minima(frames, runs, self.teacher.calc, budget=budget, false_minimum_force=c.false_minimum_force,
-                                         false_minimum_drop=c.false_minimum_drop, descent_steps=c.descent_steps, relax_fmax=c.relax_fmax, relax_cell=c.relax_cell,
-                                         label_max_force=c.label_max_force, journal=rdir / "minima.jsonl")
+                                         false_minimum_drop=c.false_minimum_drop, descent_steps=c.descent_steps,
+                                         relax_fmax=c.relax_fmax, relax_cell=c.relax_cell, label_max_force=c.label_max_force,
+                                         journal=rdir / "minima.jsonl")
         tags = self.teacher.tags() if found else {}
         out = []
         for structure, labels, reason, extra in found:

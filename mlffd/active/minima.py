@@ -4,9 +4,11 @@ A relaxation the student calls converged ends at a minimum *of the student*. The
 agree with it (its members share their data, so they share their holes), so the deviation does
 not flag it; the teacher's forces do. Each converged student relaxation's end is labelled by the
 teacher. Where the teacher's largest per-atom force there is above ``false_minimum_force`` the
-end is a false minimum, and the teacher relaxes it (BFGS, the exploration's cell setting) for up
-to ``descent_steps`` calls: every step is a labelled frame on the slope the student lacks, from
-its false minimum towards the teacher's. A student's false minimum often sits on a saddle point
+end is suspect, and the teacher relaxes it (BFGS, the exploration's cell setting) for up to
+``descent_steps`` calls: every step is a labelled frame on the slope the student lacks. A descent
+that gets ``false_minimum_drop`` lower shows a false minimum; one that converges less far down, a
+shifted one (the teacher's minimum is near: a force error, not a hole); one cut short by the
+budget leaves it unresolved. A student's false minimum often sits on a saddle point
 of the teacher (silicon's hexagonal interstitial), where the teacher's own relaxation stops after
 a step or two; so when the descent converges, every atom is kicked by :data:`KICK_A` (Gaussian,
 seeded by the run's name) and the descent goes on, at most :data:`MAX_KICKS` times, until a
@@ -92,7 +94,8 @@ class _Replaying(Calculator):
 
 def _same(rec: dict[str, Any], atoms: Atoms) -> bool:
     # not bit for bit: linear algebra may round differently on another machine than the killed run's
-    return bool(np.allclose(rec["positions"], atoms.positions, rtol=0.0, atol=1e-8) and np.allclose(rec["cell"], atoms.cell.array, rtol=0.0, atol=1e-8))
+    return bool(np.allclose(rec["positions"], atoms.positions, rtol=0.0, atol=1e-8)
+                and np.allclose(rec["cell"], atoms.cell.array, rtol=0.0, atol=1e-8))
 
 
 def _descend(atoms: Atoms, target, calc: _Replaying, fmax: float, rng: np.random.Generator) -> tuple[str, int]:
@@ -202,7 +205,8 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
                 status, end["kicks"] = _descend(atoms, target, calc, relax_fmax, np.random.default_rng(list(name.encode())))
                 if status not in ("done", "cut"):
                     end["descent_stopped"] = status
-                end.update(descent_steps=len(calc.answers) - 1, descent_drop_eV=calc.answers[0][1]["energy"] - min(r["energy"] for _, r in calc.answers))
+                lowest = min(r["energy"] for _, r in calc.answers)
+                end.update(descent_steps=len(calc.answers) - 1, descent_drop_eV=calc.answers[0][1]["energy"] - lowest)
             if end["verdict"] == "suspect":
                 end["verdict"] = ("false" if end["descent_drop_eV"] >= false_minimum_drop else "shifted" if status == "done"
                                   else "unresolved")

@@ -44,7 +44,8 @@ def _minima_cell(minima: Mapping[str, Any] | None) -> str:
     if not minima or not minima.get("checked"):
         return "–"
     shifted = f", {minima['shifted']} shifted" if minima.get("shifted") else ""
-    return f"{minima['false']}/{minima['checked']}{shifted}" + (f" (+{minima['descent_frames']} descent)" if minima.get("descent_frames") else "")
+    descent = f" (+{minima['descent_frames']} descent)" if minima.get("descent_frames") else ""
+    return f"{minima['false']}/{minima['checked']}{shifted}{descent}"
 
 
 def round_row(rec: Mapping[str, Any]) -> tuple[str, ...]:
