@@ -60,6 +60,26 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines journal of teacher calls, up to a torn last line (a kill:
+    that call is made again)."""
+    records: list[dict[str, Any]] = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+def _append_journal(fh, record: dict[str, Any]) -> None:
+    """One record on disk (flushed, fsynced) before the next teacher call."""
+    fh.write(json.dumps(record) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
 def _write_frames(path: Path, frames: Sequence[Atoms]) -> None:
     from ase.io import write
 
@@ -428,7 +448,7 @@ class ActiveLoop:
     def _minima(self, r: int, rdir: Path, frames: list[Atoms], runs: list, budget: int) -> tuple[list[Atoms], dict[str, Any]]:
         """The teacher's check of every converged student relaxation and its descents from the
         false minima (:mod:`mlffd.active.minima`), or what a resumed round wrote."""
-        from mlffd.active.minima import check_minima
+        from mlffd.active.minima import check_minima, relaxation_ends
         from mlffd.sampling.frames import labelled_frame
 
         c = self.config
@@ -437,7 +457,7 @@ class ActiveLoop:
             return _read_frames(rdir / "minima.extxyz"), _read_json(done_path)
         found: list = []
         record: dict[str, Any] = {"checked": 0, "false": 0, "shifted": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
-        if budget > 0 and any(run["kind"] == "relax" and run.get("converged") for run in runs):
+        if budget > 0 and relaxation_ends(frames, runs):  # else nothing to check: the teacher is not even loaded
             found, record = check_minima(frames, runs, self.teacher.calc, budget=budget, false_minimum_force=c.false_minimum_force,
                                          false_minimum_drop=c.false_minimum_drop, descent_steps=c.descent_steps,
                                          relax_fmax=c.relax_fmax, relax_cell=c.relax_cell, label_max_force=c.label_max_force,
@@ -466,14 +486,7 @@ class ActiveLoop:
 
         done_path = rdir / "labelled.json"
         lines_path = rdir / "labels.jsonl"
-        results: dict[int, dict[str, Any]] = {}
-        if lines_path.exists():
-            for line in lines_path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a torn last line from a kill: that call is made again
-                results[int(rec["index"])] = rec
+        results: dict[int, dict[str, Any]] = {int(rec["index"]): rec for rec in _read_journal(lines_path)}
         if not done_path.exists():
             todo = [item for item in chosen if int(item["index"]) not in results]
             if todo:
@@ -488,9 +501,7 @@ class ActiveLoop:
                             rec = {"status": "non_finite_positions"}
                         rec.update(index=i, reason=item["reason"], call=rec["status"] != "non_finite_positions")
                         results[i] = rec
-                        fh.write(json.dumps(rec) + "\n")
-                        fh.flush()
-                        os.fsync(fh.fileno())
+                        _append_journal(fh, rec)
                         bar.update(1)
         tags = self.teacher.tags() if any(results[int(x["index"])]["status"] == "ok" for x in chosen) else {}
         labelled: list[Atoms] = []

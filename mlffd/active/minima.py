@@ -21,8 +21,6 @@ in the same order) and calls the teacher only past them: a kill never repeats a 
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -57,15 +55,15 @@ class _Refused(Exception):
 
 class _Replaying(Calculator):
     """The teacher behind a record: answers recorded for the same structure are replayed, new
-    ones are computed by ``label`` and passed to ``sink`` first."""
+    ones are computed by ``ask`` and passed to ``sink`` first."""
 
     implemented_properties = ["energy", "forces", "stress", "free_energy"]
 
-    def __init__(self, recorded: list[dict[str, Any]], label: Callable[[Atoms], dict[str, Any]],
+    def __init__(self, recorded: list[dict[str, Any]], ask: Callable[[Atoms], dict[str, Any]],
                  sink: Callable[[dict[str, Any]], None], may_call: Callable[[], bool]) -> None:
-        super().__init__()
+        super().__init__()  # (not ``label``: ASE's Calculator owns that name)
         self.recorded = list(recorded)
-        self.ask, self.sink, self.may_call = label, sink, may_call
+        self.ask, self.sink, self.may_call = ask, sink, may_call
         self.answers: list[tuple[Atoms, dict[str, Any]]] = []
         self.cap: int | None = None  #: answers at most (the check and the descent's calls)
 
@@ -142,16 +140,10 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
     ``false``, ``shifted``, ``descent_frames``, ``teacher_calls`` and per end ``ends`` (run,
     teacher's largest force, verdict, the descent's calls, kicks and the drop to the lowest
     energy it reached)."""
-    from mlffd.active.loop import _label_one
+    from mlffd.active.loop import _append_journal, _label_one, _read_journal
 
     journal = Path(journal)
-    lines: list[dict[str, Any]] = []
-    if journal.exists():
-        for line in journal.read_text().splitlines():
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line from a kill: that call is made again
+    lines = _read_journal(journal)
     by_run: dict[str, list[dict[str, Any]]] = {}
     for rec in lines:
         by_run.setdefault(rec["run"], []).append(rec)
@@ -164,9 +156,7 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
             def sink(rec: dict[str, Any]) -> None:
                 nonlocal calls
                 calls += 1
-                fh.write(json.dumps({"run": name, **rec}) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+                _append_journal(fh, {"run": name, **rec})
             return sink
 
         # every end checked first (one call each), then the descents share what is left
@@ -178,15 +168,14 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
             atoms = Atoms(numbers=frames[index].numbers, positions=frames[index].positions, cell=frames[index].cell, pbc=frames[index].pbc)
             atoms.calc = calc
             end: dict[str, Any] = {"run": name, "frame": index}
-            record["ends"].append(end)
             try:
                 forces = atoms.get_forces()
             except _Spent:
-                record["ends"].pop()
                 break
             except _Refused as exc:
-                end["verdict"] = f"teacher: {exc}"
+                record["ends"].append({**end, "verdict": f"teacher: {exc}"})
                 continue
+            record["ends"].append(end)
             record["checked"] += 1
             fmax = float(np.linalg.norm(forces, axis=1).max(initial=0.0))
             end.update(teacher_fmax=fmax, verdict="suspect" if fmax > false_minimum_force else "agrees", descent_steps=0,

@@ -29,10 +29,9 @@ import numpy as np
 from ase import Atoms
 from ase.build import bulk
 from ase.constraints import FixAtoms
-from ase.io import read
 from ase.optimize import BFGS
 
-from student_relax_paths import TEACHER, labelled, write_splits  # this directory: the same labelling and files
+from student_relax_paths import TEACHER, labelled, lattice_constant, write_splits  # this directory: the same labelling and files
 
 from mlffd.calculator import DistilledCalculator
 from mlffd.teachers import load_teacher, teacher_info
@@ -50,7 +49,7 @@ def main() -> None:
     parser.add_argument("--near", action="store_true", help="only the first 0.35 A of the path, finer")
     args = parser.parse_args()
     train_steps, test_steps = (NEAR_TRAIN_STEPS, NEAR_TEST_STEPS) if args.near else (TRAIN_STEPS, TEST_STEPS)
-    a = read("data/si-interstitials/train.extxyz.xz", 0).cell.lengths()[0] / 2
+    a = lattice_constant()
     cells = {"p54": bulk("Si", "diamond", a=a) * (3, 3, 3), "c128": bulk("Si", "diamond", a=a, cubic=True) * (2, 2, 4)}
     hexagonal = a * np.full(3, 5 / 8)
     tet = a * np.full(3, 1 / 2)

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.build import bulk
-from ase.io import read
 from ase.optimize import BFGS
+
+from student_relax_paths import TEACHER, lattice_constant, open_site_start  # this directory: the same starts
 
 from mlffd.active import ActiveConfig
 from mlffd.active.minima import check_minima
 from mlffd.calculator import DistilledCalculator
-from mlffd.sampling.structures import interstitial_point
 from mlffd.teachers import load_teacher
 
 
@@ -33,14 +33,12 @@ def main() -> None:
     parser.add_argument("model", help="a shipped name or an artifact path")
     parser.add_argument("starts", type=int, help="number of relaxations")
     args = parser.parse_args()
-    a = read("data/si-interstitials/train.extxyz.xz", 0).cell.lengths()[0] / 2
-    host = bulk("Si", "diamond", a=a, cubic=True) * (2, 2, 2)
+    host = bulk("Si", "diamond", a=lattice_constant(), cubic=True) * (2, 2, 2)
     student, c = DistilledCalculator(args.model), ActiveConfig()
     rng = np.random.default_rng(20261206)
     frames, runs = [], []
     for k in range(args.starts):
-        atoms = host + Atoms("Si", positions=[interstitial_point(host, rng, "open")])
-        atoms.positions += rng.normal(0.0, 0.03, atoms.positions.shape)
+        atoms = open_site_start(host, rng)
         atoms.calc = student
         opt = BFGS(atoms, logfile=None)
         converged = bool(opt.run(fmax=c.relax_fmax, steps=c.relax_steps))
@@ -50,7 +48,7 @@ def main() -> None:
         runs.append({"run": f"relax-{k}", "kind": "relax", "converged": converged, "stopped": None, "steps": int(opt.nsteps),
                      "student_energy": float(atoms.get_potential_energy())})
     with tempfile.TemporaryDirectory() as tmp:
-        _, record = check_minima(frames, runs, load_teacher("sevennet:7net-0"), budget=10_000, false_minimum_force=c.false_minimum_force,
+        _, record = check_minima(frames, runs, load_teacher(TEACHER), budget=10_000, false_minimum_force=c.false_minimum_force,
                                  false_minimum_drop=c.false_minimum_drop,
                                  descent_steps=c.descent_steps, relax_fmax=c.relax_fmax, relax_cell=False,
                                  label_max_force=c.label_max_force, journal=Path(tmp) / "minima.jsonl")

@@ -47,21 +47,31 @@ def write_splits(out: str, frames: dict[str, list[Atoms]]) -> None:
     print({split: len(lst) for split, lst in frames.items()})
 
 
+def lattice_constant() -> float:
+    """The teacher's diamond lattice constant, as data/si-interstitials' 2x2x2 conventional cells hold it."""
+    return float(read("data/si-interstitials/train.extxyz.xz", 0).cell.lengths()[0] / 2)
+
+
+def open_site_start(host: Atoms, rng: np.random.Generator) -> Atoms:
+    """``host`` with one Si added at a random open site, every atom rattled by 0.03 Å."""
+    atoms = host + Atoms("Si", positions=[interstitial_point(host, rng, "open")])
+    atoms.positions += rng.normal(0.0, 0.03, atoms.positions.shape)
+    return atoms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="the student that relaxes (a shipped name or an artifact path)")
     parser.add_argument("paths", type=int, help="number of relaxations")
     parser.add_argument("--out", default="runs/si/hexpath")
     args = parser.parse_args()
-    a = read("data/si-interstitials/train.extxyz.xz", 0).cell.lengths()[0] / 2
-    host = bulk("Si", "diamond", a=a, cubic=True) * (2, 2, 2)
+    host = bulk("Si", "diamond", a=lattice_constant(), cubic=True) * (2, 2, 2)
     student, teacher = DistilledCalculator(args.model), load_teacher(TEACHER)
     sha = teacher_info(TEACHER).get("checkpoint_sha256") or ""
     rng = np.random.default_rng(20261206)
     frames: dict[str, list[Atoms]] = {"train": [], "test": []}
     for k in range(args.paths):
-        atoms = host + Atoms("Si", positions=[interstitial_point(host, rng, "open")])
-        atoms.positions += rng.normal(0.0, 0.03, atoms.positions.shape)
+        atoms = open_site_start(host, rng)
         atoms.calc = student
         path = [atoms.copy()]
         for _ in BFGS(atoms, logfile=None).irun(fmax=0.005, steps=150):
