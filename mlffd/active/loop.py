@@ -448,8 +448,7 @@ class ActiveLoop:
     def _minima(self, r: int, rdir: Path, frames: list[Atoms], runs: list, budget: int) -> tuple[list[Atoms], dict[str, Any]]:
         """The teacher's check of every converged student relaxation and its descents from the
         false minima (:mod:`mlffd.active.minima`), or what a resumed round wrote."""
-        from mlffd.active.minima import check_minima, relaxation_ends
-        from mlffd.sampling.frames import labelled_frame
+        from mlffd.active.minima import check_minima, minima_frames, relaxation_ends
 
         c = self.config
         done_path = rdir / "minima.json"
@@ -462,14 +461,7 @@ class ActiveLoop:
                                          false_minimum_drop=c.false_minimum_drop, descent_steps=c.descent_steps,
                                          relax_fmax=c.relax_fmax, relax_cell=c.relax_cell, label_max_force=c.label_max_force,
                                          journal=rdir / "minima.jsonl")
-        tags = self.teacher.tags() if found else {}
-        out = []
-        for structure, labels, reason, extra in found:
-            info = {**tags, "config_type": f"active_{reason}", "active_round": r, "trajectory": f"active-r{r}-{extra['active_source']}",
-                    "active_source": extra["active_source"], "active_step": extra["active_step"]}
-            if reason != "descent":  # the explored frame itself (its committee deviation is known)
-                info["active_frame"] = extra["active_frame"]
-            out.append(labelled_frame(structure, labels, info))
+        out = minima_frames(found, self.teacher.tags() if found else {}, r)
         if record["checked"]:
             self.log(f"[active r{r}] teacher checked {record['checked']} student minima: {record['false']} false, {record['shifted']} "
                      f"shifted, {record['descent_frames']} descent frames, {record['teacher_calls']} calls")

@@ -213,3 +213,19 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
 
 
 __all__ = ["REASONS", "check_minima", "relaxation_ends"]
+
+
+def minima_frames(found: Sequence[tuple[Atoms, dict[str, Any], str, dict[str, Any]]], tags: dict[str, Any], r: int) -> list[Atoms]:
+    """The training frames of what :func:`check_minima` labelled in round ``r``: ``config_type``
+    ``active_`` + reason, the teacher's provenance ``tags``, the source run and step; a checked
+    end also keeps its explored frame's index (its committee deviation is known)."""
+    from mlffd.sampling.frames import labelled_frame
+
+    out = []
+    for structure, labels, reason, extra in found:
+        info = {**tags, "config_type": f"active_{reason}", "active_round": r, "trajectory": f"active-r{r}-{extra['active_source']}",
+                "active_source": extra["active_source"], "active_step": extra["active_step"]}
+        if reason != "descent":
+            info["active_frame"] = extra["active_frame"]
+        out.append(labelled_frame(structure, labels, info))
+    return out

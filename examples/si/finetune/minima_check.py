@@ -5,8 +5,12 @@ constant) with one atom added at a random open site (``interstitial_point(..., "
 includes the hexagonal site) and every atom rattled by 0.03 Å. The student relaxes each start
 (BFGS, positions, the active loop's default fmax and step limit); 7net-0 checks every converged
 end and descends from the false ones (the loop's default threshold and descent length).
-Prints one line per relaxation and the count of false minima. Run from the repository root:
+Prints one line per relaxation and the count of false minima. ``--out FILE`` writes what the
+teacher labelled as the active loop would add it (checked ends and descent frames, ``config_type``
+``active_*``): training data from starts drawn with another ``--seed`` than the check's default.
+Run from the repository root:
     python examples/si/finetune/minima_check.py original 12
+    python examples/si/finetune/minima_check.py ultra-tiny 48 --seed 7 --out runs/si/minima-ultra-tiny/train.extxyz
 """
 
 from __future__ import annotations
@@ -18,24 +22,27 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.build import bulk
+from ase.io import write
 from ase.optimize import BFGS
 
 from student_relax_paths import TEACHER, lattice_constant, open_site_start  # this directory: the same starts
 
 from mlffd.active import ActiveConfig
-from mlffd.active.minima import check_minima
+from mlffd.active.minima import check_minima, minima_frames
 from mlffd.calculator import DistilledCalculator
-from mlffd.teachers import load_teacher
+from mlffd.teachers import load_teacher, teacher_info
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a shipped name or an artifact path")
     parser.add_argument("starts", type=int, help="number of relaxations")
+    parser.add_argument("--seed", type=int, default=20261206, help="draws the starts (the default: the check's own)")
+    parser.add_argument("--out", help="write the labelled frames here (extxyz)")
     args = parser.parse_args()
     host = bulk("Si", "diamond", a=lattice_constant(), cubic=True) * (2, 2, 2)
     student, c = DistilledCalculator(args.model), ActiveConfig()
-    rng = np.random.default_rng(20261206)
+    rng = np.random.default_rng(args.seed)
     frames, runs = [], []
     for k in range(args.starts):
         atoms = open_site_start(host, rng)
@@ -48,7 +55,7 @@ def main() -> None:
         runs.append({"run": f"relax-{k}", "kind": "relax", "converged": converged, "stopped": None, "steps": int(opt.nsteps),
                      "student_energy": float(atoms.get_potential_energy())})
     with tempfile.TemporaryDirectory() as tmp:
-        _, record = check_minima(frames, runs, load_teacher(TEACHER), budget=10_000, false_minimum_force=c.false_minimum_force,
+        found, record = check_minima(frames, runs, load_teacher(TEACHER), budget=10_000, false_minimum_force=c.false_minimum_force,
                                  false_minimum_drop=c.false_minimum_drop,
                                  descent_steps=c.descent_steps, relax_fmax=c.relax_fmax, relax_cell=False,
                                  label_max_force=c.label_max_force, journal=Path(tmp) / "minima.jsonl")
@@ -59,6 +66,12 @@ def main() -> None:
               f"{e.get('teacher_fmax', float('nan')):.3f} eV/A -> {e.get('verdict', 'not checked')}"
               + (f", descent {e['descent_steps']} calls ({e.get('kicks', 0)} kicks), lowest -{e['descent_drop_eV']:.3f} eV"
                  if e.get("verdict") not in ("agrees", None) else ""))
+    if args.out:
+        sha = teacher_info(TEACHER).get("checkpoint_sha256")
+        labelled = minima_frames(found, {"teacher": TEACHER, **({"teacher_sha256": sha} if sha else {})}, 0)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write(args.out, labelled)
+        print(f"{len(labelled)} labelled frames -> {args.out}")
     print(f"{args.model}: {record['false']} false and {record['shifted']} shifted minima of {record['checked']} checked; "
           f"{record['teacher_calls']} teacher calls")
 
