@@ -75,8 +75,9 @@ def _mic_distances(atoms: Atoms, point: np.ndarray) -> np.ndarray:
 
 def random_start(start: Atoms, config: ActiveConfig, reference: Reference, rng: np.random.Generator) -> Atoms:
     """``start``'s atoms placed at random in a random cell at its density times ``1 ± density_range``,
-    no two closer than ``random_min_distance`` × the shortest training distance (that distance
-    is lowered by 5 % steps when the atoms do not fit after many tries)."""
+    no two closer than ``random_min_distance`` × the data's typical first-neighbour distance
+    (:attr:`Reference.bond`; lowered by 5 % steps when the atoms do not fit after many tries). Not
+    the shortest distance: data with close contacts would make every random cell a pile of them."""
     n = len(start)
     numbers = rng.permutation(start.numbers)
     scale = (1.0 + rng.uniform(-config.density_range, config.density_range)) ** (1.0 / 3.0)
@@ -88,7 +89,7 @@ def random_start(start: Atoms, config: ActiveConfig, reference: Reference, rng: 
     else:  # a molecule or slab: the start's bounding box, padded, as the box of the random atoms
         span = np.ptp(start.positions, axis=0) + 1.0
         cell = np.diag(span * scale)
-    d_min = config.random_min_distance * reference.any_shortest
+    d_min = config.random_min_distance * reference.bond
     for _ in range(40):
         atoms = Atoms(numbers=numbers[:0], cell=cell, pbc=start.pbc)
         for z in numbers:

@@ -455,7 +455,8 @@ class ActiveLoop:
         if done_path.exists():
             return _read_frames(rdir / "minima.extxyz"), _read_json(done_path)
         found: list = []
-        record: dict[str, Any] = {"checked": 0, "false": 0, "shifted": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
+        record: dict[str, Any] = {"checked": 0, "false": 0, "shifted": 0, "unresolved": 0, "descent_frames": 0, "teacher_calls": 0,
+                                  "ends": []}
         if budget > 0 and relaxation_ends(frames, runs):  # else nothing to check: the teacher is not even loaded
             found, record = check_minima(frames, runs, self.teacher.calc, budget=budget, false_minimum_force=c.false_minimum_force,
                                          false_minimum_drop=c.false_minimum_drop, descent_steps=c.descent_steps,
@@ -464,7 +465,7 @@ class ActiveLoop:
         out = minima_frames(found, self.teacher.tags() if found else {}, r)
         if record["checked"]:
             self.log(f"[active r{r}] teacher checked {record['checked']} student minima: {record['false']} false, {record['shifted']} "
-                     f"shifted, {record['descent_frames']} descent frames, {record['teacher_calls']} calls")
+                     f"shifted, {record['unresolved']} unresolved, {record['descent_frames']} descent frames, {record['teacher_calls']} calls")
         _write_frames(rdir / "minima.extxyz", out)
         _write_json(done_path, record)
         return _read_frames(rdir / "minima.extxyz"), _read_json(done_path)

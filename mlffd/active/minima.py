@@ -137,7 +137,7 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
     the descent gets ``false_minimum_drop`` (eV) lower, else shifted (the teacher's minimum is
     near, the student's geometry a little off) or, when the descent was cut short, unresolved.
     Returns the labelled structures as (atoms, labels, reason, info) and a record: ``checked``,
-    ``false``, ``shifted``, ``descent_frames``, ``teacher_calls`` and per end ``ends`` (run,
+    ``false``, ``shifted``, ``unresolved``, ``descent_frames``, ``teacher_calls`` and per end ``ends`` (run,
     teacher's largest force, verdict, the descent's calls, kicks and the drop to the lowest
     energy it reached)."""
     from mlffd.active.loop import _append_journal, _label_one, _read_journal
@@ -149,7 +149,8 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
         by_run.setdefault(rec["run"], []).append(rec)
     calls = len(lines)
     out: list[tuple[Atoms, dict[str, Any], str, dict[str, Any]]] = []
-    record: dict[str, Any] = {"checked": 0, "false": 0, "shifted": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
+    record: dict[str, Any] = {"checked": 0, "false": 0, "shifted": 0, "unresolved": 0, "descent_frames": 0, "teacher_calls": 0,
+                              "ends": []}
 
     with open(journal, "a") as fh:
         def sink_for(name: str) -> Callable[[dict[str, Any]], None]:
@@ -201,6 +202,7 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
                                   else "unresolved")
                 record["false"] += end["verdict"] == "false"
                 record["shifted"] += end["verdict"] == "shifted"
+                record["unresolved"] += end["verdict"] == "unresolved"
             first = {"false": "false_minimum", "shifted": "shifted_minimum"}.get(end["verdict"], "minimum")
             for k, (structure, rec) in enumerate(calc.answers):
                 reason = first if k == 0 else "descent"

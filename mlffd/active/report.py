@@ -44,6 +44,7 @@ def _minima_cell(minima: Mapping[str, Any] | None) -> str:
     if not minima or not minima.get("checked"):
         return "–"
     shifted = f", {minima['shifted']} shifted" if minima.get("shifted") else ""
+    shifted += f", {minima['unresolved']} unresolved" if minima.get("unresolved") else ""
     descent = f" (+{minima['descent_frames']} descent)" if minima.get("descent_frames") else ""
     return f"{minima['false']}/{minima['checked']}{shifted}{descent}"
 
@@ -78,7 +79,7 @@ def markdown(data: Mapping[str, Any]) -> str:
              "with member 0's largest per-atom force error over all labelled frames of the round, before fine-tuning; "
              "test RMSE: member 0 on the held-out set. False minima: of the student's converged relaxations whose end "
              "the teacher checked, those the teacher's descent got `false_minimum_drop` lower (shifted: the teacher's "
-             "minimum is near), and the descent frames.", ""]
+             "minimum is near; unresolved: the descent was cut short first), and the descent frames.", ""]
     lines.append("| " + " | ".join(_COLUMNS) + " |")
     lines.append("| " + " | ".join("---" for _ in _COLUMNS) + " |")
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in round_row(rec)) + " |" for rec in data["rounds"]]

@@ -30,6 +30,9 @@ class Reference:
     shortest: np.ndarray  #: [S, S] shortest distance (Å) of each element pair in the data (inf: never within the cutoff)
     reference_energies: np.ndarray  #: [S] per-element energies (eV) by least squares
     energy_floor: float  #: the lowest energy per atom (less references) in the data (eV/atom)
+    #: the median distance from an atom to its nearest neighbour in the data (Å; 0: unknown): the
+    #: bond length, which close-contact frames (dimers, pushed pairs) do not shorten as they do ``shortest``
+    nearest_neighbour: float = 0.0
 
     def index(self, numbers: np.ndarray) -> np.ndarray:
         """Element indices of atomic numbers (ValueError for an element the data lack)."""
@@ -51,6 +54,11 @@ class Reference:
         finite = self.shortest[np.isfinite(self.shortest)]
         return float(finite.min()) if finite.size else 2.0
 
+    @property
+    def bond(self) -> float:
+        """The typical first-neighbour distance (Å): :attr:`nearest_neighbour`, else :attr:`any_shortest`."""
+        return self.nearest_neighbour if self.nearest_neighbour > 0 else self.any_shortest
+
     def relative_energy(self, atoms: Atoms, energy: float) -> float:
         """Energy per atom less the per-element references (eV/atom): comparable across compositions."""
         return float((energy - self.reference_energies[self.index(atoms.numbers)].sum()) / max(len(atoms), 1))
@@ -66,14 +74,19 @@ def reference_from_frames(frames: Sequence[Atoms], cutoff: float = 6.0) -> Refer
     energies = np.array([frame_labels(a)[0] for a in frames])
     e_ref = np.linalg.lstsq(counts, energies, rcond=None)[0]
     shortest = np.full((len(numbers),) * 2, np.inf)
+    nearest = []
     for a in frames:
         i, j, d = _pairs(a, cutoff)
         if len(d):
             si, sj = ref.index(a.numbers[i]), ref.index(a.numbers[j])
             np.minimum.at(shortest, (si, sj), d)
+            per_atom = np.full(len(a), np.inf)
+            np.minimum.at(per_atom, i, d)
+            nearest.append(per_atom[np.isfinite(per_atom)])
     shortest = np.minimum(shortest, shortest.T)
     floor = min((e - c @ e_ref) / len(a) for a, e, c in zip(frames, energies, counts))
-    return Reference(numbers, shortest, e_ref, float(floor))
+    bond = float(np.median(np.concatenate(nearest))) if nearest else 0.0
+    return Reference(numbers, shortest, e_ref, float(floor), bond)
 
 
 def _pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -459,3 +459,31 @@ def test_defected_interstitial_starts_emptiest_or_open_site():
     assert any(d[3] < 2.55 and d[4] > 2.55 for d in opened)  # tetrahedral: 4 at the bond, 6 at 2.72 Å
     with pytest.raises(ValueError, match="defects"):
         ActiveConfig(defects=("octahedral",))
+
+
+def test_random_cells_keep_bonds_apart_when_the_data_have_close_contacts():
+    """The reference's bond is the median first-neighbour distance (diamond's a·√3/4 here), not
+    the shortest one a dimer frame sets; random starts keep every pair 0.9 × that bond apart."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.geometry import get_distances
+
+    from mlffd.active.explore import random_start
+
+    a = 5.431
+    frames = [bulk("Si", "diamond", a=a, cubic=True) * (2, 2, 2) for _ in range(3)]
+    frames.append(Atoms("Si2", positions=[[0, 0, 0], [1.5, 0, 0]], cell=[12.0, 12.0, 12.0], pbc=True))
+    for k, f in enumerate(frames):
+        f.calc = SinglePointCalculator(f, energy=-4.0 * len(f) + k, forces=np.zeros((len(f), 3)))
+    ref = reference_from_frames(frames)
+    assert ref.any_shortest == pytest.approx(1.5)
+    assert ref.bond == pytest.approx(a * np.sqrt(3) / 4, rel=1e-9)
+
+    start = bulk("Si", "diamond", a=a, cubic=True) * (2, 2, 2)
+    config = ActiveConfig(random_min_distance=0.9)
+    for seed in range(3):
+        atoms = random_start(start, config, ref, np.random.default_rng(seed))
+        _, d = get_distances(atoms.positions, cell=atoms.cell, pbc=True)
+        closest = d[np.triu_indices(len(atoms), 1)].min()
+        assert len(atoms) == len(start) and closest >= 0.9 * ref.bond * 0.95**3  # at most three 5 % steps down
+        assert closest > 1.5  # the dimer's distance is not the scale

@@ -96,6 +96,7 @@ def test_budget_is_never_exceeded(ends, tmp_path):
     (end,) = [e for e in rec["ends"] if e["run"] == "relax-false"]  # false if two steps got far enough down, else undecided
     assert end["verdict"] == ("false" if end["descent_drop_eV"] >= SETTINGS["false_minimum_drop"] else "unresolved")
     assert rec["false"] == (end["verdict"] == "false") and rec["shifted"] == 0
+    assert rec["unresolved"] == (end["verdict"] == "unresolved")
 
 
 def test_small_geometry_error_is_a_shifted_minimum_not_a_false_one(ends, tmp_path):

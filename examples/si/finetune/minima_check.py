@@ -72,7 +72,8 @@ def main() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write(args.out, labelled)
         print(f"{len(labelled)} labelled frames -> {args.out}")
-    print(f"{args.model}: {record['false']} false and {record['shifted']} shifted minima of {record['checked']} checked; "
+    print(f"{args.model}: {record['false']} false and {record['shifted']} shifted minima of {record['checked']} checked"
+          f"{f' ({u} unresolved)' if (u := record['unresolved']) else ''}; "
           f"{record['teacher_calls']} teacher calls")
 
 
