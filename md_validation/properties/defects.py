@@ -28,6 +28,13 @@ calculators, not a physical formation energy). A relaxation ending with two atom
 teacher's shortest bond is the shorter of its bulk bond and its own shortest distance in that
 defect (either start): a ⟨100⟩ dumbbell in fcc copper is 0.84 bulk bonds long, which is
 physics, not a collapse.
+
+Same structure: both calculators relax the same starts, atom for atom, so their ends compare
+directly: the largest distance of an atom between the teacher's and the student's relaxed
+positions (minimum image, net drift removed) above ``tolerances.defect_structure_A`` means the
+student stopped in another structure. An energy row can pass by chance there: a student that
+keeps diamond's hexagonal interstitial, which the teacher relaxes into the tetrahedral site,
+is scored against the teacher's tetrahedral energy.
 """
 
 from __future__ import annotations
@@ -204,7 +211,7 @@ def run_defects(calc: Calculator, ground: Atoms, prototype: str | None, target_a
     bulk, starts = defect_starts(ground, prototype, target_atoms)
     e_bulk = energy_at(bulk, calc) / len(bulk)
     out: dict[str, Any] = {"natoms": len(bulk), "bulk_energy_per_atom": e_bulk, "bond_A": nearest_distance(ground),
-                           "fmax": fmax, "error": "", "defects": {}}
+                           "fmax": fmax, "error": "", "cell": bulk.cell.array.tolist(), "pbc": bulk.pbc.tolist(), "defects": {}}
     if not math.isfinite(e_bulk):
         out["error"] = "the perfect supercell's energy is not finite (the calculator refused it)"
     for name, spec in starts.items():
@@ -218,7 +225,8 @@ def run_defects(calc: Calculator, ground: Atoms, prototype: str | None, target_a
             entry[start] = {"formation_eV": r.energy - len(atoms) * e_bulk,
                             "unrelaxed_formation_eV": e0 - len(atoms) * e_bulk,
                             "start_min_distance_A": nearest_distance(atoms), "min_distance_A": r.min_distance,
-                            "converged": r.converged, "steps": r.steps, "error": r.error}
+                            "converged": r.converged, "steps": r.steps, "error": r.error,
+                            "positions": r.atoms.positions.tolist()}
         out["defects"][name] = entry
     return out
 
@@ -249,9 +257,26 @@ def _where(entry: dict[str, Any]) -> str:
     return f"{abs(t - g):.3g} eV {'above' if t > g else 'below'} the gentle start's minimum"
 
 
+def structure_gap(teacher: dict[str, Any], student: dict[str, Any], cell: Any, pbc: Any) -> float:
+    """The largest distance (Å) of an atom between two relaxed ends of one start (their
+    ``positions``), minimum image in ``cell``, the mean displacement removed; NaN when either
+    is missing or they differ in size."""
+    t, s = teacher.get("positions"), student.get("positions")
+    if t is None or s is None or cell is None or np.shape(t) != np.shape(s) or not len(t):
+        return math.nan
+    d = np.asarray(s, dtype=float) - np.asarray(t, dtype=float)
+    if not np.isfinite(d).all():
+        return math.nan
+    if np.any(pbc):
+        d, _ = find_mic(d, np.asarray(cell, dtype=float), np.asarray(pbc, dtype=bool))
+    d -= d.mean(axis=0)
+    return float(np.linalg.norm(d, axis=1).max())
+
+
 def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolerances) -> list[PropertyRecord]:
-    """Scored rows: formation energies of both starts of every defect (``defect_eV``); shortest
-    distances (not scored); a collapse flag per defect and start."""
+    """Scored rows: formation energies of both starts of every defect (``defect_eV``); whether
+    the student ended in the teacher's structure (``defect_structure_A``); shortest distances
+    (not scored); a collapse flag per defect and start."""
     note = errors_note(teacher, student)
     td, sd = teacher.get("defects") or {}, student.get("defects") or {}
     bond = num(teacher.get("bond_A"))
@@ -274,6 +299,9 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
             row_note = "; ".join(p for p in parts if p)
             rows.append(absolute(SECTION, _prop(name, start, "formation_eV"), "eV", num(t.get("formation_eV")),
                                  num(s.get("formation_eV")), tolerances.defect_eV, row_note))
+            gap = structure_gap(t, s, teacher.get("cell"), teacher.get("pbc"))
+            rows.append(absolute(SECTION, _prop(name, start, "structure_A"), "Å", 0.0, gap, tolerances.defect_structure_A,
+                                 "largest distance of an atom from where the teacher relaxed it (same start)"))
             t_min, s_min = num(t.get("min_distance_A")), num(s.get("min_distance_A"))
             rows.append(absolute(SECTION, _prop(name, start, "min_distance_A"), "Å", t_min, s_min, None,
                                  "shortest distance after relaxing"))

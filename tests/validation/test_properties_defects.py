@@ -115,6 +115,8 @@ def test_spurious_short_range_well_is_a_collapse(sw_calc, sw_ground):
     assert rows["collapse_interstitial_dumbbell_110_tight"].passed is False
     assert rows["interstitial_dumbbell_110_tight_formation_eV"].passed is False
     assert rows["interstitial_dumbbell_110_tight_min_distance_A"].student < 1.8
+    assert rows["interstitial_dumbbell_110_structure_A"].passed  # the same end as the teacher's
+    assert rows["interstitial_dumbbell_110_tight_structure_A"].passed is False  # fell into the well: another structure
     assert "student 5." in rows["interstitial_dumbbell_110_tight_formation_eV"].note  # far below its gentle minimum
 
 
@@ -159,3 +161,31 @@ def test_failing_calculator_missing_and_nan_values():
     assert rows["defects"].passed is False
     for t, s in ((good, bad), ({}, {}), (good, nan)):
         assert defects.figures(t, s, LABELS)["defect_formation_energies"].startswith(b"\x89PNG")
+
+
+def test_structure_gap_sees_an_atom_elsewhere_not_a_drift_or_an_image():
+    """The largest distance from the teacher's end: zero for the same structure translated as a
+    whole with one atom given as its periodic image; one atom moved by 1.18 Å (diamond's
+    hexagonal-to-tetrahedral distance) gives 1.18 (1 - 1/N) after the mean drift is removed."""
+    cell = bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2)
+    teacher = {"positions": cell.positions.tolist()}
+    same = cell.positions + [0.03, -0.02, 0.01]
+    same[5] += cell.cell.array[0]
+    assert defects.structure_gap(teacher, {"positions": same.tolist()}, cell.cell.array, [True] * 3) == pytest.approx(0.0, abs=1e-9)
+    moved = cell.positions.copy()
+    step = 1.18 * np.array([1.0, 1.0, 1.0]) / np.sqrt(3)
+    moved[7] += step
+    n = len(cell)
+    gap = defects.structure_gap(teacher, {"positions": moved.tolist()}, cell.cell.array, [True] * 3)
+    assert gap == pytest.approx(1.18 * (1 - 1 / n), rel=1e-9)
+    assert math.isnan(defects.structure_gap(teacher, {"positions": moved[:-1].tolist()}, cell.cell.array, [True] * 3))
+    assert math.isnan(defects.structure_gap(teacher, {}, cell.cell.array, [True] * 3))
+    entry = {"formation_eV": 2.65, "min_distance_A": 2.35, "converged": True, "error": ""}
+    result = {"bond_A": 2.35, "error": "", "cell": cell.cell.array.tolist(), "pbc": [True] * 3, "defects": {"interstitial_hexagonal": {
+        "gentle": {**entry, "positions": cell.positions.tolist()}, "tight": {**entry, "positions": cell.positions.tolist()}}}}
+    stayed = {**result, "defects": {"interstitial_hexagonal": {
+        "gentle": {**entry, "positions": moved.tolist()}, "tight": {**entry, "positions": same.tolist()}}}}
+    rows = {r.property: r for r in defects.compare(result, stayed, Tolerances())}
+    assert rows["interstitial_hexagonal_formation_eV"].passed  # the energy alone cannot tell
+    assert rows["interstitial_hexagonal_structure_A"].passed is False
+    assert rows["interstitial_hexagonal_tight_structure_A"].passed
