@@ -34,7 +34,7 @@ class ActiveConfig:
     # -- committee and rounds
     committee: int = 4  #: students in the committee (member 0 is the distilled student itself)
     max_rounds: int = 5  #: rounds at most
-    min_new_failures: int = 5  #: stop when a round flags fewer failed frames than this
+    min_new_failures: int = 5  #: stop when a round flags fewer failed frames than this and finds no false minimum
     teacher_calls_per_round: int = 100  #: teacher single points per round at most
     teacher_calls_total: int = 400  #: teacher single points over all rounds at most
     audit_frames: int = 4  #: per round, frames not flagged labelled too (inside the budget): the error of the confident ones

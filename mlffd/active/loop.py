@@ -299,8 +299,8 @@ class ActiveLoop:
             record_path = rdir / "round.json"
             if record_path.exists():
                 record = _read_json(record_path)
-                failures = record["flags"]["failed"] + (record.get("minima") or {}).get("false", 0)
-                if not (record["converged"] and failures >= c.min_new_failures):
+                if not record["converged"] or round_converged(record["flags"]["failed"], (record.get("minima") or {}).get("false", 0),
+                                                              c.min_new_failures):
                     rounds.append(record)
                     used += record["teacher_calls"]
                     members = record["members_after"]
@@ -308,7 +308,7 @@ class ActiveLoop:
                         stop_reason = record["stop_reason"]
                         break
                     continue
-                record_path.unlink()  # min_new_failures was lowered: the round goes on to labelling
+                record_path.unlink()  # it no longer ends the loop (min_new_failures was lowered): on to labelling
             budget = min(c.teacher_calls_per_round, c.teacher_calls_total - used)
             if budget <= 0:
                 stop_reason = f"teacher budget spent ({used} of {c.teacher_calls_total} calls)"
@@ -398,9 +398,9 @@ class ActiveLoop:
             "members_before": members, "members_after": members, "teacher_calls": minima["teacher_calls"], "labelled": 0,
             "selected": 0, "selected_by_reason": {}, "dropped": {}, "converged": False, "stop_reason": None,
         }
-        if tally["failed"] + minima["false"] < c.min_new_failures:
-            record.update(converged=True, stop_reason=f"round {r} flagged {tally['failed']} failed frames and found {minima['false']} "
-                                                      f"false minima, fewer than min_new_failures ({c.min_new_failures})", timing=timing)
+        if round_converged(tally["failed"], minima["false"], c.min_new_failures):
+            record.update(converged=True, stop_reason=f"round {r} flagged {tally['failed']} failed frames, fewer than "
+                                                      f"min_new_failures ({c.min_new_failures}), and found no false minimum", timing=timing)
             return record
 
         # label
@@ -573,6 +573,13 @@ class ActiveLoop:
         return _read_json(path)
 
 
+def round_converged(failed: int, false_minima: int, min_new_failures: int) -> bool:
+    """Whether a round ends the loop: fewer than ``min_new_failures`` failed frames and no false
+    minimum (a hole the teacher confirmed is never left for lack of company: its descent frames
+    are what the next fine-tune needs)."""
+    return failed < min_new_failures and false_minima == 0
+
+
 def _subset(pred, rows: list[int]):
     from mlffd.active.committee import CommitteePrediction
 
@@ -603,4 +610,4 @@ def run_active(config: ActiveConfig, student: TrainConfig, workdir: str | Path, 
     return ActiveLoop(config, student, workdir, initial, teacher=teacher, log=log, others=others).run()
 
 
-__all__ = ["ActiveLoop", "LABELLED", "run_active", "spearman"]
+__all__ = ["ActiveLoop", "LABELLED", "round_converged", "run_active", "spearman"]

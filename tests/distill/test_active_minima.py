@@ -157,3 +157,13 @@ def test_descent_is_kicked_off_the_teachers_saddle_point(tmp_path):
     lowest = min(out, key=lambda item: item[1]["energy"])
     assert abs(abs(lowest[0].positions[0, 0]) - 1.0) < 0.05
     assert end["descent_drop_eV"] == pytest.approx(DoubleWell.A + DoubleWell.K * 0.01, abs=0.01)
+
+
+def test_a_round_with_a_false_minimum_never_ends_the_loop():
+    """Few failed frames end the loop only without a false minimum; a false minimum alone keeps it going."""
+    from mlffd.active.loop import round_converged
+
+    assert round_converged(0, 0, 5) and round_converged(4, 0, 5)
+    assert not round_converged(5, 0, 5)
+    assert not round_converged(0, 1, 5) and not round_converged(2, 1, 5)
+    assert not round_converged(0, 0, 0)  # min_new_failures 0: never converged by count
