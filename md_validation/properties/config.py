@@ -40,7 +40,7 @@ class Tolerances:
     phonon_pct: float = 3.0  #: frequencies at high-symmetry points, relative %
     phonon_abs_THz: float = 0.2  #: ... or absolute THz, whichever is looser (near-zero acoustic modes)
     defect_eV: float = 0.1  #: formation energies, eV
-    defect_structure_A: float = 0.3  #: a defect's relaxed atoms at most this far (Å) from where the teacher relaxed them
+    defect_structure_A: float = 0.15  #: a relaxed defect's atom environments (distances to 8 neighbours, Å) at most this far from the teacher's
     collapse_fraction: float = 0.85  #: a relaxation ending with atoms closer than this x the teacher's shortest bond collapsed
     surface_pct: float = 5.0  #: surface energies, relative %
     surface_abs_J_m2: float = 0.05  #: ... or absolute J/m^2, whichever is looser

@@ -29,10 +29,10 @@ teacher's shortest bond is the shorter of its bulk bond and its own shortest dis
 defect (either start): a ⟨100⟩ dumbbell in fcc copper is 0.84 bulk bonds long, which is
 physics, not a collapse.
 
-Same structure: both calculators relax the same starts, atom for atom, so their ends compare
-directly: the largest distance of an atom between the teacher's and the student's relaxed
-positions (minimum image, net drift removed) above ``tolerances.defect_structure_A`` means the
-student stopped in another structure. An energy row can pass by chance there: a student that
+Same structure: the teacher's and the student's relaxed ends of each start are compared atom
+environment by atom environment (:func:`structure_gap`: each atom's distances to its eight
+nearest neighbours, atoms paired to match); a difference above ``tolerances.defect_structure_A``
+means the student stopped in another structure. An energy row can pass by chance there: a student that
 keeps diamond's hexagonal interstitial, which the teacher relaxes into the tetrahedral site,
 is scored against the teacher's tetrahedral energy.
 """
@@ -73,6 +73,8 @@ VOID_GRID = 24
 #: forces, 1.5 eV above its relaxed minimum)
 RATTLE_A = 0.02
 RATTLE_SEED = 7
+#: neighbours per atom whose distances describe its environment when two relaxed defects are compared
+ENVIRONMENT = 8
 
 _S3 = 1.0 / math.sqrt(3.0)
 _S2 = 1.0 / math.sqrt(2.0)
@@ -257,20 +259,35 @@ def _where(entry: dict[str, Any]) -> str:
     return f"{abs(t - g):.3g} eV {'above' if t > g else 'below'} the gentle start's minimum"
 
 
+def _environments(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """[N, k] every atom's distances to its :data:`ENVIRONMENT` nearest neighbours, sorted (Å)."""
+    from ase.geometry import get_distances
+
+    _, d = get_distances(positions, cell=cell, pbc=pbc)
+    k = min(ENVIRONMENT, len(positions) - 1)
+    return np.sort(d, axis=1)[:, 1:k + 1]
+
+
 def structure_gap(teacher: dict[str, Any], student: dict[str, Any], cell: Any, pbc: Any) -> float:
-    """The largest distance (Å) of an atom between two relaxed ends of one start (their
-    ``positions``), minimum image in ``cell``, the mean displacement removed; NaN when either
-    is missing or they differ in size."""
+    """How far two relaxed ends (their ``positions``) are from being one structure (Å): atoms
+    of the two are paired to match their local environments (each atom's sorted distances to
+    its :data:`ENVIRONMENT` nearest neighbours, minimum image in ``cell``) and the largest
+    difference of one distance between paired atoms is returned. Blind to rigid motion, to
+    the order of atoms and to a symmetry operation of the host (two mirror-image tetrahedral
+    sites are one structure); NaN when either is missing or they differ in size."""
+    from scipy.optimize import linear_sum_assignment
+
     t, s = teacher.get("positions"), student.get("positions")
-    if t is None or s is None or cell is None or np.shape(t) != np.shape(s) or not len(t):
+    if t is None or s is None or cell is None or np.shape(t) != np.shape(s) or len(t) < 2:
         return math.nan
-    d = np.asarray(s, dtype=float) - np.asarray(t, dtype=float)
-    if not np.isfinite(d).all():
+    t, s = np.asarray(t, dtype=float), np.asarray(s, dtype=float)
+    if not (np.isfinite(t).all() and np.isfinite(s).all()):
         return math.nan
-    if np.any(pbc):
-        d, _ = find_mic(d, np.asarray(cell, dtype=float), np.asarray(pbc, dtype=bool))
-    d -= d.mean(axis=0)
-    return float(np.linalg.norm(d, axis=1).max())
+    cell, pbc = np.asarray(cell, dtype=float), np.asarray(pbc, dtype=bool)
+    et, es = _environments(t, cell, pbc), _environments(s, cell, pbc)
+    cost = np.abs(et[:, None, :] - es[None, :, :]).max(axis=2)
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].max())
 
 
 def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolerances) -> list[PropertyRecord]:
@@ -301,7 +318,7 @@ def compare(teacher: dict[str, Any], student: dict[str, Any], tolerances: Tolera
                                  num(s.get("formation_eV")), tolerances.defect_eV, row_note))
             gap = structure_gap(t, s, teacher.get("cell"), teacher.get("pbc"))
             rows.append(absolute(SECTION, _prop(name, start, "structure_A"), "Å", 0.0, gap, tolerances.defect_structure_A,
-                                 "largest distance of an atom from where the teacher relaxed it (same start)"))
+                                 "largest difference of an atom's neighbour distances from the teacher's end (same start)"))
             t_min, s_min = num(t.get("min_distance_A")), num(s.get("min_distance_A"))
             rows.append(absolute(SECTION, _prop(name, start, "min_distance_A"), "Å", t_min, s_min, None,
                                  "shortest distance after relaxing"))

@@ -163,28 +163,35 @@ def test_failing_calculator_missing_and_nan_values():
         assert defects.figures(t, s, LABELS)["defect_formation_energies"].startswith(b"\x89PNG")
 
 
-def test_structure_gap_sees_an_atom_elsewhere_not_a_drift_or_an_image():
-    """The largest distance from the teacher's end: zero for the same structure translated as a
-    whole with one atom given as its periodic image; one atom moved by 1.18 Å (diamond's
-    hexagonal-to-tetrahedral distance) gives 1.18 (1 - 1/N) after the mean drift is removed."""
-    cell = bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2)
-    teacher = {"positions": cell.positions.tolist()}
-    same = cell.positions + [0.03, -0.02, 0.01]
-    same[5] += cell.cell.array[0]
-    assert defects.structure_gap(teacher, {"positions": same.tolist()}, cell.cell.array, [True] * 3) == pytest.approx(0.0, abs=1e-9)
-    moved = cell.positions.copy()
-    step = 1.18 * np.array([1.0, 1.0, 1.0]) / np.sqrt(3)
-    moved[7] += step
-    n = len(cell)
-    gap = defects.structure_gap(teacher, {"positions": moved.tolist()}, cell.cell.array, [True] * 3)
-    assert gap == pytest.approx(1.18 * (1 - 1 / n), rel=1e-9)
-    assert math.isnan(defects.structure_gap(teacher, {"positions": moved[:-1].tolist()}, cell.cell.array, [True] * 3))
-    assert math.isnan(defects.structure_gap(teacher, {}, cell.cell.array, [True] * 3))
+def test_structure_gap_tells_sites_apart_but_not_equivalent_ones():
+    """Diamond with an interstitial: the same structure translated, its atoms reordered and one
+    wrapped into another image, or the interstitial in the mirror-image tetrahedral site of the
+    same [111] line, is one structure (gap 0); the hexagonal site is another (its neighbours: 6 at
+    a·√11/8 = 2.25 Å against the tetrahedral site's 4 at a·√3/4 = 2.35 Å and 6 at a/2 = 2.72 Å)."""
+    a = 5.43
+    host = bulk("Si", "diamond", a=a, cubic=True) * (2, 2, 2)
+    cell = host.cell.array
+
+    def with_atom(frac):
+        return np.vstack([host.positions, np.asarray(frac) * a])
+
+    tet, mirror, hexagonal = with_atom([0.5, 0.5, 0.5]), with_atom([0.75, 0.75, 0.75]), with_atom([0.625, 0.625, 0.625])
+    assert np.sort(np.linalg.norm(host.positions - hexagonal[-1], axis=1))[5] == pytest.approx(a * np.sqrt(11) / 8)
+    teacher = {"positions": tet.tolist()}
+    moved = tet[::-1] + [0.3, -0.2, 0.1]
+    moved[3] += cell[1]
+    pbc = [True] * 3
+    assert defects.structure_gap(teacher, {"positions": moved.tolist()}, cell, pbc) == pytest.approx(0.0, abs=1e-9)
+    assert defects.structure_gap(teacher, {"positions": mirror.tolist()}, cell, pbc) == pytest.approx(0.0, abs=1e-9)
+    gap = defects.structure_gap(teacher, {"positions": hexagonal.tolist()}, cell, pbc)
+    assert gap > 2 * Tolerances().defect_structure_A  # whichever atoms pair up, some environment differs by 0.3 Å or more
+    assert math.isnan(defects.structure_gap(teacher, {"positions": tet[:-1].tolist()}, cell, pbc))
+    assert math.isnan(defects.structure_gap(teacher, {}, cell, pbc))
     entry = {"formation_eV": 2.65, "min_distance_A": 2.35, "converged": True, "error": ""}
-    result = {"bond_A": 2.35, "error": "", "cell": cell.cell.array.tolist(), "pbc": [True] * 3, "defects": {"interstitial_hexagonal": {
-        "gentle": {**entry, "positions": cell.positions.tolist()}, "tight": {**entry, "positions": cell.positions.tolist()}}}}
+    result = {"bond_A": 2.35, "error": "", "cell": cell.tolist(), "pbc": pbc, "defects": {"interstitial_hexagonal": {
+        "gentle": {**entry, "positions": tet.tolist()}, "tight": {**entry, "positions": tet.tolist()}}}}
     stayed = {**result, "defects": {"interstitial_hexagonal": {
-        "gentle": {**entry, "positions": moved.tolist()}, "tight": {**entry, "positions": same.tolist()}}}}
+        "gentle": {**entry, "positions": hexagonal.tolist()}, "tight": {**entry, "positions": mirror.tolist()}}}}
     rows = {r.property: r for r in defects.compare(result, stayed, Tolerances())}
     assert rows["interstitial_hexagonal_formation_eV"].passed  # the energy alone cannot tell
     assert rows["interstitial_hexagonal_structure_A"].passed is False
