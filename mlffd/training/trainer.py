@@ -76,8 +76,10 @@ class Trainer:
         self.model: StudentPotential = build(self.model_config, self.dtype).to(self.device)
         self._init_buffers()
         if source is not None:
-            load_weights(self.model, source.to(self.device, self.dtype).state_dict())
-            self._init_repulsion()
+            state = source.to(self.device, self.dtype).state_dict()
+            load_weights(self.model, state)
+            if not self._has_prior(state):
+                self._init_repulsion()
         self.ema = copy.deepcopy(self.model).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -129,7 +131,7 @@ class Trainer:
         if not path.is_file():
             raise FileNotFoundError(f"init_from: {path} does not exist (expected an mlffd artifact, *.mlffd.pt)")
         source, source_config, _ = load_student(path)
-        # the prior has no weights: a student fine-tuned on new data gets the prior of that data
+        # a source without the prior (off, or exported before it existed) gets the prior of this run's data
         free = {"chunk_atoms", "avg_num_neighbors", "repulsion"}
         mine, theirs = self.model_config.to_dict(), source_config.to_dict()
         diff = sorted(k for k in set(mine) | set(theirs) if k not in free and mine.get(k) != theirs.get(k))
@@ -146,6 +148,14 @@ class Trainer:
             self.model.scale.fill_(max(s["force_rms"], 1e-3))
             self.model.shift.fill_(0.0)
         self._init_repulsion()
+
+    def _has_prior(self, state: dict[str, torch.Tensor]) -> bool:
+        """Whether a fine-tune's source ``state`` brings switch distances of its own, which the run
+        then keeps: the source's network was trained with them, and moving the switch in to a
+        closer contact of the new data would take the prior away exactly at that contact."""
+        outer = state.get("repulsion.r_outer")
+        return bool(self.model_config.repulsion and outer is not None and outer.shape == self.model.repulsion.r_outer.shape
+                    and torch.isfinite(outer).all() and (outer > 0).all())
 
     def _init_repulsion(self) -> None:
         """The short-range prior's switch distances from this run's data (zero on all of it)."""

@@ -342,6 +342,37 @@ def test_short_range_prior_starts_where_the_data_end(tmp_path, dataset):
     assert np.all(np.diff(energies) < 0.0), energies
 
 
+def test_fine_tune_keeps_its_sources_prior_when_the_new_data_come_closer(tmp_path, dataset):
+    """A fine-tune keeps the switch distances its source was trained with even when a new frame
+    has a closer contact (which a fresh run would move the switch in to): moving it would take
+    the prior away at that very contact. The new frame: two Cu atoms of a crystal pushed to 0.8
+    of the data's shortest distance, labelled by EMT."""
+    from ase.neighborlist import neighbor_list
+
+    from ase.build import bulk
+    from cu_frames import _label
+    from mlffd.data import read_frames
+    from mlffd.models import load_student
+
+    first = Trainer(small_config(dataset, tmp_path / "a", max_epochs=2, eval_every=0))
+    first.run()
+    artifact = Path(first.finish()["artifact"])
+    source_outer = load_student(artifact)[0].state_dict()["repulsion.r_outer"].clone()
+    shortest = min(float(neighbor_list("d", f, SMALL_MODEL["cutoff"]).min()) for f in read_frames(dataset["train"]))
+    assert float(source_outer[0, 0]) == pytest.approx(shortest, rel=1e-6)
+
+    crystal = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 1)
+    bond = crystal.positions[1] - crystal.positions[0]
+    crystal.positions[1] = crystal.positions[0] + bond * 0.8 * shortest / np.linalg.norm(bond)
+    closer = {**dataset, "train": str(write_frames(tmp_path / "closer.extxyz", read_frames(dataset["train"]) + [_label(crystal, "push-0", "pushed")]))}
+    fresh = Trainer(small_config(closer, tmp_path / "b", max_epochs=1))
+    assert float(fresh.model.repulsion.r_outer[0, 0]) == pytest.approx(0.8 * shortest, rel=1e-6)
+    tuned = Trainer(small_config(closer, tmp_path / "c", init_from=str(artifact), max_epochs=1))
+    assert tuned.data.stats["shortest_pair_distance_A"]["Cu-Cu"] == pytest.approx(0.8 * shortest, rel=1e-6)
+    torch.testing.assert_close(tuned.model.repulsion.r_outer, source_outer.to(tuned.model.repulsion.r_outer.dtype))
+    torch.testing.assert_close(tuned.ema.repulsion.r_outer, source_outer.to(tuned.model.repulsion.r_outer.dtype))
+
+
 def test_artifact_names_the_teacher_that_labelled_the_data(tmp_path, dataset):
     """The artifact records the teacher written in the frames by the sampler; a config naming
     another teacher, or data from two teachers, is an error naming them, before any training."""
