@@ -32,9 +32,9 @@ physics, not a collapse.
 Same structure: the teacher's and the student's relaxed ends of each start are compared atom
 environment by atom environment (:func:`structure_gap`: each atom's distances to its eight
 nearest neighbours, atoms paired to match); a difference above ``tolerances.defect_structure_A``
-means the student stopped in another structure. An energy row can pass by chance there: a student that
-keeps diamond's hexagonal interstitial, which the teacher relaxes into the tetrahedral site,
-is scored against the teacher's tetrahedral energy.
+means the student stopped in another structure. An energy row can pass by chance there: a
+student that keeps diamond's hexagonal interstitial, which the teacher relaxes into the
+tetrahedral site, is scored against the teacher's tetrahedral energy.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class ActiveConfig:
     relax_fmax: float = 0.05  #: converged below this force (eV/Å)
     relax_cell: bool = True  #: relax the cell too (FrechetCellFilter), periodic structures only
     density_range: float = 0.15  #: random cells at the start structure's density times 1 ± this
-    random_min_distance: float = 0.9  #: random cells: no two atoms closer than this fraction of the training data's median first-neighbour distance
+    random_min_distance: float = 0.9  #: random cells: no pair closer than this × the data's median first-neighbour distance
     push_fraction: float = 0.9  #: pushed pair: two neighbours set to this fraction of the pair's shortest training distance
     # -- flags: committee trust levels (DP-GEN's max_devi_f) and physics sanity
     force_lo: float = 0.1  #: max per-atom force deviation below this: accurate

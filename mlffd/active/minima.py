@@ -214,8 +214,6 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
     return out, record
 
 
-__all__ = ["REASONS", "check_minima", "relaxation_ends"]
-
 
 def minima_frames(found: Sequence[tuple[Atoms, dict[str, Any], str, dict[str, Any]]], tags: dict[str, Any], r: int) -> list[Atoms]:
     """The training frames of what :func:`check_minima` labelled in round ``r``: ``config_type``
@@ -231,3 +229,6 @@ def minima_frames(found: Sequence[tuple[Atoms, dict[str, Any], str, dict[str, An
             info["active_frame"] = extra["active_frame"]
         out.append(labelled_frame(structure, labels, info))
     return out
+
+
+__all__ = ["REASONS", "check_minima", "minima_frames", "relaxation_ends"]
