@@ -448,15 +448,14 @@ class ActiveLoop:
     def _minima(self, r: int, rdir: Path, frames: list[Atoms], runs: list, budget: int) -> tuple[list[Atoms], dict[str, Any]]:
         """The teacher's check of every converged student relaxation and its descents from the
         false minima (:mod:`mlffd.active.minima`), or what a resumed round wrote."""
-        from mlffd.active.minima import check_minima, minima_frames, relaxation_ends
+        from mlffd.active.minima import check_minima, empty_record, minima_frames, relaxation_ends
 
         c = self.config
         done_path = rdir / "minima.json"
         if done_path.exists():
             return _read_frames(rdir / "minima.extxyz"), _read_json(done_path)
         found: list = []
-        record: dict[str, Any] = {"checked": 0, "false": 0, "shifted": 0, "unresolved": 0, "descent_frames": 0, "teacher_calls": 0,
-                                  "ends": []}
+        record = empty_record()
         if budget > 0 and relaxation_ends(frames, runs):  # else nothing to check: the teacher is not even loaded
             found, record = check_minima(frames, runs, self.teacher.calc, budget=budget, false_minimum_force=c.false_minimum_force,
                                          false_minimum_drop=c.false_minimum_drop, descent_steps=c.descent_steps,

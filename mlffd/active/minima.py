@@ -128,6 +128,11 @@ def relaxation_ends(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]]) -> 
     return out
 
 
+def empty_record() -> dict[str, Any]:
+    """The record of a check that made no call: its counts zero, no ends."""
+    return {"checked": 0, "false": 0, "shifted": 0, "unresolved": 0, "descent_frames": 0, "teacher_calls": 0, "ends": []}
+
+
 def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teacher, *, budget: int, false_minimum_force: float,
                  false_minimum_drop: float, descent_steps: int, relax_fmax: float, relax_cell: bool, label_max_force: float,
                  journal: str | Path) -> tuple[list[tuple[Atoms, dict[str, Any], str, dict[str, Any]]], dict[str, Any]]:
@@ -149,8 +154,7 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
         by_run.setdefault(rec["run"], []).append(rec)
     calls = len(lines)
     out: list[tuple[Atoms, dict[str, Any], str, dict[str, Any]]] = []
-    record: dict[str, Any] = {"checked": 0, "false": 0, "shifted": 0, "unresolved": 0, "descent_frames": 0, "teacher_calls": 0,
-                              "ends": []}
+    record = empty_record()
 
     with open(journal, "a") as fh:
         def sink_for(name: str) -> Callable[[dict[str, Any]], None]:
@@ -214,7 +218,6 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
     return out, record
 
 
-
 def minima_frames(found: Sequence[tuple[Atoms, dict[str, Any], str, dict[str, Any]]], tags: dict[str, Any], r: int) -> list[Atoms]:
     """The training frames of what :func:`check_minima` labelled in round ``r``: ``config_type``
     ``active_`` + reason, the teacher's provenance ``tags``, the source run and step; a checked
@@ -231,4 +234,4 @@ def minima_frames(found: Sequence[tuple[Atoms, dict[str, Any], str, dict[str, An
     return out
 
 
-__all__ = ["REASONS", "check_minima", "minima_frames", "relaxation_ends"]
+__all__ = ["REASONS", "check_minima", "empty_record", "minima_frames", "relaxation_ends"]

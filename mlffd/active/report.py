@@ -43,10 +43,9 @@ def _minima_cell(minima: Mapping[str, Any] | None) -> str:
     """``false/checked`` student minima, and the teacher's descent frames from the false ones."""
     if not minima or not minima.get("checked"):
         return "–"
-    shifted = f", {minima['shifted']} shifted" if minima.get("shifted") else ""
-    shifted += f", {minima['unresolved']} unresolved" if minima.get("unresolved") else ""
+    others = "".join(f", {minima[k]} {k}" for k in ("shifted", "unresolved") if minima.get(k))
     descent = f" (+{minima['descent_frames']} descent)" if minima.get("descent_frames") else ""
-    return f"{minima['false']}/{minima['checked']}{shifted}{descent}"
+    return f"{minima['false']}/{minima['checked']}{others}{descent}"
 
 
 def round_row(rec: Mapping[str, Any]) -> tuple[str, ...]:
