@@ -24,7 +24,15 @@ def main() -> None:
     parser.add_argument("config", help="the loop's YAML")
     args = parser.parse_args()
     path = Path(args.config)
-    spec = read_mapping(path)
+    try:
+        spec = read_mapping(path)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(str(exc)) from None
+    missing = [key for key in ("workdir", "teacher", "student", "active") if key not in spec]
+    members = [spec.get("student"), *spec.get("committee_students", [])]
+    if missing or not all(isinstance(m, dict) and {"name", "config"} <= set(m) for m in members if m is not None):
+        raise SystemExit(f"{path}: expected workdir, teacher, student and active (missing: {missing or 'none'}); "
+                         f"student and each committee student a mapping with name and config")
     here = path.resolve().parent
     workdir = (here / spec["workdir"]).resolve()
     (workdir / "start").mkdir(parents=True, exist_ok=True)
