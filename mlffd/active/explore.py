@@ -21,6 +21,7 @@ from ase import Atoms, units
 
 from mlffd.active.config import ActiveConfig
 from mlffd.active.sanity import Reference, distance_limits, sanity_reasons
+from mlffd.sampling.relax import cell_filter_quiet
 
 #: what a student's failure to evaluate a structure looks like (mlffd.calculator's errors)
 EVALUATION_ERRORS = (FloatingPointError, ValueError, RuntimeError, ArithmeticError)
@@ -244,19 +245,6 @@ def _dynamics(atoms: Atoms, run: Run, config: ActiveConfig, rng: np.random.Gener
     return Langevin(atoms, dt, temperature_K=run.temperature, friction=config.friction_per_fs / units.fs, fixcm=False, rng=rng)
 
 
-def _one_blas_thread():
-    """BLAS limited to one thread for the block (restored after): the cell filter's 3x3 matrix
-    exponentials gain nothing from threads, while OpenBLAS threads spinning between them take
-    the cores torch's evaluation needs."""
-    from contextlib import nullcontext
-
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def explore(config: ActiveConfig, artifact: str | Path, start: Atoms, reference: Reference, round_index: int,
             log: Callable[[str], None] = print) -> tuple[list[Atoms], list[dict[str, Any]]]:
     """All runs of one round with the student ``artifact``; the recorded frames and one record
@@ -269,7 +257,7 @@ def explore(config: ActiveConfig, artifact: str | Path, start: Atoms, reference:
     frames: list[Atoms] = []
     records: list[dict[str, Any]] = []
     total = sum(steps_of(config, r) for r in runs)
-    with _one_blas_thread(), tqdm(total=total, desc=f"explore round {round_index}", unit="step", disable=not config.progress,
+    with cell_filter_quiet(), tqdm(total=total, desc=f"explore round {round_index}", unit="step", disable=not config.progress,
                                   dynamic_ncols=True) as bar:
         for run in runs:
             rng = np.random.default_rng([config.seed, round_index, zlib.crc32(run.name.encode())])

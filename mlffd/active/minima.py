@@ -28,6 +28,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from mlffd.sampling.relax import cell_filter_quiet
+
 #: the reasons of the frames this module adds (``config_type`` is ``active_`` + reason): a checked
 #: end where the teacher agrees (or could not be followed far enough to tell), a false minimum, a
 #: shifted one (the teacher's minimum is near: the descent found less than ``false_minimum_drop``)
@@ -156,7 +158,7 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
     out: list[tuple[Atoms, dict[str, Any], str, dict[str, Any]]] = []
     record = empty_record()
 
-    with open(journal, "a") as fh:
+    with open(journal, "a") as fh, cell_filter_quiet():
         def sink_for(name: str) -> Callable[[dict[str, Any]], None]:
             def sink(rec: dict[str, Any]) -> None:
                 nonlocal calls

@@ -18,11 +18,10 @@ RELAX_ERRORS = (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgEr
 
 
 @contextlib.contextmanager
-def _cell_filter_quiet() -> Iterator[None]:
+def cell_filter_quiet() -> Iterator[None]:
     """Settings for ASE's FrechetCellFilter: its 3x3 matrix exponentials and logarithms run in one
-    BLAS thread (for 3x3 matrices, starting threads on cores the teacher keeps busy costs more
-    than the work), and
-    scipy's 'logm result may be inaccurate' at 1e-12 is not reported."""
+    BLAS thread (for 3x3 matrices, starting threads on cores the model keeps busy costs more than
+    the work), and scipy's 'logm result may be inaccurate' at 1e-12 is not reported."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # not a dependency; without it BLAS keeps its own thread count
@@ -79,7 +78,7 @@ def relax_seed(atoms: Atoms, calc, steps: int, fmax: float, on_evaluation: Calla
     if on_evaluation is not None:
         opt.attach(lambda: on_evaluation(1), interval=1)
     try:
-        with _cell_filter_quiet():
+        with cell_filter_quiet():
             converged = bool(opt.run(fmax=fmax, steps=steps))
         energy = float(work.get_potential_energy())
         if not (math.isfinite(energy) and np.isfinite(work.positions).all()):
@@ -114,7 +113,7 @@ def relax_path(atoms: Atoms, calc, steps: int, on_step: Callable[[int], None], c
     opt = BFGS(target, logfile=None)
     opt.attach(lambda: on_step(opt.nsteps), interval=1)
     try:
-        with _cell_filter_quiet():
+        with cell_filter_quiet():
             opt.run(fmax=1e-3, steps=steps)
     except RELAX_ERRORS as exc:
         return f"stopped after {opt.nsteps} steps ({type(exc).__name__}: {exc})"
@@ -186,4 +185,4 @@ def random_structure(numbers: np.ndarray, volume: float, min_separation: float, 
                      "lower min_separation or raise volume_range")
 
 
-__all__ = ["RelaxedSeed", "fix_symmetry", "relax_seed", "relax_path", "CELL_MODES", "random_cell", "random_structure", "default_min_separation", "RELAX_ERRORS"]
+__all__ = ["RelaxedSeed", "cell_filter_quiet", "fix_symmetry", "relax_seed", "relax_path", "CELL_MODES", "random_cell", "random_structure", "default_min_separation", "RELAX_ERRORS"]

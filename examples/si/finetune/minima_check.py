@@ -2,14 +2,17 @@
 
 Starts as in student_relax_paths.py: the 64-atom diamond cell (data/si-interstitials' lattice
 constant) with one atom added at a random open site (``interstitial_point(..., "open")``, which
-includes the hexagonal site) and every atom rattled by 0.03 Å. The student relaxes each start
-(BFGS, positions, the active loop's default fmax and step limit); 7net-0 checks every converged
-end and descends from the false ones (the loop's default threshold and descent length).
+includes the hexagonal site; ``--extra 2``: two atoms, one after the other), every atom rattled
+by 0.03 Å. The student relaxes each start (BFGS, the active loop's default fmax and step limit;
+positions only, or with ``--cell`` positions and cell through ``FrechetCellFilter``, as the loop's
+relaxations do); 7net-0 checks every converged end and descends from the false ones (the loop's
+default threshold and descent length; with the cell too under ``--cell``).
 Prints one line per relaxation and the count of false minima. ``--out FILE`` writes what the
 teacher labelled as the active loop would add it (checked ends and descent frames, ``config_type``
 ``active_*``): training data from starts drawn with another ``--seed`` than the check's default.
 Run from the repository root:
     python examples/si/finetune/minima_check.py original 12
+    python examples/si/finetune/minima_check.py tiny 12 --cell --extra 2
     python examples/si/finetune/minima_check.py ultra-tiny 48 --seed 7 --out runs/si/minima-ultra-tiny/train.extxyz
 """
 
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.build import bulk
+from ase.filters import FrechetCellFilter
 from ase.io import write
 from ase.optimize import BFGS
 
@@ -30,6 +34,7 @@ from student_relax_paths import TEACHER, lattice_constant, open_site_start  # th
 from mlffd.active import ActiveConfig
 from mlffd.active.minima import check_minima, minima_frames
 from mlffd.calculator import DistilledCalculator
+from mlffd.sampling.relax import cell_filter_quiet
 from mlffd.teachers import load_teacher, teacher_info
 
 
@@ -39,16 +44,21 @@ def main() -> None:
     parser.add_argument("starts", type=int, help="number of relaxations")
     parser.add_argument("--seed", type=int, default=20261206, help="draws the starts (the default: the check's own)")
     parser.add_argument("--out", help="write the labelled frames here (extxyz)")
+    parser.add_argument("--cell", action="store_true", help="relax the cell too (student and teacher)")
+    parser.add_argument("--extra", type=int, default=1, help="atoms added at open sites (2: di-interstitials)")
     args = parser.parse_args()
+    if args.starts < 1 or args.extra < 1:
+        parser.error("starts and --extra must be at least 1")
     host = bulk("Si", "diamond", a=lattice_constant(), cubic=True) * (2, 2, 2)
     student, c = DistilledCalculator(args.model), ActiveConfig()
     rng = np.random.default_rng(args.seed)
     frames, runs = [], []
     for k in range(args.starts):
-        atoms = open_site_start(host, rng)
+        atoms = open_site_start(host, rng, args.extra)
         atoms.calc = student
-        opt = BFGS(atoms, logfile=None)
-        converged = bool(opt.run(fmax=c.relax_fmax, steps=c.relax_steps))
+        opt = BFGS(FrechetCellFilter(atoms) if args.cell else atoms, logfile=None)
+        with cell_filter_quiet():
+            converged = bool(opt.run(fmax=c.relax_fmax, steps=c.relax_steps))
         end = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
         end.info.update(active_source=f"relax-{k}", active_step=int(opt.nsteps))
         frames.append(end)
@@ -57,7 +67,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         found, record = check_minima(frames, runs, load_teacher(TEACHER), budget=10_000, false_minimum_force=c.false_minimum_force,
                                  false_minimum_drop=c.false_minimum_drop,
-                                 descent_steps=c.descent_steps, relax_fmax=c.relax_fmax, relax_cell=False,
+                                 descent_steps=c.descent_steps, relax_fmax=c.relax_fmax, relax_cell=args.cell,
                                  label_max_force=c.label_max_force, journal=Path(tmp) / "minima.jsonl")
     ends = {e["run"]: e for e in record["ends"]}
     for run in runs:
@@ -72,7 +82,7 @@ def main() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write(args.out, labelled)
         print(f"{len(labelled)} labelled frames -> {args.out}")
-    print(f"{args.model}: {record['false']} false and {record['shifted']} shifted minima of {record['checked']} checked"
+    print(f"{args.model} ({args.extra} added atom{'s' if args.extra > 1 else ''}{', cell relaxed' if args.cell else ''}): {record['false']} false and {record['shifted']} shifted minima of {record['checked']} checked"
           f"{f' ({u} unresolved)' if (u := record['unresolved']) else ''}; "
           f"{record['teacher_calls']} teacher calls")
 

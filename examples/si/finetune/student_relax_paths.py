@@ -52,9 +52,12 @@ def lattice_constant() -> float:
     return float(read("data/si-interstitials/train.extxyz.xz", 0).cell.lengths()[0] / 2)
 
 
-def open_site_start(host: Atoms, rng: np.random.Generator) -> Atoms:
-    """``host`` with one Si added at a random open site, every atom rattled by 0.03 Å."""
-    atoms = host + Atoms("Si", positions=[interstitial_point(host, rng, "open")])
+def open_site_start(host: Atoms, rng: np.random.Generator, extra: int = 1) -> Atoms:
+    """``host`` with ``extra`` Si added one after another, each at a random open site of what is
+    there by then, every atom rattled by 0.03 Å."""
+    atoms = host
+    for _ in range(extra):
+        atoms = atoms + Atoms("Si", positions=[interstitial_point(atoms, rng, "open")])
     atoms.positions += rng.normal(0.0, 0.03, atoms.positions.shape)
     return atoms
 
