@@ -167,3 +167,20 @@ def test_a_round_with_a_false_minimum_never_ends_the_loop():
     assert not round_converged(5, 0, 5)
     assert not round_converged(0, 1, 5) and not round_converged(2, 1, 5)
     assert not round_converged(0, 0, 0)  # min_new_failures 0: never converged by count
+
+
+def test_cell_filter_settings_hide_only_the_logm_warning_and_are_restored():
+    """The loop's relaxations and descents run under sampling.relax.cell_filter_quiet: scipy's
+    'logm result may be inaccurate' (one per cell step at 1e-12) is hidden, every other warning
+    still shows, and the caller's warning filters are back afterwards."""
+    import warnings
+
+    from mlffd.sampling.relax import cell_filter_quiet
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with cell_filter_quiet():
+            warnings.warn("logm result may be inaccurate, approximate err = 7.3e-13", RuntimeWarning)
+            warnings.warn("something else", RuntimeWarning)
+        warnings.warn("logm result may be inaccurate, approximate err = 7.3e-13", RuntimeWarning)
+    assert [str(w.message).split(",")[0] for w in seen] == ["something else", "logm result may be inaccurate"]
