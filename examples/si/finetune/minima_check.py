@@ -82,7 +82,8 @@ def main() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write(args.out, labelled)
         print(f"{len(labelled)} labelled frames -> {args.out}")
-    print(f"{args.model} ({args.extra} added atom{'s' if args.extra > 1 else ''}{', cell relaxed' if args.cell else ''}): {record['false']} false and {record['shifted']} shifted minima of {record['checked']} checked"
+    starts = f"{args.extra} added atom{'s' if args.extra > 1 else ''}{', cell relaxed' if args.cell else ''}"
+    print(f"{args.model} ({starts}): {record['false']} false and {record['shifted']} shifted minima of {record['checked']} checked"
           f"{f' ({u} unresolved)' if (u := record['unresolved']) else ''}; "
           f"{record['teacher_calls']} teacher calls")
 
