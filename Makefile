@@ -32,7 +32,9 @@ demo: $(STAMP)
 	$(VENV)/bin/mlffd-validate nve
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q
+	# two workers (pytest-xdist): most tests are single-threaded Python, and the suite has a
+	# 15-minute budget on a 2-core machine; a single test runs as usual with plain pytest
+	$(VENV)/bin/pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) build lammps_plugin/build kernels/build

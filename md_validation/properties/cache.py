@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -57,7 +58,10 @@ class ResultCache:
         self.misses += 1
         value = jsonable(compute())
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(value))
-        tmp.replace(path)  # atomic: an interrupted run leaves no half entry
+        # a temporary file of this writer's own: two runs computing the same entry at once (two
+        # students validated side by side) must not move each other's half-written files
+        fd, name = tempfile.mkstemp(suffix=".tmp", prefix=path.name + ".", dir=path.parent)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(value))
+        Path(name).replace(path)  # atomic: an interrupted run leaves no half entry
         return value

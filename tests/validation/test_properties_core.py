@@ -114,6 +114,25 @@ def test_cache_reuses_and_recovers_from_a_damaged_entry(tmp_path):
     assert len(calls) == 2 and json.loads(entry.read_text())["x"] == 1.5
 
 
+def test_two_writers_of_one_entry_do_not_move_each_others_files(tmp_path, monkeypatch):
+    """Another run (here: another cache object) finishes the same entry between this run's write
+    and its rename, as two students validated side by side do; both get the value, none fails."""
+    from pathlib import Path
+
+    key, inner = "cd" * 32, {}
+    rename = Path.replace
+
+    def interleaved(self, target):
+        if not inner:  # only the outer run's rename lets the other run in first
+            inner["started"] = True
+            inner["value"] = ResultCache(tmp_path).get_or_compute(key, lambda: {"x": 2.0})
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "replace", interleaved)
+    assert ResultCache(tmp_path).get_or_compute(key, lambda: {"x": 2.0}) == {"x": 2.0} == inner["value"]
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [f"{key}.json"]
+
+
 def _fake_result(passed: bool) -> PropertiesResult:
     rows = [relative("elastic", "C11_GPa", "GPa", 100.0, 101.0 if passed else 80.0, 5.0),
             flag("short_range", "short_range_attractive_Si-Si", False, False, note="<script>")]
