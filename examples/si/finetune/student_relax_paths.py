@@ -29,13 +29,13 @@ from mlffd.teachers import load_teacher, teacher_info
 TEACHER = "sevennet:7net-0"
 
 
-def labelled(atoms: Atoms, teacher, trajectory: str, step: int, copy: int, sha: str) -> Atoms:
+def labelled(atoms: Atoms, teacher, trajectory: str, step: int, copy: int, sha: str, config_type: str = "interstitial") -> Atoms:
     """7net-0's energy, forces and stress for ``atoms`` (constraints dropped) as a training frame."""
     work = atoms.copy()
     work.set_constraint()
     work.calc = teacher
     results = dict(energy=work.get_potential_energy(), forces=work.get_forces(), stress=work.get_stress())
-    info = dict(trajectory=trajectory, teacher=TEACHER, teacher_sha256=sha, config_type="interstitial", step=step, copy=copy)
+    info = dict(trajectory=trajectory, teacher=TEACHER, teacher_sha256=sha, config_type=config_type, step=step, copy=copy)
     return labelled_frame(work, results, info)
 
 
