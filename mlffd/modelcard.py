@@ -63,8 +63,9 @@ def measure_speed(model: str | Path, teacher: str, atoms, repeats: int = 5, thre
 
 
 def speed_structure(frames, min_atoms: int = 64):
-    """The structure a card times: the largest of ``frames`` (the held-out data, so of the
-    model's own chemistry), a periodic one repeated to at least ``min_atoms`` atoms."""
+    """The structure a card times: the representative of ``frames`` (the held-out data, so of
+    the model's own chemistry; :func:`mlffd.representative.pick_structure`), a periodic one
+    repeated to at least ``min_atoms`` atoms."""
     from mlffd.representative import grown, pick_structure
 
     return grown(pick_structure(list(frames)), min_atoms)

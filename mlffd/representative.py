@@ -1,17 +1,20 @@
 """The structure a model stands for: what tools run when the user names none.
 
-Training records one of its own frames in the artifact's metadata (``structure``: atomic
-numbers, positions and cell in Å, pbc), so validation, cards and benchmarks of a Cu-Au or a
-molecular student start from that chemistry, not from silicon. Artifacts from before the field
+Training records one of its own frames (:func:`pick_structure`) in the artifact's metadata
+(``structure``: atomic numbers, positions and cell in Å, pbc), so validation, cards and
+benchmarks of a Cu-Au or a molecular student start from that chemistry, not from silicon. Artifacts from before the field
 fall back to the reference crystal of a one-element model (ASE's ``reference_states``).
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import PropertyNotImplementedError
 
 #: the smallest periodic default: tools repeat the recorded cell up to this many atoms
 MIN_ATOMS = 64
@@ -27,13 +30,31 @@ def structure_record(atoms: Atoms) -> dict[str, Any]:
     }
 
 
+def _energy_per_atom(atoms: Atoms) -> float:
+    """The frame's labelled energy per atom; +inf where it has none (never preferred)."""
+    try:
+        energy = float(atoms.get_potential_energy())
+    except (RuntimeError, AttributeError, ValueError, PropertyNotImplementedError):  # no calculator, or one without an energy
+        return math.inf
+    return energy / len(atoms) if math.isfinite(energy) else math.inf
+
+
 def pick_structure(frames: Sequence[Atoms]) -> Atoms:
-    """The frame a model records: the largest fully periodic one (a bulk cell of its data), else
-    the largest (a molecule or a slab)."""
+    """The frame a model stands for: a cell of its data near equilibrium.
+
+    Among the fully periodic frames (else all: molecules, slabs), those of the most common
+    composition and size (the bulk the sampler started from, not the one large defect cell or
+    the odd phase a dataset also holds); of these the one with the lowest labelled energy per
+    atom (the coolest, least strained), the first on ties or without energies."""
     if not frames:
         raise ValueError("no frames to pick a representative structure from")
-    periodic = [a for a in frames if a.pbc.all()]
-    atoms = max(periodic or frames, key=len)
+    periodic = [a for a in frames if a.pbc.all()] or list(frames)
+
+    def kind(a: Atoms) -> tuple:
+        return tuple(sorted(Counter(a.numbers.tolist()).items()))
+
+    common = Counter(map(kind, periodic)).most_common(1)[0][0]
+    atoms = min((a for a in periodic if kind(a) == common), key=_energy_per_atom)
     return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
 
 

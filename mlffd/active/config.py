@@ -48,7 +48,7 @@ class ActiveConfig:
     taut_fs: float = 100.0  #: NPT thermostat time
     taup_fs: float = 500.0  #: NPT barostat time
     bulk_modulus_gpa: float = 100.0  #: NPT barostat compressibility = 1 / bulk modulus
-    min_atoms: int = 32  #: the start structure (largest periodic training frame) repeated to at least this many atoms
+    min_atoms: int = 32  #: the start structure (the training data's representative cell, mlffd.representative.pick_structure) repeated to at least this many atoms
     # -- exploration: relaxations (BFGS, positions and cell)
     relax_random: int = 4  #: relaxations from random cells
     relax_defected: int = 3  #: relaxations from defected start structures (cycling through ``defects``)

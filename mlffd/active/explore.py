@@ -55,7 +55,10 @@ def steps_of(config: ActiveConfig, run: Run) -> int:
 
 
 def start_structure(frames: Sequence[Atoms], min_atoms: int) -> Atoms:
-    """The largest periodic training frame (else the largest), repeated to ``min_atoms`` atoms."""
+    """The training data's representative cell (:func:`mlffd.representative.pick_structure`: the
+    most common periodic composition and size, its lowest energy per atom), repeated to
+    ``min_atoms`` atoms: defected starts then hold one defect in the bulk, not a second one in
+    whatever defect cell happened to be the largest frame."""
     from mlffd.representative import grown, pick_structure
 
     atoms = pick_structure(frames)

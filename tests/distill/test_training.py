@@ -395,8 +395,9 @@ def test_artifact_names_the_teacher_that_labelled_the_data(tmp_path, dataset):
 
 
 def test_artifact_records_a_structure_of_its_data_and_validation_starts_from_it(tmp_path, dataset):
-    """Training stores its largest periodic training frame in the artifact; `mlffd-validate`
-    starts from it (grown to >= 64 atoms) when no --structure is given, not from silicon."""
+    """Training stores one of its periodic training frames in the artifact (which one:
+    test_representative_is_the_bulk_not_the_largest_defect_cell); `mlffd-validate` starts from it (grown to >= 64 atoms) when no
+    --structure is given, not from silicon."""
     from mlffd.artifact import read_metadata
     from mlffd.data import read_frames
     from mlffd.representative import default_structure
@@ -404,12 +405,12 @@ def test_artifact_records_a_structure_of_its_data_and_validation_starts_from_it(
 
     summary = train(small_config(dataset, tmp_path / "out", max_epochs=1, eval_every=0))
     record = read_metadata(summary["artifact"])["structure"]
-    train_frames = read_frames(dataset["train"])
-    largest = max((a for a in train_frames if a.pbc.all()), key=len)
-    assert len(record["numbers"]) == len(largest) and set(record["numbers"]) == {29}
+    periodic = [a for a in read_frames(dataset["train"]) if a.pbc.all()]  # the slab is never the pick
+    (frame,) = [a for a in periodic if len(a) == len(record["numbers"]) and np.allclose(a.positions, record["positions"], atol=1e-6)]
+    assert set(record["numbers"]) == {29}
     start = load_structure(None, model=summary["artifact"])
     assert len(start) >= 64 and set(start.get_chemical_symbols()) == {"Cu"} and start.pbc.all()
-    assert len(start) % len(largest) == 0
+    assert len(start) % len(frame) == 0
     # a student without the record: its element's reference crystal (diamond Si, 64)
     from mlffd.testing import random_artifact
 
@@ -419,6 +420,39 @@ def test_artifact_records_a_structure_of_its_data_and_validation_starts_from_it(
     assert len(shipped) >= 64 and set(shipped.get_chemical_symbols()) == {"Si"}
     with pytest.raises(ValueError, match="records no structure and has no reference crystal"):
         default_structure({"elements": ["H", "O"]})
+
+
+def test_representative_is_the_bulk_not_the_largest_defect_cell():
+    """Diamond cells at three temperatures, one larger interstitial cell and a slab: the pick is
+    the coolest diamond cell, whatever the order; without energies the first of the common kind;
+    molecules alone: the most common molecule."""
+    from ase import Atoms
+    from ase.build import bulk, molecule
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from mlffd.representative import pick_structure
+
+    def labelled(atoms, e_per_atom, shift=0.0):
+        atoms.positions[0] += shift
+        atoms.calc = SinglePointCalculator(atoms, energy=e_per_atom * len(atoms))
+        return atoms
+
+    # the coolest one told apart by its positions
+    diamond = [labelled(bulk("Si", "diamond", a=5.43, cubic=True), e, s) for e, s in ((-5.30, 0.0), (-5.42, 0.01), (-5.35, 0.02))]
+    big = bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2)
+    big += Atoms("Si", positions=[[1.36, 1.36, 1.36]])
+    slab = bulk("Si", "diamond", a=5.43, cubic=True)
+    slab.pbc = (True, True, False)
+    frames = [labelled(big, -5.50), labelled(slab, -6.0), *diamond]
+    for order in (frames, frames[::-1]):
+        got = pick_structure(order)
+        assert len(got) == 8 and got.pbc.all() and np.allclose(got.positions, diamond[1].positions)
+    bare = [a.copy() for a in frames]  # copies carry no calculator
+    assert np.allclose(pick_structure(bare).positions, diamond[0].positions)
+    water = molecule("H2O")
+    assert pick_structure([molecule("CH4"), water, water.copy()]).get_chemical_formula() == "H2O"
+    with pytest.raises(ValueError, match="no frames"):
+        pick_structure([])
 
 
 def test_teacher_specs_compare_by_meaning():
