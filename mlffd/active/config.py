@@ -14,13 +14,17 @@ DEFECTS = ("vacancy", "interstitial", "pushed_pair")
 #: periodic cell (``interstitial`` takes the emptiest point; in diamond silicon the tetrahedral site)
 DEFECT_KINDS = (*DEFECTS, "interstitial_open")
 
+#: a run's ``start`` for a relaxation from a crystal prototype: this prefix and the prototype's name
+PHASE_START = "phase:"
+
 #: options that may change between a run and its resumption: they decide only when the loop
 #: stops, never what a finished round did (so a loop may be continued with more rounds or calls)
 RESUMABLE = frozenset({"max_rounds", "min_new_failures", "teacher_calls_total", "progress"})
 
 #: options added after loops were run, left out of :meth:`ActiveConfig.identity` at these values
 #: (a loop run before them, with them at these values, resumes)
-ADDED_KEYS = {"minima_calls_per_round": 0, "false_minimum_force": 0.1, "false_minimum_drop": 0.05, "descent_steps": 30}
+ADDED_KEYS = {"minima_calls_per_round": 0, "false_minimum_force": 0.1, "false_minimum_drop": 0.05, "descent_steps": 30,
+              "relax_phases": 0, "phase_volume_range": 0.1}
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class ActiveConfig:
     relax_random: int = 4  #: relaxations from random cells
     relax_defected: int = 3  #: relaxations from defected start structures (cycling through ``defects``)
     defects: tuple[str, ...] = DEFECTS  #: of :data:`DEFECT_KINDS`
+    relax_phases: int = 0  #: relaxations from the element's crystal prototypes (one-element crystals; mlffd.prototypes, cycled over the rounds), each at a random volume with its shape relaxed there
+    phase_volume_range: float = 0.1  #: those volumes: between the prototype's and the data's, widened by this fraction each way
     relax_steps: int = 200  #: optimizer steps at most
     relax_fmax: float = 0.05  #: converged below this force (eV/Å)
     relax_cell: bool = True  #: relax the cell too (FrechetCellFilter), periodic structures only
@@ -98,7 +104,7 @@ class ActiveConfig:
                     "false_minimum_drop")
         at_least_one = ("max_rounds", "teacher_calls_per_round", "teacher_calls_total", "md_steps", "sample_every", "relax_steps",
                         "finetune_steps")
-        not_negative = ("min_new_failures", "audit_frames", "relax_random", "relax_defected", "min_atoms", "finetune_warmup_steps",
+        not_negative = ("min_new_failures", "audit_frames", "relax_random", "relax_defected", "relax_phases", "min_atoms", "finetune_warmup_steps",
                         "seed", "energy_margin", "minima_calls_per_round", "descent_steps")
         checks = [(self.committee >= 2, "committee", f"must be >= 2 students (a deviation needs two), got {self.committee}")]
         checks += [(getattr(self, k) > 0, k, f"must be > 0, got {getattr(self, k)}") for k in positive]
@@ -110,14 +116,15 @@ class ActiveConfig:
             (not self.pressures or self.temperatures, "pressures", "need temperatures (one NPT run per temperature and pressure)"),
             (all(d in DEFECT_KINDS for d in self.defects), "defects", f"must be some of {list(DEFECT_KINDS)}, got {list(self.defects)}"),
             (self.defects or self.relax_defected == 0, "defects", "is empty but relax_defected > 0"),
-            (self.temperatures or self.relax_random or self.relax_defected, "temperatures",
-             "no exploration: give temperatures or relax_random / relax_defected > 0"),
+            (self.temperatures or self.relax_random or self.relax_defected or self.relax_phases, "temperatures",
+             "no exploration: give temperatures or relax_random / relax_defected / relax_phases > 0"),
             (self.audit_frames < self.teacher_calls_per_round, "audit_frames",
              f"must be below teacher_calls_per_round ({self.teacher_calls_per_round}), got {self.audit_frames}"),
             (self.minima_calls_per_round + self.audit_frames < self.teacher_calls_per_round, "minima_calls_per_round",
              f"plus audit_frames ({self.audit_frames}) must be below teacher_calls_per_round ({self.teacher_calls_per_round}): "
              f"the committee's frames need the rest; got {self.minima_calls_per_round}"),
             (0.0 < self.density_range < 1.0, "density_range", f"must be in (0, 1), got {self.density_range}"),
+            (0.0 < self.phase_volume_range < 1.0, "phase_volume_range", f"must be in (0, 1), got {self.phase_volume_range}"),
             (0.0 < self.random_min_distance <= 1.5, "random_min_distance", f"must be in (0, 1.5], got {self.random_min_distance}"),
             (0.0 < self.push_fraction <= 1.0, "push_fraction", f"must be in (0, 1], got {self.push_fraction}"),
             (0.0 < self.min_distance_fraction < 1.0, "min_distance_fraction", f"must be in (0, 1), got {self.min_distance_fraction}"),
@@ -147,4 +154,4 @@ class ActiveConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-__all__ = ["ADDED_KEYS", "ActiveConfig", "DEFECTS", "DEFECT_KINDS", "RESUMABLE"]
+__all__ = ["ADDED_KEYS", "ActiveConfig", "DEFECTS", "DEFECT_KINDS", "PHASE_START", "RESUMABLE"]

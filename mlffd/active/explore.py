@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from ase import Atoms, units
 
-from mlffd.active.config import ActiveConfig
+from mlffd.active.config import PHASE_START, ActiveConfig
 from mlffd.active.sanity import Reference, distance_limits, sanity_reasons
 from mlffd.sampling.relax import cell_filter_quiet
 
@@ -33,13 +33,16 @@ class Run:
 
     name: str
     kind: str  #: ``md`` or ``relax``
-    start: str  #: ``crystal``, ``random``, or a defect of :data:`mlffd.active.config.DEFECT_KINDS`
+    start: str  #: ``crystal``, ``random``, a defect of :data:`mlffd.active.config.DEFECT_KINDS` or ``phase:NAME`` (a prototype)
     temperature: float = 0.0
     pressure: float | None = None  #: GPa; None: NVT
 
 
-def plan(config: ActiveConfig) -> list[Run]:
-    """The runs of one round, in order."""
+def plan(config: ActiveConfig, round_index: int = 1) -> list[Run]:
+    """The runs of one round, in order; the prototypes of ``relax_phases`` go on where the last
+    round's stopped, so rounds together visit every one."""
+    from mlffd.prototypes import PROTOTYPES
+
     runs = []
     for t in config.temperatures:
         runs.append(Run(f"md-nvt-{t:g}K", "md", "crystal", t))
@@ -47,6 +50,10 @@ def plan(config: ActiveConfig) -> list[Run]:
     runs += [Run(f"relax-random-{k}", "relax", "random") for k in range(config.relax_random)]
     runs += [Run(f"relax-{config.defects[k % len(config.defects)]}-{k}", "relax", config.defects[k % len(config.defects)])
              for k in range(config.relax_defected)]
+    names = list(PROTOTYPES)
+    for k in range(config.relax_phases):
+        name = names[((round_index - 1) * config.relax_phases + k) % len(names)]
+        runs.append(Run(f"relax-phase-{name}-{k}", "relax", PHASE_START + name))
     return runs
 
 
@@ -148,6 +155,25 @@ def defected_start(start: Atoms, defect: str, config: ActiveConfig, reference: R
     return atoms
 
 
+def phase_start(start: Atoms, name: str, config: ActiveConfig, rng: np.random.Generator) -> Atoms | None:
+    """Prototype ``name`` of ``start``'s element (:func:`mlffd.prototypes.prototype`) rattled by
+    0.02 Å (so that a relaxation may leave the phase where the student has no barrier), at a
+    random volume per atom between the prototype's own (at the element's bond length) and
+    ``start``'s, widened by ``phase_volume_range`` each way: dense phases of a covalent element sit
+    between the two; None unless ``start`` is a one-element crystal."""
+    from mlffd.prototypes import prototype
+
+    if not start.pbc.all() or len(set(start.numbers)) != 1:
+        return None
+    atoms = prototype(name, start.get_chemical_symbols()[0])
+    own, data = atoms.get_volume() / len(atoms), start.get_volume() / len(start)
+    target = rng.uniform(min(own, data) * (1.0 - config.phase_volume_range), max(own, data) * (1.0 + config.phase_volume_range))
+    atoms.set_cell(atoms.cell.array * (target / own) ** (1.0 / 3.0), scale_atoms=True)
+    atoms.positions += rng.normal(0.0, 0.02, atoms.positions.shape)
+    atoms.info.clear()
+    return atoms
+
+
 # -- one run ---------------------------------------------------------------------------------
 
 
@@ -214,10 +240,11 @@ def run_one(run: Run, start: Atoms, calc, config: ActiveConfig, reference: Refer
             from ase.optimize import BFGS
 
             target = atoms
-            if config.relax_cell and atoms.pbc.all():
+            phase = run.start.startswith(PHASE_START)
+            if (config.relax_cell or phase) and atoms.pbc.all():
                 from ase.filters import FrechetCellFilter
 
-                target = FrechetCellFilter(atoms)
+                target = FrechetCellFilter(atoms, constant_volume=phase)  # a phase: a point of its E-V curve
             opt = BFGS(target, logfile=None)
             opt.attach(lambda: observe(opt), interval=1)
             converged = opt.run(fmax=config.relax_fmax, steps=config.relax_steps)
@@ -256,7 +283,10 @@ def explore(config: ActiveConfig, artifact: str | Path, start: Atoms, reference:
 
     from mlffd.calculator import DistilledCalculator
 
-    runs = plan(config)
+    runs = plan(config, round_index)
+    if config.relax_phases and (not start.pbc.all() or len(set(start.numbers)) != 1):
+        runs = [r for r in runs if not r.start.startswith(PHASE_START)]
+        log("[explore] relax_phases: no prototype relaxations, the data are not one-element crystals")
     frames: list[Atoms] = []
     records: list[dict[str, Any]] = []
     total = sum(steps_of(config, r) for r in runs)
@@ -268,6 +298,8 @@ def explore(config: ActiveConfig, artifact: str | Path, start: Atoms, reference:
                 begin = start.copy()
             elif run.start == "random":
                 begin = random_start(start, config, reference, rng)
+            elif run.start.startswith(PHASE_START):
+                begin = phase_start(start, run.start[len(PHASE_START):], config, rng)
             else:
                 begin = defected_start(start, run.start, config, reference, rng)
             calc = DistilledCalculator(artifact)  # a fresh neighbour-list cache per run
@@ -280,4 +312,4 @@ def explore(config: ActiveConfig, artifact: str | Path, start: Atoms, reference:
     return frames, records
 
 
-__all__ = ["Run", "defected_start", "explore", "plan", "random_start", "run_one", "start_structure"]
+__all__ = ["Run", "defected_start", "explore", "phase_start", "plan", "random_start", "run_one", "start_structure"]

@@ -28,6 +28,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from mlffd.active.config import PHASE_START
 from mlffd.sampling.relax import cell_filter_quiet
 
 #: the reasons of the frames this module adds (``config_type`` is ``active_`` + reason): a checked
@@ -167,7 +168,7 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
             return sink
 
         # every end checked first (one call each), then the descents share what is left
-        checked: list[tuple[int, str, Atoms, _Replaying, dict[str, Any]]] = []
+        checked: list[tuple[int, str, Atoms, _Replaying, dict[str, Any], bool]] = []
         for index, run in relaxation_ends(frames, runs):
             name = run["run"]
             calc = _Replaying(by_run.get(name, []), lambda a: _label_one(a, teacher, label_max_force), sink_for(name),
@@ -187,16 +188,17 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
             fmax = float(np.linalg.norm(forces, axis=1).max(initial=0.0))
             end.update(teacher_fmax=fmax, verdict="suspect" if fmax > false_minimum_force else "agrees", descent_steps=0,
                        descent_drop_eV=0.0)
-            checked.append((index, name, atoms, calc, end))
+            # a phase's relaxation ran at its volume (a point of its E-V curve): the teacher's descent stays there
+            checked.append((index, name, atoms, calc, end, str(run.get("start", "")).startswith(PHASE_START)))
 
-        for index, name, atoms, calc, end in checked:
+        for index, name, atoms, calc, end, fixed_volume in checked:
             status = "cut"
             if end["verdict"] == "suspect" and (calls < budget or calc.recorded):  # a resumed descent replays its record first
                 target = atoms
                 if relax_cell and atoms.pbc.all():
                     from ase.filters import FrechetCellFilter
 
-                    target = FrechetCellFilter(atoms)
+                    target = FrechetCellFilter(atoms, constant_volume=fixed_volume)
                 calc.cap = 1 + descent_steps
                 status, end["kicks"] = _descend(atoms, target, calc, relax_fmax, np.random.default_rng(list(name.encode())))
                 if status not in ("done", "cut"):

@@ -25,7 +25,7 @@ from mlffd.training import TrainConfig, train
 
 #: a short loop: two temperatures, one random and three defected relaxations, small budgets
 LOOP = dict(committee=2, max_rounds=1, min_new_failures=1, teacher_calls_per_round=12, teacher_calls_total=30, audit_frames=2, minima_calls_per_round=6,
-            temperatures=[300, 1500], md_steps=60, sample_every=10, relax_random=1, relax_defected=3, relax_steps=30, min_atoms=16,
+            temperatures=[300, 1500], md_steps=60, sample_every=10, relax_random=1, relax_defected=3, relax_phases=1, relax_steps=30, min_atoms=16,
             force_lo=0.1, force_hi=0.3, finetune_steps=100, finetune_lr=3e-3, finetune_warmup_steps=5, progress=False)
 
 
@@ -215,6 +215,7 @@ def test_selection_respects_budget_puts_sanity_first_and_spreads():
     ({"trust_lo": 0.1}, "trust_lo"), ({"minima_calls_per_round": -1}, "minima_calls_per_round"),
     ({"minima_calls_per_round": 10}, "minima_calls_per_round"), ({"descent_steps": -2}, "descent_steps"),
     ({"false_minimum_force": 0.0}, "false_minimum_force"), ({"false_minimum_drop": -0.1}, "false_minimum_drop"),
+    ({"relax_phases": -1}, "relax_phases"), ({"phase_volume_range": 1.0}, "phase_volume_range"),
 ])
 def test_active_config_rejects_bad_values_naming_the_key(changes, key):
     with pytest.raises(ValueError, match=key):
@@ -234,6 +235,7 @@ def test_keys_added_later_leave_old_loops_identity_alone():
     assert old.identity() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
     assert ActiveConfig().identity() != old.identity()
     assert ActiveConfig(**{**ADDED_KEYS, "descent_steps": 5}).identity() != old.identity()
+    assert ActiveConfig(**{**ADDED_KEYS, "relax_phases": 2}).identity() != old.identity()
 
 
 # -- one round through mlffd distill ---------------------------------------------------------
@@ -459,6 +461,45 @@ def test_defected_interstitial_starts_emptiest_or_open_site():
     assert any(d[3] < 2.55 and d[4] > 2.55 for d in opened)  # tetrahedral: 4 at the bond, 6 at 2.72 Å
     with pytest.raises(ValueError, match="defects"):
         ActiveConfig(defects=("octahedral",))
+
+
+def test_phase_relaxations_visit_every_prototype_at_a_fixed_volume():
+    """``relax_phases`` runs cycle through the built-in prototypes over the rounds; each starts
+    from the element's prototype between its own volume and the data's (widened by
+    ``phase_volume_range``) and relaxes positions and cell shape at that volume."""
+    from mlffd.active.config import PHASE_START
+    from mlffd.active.explore import phase_start, plan, run_one
+    from mlffd.active.sanity import Reference
+    from mlffd.prototypes import PROTOTYPES, prototype
+
+    config = ActiveConfig(relax_phases=3, relax_steps=60, relax_cell=False, sample_every=5)
+    names = list(PROTOTYPES)
+    seen = [r.start[len(PHASE_START):] for k in range(1, 5) for r in plan(config, k) if r.start.startswith(PHASE_START)]
+    assert seen == [names[i % len(names)] for i in range(12)] and set(seen) == set(names)
+
+    crystal = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    rng = np.random.default_rng(5)
+    for name in names:
+        made = phase_start(crystal, name, config, rng)
+        own = prototype(name, "Cu")
+        v, lo, hi = made.get_volume() / len(made), own.get_volume() / len(own), crystal.get_volume() / len(crystal)
+        assert len(made) == len(own) and set(made.get_chemical_symbols()) == {"Cu"} and made.pbc.all()
+        assert min(lo, hi) * 0.9 <= v <= max(lo, hi) * 1.1
+    alloy = crystal.copy()
+    alloy[0].symbol = "Au"
+    slab = crystal.copy()
+    slab.pbc = (True, True, False)
+    assert phase_start(alloy, "fcc", config, rng) is None and phase_start(slab, "fcc", config, rng) is None
+
+    hcp = [r for r in plan(config, 3) if r.start == PHASE_START + "hcp"][0]
+    start = phase_start(crystal, "hcp", config, np.random.default_rng(0))
+    start.set_cell(start.cell.array @ np.diag([1.0, 1.0, 1.15]), scale_atoms=True)  # c/a off: the shape must relax
+    ref = Reference((29,), np.full((1, 1), 2.2), np.zeros(1), -10.0)
+    frames, record = run_one(hcp, start, EMT(), config, ref, np.random.default_rng(1), 3)
+    end = frames[-1]
+    assert record["steps"] > 0 and record["start"] == PHASE_START + "hcp" and not record["stopped"]
+    assert end.get_volume() == pytest.approx(start.get_volume(), rel=1e-9)
+    assert abs(end.cell.lengths()[2] / start.cell.lengths()[2] - 1.0) > 0.01  # relax_cell off: the phase's shape still relaxed
 
 
 def test_random_cells_keep_bonds_apart_when_the_data_have_close_contacts():

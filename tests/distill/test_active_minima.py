@@ -159,6 +159,25 @@ def test_descent_is_kicked_off_the_teachers_saddle_point(tmp_path):
     assert end["descent_drop_eV"] == pytest.approx(DoubleWell.A + DoubleWell.K * 0.01, abs=0.01)
 
 
+def test_a_phase_relaxation_is_descended_at_its_volume(tmp_path):
+    """A prototype's relaxation ran at fixed volume (a point of its E-V curve): the teacher
+    descends from its end at that volume; any other relaxation's descent relaxes the cell."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 1, 1)
+    atoms.set_cell(atoms.cell.array * 0.96, scale_atoms=True)  # compressed: the cell wants to grow
+    atoms.positions[3] += [0.25, 0.1, 0.0]  # off the teacher's minimum: a suspect end
+    volumes = {}
+    for start in ("phase:fcc", "random"):
+        end = atoms.copy()
+        end.info.update(active_source="relax-0", active_step=5)
+        runs = [{"run": "relax-0", "kind": "relax", "start": start, "converged": True, "stopped": None, "steps": 5}]
+        out, rec = check_minima([end], runs, CountingEMT(), budget=100, journal=tmp_path / f"{start[:5]}.jsonl",
+                                **{**SETTINGS, "relax_cell": True})
+        assert rec["ends"][0]["verdict"] in ("false", "shifted") and len(out) > 2
+        volumes[start] = [structure.get_volume() for structure, *_ in out]
+    assert np.allclose(volumes["phase:fcc"], atoms.get_volume(), rtol=1e-9)
+    assert max(volumes["random"]) > atoms.get_volume() * 1.01
+
+
 def test_a_round_with_a_false_minimum_never_ends_the_loop():
     """Few failed frames end the loop only without a false minimum; a false minimum alone keeps it going."""
     from mlffd.active.loop import round_converged
