@@ -155,6 +155,11 @@ def defected_start(start: Atoms, defect: str, config: ActiveConfig, reference: R
     return atoms
 
 
+def one_element_crystal(atoms: Atoms) -> bool:
+    """Whether ``atoms`` is periodic in 3D and of one element: what prototype starts need."""
+    return bool(atoms.pbc.all()) and len(set(atoms.numbers.tolist())) == 1
+
+
 def phase_start(start: Atoms, name: str, config: ActiveConfig, rng: np.random.Generator) -> Atoms | None:
     """Prototype ``name`` of ``start``'s element (:func:`mlffd.prototypes.prototype`) rattled by
     0.02 Å (so that a relaxation may leave the phase where the student has no barrier), at a
@@ -163,7 +168,7 @@ def phase_start(start: Atoms, name: str, config: ActiveConfig, rng: np.random.Ge
     between the two; None unless ``start`` is a one-element crystal."""
     from mlffd.prototypes import prototype
 
-    if not start.pbc.all() or len(set(start.numbers)) != 1:
+    if not one_element_crystal(start):
         return None
     atoms = prototype(name, start.get_chemical_symbols()[0])
     own, data = atoms.get_volume() / len(atoms), start.get_volume() / len(start)
@@ -284,7 +289,7 @@ def explore(config: ActiveConfig, artifact: str | Path, start: Atoms, reference:
     from mlffd.calculator import DistilledCalculator
 
     runs = plan(config, round_index)
-    if config.relax_phases and (not start.pbc.all() or len(set(start.numbers)) != 1):
+    if config.relax_phases and not one_element_crystal(start):
         runs = [r for r in runs if not r.start.startswith(PHASE_START)]
         log("[explore] relax_phases: no prototype relaxations, the data are not one-element crystals")
     frames: list[Atoms] = []
