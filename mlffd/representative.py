@@ -2,8 +2,9 @@
 
 Training records one of its own frames (:func:`pick_structure`) in the artifact's metadata
 (``structure``: atomic numbers, positions and cell in Å, pbc), so validation, cards and
-benchmarks of a Cu-Au or a molecular student start from that chemistry, not from silicon. Artifacts from before the field
-fall back to the reference crystal of a one-element model (ASE's ``reference_states``).
+benchmarks of a Cu-Au or a molecular student start from that chemistry, not from silicon.
+Artifacts from before the field fall back to the reference crystal of a one-element model
+(ASE's ``reference_states``).
 """
 
 from __future__ import annotations

@@ -15,8 +15,6 @@ then update the file's sha256 in mlffd/registry_models/registry.json.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 from mlffd.artifact import read_metadata, with_metadata
 from mlffd.data import read_frames
@@ -32,9 +30,7 @@ def main() -> None:
     frames = [a for path in load_config(args.config).train for a in read_frames(path)]
     atoms = pick_structure(frames)
     before = read_metadata(args.artifact).get("structure") or {"numbers": []}
-    with tempfile.TemporaryDirectory(dir=Path(args.artifact).parent) as tmp:
-        written = with_metadata(args.artifact, Path(tmp) / Path(args.artifact).name, structure=structure_record(atoms))
-        written.replace(args.artifact)
+    with_metadata(args.artifact, args.artifact, structure=structure_record(atoms))
     print(f"{args.artifact}: structure {len(before['numbers'])} -> {len(atoms)} atoms "
           f"({atoms.get_volume() / len(atoms):.3f} A^3/atom, cell {atoms.cell.lengths().round(3).tolist()} A)")
 

@@ -81,7 +81,7 @@ def fractions(config: PropertiesConfig) -> np.ndarray:
     return np.linspace(lo, hi, config.eos_points)
 
 
-def _at_volume(start: Atoms, calc: Calculator, volume: float, fmax: float) -> tuple[float, Atoms | None]:
+def at_volume(start: Atoms, calc: Calculator, volume: float, fmax: float) -> tuple[float, Atoms | None]:
     """Energy per atom of ``start`` scaled to ``volume`` (Å^3, whole cell), positions and cell
     shape relaxed at that volume; (NaN, None) when the calculator fails."""
     work = scaled(start, volume / start.get_volume())
@@ -149,7 +149,7 @@ def phase_curve(calc: Calculator, start: Atoms, config: PropertiesConfig) -> dic
     for order in (range(k0, -1, -1), range(k0 + 1, len(grid))):
         prev = r.atoms
         for k in order:
-            energy[k], relaxed = _at_volume(prev, calc, grid[k] * v_cell, min(config.fmax, EOS_FMAX))
+            energy[k], relaxed = at_volume(prev, calc, grid[k] * v_cell, min(config.fmax, EOS_FMAX))
             if relaxed is not None:
                 prev = relaxed
 

@@ -208,14 +208,14 @@ def test_eos_relaxations_converge_to_eos_fmax_even_when_the_config_is_coarser(sw
     from ase.filters import FrechetCellFilter
 
     seen = []
-    real = eos._at_volume
+    real = eos.at_volume
 
     def spy(start, calc, volume, fmax):
         energy, relaxed = real(start, calc, volume, fmax)
         seen.append((fmax, relaxed))
         return energy, relaxed
 
-    monkeypatch.setattr(eos, "_at_volume", spy)
+    monkeypatch.setattr(eos, "at_volume", spy)
     start = element_system("Si", phases=("beta_sn",)).phases["beta_sn"]
     eos.phase_curve(sw_calc, start, PropertiesConfig(fmax=0.05, eos_points=5))
     assert seen and {f for f, _ in seen} == {eos.EOS_FMAX}

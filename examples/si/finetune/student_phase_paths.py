@@ -16,15 +16,13 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 from ase import Atoms
-from ase.filters import FrechetCellFilter
-from ase.optimize import BFGS
 
 from md_validation.properties.config import PropertiesConfig
-from md_validation.properties.relax import keep_symmetry, relax, scaled
+from md_validation.properties.eos import EOS_FMAX, at_volume
+from md_validation.properties.relax import relax
 from md_validation.properties.system import element_system
 from mlffd.calculator import DistilledCalculator
 from mlffd.teachers import load_teacher, teacher_info
@@ -35,24 +33,6 @@ from student_relax_paths import TEACHER, labelled, write_splits
 FRACTIONS = np.linspace(0.70, 1.20, 11)
 #: fewest atoms of the rattled copy
 MIN_ATOMS = 16
-
-
-def at_volume(start: Atoms, student, factor: float) -> Atoms | None:
-    """``start`` scaled by ``factor`` in volume, positions and shape relaxed there by the student
-    (the properties section's walk, symmetry kept); None where the student fails."""
-    work = scaled(start, factor)
-    work.calc = student
-    keep_symmetry(work)
-    try:
-        BFGS(FrechetCellFilter(work, constant_volume=True), logfile=None).run(fmax=0.001, steps=100)
-        if not math.isfinite(work.get_potential_energy()):
-            return None
-    except (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError):
-        return None
-    work.set_constraint()
-    out = work.copy()
-    out.calc = None
-    return out
 
 
 def rattled_supercell(atoms: Atoms, rng: np.random.Generator) -> Atoms:
@@ -82,7 +62,7 @@ def main() -> None:
         for order in (FRACTIONS[FRACTIONS < 1.0][::-1], FRACTIONS[FRACTIONS > 1.0]):
             prev = zero.atoms
             for f in order:
-                end = at_volume(prev, student, f * zero.atoms.get_volume() / prev.get_volume())
+                _, end = at_volume(prev, student, f * zero.atoms.get_volume(), min(config.fmax, EOS_FMAX))
                 if end is not None:
                     reached[float(f)] = prev = end
         for k, (f, atoms) in enumerate(sorted(reached.items())):
