@@ -17,6 +17,11 @@ DEFECT_KINDS = (*DEFECTS, "interstitial_open")
 #: a run's ``start`` for a relaxation from a crystal prototype: this prefix and the prototype's name
 PHASE_START = "phase:"
 
+
+def phase_of(start: str) -> str | None:
+    """The prototype a run's ``start`` names (``phase:NAME``), or None for any other start."""
+    return start[len(PHASE_START):] if start.startswith(PHASE_START) else None
+
 #: options that may change between a run and its resumption: they decide only when the loop
 #: stops, never what a finished round did (so a loop may be continued with more rounds or calls)
 RESUMABLE = frozenset({"max_rounds", "min_new_failures", "teacher_calls_total", "progress"})
@@ -154,4 +159,4 @@ class ActiveConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-__all__ = ["ADDED_KEYS", "ActiveConfig", "DEFECTS", "DEFECT_KINDS", "PHASE_START", "RESUMABLE"]
+__all__ = ["ADDED_KEYS", "ActiveConfig", "DEFECTS", "DEFECT_KINDS", "PHASE_START", "RESUMABLE", "phase_of"]

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from ase import Atoms, units
 
-from mlffd.active.config import PHASE_START, ActiveConfig
+from mlffd.active.config import PHASE_START, ActiveConfig, phase_of
 from mlffd.active.sanity import Reference, distance_limits, sanity_reasons
 from mlffd.sampling.relax import cell_filter_quiet
 
@@ -245,7 +245,7 @@ def run_one(run: Run, start: Atoms, calc, config: ActiveConfig, reference: Refer
             from ase.optimize import BFGS
 
             target = atoms
-            phase = run.start.startswith(PHASE_START)
+            phase = phase_of(run.start) is not None
             if (config.relax_cell or phase) and atoms.pbc.all():
                 from ase.filters import FrechetCellFilter
 
@@ -290,7 +290,7 @@ def explore(config: ActiveConfig, artifact: str | Path, start: Atoms, reference:
 
     runs = plan(config, round_index)
     if config.relax_phases and not one_element_crystal(start):
-        runs = [r for r in runs if not r.start.startswith(PHASE_START)]
+        runs = [r for r in runs if phase_of(r.start) is None]
         log("[explore] relax_phases: no prototype relaxations, the data are not one-element crystals")
     frames: list[Atoms] = []
     records: list[dict[str, Any]] = []
@@ -303,8 +303,8 @@ def explore(config: ActiveConfig, artifact: str | Path, start: Atoms, reference:
                 begin = start.copy()
             elif run.start == "random":
                 begin = random_start(start, config, reference, rng)
-            elif run.start.startswith(PHASE_START):
-                begin = phase_start(start, run.start[len(PHASE_START):], config, rng)
+            elif (phase := phase_of(run.start)) is not None:
+                begin = phase_start(start, phase, config, rng)
             else:
                 begin = defected_start(start, run.start, config, reference, rng)
             calc = DistilledCalculator(artifact)  # a fresh neighbour-list cache per run

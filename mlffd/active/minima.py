@@ -28,7 +28,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from mlffd.active.config import PHASE_START
+from mlffd.active.config import phase_of
 from mlffd.sampling.relax import cell_filter_quiet
 
 #: the reasons of the frames this module adds (``config_type`` is ``active_`` + reason): a checked
@@ -189,7 +189,7 @@ def check_minima(frames: Sequence[Atoms], runs: Sequence[dict[str, Any]], teache
             end.update(teacher_fmax=fmax, verdict="suspect" if fmax > false_minimum_force else "agrees", descent_steps=0,
                        descent_drop_eV=0.0)
             # a phase's relaxation ran at its volume (a point of its E-V curve): the teacher's descent stays there
-            checked.append((index, name, atoms, calc, end, str(run.get("start", "")).startswith(PHASE_START)))
+            checked.append((index, name, atoms, calc, end, phase_of(str(run.get("start", ""))) is not None))
 
         for index, name, atoms, calc, end, fixed_volume in checked:
             status = "cut"

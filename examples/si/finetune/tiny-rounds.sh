@@ -17,9 +17,10 @@ for R in "" 2 3 4 5 6; do
   RUN=$F/tiny-minima$R
   [ -f "$RUN/tiny.mlffd.pt" ] || "$BIN/mlffd" train "$CONFIG" --resume
   if [ ! -f "$F/tiny-minima$R-cal.mlffd.pt" ]; then
-    # The round's own training files, as its config lists them (paths relative to the config).
-    REFIT=$("$BIN/python" -c 'import sys, yaml
-print(" ".join("--refit " + f.replace("../../../", "") for f in yaml.safe_load(open(sys.argv[1]))["train"]))' "$CONFIG")
+    # The round's own training files, as its config resolves them, relative to the repository root.
+    REFIT=$("$BIN/python" -c 'import os, sys
+from mlffd.training.config import load_config
+print(" ".join("--refit " + os.path.relpath(f) for f in load_config(sys.argv[1]).train))' "$CONFIG")
     # shellcheck disable=SC2086  # REFIT is a list of options
     "$BIN/mlffd" calibrate "$RUN/tiny.mlffd.pt" $REFIT --data data/si-coverage/test.extxyz.xz \
       --out "$F/tiny-minima$R-cal.mlffd.pt"
