@@ -10,6 +10,10 @@ default threshold and descent length; with the cell too under ``--cell``).
 Prints one line per relaxation and the count of false minima. ``--out FILE`` writes what the
 teacher labelled as the active loop would add it (checked ends and descent frames, ``config_type``
 ``active_*``): training data from starts drawn with another ``--seed`` than the check's default.
+``--path-images N`` adds, for every end the check calls false, 7net-0's relaxation of that end
+to convergence and N straight-line images from the student's end to 7net-0's (positions and
+cell), labelled (``config_type`` ``active_path``): the way down the student puts a barrier on,
+where the check's descent of 30 calls stops part-way.
 Run from the repository root:
     python examples/si/finetune/minima_check.py original 12
     python examples/si/finetune/minima_check.py tiny 12 --cell --extra 2
@@ -29,13 +33,29 @@ from ase.filters import FrechetCellFilter
 from ase.io import write
 from ase.optimize import BFGS
 
-from student_relax_paths import TEACHER, lattice_constant, open_site_start  # this directory: the same starts
+from student_relax_paths import TEACHER, labelled, lattice_constant, open_site_start  # this directory: the same starts
 
 from mlffd.active import ActiveConfig
 from mlffd.active.minima import check_minima, minima_frames
 from mlffd.calculator import DistilledCalculator
 from mlffd.sampling.relax import cell_filter_quiet
 from mlffd.teachers import load_teacher, teacher_info
+
+
+def path_frames(end: Atoms, teacher, cell: bool, images: int, fmax: float, sha: str | None) -> list[Atoms]:
+    """7net-0's relaxation of a false ``end`` (at most 300 steps) and ``images`` straight-line
+    images from ``end`` to where it arrives (the last is 7net-0's end), labelled by 7net-0."""
+    work = end.copy()
+    work.calc = teacher
+    with cell_filter_quiet():
+        BFGS(FrechetCellFilter(work) if cell else work, logfile=None).run(fmax=fmax, steps=300)
+    source = end.info["active_source"]
+    out = []
+    for i, t in enumerate(np.linspace(0.0, 1.0, images + 1)[1:]):
+        image = Atoms(numbers=end.numbers, positions=(1 - t) * end.positions + t * work.positions,
+                      cell=(1 - t) * end.cell[:] + t * work.cell[:], pbc=True)
+        out.append(labelled(image, teacher, f"path-{source}", i + 1, 0, sha or "", config_type="active_path"))
+    return out
 
 
 def main() -> None:
@@ -46,9 +66,13 @@ def main() -> None:
     parser.add_argument("--out", help="write the labelled frames here (extxyz)")
     parser.add_argument("--cell", action="store_true", help="relax the cell too (student and teacher)")
     parser.add_argument("--extra", type=int, default=1, help="atoms added at open sites (2: di-interstitials)")
+    parser.add_argument("--path-images", type=int, default=0,
+                        help="with --out: label N images from each false end to 7net-0's relaxed end")
     args = parser.parse_args()
     if args.starts < 1 or args.extra < 1:
         parser.error("starts and --extra must be at least 1")
+    if args.path_images < 0 or (args.path_images and not args.out):
+        parser.error("--path-images must be at least 0 and needs --out")
     host = bulk("Si", "diamond", a=lattice_constant(), cubic=True) * (2, 2, 2)
     student, c = DistilledCalculator(args.model), ActiveConfig()
     rng = np.random.default_rng(args.seed)
@@ -79,6 +103,8 @@ def main() -> None:
     if args.out:
         sha = teacher_info(TEACHER).get("checkpoint_sha256")
         labelled = minima_frames(found, {"teacher": TEACHER, **({"teacher_sha256": sha} if sha else {})}, 0)
+        false_ends = [frames[k] for k, run in enumerate(runs) if ends.get(run["run"], {}).get("verdict") == "false"]
+        labelled += [f for end in false_ends for f in path_frames(end, load_teacher(TEACHER), args.cell, args.path_images, c.relax_fmax, sha)]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write(args.out, labelled)
         print(f"{len(labelled)} labelled frames -> {args.out}")
