@@ -102,12 +102,14 @@ def main() -> None:
                  if e.get("verdict") not in ("agrees", None) else ""))
     if args.out:
         sha = teacher_info(TEACHER).get("checkpoint_sha256")
-        labelled = minima_frames(found, {"teacher": TEACHER, **({"teacher_sha256": sha} if sha else {})}, 0)
-        false_ends = [frames[k] for k, run in enumerate(runs) if ends.get(run["run"], {}).get("verdict") == "false"]
-        labelled += [f for end in false_ends for f in path_frames(end, load_teacher(TEACHER), args.cell, args.path_images, c.relax_fmax, sha)]
+        out = minima_frames(found, {"teacher": TEACHER, **({"teacher_sha256": sha} if sha else {})}, 0)
+        if args.path_images:
+            teacher = load_teacher(TEACHER)
+            false_ends = [frames[k] for k, run in enumerate(runs) if ends.get(run["run"], {}).get("verdict") == "false"]
+            out += [f for end in false_ends for f in path_frames(end, teacher, args.cell, args.path_images, c.relax_fmax, sha)]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        write(args.out, labelled)
-        print(f"{len(labelled)} labelled frames -> {args.out}")
+        write(args.out, out)
+        print(f"{len(out)} labelled frames -> {args.out}")
     starts = f"{args.extra} added atom{'s' if args.extra > 1 else ''}{', cell relaxed' if args.cell else ''}"
     print(f"{args.model} ({starts}): {record['false']} false and {record['shifted']} shifted minima of {record['checked']} checked"
           f"{f' ({u} unresolved)' if (u := record['unresolved']) else ''}; "
