@@ -22,6 +22,7 @@ def phase_of(start: str) -> str | None:
     """The prototype a run's ``start`` names (``phase:NAME``), or None for any other start."""
     return start[len(PHASE_START):] if start.startswith(PHASE_START) else None
 
+
 #: options that may change between a run and its resumption: they decide only when the loop
 #: stops, never what a finished round did (so a loop may be continued with more rounds or calls)
 RESUMABLE = frozenset({"max_rounds", "min_new_failures", "teacher_calls_total", "progress"})
