@@ -16,8 +16,8 @@ from mlffd.models.widen import widen_artifact
 from mlffd.testing import silicon
 
 
-def main(src: str, features: str, channels: str, hidden: str, dst: str) -> None:
-    widen_artifact(src, dst, int(features), int(channels), int(hidden))
+def main(src: str, features: str, channels: str, hidden: str, dst: str, message_dim: str = "") -> None:
+    widen_artifact(src, dst, int(features), int(channels), int(hidden), int(message_dim) if message_dim else None)
     atoms = silicon(3, rattle=0.1, seed=3)
     out = {}
     for path in (src, dst):
@@ -30,6 +30,6 @@ def main(src: str, features: str, channels: str, hidden: str, dst: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 6:
-        sys.exit("usage: python tools/widen.py SRC FEATURES CHANNELS HIDDEN DST")
+    if len(sys.argv) not in (6, 7):
+        sys.exit("usage: python tools/widen.py SRC FEATURES CHANNELS HIDDEN DST [MESSAGE_DIM]")
     main(*sys.argv[1:])

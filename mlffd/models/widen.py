@@ -47,16 +47,29 @@ def _update_input(old: Tensor, rows: int, channels: int, new_channels: int, feat
     return new
 
 
+def _moment_weight(old: Tensor, num_basis: int, dim: int, new_dim: int, fill: Tensor) -> Tensor:
+    """A moment weight ``[B * D, K]`` (rows ``b * D + d``: radial function, message feature) for
+    wider D and K: the old block moved to its rows, new message features read by zeros in the
+    old channels; the rest (new channels) ``fill``."""
+    new = fill.to(old.dtype).clone().view(num_basis, new_dim, -1)
+    k = old.shape[1]
+    new[:, :, :k] = 0.0
+    new[:, :dim, :k] = old.view(num_basis, dim, k)
+    return new.reshape(num_basis * new_dim, -1)
+
+
 def widen(model: StudentPotential, config: ModelConfig, features: int, channels: int, hidden: int,
-          seed: int = 0, scale: float = 0.1) -> tuple[StudentPotential, ModelConfig]:
-    """A student of ``config`` widened to ``features``, ``channels`` and ``hidden`` (each at least
-    the old width) that computes the same outputs as ``model``; ``scale`` sets the size of the
-    random weights that write the new units (relative to their default initialisation)."""
-    old = (config.features, config.channels, config.hidden)
-    if features < old[0] or channels < old[1] or hidden < old[2]:
-        raise ValueError(f"widen: the new widths (features, channels, hidden) = {(features, channels, hidden)} "
-                         f"must each be at least the old {old}")
-    wide_config = replace(config, features=features, channels=channels, hidden=hidden)
+          message_dim: int | None = None, seed: int = 0, scale: float = 0.1) -> tuple[StudentPotential, ModelConfig]:
+    """A student of ``config`` widened to ``features``, ``channels``, ``hidden`` and ``message_dim``
+    (each at least the old width; ``message_dim`` None keeps it) that computes the same outputs
+    as ``model``; ``scale`` sets the size of the random weights that write the new units
+    (relative to their default initialisation)."""
+    message_dim = config.message_dim if message_dim is None else message_dim
+    old = (config.features, config.channels, config.hidden, config.message_dim)
+    if features < old[0] or channels < old[1] or hidden < old[2] or message_dim < old[3]:
+        raise ValueError(f"widen: the new widths (features, channels, hidden, message_dim) = "
+                         f"{(features, channels, hidden, message_dim)} must each be at least the old {old}")
+    wide_config = replace(config, features=features, channels=channels, hidden=hidden, message_dim=message_dim)
     source = model.state_dict()
     dtype = source["embedding.weight"].dtype
     wide = StudentPotential(wide_config).to(dtype)
@@ -71,8 +84,14 @@ def widen(model: StudentPotential, config: ModelConfig, features: int, channels:
         name = key.split(".")
         if key == "embedding.weight":  # new features start non-zero, so the weights reading them learn
             state[key] = _pad(src, tuple(value.shape), rand(*value.shape, fan_in=1))
+        elif key.endswith("project.weight") and name[1] != "0":  # new message features: random rows
+            state[key] = _pad(src, tuple(value.shape), rand(*value.shape, fan_in=value.shape[1]))
+            state[key][:, config.features:] = 0.0  # readers of new features: zero
         elif key in ("novelty_mean", "novelty_whiten") or key.endswith("project.weight") or key == "readout.net.0.weight":
             state[key] = _pad(src, tuple(value.shape))  # readers of new features: zero
+        elif name[-1] in ("w0", "w1", "w2") and name[1] != "0":  # also read new message features (by zero rows)
+            state[key] = _moment_weight(src, config.num_basis, config.message_dim, message_dim,
+                                        rand(*value.shape, fan_in=value.shape[0]))
         elif name[-1] in ("w0", "w1", "w2"):  # new channels: random, read by zero columns below
             state[key] = _pad(src, tuple(value.shape), rand(*value.shape, fan_in=value.shape[0]))
         elif key.endswith("update.net.0.weight"):
@@ -92,11 +111,11 @@ def widen(model: StudentPotential, config: ModelConfig, features: int, channels:
     return wide, wide_config
 
 
-def widen_artifact(src, dst, features: int, channels: int, hidden: int, seed: int = 0):
+def widen_artifact(src, dst, features: int, channels: int, hidden: int, message_dim: int | None = None, seed: int = 0):
     """Write to ``dst`` the student of artifact ``src`` widened by :func:`widen`, its metadata
     (teacher, dataset, metrics: the outputs are the same) kept; returns the path."""
     from mlffd.models import export_like, load_student
 
     model, config, meta = load_student(src)
-    wide, wide_config = widen(model, config, features, channels, hidden, seed=seed)
+    wide, wide_config = widen(model, config, features, channels, hidden, message_dim, seed=seed)
     return export_like(wide, wide_config, meta, dst)

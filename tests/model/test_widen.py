@@ -38,8 +38,8 @@ def _outputs(model, atoms):
 
 def test_widened_student_computes_the_same_outputs():
     model, config = _student()
-    wide, wide_config = widen(model, config, features=40, channels=44, hidden=38)
-    assert (wide_config.features, wide_config.channels, wide_config.hidden) == (40, 44, 38)
+    wide, wide_config = widen(model, config, features=40, channels=44, hidden=38, message_dim=6)
+    assert (wide_config.features, wide_config.channels, wide_config.hidden, wide_config.message_dim) == (40, 44, 38, 6)
     assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in model.parameters())
     atoms = _atoms()
     a, b = _outputs(model, atoms), _outputs(wide, atoms)
@@ -51,7 +51,7 @@ def test_widened_student_computes_the_same_outputs():
 
 def test_new_units_get_gradients():
     model, config = _student()
-    wide, _ = widen(model, config, features=40, channels=44, hidden=38)
+    wide, _ = widen(model, config, features=40, channels=44, hidden=38, message_dim=6)
     wide.train()
     out = _outputs(wide, _atoms())
     (out["energy"] ** 2 + (out["forces"] ** 2).sum()).backward()
@@ -60,6 +60,8 @@ def test_new_units_get_gradients():
     assert first[:34, 5 * 44 + 34:].abs().sum() > 0  # zero columns reading new features
     assert wide.interactions[0].update.net[2].weight.grad[:, 34:].abs().sum() > 0  # reading new hidden units
     assert wide.readout.net[0].weight.grad[:, 34:].abs().sum() > 0  # the readout reading new features
+    moment = wide.interactions[1].w0.grad.view(8, 6, 44)  # rows: radial function, message feature
+    assert moment[:, 4:, :34].abs().sum() > 0  # zero rows reading new message features
 
 
 def test_narrower_widths_are_rejected():
