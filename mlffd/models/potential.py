@@ -138,7 +138,10 @@ class StudentPotential(OneGraphEvaluation, FusedEvaluation, BlockedEvaluation, n
             atom_energies = self.atomic_energies(vectors, species, edge_index, extras)
             out = conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, self.training)
         if self.use_repulsion:
-            self.add_repulsion(out, positions, species, edge_index, shifts, energy_mask)
+            if "edge_vectors" in extras:  # the fused path's edge vectors (in its own edge order): not computed twice
+                self.add_repulsion(out, positions, species, extras["edge_index"], shifts, energy_mask, extras["edge_vectors"])
+            else:
+                self.add_repulsion(out, positions, species, edge_index, shifts, energy_mask)
         if self.ensemble > 1 and "heads" in extras:
             add_uncertainty(out, extras["heads"], edge_index, energy_mask, self.uncertainty_scale, self.training)
         if "novelty" in extras:
@@ -146,10 +149,14 @@ class StudentPotential(OneGraphEvaluation, FusedEvaluation, BlockedEvaluation, n
         return out
 
     def add_repulsion(self, out: Dict[str, Tensor], positions: Tensor, species: Tensor, edge_index: Tensor,
-                      shifts: Tensor, energy_mask: Tensor) -> None:
+                      shifts: Tensor, energy_mask: Tensor, edge_vectors: Optional[Tensor] = None) -> None:
         """Add the short-range prior to ``out`` in place: closed forms with no parameters, so
-        every evaluation path gets the same numbers and training fits the network to the rest."""
-        vectors = (positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0]) + shifts).detach()
+        every evaluation path gets the same numbers and training fits the network to the rest.
+        ``edge_vectors``, when given, are the vectors of ``edge_index``'s edges (not recomputed)."""
+        if edge_vectors is None:
+            vectors = (positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0]) + shifts).detach()
+        else:
+            vectors = edge_vectors.detach()
         pair = self.repulsion(vectors, species, edge_index, energy_mask)
         close = pair[1]
         if close.shape[0] == 0:
