@@ -32,4 +32,7 @@ def main(src: str, features: str, channels: str, hidden: str, dst: str, message_
 if __name__ == "__main__":
     if len(sys.argv) not in (6, 7):
         sys.exit("usage: python tools/widen.py SRC FEATURES CHANNELS HIDDEN DST [MESSAGE_DIM]")
-    main(*sys.argv[1:])
+    try:
+        main(*sys.argv[1:])
+    except (ValueError, FileNotFoundError) as exc:  # a bad width or path: one line, nothing written
+        sys.exit(f"error: {exc}")
