@@ -5,9 +5,8 @@ Each repeat times a block of consecutive calls of A and one of B, back to back a
 alternating order, and takes the ratio B / A within the repeat: a machine whose speed drifts
 between repeats (a shared host) moves both blocks of a repeat together, which a ratio of two
 medians over the whole run does not cancel. Blocks rather than single calls, because MD calls
-one model again and again: alternating single calls of two models evicts each one's weights
-and buffers from the caches, which costs the model with more of them several per cent that it
-never pays in a run. Prints, per size, both costs (medians), the median of the per-repeat
+one model again and again: a block measures that steady state, not a model whose caches the
+other one has just used. Prints, per size, both costs (medians), the median of the per-repeat
 ratios and their interquartile range.
 
     git show 44ffd13:mlffd/registry_models/tiny.mlffd.pt > /tmp/tiny-gen1.mlffd.pt
