@@ -34,11 +34,12 @@ def _pad(old: Tensor, shape: tuple[int, ...], fill: Tensor | None = None) -> Ten
 
 
 def _update_input(old: Tensor, rows: int, channels: int, new_channels: int, features: int, new_features: int,
-                  generator: torch.Generator) -> Tensor:
+                  generator: torch.Generator, scale: float) -> Tensor:
     """The update MLP's first weight ``[hidden, 5 K + F]`` for wider K, F and hidden: old columns
-    moved to their block's new place, new columns zero, new rows (hidden units) random."""
+    moved to their block's new place, new columns zero, new rows (hidden units) random
+    (``scale`` times the default initialisation)."""
     fan_in = INVARIANTS * new_channels + new_features
-    new = torch.randn(rows, fan_in, generator=generator, dtype=torch.float64).to(old.dtype) / math.sqrt(fan_in)
+    new = (scale * torch.randn(rows, fan_in, generator=generator, dtype=torch.float64) / math.sqrt(fan_in)).to(old.dtype)
     new[: old.shape[0]] = 0.0
     for b in range(INVARIANTS):
         new[: old.shape[0], b * new_channels: b * new_channels + channels] = old[:, b * channels: (b + 1) * channels]
@@ -95,7 +96,7 @@ def widen(model: StudentPotential, config: ModelConfig, features: int, channels:
         elif name[-1] in ("w0", "w1", "w2"):  # new channels: random, read by zero columns below
             state[key] = _pad(src, tuple(value.shape), rand(*value.shape, fan_in=value.shape[0]))
         elif key.endswith("update.net.0.weight"):
-            state[key] = _update_input(src, hidden, config.channels, channels, config.features, features, g)
+            state[key] = _update_input(src, hidden, config.channels, channels, config.features, features, g, scale)
         elif key.endswith("update.net.0.bias"):
             state[key] = _pad(src, tuple(value.shape))
         elif key.endswith("update.net.2.weight") or key.endswith("update.net.2.bias"):
