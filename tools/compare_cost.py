@@ -62,4 +62,7 @@ def main(a: str, b: str, repeats: int = 30) -> None:
 if __name__ == "__main__":
     if len(sys.argv) not in (3, 4):
         sys.exit("usage: python tools/compare_cost.py ARTIFACT_A ARTIFACT_B [REPEATS]")
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else 30)
+    repeats = sys.argv[3] if len(sys.argv) == 4 else "30"
+    if not repeats.isdigit() or int(repeats) < 1:
+        sys.exit(f"error: REPEATS must be a positive integer, got {repeats!r}")
+    main(sys.argv[1], sys.argv[2], int(repeats))

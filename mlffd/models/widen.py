@@ -79,28 +79,28 @@ def widen(model: StudentPotential, config: ModelConfig, features: int, channels:
     def rand(*shape: int, fan_in: int) -> Tensor:
         return (scale * torch.randn(*shape, generator=g, dtype=torch.float64) / math.sqrt(fan_in)).to(dtype)
 
+    # weights that read new units (and the novelty reference, refitted by calibration): zero-padded
+    read_only = ("novelty_mean", "novelty_whiten", "readout.net.0.weight", "update.net.0.bias", "update.net.2.weight",
+                 "update.net.2.bias", "project.weight")
     state = {}
     for key, value in wide.state_dict().items():
         src = source[key]
         name = key.split(".")
+        later = name[0] == "interactions" and not wide.interactions[int(name[1])].first  # carries message features
         if key == "embedding.weight":  # new features start non-zero, so the weights reading them learn
             state[key] = _pad(src, tuple(value.shape), rand(*value.shape, fan_in=1))
-        elif key.endswith("project.weight") and name[1] != "0":  # new message features: random rows
+        elif name[-1] == "weight" and name[-2] == "project" and later:  # new message features: random rows
             state[key] = _pad(src, tuple(value.shape), rand(*value.shape, fan_in=value.shape[1]))
             state[key][:, config.features:] = 0.0  # readers of new features: zero
-        elif key in ("novelty_mean", "novelty_whiten") or key.endswith("project.weight") or key == "readout.net.0.weight":
-            state[key] = _pad(src, tuple(value.shape))  # readers of new features: zero
-        elif name[-1] in ("w0", "w1", "w2") and name[1] != "0":  # also read new message features (by zero rows)
+        elif name[-1] in ("w0", "w1", "w2") and later:  # also read new message features (by zero rows)
             state[key] = _moment_weight(src, config.num_basis, config.message_dim, message_dim,
                                         rand(*value.shape, fan_in=value.shape[0]))
         elif name[-1] in ("w0", "w1", "w2"):  # new channels: random, read by zero columns below
             state[key] = _pad(src, tuple(value.shape), rand(*value.shape, fan_in=value.shape[0]))
         elif key.endswith("update.net.0.weight"):
             state[key] = _update_input(src, hidden, config.channels, channels, config.features, features, g, scale)
-        elif key.endswith("update.net.0.bias"):
+        elif key.endswith(read_only):  # new hidden units are read by zeros, new features get zero updates
             state[key] = _pad(src, tuple(value.shape))
-        elif key.endswith("update.net.2.weight") or key.endswith("update.net.2.bias"):
-            state[key] = _pad(src, tuple(value.shape))  # new hidden units are read by zeros, new features get zero updates
         else:
             if src.shape != value.shape:
                 raise ValueError(f"widen: {key} has shape {tuple(src.shape)}, expected {tuple(value.shape)}")

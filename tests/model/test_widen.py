@@ -52,16 +52,17 @@ def test_widened_student_computes_the_same_outputs():
 def test_new_units_get_gradients():
     model, config = _student()
     wide, _ = widen(model, config, features=40, channels=44, hidden=38, message_dim=6)
+    f, k, h, d = config.features, config.channels, config.hidden, config.message_dim  # the old widths
     wide.train()
     out = _outputs(wide, _atoms())
     (out["energy"] ** 2 + (out["forces"] ** 2).sum()).backward()
     first = wide.interactions[0].update.net[0].weight.grad
-    assert first[:34, 5 * 44 - 10:5 * 44].abs().sum() > 0  # zero columns reading new tr(A2^3) channels
-    assert first[:34, 5 * 44 + 34:].abs().sum() > 0  # zero columns reading new features
-    assert wide.interactions[0].update.net[2].weight.grad[:, 34:].abs().sum() > 0  # reading new hidden units
-    assert wide.readout.net[0].weight.grad[:, 34:].abs().sum() > 0  # the readout reading new features
-    moment = wide.interactions[1].w0.grad.view(8, 6, 44)  # rows: radial function, message feature
-    assert moment[:, 4:, :34].abs().sum() > 0  # zero rows reading new message features
+    assert first[:h, 5 * 44 - (44 - k):5 * 44].abs().sum() > 0  # zero columns reading new tr(A2^3) channels
+    assert first[:h, 5 * 44 + f:].abs().sum() > 0  # zero columns reading new features
+    assert wide.interactions[0].update.net[2].weight.grad[:, h:].abs().sum() > 0  # reading new hidden units
+    assert wide.readout.net[0].weight.grad[:, f:].abs().sum() > 0  # the readout reading new features
+    moment = wide.interactions[1].w0.grad.view(config.num_basis, 6, 44)  # rows: radial function, message feature
+    assert moment[:, d:, :k].abs().sum() > 0  # zero rows reading new message features
 
 
 def test_narrower_widths_are_rejected():
