@@ -413,7 +413,7 @@ def _block_us(step: Callable[[], float], k: int, n_atoms: int) -> float:
     return sum(step() for _ in range(k)) / k / n_atoms * 1e6
 
 
-def _in_process_lammps(atoms, model_path: str, workdir: Path):
+def in_process_lammps(atoms, model_path: str, workdir: Path):
     """A LAMMPS instance in this process (the ``lammps`` module, plugin found through
     ``LAMMPS_PLUGIN_PATH``) set up for the NVE MD of the ``lammps`` worker; returns
     ``run(steps) -> seconds``, LAMMPS' own loop time of that ``run`` (setup excluded)."""
@@ -478,7 +478,7 @@ def _worker_side_by_side(case: dict) -> dict:
         measure, reference = artifact_block(n), artifact_block(int(case["reference_atoms"]))
     elif case["compare"] == "plugin":
         reference = artifact_block(n)
-        run = _in_process_lammps(si_supercell(n), case["path"], Path(case["workdir"]))
+        run = in_process_lammps(si_supercell(n), case["path"], Path(case["workdir"]))
         run(max(1, case["warmup"]))
         steps = max(1, int(math.ceil(case["min_time"] / max(run(2) / 2, 1e-9))))
 
