@@ -22,9 +22,10 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 from ase.units import GPa
 
+from md_validation.properties.eos import fit_eos, fit_fractions
+from md_validation.properties.relax import scaled
 from mlffd.calculator import DistilledCalculator
 from mlffd.teachers import load_teacher
-from md_validation.properties.eos import fit_eos, fit_fractions
 
 TEACHER = "sevennet:7net-0"
 
@@ -36,8 +37,7 @@ def window(calc: Calculator) -> tuple[np.ndarray, dict]:
     BFGS(FrechetCellFilter(cell), logfile=None).run(fmax=1e-4, steps=200)
     rows = []
     for fraction in fit_fractions():
-        point = cell.copy()
-        point.set_cell(cell.cell * fraction ** (1 / 3), scale_atoms=True)
+        point = scaled(cell, fraction)
         point.calc = calc
         pressure = -np.trace(point.get_stress(voigt=False)) / 3 / GPa
         rows.append((point.get_volume() / len(point), point.get_potential_energy() / len(point), pressure))
