@@ -104,5 +104,7 @@ if __name__ == "__main__":
             sys.exit(f"error: --lammps takes artifact files; not a file: {missing[0]}")
         if "LAMMPS_PLUGIN_PATH" not in os.environ:  # the lammps module needs libmpi on the loader's path at start
             env = plugin_environment() | {"OMP_NUM_THREADS": "1"}
+            if "LAMMPS_PLUGIN_PATH" not in env:  # without it the re-executed script would re-execute itself again
+                sys.exit("error: --lammps needs the mlffd LAMMPS plugin (mlffd-lammps); none is installed")
             os.execve(sys.executable, [sys.executable, *sys.argv], env)
     main(args[0], args[1], int(repeats), lammps)
