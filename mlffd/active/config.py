@@ -30,7 +30,7 @@ RESUMABLE = frozenset({"max_rounds", "min_new_failures", "teacher_calls_total", 
 #: options added after loops were run, left out of :meth:`ActiveConfig.identity` at these values
 #: (a loop run before them, with them at these values, resumes)
 ADDED_KEYS = {"minima_calls_per_round": 0, "false_minimum_force": 0.1, "false_minimum_drop": 0.05, "descent_steps": 30,
-              "relax_phases": 0, "phase_volume_range": 0.1}
+              "relax_phases": 0, "phase_volume_range": 0.1, "finetune_active_repeat": 1}
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ class ActiveConfig:
     finetune_steps: int = 200
     finetune_lr: float = 1.0e-3
     finetune_warmup_steps: int = 20
+    finetune_active_repeat: int = 1  #: times per epoch each fine-tune uses the loop's labelled frames (a few among thousands hardly move a student otherwise)
     finetune_val_fraction: float = 0.1  #: share of the active frames each member holds out (its own draw) for validation
     # -- misc
     descriptor_cutoff: float = 5.0  #: of the sampler's structural descriptor (diversity of the chosen frames)
@@ -109,7 +110,7 @@ class ActiveConfig:
                     "force_hi", "max_force", "label_max_force", "finetune_lr", "descriptor_cutoff", "false_minimum_force",
                     "false_minimum_drop")
         at_least_one = ("max_rounds", "teacher_calls_per_round", "teacher_calls_total", "md_steps", "sample_every", "relax_steps",
-                        "finetune_steps")
+                        "finetune_steps", "finetune_active_repeat")
         not_negative = ("min_new_failures", "audit_frames", "relax_random", "relax_defected", "relax_phases", "min_atoms", "finetune_warmup_steps",
                         "seed", "energy_margin", "minima_calls_per_round", "descent_steps")
         checks = [(self.committee >= 2, "committee", f"must be >= 2 students (a deviation needs two), got {self.committee}")]

@@ -530,6 +530,8 @@ class ActiveLoop:
                 "train": [*base.train, str(active_path)], "max_steps": c.finetune_steps, "lr": c.finetune_lr,
                 "warmup_steps": c.finetune_warmup_steps, "val_fraction": c.finetune_val_fraction,
             }
+            if c.finetune_active_repeat > 1:
+                changes["repeat"] = {**base.repeat, str(active_path): c.finetune_active_repeat}
             if not base.val:
                 # validation from the new frames only (each member its own draw): the old ones were
                 # fitted already, and holding them out afresh would leak. With fewer than two new

@@ -216,6 +216,7 @@ def test_selection_respects_budget_puts_sanity_first_and_spreads():
     ({"minima_calls_per_round": 10}, "minima_calls_per_round"), ({"descent_steps": -2}, "descent_steps"),
     ({"false_minimum_force": 0.0}, "false_minimum_force"), ({"false_minimum_drop": -0.1}, "false_minimum_drop"),
     ({"relax_phases": -1}, "relax_phases"), ({"phase_volume_range": 1.0}, "phase_volume_range"),
+    ({"finetune_active_repeat": 0}, "finetune_active_repeat"), ({"finetune_active_repeat": 1.5}, "finetune_active_repeat"),
 ])
 def test_active_config_rejects_bad_values_naming_the_key(changes, key):
     with pytest.raises(ValueError, match=key):
@@ -236,6 +237,7 @@ def test_keys_added_later_leave_old_loops_identity_alone():
     assert ActiveConfig().identity() != old.identity()
     assert ActiveConfig(**{**ADDED_KEYS, "descent_steps": 5}).identity() != old.identity()
     assert ActiveConfig(**{**ADDED_KEYS, "relax_phases": 2}).identity() != old.identity()
+    assert ActiveConfig(**{**ADDED_KEYS, "finetune_active_repeat": 4}).identity() != old.identity()
 
 
 # -- one round through mlffd distill ---------------------------------------------------------
@@ -330,7 +332,7 @@ def test_committee_of_other_students_is_fine_tuned_and_exported(tmp_path, crysta
     from mlffd.data import dataset_sha256
     from mlffd.distill import load_distill_config, run_distill
 
-    path = _distill_config(tmp_path, crystal, committee_students=["other"])
+    path = _distill_config(tmp_path, crystal, committee_students=["other"], finetune_active_repeat=3)
     cfg = yaml.safe_load(path.read_text())
     cfg["active"].pop("committee")
     cfg["students"]["other"] = {"model": "ultra-tiny", "seed": 5, "batch_size": 2}
@@ -350,6 +352,8 @@ def test_committee_of_other_students_is_fine_tuned_and_exported(tmp_path, crysta
     # each member fine-tuned with its own options
     tuned = [torch.load(active / "round-001" / "members" / f"m{k}" / "checkpoint.pt", weights_only=False)["config"] for k in range(2)]
     assert [(c["name"], c["seed"], c["batch_size"]) for c in tuned] == [("small", 0, 4), ("other", 5, 2)]
+    labelled = str(active / "round-001" / "active.extxyz")  # the loop's frames so far, oversampled in every fine-tune
+    assert [(c["train"][-1], c["repeat"]) for c in tuned] == [(labelled, {labelled: 3})] * 2
     for k, name in enumerate(["small", "other"]):
         assert dataset_sha256(tmp_path / "run" / "models" / f"{name}.mlffd.pt") == dataset_sha256(rec["members_after"][k])
     assert 0 < teacher.calls == report["teacher_calls"]
