@@ -42,20 +42,30 @@ from mlffd.sampling.relax import cell_filter_quiet
 from mlffd.teachers import load_teacher, teacher_info
 
 
-def path_frames(end: Atoms, teacher, cell: bool, images: int, fmax: float, sha: str | None) -> list[Atoms]:
+def path_frames(end: Atoms, teacher, cell: bool, images: int, fmax: float, sha: str | None, max_force: float) -> list[Atoms]:
     """7net-0's relaxation of a false ``end`` (at most 300 steps) and ``images`` straight-line
-    images from ``end`` to where it arrives (the last is 7net-0's end), labelled by 7net-0."""
+    images from ``end`` to where it arrives (the last is 7net-0's end), labelled by 7net-0.
+    A teacher that fails on the way loses only this end's path (one line says so); a label that is
+    not finite or has a force component above ``max_force`` is dropped, as the loop drops it."""
+    source = end.info["active_source"]
     work = end.copy()
     work.calc = teacher
-    with cell_filter_quiet():
-        BFGS(FrechetCellFilter(work) if cell else work, logfile=None).run(fmax=fmax, steps=300)
-    source = end.info["active_source"]
-    out = []
-    for i, t in enumerate(np.linspace(0.0, 1.0, images + 1)[1:]):
-        image = Atoms(numbers=end.numbers, positions=(1 - t) * end.positions + t * work.positions,
-                      cell=(1 - t) * end.cell[:] + t * work.cell[:], pbc=True)
-        out.append(labelled(image, teacher, f"path-{source}", i + 1, 0, sha or "", config_type="active_path"))
-    return out
+    try:
+        with cell_filter_quiet():
+            BFGS(FrechetCellFilter(work) if cell else work, logfile=None).run(fmax=fmax, steps=300)
+        out = []
+        for i, t in enumerate(np.linspace(0.0, 1.0, images + 1)[1:]):
+            image = Atoms(numbers=end.numbers, positions=(1 - t) * end.positions + t * work.positions,
+                          cell=(1 - t) * end.cell[:] + t * work.cell[:], pbc=True)
+            out.append(labelled(image, teacher, f"path-{source}", i + 1, 0, sha or "", config_type="active_path"))
+    except Exception as exc:  # noqa: BLE001 -- any teacher failure: this path is lost, the check's labels are not
+        print(f"path-{source}: no path frames, 7net-0 failed on the way ({type(exc).__name__}: {exc})")
+        return []
+    kept = [f for f in out if np.isfinite(f.get_potential_energy()) and np.all(np.isfinite(f.get_forces()))
+            and np.abs(f.get_forces()).max() <= max_force]
+    if len(kept) < len(out):
+        print(f"path-{source}: {len(out) - len(kept)} of {len(out)} path frames dropped (non-finite or above {max_force} eV/A)")
+    return kept
 
 
 def main() -> None:
@@ -106,7 +116,8 @@ def main() -> None:
         if args.path_images:
             teacher = load_teacher(TEACHER)
             false_ends = [frames[k] for k, run in enumerate(runs) if ends.get(run["run"], {}).get("verdict") == "false"]
-            out += [f for end in false_ends for f in path_frames(end, teacher, args.cell, args.path_images, c.relax_fmax, sha)]
+            out += [f for end in false_ends for f in path_frames(end, teacher, args.cell, args.path_images, c.relax_fmax, sha,
+                                                                      c.label_max_force)]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write(args.out, out)
         print(f"{len(out)} labelled frames -> {args.out}")
