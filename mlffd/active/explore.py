@@ -281,13 +281,21 @@ def _dynamics(atoms: Atoms, run: Run, config: ActiveConfig, rng: np.random.Gener
 
 
 def explore(config: ActiveConfig, artifact: str | Path, start: Atoms, reference: Reference, round_index: int,
-            log: Callable[[str], None] = print) -> tuple[list[Atoms], list[dict[str, Any]]]:
+            log: Callable[[str], None] = print, data_reference: Reference | None = None) -> tuple[list[Atoms], list[dict[str, Any]]]:
     """All runs of one round with the student ``artifact``; the recorded frames and one record
-    per run. Each run draws its own random numbers from ``(seed, round, run name)``."""
+    per run. Each run draws its own random numbers from ``(seed, round, run name)``.
+
+    ``reference`` (the teacher-labelled data so far) decides when a run leaves the data;
+    ``data_reference`` (the student's training data alone; default ``reference``) places the
+    starts: a pushed pair at ``push_fraction`` × its shortest distance, random cells spaced by its
+    bond length. Were the starts placed by the labels so far, each round's pushed pairs, once
+    labelled, would set the next round's shortest distance and the pairs would close in round
+    after round, into distances where the teacher itself is not trained."""
     from tqdm.auto import tqdm
 
     from mlffd.calculator import DistilledCalculator
 
+    data_reference = reference if data_reference is None else data_reference
     runs = plan(config, round_index)
     if config.relax_phases and not one_element_crystal(start):
         runs = [r for r in runs if phase_of(r.start) is None]
@@ -302,11 +310,11 @@ def explore(config: ActiveConfig, artifact: str | Path, start: Atoms, reference:
             if run.start == "crystal":
                 begin = start.copy()
             elif run.start == "random":
-                begin = random_start(start, config, reference, rng)
+                begin = random_start(start, config, data_reference, rng)
             elif (phase := phase_of(run.start)) is not None:
                 begin = phase_start(start, phase, config, rng)
             else:
-                begin = defected_start(start, run.start, config, reference, rng)
+                begin = defected_start(start, run.start, config, data_reference, rng)
             calc = DistilledCalculator(artifact)  # a fresh neighbour-list cache per run
             got, record = run_one(run, begin, calc, config, reference, rng, round_index, tick=bar.update)
             frames += got

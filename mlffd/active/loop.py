@@ -40,6 +40,7 @@ import numpy as np
 from ase import Atoms
 
 from mlffd.active.config import ActiveConfig
+from mlffd.active.sanity import Reference, reference_from_frames
 from mlffd.jsonable import jsonable
 from mlffd.training.config import TrainConfig
 
@@ -203,6 +204,7 @@ class ActiveLoop:
         # copies of the student trained with other seeds: a committee that costs no extra training
         self.others = [(cfg, Path(path)) for cfg, path in others]
         self.train_frames: list[Atoms] = []
+        self.data_reference: Reference | None = None  # of train_frames alone, for the exploration's starts
         if not self.initial.is_file():
             raise FileNotFoundError(f"the student's artifact {self.initial} does not exist: train it first")
         for cfg, path in self.others:
@@ -348,8 +350,10 @@ class ActiveLoop:
         if explore_path.exists():
             return _read_frames(rdir / "explored.extxyz"), _read_json(explore_path)["runs"]
         start = start_structure(self.train_frames, self.config.min_atoms)
+        if self.data_reference is None:
+            self.data_reference = reference_from_frames(self.train_frames)
         with _threads(self.student.threads):
-            frames, runs = explore(self.config, members[0], start, reference, r, log=self.log)
+            frames, runs = explore(self.config, members[0], start, reference, r, log=self.log, data_reference=self.data_reference)
         _write_frames(rdir / "explored.extxyz", frames)
         _write_json(explore_path, {"runs": runs, "frames": len(frames), "member": members[0]})
         return frames, runs
@@ -371,8 +375,6 @@ class ActiveLoop:
         return _read_json(select_path)  # as a resumed round reads it (inf deviations are null)
 
     def _round(self, r: int, rdir: Path, members: list[str], budget: int) -> dict[str, Any]:
-        from mlffd.active.sanity import reference_from_frames
-
         c = self.config
         rdir.mkdir(parents=True, exist_ok=True)
         timing: dict[str, float] = {}

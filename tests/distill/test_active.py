@@ -532,3 +532,32 @@ def test_random_cells_keep_bonds_apart_when_the_data_have_close_contacts():
         closest = d[np.triu_indices(len(atoms), 1)].min()
         assert len(atoms) == len(start) and closest >= 0.9 * ref.bond * 0.95**3  # at most three 5 % steps down
         assert closest > 1.5  # the dimer's distance is not the scale
+
+
+def test_pushed_pairs_are_placed_by_the_students_data_not_by_the_loops_own_labels(crystal):
+    """A labelled pushed pair from an earlier round is closer than any training pair; were the
+    next round's pushes placed by it, they would close in round after round."""
+    from ase.geometry import get_distances
+
+    from mlffd.active.explore import explore
+
+    train = read_frames(crystal["train"])
+    data = reference_from_frames(train)
+    labelled = _cu(rattle=0.0)
+    labelled.positions[1] = labelled.positions[0] + [0.8 * data.pair_shortest(29, 29), 0.0, 0.0]
+    labelled.calc = EMT()
+    labelled.get_potential_energy()
+    so_far = reference_from_frames([*train, labelled])
+    assert so_far.pair_shortest(29, 29) < 0.9 * data.pair_shortest(29, 29)
+
+    config = ActiveConfig.from_dict({**LOOP, "temperatures": [], "relax_random": 0, "relax_phases": 0, "relax_defected": 1,
+                                     "defects": ["pushed_pair"], "relax_steps": 2, "sample_every": 1})
+
+    def closest_at_start(**kw) -> float:
+        frames, runs = explore(config, crystal["members"][0], _cu(rattle=0.0), so_far, 2, log=lambda s: None, **kw)
+        (first,) = [f for f in frames if f.info["active_step"] == 0]
+        d = get_distances(first.positions, cell=first.cell, pbc=True)[1]
+        return float(d[np.triu_indices(len(first), 1)].min())
+
+    assert closest_at_start(data_reference=data) == pytest.approx(config.push_fraction * data.pair_shortest(29, 29), abs=1e-6)
+    assert closest_at_start() == pytest.approx(config.push_fraction * so_far.pair_shortest(29, 29), abs=1e-6)
