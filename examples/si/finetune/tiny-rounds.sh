@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The shipped tiny from its fourth generation: six fine-tuning rounds (tiny-minima{,2,...,6}.yaml),
+# The tiny shipped before the third active loop (examples/si/active-phases.yaml), from its fourth
+# generation: six fine-tuning rounds (tiny-minima{,2,...,6}.yaml),
 # each trained from the previous round's calibrated student and then calibrated on its own training
 # files (notes-tiny.md, "A false minimum the loop found"). The teacher-labelled frames of every
 # round are committed under data/, so this needs no teacher. Run from the repository root after
