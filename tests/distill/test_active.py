@@ -534,7 +534,7 @@ def test_random_cells_keep_bonds_apart_when_the_data_have_close_contacts():
         assert closest > 1.5  # the dimer's distance is not the scale
 
 
-def test_pushed_pairs_are_placed_by_the_students_data_not_by_the_loops_own_labels(crystal):
+def test_pushed_pairs_are_placed_by_the_students_data_not_by_the_loops_own_labels(crystal, tmp_path):
     """A labelled pushed pair from an earlier round is closer than any training pair; were the
     next round's pushes placed by it, they would close in round after round."""
     from ase.geometry import get_distances
@@ -561,3 +561,15 @@ def test_pushed_pairs_are_placed_by_the_students_data_not_by_the_loops_own_label
 
     assert closest_at_start(data_reference=data) == pytest.approx(config.push_fraction * data.pair_shortest(29, 29), abs=1e-6)
     assert closest_at_start() == pytest.approx(config.push_fraction * so_far.pair_shortest(29, 29), abs=1e-6)
+
+    # and the loop passes its training data's reference, whatever the labels so far hold
+    from mlffd.active.loop import ActiveLoop
+
+    loop = ActiveLoop(config, student_config(crystal, tmp_path / "student"), tmp_path / "loop", crystal["members"][0],
+                      teacher=CountingEMT(), log=lambda s: None)
+    loop.train_frames = train
+    (tmp_path / "loop" / "round-002").mkdir(parents=True)
+    frames, _ = loop._explore(2, tmp_path / "loop" / "round-002", [crystal["members"][0]], so_far)
+    (first,) = [f for f in frames if f.info["active_step"] == 0]
+    d = get_distances(first.positions, cell=first.cell, pbc=True)[1]
+    assert d[np.triu_indices(len(first), 1)].min() == pytest.approx(config.push_fraction * data.pair_shortest(29, 29), abs=1e-6)
