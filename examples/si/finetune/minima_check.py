@@ -38,6 +38,7 @@ from student_relax_paths import TEACHER, labelled, lattice_constant, open_site_s
 from mlffd.active import ActiveConfig
 from mlffd.active.minima import check_minima, minima_frames
 from mlffd.calculator import DistilledCalculator
+from mlffd.sampling.frames import sane_frame
 from mlffd.sampling.relax import cell_filter_quiet
 from mlffd.teachers import load_teacher, teacher_info
 
@@ -61,8 +62,7 @@ def path_frames(end: Atoms, teacher, cell: bool, images: int, fmax: float, sha: 
     except Exception as exc:  # noqa: BLE001 -- any teacher failure: this path is lost, the check's labels are not
         print(f"path-{source}: no path frames, 7net-0 failed on the way ({type(exc).__name__}: {exc})")
         return []
-    kept = [f for f in out if np.isfinite(f.get_potential_energy()) and np.all(np.isfinite(f.get_forces()))
-            and np.abs(f.get_forces()).max() <= max_force]
+    kept = [f for f in out if sane_frame(f, max_force)]
     if len(kept) < len(out):
         print(f"path-{source}: {len(out) - len(kept)} of {len(out)} path frames dropped (non-finite or above {max_force} eV/A)")
     return kept
