@@ -204,7 +204,7 @@ class ActiveLoop:
         # copies of the student trained with other seeds: a committee that costs no extra training
         self.others = [(cfg, Path(path)) for cfg, path in others]
         self.train_frames: list[Atoms] = []
-        self.data_reference: Reference | None = None  # of train_frames alone, for the exploration's starts
+        self._train_reference: Reference | None = None  # see _data_reference
         if not self.initial.is_file():
             raise FileNotFoundError(f"the student's artifact {self.initial} does not exist: train it first")
         for cfg, path in self.others:
@@ -339,6 +339,13 @@ class ActiveLoop:
                 "member_names": [self.student.name, *[self._member_config(k, self.dir).name for k in range(1, len(members))]]}
         return {k: str(v) for k, v in write_report(jsonable(data), self.dir).items()}
 
+    def _data_reference(self) -> Reference:
+        """The training data's :class:`Reference` (computed once): where exploration places its
+        starts, and round 1's reference for the sanity flags too (no labels yet)."""
+        if self._train_reference is None:
+            self._train_reference = reference_from_frames(self.train_frames)
+        return self._train_reference
+
     def _active_frames_before(self, r: int) -> list[Atoms]:
         return _read_frames(self.dir / f"round-{r - 1:03d}" / "active.extxyz") if r > 1 else []
 
@@ -350,10 +357,8 @@ class ActiveLoop:
         if explore_path.exists():
             return _read_frames(rdir / "explored.extxyz"), _read_json(explore_path)["runs"]
         start = start_structure(self.train_frames, self.config.min_atoms)
-        if self.data_reference is None:
-            self.data_reference = reference_from_frames(self.train_frames)
         with _threads(self.student.threads):
-            frames, runs = explore(self.config, members[0], start, reference, r, log=self.log, data_reference=self.data_reference)
+            frames, runs = explore(self.config, members[0], start, reference, r, log=self.log, data_reference=self._data_reference())
         _write_frames(rdir / "explored.extxyz", frames)
         _write_json(explore_path, {"runs": runs, "frames": len(frames), "member": members[0]})
         return frames, runs
@@ -380,7 +385,7 @@ class ActiveLoop:
         timing: dict[str, float] = {}
         previous = self._active_frames_before(r)
         # the teacher-labelled data so far decide what is "outside the data" for the sanity flags
-        reference = reference_from_frames(self.train_frames + previous)
+        reference = reference_from_frames(self.train_frames + previous) if previous else self._data_reference()
 
         t0 = time.perf_counter()
         frames, runs = self._explore(r, rdir, members, reference)
