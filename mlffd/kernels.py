@@ -85,6 +85,12 @@ def moment_density(vectors: Tensor, messages: Tensor, neighbor: Tensor, offsets:
     return torch.ops.mlffd_kernels.moment_density(vectors, messages, neighbor, offsets, cutoff, num_basis, envelope_p, scale)
 
 
+#: The columns of an :func:`edge_geometry` row before its radial basis: 1/r, the unit vector and the
+#: 10 angular components (``geometry_width`` in ``kernels/src/kernels.cpp``); the basis is then
+#: ``[GEOMETRY_BASIS, GEOMETRY_BASIS + B)`` and its derivative the next ``B`` columns.
+GEOMETRY_BASIS = 14
+
+
 @_scriptable
 def edge_geometry(vectors: Tensor, cutoff: float, num_basis: int, envelope_p: int) -> Tensor:
     """``mlffd_kernels::edge_geometry`` (operator set 2): what every density pass computes per

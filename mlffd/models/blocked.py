@@ -32,12 +32,42 @@ from mlffd.models.outputs import add_edge_gradients, output_dict
 class BlockedEvaluation:
     """Evaluation in blocks of centre atoms (methods of ``StudentPotential``)."""
 
-    def block_padding(self, ci: Tensor, v: Tensor, slot: Tensor, block: List[int], max_nbrs: int) -> List[Tensor]:
+    def block_padding(self, ci: Tensor, nj: Tensor, v: Tensor, species: Tensor, slot: Tensor, block: List[int],
+                      max_nbrs: int) -> List[Tensor]:
         """The PyTorch path's padded inputs of one block's edges (:func:`block_edges`): padded
         slots, ``ang_t`` and ``radial`` for :meth:`Interaction.forward`."""
         pad = (ci - block[0]) * max_nbrs + slot[block[2] : block[3]]
-        ang_t, radial = self.padded_features(v, pad, block[1] - block[0], max_nbrs)
+        pair_species = torch.stack([species.index_select(0, ci), species.index_select(0, nj)])
+        ang_t, radial = self.padded_features(v, pair_species, pad, block[1] - block[0], max_nbrs)
         return [pad, ang_t, radial]
+
+    def block_geometry(self, v: Tensor, species: Tensor, ci: Tensor, nj: Tensor, near: bool) -> Optional[Tensor]:
+        """The fused kernels' edge geometry of a block's edges, switched (:meth:`switched_geometry`),
+        when the short-range prior reaches any of them (``near``, :meth:`blocks_near`); else None
+        (the kernels then compute the plain geometry themselves)."""
+        if not near:
+            return None
+        geometry = kernels.edge_geometry(v.detach(), self.cutoff, self.num_basis, self.envelope_p)
+        return self.switched_geometry(geometry, species, ci, nj)
+
+    def blocks_near(self, positions: Tensor, edge_index: Tensor, shifts: Tensor, order: Tensor, blocks: List[List[int]],
+                    extras: Optional[Dict[str, Tensor]]) -> List[bool]:
+        """Whether the short-range prior reaches an edge of each block: one distance test per edge
+        for the whole evaluation, whose edge vectors and answer (``extras``) the prior then takes
+        instead of testing again."""
+        if not self.use_repulsion:
+            return [False for _ in blocks]
+        vectors = (positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0]) + shifts).detach()
+        near = self.near((vectors * vectors).sum(1))
+        if extras is not None:
+            extras["edge_vectors"] = vectors
+            extras["edge_index"] = edge_index
+            extras["contacts"] = near.any()
+        out: List[bool] = []
+        for block in blocks:
+            sel = near[block[2] : block[3]] if order.shape[0] == 0 else near.index_select(0, order[block[2] : block[3]])
+            out.append(bool(sel.any()))
+        return out
 
     def chunked_outputs(
         self,
@@ -65,8 +95,9 @@ class BlockedEvaluation:
         max_nbrs = 0 if fused else max_neighbours(offsets)  # the padded layout of the PyTorch path
         blocks = block_bounds(offsets, n_atoms, self.chunk_atoms)
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(positions.dtype)
+        near = self.blocks_near(positions, edge_index, shifts, order, blocks, extras)
         hs, zs, rhos = self.features_pass(positions, species, edge_index, shifts, onehot, order, offsets, slot, max_nbrs,
-                                          blocks, fused)
+                                          blocks, near, fused)
         atom_energies = torch.zeros(n_atoms, dtype=positions.dtype, device=positions.device)
         forces = torch.zeros_like(positions)
         virial = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
@@ -77,7 +108,7 @@ class BlockedEvaluation:
         g_h = torch.zeros(0, dtype=positions.dtype, device=positions.device)
         for t in range(len(self.interactions) - 1, -1, -1):
             g_h = self.layer_gradients(t, g_h, hs[t], zs[t], rhos, positions, species, edge_index, shifts, energy_mask, order,
-                                       offsets, slot, max_nbrs, blocks, fused, [atom_energies, head_energies, forces, virial, atom_virial, novelty])
+                                       offsets, slot, max_nbrs, blocks, near, fused, [atom_energies, head_energies, forces, virial, atom_virial, novelty])
         if extras is not None and self.ensemble > 1:
             extras["heads"] = head_energies
         if extras is not None and self.use_novelty:
@@ -86,7 +117,7 @@ class BlockedEvaluation:
 
     def features_pass(self, positions: Tensor, species: Tensor, edge_index: Tensor, shifts: Tensor, onehot: Tensor,
                       order: Tensor, offsets: Tensor, slot: Tensor, max_nbrs: int, blocks: List[List[int]],
-                      fused: bool) -> Tuple[List[Tensor], List[Tensor], List[List[Tensor]]]:
+                      near: List[bool], fused: bool) -> Tuple[List[Tensor], List[Tensor], List[List[Tensor]]]:
         """Pass 1, without a graph: the features ``hs`` and messages ``zs`` entering every layer
         and, fused, the densities ``rhos`` of every layer but the last (split by rank)."""
         n_atoms = species.shape[0]
@@ -109,17 +140,18 @@ class BlockedEvaluation:
                         torch.empty(3, n_atoms, width, dtype=positions.dtype, device=positions.device),
                         torch.empty(6, n_atoms, width, dtype=positions.dtype, device=positions.device),
                     ]
-                    for block in blocks:
+                    for k, block in enumerate(blocks):
                         a0, a1 = block[0], block[1]
                         ci, nj, v_c, off_c = block_edges(positions, edge_index, shifts, order, offsets, block, False)
                         if fused:
-                            rho = layer.fused_density(v_c, z, nj, off_c, self.cutoff, self.envelope_p)
+                            rho = layer.fused_density(v_c, z, nj, off_c, self.cutoff, self.envelope_p,
+                                                      self.block_geometry(v_c, species, ci, nj, near[k]))
                             kept[0][a0:a1] = rho[0]
                             kept[1][:, a0:a1] = rho[1]
                             kept[2][:, a0:a1] = rho[2]
                             h_next[a0:a1] = layer.mix(h[a0:a1], rho, True)
                         else:
-                            pad, ang_t, radial = self.block_padding(ci, v_c, slot, block, max_nbrs)
+                            pad, ang_t, radial = self.block_padding(ci, nj, v_c, species, slot, block, max_nbrs)
                             h_next[a0:a1] = layer(h[a0:a1], z.index_select(0, nj), ang_t, radial, pad)
                     if fused:
                         rhos.append(kept)
@@ -131,7 +163,8 @@ class BlockedEvaluation:
     # that picks it; what does not call it is in block_target and fused.density_backward_into.
     def layer_gradients(self, t: int, g_h: Tensor, h_t: Tensor, z_t: Tensor, rhos: List[List[Tensor]], positions: Tensor,
                         species: Tensor, edge_index: Tensor, shifts: Tensor, energy_mask: Tensor, order: Tensor, offsets: Tensor,
-                        slot: Tensor, max_nbrs: int, blocks: List[List[int]], fused: bool, acc: List[Tensor]) -> Tensor:
+                        slot: Tensor, max_nbrs: int, blocks: List[List[int]], near: List[bool], fused: bool,
+                        acc: List[Tensor]) -> Tensor:
         """Pass 2 for layer ``t``, block by block: given ``g_h = dE/dh_{t+1}`` (ignored for the last
         layer, which carries the readout), add the layer's edge gradients to the accumulators
         ``acc`` (atom energies, head energies, forces, virial, per-atom virial, novelty) and return
@@ -144,7 +177,7 @@ class BlockedEvaluation:
         for idx, blayer in enumerate(self.interactions):
             if idx == t:
                 g_z = torch.zeros_like(z_t)
-                for block in blocks:
+                for k, block in enumerate(blocks):
                     a0, a1 = block[0], block[1]
                     # blocks that cannot contribute are skipped: no energy-carrying atom in
                     # the last layer (e.g. LAMMPS ghosts), no incoming gradient before it
@@ -163,14 +196,17 @@ class BlockedEvaluation:
                     if fused:  # leaves: the block's density (kept, or computed), its features
                         if t < n_layers - 1:
                             rho_c = [rhos[t][0][a0:a1], rhos[t][1][:, a0:a1], rhos[t][2][:, a0:a1]]
+                            geometry = self.block_geometry(v_c, species, ci, nj, near[k])  # the one its density had
                         else:  # computed here: its forward and backward share the edges' geometry
                             with torch.no_grad():
                                 geometry = kernels.edge_geometry(v_c, self.cutoff, blayer.num_basis, self.envelope_p)
+                                if near[k]:
+                                    geometry = self.switched_geometry(geometry, species, ci, nj)
                                 rho_c = blayer.fused_density(v_c, z_t, nj, off_c, self.cutoff, self.envelope_p, geometry)
                         leaves = [r.detach().requires_grad_(True) for r in rho_c]
                         out = blayer.mix(h_c, leaves, True)
                     else:  # leaves: edge vectors, features, per-edge messages
-                        pad, ang_t, radial = self.block_padding(ci, v_c, slot, block, max_nbrs)
+                        pad, ang_t, radial = self.block_padding(ci, nj, v_c, species, slot, block, max_nbrs)
                         z_c = z_t.index_select(0, nj).detach().requires_grad_(not blayer.first)
                         out = blayer(h_c, z_c, ang_t, radial, pad)
                         leaves = [v_c]

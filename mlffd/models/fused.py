@@ -28,16 +28,23 @@ class FusedEvaluation:
         """Whether evaluation on ``device`` runs the fused CPU kernel (see :attr:`fused`)."""
         return self.fused and not self.training and device.type == "cpu"
 
-    def fused_energies(self, vectors: Tensor, species: Tensor, neighbor: Tensor, offsets: Tensor,
+    def fused_energies(self, vectors: Tensor, species: Tensor, center: Tensor, neighbor: Tensor, offsets: Tensor,
                        extras: Optional[Dict[str, Tensor]] = None) -> Tensor:
         """Per-atom energies by the fused CPU kernels from edges sorted by centre (centre ``i``
-        owns edges ``offsets[i]:offsets[i + 1]``; ``neighbor`` and ``vectors`` in that order).
-        The edges' geometry (distances, angular components, radial basis and its derivative) is
-        computed once for all layers' densities and their backward passes."""
+        owns edges ``offsets[i]:offsets[i + 1]``; ``center``, ``neighbor`` and ``vectors`` in that
+        order). The edges' geometry (distances, angular components, radial basis and its
+        derivative; the basis switched as :meth:`switched_geometry` says) is computed once for
+        all layers' densities and their backward passes."""
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(vectors.dtype)
         h = self.embedding(species)
-        with torch.no_grad():
-            geometry = kernels.edge_geometry(vectors.detach(), self.cutoff, self.num_basis, self.envelope_p)
+        # no ``torch.no_grad`` block: TorchScript mishandles values defined in one and used after
+        # it, and nothing here records a graph (detached vectors; the kernel is not differentiable)
+        geometry = kernels.edge_geometry(vectors.detach(), self.cutoff, self.num_basis, self.envelope_p)
+        contacts = self.geometry_in_reach(geometry)
+        if contacts:
+            geometry = self.switched_geometry(geometry, species, center, neighbor)
+        if extras is not None:
+            extras["contacts"] = torch.tensor(contacts)
         for layer in self.interactions:
             rho = layer.fused_density(vectors, layer.messages(h, onehot), neighbor, offsets, self.cutoff, self.envelope_p,
                                       geometry)
@@ -60,7 +67,7 @@ class FusedEvaluation:
         if extras is not None:  # for the short-range prior, which tests the same edges' lengths
             extras["edge_vectors"] = v
             extras["edge_index"] = sorted_index
-        energies = self.fused_energies(v, species, nj, offsets, extras)
+        energies = self.fused_energies(v, species, ci, nj, offsets, extras)
         return conservative_outputs(positions, v, energies, energy_mask, sorted_index, False, True)
 
 

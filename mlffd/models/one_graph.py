@@ -21,14 +21,18 @@ from mlffd.models.layout import centre_layout, in_centre_order, max_neighbours
 class OneGraphEvaluation:
     """Per-atom energies of the whole system in one graph (methods of ``StudentPotential``)."""
 
-    def edge_features(self, vectors: Tensor) -> List[Tensor]:
+    def edge_features(self, vectors: Tensor, pair_species: Tensor) -> List[Tensor]:
         """Angular components ``[E, 10]`` (1 | u | traceless u u^T as xx yy zz xy xz yz) and the
-        radial basis ``[E, B]`` (zero at and beyond the cutoff) of edge vectors ``[E, 3]``."""
+        radial basis ``[E, B]`` (zero at and beyond the cutoff) of edge vectors ``[E, 3]`` whose
+        centre and neighbour are of the elements ``pair_species [2, E]``; the basis is times the
+        network's share of the edges the short-range prior reaches (:meth:`PairRepulsion.network_share`)."""
         r = torch.linalg.vector_norm(vectors, dim=1)
         inside = r < self.cutoff
         r_safe = torch.where(inside, r, torch.full_like(r, self.cutoff))
         u = vectors * (1.0 / r_safe).unsqueeze(-1)
         basis = self.basis(r_safe)
+        if self.shares_edges(r_safe.detach() * r_safe.detach()):
+            basis = basis * self.repulsion.network_share(r_safe, pair_species[0], pair_species[1])[0].unsqueeze(-1)
         x, y, z = u[:, 0], u[:, 1], u[:, 2]
         third = 1.0 / 3.0
         ang = torch.stack(
@@ -36,10 +40,11 @@ class OneGraphEvaluation:
         )
         return [ang, basis]
 
-    def padded_features(self, vectors: Tensor, pad_index: Tensor, n_atoms: int, max_nbrs: int) -> List[Tensor]:
-        """Edge features in the padded layout of :meth:`Interaction.forward`: ``ang_t [n, 10, M]``,
-        ``radial [n, M, B]``."""
-        ang, basis = self.edge_features(vectors)
+    def padded_features(self, vectors: Tensor, pair_species: Tensor, pad_index: Tensor, n_atoms: int,
+                        max_nbrs: int) -> List[Tensor]:
+        """Edge features (:meth:`edge_features`) in the padded layout of :meth:`Interaction.forward`:
+        ``ang_t [n, 10, M]``, ``radial [n, M, B]``."""
+        ang, basis = self.edge_features(vectors, pair_species)
         ang_pad = torch.zeros(n_atoms * max_nbrs, 10, dtype=vectors.dtype, device=vectors.device)
         ang_t = ang_pad.index_copy(0, pad_index, ang).view(n_atoms, max_nbrs, 10).transpose(1, 2)
         radial_pad = torch.zeros(n_atoms * max_nbrs, self.num_basis, dtype=vectors.dtype, device=vectors.device)
@@ -57,13 +62,15 @@ class OneGraphEvaluation:
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(vectors.dtype)
         h = self.embedding(species)
         if fused:
-            return self.fused_energies(in_centre_order(vectors, order), species, in_centre_order(neighbor, order), offsets, extras)
+            return self.fused_energies(in_centre_order(vectors, order), species, in_centre_order(center, order),
+                                       in_centre_order(neighbor, order), offsets, extras)
         # padded neighbour layout: edge e -> (centre, slot); the sums over neighbours become
         # batched matrix products that never materialise per-edge x channel tensors
         max_nbrs = max_neighbours(offsets)
         slot = slot_sorted if order.shape[0] == 0 else torch.empty_like(slot_sorted).index_copy_(0, order, slot_sorted)
         pad_index = center * max_nbrs + slot
-        ang_t, radial = self.padded_features(vectors, pad_index, n_atoms, max_nbrs)
+        pair_species = torch.stack([species.index_select(0, center), species.index_select(0, neighbor)])
+        ang_t, radial = self.padded_features(vectors, pair_species, pad_index, n_atoms, max_nbrs)
         for layer in self.interactions:
             z_nb = layer.messages(h, onehot).index_select(0, neighbor)
             h = layer(h, z_nb, ang_t, radial, pad_index)

@@ -137,8 +137,10 @@ class StudentPotential(OneGraphEvaluation, FusedEvaluation, BlockedEvaluation, n
             vectors = edge_vectors(positions, edge_index, shifts)
             atom_energies = self.atomic_energies(vectors, species, edge_index, extras)
             out = conservative_outputs(positions, vectors, atom_energies, energy_mask, edge_index, self.training)
-        if self.use_repulsion:
-            if "edge_vectors" in extras:  # the fused path's edge vectors (in its own edge order): not computed twice
+        # the fused and blocked paths have tested every edge's length already: without a contact
+        # inside the prior's reach it adds nothing, and its own test is skipped
+        if self.use_repulsion and ("contacts" not in extras or bool(extras["contacts"])):
+            if "edge_vectors" in extras:  # the fused or blocked path's edge vectors (in its edge order): not computed twice
                 self.add_repulsion(out, positions, species, extras["edge_index"], shifts, energy_mask, extras["edge_vectors"])
             else:
                 self.add_repulsion(out, positions, species, edge_index, shifts, energy_mask)
@@ -147,6 +149,47 @@ class StudentPotential(OneGraphEvaluation, FusedEvaluation, BlockedEvaluation, n
         if "novelty" in extras:
             add_novelty(out, extras["novelty"], energy_mask)
         return out
+
+    def near(self, r2: Tensor) -> Tensor:
+        """Mask of the edges of squared length ``r2`` that the short-range prior reaches (the
+        network's share, :meth:`PairRepulsion.network_share`, is below 1 only on such edges)."""
+        reach = self.repulsion.r_outer.max().to(r2.dtype)
+        return r2 < reach * reach
+
+    def shares_edges(self, r2: Tensor) -> bool:
+        """Whether the prior is on and reaches any edge of squared length ``r2``."""
+        return self.use_repulsion and bool(self.near(r2).any())
+
+    def geometry_in_reach(self, geometry: Tensor) -> bool:
+        """Whether the prior is on and reaches any edge of an :func:`kernels.edge_geometry`
+        (column 0 is 1/r, 0 beyond the cutoff): one pass over the edges, which also tells the
+        fused path whether the prior has anything to add."""
+        if not self.use_repulsion or geometry.shape[0] == 0:
+            return False
+        return float(geometry[:, 0].max()) * float(self.repulsion.r_outer.max()) > 1.0
+
+    def switched_geometry(self, geometry: Tensor, species: Tensor, center: Tensor, neighbor: Tensor) -> Tensor:
+        """``geometry`` (:func:`kernels.edge_geometry` rows of the edges ``center -> neighbor``) with
+        the radial basis and its derivative times the network's share, on the edges the prior
+        reaches: what :meth:`edge_features` does to the PyTorch path's basis. The same tensor when
+        the prior reaches none."""
+        if not self.use_repulsion:
+            return geometry
+        reach = self.repulsion.r_outer.max().to(geometry.dtype)
+        close = torch.nonzero(geometry[:, 0] * reach > 1.0).squeeze(1)  # column 0 is 1/r (0 beyond the cutoff)
+        if close.shape[0] == 0:
+            return geometry
+        rows = geometry.index_select(0, close)
+        a = species.index_select(0, center.index_select(0, close))
+        b = species.index_select(0, neighbor.index_select(0, close))
+        share, dshare = self.repulsion.network_share(1.0 / rows[:, 0], a, b)
+        first = kernels.GEOMETRY_BASIS
+        nb = self.num_basis
+        basis = rows[:, first : first + nb]
+        dbasis = rows[:, first + nb : first + 2 * nb]
+        rows = torch.cat([rows[:, :first], basis * share.unsqueeze(1), dbasis * share.unsqueeze(1) + basis * dshare.unsqueeze(1)],
+                         dim=1)
+        return geometry.index_copy(0, close, rows)
 
     def add_repulsion(self, out: Dict[str, Tensor], positions: Tensor, species: Tensor, edge_index: Tensor,
                       shifts: Tensor, energy_mask: Tensor, edge_vectors: Optional[Tensor] = None) -> None:

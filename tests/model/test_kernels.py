@@ -29,7 +29,7 @@ def test_moment_density_matches_pytorch_path(message_dim, num_basis):
     v2, m2 = v.clone().requires_grad_(True), messages.clone().requires_grad_(True)
     max_nbrs = int((offsets[1:] - offsets[:-1]).max())
     pad = center * max_nbrs + slot
-    ang_t, radial = model.padded_features(v2, pad, n_atoms, max_nbrs)
+    ang_t, radial = model.padded_features(v2, torch.zeros(2, v2.shape[0], dtype=torch.long), pad, n_atoms, max_nbrs)
     rho = layer.density(m2.index_select(0, neighbor), ang_t, radial, pad)
     reference = [rho[0], rho[1:4], rho[4:10]]
     for a, b in zip(fused, reference):
@@ -314,7 +314,8 @@ def test_edge_geometry_basis_equals_the_model_basis_over_the_whole_range(dtype, 
     ref = basis(rr)
     dref = torch.stack([torch.autograd.grad(ref[:, b].sum(), rr, retain_graph=True)[0] for b in range(B)], dim=1)
     scale = ref.detach().abs().max(dim=1, keepdim=True).values.clamp(min=1.0)
-    got, dgot = geometry[inside, 14 : 14 + B], geometry[inside, 14 + B : 14 + 2 * B]
+    first = kernels.GEOMETRY_BASIS  # the layout the model's switched_geometry relies on
+    got, dgot = geometry[inside, first : first + B], geometry[inside, first + B : first + 2 * B]
     assert ((got - ref.detach()).abs() / scale).max() < tol
     assert ((dgot - dref).abs() / dref.abs().max(dim=1, keepdim=True).values.clamp(min=1.0)).max() < tol * 10
     assert torch.allclose(geometry[inside, 0], 1 / r[inside], rtol=tol)

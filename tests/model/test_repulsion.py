@@ -166,31 +166,68 @@ def _outputs(model, atoms, cutoff: float = 5.0):
     return {k: v.detach().numpy() for k, v in out.items()}
 
 
-@pytest.mark.parametrize("path", ["one graph", "fused", "blocks"])
-def test_student_adds_exactly_the_prior_on_every_evaluation_path(path):
-    """Student with the prior minus the same student without it is the prior alone (the
-    calculator above, itself checked against LAMMPS' zbl), whichever way the student evaluates."""
+def _student(path: str):
     from mlffd import kernels
     from mlffd.models import preset
     from mlffd.testing import random_student
 
-    if path == "fused" and not kernels.available():
+    if "fused" in path and not kernels.available():
         pytest.fail("the mlffd kernels are not installed (make setup)")
-    config = preset("tiny", chunk_atoms=5 if path == "blocks" else 512)
-    model, config = random_student(config, repulsion_outer=2.2)
+    config = preset("tiny", chunk_atoms=5 if "blocks" in path else 512)
+    model, _ = random_student(config, repulsion_outer=1.8)  # r_inner 1.08 A, below every bond of the crystal
     model.eval()
-    model.fused = path == "fused"
-    atoms = _pushed_silicon(1.3)
-    on = _outputs(model, atoms)
+    model.fused = "fused" in path
+    return model
+
+
+PATHS = ["one graph", "fused", "blocks", "fused blocks"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_below_r_inner_the_student_is_the_prior_plus_a_network_blind_to_the_pair(path):
+    """A pair closer than r_inner is the prior's alone: the student equals the prior (the
+    calculator above, itself checked against LAMMPS' zbl) plus the same network with the prior
+    off and the pair's two edges deleted from its neighbour list, whichever way it evaluates."""
+    from mlffd.models.outputs import edge_vectors
+    from mlffd.testing import model_inputs
+
+    model = _student(path)
+    atoms = _pushed_silicon(0.9)
+    positions, species, edges, shifts, mask = model_inputs(atoms, torch.float64, 5.0)
+    on = {k: v.detach().numpy() for k, v in model(positions, species, edges, shifts, mask).items()}
+    far = torch.linalg.vector_norm(edge_vectors(positions, edges, shifts), dim=1) > 1.0
+    assert int((~far).sum()) == 2  # the pushed pair, once from each side
     model.use_repulsion = False
-    off = _outputs(model, atoms)
-    prior = PriorCalculator(["Si"], 0.6 * 2.2, 2.2)
+    blind = {k: v.detach().numpy() for k, v in model(positions, species, edges[:, far], shifts[far], mask).items()}
+    prior = PriorCalculator(["Si"], 0.6 * 1.8, 1.8)
     e_prior = prior.get_potential_energy(atoms.copy())
-    assert e_prior > 5.0  # the pushed pair is well inside the prior
-    np.testing.assert_allclose(on["energy"] - off["energy"], e_prior, rtol=1e-10)
-    np.testing.assert_allclose(on["forces"] - off["forces"], prior.get_forces(atoms.copy()), atol=1e-9)
+    assert e_prior > 20.0  # the pushed pair is deep inside the prior
+    np.testing.assert_allclose(on["energy"] - blind["energy"], e_prior, rtol=1e-10)
+    np.testing.assert_allclose(on["forces"] - blind["forces"], prior.get_forces(atoms.copy()), atol=1e-9)
     np.testing.assert_allclose(on["atom_energies"].sum(), on["energy"], rtol=1e-12)
     np.testing.assert_allclose(on["atom_virial"].sum(0), on["virial"], atol=1e-9)
+
+
+def test_every_evaluation_path_switches_the_network_alike_inside_the_window():
+    """Inside the switch window (r_inner < r < r_outer) the network sees the pair in part: every
+    path (PyTorch, fused kernels with the switched geometry, blocks of both) gives the same
+    energy, forces and virial, and they are not those of the unswitched network."""
+    atoms = _pushed_silicon(1.4)
+    from mlffd.testing import model_inputs
+
+    inputs = model_inputs(atoms, torch.float64, 5.0)
+    outs = []
+    for path in PATHS:
+        model = _student(path)
+        outs.append({k: v.detach().numpy() for k, v in model(*inputs).items()})
+    for out in outs[1:]:
+        for key in ("energy", "forces", "virial", "atom_energies"):
+            np.testing.assert_allclose(out[key], outs[0][key], rtol=1e-10, atol=1e-10)
+    model = _student("one graph")
+    model.use_repulsion = False
+    plain = model(*inputs)["energy"].item()
+    prior = PriorCalculator(["Si"], 0.6 * 1.8, 1.8).get_potential_energy(atoms.copy())
+    assert abs(outs[0]["energy"] - prior - plain) > 1e-3  # the network's share of the pair is not whole
 
 
 def test_student_with_prior_is_conservative_in_ase_and_torchscript(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mlffd import DistilledCalculator
@@ -146,3 +147,64 @@ def test_druglike_card_targets_file_is_the_issue_s():
 
     path = DATA.parents[1] / "examples" / "druglike" / "targets.json"
     assert json.loads(path.read_text()) == DRUGLIKE_ACCURACY
+
+
+def _pair_energy(calc: DistilledCalculator, atoms, distances) -> np.ndarray:
+    out = []
+    for r in distances:
+        a = atoms(r)
+        a.calc = calc
+        out.append(a.get_potential_energy())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_shipped_students_are_the_zbl_wall_itself_below_r_inner(name):
+    """Whole model, not the prior alone: for every element pair the dimer's energy below the
+    pair's r_inner is the ZBL energy (the network does not see the pair there), so no student
+    can fall into a well however close two atoms come (a network's extrapolation can reach
+    -1e8 eV at 0.15 Å)."""
+    import torch
+    from ase import Atoms
+    from ase.data import atomic_numbers
+
+    from mlffd.models.repulsion import zbl
+
+    calc = DistilledCalculator(name)
+    elements, _ = FAMILY[name]
+    inner = calc.module.repulsion.r_inner.detach().double().numpy()
+    for a, sa in enumerate(elements):
+        for b, sb in enumerate(elements[a:], start=a):
+            r = np.linspace(0.15, inner[a, b] - 0.01, 12)
+            dimer = lambda d: Atoms([sa, sb], positions=[[0, 0, 0], [d, 0, 0]], cell=[30, 30, 30], pbc=False)  # noqa: E731
+            e = _pair_energy(calc, dimer, r) - _pair_energy(calc, dimer, [12.0])[0]
+            za, zb = (torch.tensor(float(atomic_numbers[s]), dtype=torch.float64) for s in (sa, sb))
+            ref = zbl(torch.tensor(r), za, zb)[0].numpy()
+            np.testing.assert_allclose(e, ref, rtol=1e-4, atol=1e-3, err_msg=f"{name} {sa}-{sb}")
+
+
+@pytest.mark.parametrize("name", SILICON)
+def test_shipped_silicon_students_repel_monotonically_from_the_bond_to_close_contact(name):
+    """The Si dimer from 1.7 Å and a nearest-neighbour pair pushed together inside the crystal
+    (the rest held) from its bond, both down to 0.15 Å: the energy never falls as the pair
+    closes (by more than 0.01 eV between points 0.01 Å apart), through the switch windows too."""
+    from ase import Atoms
+    from ase.build import bulk
+
+    calc = DistilledCalculator(name)
+    r = np.arange(0.15, 1.7, 0.01)
+    dimer = _pair_energy(calc, lambda d: Atoms("Si2", positions=[[0, 0, 0], [d, 0, 0]], cell=[30, 30, 30], pbc=False), r)
+    crystal = bulk("Si", "diamond", a=5.46, cubic=True) * (2, 2, 2)
+    bond = crystal.positions[1] - crystal.positions[0]
+    unit = bond / np.linalg.norm(bond)
+
+    def pushed(d):
+        a = crystal.copy()
+        a.positions[1] = a.positions[0] + unit * d
+        return a
+
+    rc = np.arange(0.15, np.linalg.norm(bond), 0.01)
+    pair = _pair_energy(calc, pushed, rc)
+    for label, d, e in (("dimer", r, dimer), ("crystal pair", rc, pair)):
+        rises = np.diff(e)  # along increasing distance: a repulsive wall only falls
+        assert rises.max() < 0.01, f"{name}: the {label} energy rises by {rises.max():.3g} eV near {d[rises.argmax()]:.2f} Å"
