@@ -208,13 +208,29 @@ def test_below_r_inner_the_student_is_the_prior_plus_a_network_blind_to_the_pair
     np.testing.assert_allclose(on["atom_virial"].sum(0), on["virial"], atol=1e-9)
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_above_the_networks_window_the_student_adds_exactly_the_prior(path):
+    """Between the middle of the prior's window and r_outer the network sees the pair whole:
+    the student with the prior minus the same student without it is the prior alone."""
+    model = _student(path)
+    atoms = _pushed_silicon(1.6)  # r_inner 1.08, middle 1.44, r_outer 1.8
+    on = _outputs(model, atoms)
+    model.use_repulsion = False
+    off = _outputs(model, atoms)
+    prior = PriorCalculator(["Si"], 0.6 * 1.8, 1.8)
+    e_prior = prior.get_potential_energy(atoms.copy())
+    assert e_prior > 0.1  # the pair is inside the prior's reach
+    np.testing.assert_allclose(on["energy"] - off["energy"], e_prior, rtol=1e-10)
+    np.testing.assert_allclose(on["forces"] - off["forces"], prior.get_forces(atoms.copy()), atol=1e-9)
+
+
 def test_every_evaluation_path_switches_the_network_alike_inside_the_window():
-    """Inside the switch window (r_inner < r < r_outer) the network sees the pair in part: every
-    path (PyTorch, fused kernels with the switched geometry, blocks of both) gives the same
-    energy, forces and virial, and they are not those of the unswitched network."""
-    atoms = _pushed_silicon(1.4)
+    """Inside the network's window (r_inner < r < the middle of the prior's) the network sees the
+    pair in part: every path (PyTorch, fused kernels with the switched geometry, blocks of both)
+    gives the same energy, forces and virial, and they are not those of the unswitched network."""
     from mlffd.testing import model_inputs
 
+    atoms = _pushed_silicon(1.3)
     inputs = model_inputs(atoms, torch.float64, 5.0)
     outs = []
     for path in PATHS:
