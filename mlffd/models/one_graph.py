@@ -31,7 +31,7 @@ class OneGraphEvaluation:
         r_safe = torch.where(inside, r, torch.full_like(r, self.cutoff))
         u = vectors * (1.0 / r_safe).unsqueeze(-1)
         basis = self.basis(r_safe)
-        if self.shares_edges(r_safe.detach() * r_safe.detach()):
+        if self.use_repulsion:  # no branch on the data: torch.compile keeps one graph (the share is 1 beyond the prior's window)
             basis = basis * self.repulsion.network_share(r_safe, pair_species[0], pair_species[1])[0].unsqueeze(-1)
         x, y, z = u[:, 0], u[:, 1], u[:, 2]
         third = 1.0 / 3.0

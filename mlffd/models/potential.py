@@ -156,10 +156,6 @@ class StudentPotential(OneGraphEvaluation, FusedEvaluation, BlockedEvaluation, n
         reach = self.repulsion.r_outer.max().to(r2.dtype)
         return r2 < reach * reach
 
-    def shares_edges(self, r2: Tensor) -> bool:
-        """Whether the prior is on and reaches any edge of squared length ``r2``."""
-        return self.use_repulsion and bool(self.near(r2).any())
-
     def geometry_in_reach(self, geometry: Tensor) -> bool:
         """Whether the prior is on and reaches any edge of an :func:`kernels.edge_geometry`
         (column 0 is 1/r, 0 beyond the cutoff): one pass over the edges, which also tells the
