@@ -58,7 +58,7 @@ class BlockedEvaluation:
         if not self.use_repulsion:
             return [False for _ in blocks]
         vectors = (positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0]) + shifts).detach()
-        near = self.near((vectors * vectors).sum(1))
+        near = self.repulsion.reaches((vectors * vectors).sum(1))
         if extras is not None:
             extras["edge_vectors"] = vectors
             extras["edge_index"] = edge_index

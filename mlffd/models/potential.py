@@ -150,12 +150,6 @@ class StudentPotential(OneGraphEvaluation, FusedEvaluation, BlockedEvaluation, n
             add_novelty(out, extras["novelty"], energy_mask)
         return out
 
-    def near(self, r2: Tensor) -> Tensor:
-        """Mask of the edges of squared length ``r2`` that the short-range prior reaches (the
-        network's share, :meth:`PairRepulsion.network_share`, is below 1 only on such edges)."""
-        reach = self.repulsion.r_outer.max().to(r2.dtype)
-        return r2 < reach * reach
-
     def geometry_in_reach(self, geometry: Tensor) -> bool:
         """Whether the prior is on and reaches any edge of an :func:`kernels.edge_geometry`
         (column 0 is 1/r, 0 beyond the cutoff): one pass over the edges, which also tells the

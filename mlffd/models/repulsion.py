@@ -87,8 +87,7 @@ class PairRepulsion(nn.Module):
         # closed forms on detached vectors: nothing here needs autograd (no ``torch.no_grad``
         # block either: TorchScript mishandles values defined in one and used after it)
         vectors = vectors.detach()
-        reach = self.r_outer.max().to(vectors.dtype)
-        close = torch.nonzero((vectors * vectors).sum(1) < reach * reach).squeeze(1)
+        close = torch.nonzero(self.reaches((vectors * vectors).sum(1))).squeeze(1)
         if close.shape[0] == 0:
             return [atom_energies, close, torch.zeros(0, 3, dtype=vectors.dtype, device=vectors.device)]
         # the reach is the largest pair's: keep the edges inside their own pair's r_outer,
@@ -109,6 +108,12 @@ class PairRepulsion(nn.Module):
         atom_energies.index_add_(0, centre, 0.5 * e * s)
         grad = (0.5 * (de * s + e * ds) / r).unsqueeze(1) * v
         return [atom_energies, close, grad]
+
+    def reaches(self, r2: Tensor) -> Tensor:
+        """Mask of the edges of squared length ``r2`` inside the prior's reach (the largest pair's
+        ``r_outer``): the only edges it acts on and the only ones whose network share is below 1."""
+        reach = self.r_outer.max().to(r2.dtype)
+        return r2 < reach * reach
 
     def network_share(self, r: Tensor, a: Tensor, b: Tensor) -> List[Tensor]:
         """The network's share of edges of length ``r`` between elements ``a`` and ``b`` (indices),
